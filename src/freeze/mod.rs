@@ -1,0 +1,1 @@
+//! The freeze window: mount discovery, locks (work in progress).

@@ -1,0 +1,8 @@
+//! quiesce — runs a Linux VM's application-consistency scripts around a
+//! filesystem freeze and a snapshot (crate docs are completed in a later step).
+#![deny(unsafe_op_in_unsafe_fn)]
+#![warn(clippy::undocumented_unsafe_blocks)]
+
+pub mod error;
+pub mod freeze;
+pub mod supervise;

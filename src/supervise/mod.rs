@@ -1,0 +1,1 @@
+//! Supervised children (work in progress).
