@@ -244,7 +244,10 @@ mod tests {
             }
             assert!(!e.action().is_empty() && !e.summary().is_empty());
         }
-        assert_eq!(ErrorCode::InsufficientPermissionforPostScript.name(), "InsufficientPermissionforPost-Script");
+        assert_eq!(
+            ErrorCode::InsufficientPermissionforPostScript.name(),
+            "InsufficientPermissionforPost-Script"
+        );
         assert_eq!(ErrorCode::ScriptChecksumMismatch.code(), Some(312));
         assert_eq!(Exit::Signal(15).code(), 143);
     }

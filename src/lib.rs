@@ -3,6 +3,11 @@
 #![deny(unsafe_op_in_unsafe_fn)]
 #![warn(clippy::undocumented_unsafe_blocks)]
 
+pub mod commands;
+pub mod config;
 pub mod error;
 pub mod freeze;
+pub mod integrity;
+pub mod precheck;
+pub mod report;
 pub mod supervise;

@@ -1,0 +1,463 @@
+//! The extension's `VMSnapshotScriptPluginConfig.json` and the plugin-host
+//! file `VMSnapshotPluginHost.conf` (SPEC.md §3).
+//!
+//! Every file the existing extension accepts and runs correctly must keep
+//! working, so defaults, clamps and warnings are the extension's. Types are
+//! strict: `"false"` is not a boolean, and a wrong type is an error that names
+//! the key, never a silent coercion.
+
+use serde::de::{self, Deserializer, MapAccess, Visitor};
+use serde::Deserialize;
+use serde_json::Value;
+use std::fmt;
+use std::path::{Path, PathBuf};
+
+pub const DEFAULT_CONFIG_PATH: &str = "/etc/azure/VMSnapshotScriptPluginConfig.json";
+pub const DEFAULT_HOST_CONFIG_PATH: &str = "/etc/azure/VMSnapshotPluginHost.conf";
+/// Larger files are refused: the real one is a few hundred bytes.
+pub const MAX_CONFIG_BYTES: usize = 64 * 1024;
+pub const DEFAULT_TIMEOUT_SECS: u64 = 10;
+/// The extension's ceiling for `timeoutInSeconds`.
+pub const MAX_TIMEOUT_SECS: u64 = 1800;
+pub const DEFAULT_POLL_SECS: u64 = 3;
+
+/// Every key the extension's format knows, plus our pins.
+pub const KNOWN_KEYS: [&str; 14] = [
+    "pluginName",
+    "preScriptLocation",
+    "postScriptLocation",
+    "preScriptParams",
+    "postScriptParams",
+    "preScriptNoOfRetries",
+    "postScriptNoOfRetries",
+    "timeoutInSeconds",
+    "continueBackupOnFailure",
+    "fsFreezeEnabled",
+    "ScriptsExecutionPollTimeSeconds",
+    "appName",
+    "preScriptSha256",
+    "postScriptSha256",
+];
+
+/// The loaded configuration, every default applied.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Config {
+    pub plugin_name: String,
+    pub pre: ScriptConfig,
+    pub post: ScriptConfig,
+    /// Per phase, after the 1800 s and plugin-host clamps.
+    pub timeout_secs: u64,
+    pub continue_on_failure: bool,
+    pub fs_freeze_enabled: bool,
+    pub poll_secs: u64,
+    pub app_name: Option<String>,
+}
+
+/// One script's settings.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ScriptConfig {
+    /// As configured; may be empty (then the script is "not found").
+    pub location: PathBuf,
+    pub params: Vec<String>,
+    pub retries: u32,
+    /// Lowercase hex SHA-256 pin, when configured.
+    pub sha256: Option<String>,
+}
+
+/// Why a configuration is refused; always `IncorrectJSONConfigFile`.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ConfigError {
+    #[error("{0} is not valid UTF-8 (at byte {1})")]
+    NotUtf8(PathBuf, usize),
+    #[error("{0} is not valid JSON: {1}")]
+    Syntax(PathBuf, String),
+    #[error("{0}: the top level must be a JSON object")]
+    NotObject(PathBuf),
+    #[error("{path}: key \"{key}\" {rule}")]
+    Field {
+        path: PathBuf,
+        key: String,
+        rule: String,
+    },
+}
+
+/// The outcome of a successful load: the config and the warnings to report.
+#[derive(Debug, Clone)]
+pub struct Loaded {
+    pub config: Config,
+    pub warnings: Vec<String>,
+}
+
+/// A JSON object that refuses duplicate keys (serde_json keeps the last one
+/// silently; the extension's parser would disagree with us about which wins).
+struct StrictObject(Vec<(String, Value)>);
+
+impl<'de> Deserialize<'de> for StrictObject {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> Visitor<'de> for V {
+            type Value = StrictObject;
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str("a JSON object")
+            }
+            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<StrictObject, A::Error> {
+                let mut out: Vec<(String, Value)> = Vec::new();
+                while let Some(key) = map.next_key::<String>()? {
+                    if out.iter().any(|(k, _)| *k == key) {
+                        return Err(de::Error::custom(format!("duplicate key \"{key}\"")));
+                    }
+                    let value: Value = map.next_value()?;
+                    out.push((key, value));
+                }
+                Ok(StrictObject(out))
+            }
+        }
+        d.deserialize_map(V)
+    }
+}
+
+/// Parses the configuration text. `host_timeout` is the plugin-host file's
+/// `timeoutInSeconds`, when that file is present.
+pub fn parse(path: &Path, bytes: &[u8], host_timeout: Option<u64>) -> Result<Loaded, ConfigError> {
+    let text = std::str::from_utf8(bytes)
+        .map_err(|e| ConfigError::NotUtf8(path.to_path_buf(), e.valid_up_to()))?;
+    // Top level first, with a plain Value, so "not an object" reads clearly.
+    let top: Value = serde_json::from_str(text)
+        .map_err(|e| ConfigError::Syntax(path.to_path_buf(), e.to_string()))?;
+    if !top.is_object() {
+        return Err(ConfigError::NotObject(path.to_path_buf()));
+    }
+    let StrictObject(entries) = serde_json::from_str(text)
+        .map_err(|e| ConfigError::Syntax(path.to_path_buf(), e.to_string()))?;
+
+    let mut warnings = Vec::new();
+    let get = |key: &str| entries.iter().find(|(k, _)| k == key).map(|(_, v)| v);
+    let field = |key: &str, rule: String| ConfigError::Field {
+        path: path.to_path_buf(),
+        key: key.to_string(),
+        rule,
+    };
+
+    for (key, _) in &entries {
+        if !KNOWN_KEYS.contains(&key.as_str()) {
+            let hint = match closest_key(key) {
+                Some(k) => format!("; did you mean \"{k}\"?"),
+                None => String::new(),
+            };
+            warnings.push(format!(
+                "{}: unknown key \"{key}\" ignored{hint}",
+                path.display()
+            ));
+        }
+    }
+
+    let string = |key: &str| -> Result<Option<String>, ConfigError> {
+        match get(key) {
+            None => Ok(None),
+            Some(Value::String(s)) => Ok(Some(s.clone())),
+            Some(v) => Err(field(
+                key,
+                format!("must be a string, not {}", type_name(v)),
+            )),
+        }
+    };
+    let boolean = |key: &str, default: bool| -> Result<bool, ConfigError> {
+        match get(key) {
+            None => Ok(default),
+            Some(Value::Bool(b)) => Ok(*b),
+            Some(v) => Err(field(
+                key,
+                format!(
+                    "must be true or false (a JSON boolean), not {}",
+                    type_name(v)
+                ),
+            )),
+        }
+    };
+    let integer = |key: &str, default: u64, min: u64| -> Result<u64, ConfigError> {
+        match get(key) {
+            None => Ok(default),
+            Some(Value::Number(n)) => match n.as_u64() {
+                Some(v) if v >= min => Ok(v),
+                _ => Err(field(key, format!("must be an integer >= {min}, not {n}"))),
+            },
+            Some(v) => Err(field(
+                key,
+                format!("must be an integer >= {min}, not {}", type_name(v)),
+            )),
+        }
+    };
+    let params = |key: &str| -> Result<Vec<String>, ConfigError> {
+        match get(key) {
+            None => Ok(Vec::new()),
+            Some(Value::Array(items)) => items
+                .iter()
+                .enumerate()
+                .map(|(i, v)| match v {
+                    Value::String(s) => {
+                        if s.contains('\0') {
+                            Err(field(key, format!("element {i} contains a NUL character")))
+                        } else {
+                            Ok(s.clone())
+                        }
+                    }
+                    Value::Number(n) => Ok(n.to_string()),
+                    other => Err(field(
+                        key,
+                        format!(
+                            "element {i} must be a string or a number, not {}",
+                            type_name(other)
+                        ),
+                    )),
+                })
+                .collect(),
+            Some(v) => Err(field(
+                key,
+                format!("must be an array of strings, not {}", type_name(v)),
+            )),
+        }
+    };
+    let location = |key: &str| -> Result<PathBuf, ConfigError> {
+        match string(key)? {
+            None => Err(field(
+                key,
+                "is required (absolute path of the script)".into(),
+            )),
+            Some(s) if s.contains('\0') => Err(field(key, "contains a NUL character".into())),
+            Some(s) => Ok(PathBuf::from(s)),
+        }
+    };
+    let pin = |key: &str| -> Result<Option<String>, ConfigError> {
+        match string(key)? {
+            None => Ok(None),
+            Some(s) if s.len() == 64 && s.bytes().all(|b| b.is_ascii_hexdigit()) => {
+                Ok(Some(s.to_ascii_lowercase()))
+            }
+            Some(_) => Err(field(
+                key,
+                "must be 64 hexadecimal digits (a SHA-256)".into(),
+            )),
+        }
+    };
+    let retries = |key: &str| -> Result<u32, ConfigError> {
+        let n = integer(key, 0, 0)?;
+        u32::try_from(n).map_err(|_| field(key, format!("is too large ({n})")))
+    };
+
+    let plugin_name = string("pluginName")?.unwrap_or_else(|| "ScriptRunner".into());
+    if plugin_name != "ScriptRunner" {
+        warnings.push(format!(
+            "{}: pluginName is \"{plugin_name}\", expected \"ScriptRunner\" (the extension may not run the scripts)",
+            path.display()
+        ));
+    }
+    let pre = ScriptConfig {
+        location: location("preScriptLocation")?,
+        params: params("preScriptParams")?,
+        retries: retries("preScriptNoOfRetries")?,
+        sha256: pin("preScriptSha256")?,
+    };
+    let post = ScriptConfig {
+        location: location("postScriptLocation")?,
+        params: params("postScriptParams")?,
+        retries: retries("postScriptNoOfRetries")?,
+        sha256: pin("postScriptSha256")?,
+    };
+
+    let mut timeout_secs = integer("timeoutInSeconds", DEFAULT_TIMEOUT_SECS, 1)?;
+    if timeout_secs > MAX_TIMEOUT_SECS {
+        warnings.push(format!(
+            "{}: timeoutInSeconds {timeout_secs} is above the maximum; {MAX_TIMEOUT_SECS} is used",
+            path.display()
+        ));
+        timeout_secs = MAX_TIMEOUT_SECS;
+    }
+    if let Some(host) = host_timeout {
+        if timeout_secs > host {
+            warnings.push(format!(
+                "timeoutInSeconds {timeout_secs} is above the plugin-host file's {host}; {host} is used"
+            ));
+            timeout_secs = host;
+        }
+    }
+
+    // The extension accepts any integer and falls back to its default outside 1..5.
+    let poll_secs = match get("ScriptsExecutionPollTimeSeconds") {
+        None => DEFAULT_POLL_SECS,
+        Some(Value::Number(n)) if n.is_i64() || n.is_u64() => match n.as_u64() {
+            Some(v @ 1..=5) => v,
+            _ => {
+                warnings.push(format!(
+                    "{}: ScriptsExecutionPollTimeSeconds {n} is outside 1..5; {DEFAULT_POLL_SECS} is used",
+                    path.display()
+                ));
+                DEFAULT_POLL_SECS
+            }
+        },
+        Some(v) => {
+            return Err(field(
+                "ScriptsExecutionPollTimeSeconds",
+                format!("must be an integer, not {}", type_name(v)),
+            ))
+        }
+    };
+
+    let config = Config {
+        plugin_name,
+        pre,
+        post,
+        timeout_secs,
+        continue_on_failure: boolean("continueBackupOnFailure", true)?,
+        fs_freeze_enabled: boolean("fsFreezeEnabled", true)?,
+        poll_secs,
+        app_name: string("appName")?,
+    };
+    Ok(Loaded { config, warnings })
+}
+
+fn type_name(v: &Value) -> &'static str {
+    match v {
+        Value::Null => "null",
+        Value::Bool(_) => "a boolean",
+        Value::Number(n) if n.is_f64() => "a fractional number",
+        Value::Number(_) => "a number",
+        Value::String(_) => "a string",
+        Value::Array(_) => "an array",
+        Value::Object(_) => "an object",
+    }
+}
+
+/// The known key nearest to `key` (case-insensitive edit distance), if it is
+/// near enough to be a plausible typo.
+pub fn closest_key(key: &str) -> Option<&'static str> {
+    let lower = key.to_ascii_lowercase();
+    KNOWN_KEYS
+        .iter()
+        .map(|k| (edit_distance(&lower, &k.to_ascii_lowercase()), *k))
+        .min()
+        .filter(|(d, k)| *d <= 3.max(k.len() / 4))
+        .map(|(_, k)| k)
+}
+
+fn edit_distance(a: &str, b: &str) -> usize {
+    let b: Vec<char> = b.chars().collect();
+    let mut prev: Vec<usize> = (0..=b.len()).collect();
+    for (i, ca) in a.chars().enumerate() {
+        let mut cur = vec![i + 1; b.len() + 1];
+        for (j, cb) in b.iter().enumerate() {
+            let sub = prev[j] + usize::from(ca != *cb);
+            cur[j + 1] = sub.min(prev[j + 1] + 1).min(cur[j] + 1);
+        }
+        prev = cur;
+    }
+    prev[b.len()]
+}
+
+/// Why the plugin-host file is refused; always `IncorrectPluginhostFile`.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum HostConfigError {
+    #[error("{path}:{line}: {rule}")]
+    Syntax {
+        path: PathBuf,
+        line: usize,
+        rule: String,
+    },
+    #[error("{0} is not valid UTF-8")]
+    NotUtf8(PathBuf),
+}
+
+/// Parses the plugin-host INI text and returns `[pre_post] timeoutInSeconds`
+/// when set. The extension writes `key: value`; `key = value` is accepted too.
+pub fn parse_host_config(path: &Path, bytes: &[u8]) -> Result<Option<u64>, HostConfigError> {
+    let text =
+        std::str::from_utf8(bytes).map_err(|_| HostConfigError::NotUtf8(path.to_path_buf()))?;
+    let syntax = |line: usize, rule: String| HostConfigError::Syntax {
+        path: path.to_path_buf(),
+        line,
+        rule,
+    };
+    let mut section: Option<String> = None;
+    let mut timeout = None;
+    for (i, raw) in text.lines().enumerate() {
+        let line = raw.trim();
+        let n = i + 1;
+        if line.is_empty() || line.starts_with('#') || line.starts_with(';') {
+            continue;
+        }
+        if let Some(rest) = line.strip_prefix('[') {
+            let name = rest
+                .strip_suffix(']')
+                .ok_or_else(|| syntax(n, "section header is missing its closing ]".into()))?;
+            section = Some(name.trim().to_string());
+            continue;
+        }
+        let sep = line
+            .find([':', '='])
+            .ok_or_else(|| syntax(n, "expected \"key: value\" or \"key = value\"".into()))?;
+        let (key, value) = (line[..sep].trim(), line[sep + 1..].trim());
+        if key.is_empty() {
+            return Err(syntax(n, "empty key".into()));
+        }
+        if section.is_none() {
+            return Err(syntax(
+                n,
+                format!("key \"{key}\" appears before any [section]"),
+            ));
+        }
+        if section.as_deref() == Some("pre_post") && key.eq_ignore_ascii_case("timeoutInSeconds") {
+            let v: u64 = value.parse().ok().filter(|v| *v >= 1).ok_or_else(|| {
+                syntax(
+                    n,
+                    format!("timeoutInSeconds must be an integer >= 1, not \"{value}\""),
+                )
+            })?;
+            timeout = Some(v);
+        }
+    }
+    Ok(timeout)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn p(text: &str) -> Result<Loaded, ConfigError> {
+        parse(Path::new("/etc/azure/c.json"), text.as_bytes(), None)
+    }
+
+    const MIN: &str = r#"{"preScriptLocation":"/a/pre.sh","postScriptLocation":"/a/post.sh"}"#;
+
+    #[test]
+    fn defaults_apply() {
+        let c = p(MIN).unwrap().config;
+        assert_eq!(c.plugin_name, "ScriptRunner");
+        assert_eq!(c.timeout_secs, 10);
+        assert_eq!(c.poll_secs, 3);
+        assert!(c.continue_on_failure && c.fs_freeze_enabled);
+        assert_eq!(c.pre.retries, 0);
+        assert!(c.pre.params.is_empty());
+    }
+
+    #[test]
+    fn typo_hint_names_closest_key() {
+        assert_eq!(closest_key("timeoutInSecond"), Some("timeoutInSeconds"));
+        assert_eq!(closest_key("fsfreezeenabled"), Some("fsFreezeEnabled"));
+        assert_eq!(closest_key("completelyunrelatedthing"), None);
+    }
+
+    #[test]
+    fn host_ini_forms() {
+        let path = Path::new("/h");
+        let t =
+            "[pre_post]\nnumberOfPlugins: 1\npluginName0: ScriptRunner\ntimeoutInSeconds: 1800\n";
+        assert_eq!(parse_host_config(path, t.as_bytes()).unwrap(), Some(1800));
+        assert_eq!(
+            parse_host_config(path, b"[pre_post]\ntimeoutInSeconds = 30\n").unwrap(),
+            Some(30)
+        );
+        assert_eq!(parse_host_config(path, b"[other]\nx: 1\n").unwrap(), None);
+        assert!(parse_host_config(path, b"[pre_post]\ntimeoutInSeconds: x\n").is_err());
+        assert!(parse_host_config(path, b"timeoutInSeconds: 5\n").is_err());
+        assert!(parse_host_config(path, b"[pre_post\n").is_err());
+    }
+}

@@ -1,0 +1,182 @@
+//! The status document of SPEC.md §9 (`--json` on stdout) and the human
+//! one-line-per-step output on stderr. Field names are a public contract.
+
+use serde::Serialize;
+
+use crate::error::{Exit, Problem};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Outcome {
+    Success,
+    Degraded,
+    Failure,
+}
+
+impl Outcome {
+    pub fn exit(self) -> Exit {
+        match self {
+            Outcome::Success => Exit::Success,
+            Outcome::Degraded => Exit::Degraded,
+            Outcome::Failure => Exit::Failure,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Consistency {
+    Application,
+    Filesystem,
+    Crash,
+    None,
+}
+
+/// One entry of `errors`.
+#[derive(Debug, Clone, Serialize)]
+pub struct ErrorEntry {
+    pub name: &'static str,
+    pub code: Option<u16>,
+    pub message: String,
+    pub action: &'static str,
+}
+
+impl From<&Problem> for ErrorEntry {
+    fn from(p: &Problem) -> Self {
+        ErrorEntry {
+            name: p.code.name(),
+            code: p.code.code(),
+            message: p.detail.clone(),
+            action: p.code.action(),
+        }
+    }
+}
+
+/// One script attempt (`phases.pre.attempts[]`).
+#[derive(Debug, Clone, Serialize, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct AttemptStatus {
+    pub attempt: u32,
+    pub pid: Option<i32>,
+    pub exit_code: Option<i32>,
+    pub signal: Option<i32>,
+    pub timed_out: bool,
+    pub duration_ms: f64,
+    pub killed_pids: Vec<i32>,
+    pub left_running_pids: Vec<i32>,
+    pub stdout_tail: String,
+    pub stderr_tail: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub spawn_error: Option<String>,
+}
+
+/// `phases.pre` / `phases.post`.
+#[derive(Debug, Clone, Serialize, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct ScriptPhaseStatus {
+    pub script: String,
+    pub sha256: String,
+    pub attempts: Vec<AttemptStatus>,
+    /// Pre-script leftovers terminated after the post phase (post only).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub holders_terminated: Vec<i32>,
+}
+
+#[derive(Debug, Clone, Serialize, Default)]
+pub struct Phases {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub pre: Option<ScriptPhaseStatus>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub freeze: Option<serde_json::Value>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub snapshot: Option<serde_json::Value>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub post: Option<ScriptPhaseStatus>,
+}
+
+/// The whole status document.
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Status {
+    pub operation: &'static str,
+    pub operation_id: String,
+    pub result: Outcome,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub consistency: Option<Consistency>,
+    pub errors: Vec<ErrorEntry>,
+    pub warnings: Vec<String>,
+    pub phases: Phases,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub mounts: Option<serde_json::Value>,
+}
+
+impl Status {
+    pub fn new(operation: &'static str, operation_id: &str) -> Status {
+        Status {
+            operation,
+            operation_id: operation_id.to_string(),
+            result: Outcome::Success,
+            consistency: None,
+            errors: Vec::new(),
+            warnings: Vec::new(),
+            phases: Phases::default(),
+            mounts: None,
+        }
+    }
+
+    pub fn push_error(&mut self, p: &Problem) {
+        self.errors.push(ErrorEntry::from(p));
+    }
+
+    pub fn to_json(&self) -> String {
+        serde_json::to_string_pretty(self).expect("status serialises")
+    }
+}
+
+/// A fresh operation id: 128 random bits as a UUID-shaped string, shared by
+/// every audit record and the status of one run.
+pub fn new_operation_id() -> String {
+    let mut b = [0u8; 16];
+    // getrandom(2) never fails for 16 bytes once the pool is initialised;
+    // fall back to time and pid rather than abort a thaw-critical tool.
+    if nix_getrandom(&mut b).is_err() {
+        let t = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap_or_default()
+            .as_nanos();
+        b[..16].copy_from_slice(&t.to_le_bytes());
+        b[0] ^= std::process::id() as u8;
+    }
+    b[6] = (b[6] & 0x0f) | 0x40;
+    b[8] = (b[8] & 0x3f) | 0x80;
+    let h = crate::integrity::hex(&b);
+    format!(
+        "{}-{}-{}-{}-{}",
+        &h[0..8],
+        &h[8..12],
+        &h[12..16],
+        &h[16..20],
+        &h[20..32]
+    )
+}
+
+fn nix_getrandom(buf: &mut [u8]) -> std::io::Result<()> {
+    // SAFETY: the pointer and length describe `buf`, which is valid for writes.
+    let n = unsafe { libc::getrandom(buf.as_mut_ptr().cast(), buf.len(), 0) };
+    if n as usize == buf.len() {
+        Ok(())
+    } else {
+        Err(std::io::Error::last_os_error())
+    }
+}
+
+/// Human output: one short line per step on stderr.
+pub fn say(line: impl AsRef<str>) {
+    eprintln!("quiesce: {}", line.as_ref());
+}
+
+/// Human output for a problem: the line, then the recommended action.
+pub fn say_problem(p: &Problem) {
+    say(format!("error: {p}"));
+    say(format!("  action: {}", p.code.action()));
+}

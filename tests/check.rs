@@ -1,0 +1,777 @@
+//! `quiesce check` against every row of SPEC.md §3 (config) and §4 (trust
+//! checks, error table), with real files, modes, owners and symlinks. Each
+//! case asserts what an operator sees: exit code, the errors' names and codes
+//! in pre-check order, the warnings, and that no script ran.
+
+mod common;
+
+use common::{chown, Setup, NOBODY};
+use serde_json::json;
+use std::fs;
+use std::os::unix::fs::PermissionsExt;
+
+struct Case {
+    name: &'static str,
+    arrange: fn(&Setup),
+    exit: i32,
+    errors: &'static [(&'static str, Option<u64>)],
+    /// A substring one warning must contain.
+    warning: Option<&'static str>,
+    /// A substring the first error's message must contain.
+    message: Option<&'static str>,
+}
+
+const OK: &[(&str, Option<u64>)] = &[];
+const E305: &[(&str, Option<u64>)] = &[("IncorrectJSONConfigFile", Some(305))];
+const E302: &[(&str, Option<u64>)] = &[("Pre-ScriptNotFound", Some(302))];
+const E303: &[(&str, Option<u64>)] = &[("Post-ScriptNotFound", Some(303))];
+const E306: &[(&str, Option<u64>)] = &[("InsufficientPermissionforPre-Script", Some(306))];
+const E307: &[(&str, Option<u64>)] = &[("InsufficientPermissionforPost-Script", Some(307))];
+const E304: &[(&str, Option<u64>)] = &[("IncorrectPluginhostFile", Some(304))];
+const E312: &[(&str, Option<u64>)] = &[("ScriptChecksumMismatch", Some(312))];
+
+fn set(s: &Setup, key: &str, v: serde_json::Value) {
+    s.config_with(|m| {
+        m.insert(key.into(), v);
+    });
+}
+
+fn remove(s: &Setup, key: &str) {
+    s.config_with(|m| {
+        m.remove(key);
+    });
+}
+
+fn chmod(p: &std::path::Path, mode: u32) {
+    fs::set_permissions(p, fs::Permissions::from_mode(mode)).unwrap();
+}
+
+fn sha256_of(p: &std::path::Path) -> String {
+    use sha2::{Digest, Sha256};
+    quiesce::integrity::hex(&Sha256::digest(fs::read(p).unwrap()))
+}
+
+fn cases() -> Vec<Case> {
+    vec![
+        // ---- §3: a valid file, the extension's sample, defaults -------------
+        Case {
+            name: "sample config passes",
+            arrange: |_| {},
+            exit: 0,
+            errors: OK,
+            warning: None,
+            message: None,
+        },
+        Case {
+            name: "only the two required keys",
+            arrange: |s| {
+                s.write_config(&json!({"preScriptLocation": s.pre, "postScriptLocation": s.post}))
+            },
+            exit: 0,
+            errors: OK,
+            warning: None,
+            message: None,
+        },
+        Case {
+            name: "other pluginName is a warning",
+            arrange: |s| set(s, "pluginName", json!("Other")),
+            exit: 0,
+            errors: OK,
+            warning: Some("pluginName"),
+            message: None,
+        },
+        Case {
+            name: "missing preScriptLocation",
+            arrange: |s| remove(s, "preScriptLocation"),
+            exit: 2,
+            errors: E305,
+            warning: None,
+            message: Some("preScriptLocation"),
+        },
+        Case {
+            name: "missing postScriptLocation",
+            arrange: |s| remove(s, "postScriptLocation"),
+            exit: 2,
+            errors: E305,
+            warning: None,
+            message: Some("postScriptLocation"),
+        },
+        Case {
+            name: "preScriptLocation not a string",
+            arrange: |s| set(s, "preScriptLocation", json!(5)),
+            exit: 2,
+            errors: E305,
+            warning: None,
+            message: Some("must be a string"),
+        },
+        Case {
+            name: "empty preScriptLocation",
+            arrange: |s| set(s, "preScriptLocation", json!("")),
+            exit: 2,
+            errors: E302,
+            warning: None,
+            message: Some("preScriptLocation is empty"),
+        },
+        Case {
+            name: "relative preScriptLocation",
+            arrange: |s| set(s, "preScriptLocation", json!("scripts/pre.sh")),
+            exit: 2,
+            errors: E302,
+            warning: None,
+            message: Some("not an absolute path"),
+        },
+        Case {
+            name: "empty postScriptLocation",
+            arrange: |s| set(s, "postScriptLocation", json!("")),
+            exit: 2,
+            errors: E303,
+            warning: None,
+            message: None,
+        },
+        Case {
+            name: "numeric params become text",
+            arrange: |s| set(s, "preScriptParams", json!(["a", 1, 2.5, ""])),
+            exit: 0,
+            errors: OK,
+            warning: None,
+            message: None,
+        },
+        Case {
+            name: "boolean param",
+            arrange: |s| set(s, "preScriptParams", json!(["a", true])),
+            exit: 2,
+            errors: E305,
+            warning: None,
+            message: Some("element 1"),
+        },
+        Case {
+            name: "object param",
+            arrange: |s| set(s, "postScriptParams", json!([{}])),
+            exit: 2,
+            errors: E305,
+            warning: None,
+            message: Some("postScriptParams"),
+        },
+        Case {
+            name: "params not an array",
+            arrange: |s| set(s, "preScriptParams", json!("a b")),
+            exit: 2,
+            errors: E305,
+            warning: None,
+            message: Some("must be an array"),
+        },
+        Case {
+            name: "negative retries",
+            arrange: |s| set(s, "preScriptNoOfRetries", json!(-1)),
+            exit: 2,
+            errors: E305,
+            warning: None,
+            message: Some("preScriptNoOfRetries"),
+        },
+        Case {
+            name: "retries as a string",
+            arrange: |s| set(s, "postScriptNoOfRetries", json!("2")),
+            exit: 2,
+            errors: E305,
+            warning: None,
+            message: Some("postScriptNoOfRetries"),
+        },
+        Case {
+            name: "fractional retries",
+            arrange: |s| set(s, "preScriptNoOfRetries", json!(1.5)),
+            exit: 2,
+            errors: E305,
+            warning: None,
+            message: None,
+        },
+        Case {
+            name: "zero timeout",
+            arrange: |s| set(s, "timeoutInSeconds", json!(0)),
+            exit: 2,
+            errors: E305,
+            warning: None,
+            message: Some("timeoutInSeconds"),
+        },
+        Case {
+            name: "timeout above 1800 is clamped with a warning",
+            arrange: |s| set(s, "timeoutInSeconds", json!(5000)),
+            exit: 0,
+            errors: OK,
+            warning: Some("1800 is used"),
+            message: None,
+        },
+        Case {
+            name: "string \"false\" is not a boolean",
+            arrange: |s| set(s, "continueBackupOnFailure", json!("false")),
+            exit: 2,
+            errors: E305,
+            warning: None,
+            message: Some("continueBackupOnFailure"),
+        },
+        Case {
+            name: "fsFreezeEnabled as a number",
+            arrange: |s| set(s, "fsFreezeEnabled", json!(1)),
+            exit: 2,
+            errors: E305,
+            warning: None,
+            message: Some("fsFreezeEnabled"),
+        },
+        Case {
+            name: "poll time outside 1..5 is a warning",
+            arrange: |s| set(s, "ScriptsExecutionPollTimeSeconds", json!(9)),
+            exit: 0,
+            errors: OK,
+            warning: Some("outside 1..5"),
+            message: None,
+        },
+        Case {
+            name: "poll time zero is a warning",
+            arrange: |s| set(s, "ScriptsExecutionPollTimeSeconds", json!(0)),
+            exit: 0,
+            errors: OK,
+            warning: Some("outside 1..5"),
+            message: None,
+        },
+        Case {
+            name: "poll time as a string",
+            arrange: |s| set(s, "ScriptsExecutionPollTimeSeconds", json!("3")),
+            exit: 2,
+            errors: E305,
+            warning: None,
+            message: Some("ScriptsExecutionPollTimeSeconds"),
+        },
+        Case {
+            name: "appName as a number",
+            arrange: |s| set(s, "appName", json!(3)),
+            exit: 2,
+            errors: E305,
+            warning: None,
+            message: Some("appName"),
+        },
+        Case {
+            name: "unknown key names the closest known key",
+            arrange: |s| set(s, "timeoutInSecond", json!(5)),
+            exit: 0,
+            errors: OK,
+            warning: Some("did you mean \"timeoutInSeconds\""),
+            message: None,
+        },
+        Case {
+            name: "duplicate key",
+            arrange: |s| {
+                s.write_config_text(format!(
+                r#"{{"preScriptLocation":"{0}","postScriptLocation":"{1}","timeoutInSeconds":5,"timeoutInSeconds":6}}"#,
+                s.pre.display(), s.post.display()))
+            },
+            exit: 2,
+            errors: E305,
+            warning: None,
+            message: Some("duplicate key \"timeoutInSeconds\""),
+        },
+        Case {
+            name: "trailing garbage",
+            arrange: |s| {
+                s.write_config_text(format!(
+                    r#"{{"preScriptLocation":"{0}","postScriptLocation":"{1}"}} x"#,
+                    s.pre.display(),
+                    s.post.display()
+                ))
+            },
+            exit: 2,
+            errors: E305,
+            warning: None,
+            message: Some("not valid JSON"),
+        },
+        Case {
+            name: "invalid UTF-8",
+            arrange: |s| {
+                let mut b = br#"{"appName":"x"#.to_vec();
+                b.extend_from_slice(&[0xff, 0xfe]);
+                b.extend_from_slice(
+                    format!(
+                        r#"","preScriptLocation":"{0}","postScriptLocation":"{1}"}}"#,
+                        s.pre.display(),
+                        s.post.display()
+                    )
+                    .as_bytes(),
+                );
+                s.write_config_text(b);
+            },
+            exit: 2,
+            errors: E305,
+            warning: None,
+            message: Some("UTF-8"),
+        },
+        Case {
+            name: "file over 64 KiB",
+            arrange: |s| set(s, "appName", json!("x".repeat(70 * 1024))),
+            exit: 2,
+            errors: E305,
+            warning: None,
+            message: Some("larger than 65536"),
+        },
+        Case {
+            name: "top level is an array",
+            arrange: |s| s.write_config_text("[]"),
+            exit: 2,
+            errors: E305,
+            warning: None,
+            message: Some("must be a JSON object"),
+        },
+        Case {
+            name: "empty file",
+            arrange: |s| s.write_config_text(""),
+            exit: 2,
+            errors: E305,
+            warning: None,
+            message: None,
+        },
+        // ---- §4: the config file's own trust check ---------------------------
+        Case {
+            name: "config missing",
+            arrange: |s| fs::remove_file(&s.config).unwrap(),
+            exit: 2,
+            errors: E305,
+            warning: None,
+            message: Some("does not exist"),
+        },
+        Case {
+            name: "config mode 644",
+            arrange: |s| chmod(&s.config, 0o644),
+            exit: 2,
+            errors: E305,
+            warning: None,
+            message: Some("0644"),
+        },
+        Case {
+            name: "config mode 700 (executable)",
+            arrange: |s| chmod(&s.config, 0o700),
+            exit: 2,
+            errors: E305,
+            warning: None,
+            message: Some("executable"),
+        },
+        Case {
+            name: "config mode 400",
+            arrange: |s| chmod(&s.config, 0o400),
+            exit: 0,
+            errors: OK,
+            warning: None,
+            message: None,
+        },
+        Case {
+            name: "config owned by nobody",
+            arrange: |s| chown(&s.config, NOBODY),
+            exit: 2,
+            errors: E305,
+            warning: None,
+            message: Some("uid 65534"),
+        },
+        Case {
+            name: "config is a symlink",
+            arrange: |s| {
+                let real = s.s.path("real.json");
+                fs::rename(&s.config, &real).unwrap();
+                s.s.symlink(&real, "VMSnapshotScriptPluginConfig.json");
+            },
+            exit: 2,
+            errors: E305,
+            warning: None,
+            message: Some("symbolic link"),
+        },
+        // ---- §4: scripts --------------------------------------------------------
+        Case {
+            name: "pre-script missing",
+            arrange: |s| fs::remove_file(&s.pre).unwrap(),
+            exit: 2,
+            errors: E302,
+            warning: None,
+            message: Some("does not exist"),
+        },
+        Case {
+            name: "post-script missing",
+            arrange: |s| fs::remove_file(&s.post).unwrap(),
+            exit: 2,
+            errors: E303,
+            warning: None,
+            message: None,
+        },
+        Case {
+            name: "pre-script is a directory",
+            arrange: |s| {
+                fs::remove_file(&s.pre).unwrap();
+                fs::create_dir(&s.pre).unwrap();
+            },
+            exit: 2,
+            errors: E302,
+            warning: None,
+            message: Some("not a regular file"),
+        },
+        Case {
+            name: "pre-script's directory missing",
+            arrange: |s| set(s, "preScriptLocation", json!(s.s.path("nodir/pre.sh"))),
+            exit: 2,
+            errors: E302,
+            warning: None,
+            message: None,
+        },
+        Case {
+            name: "pre-script mode 755",
+            arrange: |s| chmod(&s.pre, 0o755),
+            exit: 2,
+            errors: E306,
+            warning: None,
+            message: Some("0755"),
+        },
+        Case {
+            name: "pre-script mode 770",
+            arrange: |s| chmod(&s.pre, 0o770),
+            exit: 2,
+            errors: E306,
+            warning: None,
+            message: None,
+        },
+        Case {
+            name: "pre-script mode 704",
+            arrange: |s| chmod(&s.pre, 0o704),
+            exit: 2,
+            errors: E306,
+            warning: None,
+            message: None,
+        },
+        Case {
+            name: "pre-script mode 600 accepted",
+            arrange: |s| chmod(&s.pre, 0o600),
+            exit: 0,
+            errors: OK,
+            warning: None,
+            message: None,
+        },
+        Case {
+            name: "pre-script mode 500 accepted",
+            arrange: |s| chmod(&s.pre, 0o500),
+            exit: 0,
+            errors: OK,
+            warning: None,
+            message: None,
+        },
+        Case {
+            name: "post-script mode 775",
+            arrange: |s| chmod(&s.post, 0o775),
+            exit: 2,
+            errors: E307,
+            warning: None,
+            message: None,
+        },
+        Case {
+            name: "pre-script owned by nobody",
+            arrange: |s| chown(&s.pre, NOBODY),
+            exit: 2,
+            errors: E306,
+            warning: None,
+            message: Some("uid 65534"),
+        },
+        Case {
+            name: "post-script owned by nobody",
+            arrange: |s| chown(&s.post, NOBODY),
+            exit: 2,
+            errors: E307,
+            warning: None,
+            message: None,
+        },
+        Case {
+            name: "pre-script is a symlink to a good script",
+            arrange: |s| {
+                let real = s.s.write("scripts/real-pre.sh", "#!/bin/sh\n", 0o700);
+                fs::remove_file(&s.pre).unwrap();
+                std::os::unix::fs::symlink(&real, &s.pre).unwrap();
+            },
+            exit: 2,
+            errors: E306,
+            warning: None,
+            message: Some("symbolic link"),
+        },
+        Case {
+            name: "pre-script is a dangling symlink",
+            arrange: |s| {
+                fs::remove_file(&s.pre).unwrap();
+                std::os::unix::fs::symlink(s.s.path("nowhere"), &s.pre).unwrap();
+            },
+            exit: 2,
+            errors: E306,
+            warning: None,
+            message: Some("symbolic link"),
+        },
+        Case {
+            name: "script directory world-writable",
+            arrange: |s| chmod(&s.s.path("scripts"), 0o777),
+            exit: 2,
+            errors: &[
+                ("InsufficientPermissionforPre-Script", Some(306)),
+                ("InsufficientPermissionforPost-Script", Some(307)),
+            ],
+            warning: None,
+            message: Some("group- or world-writable"),
+        },
+        Case {
+            name: "script directory sticky world-writable (like /tmp)",
+            arrange: |s| chmod(&s.s.path("scripts"), 0o1777),
+            exit: 2,
+            errors: &[
+                ("InsufficientPermissionforPre-Script", Some(306)),
+                ("InsufficientPermissionforPost-Script", Some(307)),
+            ],
+            warning: None,
+            message: Some("sticky"),
+        },
+        Case {
+            name: "script directory group-writable",
+            arrange: |s| chmod(&s.s.path("scripts"), 0o770),
+            exit: 2,
+            errors: &[
+                ("InsufficientPermissionforPre-Script", Some(306)),
+                ("InsufficientPermissionforPost-Script", Some(307)),
+            ],
+            warning: None,
+            message: None,
+        },
+        Case {
+            name: "script directory owned by nobody",
+            arrange: |s| chown(&s.s.path("scripts"), NOBODY),
+            exit: 2,
+            errors: &[
+                ("InsufficientPermissionforPre-Script", Some(306)),
+                ("InsufficientPermissionforPost-Script", Some(307)),
+            ],
+            warning: None,
+            message: Some("directory"),
+        },
+        Case {
+            name: "path through a symlinked directory into an insecure one",
+            arrange: |s| {
+                let bad = s.s.mkdir("insecure", 0o777);
+                fs::copy(&s.pre, bad.join("pre.sh")).unwrap();
+                chmod(&bad.join("pre.sh"), 0o700);
+                s.s.symlink(&bad, "via");
+                set(s, "preScriptLocation", json!(s.s.path("via/pre.sh")));
+            },
+            exit: 2,
+            errors: E306,
+            warning: None,
+            message: Some("insecure"),
+        },
+        Case {
+            name: "path through a symlinked directory into a secure one",
+            arrange: |s| {
+                s.s.symlink(&s.s.path("scripts"), "via");
+                set(s, "preScriptLocation", json!(s.s.path("via/pre.sh")));
+            },
+            exit: 0,
+            errors: OK,
+            warning: None,
+            message: None,
+        },
+        // ---- pins ------------------------------------------------------------
+        Case {
+            name: "matching pin",
+            arrange: |s| {
+                set(
+                    s,
+                    "preScriptSha256",
+                    json!(sha256_of(&s.pre).to_uppercase()),
+                )
+            },
+            exit: 0,
+            errors: OK,
+            warning: None,
+            message: None,
+        },
+        Case {
+            name: "pin mismatch",
+            arrange: |s| set(s, "postScriptSha256", json!("0".repeat(64))),
+            exit: 2,
+            errors: E312,
+            warning: None,
+            message: Some("postScriptSha256"),
+        },
+        Case {
+            name: "malformed pin",
+            arrange: |s| set(s, "preScriptSha256", json!("abc")),
+            exit: 2,
+            errors: E305,
+            warning: None,
+            message: Some("64 hexadecimal"),
+        },
+        // ---- plugin-host file --------------------------------------------------
+        Case {
+            name: "plugin-host timeout clamps the config's",
+            arrange: |s| {
+                fs::write(&s.host_config, "[pre_post]\ntimeoutInSeconds: 5\n").unwrap();
+                chmod(&s.host_config, 0o644);
+            },
+            exit: 0,
+            errors: OK,
+            warning: Some("plugin-host file's 5"),
+            message: None,
+        },
+        Case {
+            name: "plugin-host file malformed",
+            arrange: |s| {
+                fs::write(&s.host_config, "[pre_post]\ntimeoutInSeconds: soon\n").unwrap();
+                chmod(&s.host_config, 0o644);
+            },
+            exit: 2,
+            errors: E304,
+            warning: None,
+            message: Some("timeoutInSeconds"),
+        },
+        Case {
+            name: "plugin-host file world-writable",
+            arrange: |s| {
+                fs::write(&s.host_config, "[pre_post]\ntimeoutInSeconds: 60\n").unwrap();
+                chmod(&s.host_config, 0o666);
+            },
+            exit: 2,
+            errors: E304,
+            warning: None,
+            message: Some("plugin-host"),
+        },
+        Case {
+            name: "plugin-host file owned by nobody",
+            arrange: |s| {
+                fs::write(&s.host_config, "[pre_post]\ntimeoutInSeconds: 60\n").unwrap();
+                chmod(&s.host_config, 0o644);
+                chown(&s.host_config, NOBODY);
+            },
+            exit: 2,
+            errors: E304,
+            warning: None,
+            message: None,
+        },
+        // ---- order: every problem listed, in the extension's order --------------
+        Case {
+            name: "pre missing and post insecure: both, pre first",
+            arrange: |s| {
+                fs::remove_file(&s.pre).unwrap();
+                chmod(&s.post, 0o777);
+            },
+            exit: 2,
+            errors: &[
+                ("Pre-ScriptNotFound", Some(302)),
+                ("InsufficientPermissionforPost-Script", Some(307)),
+            ],
+            warning: None,
+            message: None,
+        },
+        Case {
+            name: "bad config hides the scripts",
+            arrange: |s| {
+                set(s, "fsFreezeEnabled", json!("yes"));
+                fs::remove_file(&s.pre).unwrap();
+            },
+            exit: 2,
+            errors: E305,
+            warning: Some("continueBackupOnFailure is unknown"),
+            message: None,
+        },
+    ]
+}
+
+#[test]
+fn check_table() {
+    require_root!();
+    let mut failures = Vec::new();
+    for case in cases() {
+        let s = Setup::new("check");
+        (case.arrange)(&s);
+        let run = s.quiesce(&["check", "--json"]);
+        let json = run.json();
+        let got: Vec<(String, Option<u64>)> = json["errors"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|e| (e["name"].as_str().unwrap().to_string(), e["code"].as_u64()))
+            .collect();
+        let want: Vec<(String, Option<u64>)> = case
+            .errors
+            .iter()
+            .map(|(n, c)| (n.to_string(), *c))
+            .collect();
+        let mut why = Vec::new();
+        if run.code != case.exit {
+            why.push(format!("exit {} (want {})", run.code, case.exit));
+        }
+        if got != want {
+            why.push(format!("errors {got:?} (want {want:?})"));
+        }
+        if let Some(w) = case.warning {
+            if !run.warnings().iter().any(|x| x.contains(w)) {
+                why.push(format!(
+                    "no warning containing {w:?} in {:?}",
+                    run.warnings()
+                ));
+            }
+        }
+        if let Some(m) = case.message {
+            let first = json["errors"][0]["message"].as_str().unwrap_or("");
+            if !first.contains(m) {
+                why.push(format!("first message {first:?} lacks {m:?}"));
+            }
+        }
+        for e in json["errors"].as_array().unwrap() {
+            if e["action"].as_str().unwrap_or("").is_empty() {
+                why.push("an error without a recommended action".into());
+            }
+        }
+        if json["operation"] != "check"
+            || json["result"] != if case.exit == 0 { "success" } else { "failure" }
+        {
+            why.push(format!(
+                "operation/result {} {}",
+                json["operation"], json["result"]
+            ));
+        }
+        if !s.scripts_ran().is_empty() {
+            why.push("check executed a script".into());
+        }
+        // The human output names each error with its code and action.
+        for (name, _) in case.errors {
+            if !run.stderr.contains(name) || !run.stderr.contains("action:") {
+                why.push(format!(
+                    "stderr lacks {name} or its action:\n{}",
+                    run.stderr
+                ));
+            }
+        }
+        if !why.is_empty() {
+            failures.push(format!("{}: {}", case.name, why.join("; ")));
+        }
+    }
+    assert!(
+        failures.is_empty(),
+        "{} case(s) failed:\n{}",
+        failures.len(),
+        failures.join("\n")
+    );
+}
+
+#[test]
+fn usage_errors_exit_64() {
+    let s = Setup::new("usage");
+    for args in [&["bogus"][..], &["check", "--no-such-flag"][..], &[][..]] {
+        let run = s.quiesce(args);
+        assert_eq!(run.code, 64, "{args:?}: {}", run.stderr);
+    }
+    assert_eq!(s.quiesce(&["--help"]).code, 0);
+    assert_eq!(s.quiesce(&["check", "--help"]).code, 0);
+}
+
+#[test]
+fn human_check_output_without_json_keeps_stdout_empty() {
+    require_root!();
+    let s = Setup::new("human");
+    let run = s.quiesce(&["check"]);
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    assert!(run.stdout.is_empty());
+    assert!(run.stderr.contains("would be application-consistent"));
+}

@@ -1,0 +1,217 @@
+//! Shared fixtures for the integration tests: root-owned scratch directories
+//! (never under world-writable /tmp, whose mode the trust checks refuse),
+//! sample configs and scripts, and a runner for the real binary.
+#![allow(dead_code)]
+
+use std::fs;
+use std::os::unix::fs::{symlink, PermissionsExt};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+pub const NOBODY: u32 = 65534;
+
+pub fn is_root() -> bool {
+    nix::unistd::geteuid().is_root()
+}
+
+/// Skips the calling test, loudly, when not root: the trust checks are about
+/// uid 0 ownership and cannot be exercised otherwise. CI runs as root.
+#[macro_export]
+macro_rules! require_root {
+    () => {
+        if !common::is_root() {
+            eprintln!("SKIPPED: needs root (files must be owned by uid 0 and chowned to nobody); CI runs as root");
+            return;
+        }
+    };
+}
+
+static SEQ: AtomicUsize = AtomicUsize::new(0);
+
+/// A root-owned 0700 scratch directory under /run, removed on drop.
+pub struct Scratch {
+    pub dir: PathBuf,
+}
+
+impl Scratch {
+    pub fn new(tag: &str) -> Scratch {
+        let base = Path::new("/run/quiesce-tests");
+        fs::create_dir_all(base).unwrap();
+        fs::set_permissions(base, fs::Permissions::from_mode(0o700)).unwrap();
+        let n = SEQ.fetch_add(1, Ordering::SeqCst);
+        let dir = base.join(format!("{tag}-{}-{n}", std::process::id()));
+        let _ = fs::remove_dir_all(&dir);
+        fs::create_dir(&dir).unwrap();
+        fs::set_permissions(&dir, fs::Permissions::from_mode(0o700)).unwrap();
+        Scratch { dir }
+    }
+
+    pub fn path(&self, name: &str) -> PathBuf {
+        self.dir.join(name)
+    }
+
+    /// Writes a file with the given mode (root-owned, as the test runs as root).
+    pub fn write(&self, name: &str, content: impl AsRef<[u8]>, mode: u32) -> PathBuf {
+        let p = self.path(name);
+        if let Some(parent) = p.parent() {
+            fs::create_dir_all(parent).unwrap();
+        }
+        fs::write(&p, content).unwrap();
+        fs::set_permissions(&p, fs::Permissions::from_mode(mode)).unwrap();
+        p
+    }
+
+    pub fn mkdir(&self, name: &str, mode: u32) -> PathBuf {
+        let p = self.path(name);
+        fs::create_dir_all(&p).unwrap();
+        fs::set_permissions(&p, fs::Permissions::from_mode(mode)).unwrap();
+        p
+    }
+
+    pub fn symlink(&self, target: &Path, name: &str) -> PathBuf {
+        let p = self.path(name);
+        symlink(target, &p).unwrap();
+        p
+    }
+}
+
+impl Drop for Scratch {
+    fn drop(&mut self) {
+        let _ = fs::remove_dir_all(&self.dir);
+    }
+}
+
+pub fn chown(path: &Path, uid: u32) {
+    std::os::unix::fs::lchown(path, Some(uid), None).unwrap();
+}
+
+/// A scratch set-up with a valid config and two scripts that leave a marker
+/// when they run (so tests can prove that nothing ran).
+pub struct Setup {
+    pub s: Scratch,
+    pub config: PathBuf,
+    pub host_config: PathBuf,
+    pub pre: PathBuf,
+    pub post: PathBuf,
+    pub marker: PathBuf,
+}
+
+impl Setup {
+    pub fn new(tag: &str) -> Setup {
+        let s = Scratch::new(tag);
+        let marker = s.path("ran");
+        let pre = s.write(
+            "scripts/pre.sh",
+            format!("#!/bin/sh\necho pre >> {}\n", marker.display()),
+            0o700,
+        );
+        let post = s.write(
+            "scripts/post.sh",
+            format!("#!/bin/sh\necho post >> {}\n", marker.display()),
+            0o700,
+        );
+        let host_config = s.path("VMSnapshotPluginHost.conf");
+        let config = s.path("VMSnapshotScriptPluginConfig.json");
+        let setup = Setup {
+            s,
+            config,
+            host_config,
+            pre,
+            post,
+            marker,
+        };
+        setup.write_config(&setup.default_config());
+        setup
+    }
+
+    pub fn default_config(&self) -> serde_json::Value {
+        serde_json::json!({
+            "pluginName": "ScriptRunner",
+            "preScriptLocation": self.pre,
+            "postScriptLocation": self.post,
+            "preScriptParams": ["", ""],
+            "postScriptParams": ["", ""],
+            "preScriptNoOfRetries": 0,
+            "postScriptNoOfRetries": 0,
+            "timeoutInSeconds": 30,
+            "continueBackupOnFailure": true,
+            "fsFreezeEnabled": true
+        })
+    }
+
+    pub fn write_config(&self, v: &serde_json::Value) {
+        self.write_config_text(serde_json::to_string_pretty(v).unwrap());
+    }
+
+    pub fn write_config_text(&self, text: impl AsRef<[u8]>) {
+        fs::write(&self.config, text).unwrap();
+        fs::set_permissions(&self.config, fs::Permissions::from_mode(0o600)).unwrap();
+    }
+
+    /// Modifies the default config with `f` and writes it.
+    pub fn config_with(&self, f: impl FnOnce(&mut serde_json::Map<String, serde_json::Value>)) {
+        let mut v = self.default_config();
+        f(v.as_object_mut().unwrap());
+        self.write_config(&v);
+    }
+
+    pub fn quiesce(&self, args: &[&str]) -> Run {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_quiesce"));
+        cmd.arg("--config").arg(&self.config);
+        cmd.arg("--host-config").arg(&self.host_config);
+        cmd.args(args);
+        Run::from(cmd.output().unwrap())
+    }
+
+    pub fn scripts_ran(&self) -> String {
+        fs::read_to_string(&self.marker).unwrap_or_default()
+    }
+}
+
+/// What a run of the binary showed a user.
+pub struct Run {
+    pub code: i32,
+    pub stdout: String,
+    pub stderr: String,
+}
+
+impl From<Output> for Run {
+    fn from(o: Output) -> Run {
+        Run {
+            code: o.status.code().unwrap_or(-1),
+            stdout: String::from_utf8_lossy(&o.stdout).into_owned(),
+            stderr: String::from_utf8_lossy(&o.stderr).into_owned(),
+        }
+    }
+}
+
+impl Run {
+    pub fn json(&self) -> serde_json::Value {
+        serde_json::from_str(&self.stdout).unwrap_or_else(|e| {
+            panic!(
+                "stdout is not JSON ({e}):\n{}\nstderr:\n{}",
+                self.stdout, self.stderr
+            )
+        })
+    }
+
+    /// The `[name, code]` of every error, in order.
+    pub fn error_names(&self) -> Vec<String> {
+        self.json()["errors"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|e| e["name"].as_str().unwrap().to_string())
+            .collect()
+    }
+
+    pub fn warnings(&self) -> Vec<String> {
+        self.json()["warnings"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|w| w.as_str().unwrap().to_string())
+            .collect()
+    }
+}
