@@ -3,11 +3,15 @@
 #![deny(unsafe_op_in_unsafe_fn)]
 #![warn(clippy::undocumented_unsafe_blocks)]
 
+pub mod audit;
 pub mod commands;
 pub mod config;
 pub mod error;
+pub mod flow;
 pub mod freeze;
 pub mod integrity;
 pub mod precheck;
 pub mod report;
+pub mod sandbox;
+pub mod signals;
 pub mod supervise;

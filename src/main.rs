@@ -4,10 +4,14 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Args, Parser, Subcommand};
+use quiesce::audit::{self, Facility};
+use quiesce::commands::runner::RunnerOptions;
 use quiesce::commands::{self, Common};
 use quiesce::config::{DEFAULT_CONFIG_PATH, DEFAULT_HOST_CONFIG_PATH};
 use quiesce::error::Exit;
+use quiesce::freeze::{mounts, state};
 use quiesce::precheck::InputPaths;
+use quiesce::precheck::Phase;
 
 /// Runs a Linux VM's application-consistency scripts around a filesystem
 /// freeze and a snapshot: supervised, sandboxed, audited, never leaving a
@@ -35,13 +39,54 @@ struct GlobalArgs {
     /// More detail on stderr.
     #[arg(short, long, global = true)]
     verbose: bool,
+    /// Runner state directory on tmpfs: lock, recovery record, pre-script holders.
+    #[arg(long, global = true, value_name = "DIR", default_value = state::DEFAULT_RUN_DIR)]
+    run_dir: PathBuf,
+    /// The extension's backup settings; its [SnapshotThread] MountsToSkip is honoured.
+    #[arg(long, global = true, value_name = "PATH", default_value = mounts::VMBACKUP_CONF_PATH)]
+    vmbackup_conf: PathBuf,
+    /// Sandbox policy for scripts [default: /etc/quiesce/policy.json if
+    /// present, else the built-in policy].
+    #[arg(long, global = true, value_name = "PATH")]
+    policy: Option<PathBuf>,
+    /// Run scripts WITHOUT the sandbox (loudly logged; never the default).
+    #[arg(long, global = true)]
+    no_sandbox: bool,
+    /// Syslog socket of the audit trail.
+    #[arg(long, global = true, value_name = "PATH", default_value = audit::DEFAULT_SOCKET)]
+    syslog_socket: PathBuf,
+    /// Syslog facility of the audit trail (authpriv, auth, daemon, user, local0..local7).
+    #[arg(long, global = true, value_name = "NAME", default_value = "authpriv", value_parser = parse_facility)]
+    syslog_facility: Facility,
+}
+
+fn parse_facility(s: &str) -> Result<Facility, String> {
+    s.parse::<Facility>().map_err(|e| e.to_string())
 }
 
 #[derive(Subcommand, Debug)]
 enum Command {
-    /// Verify config, plugin-host file and both scripts; runs nothing.
+    /// Verify config, plugin-host file and both scripts, and list the mounts
+    /// that would be frozen (and why others are skipped); runs nothing.
     /// Exit 0 only if a snapshot would be application-consistent.
-    Check,
+    Check {
+        /// Plan these mounts instead of discovering them (repeatable).
+        #[arg(long = "mount", value_name = "M")]
+        mounts: Vec<PathBuf>,
+    },
+    /// Run the pre-script with its retries and timeout (supervised, sandboxed).
+    /// What it leaves running is kept until the next post phase.
+    Pre,
+    /// Run the post-script with its retries and timeout, then terminate what
+    /// the pre-script left running.
+    Post,
+    /// Emergency thaw: thaws what a dead runner recorded as frozen, or the
+    /// given mounts. Safe to run at any time.
+    Thaw {
+        /// Thaw exactly these mounts (repeatable).
+        #[arg(long = "mount", value_name = "M")]
+        mounts: Vec<PathBuf>,
+    },
 }
 
 const EXIT_HELP: &str = "Exit status:
@@ -65,15 +110,39 @@ fn main() -> ExitCode {
             return ExitCode::from(exit.code() as u8);
         }
     };
+    // Paths on the command line are the operator's, relative to the cwd; the
+    // trust checks need them absolute to check every directory above them.
+    let abs = |p: PathBuf| std::path::absolute(&p).unwrap_or(p);
+    let cli = Cli {
+        global: GlobalArgs {
+            config: abs(cli.global.config),
+            host_config: abs(cli.global.host_config),
+            policy: cli.global.policy.map(abs),
+            run_dir: abs(cli.global.run_dir),
+            ..cli.global
+        },
+        ..cli
+    };
     let common = Common {
         paths: InputPaths {
             config: cli.global.config,
             host_config: cli.global.host_config,
         },
         verbose: cli.global.verbose,
+        run_dir: state::RunDir::new(cli.global.run_dir),
+        vmbackup_conf: cli.global.vmbackup_conf,
+    };
+    let ropts = RunnerOptions {
+        policy: cli.global.policy,
+        no_sandbox: cli.global.no_sandbox,
+        syslog_socket: cli.global.syslog_socket,
+        facility: cli.global.syslog_facility,
     };
     let (status, exit) = match cli.command {
-        Command::Check => commands::check(&common),
+        Command::Pre => commands::phase::run(&common, &ropts, Phase::Pre),
+        Command::Post => commands::phase::run(&common, &ropts, Phase::Post),
+        Command::Check { mounts } => commands::check::run(&common, &mounts),
+        Command::Thaw { mounts } => commands::thaw::run(&common, &mounts),
     };
     if cli.global.json {
         println!("{}", status.to_json());

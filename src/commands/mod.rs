@@ -1,55 +1,49 @@
-//! One function per subcommand: each returns the status document and the exit
+//! One module per subcommand: each returns the status document and the exit
 //! code; `main` only parses the command line and prints.
 
-use crate::error::Exit;
-use crate::precheck::{self, InputPaths};
-use crate::report::{self, Outcome, Status};
+pub mod check;
+pub mod phase;
+pub mod runner;
+pub mod script;
+pub mod thaw;
+
+use std::path::PathBuf;
+
+use crate::error::{ErrorCode, Problem};
+use crate::freeze::mounts::{self, MountPlan, SysBlockInfo};
+use crate::freeze::state::RunDir;
+use crate::precheck::InputPaths;
 
 /// Options every subcommand shares.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone)]
 pub struct Common {
     pub paths: InputPaths,
     pub verbose: bool,
+    /// `/run/quiesce`: lock, recovery state, pre-script holders.
+    pub run_dir: RunDir,
+    /// `/etc/azure/vmbackup.conf` (its `MountsToSkip`).
+    pub vmbackup_conf: PathBuf,
 }
 
-/// `quiesce check`: every check, nothing executed.
-pub fn check(common: &Common) -> (Status, Exit) {
-    let op = report::new_operation_id();
-    let mut status = Status::new("check", &op);
-    let pc = precheck::run(&common.paths);
-    report::say(format!(
-        "check {op}: configuration {}",
-        common.paths.config.display()
-    ));
-    for w in &pc.warnings {
-        report::say(format!("warning: {w}"));
+impl Default for Common {
+    fn default() -> Self {
+        Common {
+            paths: InputPaths::default(),
+            verbose: false,
+            run_dir: RunDir::default(),
+            vmbackup_conf: mounts::VMBACKUP_CONF_PATH.into(),
+        }
     }
-    status.warnings = pc.warnings.clone();
-    if let Some(c) = &pc.config {
-        report::say(format!(
-            "configuration ok: timeout {} s per phase, continueBackupOnFailure={}, fsFreezeEnabled={}",
-            c.timeout_secs, c.continue_on_failure, c.fs_freeze_enabled
-        ));
+}
+
+/// The mount plan: the `--mount` list when given (it replaces discovery),
+/// else discovery from `/proc/self/mountinfo` minus `MountsToSkip`.
+pub fn mount_plan(common: &Common, requested: &[PathBuf]) -> Result<MountPlan, Problem> {
+    let cannot = |e: String| Problem::new(ErrorCode::UnableToOpenMount, e);
+    if requested.is_empty() {
+        return mounts::discover_system(&common.vmbackup_conf).map_err(|e| cannot(e.to_string()));
     }
-    for s in [&pc.pre, &pc.post].into_iter().flatten() {
-        report::say(format!(
-            "{}-script ok: {} (sha256 {}{})",
-            s.phase.name(),
-            s.file.path.display(),
-            s.sha256,
-            if s.pinned { ", pinned" } else { "" }
-        ));
-    }
-    for p in &pc.problems {
-        report::say_problem(p);
-        status.push_error(p);
-    }
-    if pc.passed() {
-        report::say("a snapshot would be application-consistent");
-        (status, Exit::Success)
-    } else {
-        status.result = Outcome::Failure;
-        report::say("a snapshot would NOT be application-consistent");
-        (status, Exit::Failure)
-    }
+    let infos = mounts::load_mounts().map_err(|e| cannot(e.to_string()))?;
+    mounts::plan_explicit(&infos, requested, &SysBlockInfo::default())
+        .map_err(|e| Problem::new(e.code(), e.to_string()))
 }

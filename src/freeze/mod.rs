@@ -1,5 +1,13 @@
 //! The freeze window (SPEC.md §6): which filesystems are frozen and in what
-//! order ([`mounts`]), and the lock that keeps two freezers apart ([`lock`]).
+//! order ([`mounts`]), the lock that keeps two freezers apart ([`lock`]), the
+//! ioctls ([`ioctl`]), the thaw table the signal handlers use ([`guard`]), the
+//! window itself ([`window`]), the watchdog that survives the runner
+//! ([`watchdog`]) and the recovery record ([`state`]).
 
+pub mod guard;
+pub mod ioctl;
 pub mod lock;
 pub mod mounts;
+pub mod state;
+pub mod watchdog;
+pub mod window;

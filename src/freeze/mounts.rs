@@ -1011,9 +1011,9 @@ fn read_vmbackup_conf_checked(
 
 /// Discovery on the running system: [`MOUNTINFO_PATH`],
 /// [`VMBACKUP_CONF_PATH`] and sysfs.
-pub fn discover_system() -> Result<MountPlan, DiscoverError> {
+pub fn discover_system(vmbackup_conf: &Path) -> Result<MountPlan, DiscoverError> {
     let mounts = load_mounts()?;
-    let conf = read_vmbackup_conf_checked(Path::new(VMBACKUP_CONF_PATH))?;
+    let conf = read_vmbackup_conf_checked(vmbackup_conf)?;
     let (skip, conf_warning) = match conf {
         Some((text, warning)) => (parse_mounts_to_skip(&text), warning),
         None => (Vec::new(), None),

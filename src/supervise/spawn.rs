@@ -47,6 +47,11 @@ pub enum Exec {
     /// the child's `argv[0]` is [`EXEC_FD_PATH`]. The descriptor stays open
     /// in the parent, so the same spec can be spawned again (retries).
     Fd(OwnedFd),
+    /// `execve` of a shell by path, with the script's descriptor at
+    /// [`EXEC_FD`] for the shell to read: a pinned script without the owner
+    /// execute bit, which the extension runs through `/bin/sh`. The caller
+    /// puts [`EXEC_FD_PATH`] in `argv[1]`; `argv[0]` is left as given.
+    ShellFd { shell: CString, script: OwnedFd },
 }
 
 /// The (device, inode) a script path was checked as; re-verified with
@@ -92,6 +97,11 @@ impl SpawnSpec {
     pub fn program_name(&self) -> String {
         match &self.program {
             Exec::Path(p) => p.to_string_lossy().into_owned(),
+            Exec::ShellFd { shell, script } => format!(
+                "{} reading descriptor {}",
+                shell.to_string_lossy(),
+                script.as_raw_fd()
+            ),
             Exec::Fd(fd) => match self.argv.first() {
                 Some(a) => format!("{} (descriptor {})", a.to_string_lossy(), fd.as_raw_fd()),
                 None => format!("descriptor {}", fd.as_raw_fd()),
@@ -235,6 +245,8 @@ const RECORD: usize = 8;
 struct ChildPlan<'a> {
     path: *const libc::c_char,
     exec_fd: RawFd,
+    /// Execute `exec_fd` itself (execveat) rather than `path`.
+    exec_by_fd: bool,
     argv: *const *const libc::c_char,
     envp: *const *const libc::c_char,
     cwd: *const libc::c_char,
@@ -366,7 +378,7 @@ unsafe fn child_main(plan: &ChildPlan<'_>) -> ! {
     }
     // 9. exec. On success the report pipe closes (close-on-exec) and the
     // parent reads EOF.
-    if plan.exec_fd >= 0 {
+    if plan.exec_by_fd {
         // SAFETY: execveat(2) with AT_EMPTY_PATH executes the file behind
         // EXEC_FD; argv/envp are NULL-terminated arrays of pointers to
         // NUL-terminated strings built before the fork.
@@ -490,21 +502,29 @@ fn spawn_prepared(
     // A pinned program's descriptor below MIN_CHILD_FD gets a temporary
     // copy above it; the caller's descriptor is left as it is.
     let exec_copy = match &spec.program {
-        Exec::Fd(fd) if fd.as_raw_fd() < MIN_CHILD_FD => {
+        Exec::Fd(fd) | Exec::ShellFd { script: fd, .. } if fd.as_raw_fd() < MIN_CHILD_FD => {
             Some(sys::dup_at_least(fd.as_fd(), MIN_CHILD_FD).map_err(SpawnError::Descriptor)?)
         }
         _ => None,
     };
-    let (path_ptr, exec_fd) = match &spec.program {
-        Exec::Path(p) => (p.as_ptr(), -1),
+    let (path_ptr, exec_fd, exec_by_fd) = match &spec.program {
+        Exec::Path(p) => (p.as_ptr(), -1, false),
         Exec::Fd(fd) => (
             std::ptr::null(),
             exec_copy.as_ref().map_or(fd.as_raw_fd(), |c| c.as_raw_fd()),
+            true,
+        ),
+        Exec::ShellFd { shell, script } => (
+            shell.as_ptr(),
+            exec_copy
+                .as_ref()
+                .map_or(script.as_raw_fd(), |c| c.as_raw_fd()),
+            false,
         ),
     };
 
     let mut argv: Vec<*const libc::c_char> = spec.argv.iter().map(|a| a.as_ptr()).collect();
-    if exec_fd >= 0 {
+    if exec_by_fd {
         argv[0] = EXEC_FD_PATH.as_ptr();
     }
     argv.push(std::ptr::null());
@@ -526,6 +546,7 @@ fn spawn_prepared(
     let plan = ChildPlan {
         path: path_ptr,
         exec_fd,
+        exec_by_fd,
         argv: argv.as_ptr(),
         envp: envp.as_ptr(),
         cwd: spec.cwd.as_ptr(),

@@ -160,6 +160,10 @@ impl Setup {
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_quiesce"));
         cmd.arg("--config").arg(&self.config);
         cmd.arg("--host-config").arg(&self.host_config);
+        // Runner state and the audit trail stay inside the scratch directory.
+        cmd.arg("--run-dir").arg(self.s.path("run"));
+        cmd.arg("--syslog-socket")
+            .arg(self.s.path("no-syslog.sock"));
         cmd.args(args);
         Run::from(cmd.output().unwrap())
     }
@@ -213,5 +217,78 @@ impl Run {
             .iter()
             .map(|w| w.as_str().unwrap().to_string())
             .collect()
+    }
+}
+
+/// Pids of live (non-zombie) processes whose command line contains `marker`.
+pub fn pids_with(marker: &str) -> Vec<i32> {
+    let mut out = Vec::new();
+    let me = std::process::id() as i32;
+    for entry in fs::read_dir("/proc").unwrap().flatten() {
+        let Ok(pid) = entry.file_name().to_string_lossy().parse::<i32>() else {
+            continue;
+        };
+        if pid == me {
+            continue;
+        }
+        let Ok(cmd) = fs::read(format!("/proc/{pid}/cmdline")) else {
+            continue;
+        };
+        let cmd = String::from_utf8_lossy(&cmd).replace('\0', " ");
+        let zombie = fs::read_to_string(format!("/proc/{pid}/stat"))
+            .map(|s| {
+                s.rsplit(')')
+                    .next()
+                    .unwrap_or("")
+                    .trim_start()
+                    .starts_with('Z')
+            })
+            .unwrap_or(true);
+        if cmd.contains(marker) && !zombie {
+            out.push(pid);
+        }
+    }
+    out
+}
+
+/// Waits (bounded) until a process with `marker` exists.
+pub fn wait_for_marker(marker: &str, timeout: std::time::Duration) -> bool {
+    let end = std::time::Instant::now() + timeout;
+    while std::time::Instant::now() < end {
+        if !pids_with(marker).is_empty() {
+            return true;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
+    false
+}
+
+/// Kills whatever carries the marker when the test ends, pass or fail, so a
+/// failing test does not leak processes into the next one.
+pub struct MarkerGuard(pub String);
+
+impl MarkerGuard {
+    /// A marker unique to this test: a fractional `sleep` duration.
+    pub fn new(tag: u32) -> MarkerGuard {
+        MarkerGuard(format!(
+            "{}.{}{}",
+            3000 + tag,
+            std::process::id() % 1000,
+            tag
+        ))
+    }
+    pub fn survivors(&self) -> Vec<i32> {
+        pids_with(&self.0)
+    }
+}
+
+impl Drop for MarkerGuard {
+    fn drop(&mut self) {
+        for pid in pids_with(&self.0) {
+            let _ = nix::sys::signal::kill(
+                nix::unistd::Pid::from_raw(pid),
+                nix::sys::signal::Signal::SIGKILL,
+            );
+        }
     }
 }

@@ -1,0 +1,239 @@
+//! What every command that runs something sets up first, before anything
+//! runs: the operation id, the signal handlers, the subreaper, the audit
+//! trail, the sandbox policy (fail closed) and the capability check.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use log::Level;
+
+use crate::audit::{self, AuditConfig, Facility};
+use crate::error::{ErrorCode, Problem};
+use crate::integrity::{CheckedFile, FileRole};
+use crate::report;
+use crate::sandbox::audit::RunnerCaps;
+use crate::sandbox::{PreparedFilter, PreparedSandbox, ScriptPolicy, WatchdogPolicy};
+use crate::signals::{self, SignalPipe};
+use crate::supervise;
+
+pub const DEFAULT_POLICY_PATH: &str = "/etc/quiesce/policy.json";
+
+/// Options about the runner itself.
+#[derive(Debug, Clone)]
+pub struct RunnerOptions {
+    /// `--policy`; `None`: `/etc/quiesce/policy.json` if present, else built in.
+    pub policy: Option<PathBuf>,
+    pub no_sandbox: bool,
+    pub syslog_socket: PathBuf,
+    pub facility: Facility,
+}
+
+impl Default for RunnerOptions {
+    fn default() -> Self {
+        RunnerOptions {
+            policy: None,
+            no_sandbox: false,
+            syslog_socket: audit::DEFAULT_SOCKET.into(),
+            facility: Facility::default(),
+        }
+    }
+}
+
+/// The set-up of one run.
+pub struct Runner {
+    pub operation_id: String,
+    pub signals: SignalPipe,
+    pub policy: ScriptPolicy,
+    pub sandbox: Option<Arc<PreparedSandbox>>,
+    pub watchdog_filter: Option<PreparedFilter>,
+    pub caps: Option<RunnerCaps>,
+    pub warnings: Vec<String>,
+}
+
+/// Loads the script policy: the named file, else the installed one, else
+/// the built-in default. An installed or named policy must pass the trust
+/// checks and parse; any failure is `IncorrectPluginhostFile` and nothing runs.
+pub fn load_policy(named: Option<&Path>) -> Result<ScriptPolicy, Problem> {
+    let bad = |d: String| Problem::new(ErrorCode::IncorrectPluginhostFile, d);
+    let path = match named {
+        Some(p) => Some(p.to_path_buf()),
+        None if Path::new(DEFAULT_POLICY_PATH).exists() => Some(DEFAULT_POLICY_PATH.into()),
+        None => None,
+    };
+    match path {
+        None => ScriptPolicy::builtin().map_err(|e| bad(format!("built-in policy: {e}"))),
+        Some(p) => {
+            let file = CheckedFile::open(&p, FileRole::Policy)
+                .map_err(|e| bad(format!("policy file: {e}")))?;
+            let bytes = file
+                .read_limited(1024 * 1024)
+                .map_err(|e| bad(format!("policy file: {e}")))?;
+            ScriptPolicy::from_bytes(&p, &bytes).map_err(|e| bad(e.to_string()))
+        }
+    }
+}
+
+impl Runner {
+    /// Sets up a run of `operation`. `freezes`: the run may freeze, so
+    /// `CAP_SYS_ADMIN` is required up front.
+    pub fn start(
+        operation: &'static str,
+        opts: &RunnerOptions,
+        freezes: bool,
+    ) -> Result<Runner, (String, Problem)> {
+        let operation_id = report::new_operation_id();
+        let fail = |p: Problem| (operation_id.clone(), p);
+        let mut audit_cfg = AuditConfig::new(operation_id.clone());
+        audit_cfg.socket = opts.syslog_socket.clone();
+        audit_cfg.facility = opts.facility;
+        let mut warnings = Vec::new();
+        if let Err(e) = audit::init(audit_cfg) {
+            warnings.push(format!("audit trail: {e}"));
+        }
+        let signals = signals::install().map_err(|e| {
+            fail(Problem::new(
+                ErrorCode::FsFreezeFailed,
+                format!("cannot install signal handlers: {e}"),
+            ))
+        })?;
+        if let Err(e) = supervise::become_subreaper() {
+            warnings.push(format!(
+                "cannot become a child subreaper ({e}); escaped descendants may be missed"
+            ));
+        }
+        let caps = match RunnerCaps::current() {
+            Ok(c) => Some(c),
+            Err(e) => {
+                warnings.push(format!("cannot read the runner's capabilities: {e}"));
+                None
+            }
+        };
+        audit::event(
+            Level::Info,
+            "run-start",
+            operation,
+            &[
+                ("pid", std::process::id().to_string()),
+                ("version", env!("CARGO_PKG_VERSION").to_string()),
+                (
+                    "capEff",
+                    caps.as_ref()
+                        .map_or("unknown".into(), |c| c.effective.join(",")),
+                ),
+            ],
+            &format!("quiesce {operation} started"),
+        );
+        if freezes && !caps.as_ref().is_some_and(|c| c.has_sys_admin()) {
+            return Err(fail(Problem::new(
+                ErrorCode::FsFreezeFailed,
+                "the runner lacks CAP_SYS_ADMIN, which freezing needs; run quiesce as root (nothing was run or frozen)",
+            )));
+        }
+        let policy = load_policy(opts.policy.as_deref()).map_err(fail)?;
+        let sandbox = if opts.no_sandbox {
+            let w = "--no-sandbox: scripts run WITHOUT capability drops, no_new_privs, rlimits or seccomp".to_string();
+            audit::event(Level::Warn, "sandbox-disabled", operation, &[], &w);
+            report::say(format!("WARNING: {w}"));
+            warnings.push(w);
+            None
+        } else {
+            let prepared = PreparedSandbox::prepare(&policy).map_err(|e| {
+                fail(Problem::new(
+                    ErrorCode::IncorrectPluginhostFile,
+                    e.to_string(),
+                ))
+            })?;
+            Some(Arc::new(prepared))
+        };
+        let watchdog_filter = if freezes {
+            let wp = WatchdogPolicy::builtin().map_err(|e| {
+                fail(Problem::new(
+                    ErrorCode::IncorrectPluginhostFile,
+                    e.to_string(),
+                ))
+            })?;
+            Some(PreparedFilter::prepare(&wp).map_err(|e| {
+                fail(Problem::new(
+                    ErrorCode::IncorrectPluginhostFile,
+                    e.to_string(),
+                ))
+            })?)
+        } else {
+            None
+        };
+        Ok(Runner {
+            operation_id,
+            signals,
+            policy,
+            sandbox,
+            watchdog_filter,
+            caps,
+            warnings,
+        })
+    }
+}
+
+impl Runner {
+    /// The context script phases run in.
+    pub fn context(&self, run_dir: &crate::freeze::state::RunDir) -> super::script::RunContext<'_> {
+        super::script::RunContext {
+            operation_id: self.operation_id.clone(),
+            interrupt: Some(self.signals.fd()),
+            run_dir: run_dir.clone(),
+            sandbox: self.sandbox.clone(),
+            grace: self.policy.kill_grace(),
+            output_cap: self.policy.output_cap(),
+            pids_max: Some(PIDS_MAX),
+        }
+    }
+}
+
+/// `pids.max` of a script's cgroup: far above what a backup script needs,
+/// low enough that a fork bomb cannot exhaust the VM's pids.
+pub const PIDS_MAX: u64 = 4096;
+
+/// The last record of a run: its result with every error name and code,
+/// then the trail's own delivery report in the status warnings.
+pub fn finish(status: &mut report::Status, warnings: &[String]) {
+    status.warnings.extend(warnings.iter().cloned());
+    let errors: Vec<String> = status
+        .errors
+        .iter()
+        .map(|e| match e.code {
+            Some(c) => format!("{}({c})", e.name),
+            None => e.name.to_string(),
+        })
+        .collect();
+    let result = serde_json::to_value(status.result).unwrap_or_default();
+    let result = result.as_str().unwrap_or("?").to_string();
+    let mut params = vec![("result", result.clone()), ("errors", errors.join(","))];
+    if let Some(c) = status.consistency {
+        let c = serde_json::to_value(c).unwrap_or_default();
+        params.push(("consistency", c.as_str().unwrap_or("?").to_string()));
+    }
+    let level = match status.result {
+        report::Outcome::Success => Level::Info,
+        report::Outcome::Degraded => Level::Warn,
+        report::Outcome::Failure => Level::Error,
+    };
+    audit::event(
+        level,
+        "run-end",
+        status.operation,
+        &params,
+        &format!("quiesce {} finished: {result}", status.operation),
+    );
+    if let Some(w) = audit::finish().warning() {
+        report::say(format!("warning: {w}"));
+        status.warnings.push(w);
+    }
+}
+
+/// A status for a run that stopped before anything ran.
+pub fn refused(operation: &'static str, operation_id: &str, p: &Problem) -> report::Status {
+    let mut status = report::Status::new(operation, operation_id);
+    report::say_problem(p);
+    status.push_error(p);
+    status.result = report::Outcome::Failure;
+    status
+}

@@ -1,0 +1,473 @@
+//! Running one script phase (pre or post): retries, one timeout budget for all
+//! attempts, the executable chosen per SPEC.md §4, the reduced environment of
+//! §7, and the pre-script "holders" that live until the post phase is over.
+
+use std::ffi::CString;
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use log::Level;
+use serde::{Deserialize, Serialize};
+
+use crate::audit;
+use crate::config::Config;
+use crate::error::Problem;
+use crate::freeze::state::RunDir;
+use crate::precheck::{CheckedScript, Phase};
+use crate::report::{AttemptStatus, ScriptPhaseStatus};
+use crate::sandbox::PreparedSandbox;
+use crate::supervise::{
+    self, CgroupRequest, Exec, IdentityCheck, Leftover, RunOptions, SpawnError, SpawnSpec,
+    EXEC_FD_PATH,
+};
+
+/// The PATH scripts get: the system directories only, never the caller's.
+pub const SCRIPT_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
+/// File under the run directory recording pre-script leftovers.
+pub const HOLDERS_FILE: &str = "holders.json";
+
+/// What every phase of one run shares.
+pub struct RunContext<'a> {
+    pub operation_id: String,
+    /// Readable once a terminating signal reached the runner.
+    pub interrupt: Option<BorrowedFd<'a>>,
+    pub run_dir: RunDir,
+    /// `None` only with `--no-sandbox`.
+    pub sandbox: Option<Arc<PreparedSandbox>>,
+    pub grace: Duration,
+    pub output_cap: usize,
+    pub pids_max: Option<u64>,
+}
+
+/// How a script phase ended.
+pub struct PhaseResult {
+    pub status: ScriptPhaseStatus,
+    /// The phase's error (300/301, 306/307, 308/309), if it failed.
+    pub problem: Option<Problem>,
+    /// The runner got this signal during the phase (the tree was killed).
+    pub interrupted: Option<i32>,
+    /// Descendants left running after a successful or failed exit.
+    pub leftovers: Vec<Leftover>,
+}
+
+impl PhaseResult {
+    pub fn ok(&self) -> bool {
+        self.problem.is_none() && self.interrupted.is_none()
+    }
+}
+
+/// Builds the spawn spec for one attempt (everything prepared before fork).
+fn spawn_spec(
+    ctx: &RunContext<'_>,
+    script: &CheckedScript,
+    attempt: u32,
+    left: Duration,
+) -> Result<SpawnSpec, String> {
+    let cstr = |s: &str| CString::new(s).map_err(|_| format!("NUL byte in {s:?}"));
+    let path_str = script.file.path.to_string_lossy().into_owned();
+    let params = script
+        .settings
+        .params
+        .iter()
+        .map(|p| cstr(p))
+        .collect::<Result<Vec<_>, _>>()?;
+    let dup = || -> Result<OwnedFd, String> {
+        script
+            .file
+            .fd
+            .as_fd()
+            .try_clone_to_owned()
+            .map_err(|e| format!("cannot duplicate the script's descriptor: {e}"))
+    };
+    let sh = cstr("/bin/sh")?;
+    let (program, mut argv, identity) = match (script.pinned, script.file.owner_executable()) {
+        // Pinned: the hashed descriptor itself runs, so exactly the pinned
+        // bytes run; $0 is /dev/fd/3.
+        (true, true) => (Exec::Fd(dup()?), vec![EXEC_FD_PATH.to_owned()], None),
+        (true, false) => (
+            Exec::ShellFd {
+                shell: sh.clone(),
+                script: dup()?,
+            },
+            vec![sh, EXEC_FD_PATH.to_owned()],
+            None,
+        ),
+        // By path, so $0 is the real path; re-checked just before the fork.
+        (false, exec) => {
+            let path = cstr(&path_str)?;
+            let identity = Some(IdentityCheck {
+                path: path.clone(),
+                dev: script.file.dev,
+                ino: script.file.ino,
+            });
+            if exec {
+                (Exec::Path(path.clone()), vec![path], identity)
+            } else {
+                (Exec::Path(sh.clone()), vec![sh, path], identity)
+            }
+        }
+    };
+    argv.extend(params);
+    let mut spec = SpawnSpec::new(program, argv);
+    spec.identity_check = identity;
+    let lang = std::env::var("LANG").unwrap_or_else(|_| "C.UTF-8".into());
+    let home = std::env::var("HOME").unwrap_or_else(|_| "/root".into());
+    spec.env = [
+        format!("PATH={SCRIPT_PATH}"),
+        format!("LANG={lang}"),
+        format!("HOME={home}"),
+        format!("QUIESCE_PHASE={}", script.phase.name()),
+        format!("QUIESCE_OPERATION_ID={}", ctx.operation_id),
+        format!("QUIESCE_ATTEMPT={attempt}"),
+        format!(
+            "QUIESCE_DEADLINE_SECONDS={}",
+            left.as_secs_f64().ceil() as u64
+        ),
+    ]
+    .iter()
+    .map(|e| cstr(e))
+    .collect::<Result<_, _>>()?;
+    spec.cgroup = Some(CgroupRequest::new(
+        format!("{}-{}-{attempt}", ctx.operation_id, script.phase.name()),
+        ctx.pids_max,
+    ));
+    if let Some(sandbox) = &ctx.sandbox {
+        let sandbox = Arc::clone(sandbox);
+        // INVARIANT: apply_in_child is async-signal-safe and allocation-free.
+        spec.pre_exec = Some(Box::new(move || {
+            sandbox.apply_in_child().map_err(Into::into)
+        }));
+    }
+    Ok(spec)
+}
+
+fn attempt_status(attempt: u32, r: &supervise::AttemptReport) -> AttemptStatus {
+    AttemptStatus {
+        attempt,
+        pid: Some(r.pid),
+        exit_code: r.exit_code,
+        signal: r.signal,
+        timed_out: r.timed_out,
+        duration_ms: r.duration.as_secs_f64() * 1000.0,
+        killed_pids: r.killed_pids.clone(),
+        left_running_pids: r.left_running.iter().map(|l| l.pid).collect(),
+        stdout_tail: r.stdout.text(),
+        stderr_tail: r.stderr.text(),
+        spawn_error: None,
+    }
+}
+
+/// Runs one phase to its end: attempts until success, a timeout, the retries
+/// are used up, or the runner is interrupted.
+pub fn run_phase(ctx: &RunContext<'_>, script: &CheckedScript, config: &Config) -> PhaseResult {
+    let phase = script.phase;
+    let name = phase.name();
+    let started = Instant::now();
+    let deadline = started + Duration::from_secs(config.timeout_secs);
+    let poll = Duration::from_secs(config.poll_secs);
+    let attempts_allowed = script.settings.retries.saturating_add(1);
+    let mut status = ScriptPhaseStatus {
+        script: script.file.path.display().to_string(),
+        sha256: script.sha256.clone(),
+        ..Default::default()
+    };
+    let mut result = PhaseResult {
+        status: ScriptPhaseStatus::default(),
+        problem: None,
+        interrupted: None,
+        leftovers: Vec::new(),
+    };
+    for attempt in 1..=attempts_allowed {
+        let left = deadline.saturating_duration_since(Instant::now());
+        let spec = match spawn_spec(ctx, script, attempt, left) {
+            Ok(s) => s,
+            Err(e) => {
+                result.problem = Some(Problem::new(phase.execution_failed(), e));
+                break;
+            }
+        };
+        audit::human(format!(
+            "{name}-script {} attempt {attempt}/{attempts_allowed} ({} s left)",
+            status.script,
+            left.as_secs()
+        ));
+        let mut on_tick = |p: &supervise::Progress| {
+            audit::event(
+                Level::Info,
+                "script-progress",
+                name,
+                &[
+                    ("pid", p.pid.to_string()),
+                    ("elapsedMs", p.elapsed.as_millis().to_string()),
+                    ("remainingMs", p.remaining.as_millis().to_string()),
+                ],
+                &format!("{name}-script still running"),
+            );
+        };
+        let opts = RunOptions {
+            deadline,
+            poll_interval: poll,
+            grace: ctx.grace,
+            output_cap: ctx.output_cap,
+            interrupt_fd: ctx.interrupt,
+            on_tick: Some(&mut on_tick),
+        };
+        let report = match supervise::run(&spec, opts) {
+            Ok(r) => r,
+            Err(e) => {
+                let code = match e {
+                    SpawnError::ScriptReplaced { .. } | SpawnError::IdentityCheck { .. } => {
+                        phase.permission()
+                    }
+                    _ => phase.execution_failed(),
+                };
+                audit::event(
+                    Level::Error,
+                    "script-spawn-failed",
+                    name,
+                    &[("script", status.script.clone()), ("error", e.to_string())],
+                    &format!("{name}-script could not be started"),
+                );
+                status.attempts.push(AttemptStatus {
+                    attempt,
+                    spawn_error: Some(e.to_string()),
+                    ..Default::default()
+                });
+                result.problem = Some(Problem::new(code, format!("{}: {e}", status.script)));
+                break;
+            }
+        };
+        audit_attempt(ctx, script, attempt, &report, &spec);
+        status.attempts.push(attempt_status(attempt, &report));
+        result.leftovers.extend(report.left_running.iter().cloned());
+        if report.interrupted {
+            result.interrupted = crate::signals::pending().or(Some(libc::SIGTERM));
+            break;
+        }
+        if report.timed_out {
+            // Never retried: the budget is spent.
+            result.problem = Some(Problem::new(
+                phase.timeout(),
+                format!(
+                    "{} ran past timeoutInSeconds ({} s); its process tree was killed (pids {:?})",
+                    status.script, config.timeout_secs, report.killed_pids
+                ),
+            ));
+            break;
+        }
+        if report.exit_code == Some(0) {
+            result.problem = None;
+            break;
+        }
+        let how = match (report.exit_code, report.signal) {
+            (Some(c), _) => format!("exited with status {c}"),
+            (None, Some(s)) => format!("was killed by signal {s}"),
+            _ => "ended without a status".to_string(),
+        };
+        result.problem = Some(Problem::new(
+            phase.execution_failed(),
+            format!(
+                "{} {how} (attempt {attempt} of {attempts_allowed})",
+                status.script
+            ),
+        ));
+        if Instant::now() >= deadline {
+            break;
+        }
+    }
+    result.status = status;
+    result
+}
+
+fn audit_attempt(
+    ctx: &RunContext<'_>,
+    script: &CheckedScript,
+    attempt: u32,
+    r: &supervise::AttemptReport,
+    spec: &SpawnSpec,
+) {
+    let name = script.phase.name();
+    let argv: Vec<String> = spec
+        .argv
+        .iter()
+        .map(|a| a.to_string_lossy().into_owned())
+        .collect();
+    let sandbox = match &ctx.sandbox {
+        Some(_) => "policy",
+        None => "DISABLED (--no-sandbox)",
+    };
+    audit::event(
+        Level::Info,
+        "script-start",
+        name,
+        &[
+            ("script", script.file.path.display().to_string()),
+            ("sha256", script.sha256.clone()),
+            ("argv", format!("{argv:?}")),
+            ("pid", r.pid.to_string()),
+            ("attempt", attempt.to_string()),
+            ("sandbox", sandbox.to_string()),
+            (
+                "cgroup",
+                r.cgroup.path.clone().unwrap_or_else(|| "none".into()),
+            ),
+        ],
+        &format!("{name}-script started"),
+    );
+    let level = if r.exit_code == Some(0) {
+        Level::Info
+    } else {
+        Level::Error
+    };
+    audit::event(
+        level,
+        "script-exit",
+        name,
+        &[
+            ("pid", r.pid.to_string()),
+            ("exit", r.exit_code.map_or("none".into(), |c| c.to_string())),
+            ("signal", r.signal.map_or("none".into(), |s| s.to_string())),
+            (
+                "durationMs",
+                format!("{:.1}", r.duration.as_secs_f64() * 1000.0),
+            ),
+            ("timedOut", r.timed_out.to_string()),
+            ("killed", format!("{:?}", r.killed_pids)),
+            (
+                "leftRunning",
+                format!(
+                    "{:?}",
+                    r.left_running.iter().map(|l| l.pid).collect::<Vec<_>>()
+                ),
+            ),
+        ],
+        &format!(
+            "{name}-script {}",
+            match (r.exit_code, r.signal, r.timed_out) {
+                (_, _, true) => "timed out; its tree was killed".to_string(),
+                (Some(c), _, _) => format!("exited {c}"),
+                (None, Some(s), _) => format!("killed by signal {s}"),
+                _ => "ended".to_string(),
+            }
+        ),
+    );
+    for (stream, cap) in [("stdout", &r.stdout), ("stderr", &r.stderr)] {
+        if cap.total > 0 {
+            audit::event(
+                Level::Debug,
+                "script-output",
+                name,
+                &[("stream", stream.into()), ("bytes", cap.total.to_string())],
+                &cap.text(),
+            );
+        }
+    }
+    let human = match (r.exit_code, r.signal, r.timed_out) {
+        (_, _, true) => format!(
+            "{name}-script timed out after {:.1} s; killed {} process(es)",
+            r.duration.as_secs_f64(),
+            r.killed_pids.len()
+        ),
+        (Some(c), _, _) => format!(
+            "{name}-script exited {c} in {:.1} ms",
+            r.duration.as_secs_f64() * 1000.0
+        ),
+        (None, Some(s), _) => format!("{name}-script killed by signal {s}"),
+        _ => format!("{name}-script ended"),
+    };
+    audit::human(human);
+    for l in &r.left_running {
+        audit::human(format!(
+            "{name}-script left pid {} running: {}",
+            l.pid, l.cmdline
+        ));
+    }
+}
+
+/// A pre-script leftover recorded between `pre` and `post` invocations.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Holder {
+    pub operation_id: String,
+    pub leftover: Leftover,
+}
+
+/// Records the pre-script's leftovers under the run directory, so the next
+/// post phase (in this run or a later `quiesce post`) terminates them.
+pub fn record_holders(ctx: &RunContext<'_>, leftovers: &[Leftover]) -> Vec<String> {
+    let mut warnings = Vec::new();
+    if leftovers.is_empty() {
+        return warnings;
+    }
+    let mut all: Vec<Holder> = match ctx.run_dir.read_json(HOLDERS_FILE) {
+        Ok(v) => v.unwrap_or_default(),
+        Err(e) => {
+            warnings.push(format!("{e}; starting a new holder record"));
+            Vec::new()
+        }
+    };
+    all.extend(leftovers.iter().map(|l| {
+        let mut leftover = l.clone();
+        if leftover.cmdline.is_empty() {
+            // Seen mid-exec at the first look; by now it has a command line.
+            leftover.cmdline = supervise::procfs::cmdline(l.pid);
+        }
+        Holder {
+            operation_id: ctx.operation_id.clone(),
+            leftover,
+        }
+    }));
+    if let Err(e) = ctx.run_dir.write_json(HOLDERS_FILE, &all) {
+        warnings.push(format!(
+            "cannot record pre-script holders ({e}); they will not be terminated by the next post phase"
+        ));
+    }
+    for l in leftovers {
+        audit::event(
+            Level::Info,
+            "holder-recorded",
+            Phase::Pre.name(),
+            &[("pid", l.pid.to_string()), ("cmdline", l.cmdline.clone())],
+            "pre-script leftover kept running until the post phase",
+        );
+    }
+    warnings
+}
+
+/// Terminates every recorded pre-script holder that is still the same
+/// process (pid and start time), once the post phase is over. Returns the
+/// pids terminated.
+pub fn terminate_holders(ctx: &RunContext<'_>) -> (Vec<i32>, Vec<String>) {
+    let mut warnings = Vec::new();
+    let holders: Vec<Holder> = match ctx.run_dir.read_json(HOLDERS_FILE) {
+        Ok(v) => v.unwrap_or_default(),
+        Err(e) => {
+            warnings.push(e.to_string());
+            Vec::new()
+        }
+    };
+    if holders.is_empty() {
+        return (Vec::new(), warnings);
+    }
+    let leftovers: Vec<Leftover> = holders.iter().map(|h| h.leftover.clone()).collect();
+    let report = supervise::terminate_leftovers(&leftovers, ctx.grace);
+    ctx.run_dir.remove(HOLDERS_FILE);
+    for pid in &report.killed {
+        audit::event(
+            Level::Info,
+            "holder-terminated",
+            Phase::Post.name(),
+            &[("pid", pid.to_string())],
+            "pre-script leftover terminated after the post phase",
+        );
+        audit::human(format!("terminated pre-script leftover pid {pid}"));
+    }
+    if !report.survivors.is_empty() {
+        warnings.push(format!(
+            "pre-script leftovers still alive after SIGKILL: {:?}",
+            report.survivors
+        ));
+    }
+    (report.killed, warnings)
+}

@@ -1,0 +1,254 @@
+//! The decision table of SPEC.md §5 as pure functions, so every row is
+//! unit-tested apart from processes and filesystems. `snapshot` asks these
+//! functions what to do next and how to report what happened.
+
+use crate::report::{Consistency, Outcome};
+
+/// The settings that decide the table (from the config, or the extension's
+/// defaults when the config could not be read).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Policy {
+    pub continue_on_failure: bool,
+    pub fs_freeze_enabled: bool,
+}
+
+/// What to do once the pre-check and the pre-script are over.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Next {
+    /// Freeze the filesystems around the snapshot command.
+    pub freeze: bool,
+    /// Run the snapshot command at all.
+    pub snapshot: bool,
+}
+
+/// Row 1–3 of the table: after the pre-check (`precheck_ok`) and, when it
+/// passed, the pre-script (`pre_ok`).
+pub fn after_pre(p: Policy, precheck_ok: bool, pre_ok: bool) -> Next {
+    let none = Next {
+        freeze: false,
+        snapshot: false,
+    };
+    if precheck_ok && pre_ok {
+        return Next {
+            freeze: p.fs_freeze_enabled,
+            snapshot: true,
+        };
+    }
+    if !p.continue_on_failure {
+        return none;
+    }
+    if !precheck_ok {
+        // No script runs; freeze + snapshot (crash-consistent if freeze is off).
+        return Next {
+            freeze: p.fs_freeze_enabled,
+            snapshot: true,
+        };
+    }
+    // Pre-script failed: a filesystem-consistent fallback needs the freeze;
+    // without it the extension takes no snapshot, and neither do we.
+    if p.fs_freeze_enabled {
+        Next {
+            freeze: true,
+            snapshot: true,
+        }
+    } else {
+        none
+    }
+}
+
+/// Row 4: when the freeze failed (everything already thawed), whether the
+/// snapshot is still taken, without freeze.
+pub fn snapshot_after_freeze_failure(p: Policy) -> bool {
+    p.continue_on_failure
+}
+
+/// What the run achieved.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Facts {
+    /// The pre-check passed and the pre-script succeeded.
+    pub pre_ok: bool,
+    /// Every planned filesystem was frozen for the snapshot.
+    pub froze: bool,
+    /// The snapshot command ran and succeeded.
+    pub snapshot_ok: bool,
+    /// The post-script ran and failed (or timed out).
+    pub post_failed: bool,
+    /// Any error was reported (pre-check, pre, freeze, snapshot, post).
+    pub any_error: bool,
+}
+
+/// The consistency of the snapshot taken (`none` when none was taken).
+pub fn consistency(p: Policy, f: Facts) -> Consistency {
+    if !f.snapshot_ok {
+        Consistency::None
+    } else if f.pre_ok && (f.froze || !p.fs_freeze_enabled) {
+        Consistency::Application
+    } else if f.froze {
+        Consistency::Filesystem
+    } else {
+        Consistency::Crash
+    }
+}
+
+/// The run's result, from which the exit code follows.
+pub fn outcome(p: Policy, f: Facts) -> Outcome {
+    match consistency(p, f) {
+        Consistency::None => Outcome::Failure,
+        // Rows 1–3 with continueBackupOnFailure=false never snapshot after an
+        // error, except a post-script failure: the snapshot stands, but the
+        // run is reported as a failure with the post error.
+        _ if f.post_failed && !p.continue_on_failure => Outcome::Failure,
+        Consistency::Application if !f.any_error => Outcome::Success,
+        _ => Outcome::Degraded,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const CONT: Policy = Policy {
+        continue_on_failure: true,
+        fs_freeze_enabled: true,
+    };
+    const STOP: Policy = Policy {
+        continue_on_failure: false,
+        fs_freeze_enabled: true,
+    };
+    const CONT_NOFREEZE: Policy = Policy {
+        continue_on_failure: true,
+        fs_freeze_enabled: false,
+    };
+
+    fn facts(pre_ok: bool, froze: bool, snapshot_ok: bool, post_failed: bool) -> Facts {
+        Facts {
+            pre_ok,
+            froze,
+            snapshot_ok,
+            post_failed,
+            any_error: !pre_ok || post_failed || !snapshot_ok,
+        }
+    }
+
+    #[test]
+    fn all_good_is_application_consistent() {
+        assert_eq!(
+            after_pre(CONT, true, true),
+            Next {
+                freeze: true,
+                snapshot: true
+            }
+        );
+        let f = facts(true, true, true, false);
+        assert_eq!(consistency(CONT, f), Consistency::Application);
+        assert_eq!(outcome(CONT, f), Outcome::Success);
+        // Freeze disabled by config: still application-consistent.
+        assert_eq!(
+            after_pre(CONT_NOFREEZE, true, true),
+            Next {
+                freeze: false,
+                snapshot: true
+            }
+        );
+        assert_eq!(
+            consistency(CONT_NOFREEZE, facts(true, false, true, false)),
+            Consistency::Application
+        );
+    }
+
+    #[test]
+    fn precheck_failure_row() {
+        assert_eq!(
+            after_pre(CONT, false, false),
+            Next {
+                freeze: true,
+                snapshot: true
+            }
+        );
+        let f = facts(false, true, true, false);
+        assert_eq!(consistency(CONT, f), Consistency::Filesystem);
+        assert_eq!(outcome(CONT, f), Outcome::Degraded);
+        assert_eq!(
+            after_pre(CONT_NOFREEZE, false, false),
+            Next {
+                freeze: false,
+                snapshot: true
+            }
+        );
+        assert_eq!(
+            consistency(CONT_NOFREEZE, facts(false, false, true, false)),
+            Consistency::Crash
+        );
+        assert_eq!(
+            after_pre(STOP, false, false),
+            Next {
+                freeze: false,
+                snapshot: false
+            }
+        );
+        assert_eq!(
+            outcome(STOP, facts(false, false, false, false)),
+            Outcome::Failure
+        );
+    }
+
+    #[test]
+    fn pre_script_failure_row() {
+        assert_eq!(
+            after_pre(CONT, true, false),
+            Next {
+                freeze: true,
+                snapshot: true
+            }
+        );
+        assert_eq!(
+            consistency(CONT, facts(false, true, true, false)),
+            Consistency::Filesystem
+        );
+        // Like the extension: no freeze, no fallback snapshot.
+        assert_eq!(
+            after_pre(CONT_NOFREEZE, true, false),
+            Next {
+                freeze: false,
+                snapshot: false
+            }
+        );
+        assert_eq!(
+            after_pre(STOP, true, false),
+            Next {
+                freeze: false,
+                snapshot: false
+            }
+        );
+    }
+
+    #[test]
+    fn freeze_failure_row() {
+        assert!(snapshot_after_freeze_failure(CONT));
+        assert!(!snapshot_after_freeze_failure(STOP));
+        let f = Facts {
+            any_error: true,
+            ..facts(true, false, true, false)
+        };
+        assert_eq!(consistency(CONT, f), Consistency::Crash);
+        assert_eq!(outcome(CONT, f), Outcome::Degraded);
+    }
+
+    #[test]
+    fn snapshot_failure_row() {
+        for p in [CONT, STOP] {
+            let f = facts(true, true, false, false);
+            assert_eq!(consistency(p, f), Consistency::None);
+            assert_eq!(outcome(p, f), Outcome::Failure);
+        }
+    }
+
+    #[test]
+    fn post_failure_row() {
+        let f = facts(true, true, true, true);
+        assert_eq!(consistency(CONT, f), Consistency::Application);
+        assert_eq!(outcome(CONT, f), Outcome::Degraded);
+        assert_eq!(consistency(STOP, f), Consistency::Application);
+        assert_eq!(outcome(STOP, f), Outcome::Failure);
+    }
+}

@@ -1,0 +1,249 @@
+//! Recovery state (SPEC.md §6.4 point 5): `/run/quiesce/state.json` records,
+//! on tmpfs and never on a disk that may be frozen, which mounts a runner is
+//! about to freeze and who that runner is. It is written before the first
+//! freeze and removed after the last thaw; if a runner and its watchdog both
+//! die in between, `quiesce thaw` and the start of the next run find it and
+//! thaw what the dead runner left behind.
+
+use std::fs;
+use std::io::{self, Write};
+use std::os::fd::AsRawFd;
+use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+use super::ioctl::thaw_fd;
+use crate::supervise::procfs;
+
+pub const DEFAULT_RUN_DIR: &str = "/run/quiesce";
+
+/// One mount a window froze or was about to freeze.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct RecordedMount {
+    pub path: PathBuf,
+    /// `major:minor` of the filesystem, checked before thawing so a mount
+    /// point that now holds another filesystem is left alone.
+    pub device: String,
+}
+
+/// The content of `state.json`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct WindowRecord {
+    pub operation_id: String,
+    pub runner_pid: i32,
+    /// `/proc/PID/stat` start time: with the pid, identifies the runner
+    /// across pid reuse.
+    pub runner_start: u64,
+    pub watchdog_pid: Option<i32>,
+    pub mounts: Vec<RecordedMount>,
+}
+
+impl WindowRecord {
+    /// Whether the runner that wrote this record is still the live process.
+    pub fn runner_alive(&self) -> bool {
+        procfs::read_stat(self.runner_pid)
+            .is_some_and(|s| s.start == self.runner_start && !s.is_zombie())
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum StateError {
+    #[error("cannot create run directory {0}: {1}")]
+    RunDir(PathBuf, io::Error),
+    #[error("cannot write {0}: {1}")]
+    Write(PathBuf, io::Error),
+    #[error("cannot read {0}: {1}")]
+    Read(PathBuf, io::Error),
+    #[error("{0} is damaged: {1}")]
+    Parse(PathBuf, String),
+}
+
+/// The runner's directory on tmpfs (`/run/quiesce`, or `--run-dir`).
+#[derive(Debug, Clone)]
+pub struct RunDir {
+    pub path: PathBuf,
+}
+
+impl Default for RunDir {
+    fn default() -> Self {
+        RunDir {
+            path: DEFAULT_RUN_DIR.into(),
+        }
+    }
+}
+
+impl RunDir {
+    pub fn new(path: impl Into<PathBuf>) -> RunDir {
+        RunDir { path: path.into() }
+    }
+
+    /// Creates the directory (0700, root only) if needed.
+    pub fn ensure(&self) -> Result<(), StateError> {
+        match fs::create_dir(&self.path) {
+            Ok(()) => {
+                use std::os::unix::fs::PermissionsExt;
+                fs::set_permissions(&self.path, fs::Permissions::from_mode(0o700))
+                    .map_err(|e| StateError::RunDir(self.path.clone(), e))
+            }
+            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => Ok(()),
+            Err(e) => Err(StateError::RunDir(self.path.clone(), e)),
+        }
+    }
+
+    pub fn file(&self, name: &str) -> PathBuf {
+        self.path.join(name)
+    }
+
+    pub fn state_path(&self) -> PathBuf {
+        self.file("state.json")
+    }
+
+    /// Writes `name` atomically (temporary file, fsync, rename), mode 0600.
+    pub fn write_json<T: Serialize>(&self, name: &str, value: &T) -> Result<(), StateError> {
+        self.ensure()?;
+        let path = self.file(name);
+        let tmp = self.file(&format!(".{name}.{}", std::process::id()));
+        let body = serde_json::to_vec_pretty(value).expect("state serialises");
+        let write = || -> io::Result<()> {
+            let mut f = fs::OpenOptions::new()
+                .write(true)
+                .create(true)
+                .truncate(true)
+                .mode(0o600)
+                .custom_flags(libc::O_NOFOLLOW)
+                .open(&tmp)?;
+            f.write_all(&body)?;
+            f.sync_all()?;
+            fs::rename(&tmp, &path)
+        };
+        write().map_err(|e| {
+            let _ = fs::remove_file(&tmp);
+            StateError::Write(path.clone(), e)
+        })
+    }
+
+    /// Reads `name`; `None` when absent.
+    pub fn read_json<T: for<'de> Deserialize<'de>>(
+        &self,
+        name: &str,
+    ) -> Result<Option<T>, StateError> {
+        let path = self.file(name);
+        match fs::read(&path) {
+            Ok(bytes) => serde_json::from_slice(&bytes)
+                .map(Some)
+                .map_err(|e| StateError::Parse(path, e.to_string())),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(StateError::Read(path, e)),
+        }
+    }
+
+    pub fn remove(&self, name: &str) {
+        let _ = fs::remove_file(self.file(name));
+    }
+
+    pub fn write_state(&self, record: &WindowRecord) -> Result<(), StateError> {
+        self.write_json("state.json", record)
+    }
+
+    pub fn read_state(&self) -> Result<Option<WindowRecord>, StateError> {
+        self.read_json("state.json")
+    }
+
+    pub fn clear_state(&self) {
+        self.remove("state.json");
+    }
+}
+
+/// What happened to one mount in a recovery or an emergency thaw.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ThawResult {
+    pub path: PathBuf,
+    pub device: String,
+    /// `thawed`, `not-frozen`, `device-changed` or `error: …`.
+    pub outcome: String,
+}
+
+/// `major:minor` of a device number, as mountinfo writes it.
+pub fn dev_string(dev: u64) -> String {
+    format!("{}:{}", libc::major(dev), libc::minor(dev))
+}
+
+/// Thaws one mount point. `expect_device` guards against thawing a different
+/// filesystem mounted there since it was recorded.
+pub fn thaw_path(path: &Path, expect_device: Option<&str>) -> ThawResult {
+    let result = |device: String, outcome: String| ThawResult {
+        path: path.to_path_buf(),
+        device,
+        outcome,
+    };
+    // Opening a directory read-only is harmless on a frozen filesystem.
+    let dir = match fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_DIRECTORY | libc::O_CLOEXEC)
+        .open(path)
+    {
+        Ok(d) => d,
+        Err(e) => {
+            return result(
+                expect_device.unwrap_or("?").into(),
+                format!("error: cannot open: {e}"),
+            )
+        }
+    };
+    let device = match dir.metadata() {
+        Ok(md) => dev_string(md.dev()),
+        Err(e) => return result("?".into(), format!("error: cannot stat: {e}")),
+    };
+    if let Some(want) = expect_device {
+        if want != device {
+            return result(device, format!("device-changed (recorded {want})"));
+        }
+    }
+    match thaw_fd(dir.as_raw_fd()) {
+        Ok(()) => result(device, "thawed".into()),
+        Err(nix::errno::Errno::EINVAL) => result(device, "not-frozen".into()),
+        Err(e) => result(device, format!("error: {e}")),
+    }
+}
+
+/// What a recovery found.
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Recovery {
+    pub record: WindowRecord,
+    pub mounts: Vec<ThawResult>,
+}
+
+/// If a dead runner left a record, thaws its mounts (newest first) and
+/// removes the record. A record of a live runner is left alone and returned
+/// as `Err` with that runner's pid.
+pub fn recover(run_dir: &RunDir) -> Result<Option<Recovery>, RecoverError> {
+    let record = match run_dir.read_state() {
+        Ok(Some(r)) => r,
+        Ok(None) => return Ok(None),
+        Err(e) => return Err(RecoverError::State(e)),
+    };
+    if record.runner_alive() {
+        return Err(RecoverError::RunnerAlive(record.runner_pid));
+    }
+    let mounts = record
+        .mounts
+        .iter()
+        .rev()
+        .map(|m| thaw_path(&m.path, Some(&m.device)))
+        .collect();
+    run_dir.clear_state();
+    Ok(Some(Recovery { record, mounts }))
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum RecoverError {
+    #[error("{0}")]
+    State(StateError),
+    #[error("the runner that recorded the freeze (pid {0}) is still alive; it thaws by its own deadline")]
+    RunnerAlive(i32),
+}

@@ -1,0 +1,136 @@
+//! The runner's signal handling (SPEC.md §6.4 point 3, §7).
+//!
+//! One handler for the terminating signals: it first thaws every armed mount
+//! on its pre-opened descriptor (async-signal-safe), then records the signal
+//! and wakes the main loop through a self-pipe, which kills the children (thaw
+//! first, then kill), reports and exits 128+N. Fatal signals (SEGV, BUS, ILL,
+//! ABRT, FPE) thaw and then take their default action. A panic hook thaws too.
+
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd, RawFd};
+use std::sync::atomic::{AtomicI32, Ordering};
+use std::sync::Once;
+
+use nix::fcntl::OFlag;
+use nix::sys::signal::{sigaction, SaFlags, SigAction, SigHandler, SigSet, Signal};
+
+use crate::freeze::guard;
+
+/// Signals that end a run cleanly (after thawing): 128+N.
+pub const TERMINATING: [Signal; 11] = [
+    Signal::SIGTERM,
+    Signal::SIGINT,
+    Signal::SIGHUP,
+    Signal::SIGQUIT,
+    Signal::SIGUSR1,
+    Signal::SIGUSR2,
+    Signal::SIGPIPE,
+    Signal::SIGALRM,
+    Signal::SIGTSTP,
+    Signal::SIGTTIN,
+    Signal::SIGTTOU,
+];
+
+/// Signals of a crash: thaw, then the default action (core or death).
+pub const FATAL: [Signal; 5] = [
+    Signal::SIGSEGV,
+    Signal::SIGBUS,
+    Signal::SIGILL,
+    Signal::SIGABRT,
+    Signal::SIGFPE,
+];
+
+static PIPE_WRITE: AtomicI32 = AtomicI32::new(-1);
+static PENDING: AtomicI32 = AtomicI32::new(0);
+
+extern "C" fn on_terminating(sig: libc::c_int) {
+    // INVARIANT: async-signal-safe only: atomics, ioctl, write.
+    guard::thaw_all_armed();
+    let _ = PENDING.compare_exchange(0, sig, Ordering::SeqCst, Ordering::SeqCst);
+    let fd = PIPE_WRITE.load(Ordering::SeqCst);
+    if fd >= 0 {
+        let b = [1u8];
+        // SAFETY: writing one byte from a live stack buffer; the pipe is
+        // non-blocking, so a full pipe just drops the wake-up (one is enough).
+        unsafe { libc::write(fd, b.as_ptr().cast(), 1) };
+    }
+}
+
+extern "C" fn on_fatal(sig: libc::c_int) {
+    // INVARIANT: async-signal-safe only.
+    guard::thaw_all_armed();
+    // SAFETY: restoring the default disposition and re-raising are
+    // async-signal-safe; the signal is blocked while we run, so it is
+    // delivered with its default action as soon as the handler returns.
+    unsafe {
+        libc::signal(sig, libc::SIG_DFL);
+        libc::raise(sig);
+    }
+}
+
+/// The read end of the self-pipe: readable once a terminating signal came.
+pub struct SignalPipe {
+    read: OwnedFd,
+    _write: OwnedFd,
+}
+
+impl SignalPipe {
+    pub fn fd(&self) -> BorrowedFd<'_> {
+        self.read.as_fd()
+    }
+}
+
+/// Installs the handlers and the panic hook. Call once, early, before any
+/// child is spawned or any mount is frozen.
+pub fn install() -> std::io::Result<SignalPipe> {
+    let (read, write) = nix::unistd::pipe2(OFlag::O_CLOEXEC | OFlag::O_NONBLOCK)?;
+    PIPE_WRITE.store(std::os::fd::AsRawFd::as_raw_fd(&write), Ordering::SeqCst);
+    // SA_ONSTACK: a stack overflow's SIGSEGV runs on the alternate stack that
+    // the Rust runtime sets up. No SA_RESTART: a blocking call returns EINTR
+    // and the main loop looks at the pipe.
+    let term = SigAction::new(
+        SigHandler::Handler(on_terminating),
+        SaFlags::SA_ONSTACK,
+        SigSet::all(),
+    );
+    let fatal = SigAction::new(
+        SigHandler::Handler(on_fatal),
+        SaFlags::SA_ONSTACK,
+        SigSet::all(),
+    );
+    for sig in TERMINATING {
+        // SAFETY: the handler only makes async-signal-safe calls.
+        unsafe { sigaction(sig, &term) }?;
+    }
+    for sig in FATAL {
+        // SAFETY: as above.
+        unsafe { sigaction(sig, &fatal) }?;
+    }
+    static HOOK: Once = Once::new();
+    HOOK.call_once(|| {
+        let previous = std::panic::take_hook();
+        std::panic::set_hook(Box::new(move |info| {
+            // Thaw before anything else: printing the panic may write to a
+            // file on a frozen filesystem.
+            guard::thaw_all_armed();
+            previous(info);
+        }));
+    });
+    Ok(SignalPipe {
+        read,
+        _write: write,
+    })
+}
+
+/// The first terminating signal received, if any.
+pub fn pending() -> Option<i32> {
+    match PENDING.load(Ordering::SeqCst) {
+        0 => None,
+        n => Some(n),
+    }
+}
+
+/// The write end's raw descriptor (children must not inherit it; it is
+/// close-on-exec).
+pub fn pipe_write_fd() -> RawFd {
+    PIPE_WRITE.load(Ordering::SeqCst)
+}

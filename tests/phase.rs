@@ -1,0 +1,374 @@
+//! `quiesce pre` / `quiesce post` with real scripts (SPEC.md §7, issue 3):
+//! exit codes, status JSON, and which processes survive, looked up by a
+//! marker in their command line, never by timing.
+
+mod common;
+
+use common::{MarkerGuard, Setup};
+use serde_json::{json, Value};
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+fn script(s: &Setup, which: &str, body: &str) {
+    let path = if which == "pre" { &s.pre } else { &s.post };
+    std::fs::write(path, format!("#!/bin/sh\n{body}\n")).unwrap();
+}
+
+fn timeout(s: &Setup, secs: u64) {
+    s.config_with(|m| {
+        m.insert("timeoutInSeconds".into(), json!(secs));
+    });
+}
+
+fn attempts(v: &Value, phase: &str) -> Vec<Value> {
+    v["phases"][phase]["attempts"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default()
+}
+
+#[test]
+fn instant_script_succeeds() {
+    require_root!();
+    let s = Setup::new("instant");
+    script(&s, "pre", "echo hello; echo oops >&2");
+    let run = s.quiesce(&["pre", "--json"]);
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    let v = run.json();
+    assert_eq!(v["operation"], "pre");
+    assert_eq!(v["result"], "success");
+    assert_eq!(v["errors"], json!([]));
+    let a = attempts(&v, "pre");
+    assert_eq!(a.len(), 1);
+    assert_eq!(a[0]["exitCode"], 0);
+    assert_eq!(a[0]["timedOut"], false);
+    assert_eq!(a[0]["stdoutTail"], "hello\n");
+    assert_eq!(a[0]["stderrTail"], "oops\n");
+    assert_eq!(v["phases"]["pre"]["script"], s.pre.to_str().unwrap());
+    assert_eq!(v["phases"]["pre"]["sha256"].as_str().unwrap().len(), 64);
+}
+
+#[test]
+fn timeout_kills_the_tree_and_reports_308() {
+    require_root!();
+    let s = Setup::new("timeout");
+    let m = MarkerGuard::new(1);
+    script(&s, "pre", &format!("sleep {}", m.0));
+    timeout(&s, 1);
+    let run = s.quiesce(&["pre", "--json"]);
+    assert_eq!(run.code, 2, "{}", run.stderr);
+    assert_eq!(run.error_names(), ["Pre-ScriptTimeout"]);
+    assert_eq!(run.json()["errors"][0]["code"], 308);
+    let a = attempts(&run.json(), "pre");
+    assert_eq!(a[0]["timedOut"], true);
+    assert!(!a[0]["killedPids"].as_array().unwrap().is_empty());
+    assert_eq!(m.survivors(), Vec::<i32>::new());
+}
+
+#[test]
+fn sigterm_ignoring_script_is_killed() {
+    require_root!();
+    let s = Setup::new("ignore-term");
+    let m = MarkerGuard::new(2);
+    script(
+        &s,
+        "pre",
+        &format!("trap '' TERM\nsleep {} & wait; sleep {}", m.0, m.0),
+    );
+    timeout(&s, 1);
+    let run = s.quiesce(&["pre", "--json"]);
+    assert_eq!(run.code, 2, "{}", run.stderr);
+    assert_eq!(run.error_names(), ["Pre-ScriptTimeout"]);
+    assert_eq!(m.survivors(), Vec::<i32>::new());
+}
+
+#[test]
+fn escaped_descendants_are_killed_on_timeout() {
+    require_root!();
+    let s = Setup::new("escape");
+    let m = MarkerGuard::new(3);
+    // A setsid'd grandchild and a double-forked one, then the script hangs.
+    script(
+        &s,
+        "post",
+        &format!("setsid sleep {m} &\n( sleep {m} & ) &\nsleep {m}", m = m.0),
+    );
+    timeout(&s, 1);
+    let run = s.quiesce(&["post", "--json"]);
+    assert_eq!(run.code, 2, "{}", run.stderr);
+    assert_eq!(run.error_names(), ["Post-ScriptTimeout"]);
+    assert_eq!(run.json()["errors"][0]["code"], 309);
+    assert_eq!(m.survivors(), Vec::<i32>::new());
+}
+
+#[test]
+fn two_hundred_children_are_killed() {
+    require_root!();
+    let s = Setup::new("spray");
+    let m = MarkerGuard::new(4);
+    script(
+        &s,
+        "pre",
+        &format!(
+            "i=0; while [ $i -lt 200 ]; do sleep {} & i=$((i+1)); done; wait",
+            m.0
+        ),
+    );
+    timeout(&s, 2);
+    let run = s.quiesce(&["pre", "--json"]);
+    assert_eq!(run.code, 2, "{}", run.stderr);
+    let killed = attempts(&run.json(), "pre")[0]["killedPids"]
+        .as_array()
+        .unwrap()
+        .len();
+    assert!(killed >= 200, "killed {killed}");
+    assert_eq!(m.survivors(), Vec::<i32>::new());
+}
+
+#[test]
+fn ten_megabytes_of_output_do_not_block() {
+    require_root!();
+    let s = Setup::new("chatty");
+    script(
+        &s,
+        "pre",
+        "head -c 10485760 /dev/zero | tr '\\0' x; echo; echo done >&2",
+    );
+    let run = s.quiesce(&["pre", "--json"]);
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    let a = &attempts(&run.json(), "pre")[0];
+    let out = a["stdoutTail"].as_str().unwrap();
+    // First and last 64 KiB kept, the middle marked as omitted.
+    assert!(out.len() < 200 * 1024, "{}", out.len());
+    assert!(out.starts_with("xxxx"));
+    assert!(out.contains("omitted"));
+    assert_eq!(a["stderrTail"], "done\n");
+}
+
+#[test]
+fn retries_after_failures_until_success() {
+    require_root!();
+    let s = Setup::new("retry");
+    let counter = s.s.path("count");
+    script(
+        &s,
+        "pre",
+        &format!(
+            "n=$(cat {c} 2>/dev/null || echo 0); n=$((n+1)); echo $n > {c}; [ $n -ge 3 ]",
+            c = counter.display()
+        ),
+    );
+    s.config_with(|m| {
+        m.insert("preScriptNoOfRetries".into(), json!(2));
+    });
+    let run = s.quiesce(&["pre", "--json"]);
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    let a = attempts(&run.json(), "pre");
+    let codes: Vec<_> = a.iter().map(|x| x["exitCode"].clone()).collect();
+    assert_eq!(codes, [json!(1), json!(1), json!(0)]);
+}
+
+#[test]
+fn failure_after_retries_is_300_and_each_attempt_recorded() {
+    require_root!();
+    let s = Setup::new("fail");
+    script(&s, "pre", "echo broken >&2; exit 7");
+    s.config_with(|m| {
+        m.insert("preScriptNoOfRetries".into(), json!(1));
+    });
+    let run = s.quiesce(&["pre", "--json"]);
+    assert_eq!(run.code, 2);
+    assert_eq!(run.error_names(), ["Pre-ScriptExecutionFailed"]);
+    assert_eq!(run.json()["errors"][0]["code"], 300);
+    assert!(run.json()["errors"][0]["message"]
+        .as_str()
+        .unwrap()
+        .contains("status 7"));
+    assert_eq!(attempts(&run.json(), "pre").len(), 2);
+    assert!(run.stderr.contains("action:"));
+}
+
+#[test]
+fn argv_environment_cwd_and_descriptors() {
+    require_root!();
+    let s = Setup::new("argv");
+    let pwned = s.s.path("pwned");
+    script(
+        &s,
+        "pre",
+        "printf '[%s]' \"$0\" \"$@\"; echo; env | sort; pwd; ls /proc/self/fd | sort -n | tr '\\n' ' '",
+    );
+    s.config_with(|m| {
+        m.insert(
+            "preScriptParams".into(),
+            json!(["a b", "", format!("$(touch {})", pwned.display()), 5]),
+        );
+    });
+    let run = s.quiesce(&["pre", "--json"]);
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    let v = run.json();
+    let out = attempts(&v, "pre")[0]["stdoutTail"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let mut lines = out.lines();
+    assert_eq!(
+        lines.next().unwrap(),
+        format!(
+            "[{}][a b][][$(touch {})][5]",
+            s.pre.display(),
+            pwned.display()
+        )
+    );
+    assert!(!pwned.exists(), "a parameter went through a shell");
+    let env: Vec<&str> = lines.by_ref().take_while(|l| *l != "/").collect();
+    let names: Vec<&str> = env.iter().map(|l| l.split('=').next().unwrap()).collect();
+    assert_eq!(
+        names,
+        [
+            "HOME",
+            "LANG",
+            "PATH",
+            "PWD",
+            "QUIESCE_ATTEMPT",
+            "QUIESCE_DEADLINE_SECONDS",
+            "QUIESCE_OPERATION_ID",
+            "QUIESCE_PHASE"
+        ],
+        "{env:?}"
+    );
+    assert!(env.contains(&"QUIESCE_PHASE=pre"));
+    assert!(env.contains(&"QUIESCE_ATTEMPT=1"));
+    assert!(env.contains(
+        &format!(
+            "QUIESCE_OPERATION_ID={}",
+            v["operationId"].as_str().unwrap()
+        )
+        .as_str()
+    ));
+    // Only stdin, stdout, stderr (and the fd ls itself opens).
+    let fds = lines.next().unwrap_or("");
+    assert_eq!(fds.split_whitespace().count(), 4, "open fds: {fds}");
+}
+
+#[test]
+fn non_executable_script_runs_through_sh_and_pinned_one_from_its_descriptor() {
+    require_root!();
+    let s = Setup::new("exec-modes");
+    script(&s, "pre", "echo \"zero=$0\"");
+    script(&s, "post", "echo \"zero=$0\"");
+    std::fs::set_permissions(&s.post, std::os::unix::fs::PermissionsExt::from_mode(0o600)).unwrap();
+    let run = s.quiesce(&["post", "--json"]);
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    assert_eq!(
+        attempts(&run.json(), "post")[0]["stdoutTail"],
+        format!("zero={}\n", s.post.display())
+    );
+    let sha = run.json()["phases"]["post"]["sha256"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    s.config_with(|m| {
+        m.insert("postScriptSha256".into(), json!(sha));
+        m.insert("postScriptLocation".into(), json!(s.post));
+    });
+    let run = s.quiesce(&["post", "--json"]);
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    assert_eq!(
+        attempts(&run.json(), "post")[0]["stdoutTail"],
+        "zero=/dev/fd/3\n"
+    );
+}
+
+#[test]
+fn precheck_failure_runs_nothing() {
+    require_root!();
+    let s = Setup::new("nothing");
+    std::fs::set_permissions(&s.post, std::os::unix::fs::PermissionsExt::from_mode(0o777)).unwrap();
+    let run = s.quiesce(&["pre", "--json"]);
+    assert_eq!(run.code, 2);
+    assert_eq!(run.error_names(), ["InsufficientPermissionforPost-Script"]);
+    assert_eq!(s.scripts_ran(), "");
+    assert!(run.json()["phases"].get("pre").is_none());
+}
+
+#[test]
+fn pre_holder_lives_until_post_finishes() {
+    require_root!();
+    let s = Setup::new("holder");
+    let m = MarkerGuard::new(5);
+    script(
+        &s,
+        "pre",
+        &format!("setsid sleep {} >/dev/null 2>&1 &\necho started", m.0),
+    );
+    let run = s.quiesce(&["pre", "--json"]);
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    let left = attempts(&run.json(), "pre")[0]["leftRunningPids"].clone();
+    assert_eq!(left.as_array().unwrap().len(), 1, "{left}");
+    // Between the invocations the holder runs (it may hold a database lock).
+    assert_eq!(m.survivors().len(), 1);
+    let run = s.quiesce(&["post", "--json"]);
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    assert_eq!(run.json()["phases"]["post"]["holdersTerminated"], left);
+    assert_eq!(m.survivors(), Vec::<i32>::new());
+}
+
+#[test]
+fn post_leftovers_are_left_running() {
+    require_root!();
+    let s = Setup::new("post-left");
+    let m = MarkerGuard::new(6);
+    script(
+        &s,
+        "post",
+        &format!("setsid sleep {} >/dev/null 2>&1 &", m.0),
+    );
+    let run = s.quiesce(&["post", "--json"]);
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    assert_eq!(
+        attempts(&run.json(), "post")[0]["leftRunningPids"]
+            .as_array()
+            .unwrap()
+            .len(),
+        1
+    );
+    assert_eq!(m.survivors().len(), 1);
+}
+
+#[test]
+fn runner_sigterm_mid_script_kills_the_tree_and_exits_143() {
+    require_root!();
+    let s = Setup::new("sigterm");
+    let m = MarkerGuard::new(7);
+    script(
+        &s,
+        "pre",
+        &format!("setsid sleep {m} &\nsleep {m}", m = m.0),
+    );
+    let child = Command::new(env!("CARGO_BIN_EXE_quiesce"))
+        .arg("--config")
+        .arg(&s.config)
+        .arg("--host-config")
+        .arg(&s.host_config)
+        .arg("--run-dir")
+        .arg(s.s.path("run"))
+        .arg("--syslog-socket")
+        .arg(s.s.path("none"))
+        .args(["pre", "--json"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    assert!(common::wait_for_marker(&m.0, Duration::from_secs(5)));
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(child.id() as i32),
+        nix::sys::signal::Signal::SIGTERM,
+    )
+    .unwrap();
+    let out = child.wait_with_output().unwrap();
+    let run = common::Run::from(out);
+    assert_eq!(run.code, 143, "{}", run.stderr);
+    assert_eq!(run.json()["result"], "failure");
+    assert_eq!(m.survivors(), Vec::<i32>::new());
+}
