@@ -2,6 +2,7 @@
 
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand};
 use quiesce::audit::{self, Facility};
@@ -80,6 +81,17 @@ enum Command {
     /// Run the post-script with its retries and timeout, then terminate what
     /// the pre-script left running.
     Post,
+    /// Freeze the filesystems, run CMD, thaw. No scripts.
+    Freeze {
+        #[command(flatten)]
+        window: WindowArgs,
+    },
+    /// The whole job: pre-script, freeze, CMD (takes the snapshot), thaw,
+    /// post-script; every failure decided by continueBackupOnFailure.
+    Snapshot {
+        #[command(flatten)]
+        window: WindowArgs,
+    },
     /// Emergency thaw: thaws what a dead runner recorded as frozen, or the
     /// given mounts. Safe to run at any time.
     Thaw {
@@ -87,6 +99,21 @@ enum Command {
         #[arg(long = "mount", value_name = "M")]
         mounts: Vec<PathBuf>,
     },
+}
+
+#[derive(Args, Debug)]
+struct WindowArgs {
+    /// Freeze these mounts instead of discovering them (repeatable).
+    #[arg(long = "mount", value_name = "M")]
+    mounts: Vec<PathBuf>,
+    /// Longest time filesystems may stay frozen; then they are thawed first
+    /// and the command is killed (FsFreezeTimeout).
+    #[arg(long, value_name = "SECS", default_value_t = 60,
+          value_parser = clap::value_parser!(u64).range(1..=1800))]
+    max_freeze: u64,
+    /// The command that takes the snapshot (after --), e.g. lvcreate -s …
+    #[arg(last = true, required = true, value_name = "CMD")]
+    cmd: Vec<String>,
 }
 
 const EXIT_HELP: &str = "Exit status:
@@ -141,8 +168,22 @@ fn main() -> ExitCode {
     let (status, exit) = match cli.command {
         Command::Pre => commands::phase::run(&common, &ropts, Phase::Pre),
         Command::Post => commands::phase::run(&common, &ropts, Phase::Post),
+        Command::Freeze { window: w } => commands::freeze::run(
+            &common,
+            &ropts,
+            &w.mounts,
+            Duration::from_secs(w.max_freeze),
+            &w.cmd,
+        ),
+        Command::Snapshot { window: w } => commands::snapshot::run(
+            &common,
+            &ropts,
+            &w.mounts,
+            Duration::from_secs(w.max_freeze),
+            &w.cmd,
+        ),
         Command::Check { mounts } => commands::check::run(&common, &mounts),
-        Command::Thaw { mounts } => commands::thaw::run(&common, &mounts),
+        Command::Thaw { mounts } => commands::thaw::run(&common, &ropts, &mounts),
     };
     if cli.global.json {
         println!("{}", status.to_json());

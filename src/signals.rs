@@ -6,7 +6,7 @@
 //! first, then kill), reports and exits 128+N. Fatal signals (SEGV, BUS, ILL,
 //! ABRT, FPE) thaw and then take their default action. A panic hook thaws too.
 
-use std::os::fd::{AsFd, BorrowedFd, OwnedFd, RawFd};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd, RawFd};
 use std::sync::atomic::{AtomicI32, Ordering};
 use std::sync::Once;
 
@@ -76,6 +76,13 @@ pub struct SignalPipe {
 impl SignalPipe {
     pub fn fd(&self) -> BorrowedFd<'_> {
         self.read.as_fd()
+    }
+
+    /// Consumes the wake-ups received so far, so that only a further signal
+    /// interrupts the next wait (the post-script after a first signal).
+    pub fn drain(&self) {
+        let mut buf = [0u8; 64];
+        while matches!(nix::unistd::read(self.read.as_raw_fd(), &mut buf), Ok(n) if n > 0) {}
     }
 }
 

@@ -2,10 +2,13 @@
 //! code; `main` only parses the command line and prints.
 
 pub mod check;
+pub mod freeze;
 pub mod phase;
 pub mod runner;
 pub mod script;
+pub mod snapshot;
 pub mod thaw;
+pub mod window;
 
 use std::path::PathBuf;
 

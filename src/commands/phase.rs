@@ -11,7 +11,7 @@ use crate::report::{self, Outcome, Status};
 
 pub fn run(common: &Common, ropts: &RunnerOptions, phase: Phase) -> (Status, Exit) {
     let op_name = phase.name();
-    let runner = match Runner::start(op_name, ropts, false) {
+    let runner = match Runner::start(op_name, ropts, &common.run_dir, false) {
         Ok(r) => r,
         Err((op, p)) => {
             let mut status = runner::refused(op_name, &op, &p);
@@ -21,7 +21,7 @@ pub fn run(common: &Common, ropts: &RunnerOptions, phase: Phase) -> (Status, Exi
     };
     let mut status = Status::new(op_name, &runner.operation_id);
     let mut warnings = runner.warnings.clone();
-    let ctx = runner.context(&common.run_dir);
+    let ctx = runner.context();
     let pc = precheck::run(&common.paths);
     for w in &pc.warnings {
         report::say(format!("warning: {w}"));

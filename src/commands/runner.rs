@@ -39,9 +39,31 @@ impl Default for RunnerOptions {
     }
 }
 
+/// The audit trail alone, for commands that run nothing (`thaw`): returns
+/// the operation id and any warning about the trail.
+pub fn audit_only(operation: &'static str, opts: &RunnerOptions) -> (String, Vec<String>) {
+    let operation_id = report::new_operation_id();
+    let mut cfg = AuditConfig::new(operation_id.clone());
+    cfg.socket = opts.syslog_socket.clone();
+    cfg.facility = opts.facility;
+    let mut warnings = Vec::new();
+    if let Err(e) = audit::init(cfg) {
+        warnings.push(format!("audit trail: {e}"));
+    }
+    audit::event(
+        Level::Info,
+        "run-start",
+        operation,
+        &[("pid", std::process::id().to_string())],
+        &format!("quiesce {operation} started"),
+    );
+    (operation_id, warnings)
+}
+
 /// The set-up of one run.
 pub struct Runner {
     pub operation_id: String,
+    pub run_dir: crate::freeze::state::RunDir,
     pub signals: SignalPipe,
     pub policy: ScriptPolicy,
     pub sandbox: Option<Arc<PreparedSandbox>>,
@@ -79,6 +101,7 @@ impl Runner {
     pub fn start(
         operation: &'static str,
         opts: &RunnerOptions,
+        run_dir: &crate::freeze::state::RunDir,
         freezes: bool,
     ) -> Result<Runner, (String, Problem)> {
         let operation_id = report::new_operation_id();
@@ -163,6 +186,7 @@ impl Runner {
         };
         Ok(Runner {
             operation_id,
+            run_dir: run_dir.clone(),
             signals,
             policy,
             sandbox,
@@ -175,11 +199,11 @@ impl Runner {
 
 impl Runner {
     /// The context script phases run in.
-    pub fn context(&self, run_dir: &crate::freeze::state::RunDir) -> super::script::RunContext<'_> {
+    pub fn context(&self) -> super::script::RunContext<'_> {
         super::script::RunContext {
             operation_id: self.operation_id.clone(),
             interrupt: Some(self.signals.fd()),
-            run_dir: run_dir.clone(),
+            run_dir: self.run_dir.clone(),
             sandbox: self.sandbox.clone(),
             grace: self.policy.kill_grace(),
             output_cap: self.policy.output_cap(),

@@ -5,71 +5,86 @@
 
 use std::path::PathBuf;
 
+use log::Level;
+
+use super::runner::{self, RunnerOptions};
 use super::Common;
+use crate::audit;
 use crate::error::{ErrorCode, Exit, Problem};
 use crate::freeze::state::{self, RecoverError, ThawResult};
 use crate::report::{self, Outcome, Status};
 
-pub fn run(common: &Common, mounts: &[PathBuf]) -> (Status, Exit) {
-    let op = report::new_operation_id();
+pub fn run(common: &Common, ropts: &RunnerOptions, mounts: &[PathBuf]) -> (Status, Exit) {
+    let (op, warnings) = runner::audit_only("thaw", ropts);
     let mut status = Status::new("thaw", &op);
-    let results: Vec<ThawResult> = if mounts.is_empty() {
-        match state::recover(&common.run_dir) {
-            Ok(None) => {
+    match thaw(common, mounts) {
+        Ok(results) => {
+            for r in &results {
                 report::say(format!(
-                    "nothing recorded as frozen in {}",
-                    common.run_dir.state_path().display()
+                    "{} ({}): {}",
+                    r.path.display(),
+                    r.device,
+                    r.outcome
                 ));
-                Vec::new()
-            }
-            Ok(Some(r)) => {
-                report::say(format!(
-                    "runner pid {} (operation {}) died during its freeze window; thawing what it recorded",
-                    r.record.runner_pid, r.record.operation_id
-                ));
-                r.mounts
-            }
-            Err(RecoverError::RunnerAlive(pid)) => {
-                let p = Problem::new(
-                    ErrorCode::FsFreezeFailed,
-                    format!("runner pid {pid} is alive and inside its freeze window; it thaws by its own deadline (name mounts with --mount to thaw them now)"),
+                let failed = r.outcome.starts_with("error");
+                audit::event(
+                    if failed { Level::Error } else { Level::Info },
+                    "emergency-thaw",
+                    "thaw",
+                    &[
+                        ("mount", r.path.display().to_string()),
+                        ("device", r.device.clone()),
+                        ("outcome", r.outcome.clone()),
+                    ],
+                    "emergency thaw",
                 );
-                report::say_problem(&p);
-                status.push_error(&p);
-                status.result = Outcome::Failure;
-                return (status, Exit::Failure);
+                if failed {
+                    status.push_error(&Problem::new(
+                        ErrorCode::FsFreezeFailed,
+                        format!("cannot thaw {}: {}", r.path.display(), r.outcome),
+                    ));
+                }
             }
-            Err(RecoverError::State(e)) => {
-                let p = Problem::new(ErrorCode::FsFreezeFailed, e.to_string());
-                report::say_problem(&p);
-                status.push_error(&p);
-                status.result = Outcome::Failure;
-                return (status, Exit::Failure);
-            }
+            status.phases.freeze = Some(serde_json::json!({ "thawed": results }));
         }
-    } else {
-        mounts.iter().map(|m| state::thaw_path(m, None)).collect()
-    };
-    for r in &results {
-        report::say(format!(
-            "{} ({}): {}",
-            r.path.display(),
-            r.device,
-            r.outcome
-        ));
-        if r.outcome.starts_with("error") {
-            let p = Problem::new(
-                ErrorCode::FsFreezeFailed,
-                format!("cannot thaw {}: {}", r.path.display(), r.outcome),
-            );
+        Err(p) => {
+            report::say_problem(&p);
             status.push_error(&p);
         }
     }
-    status.phases.freeze = Some(serde_json::json!({ "thawed": results }));
-    if status.errors.is_empty() {
-        (status, Exit::Success)
+    let exit = if status.errors.is_empty() {
+        Exit::Success
     } else {
         status.result = Outcome::Failure;
-        (status, Exit::Failure)
+        Exit::Failure
+    };
+    runner::finish(&mut status, &warnings);
+    (status, exit)
+}
+
+fn thaw(common: &Common, mounts: &[PathBuf]) -> Result<Vec<ThawResult>, Problem> {
+    if !mounts.is_empty() {
+        return Ok(mounts.iter().map(|m| state::thaw_path(m, None)).collect());
+    }
+    match state::recover(&common.run_dir) {
+        Ok(None) => {
+            report::say(format!(
+                "nothing recorded as frozen in {}",
+                common.run_dir.state_path().display()
+            ));
+            Ok(Vec::new())
+        }
+        Ok(Some(r)) => {
+            report::say(format!(
+                "runner pid {} (operation {}) died during its freeze window; thawing what it recorded",
+                r.record.runner_pid, r.record.operation_id
+            ));
+            Ok(r.mounts)
+        }
+        Err(RecoverError::RunnerAlive(pid)) => Err(Problem::new(
+            ErrorCode::FsFreezeFailed,
+            format!("runner pid {pid} is alive and inside its freeze window; it thaws by its own deadline (name mounts with --mount to thaw them now)"),
+        )),
+        Err(RecoverError::State(e)) => Err(Problem::new(ErrorCode::FsFreezeFailed, e.to_string())),
     }
 }

@@ -326,8 +326,8 @@ unsafe fn watchdog_main(a: ChildArgs<'_>) -> ! {
                 tv_nsec: 0,
             };
             libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut now);
-            let left_ms: i64 = (a.wake.tv_sec - now.tv_sec) * 1000
-                + (a.wake.tv_nsec - now.tv_nsec) / 1_000_000;
+            let left_ms: i64 =
+                (a.wake.tv_sec - now.tv_sec) * 1000 + (a.wake.tv_nsec - now.tv_nsec) / 1_000_000;
             if left_ms <= 0 {
                 acted = ACTED_DEADLINE;
                 break;

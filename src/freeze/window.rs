@@ -202,26 +202,6 @@ impl FreezeWindow {
         let max_freeze = opts.max_freeze.min(MAX_MAX_FREEZE);
         let shared =
             Arc::new(SharedState::new().map_err(|e| internal(format!("shared page: {e}")))?);
-        if let Some(dir) = &opts.run_dir {
-            let me = crate::supervise::procfs::read_stat(std::process::id() as i32)
-                .map(|s| s.start)
-                .unwrap_or(0);
-            let record = WindowRecord {
-                operation_id: opts.operation_id.clone(),
-                runner_pid: std::process::id() as i32,
-                runner_start: me,
-                watchdog_pid: None,
-                mounts: targets
-                    .iter()
-                    .map(|t| RecordedMount {
-                        path: t.path.clone(),
-                        device: t.device.clone(),
-                    })
-                    .collect(),
-            };
-            dir.write_state(&record)
-                .map_err(|e| internal(format!("recovery state: {e}")))?;
-        }
         let mut warnings = Vec::new();
         // Neither the runner nor its watchdog may be the OOM killer's choice
         // while filesystems are frozen (the watchdog inherits the value).
@@ -263,6 +243,29 @@ impl FreezeWindow {
             let w = Watchdog::spawn(&window.shared, &fds, deadline, opts.watchdog_filter)
                 .map_err(|e| internal(format!("cannot start the watchdog: {e}")))?;
             window.watchdog = Some(w);
+        }
+        if let Some(dir) = &window.run_dir {
+            let me = crate::supervise::procfs::read_stat(std::process::id() as i32)
+                .map(|s| s.start)
+                .unwrap_or(0);
+            let record = WindowRecord {
+                operation_id: opts.operation_id.clone(),
+                runner_pid: std::process::id() as i32,
+                runner_start: me,
+                watchdog_pid: window.watchdog_pid(),
+                mounts: window
+                    .targets
+                    .iter()
+                    .map(|t| RecordedMount {
+                        path: t.path.clone(),
+                        device: t.device.clone(),
+                    })
+                    .collect(),
+            };
+            // On failure the window is dropped: its Drop dismisses the
+            // watchdog and restores oom_score_adj.
+            dir.write_state(&record)
+                .map_err(|e| internal(format!("recovery state: {e}")))?;
         }
         Ok(window)
     }

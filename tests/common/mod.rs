@@ -3,6 +3,8 @@
 //! sample configs and scripts, and a runner for the real binary.
 #![allow(dead_code)]
 
+pub mod scratchfs;
+
 use std::fs;
 use std::os::unix::fs::{symlink, PermissionsExt};
 use std::path::{Path, PathBuf};
@@ -291,4 +293,30 @@ impl Drop for MarkerGuard {
             );
         }
     }
+}
+
+impl Setup {
+    /// Runs the binary in the background (for signal tests) with this
+    /// set-up's paths.
+    pub fn spawn(&self, args: &[&str]) -> std::process::Child {
+        Command::new(env!("CARGO_BIN_EXE_quiesce"))
+            .arg("--config")
+            .arg(&self.config)
+            .arg("--host-config")
+            .arg(&self.host_config)
+            .arg("--run-dir")
+            .arg(self.s.path("run"))
+            .arg("--syslog-socket")
+            .arg(self.s.path("no-syslog.sock"))
+            .args(args)
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap()
+    }
+}
+
+/// Sends `sig` to `pid`.
+pub fn signal(pid: i32, sig: nix::sys::signal::Signal) {
+    let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), sig);
 }

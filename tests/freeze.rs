@@ -1,0 +1,401 @@
+//! The freeze window and its thaw guarantee (SPEC.md §6, issue 4), on
+//! scratch loop-mounted ext4, xfs and btrfs. "Not frozen" is always proved by
+//! a write that completes, never by the runner's own word. Every scratch
+//! filesystem is thawed and unmounted by its guard on every path.
+
+mod common;
+
+use common::scratchfs::{have_mkfs, writable_within, ScratchFs};
+use common::{signal, MarkerGuard, Run, Setup};
+use nix::sys::signal::Signal;
+use serde_json::Value;
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+const PROMPT: Duration = Duration::from_secs(5);
+const FROZEN_PROBE: Duration = Duration::from_millis(300);
+
+fn freeze_args<'a>(
+    mounts: &'a [&'a ScratchFs],
+    extra: &[&'a str],
+    cmd: &[&'a str],
+) -> Vec<&'a str> {
+    let mut a = vec!["freeze", "--json"];
+    for m in mounts {
+        a.push("--mount");
+        a.push(m.path());
+    }
+    a.extend_from_slice(extra);
+    a.push("--");
+    a.extend_from_slice(cmd);
+    a
+}
+
+/// A command file in the scratch directory: the snapshot command then runs
+/// `sh FILE`, so the marker is in the command's process only, never in the
+/// runner's own argv (which a marker search would otherwise find first).
+fn cmd_file(s: &Setup, body: &str) -> String {
+    let p = s.s.write(&format!("cmd-{}.sh", body.len()), body, 0o700);
+    p.to_str().unwrap().to_string()
+}
+
+fn frozen_paths(v: &Value) -> Vec<String> {
+    v["phases"]["freeze"]["mounts"]
+        .as_array()
+        .map(|a| {
+            a.iter()
+                .map(|m| m["path"].as_str().unwrap().to_string())
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// Whether `path` is frozen right now: `fsfreeze -f` answers EBUSY on a
+/// frozen filesystem. (If it was not frozen, that froze it: thaw it back.)
+fn is_frozen(path: &str) -> bool {
+    let out = Command::new("fsfreeze")
+        .args(["-f", path])
+        .output()
+        .unwrap();
+    if out.status.success() {
+        let _ = Command::new("fsfreeze").args(["-u", path]).status();
+        return false;
+    }
+    String::from_utf8_lossy(&out.stderr).contains("busy")
+}
+
+#[test]
+fn ext4_xfs_btrfs_frozen_during_the_command_and_thawed_after() {
+    require_root!();
+    let s = Setup::new("fs3");
+    let mut fss = vec![ScratchFs::new(&s.s.dir, "e4", "ext4")];
+    for t in ["xfs", "btrfs"] {
+        if have_mkfs(t) {
+            fss.push(ScratchFs::new(&s.s.dir, t, t));
+        } else {
+            eprintln!("SKIPPED {t}: mkfs.{t} missing (scripts/test.sh installs it)");
+        }
+    }
+    let report = s.s.path("inside.txt");
+    // Inside the window, `fsfreeze -f` must find every mount busy (frozen).
+    let probe = fss
+        .iter()
+        .map(|f| {
+            format!(
+                "fsfreeze -f {} 2>&1 | grep -c busy >> {}",
+                f.path(),
+                report.display()
+            )
+        })
+        .collect::<Vec<_>>()
+        .join("; ");
+    let refs: Vec<&ScratchFs> = fss.iter().collect();
+    let run = s.quiesce(&freeze_args(&refs, &[], &["sh", "-c", &probe]));
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    let v = run.json();
+    assert_eq!(v["consistency"], "filesystem");
+    assert_eq!(v["result"], "success");
+    let inside = std::fs::read_to_string(&report).unwrap();
+    assert_eq!(
+        inside.lines().filter(|l| *l == "1").count(),
+        fss.len(),
+        "{inside}"
+    );
+    let mounts = v["phases"]["freeze"]["mounts"].as_array().unwrap();
+    assert_eq!(mounts.len(), fss.len());
+    for m in mounts {
+        assert!(m["frozenMs"].as_f64().unwrap() > 0.0);
+        assert!(["ext4", "xfs", "btrfs"].contains(&m["fsType"].as_str().unwrap()));
+    }
+    assert!(v["phases"]["freeze"]["windowMs"].as_f64().unwrap() > 0.0);
+    for f in &fss {
+        assert!(f.writable_within(PROMPT), "{} still frozen", f.path());
+    }
+}
+
+#[test]
+fn snapshot_command_failure_is_reported_and_thawed() {
+    require_root!();
+    let s = Setup::new("cmdfail");
+    let fs = ScratchFs::new(&s.s.dir, "a", "ext4");
+    let run = s.quiesce(&freeze_args(&[&fs], &[], &["sh", "-c", "exit 5"]));
+    assert_eq!(run.code, 2, "{}", run.stderr);
+    assert_eq!(run.error_names(), ["SnapshotCommandFailed"]);
+    assert_eq!(run.json()["phases"]["snapshot"]["exitCode"], 5);
+    assert!(fs.writable_within(PROMPT));
+}
+
+#[test]
+fn max_freeze_thaws_first_then_kills_a_writer_blocked_on_the_frozen_fs() {
+    require_root!();
+    let s = Setup::new("deadline");
+    let fs = ScratchFs::new(&s.s.dir, "a", "ext4");
+    let m = MarkerGuard::new(11);
+    // The command writes to the frozen filesystem: it blocks in the kernel
+    // and cannot die before the thaw.
+    let cmd = cmd_file(
+        &s,
+        &format!("sleep {} & echo x > {}/blocked; wait", m.0, fs.path()),
+    );
+    let run = s.quiesce(&freeze_args(&[&fs], &["--max-freeze", "1"], &["sh", &cmd]));
+    assert_eq!(run.code, 2, "{}", run.stderr);
+    assert_eq!(run.error_names(), ["FsFreezeTimeout"]);
+    assert_eq!(run.json()["errors"][0]["code"], 122);
+    assert!(fs.writable_within(PROMPT));
+    assert_eq!(m.survivors(), Vec::<i32>::new());
+}
+
+fn signal_mid_window(sig: Signal) {
+    let s = Setup::new("sig");
+    let fs = ScratchFs::new(&s.s.dir, "a", "ext4");
+    let m = MarkerGuard::new(20 + sig as u32);
+    let cmd = cmd_file(&s, &format!("sleep {}", m.0));
+    let child = s.spawn(&freeze_args(&[&fs], &[], &["sh", &cmd]));
+    assert!(
+        common::wait_for_marker(&m.0, PROMPT),
+        "command never started"
+    );
+    assert!(is_frozen(fs.path()), "not frozen while the command runs");
+    signal(child.id() as i32, sig);
+    let run = Run::from(child.wait_with_output().unwrap());
+    assert_eq!(run.code, 128 + sig as i32, "{}", run.stderr);
+    assert!(fs.writable_within(PROMPT), "still frozen after {sig}");
+    assert_eq!(m.survivors(), Vec::<i32>::new());
+    assert!(!frozen_paths(&run.json()).is_empty());
+}
+
+#[test]
+fn sigterm_mid_window_thaws() {
+    require_root!();
+    signal_mid_window(Signal::SIGTERM);
+}
+
+#[test]
+fn sigint_mid_window_thaws() {
+    require_root!();
+    signal_mid_window(Signal::SIGINT);
+}
+
+#[test]
+fn sighup_mid_window_thaws() {
+    require_root!();
+    signal_mid_window(Signal::SIGHUP);
+}
+
+fn watchdog_pid(s: &Setup) -> i32 {
+    let state: Value =
+        serde_json::from_slice(&std::fs::read(s.s.path("run/state.json")).unwrap()).unwrap();
+    state["watchdogPid"]
+        .as_i64()
+        .expect("watchdog pid recorded") as i32
+}
+
+#[test]
+fn sigkill_of_the_runner_is_covered_by_the_watchdog() {
+    require_root!();
+    let s = Setup::new("kill");
+    let fs = ScratchFs::new(&s.s.dir, "a", "ext4");
+    let m = MarkerGuard::new(30);
+    let cmd = cmd_file(&s, &format!("sleep {}", m.0));
+    let mut child = s.spawn(&freeze_args(&[&fs], &[], &["sh", &cmd]));
+    assert!(common::wait_for_marker(&m.0, PROMPT));
+    assert!(is_frozen(fs.path()));
+    let killed_at = Instant::now();
+    signal(child.id() as i32, Signal::SIGKILL);
+    let _ = child.wait();
+    assert!(fs.writable_within(PROMPT), "the watchdog did not thaw");
+    eprintln!("writable {:?} after SIGKILL", killed_at.elapsed());
+    // The watchdog also killed the snapshot command's group after the thaw.
+    let end = Instant::now() + PROMPT;
+    while !m.survivors().is_empty() && Instant::now() < end {
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    assert_eq!(m.survivors(), Vec::<i32>::new());
+}
+
+#[test]
+fn watchdog_killed_first_then_the_runners_deadline_thaws() {
+    require_root!();
+    let s = Setup::new("wdkill");
+    let fs = ScratchFs::new(&s.s.dir, "a", "ext4");
+    let m = MarkerGuard::new(31);
+    let cmd = cmd_file(&s, &format!("sleep {}", m.0));
+    let child = s.spawn(&freeze_args(&[&fs], &["--max-freeze", "2"], &["sh", &cmd]));
+    assert!(common::wait_for_marker(&m.0, PROMPT));
+    signal(watchdog_pid(&s), Signal::SIGKILL);
+    let run = Run::from(child.wait_with_output().unwrap());
+    assert_eq!(run.code, 2, "{}", run.stderr);
+    assert_eq!(run.error_names(), ["FsFreezeTimeout"]);
+    assert!(
+        run.warnings().iter().any(|w| w.contains("watchdog died")),
+        "{:?}",
+        run.warnings()
+    );
+    assert!(fs.writable_within(PROMPT));
+    assert_eq!(m.survivors(), Vec::<i32>::new());
+}
+
+#[test]
+fn runner_and_watchdog_both_killed_then_quiesce_thaw_recovers() {
+    require_root!();
+    let s = Setup::new("bothkill");
+    let fs = ScratchFs::new(&s.s.dir, "a", "ext4");
+    let m = MarkerGuard::new(32);
+    let cmd = cmd_file(&s, &format!("sleep {}", m.0));
+    let mut child = s.spawn(&freeze_args(&[&fs], &[], &["sh", &cmd]));
+    assert!(common::wait_for_marker(&m.0, PROMPT));
+    signal(watchdog_pid(&s), Signal::SIGKILL);
+    std::thread::sleep(Duration::from_millis(50));
+    signal(child.id() as i32, Signal::SIGKILL);
+    let _ = child.wait();
+    assert!(
+        !fs.writable_within(FROZEN_PROBE),
+        "expected the mount still frozen"
+    );
+    let run = s.quiesce(&["thaw", "--json"]);
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    let thawed = &run.json()["phases"]["freeze"]["thawed"];
+    assert_eq!(thawed[0]["outcome"], "thawed", "{thawed}");
+    assert!(fs.writable_within(PROMPT));
+    // Nothing recorded any more: a second thaw has nothing to do.
+    let again = s.quiesce(&["thaw", "--json"]);
+    assert_eq!(again.code, 0);
+    assert!(again.stderr.contains("nothing recorded"));
+}
+
+#[test]
+fn loop_filesystem_on_another_scratch_filesystem_freezes_inner_first() {
+    require_root!();
+    let s = Setup::new("nested");
+    let outer = ScratchFs::new(&s.s.dir, "outer", "ext4");
+    let inner = ScratchFs::new(&outer.mnt, "inner", "ext4");
+    // Dirty data on the inner filesystem: freezing it writes back into its
+    // image on the outer one, which must not be frozen yet.
+    std::fs::write(inner.mnt.join("dirty"), vec![b'd'; 4 << 20]).unwrap();
+    // Named outer first on purpose: the plan must reorder.
+    let run = s.quiesce(&freeze_args(
+        &[&outer, &inner],
+        &["--max-freeze", "20"],
+        &["true"],
+    ));
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    assert_eq!(
+        frozen_paths(&run.json()),
+        [inner.path().to_string(), outer.path().to_string()]
+    );
+    assert!(inner.writable_within(PROMPT) && outer.writable_within(PROMPT));
+    drop(inner);
+}
+
+#[test]
+fn bind_mount_is_frozen_once() {
+    require_root!();
+    let s = Setup::new("bind");
+    let fs = ScratchFs::new(&s.s.dir, "a", "ext4");
+    let bind = s.s.mkdir("bind", 0o700);
+    assert!(Command::new("mount")
+        .arg("--bind")
+        .arg(&fs.mnt)
+        .arg(&bind)
+        .status()
+        .unwrap()
+        .success());
+    struct Umount(std::path::PathBuf);
+    impl Drop for Umount {
+        fn drop(&mut self) {
+            let _ = Command::new("umount").arg(&self.0).status();
+        }
+    }
+    let _b = Umount(bind.clone());
+    let run = s.quiesce(&[
+        "freeze",
+        "--json",
+        "--mount",
+        fs.path(),
+        "--mount",
+        bind.to_str().unwrap(),
+        "--",
+        "true",
+    ]);
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    assert_eq!(frozen_paths(&run.json()), [fs.path().to_string()]);
+    assert!(fs.writable_within(PROMPT));
+}
+
+#[test]
+fn mount_frozen_by_someone_else_is_reported_and_left_frozen() {
+    require_root!();
+    let s = Setup::new("prefrozen");
+    let a = ScratchFs::new(&s.s.dir, "a", "ext4");
+    let b = ScratchFs::new(&s.s.dir, "b", "ext4");
+    assert!(Command::new("fsfreeze")
+        .args(["-f", b.path()])
+        .status()
+        .unwrap()
+        .success());
+    let run = s.quiesce(&freeze_args(&[&a, &b], &[], &["true"]));
+    assert_eq!(run.code, 2, "{}", run.stderr);
+    assert_eq!(run.error_names(), ["FsFreezeFailed"]);
+    assert_eq!(run.json()["errors"][0]["code"], 121);
+    assert!(run.json()["errors"][0]["message"]
+        .as_str()
+        .unwrap()
+        .contains("already frozen"));
+    // Ours thawed, theirs left as it was, and the command never ran.
+    assert!(run.json()["phases"].get("snapshot").is_none());
+    assert!(a.writable_within(PROMPT));
+    assert!(
+        !writable_within(&b.mnt, FROZEN_PROBE),
+        "quiesce thawed someone else's freeze"
+    );
+    assert!(Command::new("fsfreeze")
+        .args(["-u", b.path()])
+        .status()
+        .unwrap()
+        .success());
+    assert!(b.writable_within(PROMPT));
+}
+
+#[test]
+fn unknown_mount_is_123_and_nothing_runs() {
+    require_root!();
+    let s = Setup::new("nomount");
+    let marker = s.s.path("cmd-ran");
+    let run = s.quiesce(&[
+        "freeze",
+        "--json",
+        "--mount",
+        s.s.path("not-a-mount").to_str().unwrap(),
+        "--",
+        "touch",
+        marker.to_str().unwrap(),
+    ]);
+    assert_eq!(run.code, 2, "{}", run.stderr);
+    assert_eq!(run.error_names(), ["UnableToOpenMount"]);
+    assert_eq!(run.json()["errors"][0]["code"], 123);
+    assert!(!marker.exists());
+}
+
+#[test]
+fn a_second_run_fails_fast_naming_the_lock_holder() {
+    require_root!();
+    let s = Setup::new("lock");
+    let fs = ScratchFs::new(&s.s.dir, "a", "ext4");
+    let m = MarkerGuard::new(33);
+    let cmd = cmd_file(&s, &format!("sleep {}", m.0));
+    let first = s.spawn(&freeze_args(&[&fs], &[], &["sh", &cmd]));
+    assert!(common::wait_for_marker(&m.0, PROMPT));
+    let t = Instant::now();
+    let second = s.quiesce(&freeze_args(&[&fs], &[], &["true"]));
+    assert!(t.elapsed() < PROMPT);
+    assert_eq!(second.code, 2, "{}", second.stderr);
+    let msg = second.json()["errors"][0]["message"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert!(msg.contains(&format!("pid {}", first.id())), "{msg}");
+    signal(first.id() as i32, Signal::SIGTERM);
+    let run = Run::from(first.wait_with_output().unwrap());
+    assert_eq!(run.code, 143);
+    assert!(fs.writable_within(PROMPT));
+}
