@@ -68,6 +68,9 @@ pub struct AttemptStatus {
     pub stderr_tail: String,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub spawn_error: Option<String>,
+    /// What the script really held right after its exec (`/proc/PID/status`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub sandbox: Option<crate::sandbox::audit::ProcessSandboxState>,
 }
 
 /// `phases.pre` / `phases.post`.

@@ -306,7 +306,9 @@ fn pre_holder_lives_until_post_finishes() {
     assert_eq!(run.code, 0, "{}", run.stderr);
     let left = attempts(&run.json(), "pre")[0]["leftRunningPids"].clone();
     assert_eq!(left.as_array().unwrap().len(), 1, "{left}");
-    // Between the invocations the holder runs (it may hold a database lock).
+    // Between the invocations the holder runs (it may hold a database lock);
+    // it may still be between fork and exec, so wait for its command line.
+    assert!(common::wait_for_marker(&m.0, Duration::from_secs(5)));
     assert_eq!(m.survivors().len(), 1);
     let run = s.quiesce(&["post", "--json"]);
     assert_eq!(run.code, 0, "{}", run.stderr);
@@ -333,6 +335,7 @@ fn post_leftovers_are_left_running() {
             .len(),
         1
     );
+    assert!(common::wait_for_marker(&m.0, Duration::from_secs(5)));
     assert_eq!(m.survivors().len(), 1);
 }
 

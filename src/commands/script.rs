@@ -16,6 +16,7 @@ use crate::error::Problem;
 use crate::freeze::state::RunDir;
 use crate::precheck::{CheckedScript, Phase};
 use crate::report::{AttemptStatus, ScriptPhaseStatus};
+use crate::sandbox::audit::ProcessSandboxState;
 use crate::sandbox::PreparedSandbox;
 use crate::supervise::{
     self, CgroupRequest, Exec, IdentityCheck, Leftover, RunOptions, SpawnError, SpawnSpec,
@@ -155,6 +156,7 @@ fn attempt_status(attempt: u32, r: &supervise::AttemptReport) -> AttemptStatus {
         stdout_tail: r.stdout.text(),
         stderr_tail: r.stderr.text(),
         spawn_error: None,
+        sandbox: None,
     }
 }
 
@@ -205,6 +207,11 @@ pub fn run_phase(ctx: &RunContext<'_>, script: &CheckedScript, config: &Config) 
                 &format!("{name}-script still running"),
             );
         };
+        let mut held = None;
+        let mut on_spawn = |pid: i32| {
+            held = ProcessSandboxState::read(pid).ok();
+            audit_start(ctx, script, attempt, pid, &spec, held.as_ref());
+        };
         let opts = RunOptions {
             deadline,
             poll_interval: poll,
@@ -212,6 +219,7 @@ pub fn run_phase(ctx: &RunContext<'_>, script: &CheckedScript, config: &Config) 
             output_cap: ctx.output_cap,
             interrupt_fd: ctx.interrupt,
             on_tick: Some(&mut on_tick),
+            on_spawn: Some(&mut on_spawn),
         };
         let report = match supervise::run(&spec, opts) {
             Ok(r) => r,
@@ -238,8 +246,10 @@ pub fn run_phase(ctx: &RunContext<'_>, script: &CheckedScript, config: &Config) 
                 break;
             }
         };
-        audit_attempt(ctx, script, attempt, &report, &spec);
-        status.attempts.push(attempt_status(attempt, &report));
+        audit_exit(script, &report);
+        let mut a = attempt_status(attempt, &report);
+        a.sandbox = held;
+        status.attempts.push(a);
         result.leftovers.extend(report.left_running.iter().cloned());
         if report.interrupted {
             result.interrupted = crate::signals::pending().or(Some(libc::SIGTERM));
@@ -280,12 +290,13 @@ pub fn run_phase(ctx: &RunContext<'_>, script: &CheckedScript, config: &Config) 
     result
 }
 
-fn audit_attempt(
+fn audit_start(
     ctx: &RunContext<'_>,
     script: &CheckedScript,
     attempt: u32,
-    r: &supervise::AttemptReport,
+    pid: i32,
     spec: &SpawnSpec,
+    held: Option<&ProcessSandboxState>,
 ) {
     let name = script.phase.name();
     let argv: Vec<String> = spec
@@ -305,16 +316,34 @@ fn audit_attempt(
             ("script", script.file.path.display().to_string()),
             ("sha256", script.sha256.clone()),
             ("argv", format!("{argv:?}")),
-            ("pid", r.pid.to_string()),
+            ("pid", pid.to_string()),
             ("attempt", attempt.to_string()),
             ("sandbox", sandbox.to_string()),
             (
-                "cgroup",
-                r.cgroup.path.clone().unwrap_or_else(|| "none".into()),
+                "capEff",
+                held.map_or("unknown".into(), |h| h.cap_eff.join(",")),
+            ),
+            (
+                "capBnd",
+                held.map_or("unknown".into(), |h| h.cap_bnd.join(",")),
+            ),
+            (
+                "noNewPrivs",
+                held.and_then(|h| h.no_new_privs)
+                    .map_or("unknown".into(), |b| b.to_string()),
+            ),
+            (
+                "seccomp",
+                held.and_then(|h| h.seccomp)
+                    .map_or("unknown".into(), |m| m.to_string()),
             ),
         ],
         &format!("{name}-script started"),
     );
+}
+
+fn audit_exit(script: &CheckedScript, r: &supervise::AttemptReport) {
+    let name = script.phase.name();
     let level = if r.exit_code == Some(0) {
         Level::Info
     } else {

@@ -96,6 +96,10 @@ pub struct RunOptions<'a> {
     pub interrupt_fd: Option<BorrowedFd<'a>>,
     /// Called once per `poll_interval` while the child runs.
     pub on_tick: Option<&'a mut dyn FnMut(&Progress)>,
+    /// Called once right after the exec succeeded, with the child's pid
+    /// (it is unreaped until the attempt ends, so `/proc/PID` is its own):
+    /// the capability audit reads what the script really holds here.
+    pub on_spawn: Option<&'a mut dyn FnMut(i32)>,
 }
 
 impl<'a> RunOptions<'a> {
@@ -108,6 +112,7 @@ impl<'a> RunOptions<'a> {
             output_cap: DEFAULT_OUTPUT_CAP,
             interrupt_fd: None,
             on_tick: None,
+            on_spawn: None,
         }
     }
 }
@@ -152,6 +157,9 @@ impl AttemptReport {
 /// to thaw first). Leftovers of a normal exit are listed, not killed.
 pub fn run(spec: &SpawnSpec, opts: RunOptions<'_>) -> Result<AttemptReport, SpawnError> {
     let mut child = spawn(spec, opts.output_cap)?;
+    if let Some(f) = opts.on_spawn {
+        f(child.pid());
+    }
     let mut no_tick = |_: &Progress| {};
     let on_tick: &mut dyn FnMut(&Progress) = match opts.on_tick {
         Some(f) => f,

@@ -1,0 +1,717 @@
+//! `quiesce snapshot` end to end (SPEC.md §1, §5, §9): one test per row of
+//! the decision table, through the real binary, on a scratch loop-mounted
+//! ext4 passed with `--mount` (never `/` or the work tree's filesystem).
+//! "Not frozen" is always proved by a write that completes, never by the
+//! runner's word; which scripts ran is proved by their marker file.
+
+mod common;
+
+use common::scratchfs::ScratchFs;
+use common::{signal, MarkerGuard, Run, Setup};
+use nix::sys::signal::Signal;
+use serde_json::{json, Value};
+use std::io::Read;
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+const PROMPT: Duration = Duration::from_secs(5);
+const FROZEN_PROBE: Duration = Duration::from_millis(300);
+
+/// A set-up and its scratch filesystem. Fields drop in order: the
+/// filesystem is thawed and unmounted before its directory is removed.
+struct T {
+    fs: ScratchFs,
+    s: Setup,
+}
+
+fn t(tag: &str) -> T {
+    let s = Setup::new(tag);
+    let fs = ScratchFs::new(&s.s.dir, "data", "ext4");
+    T { fs, s }
+}
+
+impl T {
+    fn args<'a>(&'a self, cmd: &'a str) -> Vec<&'a str> {
+        vec![
+            "snapshot",
+            "--json",
+            "--max-freeze",
+            "10",
+            "--mount",
+            self.fs.path(),
+            "--",
+            "sh",
+            "-c",
+            cmd,
+        ]
+    }
+
+    /// `quiesce snapshot --json --mount FS -- sh -c CMD`.
+    fn snapshot(&self, cmd: &str) -> Run {
+        self.s.quiesce(&self.args(cmd))
+    }
+
+    fn pre(&self, body: &str) {
+        script(&self.s.pre, body);
+    }
+
+    fn post(&self, body: &str) {
+        script(&self.s.post, body);
+    }
+
+    fn writable(&self) -> bool {
+        self.fs.writable_within(PROMPT)
+    }
+
+    /// Freezes the scratch fs as "someone else" (not quiesce).
+    fn freeze_outside(&self) {
+        let st = Command::new("fsfreeze")
+            .args(["-f", self.fs.path()])
+            .status()
+            .unwrap();
+        assert!(st.success(), "fsfreeze -f {}", self.fs.path());
+    }
+
+    fn thaw_outside(&self) {
+        let st = Command::new("fsfreeze")
+            .args(["-u", self.fs.path()])
+            .status()
+            .unwrap();
+        assert!(st.success(), "fsfreeze -u {}", self.fs.path());
+    }
+}
+
+fn chmod(path: &std::path::Path, mode: u32) {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode)).unwrap();
+}
+
+fn script(path: &std::path::Path, body: &str) {
+    std::fs::write(path, format!("#!/bin/sh\n{body}\n")).unwrap();
+}
+
+/// The pre-script body that leaves "pre" in the marker, then `rest`.
+fn marked(s: &Setup, which: &str, rest: &str) -> String {
+    format!("echo {which} >> {}\n{rest}", s.marker.display())
+}
+
+/// Waits (bounded) until a process runs with exactly this argv.
+fn wait_for_argv(argv: &[&str], timeout: Duration) -> bool {
+    let want: Vec<u8> = argv.iter().flat_map(|a| a.bytes().chain([0])).collect();
+    let end = Instant::now() + timeout;
+    while Instant::now() < end {
+        for pid in common::pids_with(argv[argv.len() - 1]) {
+            if std::fs::read(format!("/proc/{pid}/cmdline"))
+                .ok()
+                .as_deref()
+                == Some(&want[..])
+            {
+                return true;
+            }
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    false
+}
+
+/// What a row of the table must show.
+struct Want<'a> {
+    code: i32,
+    result: &'a str,
+    consistency: &'a str,
+    /// `(name, code)` of every error, in order (`None`: code is null).
+    errors: &'a [(&'a str, Option<u64>)],
+    /// The marker file's text: which scripts ran, in order.
+    ran: &'a str,
+    freeze: bool,
+    snapshot: bool,
+}
+
+fn check(run: &Run, s: &Setup, w: Want) -> Value {
+    let ctx = format!("stdout:\n{}\nstderr:\n{}", run.stdout, run.stderr);
+    assert_eq!(run.code, w.code, "exit code\n{ctx}");
+    let v = run.json();
+    assert_eq!(v["operation"], "snapshot", "{ctx}");
+    assert_eq!(v["result"], w.result, "result\n{ctx}");
+    assert_eq!(v["consistency"], w.consistency, "consistency\n{ctx}");
+    let errors: Vec<(String, Value)> = v["errors"]
+        .as_array()
+        .unwrap_or_else(|| panic!("no errors array\n{ctx}"))
+        .iter()
+        .map(|e| (e["name"].as_str().unwrap().to_string(), e["code"].clone()))
+        .collect();
+    let want: Vec<(String, Value)> = w
+        .errors
+        .iter()
+        .map(|(n, c)| (n.to_string(), c.map_or(Value::Null, |c| json!(c))))
+        .collect();
+    assert_eq!(errors, want, "errors\n{ctx}");
+    assert_eq!(s.scripts_ran(), w.ran, "scripts that ran\n{ctx}");
+    assert_eq!(
+        v["phases"].get("freeze").is_some(),
+        w.freeze,
+        "phases.freeze present\n{ctx}"
+    );
+    assert_eq!(
+        v["phases"].get("snapshot").is_some(),
+        w.snapshot,
+        "phases.snapshot present\n{ctx}"
+    );
+    v
+}
+
+fn set(s: &Setup, pairs: &[(&str, Value)]) {
+    s.config_with(|m| {
+        for (k, v) in pairs {
+            m.insert(k.to_string(), v.clone());
+        }
+    });
+}
+
+// Row: everything succeeds.
+#[test]
+fn r01_all_good_is_application_consistent_and_frozen_during_the_command() {
+    require_root!();
+    let t = t("snap-ok");
+    let out = t.s.s.path("inside.txt");
+    let cmd = format!(
+        "fsfreeze -f '{mnt}' > '{out}' 2>&1; echo \"rc=$?\" >> '{out}'",
+        mnt = t.fs.path(),
+        out = out.display()
+    );
+    let run = t.snapshot(&cmd);
+    let v = check(
+        &run,
+        &t.s,
+        Want {
+            code: 0,
+            result: "success",
+            consistency: "application",
+            errors: &[],
+            ran: "pre\npost\n",
+            freeze: true,
+            snapshot: true,
+        },
+    );
+    let inside = std::fs::read_to_string(&out).unwrap();
+    assert!(
+        inside.contains("Device or resource busy"),
+        "the fs was not frozen while the command ran: {inside}"
+    );
+    assert!(!inside.contains("rc=0"), "{inside}");
+    let f = &v["phases"]["freeze"];
+    let mounts = f["mounts"].as_array().unwrap();
+    assert_eq!(mounts.len(), 1, "{f}");
+    assert_eq!(mounts[0]["path"], t.fs.path());
+    assert!(mounts[0]["frozenMs"].as_f64().unwrap() > 0.0, "{f}");
+    assert!(f["windowMs"].as_f64().unwrap() > 0.0, "{f}");
+    assert_eq!(v["phases"]["snapshot"]["exitCode"], 0);
+    assert_eq!(v["phases"]["snapshot"]["frozen"], true);
+    assert!(t.writable());
+}
+
+// Row: pre-check fails, continueBackupOnFailure=true.
+#[test]
+fn r02_precheck_failure_continue_freezes_and_snapshots_filesystem() {
+    require_root!();
+    let t = t("snap-pc-cont");
+    chmod(&t.s.post, 0o777);
+    let run = t.snapshot("true");
+    let v = check(
+        &run,
+        &t.s,
+        Want {
+            code: 1,
+            result: "degraded",
+            consistency: "filesystem",
+            errors: &[("InsufficientPermissionforPost-Script", Some(307))],
+            ran: "",
+            freeze: true,
+            snapshot: true,
+        },
+    );
+    assert_eq!(v["phases"]["snapshot"]["frozen"], true);
+    assert!(v["phases"].get("pre").is_none() && v["phases"].get("post").is_none());
+    assert!(t.writable());
+}
+
+// Row: pre-check fails, continue=true, freeze disabled → crash-consistent.
+#[test]
+fn r03_precheck_failure_continue_without_freeze_is_crash() {
+    require_root!();
+    let t = t("snap-pc-nofreeze");
+    set(&t.s, &[("fsFreezeEnabled", json!(false))]);
+    chmod(&t.s.post, 0o777);
+    let run = t.snapshot("true");
+    let v = check(
+        &run,
+        &t.s,
+        Want {
+            code: 1,
+            result: "degraded",
+            consistency: "crash",
+            errors: &[("InsufficientPermissionforPost-Script", Some(307))],
+            ran: "",
+            freeze: false,
+            snapshot: true,
+        },
+    );
+    assert_eq!(v["phases"]["snapshot"]["exitCode"], 0);
+    assert_eq!(v["phases"]["snapshot"]["frozen"], false);
+    assert!(t.writable());
+}
+
+// Row: pre-check fails, continue=false → nothing runs.
+#[test]
+fn r04_precheck_failure_stop_takes_no_snapshot() {
+    require_root!();
+    let t = t("snap-pc-stop");
+    set(&t.s, &[("continueBackupOnFailure", json!(false))]);
+    chmod(&t.s.post, 0o777);
+    let probe = t.s.s.path("snapshot-ran");
+    let run = t.snapshot(&format!("touch '{}'", probe.display()));
+    check(
+        &run,
+        &t.s,
+        Want {
+            code: 2,
+            result: "failure",
+            consistency: "none",
+            errors: &[("InsufficientPermissionforPost-Script", Some(307))],
+            ran: "",
+            freeze: false,
+            snapshot: false,
+        },
+    );
+    assert!(!probe.exists(), "the snapshot command ran");
+    assert!(t.writable());
+}
+
+// Row: config malformed → the flag is unknown, taken as true, loudly.
+#[test]
+fn r05_malformed_config_is_treated_as_continue_true() {
+    require_root!();
+    let t = t("snap-badcfg");
+    set(
+        &t.s,
+        &[
+            ("fsFreezeEnabled", json!("yes")),
+            ("continueBackupOnFailure", json!(false)),
+        ],
+    );
+    let run = t.snapshot("true");
+    let v = check(
+        &run,
+        &t.s,
+        Want {
+            code: 1,
+            result: "degraded",
+            consistency: "filesystem",
+            errors: &[("IncorrectJSONConfigFile", Some(305))],
+            ran: "",
+            freeze: true,
+            snapshot: true,
+        },
+    );
+    assert_eq!(v["phases"]["snapshot"]["frozen"], true);
+    assert!(
+        run.warnings()
+            .iter()
+            .any(|w| w.contains("continueBackupOnFailure")),
+        "no warning about continueBackupOnFailure: {:?}",
+        run.warnings()
+    );
+    assert!(t.writable());
+}
+
+// Row: pre-script fails, continue=true → filesystem-consistent fallback.
+#[test]
+fn r06_pre_failure_continue_is_filesystem_and_post_runs() {
+    require_root!();
+    let t = t("snap-pre-cont");
+    t.pre(&marked(&t.s, "pre", "exit 3"));
+    let run = t.snapshot("true");
+    let v = check(
+        &run,
+        &t.s,
+        Want {
+            code: 1,
+            result: "degraded",
+            consistency: "filesystem",
+            errors: &[("Pre-ScriptExecutionFailed", Some(300))],
+            ran: "pre\npost\n",
+            freeze: true,
+            snapshot: true,
+        },
+    );
+    assert_eq!(v["phases"]["snapshot"]["frozen"], true);
+    assert!(t.writable());
+}
+
+// Row: pre-script times out, continue=true.
+#[test]
+fn r07_pre_timeout_continue_is_filesystem_tree_killed_post_runs() {
+    require_root!();
+    let t = t("snap-pre-timeout");
+    let m = MarkerGuard::new(71);
+    set(&t.s, &[("timeoutInSeconds", json!(1))]);
+    t.pre(&marked(&t.s, "pre", &format!("sleep {}", m.0)));
+    let run = t.snapshot("true");
+    let v = check(
+        &run,
+        &t.s,
+        Want {
+            code: 1,
+            result: "degraded",
+            consistency: "filesystem",
+            errors: &[("Pre-ScriptTimeout", Some(308))],
+            ran: "pre\npost\n",
+            freeze: true,
+            snapshot: true,
+        },
+    );
+    assert_eq!(v["phases"]["pre"]["attempts"][0]["timedOut"], true);
+    assert_eq!(m.survivors(), Vec::<i32>::new());
+    assert!(t.writable());
+}
+
+// Row: pre fails, continue=true but freeze disabled → no snapshot (like the extension).
+#[test]
+fn r08_pre_failure_continue_without_freeze_takes_no_snapshot() {
+    require_root!();
+    let t = t("snap-pre-nofreeze");
+    set(&t.s, &[("fsFreezeEnabled", json!(false))]);
+    t.pre(&marked(&t.s, "pre", "exit 3"));
+    let probe = t.s.s.path("snapshot-ran");
+    let run = t.snapshot(&format!("touch '{}'", probe.display()));
+    check(
+        &run,
+        &t.s,
+        Want {
+            code: 2,
+            result: "failure",
+            consistency: "none",
+            errors: &[("Pre-ScriptExecutionFailed", Some(300))],
+            ran: "pre\npost\n",
+            freeze: false,
+            snapshot: false,
+        },
+    );
+    assert!(!probe.exists(), "the snapshot command ran");
+    assert!(t.writable());
+}
+
+// Row: pre fails, continue=false → no freeze, no snapshot, post still runs.
+#[test]
+fn r09_pre_failure_stop_no_snapshot_post_runs() {
+    require_root!();
+    let t = t("snap-pre-stop");
+    set(&t.s, &[("continueBackupOnFailure", json!(false))]);
+    t.pre(&marked(&t.s, "pre", "exit 3"));
+    let probe = t.s.s.path("snapshot-ran");
+    let run = t.snapshot(&format!("touch '{}'", probe.display()));
+    check(
+        &run,
+        &t.s,
+        Want {
+            code: 2,
+            result: "failure",
+            consistency: "none",
+            errors: &[("Pre-ScriptExecutionFailed", Some(300))],
+            ran: "pre\npost\n",
+            freeze: false,
+            snapshot: false,
+        },
+    );
+    assert!(!probe.exists(), "the snapshot command ran");
+    assert!(t.writable());
+}
+
+// Row: freeze fails (EBUSY: frozen by someone else), continue=true → crash.
+#[test]
+fn r10_freeze_failure_continue_snapshots_unfrozen_and_leaves_foreign_freeze() {
+    require_root!();
+    let t = t("snap-frz-cont");
+    t.freeze_outside();
+    let run = t.snapshot("true");
+    let v = check(
+        &run,
+        &t.s,
+        Want {
+            code: 1,
+            result: "degraded",
+            consistency: "crash",
+            errors: &[("FsFreezeFailed", Some(121))],
+            ran: "pre\npost\n",
+            freeze: true,
+            snapshot: true,
+        },
+    );
+    assert_eq!(v["phases"]["snapshot"]["frozen"], false);
+    assert_eq!(v["phases"]["snapshot"]["exitCode"], 0);
+    assert!(
+        !t.fs.writable_within(FROZEN_PROBE),
+        "quiesce thawed a freeze it did not make"
+    );
+    t.thaw_outside();
+    assert!(t.writable());
+}
+
+// Row: freeze fails, continue=false → no snapshot, post runs.
+#[test]
+fn r11_freeze_failure_stop_takes_no_snapshot_and_leaves_foreign_freeze() {
+    require_root!();
+    let t = t("snap-frz-stop");
+    set(&t.s, &[("continueBackupOnFailure", json!(false))]);
+    t.freeze_outside();
+    let probe = t.s.s.path("snapshot-ran");
+    let run = t.snapshot(&format!("touch '{}'", probe.display()));
+    let v = check(
+        &run,
+        &t.s,
+        Want {
+            code: 2,
+            result: "failure",
+            consistency: "none",
+            errors: &[("FsFreezeFailed", Some(121))],
+            ran: "pre\npost\n",
+            // The failed window is reported (no mount frozen), or absent.
+            freeze: run.json()["phases"].get("freeze").is_some(),
+            snapshot: false,
+        },
+    );
+    if let Some(f) = v["phases"].get("freeze") {
+        assert_eq!(f["mounts"], json!([]), "{f}");
+    }
+    assert!(!probe.exists(), "the snapshot command ran");
+    assert!(
+        !t.fs.writable_within(FROZEN_PROBE),
+        "quiesce thawed a freeze it did not make"
+    );
+    t.thaw_outside();
+    assert!(t.writable());
+}
+
+// Row: snapshot command fails → failure whatever the flag; thaw; post runs.
+#[test]
+fn r12_snapshot_failure_is_failure_thawed_post_runs() {
+    require_root!();
+    for cont in [true, false] {
+        let t = t("snap-cmd-fail");
+        set(&t.s, &[("continueBackupOnFailure", json!(cont))]);
+        let run = t.snapshot("exit 5");
+        let v = check(
+            &run,
+            &t.s,
+            Want {
+                code: 2,
+                result: "failure",
+                consistency: "none",
+                errors: &[("SnapshotCommandFailed", None)],
+                ran: "pre\npost\n",
+                freeze: true,
+                snapshot: true,
+            },
+        );
+        assert_eq!(v["phases"]["snapshot"]["exitCode"], 5);
+        assert!(t.writable(), "continue={cont}");
+    }
+}
+
+// Row: post-script fails, continue=true → snapshot stands, degraded.
+#[test]
+fn r13a_post_failure_continue_is_degraded_application() {
+    require_root!();
+    let t = t("snap-post-cont");
+    t.post(&marked(&t.s, "post", "exit 3"));
+    let run = t.snapshot("true");
+    check(
+        &run,
+        &t.s,
+        Want {
+            code: 1,
+            result: "degraded",
+            consistency: "application",
+            errors: &[("Post-ScriptExecutionFailed", Some(301))],
+            ran: "pre\npost\n",
+            freeze: true,
+            snapshot: true,
+        },
+    );
+    assert!(t.writable());
+}
+
+// Row: post-script fails, continue=false → snapshot stands, run is a failure.
+#[test]
+fn r13b_post_failure_stop_is_failure_but_application() {
+    require_root!();
+    let t = t("snap-post-stop");
+    set(&t.s, &[("continueBackupOnFailure", json!(false))]);
+    t.post(&marked(&t.s, "post", "exit 3"));
+    let run = t.snapshot("true");
+    check(
+        &run,
+        &t.s,
+        Want {
+            code: 2,
+            result: "failure",
+            consistency: "application",
+            errors: &[("Post-ScriptExecutionFailed", Some(301))],
+            ran: "pre\npost\n",
+            freeze: true,
+            snapshot: true,
+        },
+    );
+    assert!(t.writable());
+}
+
+// Row: post-script times out, continue=true → snapshot stands, degraded.
+#[test]
+fn r13c_post_timeout_continue_is_degraded_application() {
+    require_root!();
+    let t = t("snap-post-timeout");
+    let m = MarkerGuard::new(73);
+    set(&t.s, &[("timeoutInSeconds", json!(1))]);
+    t.post(&marked(&t.s, "post", &format!("sleep {}", m.0)));
+    let run = t.snapshot("true");
+    let v = check(
+        &run,
+        &t.s,
+        Want {
+            code: 1,
+            result: "degraded",
+            consistency: "application",
+            errors: &[("Post-ScriptTimeout", Some(309))],
+            ran: "pre\npost\n",
+            freeze: true,
+            snapshot: true,
+        },
+    );
+    assert_eq!(v["phases"]["post"]["attempts"][0]["timedOut"], true);
+    assert_eq!(m.survivors(), Vec::<i32>::new());
+    assert!(t.writable());
+}
+
+// §7: a pre-script "holder" lives across the window and is terminated after post.
+#[test]
+fn r14_pre_script_holder_is_terminated_after_post() {
+    require_root!();
+    let t = t("snap-holder");
+    let m = MarkerGuard::new(74);
+    let pidfile = t.s.s.path("holder.pid");
+    let alive = t.s.s.path("holder-alive");
+    t.pre(&marked(
+        &t.s,
+        "pre",
+        &format!(
+            "setsid sleep {} >/dev/null 2>&1 &\necho $! > '{}'",
+            m.0,
+            pidfile.display()
+        ),
+    ));
+    // The holder must still be alive while the snapshot is taken.
+    let cmd = format!("pgrep -f '^sleep {}$' > '{}' || true", m.0, alive.display());
+    let run = t.snapshot(&cmd);
+    let v = check(
+        &run,
+        &t.s,
+        Want {
+            code: 0,
+            result: "success",
+            consistency: "application",
+            errors: &[],
+            ran: "pre\npost\n",
+            freeze: true,
+            snapshot: true,
+        },
+    );
+    let holder: i32 = std::fs::read_to_string(&pidfile)
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+    let during = std::fs::read_to_string(&alive).unwrap_or_default();
+    assert!(
+        during.lines().any(|l| l.trim() == holder.to_string()),
+        "holder {holder} not alive during the snapshot: {during:?}"
+    );
+    assert_eq!(m.survivors(), Vec::<i32>::new(), "holder survived");
+    let killed: Vec<i64> = v["phases"]["post"]["holdersTerminated"]
+        .as_array()
+        .unwrap_or_else(|| panic!("no holdersTerminated: {}", v["phases"]["post"]))
+        .iter()
+        .map(|p| p.as_i64().unwrap())
+        .collect();
+    assert!(
+        killed.contains(&(holder as i64)),
+        "holdersTerminated {killed:?} lacks {holder}"
+    );
+    assert!(t.writable());
+}
+
+// §6.4: SIGTERM while the snapshot command runs: thaw, kill, post still runs, 143.
+#[test]
+fn r15_sigterm_during_snapshot_thaws_kills_runs_post_exits_143() {
+    require_root!();
+    let t = t("snap-sigterm");
+    let m = MarkerGuard::new(75);
+    let mut args = t.args("");
+    // Not through sh: the command is `sleep <marker>` itself.
+    args.truncate(args.len() - 3);
+    args.extend(["sleep", m.0.as_str()]);
+    let mut child = t.s.spawn(&args);
+    // The runner's argv (and its forks before exec) carry the marker too:
+    // wait for the snapshot command itself, `sleep <marker>`.
+    assert!(
+        wait_for_argv(&["sleep", &m.0], Duration::from_secs(5)),
+        "snapshot command never started"
+    );
+    signal(child.id() as i32, Signal::SIGTERM);
+    let end = Instant::now() + Duration::from_secs(20);
+    let status = loop {
+        if let Some(st) = child.try_wait().unwrap() {
+            break st;
+        }
+        if Instant::now() > end {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("runner did not stop after SIGTERM");
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    };
+    let mut stdout = String::new();
+    let mut stderr = String::new();
+    child
+        .stdout
+        .take()
+        .unwrap()
+        .read_to_string(&mut stdout)
+        .unwrap();
+    child
+        .stderr
+        .take()
+        .unwrap()
+        .read_to_string(&mut stderr)
+        .unwrap();
+    assert_eq!(status.code(), Some(143), "stderr:\n{stderr}");
+    assert!(t.writable(), "left frozen after SIGTERM");
+    assert_eq!(
+        m.survivors(),
+        Vec::<i32>::new(),
+        "snapshot command survived"
+    );
+    assert_eq!(t.s.scripts_ran(), "pre\npost\n", "stderr:\n{stderr}");
+    let v: Value = serde_json::from_str(&stdout)
+        .unwrap_or_else(|e| panic!("stdout not JSON ({e}): {stdout}\n{stderr}"));
+    assert_eq!(v["result"], "failure", "{v}");
+    // The signal came inside the window: the command ran frozen and was killed.
+    let snap = &v["phases"]["snapshot"];
+    assert_eq!(snap["frozen"], true, "{v}");
+    assert!(!snap["killedPids"].as_array().unwrap().is_empty(), "{v}");
+    assert_eq!(
+        v["phases"]["freeze"]["mounts"][0]["path"],
+        t.fs.path(),
+        "{v}"
+    );
+    assert!(v["phases"].get("post").is_some(), "{v}");
+}
