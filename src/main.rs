@@ -92,6 +92,9 @@ enum Command {
         #[command(flatten)]
         window: WindowArgs,
     },
+    /// Capability and sandbox audit: what the runner holds, the rules in
+    /// force for scripts, and what a script really holds (a probe is run).
+    Audit,
     /// Emergency thaw: thaws what a dead runner recorded as frozen, or the
     /// given mounts. Safe to run at any time.
     Thaw {
@@ -166,6 +169,7 @@ fn main() -> ExitCode {
         facility: cli.global.syslog_facility,
     };
     let (status, exit) = match cli.command {
+        Command::Audit => commands::audit::run(&ropts),
         Command::Pre => commands::phase::run(&common, &ropts, Phase::Pre),
         Command::Post => commands::phase::run(&common, &ropts, Phase::Post),
         Command::Freeze { window: w } => commands::freeze::run(

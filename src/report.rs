@@ -111,6 +111,10 @@ pub struct Status {
     pub phases: Phases,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub mounts: Option<serde_json::Value>,
+    /// `quiesce audit`: the sandbox rules, the runner's and a probe's
+    /// capabilities.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub audit: Option<serde_json::Value>,
 }
 
 impl Status {
@@ -124,6 +128,7 @@ impl Status {
             warnings: Vec::new(),
             phases: Phases::default(),
             mounts: None,
+            audit: None,
         }
     }
 

@@ -1,6 +1,7 @@
 //! One module per subcommand: each returns the status document and the exit
 //! code; `main` only parses the command line and prints.
 
+pub mod audit;
 pub mod check;
 pub mod freeze;
 pub mod phase;

@@ -1,0 +1,161 @@
+//! `quiesce audit [--json]`: the capability and sandbox audit (SPEC.md §8).
+//! What the runner holds, the rules in force for scripts (with the comment
+//! that justifies each), and what a script really holds: a probe process is
+//! started under the sandbox and its `/proc/PID/status` is read back.
+
+use std::ffi::CString;
+use std::time::{Duration, Instant};
+
+use super::runner::{self, RunnerOptions};
+use crate::error::{ErrorCode, Exit, Problem};
+use crate::report::{self, Outcome, Status};
+use crate::sandbox::audit::{describe_for, ProcessSandboxState, RunnerCaps};
+use crate::sandbox::PreparedSandbox;
+use crate::supervise::{self, Exec, RunOptions, SpawnSpec};
+
+pub fn run(ropts: &RunnerOptions) -> (Status, Exit) {
+    let (op, warnings) = runner::audit_only("audit", ropts);
+    let mut status = Status::new("audit", &op);
+    let mut problems = Vec::new();
+    let caps = RunnerCaps::current().ok();
+    match &caps {
+        Some(c) => {
+            report::say(format!(
+                "runner effective capabilities: {}",
+                c.effective.join(" ")
+            ));
+            if !c.has_sys_admin() {
+                problems.push(Problem::new(
+                    ErrorCode::FsFreezeFailed,
+                    "the runner lacks CAP_SYS_ADMIN: freeze and snapshot would refuse to start",
+                ));
+            }
+        }
+        None => report::say("runner capabilities: unreadable"),
+    }
+    let policy = match runner::load_policy(ropts.policy.as_deref()) {
+        Ok(p) => p,
+        Err(p) => {
+            report::say_problem(&p);
+            status.push_error(&p);
+            status.result = Outcome::Failure;
+            runner::finish(&mut status, &warnings);
+            return (status, Exit::Failure);
+        }
+    };
+    let description = describe_for(&policy, caps);
+    report::say(format!(
+        "policy {} (sha256 {})",
+        description.policy, description.policy_sha256
+    ));
+    for c in &description.capabilities_dropped {
+        report::say(format!("  drop {:<18} {}", c.name, c.comment));
+    }
+    report::say(format!(
+        "  no_new_privs {}; seccomp filter '{}' for {}: {} rule(s), default {:?}, matched rules {:?}",
+        description.no_new_privs.value,
+        description.seccomp.filter,
+        description.seccomp.arch,
+        description.seccomp.rules.len(),
+        description.seccomp.default_action,
+        description.seccomp.filter_action
+    ));
+    for r in &description.seccomp.rules {
+        let args = if r.args.is_empty() {
+            String::new()
+        } else {
+            format!(
+                " [{}]",
+                r.args
+                    .iter()
+                    .map(|a| format!("arg{} {:?} {}", a.index, a.op, a.value_hex))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            )
+        };
+        report::say(format!("  deny {}{args}: {}", r.syscall, r.comment));
+    }
+    for l in &description.rlimits {
+        let show = |v: &crate::sandbox::Limit| serde_json::to_string(v).unwrap_or_default();
+        report::say(format!(
+            "  rlimit {} {}/{}: {}",
+            l.resource,
+            show(&l.soft),
+            show(&l.hard),
+            l.comment
+        ));
+    }
+    for g in &description.baseline_gaps {
+        status
+            .warnings
+            .push(format!("policy gap against SPEC §8: {g}"));
+        report::say(format!("warning: policy gap against SPEC §8: {g}"));
+    }
+    let probe = match PreparedSandbox::prepare(&policy) {
+        Ok(sandbox) => probe(&sandbox),
+        Err(e) => Err(e.to_string()),
+    };
+    let observed = match probe {
+        Ok(state) => {
+            report::say(format!(
+                "a script holds: CapEff {}; CapBnd {}; NoNewPrivs {:?}; Seccomp {:?}",
+                state.cap_eff.join(" "),
+                state.cap_bnd.join(" "),
+                state.no_new_privs,
+                state.seccomp
+            ));
+            Some(state)
+        }
+        Err(e) => {
+            problems.push(Problem::new(
+                ErrorCode::IncorrectPluginhostFile,
+                format!("the sandbox could not be applied to a probe process: {e}"),
+            ));
+            None
+        }
+    };
+    status.audit = Some(serde_json::json!({
+        "sandbox": description,
+        "observedScript": observed,
+    }));
+    for p in &problems {
+        report::say_problem(p);
+        status.push_error(p);
+    }
+    let exit = if problems.is_empty() {
+        Exit::Success
+    } else {
+        status.result = Outcome::Failure;
+        Exit::Failure
+    };
+    runner::finish(&mut status, &warnings);
+    (status, exit)
+}
+
+/// Starts `/bin/sleep` under the sandbox, exactly as a script would be, and
+/// reads what it holds right after its exec.
+fn probe(sandbox: &PreparedSandbox) -> Result<ProcessSandboxState, String> {
+    let sleep = CString::new("/bin/sleep").expect("no NUL");
+    let mut spec = SpawnSpec::new(
+        Exec::Path(sleep.clone()),
+        vec![sleep, CString::new("5").expect("no NUL")],
+    );
+    spec.env = vec![CString::new("PATH=/usr/sbin:/usr/bin:/sbin:/bin").expect("no NUL")];
+    let shared = std::sync::Arc::new(sandbox.clone());
+    spec.pre_exec = Some(Box::new(move || {
+        shared.apply_in_child().map_err(Into::into)
+    }));
+    let mut state = None;
+    let mut on_spawn = |pid: i32| {
+        state = Some(ProcessSandboxState::read(pid).map_err(|e| e.to_string()));
+    };
+    // The deadline ends the probe at once after the read: it only needs to
+    // have exec'd.
+    let opts = RunOptions {
+        on_spawn: Some(&mut on_spawn),
+        grace: Duration::from_millis(100),
+        ..RunOptions::new(Instant::now())
+    };
+    supervise::run(&spec, opts).map_err(|e| e.to_string())?;
+    state.unwrap_or_else(|| Err("the probe did not start".into()))
+}
