@@ -1,40 +1,124 @@
 #!/usr/bin/env bash
-# Builds quiesce and shows the job on a sample config and sample scripts in a
-# root-owned scratch directory. Run as root on a fresh Debian machine.
+# Builds quiesce and runs the whole job on scratch filesystems with sample
+# scripts: check, then snapshot (pre-script, freeze, a snapshot command that
+# copies a filesystem image, thaw, post-script), the status JSON, a verified
+# copy, the audit trail, and a run that degrades. Run as root on Debian.
+#
+# It never freezes / or the work tree's filesystem: it makes two scratch
+# filesystems on loop devices under /run and passes them with --mount. A
+# trap thaws and unmounts them whatever happens.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 if [ "$(id -u)" -ne 0 ]; then
-    echo "scripts/demo.sh: run as root (the trust checks require root-owned files)" >&2
+    echo "scripts/demo.sh: run as root (freezing needs CAP_SYS_ADMIN; the trust checks need root-owned files)" >&2
     exit 2
 fi
 command -v cargo >/dev/null || { echo "scripts/demo.sh: cargo not found (install Rust with rustup)" >&2; exit 2; }
+for tool in mkfs.ext4 mount fsfreeze; do
+    command -v "$tool" >/dev/null || { echo "scripts/demo.sh: $tool not found (apt-get install e2fsprogs util-linux)" >&2; exit 2; }
+done
 
 echo "== building quiesce (release)"
 cargo build --release --quiet
 q="$PWD/target/release/quiesce"
 
-# Scratch directory: root-owned, 0700, not under world-writable /tmp.
+# Scratch directory: root-owned, 0700, on tmpfs, not under world-writable /tmp.
 demo=$(mktemp -d /run/quiesce-demo.XXXXXX)
-cleanup() { rm -rf "$demo"; }
-trap cleanup EXIT INT TERM
 chmod 700 "$demo"
+mounts=()
+syslogd_pid=""
+cleanup() {
+    set +e
+    for m in "${mounts[@]}"; do
+        fsfreeze -u "$m" 2>/dev/null   # thaw before unmounting, always
+        umount "$m" 2>/dev/null || umount -l "$m" 2>/dev/null
+    done
+    [ -n "$syslogd_pid" ] && kill "$syslogd_pid" 2>/dev/null
+    rm -rf "$demo"
+}
+trap cleanup EXIT INT TERM
+
+echo "== two scratch filesystems on loop devices"
+for name in data logs; do
+    truncate -s 64M "$demo/$name.img"
+    mkfs.ext4 -q -F "$demo/$name.img"
+    mkdir "$demo/$name"
+    mount -o loop "$demo/$name.img" "$demo/$name"
+    mounts+=("$demo/$name")
+done
+# An "application" that keeps writing while it is not paused.
+seq 1 20000 > "$demo/data/table.csv"
+
+echo "== sample config and scripts (packaging/examples), root-owned, 0600/0700"
 mkdir -m 700 "$demo/scripts"
 install -m 700 packaging/examples/pre-script.sh "$demo/scripts/pre-script.sh"
 install -m 700 packaging/examples/post-script.sh "$demo/scripts/post-script.sh"
 sed -e "s#/etc/quiesce/scripts#$demo/scripts#" packaging/examples/VMSnapshotScriptPluginConfig.json > "$demo/config.json"
 chmod 600 "$demo/config.json"
-common=(--config "$demo/config.json" --host-config "$demo/no-plugin-host.conf")
+
+# A private syslog daemon, so the audit trail can be shown (RFC 5424).
+socket="$demo/no-syslog.sock"
+if command -v rsyslogd >/dev/null; then
+    mkdir -m 700 "$demo/rsyslog"
+    socket="$demo/rsyslog/log.sock"
+    cat > "$demo/rsyslog/rsyslog.conf" <<EOF
+global(workDirectory="$demo/rsyslog")
+module(load="imuxsock" SysSock.Use="off")
+input(type="imuxsock" Socket="$socket" ruleset="q" useSpecialParser="off" parseHostname="on" ignoreTimestamp="off")
+ruleset(name="q") { action(type="omfile" file="$demo/rsyslog/trail.log" template="RSYSLOG_SyslogProtocol23Format") }
+EOF
+    rsyslogd -n -f "$demo/rsyslog/rsyslog.conf" -i "$demo/rsyslog/pid" &
+    syslogd_pid=$!
+    for _ in $(seq 50); do [ -S "$socket" ] && break; sleep 0.1; done
+else
+    echo "   (rsyslogd not installed: the audit trail is reported as undelivered)"
+fi
+common=(--config "$demo/config.json" --host-config "$demo/no-plugin-host.conf"
+        --run-dir "$demo/run" --syslog-socket "$socket")
+window=(--mount "$demo/data" --mount "$demo/logs")
 
 echo
-echo "== quiesce check (verifies config and scripts, runs nothing)"
-"$q" "${common[@]}" check --json
-echo "exit status: $?"
+echo "== quiesce check: verifies config and scripts, lists the mounts; runs nothing"
+"$q" "${common[@]}" check "${window[@]}"
 
 echo
-echo "== the same check after a careless chmod 755 of the pre-script"
+echo "== quiesce snapshot: pre-script, freeze, copy the data image, thaw, post-script"
+set +e
+"$q" "${common[@]}" snapshot --json "${window[@]}" \
+    -- cp --sparse=always "$demo/data.img" "$demo/data-snapshot.img" > "$demo/status.json"
+rc=$?
+set -e
+# The status, without the per-attempt capability lists (quiesce audit shows them).
+python3 - "$demo/status.json" <<'PY'
+import json, sys
+s = json.load(open(sys.argv[1]))
+for phase in ("pre", "post"):
+    for a in s.get("phases", {}).get(phase, {}).get("attempts", []):
+        a.pop("sandbox", None)
+print(json.dumps(s, indent=2))
+PY
+echo "exit status: $rc (0: application-consistent)"
+
+echo
+echo "== the copy is a clean filesystem (taken while frozen)"
+fsck.ext4 -n -f "$demo/data-snapshot.img" | tail -1
+echo "== and the live filesystems are writable again"
+date > "$demo/data/written-after-thaw" && echo "   wrote $demo/data/written-after-thaw"
+
+if [ -n "$syslogd_pid" ]; then
+    sleep 0.3
+    echo
+    echo "== the audit trail of that run (RFC 5424, facility authpriv)"
+    op=$(python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))["operationId"])' "$demo/status.json")
+    grep -F "op=\"$op\"" "$demo/rsyslog/trail.log" | grep -v ' script-output ' | cut -c1-230
+fi
+
+echo
+echo "== a careless chmod 755 of the pre-script: the run degrades, it does not break"
 chmod 755 "$demo/scripts/pre-script.sh"
 set +e
-"$q" "${common[@]}" check
-echo "exit status: $? (2: a snapshot would not be application-consistent)"
+"$q" "${common[@]}" snapshot "${window[@]}" -- true
+rc=$?
 set -e
+echo "exit status: $rc (1: only filesystem-consistent, as continueBackupOnFailure allows)"

@@ -32,14 +32,15 @@ fi
 command -v cargo >/dev/null || { echo "scripts/test.sh: cargo not found (install Rust with rustup)" >&2; exit 2; }
 
 # --- safety net: whatever happens, no scratch filesystem stays frozen ----------
-# Tests mount their scratch filesystems under /run/quiesce-tests; each test
-# thaws and unmounts its own, this trap is the second line.
+# Tests mount their scratch filesystems under /run/quiesce-* (tests, sandbox
+# tests, benchmarks); each test thaws and unmounts its own, this trap is the
+# second line. Deepest mounts first; thaw before unmount.
 cleanup() {
-    for m in $(findmnt -rn -o TARGET 2>/dev/null | grep '^/run/quiesce-tests' | sort -r); do
+    for m in $(findmnt -rn -o TARGET 2>/dev/null | grep '^/run/quiesce-' | sort -r); do
         fsfreeze -u "$m" 2>/dev/null || true
-        umount -l "$m" 2>/dev/null || true
+        umount "$m" 2>/dev/null || umount -l "$m" 2>/dev/null || true
     done
-    for l in $(losetup -n -O NAME,BACK-FILE 2>/dev/null | awk '$2 ~ /^\/run\/quiesce-tests/ {print $1}'); do
+    for l in $(losetup -n -O NAME,BACK-FILE 2>/dev/null | awk '$2 ~ /^\/run\/quiesce-/ {print $1}'); do
         losetup -d "$l" 2>/dev/null || true
     done
 }
