@@ -186,7 +186,7 @@ fn main() -> ExitCode {
             Duration::from_secs(w.max_freeze),
             &w.cmd,
         ),
-        Command::Check { mounts } => commands::check::run(&common, &mounts),
+        Command::Check { mounts } => commands::check::run(&common, &ropts, &mounts),
         Command::Thaw { mounts } => commands::thaw::run(&common, &ropts, &mounts),
     };
     if cli.global.json {

@@ -2,15 +2,17 @@
 
 use std::path::PathBuf;
 
+use super::runner::{self, RunnerOptions};
 use super::{mount_plan, Common};
 use crate::error::Exit;
 use crate::precheck;
 use crate::report::{self, Outcome, Status};
 
-pub fn run(common: &Common, mounts: &[PathBuf]) -> (Status, Exit) {
-    let op = report::new_operation_id();
+pub fn run(common: &Common, ropts: &RunnerOptions, mounts: &[PathBuf]) -> (Status, Exit) {
+    let (op, trail_warnings) = runner::audit_only("check", ropts);
     let mut status = Status::new("check", &op);
     let pc = precheck::run(&common.paths);
+    runner::audit_precheck("check", &pc);
     report::say(format!(
         "check {op}: configuration {}",
         common.paths.config.display()
@@ -71,12 +73,14 @@ pub fn run(common: &Common, mounts: &[PathBuf]) -> (Status, Exit) {
         report::say_problem(p);
         status.push_error(p);
     }
-    if problems.is_empty() {
+    let exit = if problems.is_empty() {
         report::say("a snapshot would be application-consistent");
-        (status, Exit::Success)
+        Exit::Success
     } else {
         status.result = Outcome::Failure;
         report::say("a snapshot would NOT be application-consistent");
-        (status, Exit::Failure)
-    }
+        Exit::Failure
+    };
+    runner::finish(&mut status, &trail_warnings);
+    (status, exit)
 }

@@ -23,6 +23,7 @@ pub fn run(common: &Common, ropts: &RunnerOptions, phase: Phase) -> (Status, Exi
     let mut warnings = runner.warnings.clone();
     let ctx = runner.context();
     let pc = precheck::run(&common.paths);
+    runner::audit_precheck(op_name, &pc);
     for w in &pc.warnings {
         report::say(format!("warning: {w}"));
     }

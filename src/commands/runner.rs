@@ -253,6 +253,64 @@ pub fn finish(status: &mut report::Status, warnings: &[String]) {
     }
 }
 
+/// One audit record per check of the pre-check (SPEC §9 "each check"), in
+/// the extension's order: what passed, and each problem with its name and
+/// code.
+pub fn audit_precheck(operation: &str, pc: &crate::precheck::Prechecked) {
+    if let Some(c) = &pc.config {
+        audit::event(
+            Level::Info,
+            "check",
+            operation,
+            &[
+                ("item", "config".into()),
+                ("outcome", "ok".into()),
+                ("sha256", pc.config_sha256.clone().unwrap_or_default()),
+                ("appName", c.app_name.clone().unwrap_or_default()),
+                ("timeoutSeconds", c.timeout_secs.to_string()),
+                ("continueBackupOnFailure", c.continue_on_failure.to_string()),
+                ("fsFreezeEnabled", c.fs_freeze_enabled.to_string()),
+            ],
+            "configuration verified",
+        );
+    }
+    for s in [&pc.pre, &pc.post].into_iter().flatten() {
+        audit::event(
+            Level::Info,
+            "check",
+            operation,
+            &[
+                ("item", format!("{}-script", s.phase.name())),
+                ("outcome", "ok".into()),
+                ("script", s.file.path.display().to_string()),
+                ("sha256", s.sha256.clone()),
+                ("pinned", s.pinned.to_string()),
+            ],
+            &format!("{}-script verified", s.phase.name()),
+        );
+    }
+    for p in &pc.problems {
+        audit::event(
+            Level::Error,
+            "check",
+            operation,
+            &[
+                ("outcome", "failed".into()),
+                ("error", p.code.name().into()),
+                (
+                    "code",
+                    p.code.code().map_or(String::new(), |c| c.to_string()),
+                ),
+                ("detail", p.detail.clone()),
+            ],
+            &format!("check failed: {}", p.code),
+        );
+    }
+    for w in &pc.warnings {
+        audit::event(Level::Warn, "check-warning", operation, &[], w);
+    }
+}
+
 /// A status for a run that stopped before anything ran.
 pub fn refused(operation: &'static str, operation_id: &str, p: &Problem) -> report::Status {
     let mut status = report::Status::new(operation, operation_id);

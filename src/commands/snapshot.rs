@@ -36,6 +36,7 @@ pub fn run(
     let mut status = Status::new("snapshot", &runner.operation_id);
     let mut warnings = runner.warnings.clone();
     let pc = precheck::run(&common.paths);
+    runner::audit_precheck("snapshot", &pc);
     for w in &pc.warnings {
         report::say(format!("warning: {w}"));
     }

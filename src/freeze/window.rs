@@ -298,6 +298,16 @@ impl FreezeWindow {
     /// (reverse order) and returns the problem (121/122).
     pub fn freeze_all(&mut self) -> Result<(), Problem> {
         for i in 0..self.targets.len() {
+            // A signal already thawed what was frozen: freeze nothing more.
+            if let Some(sig) = crate::signals::pending() {
+                self.thaw_all();
+                return Err(Problem::new(
+                    ErrorCode::FsFreezeFailed,
+                    format!(
+                        "interrupted by signal {sig} while freezing; everything frozen was thawed"
+                    ),
+                ));
+            }
             if let Err(p) = self.freeze_one(i) {
                 self.thaw_all();
                 return Err(p);
