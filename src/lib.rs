@@ -4,6 +4,7 @@
 #![warn(clippy::undocumented_unsafe_blocks)]
 
 pub mod audit;
+pub mod bridge;
 pub mod commands;
 pub mod config;
 pub mod error;

@@ -414,6 +414,20 @@ fn audit_exit(script: &CheckedScript, r: &supervise::AttemptReport) {
     }
 }
 
+/// The leftover with its command line read again now, if it is still the
+/// same process (pid and start time): the first look may have caught it
+/// between fork and exec, still showing the script's own command line.
+fn refreshed(l: &Leftover) -> Leftover {
+    let mut l = l.clone();
+    if supervise::procfs::read_stat(l.pid).is_some_and(|s| s.start == l.start_time_ticks) {
+        let now = supervise::procfs::cmdline(l.pid);
+        if !now.is_empty() {
+            l.cmdline = now;
+        }
+    }
+    l
+}
+
 /// A pre-script leftover recorded between `pre` and `post` invocations.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
@@ -436,23 +450,17 @@ pub fn record_holders(ctx: &RunContext<'_>, leftovers: &[Leftover]) -> Vec<Strin
             Vec::new()
         }
     };
-    all.extend(leftovers.iter().map(|l| {
-        let mut leftover = l.clone();
-        if leftover.cmdline.is_empty() {
-            // Seen mid-exec at the first look; by now it has a command line.
-            leftover.cmdline = supervise::procfs::cmdline(l.pid);
-        }
-        Holder {
-            operation_id: ctx.operation_id.clone(),
-            leftover,
-        }
+    let fresh: Vec<Leftover> = leftovers.iter().map(refreshed).collect();
+    all.extend(fresh.iter().map(|l| Holder {
+        operation_id: ctx.operation_id.clone(),
+        leftover: l.clone(),
     }));
     if let Err(e) = ctx.run_dir.write_json(HOLDERS_FILE, &all) {
         warnings.push(format!(
             "cannot record pre-script holders ({e}); they will not be terminated by the next post phase"
         ));
     }
-    for l in leftovers {
+    for l in &fresh {
         audit::event(
             Level::Info,
             "holder-recorded",
@@ -479,15 +487,20 @@ pub fn terminate_holders(ctx: &RunContext<'_>) -> (Vec<i32>, Vec<String>) {
     if holders.is_empty() {
         return (Vec::new(), warnings);
     }
-    let leftovers: Vec<Leftover> = holders.iter().map(|h| h.leftover.clone()).collect();
+    let leftovers: Vec<Leftover> = holders.iter().map(|h| refreshed(&h.leftover)).collect();
     let report = supervise::terminate_leftovers(&leftovers, ctx.grace);
     ctx.run_dir.remove(HOLDERS_FILE);
     for pid in &report.killed {
+        let cmdline = leftovers
+            .iter()
+            .find(|l| l.pid == *pid)
+            .map(|l| l.cmdline.clone())
+            .unwrap_or_default();
         audit::event(
             Level::Info,
             "holder-terminated",
             Phase::Post.name(),
-            &[("pid", pid.to_string())],
+            &[("pid", pid.to_string()), ("cmdline", cmdline)],
             "pre-script leftover terminated after the post phase",
         );
         audit::human(format!("terminated pre-script leftover pid {pid}"));

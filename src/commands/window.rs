@@ -237,9 +237,23 @@ pub fn take_snapshot(
         match w.freeze_all() {
             Ok(()) => {
                 run.froze = true;
+                for (t, ms) in w.frozen_mounts() {
+                    audit::event(
+                        Level::Info,
+                        "freeze",
+                        "freeze",
+                        &[
+                            ("mount", t.path.display().to_string()),
+                            ("device", t.device.clone()),
+                            ("fsType", t.fs_type.clone()),
+                            ("durationMs", format!("{ms:.3}")),
+                        ],
+                        "filesystem frozen",
+                    );
+                }
                 audit::event(
                     Level::Info,
-                    "freeze",
+                    "freeze-complete",
                     "freeze",
                     &[
                         ("mounts", names.join(",")),
@@ -248,7 +262,7 @@ pub fn take_snapshot(
                             format!("{:.3}", freeze_started.elapsed().as_secs_f64() * 1000.0),
                         ),
                     ],
-                    "filesystems frozen",
+                    "every filesystem frozen",
                 );
             }
             Err(p) => {

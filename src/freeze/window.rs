@@ -82,6 +82,8 @@ pub struct MountReport {
     pub fs_type: String,
     /// Time between its freeze and its thaw.
     pub frozen_ms: f64,
+    /// How long its `FIFREEZE` call took (writeback of dirty data).
+    pub freeze_ms: f64,
     /// Set when its thaw ioctl failed (it is reported, never retried blindly).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub thaw_error: Option<String>,
@@ -171,8 +173,9 @@ pub struct FreezeWindow {
     worker: FreezeWorker,
     watchdog: Option<Watchdog>,
     run_dir: Option<RunDir>,
-    /// In freeze order: (target index, guard slot, frozen at).
-    frozen: Vec<(usize, Slot, Instant)>,
+    /// In freeze order: (target index, guard slot, frozen at, how long the
+    /// FIFREEZE call took in ms).
+    frozen: Vec<(usize, Slot, Instant, f64)>,
     /// A `FIFREEZE` that passed its deadline and may still complete.
     pending_freeze: bool,
     started: Option<Instant>,
@@ -289,6 +292,15 @@ impl FreezeWindow {
         &self.shared
     }
 
+    /// The mounts frozen so far, in freeze order, with how long each
+    /// `FIFREEZE` took (for the audit trail).
+    pub fn frozen_mounts(&self) -> Vec<(&MountTarget, f64)> {
+        self.frozen
+            .iter()
+            .map(|(i, _, _, ms)| (&self.targets[*i], *ms))
+            .collect()
+    }
+
     /// When the window must be closed: `--max-freeze` after the first freeze.
     pub fn deadline(&self) -> Option<Instant> {
         self.started.map(|s| s + self.max_freeze)
@@ -325,11 +337,13 @@ impl FreezeWindow {
         // Armed before the ioctl: a signal arriving while it runs thaws it.
         let slot = guard::arm(fd).expect("plan size checked in prepare");
         self.shared.set_state(i, watchdog::ATTEMPTING);
+        let call_started = Instant::now();
         let call = self.call_freeze(i, fd, limit);
         match call {
             FreezeCall::Done(Ok(())) => {
                 self.shared.set_state(i, watchdog::FROZEN);
-                self.frozen.push((i, slot, Instant::now()));
+                let call_ms = call_started.elapsed().as_secs_f64() * 1000.0;
+                self.frozen.push((i, slot, Instant::now(), call_ms));
                 Ok(())
             }
             FreezeCall::Done(Err(Errno::EBUSY)) => {
@@ -406,7 +420,7 @@ impl FreezeWindow {
     /// Idempotent: a mount already thawed by a signal handler is not thawed
     /// twice.
     pub fn thaw_all(&mut self) {
-        while let Some((i, slot, at)) = self.frozen.pop() {
+        while let Some((i, slot, at, freeze_ms)) = self.frozen.pop() {
             // Taking the descriptor out of the table first means a signal
             // arriving now cannot thaw it a second time.
             let result = guard::disarm(slot).map(|fd| self.ops.thaw(fd));
@@ -425,6 +439,7 @@ impl FreezeWindow {
                 device: t.device.clone(),
                 fs_type: t.fs_type.clone(),
                 frozen_ms: at.elapsed().as_secs_f64() * 1000.0,
+                freeze_ms,
                 thaw_error,
             });
         }
