@@ -35,13 +35,7 @@ pub fn run(ropts: &RunnerOptions) -> (Status, Exit) {
     }
     let policy = match runner::load_policy(ropts.policy.as_deref()) {
         Ok(p) => p,
-        Err(p) => {
-            report::say_problem(&p);
-            status.push_error(&p);
-            status.result = Outcome::Failure;
-            runner::finish(&mut status, &warnings);
-            return (status, Exit::Failure);
-        }
+        Err(p) => return runner::fail_early(status, &p, &warnings),
     };
     let description = describe_for(&policy, caps);
     report::say(format!(

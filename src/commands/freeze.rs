@@ -17,13 +17,9 @@ pub fn run(
     max_freeze: Duration,
     cmd: &[String],
 ) -> (Status, Exit) {
-    let runner = match Runner::start("freeze", ropts, &common.run_dir, true) {
+    let runner = match Runner::start_or_refuse("freeze", ropts, &common.run_dir, true) {
         Ok(r) => r,
-        Err((op, p)) => {
-            let mut status = runner::refused("freeze", &op, &p);
-            runner::finish(&mut status, &[]);
-            return (status, Exit::Failure);
-        }
+        Err(done) => return *done,
     };
     let mut status = Status::new("freeze", &runner.operation_id);
     status.consistency = Some(Consistency::None);
@@ -36,13 +32,7 @@ pub fn run(
     });
     let (_lock, targets) = match prepared {
         Ok(x) => x,
-        Err(p) => {
-            report::say_problem(&p);
-            status.push_error(&p);
-            status.result = Outcome::Failure;
-            runner::finish(&mut status, &warnings);
-            return (status, Exit::Failure);
-        }
+        Err(p) => return runner::fail_early(status, &p, &warnings),
     };
     let run = window::take_snapshot(&runner, Some(targets), cmd, max_freeze, false);
     warnings.extend(run.warnings.iter().cloned());

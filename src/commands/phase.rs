@@ -11,13 +11,9 @@ use crate::report::{self, Outcome, Status};
 
 pub fn run(common: &Common, ropts: &RunnerOptions, phase: Phase) -> (Status, Exit) {
     let op_name = phase.name();
-    let runner = match Runner::start(op_name, ropts, &common.run_dir, false) {
+    let runner = match Runner::start_or_refuse(op_name, ropts, &common.run_dir, false) {
         Ok(r) => r,
-        Err((op, p)) => {
-            let mut status = runner::refused(op_name, &op, &p);
-            runner::finish(&mut status, &[]);
-            return (status, Exit::Failure);
-        }
+        Err(done) => return *done,
     };
     let mut status = Status::new(op_name, &runner.operation_id);
     let mut warnings = runner.warnings.clone();

@@ -311,11 +311,35 @@ pub fn audit_precheck(operation: &str, pc: &crate::precheck::Prechecked) {
     }
 }
 
-/// A status for a run that stopped before anything ran.
-pub fn refused(operation: &'static str, operation_id: &str, p: &Problem) -> report::Status {
-    let mut status = report::Status::new(operation, operation_id);
+/// Ends a run that stopped on `p` before its work: the problem is said and
+/// recorded, the run-end record written, and the exit is a failure.
+pub fn fail_early(
+    mut status: report::Status,
+    p: &Problem,
+    warnings: &[String],
+) -> (report::Status, crate::error::Exit) {
     report::say_problem(p);
     status.push_error(p);
     status.result = report::Outcome::Failure;
-    status
+    finish(&mut status, warnings);
+    (status, crate::error::Exit::Failure)
+}
+
+impl Runner {
+    /// [`Runner::start`], or the finished status of a run refused before
+    /// anything ran.
+    pub fn start_or_refuse(
+        operation: &'static str,
+        opts: &RunnerOptions,
+        run_dir: &crate::freeze::state::RunDir,
+        freezes: bool,
+    ) -> Result<Runner, Box<(report::Status, crate::error::Exit)>> {
+        Runner::start(operation, opts, run_dir, freezes).map_err(|(op, p)| {
+            let mut status = report::Status::new(operation, &op);
+            if freezes {
+                status.consistency = Some(report::Consistency::None);
+            }
+            Box::new(fail_early(status, &p, &[]))
+        })
+    }
 }

@@ -25,13 +25,9 @@ pub fn run(
     max_freeze: Duration,
     cmd: &[String],
 ) -> (Status, Exit) {
-    let runner = match Runner::start("snapshot", ropts, &common.run_dir, true) {
+    let runner = match Runner::start_or_refuse("snapshot", ropts, &common.run_dir, true) {
         Ok(r) => r,
-        Err((op, p)) => {
-            let mut status = runner::refused("snapshot", &op, &p);
-            runner::finish(&mut status, &[]);
-            return (status, Exit::Failure);
-        }
+        Err(done) => return *done,
     };
     let mut status = Status::new("snapshot", &runner.operation_id);
     let mut warnings = runner.warnings.clone();
@@ -62,10 +58,8 @@ pub fn run(
     let (plan, _lock) = match prepared {
         Ok(x) => x,
         Err(p) => {
-            let mut status = runner::refused("snapshot", &runner.operation_id, &p);
             status.consistency = Some(report::Consistency::None);
-            runner::finish(&mut status, &warnings);
-            return (status, Exit::Failure);
+            return runner::fail_early(status, &p, &warnings);
         }
     };
 
