@@ -15,7 +15,9 @@ fi
 # e2fsprogs/xfsprogs/btrfs-progs: scratch filesystems; util-linux: losetup,
 # fsfreeze, mount; procps: ps/pkill used by fixtures; rsyslog: the audit-trail
 # receiver; python3: lock-holder fixtures.
-packages=(e2fsprogs xfsprogs btrfs-progs util-linux procps rsyslog python3 psmisc)
+# lintian/rpm/man-db/groff-base/binutils: the package tests.
+packages=(e2fsprogs xfsprogs btrfs-progs util-linux procps rsyslog python3 psmisc
+          lintian rpm man-db groff-base binutils gzip)
 missing=()
 for p in "${packages[@]}"; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
@@ -51,5 +53,8 @@ echo "== cargo fmt --check"
 cargo fmt --all -- --check
 echo "== cargo clippy"
 cargo clippy --all-targets --quiet -- -D warnings
+echo "== packages (scripts/package.sh: .deb and .rpm into target/packages)"
+bash scripts/package.sh
+export QUIESCE_PACKAGE_TESTS=1
 echo "== cargo test"
 cargo test --all-targets 2>&1

@@ -37,6 +37,26 @@ pub fn run(common: &Common, ropts: &RunnerOptions, mounts: &[PathBuf]) -> (Statu
         ));
     }
     let mut problems = pc.problems.clone();
+    // Bridge mode: the extension's config points at quiesce's hook.
+    if let Some(c) = &pc.config {
+        let host = crate::precheck::load_host_config(&common.paths.host_config)
+            .ok()
+            .flatten();
+        let grace = runner::load_policy(ropts.policy.as_deref())
+            .map(|p| p.kill_grace())
+            .unwrap_or(crate::supervise::DEFAULT_GRACE);
+        let paths = crate::bridge::BridgePaths::default();
+        if let Some(f) = crate::bridge::check(&common.paths.config, c, &paths, host, grace) {
+            for n in &f.notes {
+                report::say(n);
+            }
+            for w in &f.warnings {
+                report::say(format!("warning: {w}"));
+            }
+            status.warnings.extend(f.warnings);
+            problems.extend(f.problems);
+        }
+    }
     match mount_plan(common, mounts) {
         Ok(plan) => {
             for e in &plan.entries {
