@@ -168,7 +168,11 @@ fn main() -> ExitCode {
         syslog_socket: cli.global.syslog_socket,
         facility: cli.global.syslog_facility,
     };
-    let (status, exit) = match cli.command {
+    let json = cli.global.json;
+    // A panic is a bug: every window it crosses has already thawed (the
+    // panic hook, then the window's Drop while unwinding) and children were
+    // reaped or killed by their guards; report it as exit 70.
+    let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| match cli.command {
         Command::Audit => commands::audit::run(&ropts),
         Command::Pre => commands::phase::run(&common, &ropts, Phase::Pre),
         Command::Post => commands::phase::run(&common, &ropts, Phase::Post),
@@ -188,8 +192,16 @@ fn main() -> ExitCode {
         ),
         Command::Check { mounts } => commands::check::run(&common, &ropts, &mounts),
         Command::Thaw { mounts } => commands::thaw::run(&common, &ropts, &mounts),
+    }));
+    let (status, exit) = match outcome {
+        Ok(done) => done,
+        Err(_) => {
+            quiesce::audit::release();
+            eprintln!("quiesce: internal error (a bug); filesystems were thawed. Please report it with the output above.");
+            return ExitCode::from(Exit::Internal.code() as u8);
+        }
     };
-    if cli.global.json {
+    if json {
         println!("{}", status.to_json());
     }
     ExitCode::from(exit.code() as u8)

@@ -40,6 +40,17 @@ pub const FATAL: [Signal; 5] = [
 ];
 
 static PIPE_WRITE: AtomicI32 = AtomicI32::new(-1);
+/// Process group of the child running right now (0: none). The panic hook
+/// kills it after thawing: a bug must not leave a script or the snapshot
+/// command running. The child is unreaped while it is tracked, so the group
+/// id cannot have been recycled.
+static CHILD_GROUP: AtomicI32 = AtomicI32::new(0);
+
+/// Tracks the running child's process group (its pid: children run in their
+/// own session) for the panic hook; 0 clears it.
+pub fn track_child_group(pgid: i32) {
+    CHILD_GROUP.store(pgid, Ordering::SeqCst);
+}
 static PENDING: AtomicI32 = AtomicI32::new(0);
 
 extern "C" fn on_terminating(sig: libc::c_int) {
@@ -117,8 +128,15 @@ pub fn install() -> std::io::Result<SignalPipe> {
         let previous = std::panic::take_hook();
         std::panic::set_hook(Box::new(move |info| {
             // Thaw before anything else: printing the panic may write to a
-            // file on a frozen filesystem.
+            // file on a frozen filesystem. Then kill the running child's
+            // group (thaw first: it may be blocked on a frozen filesystem).
             guard::thaw_all_armed();
+            let pgid = CHILD_GROUP.swap(0, Ordering::SeqCst);
+            if pgid > 1 {
+                // SAFETY: kill(2) with integers; the group leader is our
+                // unreaped child, so the group id is not recycled.
+                unsafe { libc::kill(-pgid, libc::SIGKILL) };
+            }
             previous(info);
         }));
     });

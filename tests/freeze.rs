@@ -399,3 +399,41 @@ fn a_second_run_fails_fast_naming_the_lock_holder() {
     assert_eq!(run.code, 143);
     assert!(fs.writable_within(PROMPT));
 }
+
+/// A bug (a panic) inside the window: exit 70, the filesystems thawed and
+/// the snapshot command killed. Needs the test-only fault point, which
+/// scripts/test.sh enables (`--features fault-injection`).
+#[cfg(feature = "fault-injection")]
+#[test]
+fn panic_inside_the_window_exits_70_thawed_and_killed() {
+    require_root!();
+    let s = Setup::new("panic");
+    let fs = ScratchFs::new(&s.s.dir, "a", "ext4");
+    let m = MarkerGuard::new(34);
+    let cmd = cmd_file(&s, &format!("sleep {}", m.0));
+    let out = Command::new(env!("CARGO_BIN_EXE_quiesce"))
+        .env("QUIESCE_FAULT", "panic-in-window")
+        .arg("--run-dir")
+        .arg(s.s.path("run"))
+        .arg("--syslog-socket")
+        .arg(s.s.path("none"))
+        .args(freeze_args(&[&fs], &[], &["sh", &cmd]))
+        .output()
+        .unwrap();
+    let run = Run::from(out);
+    assert_eq!(run.code, 70, "{}", run.stderr);
+    assert!(run.stderr.contains("internal error"), "{}", run.stderr);
+    assert!(
+        fs.writable_within(PROMPT),
+        "a panic left the filesystem frozen"
+    );
+    let end = Instant::now() + PROMPT;
+    while !m.survivors().is_empty() && Instant::now() < end {
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    assert_eq!(
+        m.survivors(),
+        Vec::<i32>::new(),
+        "a panic left the command running"
+    );
+}

@@ -209,6 +209,7 @@ pub fn run_phase(ctx: &RunContext<'_>, script: &CheckedScript, config: &Config) 
         };
         let mut held = None;
         let mut on_spawn = |pid: i32| {
+            crate::signals::track_child_group(pid);
             held = ProcessSandboxState::read(pid).ok();
             audit_start(ctx, script, attempt, pid, &spec, held.as_ref());
         };
@@ -221,7 +222,9 @@ pub fn run_phase(ctx: &RunContext<'_>, script: &CheckedScript, config: &Config) 
             on_tick: Some(&mut on_tick),
             on_spawn: Some(&mut on_spawn),
         };
-        let report = match supervise::run(&spec, opts) {
+        let outcome = supervise::run(&spec, opts);
+        crate::signals::track_child_group(0);
+        let report = match outcome {
             Ok(r) => r,
             Err(e) => {
                 let code = match e {

@@ -322,6 +322,13 @@ pub fn take_snapshot(
         w.shared().set_snapshot_pgid(child.pid());
     }
     status.pid = Some(child.pid());
+    crate::signals::track_child_group(child.pid());
+    #[cfg(feature = "fault-injection")]
+    if std::env::var("QUIESCE_FAULT").as_deref() == Ok("panic-in-window") {
+        // Let the command get going first, so the test sees it killed.
+        std::thread::sleep(Duration::from_millis(300));
+        panic!("injected fault: panic inside the freeze window");
+    }
     let mut tick = |p: &supervise::Progress| {
         audit::event(
             Level::Info,
@@ -384,6 +391,7 @@ pub fn take_snapshot(
         }
     }
     let report = take_window(&mut window);
+    crate::signals::track_child_group(0);
     let finished = child.finish();
     status.duration_ms = started.elapsed().as_secs_f64() * 1000.0;
     status.exit_code = finished.status.and_then(|s| s.code());
