@@ -7,20 +7,30 @@
 #   scripts/bench.sh            human-readable, one line per figure
 #   scripts/bench.sh --json     one JSON object on stdout:
 #                               {"<key>": {"median", "unit", "baseline",
-#                                          "ratio", "target", "runs"}, ...}
+#                                          "ratio", "target", "target_on",
+#                                          "runs"}, ...}
+#                               (target_on: "median" or "ratio", which of
+#                               the two must be <= target)
 #   BENCH_RUNS=N                runs per figure (default 50; slow figures
 #                               use a fraction of it, see each figure)
 #   BENCH_ONLY=key[,key...]     run only these figures
 #
 # Run as root from the repo root (the trust checks want root-owned files).
-# It never freezes anything.
+# The freeze_* and thaw_* figures freeze ONLY scratch ext4 filesystems it
+# creates itself: 32 MiB images on a tmpfs inside its scratch directory,
+# loop-mounted there (up to 32 of them, so up to 32 loop devices). Never `/`,
+# never the work tree's filesystem. On exit, however it exits, the trap thaws
+# every scratch mount, kills what the figures started and is still running,
+# then unmounts and removes everything.
 #
 # Adding a figure:
 #   1. write `figure_<key>`: it prints exactly two lines on stdout, the
 #      candidate samples and the baseline samples (space-separated numbers in
 #      the figure's unit), usually via `measure` below; progress to stderr;
 #   2. add one `register <key> <unit> <target|null> "<what>" "<baseline>"`
-#      line to the registry at the bottom.
+#      line to the registry at the bottom (target: a number, met when the
+#      median is <= it, or a number with an x suffix, e.g. 1.2x, met when
+#      the ratio to the baseline is <= it).
 # Median, ratio, target verdict, human and JSON output are common code
 # (scripts/bench/walltime.py stats/render).
 set -euo pipefail
@@ -28,6 +38,7 @@ cd "$(dirname "$0")/.."
 
 prog=scripts/bench.sh
 helper=scripts/bench/walltime.py
+freeze_helper=scripts/bench/freeze.py
 
 json=0
 case "${1:-}" in
@@ -64,10 +75,65 @@ scratch=$(mktemp -d /run/quiesce-bench.XXXXXX)
 chmod 700 "$scratch"
 results="$scratch/results.jsonl"
 : > "$results"
-cleanup() { rm -rf "$scratch"; }
+# Processes the freeze/thaw figures start, "pid starttime" a line, so the
+# trap can kill them should a helper die with a window open.
+pids_file="$scratch/pids"
+
+# Exit trap: thaw every scratch mount FIRST (a process blocked on a frozen
+# filesystem cannot die and a frozen filesystem should never be left
+# behind), then kill leftovers, then unmount (retrying while dying processes
+# still hold the mount), detach the loop devices, and remove the directory.
+cleanup() {
+    set +e
+    trap '' INT TERM
+    local m img dev
+    for m in "$scratch"/mnt/*; do
+        mountpoint -q "$m" 2>/dev/null && fsfreeze -u "$m" 2>/dev/null
+    done
+    [ -f "$pids_file" ] && python3 "$freeze_helper" reap "$pids_file"
+    for m in "$scratch"/mnt/*; do
+        mountpoint -q "$m" 2>/dev/null || continue
+        for _ in 1 2 3 4 5 6 7 8 9 10; do
+            umount "$m" 2>/dev/null && break
+            fsfreeze -u "$m" 2>/dev/null
+            sleep 0.2
+        done
+        mountpoint -q "$m" && { log "$prog: cannot unmount $m, detaching it lazily"; umount -l "$m"; }
+    done
+    for img in "$scratch"/img/*.img; do
+        [ -e "$img" ] || continue
+        for dev in $(losetup -n -O NAME -j "$img" 2>/dev/null); do
+            losetup -d "$dev"
+        done
+    done
+    if mountpoint -q "$scratch/img" 2>/dev/null; then
+        for _ in 1 2 3 4 5 6 7 8 9 10; do
+            umount "$scratch/img" 2>/dev/null && break
+            sleep 0.2
+        done
+    fi
+    if mountpoint -q "$scratch/img" 2>/dev/null; then
+        log "$prog: cannot unmount $scratch/img; left in place"
+    else
+        rm -rf "$scratch"
+    fi
+}
 trap cleanup EXIT
-trap 'exit 130' INT
-trap 'exit 143' TERM
+# INT/TERM: stop the running figure at once (it runs as a job of its own,
+# see the run loop: bash would otherwise run the trap only once the figure
+# is over), then exit, which runs cleanup. The helpers thaw what they froze
+# on TERM, and quiesce does too.
+fig_pgid=
+stop() {
+    trap '' INT TERM
+    if [ -n "$fig_pgid" ]; then
+        kill -TERM -- "-$fig_pgid" 2>/dev/null
+        wait "$fig_pgid" 2>/dev/null
+    fi
+    exit "$1"
+}
+trap 'stop 130' INT
+trap 'stop 143' TERM
 
 # --- common routines -----------------------------------------------------------
 
@@ -105,6 +171,63 @@ measure() {
     python3 "$helper" measure --runs "$runs" --minus "$minus" "$@"
 }
 
+# scratch_mounts N -> MNTS (array): N scratch ext4 filesystems, created on
+# first use: $scratch/img/K.img on a tmpfs of ours (so a freeze's flush
+# costs the same every time, whatever the machine's disk is doing), mounted
+# on $scratch/mnt/K. Inode tables and journal are initialised by mkfs (no
+# lazy init): a background ext4lazyinit thread would make freezes slow at
+# random.
+scratch_mounts() {
+    local n=$1 k tool
+    for tool in fsfreeze mkfs.ext4 losetup mount umount mountpoint truncate; do
+        command -v "$tool" >/dev/null || { log "$prog: $tool not found"; exit 2; }
+    done
+    if ! mountpoint -q "$scratch/img"; then
+        mkdir -m 700 "$scratch/img" "$scratch/mnt"
+        mount -t tmpfs -o size=2g,mode=700 quiesce-bench "$scratch/img"
+    fi
+    MNTS=()
+    for (( k = 1; k <= n; k++ )); do
+        if ! mountpoint -q "$scratch/mnt/$k" 2>/dev/null; then
+            truncate -s 32M "$scratch/img/$k.img"
+            mkfs.ext4 -q -F -E lazy_itable_init=0,lazy_journal_init=0 "$scratch/img/$k.img"
+            [ -d "$scratch/mnt/$k" ] || mkdir -m 700 "$scratch/mnt/$k"
+            mount -o loop "$scratch/img/$k.img" "$scratch/mnt/$k"
+        fi
+        MNTS+=("$scratch/mnt/$k")
+    done
+}
+
+# window_samples N ROUNDS: the six sample lines of `freeze.py window` on N
+# scratch mounts (quiesce windowMs, raw ioctls, shell loop, then the wall
+# time of each whole command), measured once per bench run and cached, as
+# several figures read them.
+window_samples() {
+    local n=$1 rounds=$2 cache="$scratch/window-$1.samples"
+    if [ ! -s "$cache" ]; then
+        [ "$rounds" -ge 5 ] || rounds=5
+        scratch_mounts "$n"
+        [ -d "$scratch/freeze-run" ] || mkdir -m 700 "$scratch/freeze-run"
+        python3 "$freeze_helper" window --runs "$rounds" \
+            --quiesce "$Q" --run-dir "$scratch/freeze-run" \
+            --raw scripts/bench/raw_freeze.py \
+            --shell-loop scripts/bench/fsfreeze_loop.sh -- "${MNTS[@]}" > "$cache.part"
+        mv "$cache.part" "$cache"
+    fi
+    cat "$cache"
+}
+
+# thaw_samples TERM|KILL: the two sample lines of `freeze.py thaw` on one
+# scratch mount. Each run opens a fresh window: BENCH_RUNS/5 runs, at least 5.
+thaw_samples() {
+    local runs=$(( RUNS / 5 ))
+    [ "$runs" -ge 5 ] || runs=5
+    scratch_mounts 1
+    python3 "$freeze_helper" thaw --runs "$runs" --signal "$1" --quiesce "$Q" \
+        --scratch "$scratch" --shell-runner scripts/bench/shell_runner.sh \
+        --pids "$pids_file" -- "${MNTS[0]}"
+}
+
 # --- figures -------------------------------------------------------------------
 
 # Whole `quiesce pre` on an instant script vs `timeout 10 <script>`.
@@ -128,9 +251,31 @@ figure_timeout_late_ms() {
     measure "$runs" 1000 -- 2 "${QARGV[@]}" --- 124 timeout 1 sleep 30
 }
 
+# The freeze window on N scratch mounts (SPEC.md §6.2), each method cold
+# (see freeze.py's header: a freeze within a few tens of ms of the previous
+# one skips the RCU grace periods and would not be comparable), each mount
+# dirtied with a small file before each method. Candidate: quiesce's own
+# `windowMs` for `freeze --mount ... -- true` -- which also contains running
+# the snapshot command `true`. Rounds: BENCH_RUNS for 1 mount, /2 for 8, /5
+# for 32 (at least 5).
+figure_freeze_overhead_ratio_1() { window_samples 1 "$RUNS" | sed -n '1p;2p'; }
+figure_freeze_overhead_ratio_8() { window_samples 8 $(( RUNS / 2 )) | sed -n '1p;2p'; }
+figure_freeze_overhead_ratio_32() { window_samples 32 $(( RUNS / 5 )) | sed -n '1p;2p'; }
+figure_freeze_shell_loop_ratio_1() { window_samples 1 "$RUNS" | sed -n '1p;3p'; }
+figure_freeze_shell_loop_ratio_8() { window_samples 8 $(( RUNS / 2 )) | sed -n '1p;3p'; }
+figure_freeze_shell_loop_ratio_32() { window_samples 32 $(( RUNS / 5 )) | sed -n '1p;3p'; }
+# For information: the whole `quiesce freeze` command on 8 mounts (process
+# start, checks, lock, watchdog, report) against the whole shell-loop script.
+figure_freeze_command_wall_8_ms() { window_samples 8 $(( RUNS / 2 )) | sed -n '4p;6p'; }
+
+# Time from a signal to the runner holding a window open until a write to
+# the frozen mount completes (SPEC.md §6.4 points 3 and 4).
+figure_thaw_after_term_ms() { thaw_samples TERM; }
+figure_thaw_after_kill_ms() { thaw_samples KILL; }
+
 # --- registry ------------------------------------------------------------------
-# register KEY UNIT TARGET WHAT BASELINE_WHAT   (TARGET: number or null; a
-# figure meets its target when median <= target)
+# register KEY UNIT TARGET WHAT BASELINE_WHAT   (TARGET: number, met when
+# median <= target; number with an x suffix, met when ratio <= it; or null)
 FIGURES=()
 declare -A UNIT=() TARGET=() WHAT=() BASE_WHAT=()
 register() {
@@ -143,6 +288,23 @@ register pre_instant_ms ms 10 \
 register timeout_late_ms ms 20 \
     "wall time past the 1 s deadline of 'quiesce pre' on 'sleep 30' (upper bound)" \
     "'timeout 1 sleep 30' past 1 s"
+for n in 1 8 32; do
+    register "freeze_overhead_ratio_$n" ms 1.2x \
+        "quiesce windowMs of 'freeze' on $n scratch ext4 mount(s) (cold, incl. running 'true')" \
+        "raw FIFREEZE on each, FITHAW in reverse (a Python process of its own, first freeze to last thaw)"
+    register "freeze_shell_loop_ratio_$n" ms 1.0x \
+        "quiesce windowMs of 'freeze' on $n scratch ext4 mount(s) (cold, incl. running 'true')" \
+        "shell loop 'fsfreeze -f' each, 'fsfreeze -u' in reverse (loop wall time)"
+done
+register freeze_command_wall_8_ms ms null \
+    "wall time of the whole 'quiesce freeze --mount x8 -- true' command" \
+    "wall time of the whole shell-loop script on the same 8 mounts"
+register thaw_after_term_ms ms 5 \
+    "SIGTERM to the quiesce runner holding 1 mount frozen -> a write to it completes" \
+    "the same with 'fsfreeze -f' + a shell trapping TERM to 'fsfreeze -u'"
+register thaw_after_kill_ms ms 50 \
+    "SIGKILL to the quiesce runner holding 1 mount frozen (its watchdog thaws) -> a write completes" \
+    "no shell survives SIGKILL: the SIGTERM shell baseline of thaw_after_term_ms, measured again"
 
 # --- run -----------------------------------------------------------------------
 
@@ -162,12 +324,19 @@ machine() {
 }
 if [ "$json" -eq 1 ]; then machine >&2; else machine; fi
 
+# Each figure runs as a background job with job control on, i.e. in a
+# process group of its own that stop() can signal as a whole.
+set -m
 for key in "${selected[@]}"; do
     log "== $key"
-    "figure_$key" \
+    { "figure_$key" \
         | python3 "$helper" stats "$key" "${UNIT[$key]}" "${TARGET[$key]}" \
-            "${WHAT[$key]}" "${BASE_WHAT[$key]}" >> "$results"
+            "${WHAT[$key]}" "${BASE_WHAT[$key]}" >> "$results"; } &
+    fig_pgid=$!
+    wait "$fig_pgid"
+    fig_pgid=
 done
+set +m
 
 if [ "$json" -eq 1 ]; then
     python3 "$helper" render --json "$results"

@@ -11,8 +11,11 @@
 
   walltime.py stats KEY UNIT TARGET WHAT BASELINE_WHAT
       Reads two sample lines (candidate, baseline) on stdin, prints one JSON
-      line: key, median, unit, baseline (median), ratio, target, runs, and
-      the two descriptions (used by the human rendering only).
+      line: key, median, unit, baseline (median), ratio, target, target_on,
+      runs, and the two descriptions (used by the human rendering only).
+      TARGET is a number (met when median <= it; target_on "median"), a
+      number with an x suffix, e.g. 1.2x (met when ratio <= it; target_on
+      "ratio"), or null (no target).
 
   walltime.py render (--json | --human) FILE
       FILE holds the JSON lines of `stats`; prints the figures.
@@ -112,13 +115,24 @@ def stats(args):
     cand, base = ([float(x) for x in ln] for ln in lines)
     med, bmed = statistics.median(cand), statistics.median(base)
     ratio = round(med / bmed, 3) if bmed > 0 else None
+    target_on = "median"
+    if target in ("", "null", "-"):
+        target = None
+    else:
+        if target.endswith("x"):
+            target, target_on = target[:-1], "ratio"
+        try:
+            target = float(target)
+        except ValueError:
+            die(f"stats {key}: bad target {target!r}")
     print(json.dumps({
         "key": key,
         "median": round(med, 3),
         "unit": unit,
         "baseline": round(bmed, 3),
         "ratio": ratio,
-        "target": None if target in ("", "null", "-") else float(target),
+        "target": target,
+        "target_on": target_on,
         "runs": len(cand),
         "what": what,
         "baseline_what": base_what,
@@ -131,7 +145,8 @@ def render(args):
     with open(args[1]) as f:
         figs = [json.loads(ln) for ln in f if ln.strip()]
     if args[0] == "--json":
-        keep = ("median", "unit", "baseline", "ratio", "target", "runs")
+        keep = ("median", "unit", "baseline", "ratio", "target", "target_on",
+                "runs")
         out = {fg["key"]: {k: fg[k] for k in keep} for fg in figs}
         print(json.dumps(out, indent=2))
         return
@@ -141,6 +156,10 @@ def render(args):
         ratio = "n/a" if fg["ratio"] is None else f"{fg['ratio']:.2f}x"
         if fg["target"] is None:
             verdict = "no target"
+        elif fg["target_on"] == "ratio":
+            ok = ("ok" if fg["ratio"] is not None and fg["ratio"] <= fg["target"]
+                  else "MISSED")
+            verdict = f"target ratio <= {fg['target']:g}x: {ok}"
         else:
             ok = "ok" if fg["median"] <= fg["target"] else "MISSED"
             verdict = f"target <= {fg['target']:g} {u}: {ok}"
