@@ -268,6 +268,32 @@ figure_freeze_shell_loop_ratio_32() { window_samples 32 $(( RUNS / 5 )) | sed -n
 # start, checks, lock, watchdog, report) against the whole shell-loop script.
 figure_freeze_command_wall_8_ms() { window_samples 8 $(( RUNS / 2 )) | sed -n '4p;6p'; }
 
+# Peak resident memory of a whole `quiesce snapshot` run (pre-script, freeze
+# of one scratch mount, `true`, thaw, post-script), from wait4's rusage.
+# Baseline: the same job as a minimal shell (fsfreeze -f; true; fsfreeze -u).
+figure_peak_rss_kib() {
+    [ -x /usr/bin/time ] || { log "$prog: GNU time not found (apt-get install time)"; exit 2; }
+    local runs=$(( RUNS / 5 ))
+    [ "$runs" -ge 5 ] || runs=5
+    scratch_mounts 1
+    make_case peak_rss 10 'exit 0'
+    quiesce_argv "$CASE_DIR" snapshot
+    python3 "$helper" measure --metric rss --runs "$runs" -- \
+        0 "${QARGV[@]}" --mount "${MNTS[0]}" -- true --- \
+        0 sh -c 'fsfreeze -f "$1" && true; fsfreeze -u "$1"' sh "${MNTS[0]}"
+}
+
+# Growth in mounts: the window's cost per mount at 64 mounts against the
+# cost of a single mount (both quiesce's windowMs, cold). Linear growth is a
+# ratio near 1. Slow: BENCH_RUNS/10 rounds at 64 mounts, at least 3.
+figure_freeze_per_mount_64_ms() {
+    local one sixty_four
+    one=$(window_samples 1 "$RUNS" | sed -n '1p')
+    sixty_four=$(window_samples 64 $(( RUNS / 10 )) | sed -n '1p')
+    python3 -c 'import sys; print(" ".join(f"{float(x)/64:.4f}" for x in sys.argv[1].split()))' "$sixty_four"
+    echo "$one"
+}
+
 # Time from a signal to the runner holding a window open until a write to
 # the frozen mount completes (SPEC.md §6.4 points 3 and 4).
 figure_thaw_after_term_ms() { thaw_samples TERM; }
@@ -299,6 +325,12 @@ done
 register freeze_command_wall_8_ms ms null \
     "wall time of the whole 'quiesce freeze --mount x8 -- true' command" \
     "wall time of the whole shell-loop script on the same 8 mounts"
+register freeze_per_mount_64_ms ms 1.5x \
+    "quiesce windowMs per mount on 64 scratch ext4 mounts (cold)" \
+    "quiesce windowMs on 1 mount (linear growth: ratio near 1)"
+register peak_rss_kib KiB 4096 \
+    "peak RSS of a whole 'quiesce snapshot' (pre, freeze 1 mount, true, thaw, post)" \
+    "a shell doing 'fsfreeze -f; true; fsfreeze -u' on the same mount"
 register thaw_after_term_ms ms 5 \
     "SIGTERM to the quiesce runner holding 1 mount frozen -> a write to it completes" \
     "the same with 'fsfreeze -f' + a shell trapping TERM to 'fsfreeze -u'"

@@ -66,8 +66,21 @@ def run_once(rc, argv):
     return (t1 - t0) * 1000.0
 
 
+def run_once_rss(rc, argv):
+    """Peak resident set (KiB) of the command (and the descendants it
+    waited for), as GNU time reports it from wait4(2). Not wait4 from here:
+    a child exec'd from this Python process inherits the interpreter's
+    ~15 MiB peak into its ru_maxrss; GNU time is a small forking parent."""
+    got = subprocess.run(["/usr/bin/time", "-f", "%M"] + argv,
+                         stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                         stderr=subprocess.PIPE, text=True)
+    if got.returncode != rc:
+        die(f"{' '.join(argv)}: exit {got.returncode}, expected {rc}\n{got.stderr}")
+    return float(got.stderr.strip().splitlines()[-1])
+
+
 def measure(args):
-    runs, warmup, minus = None, 2, 0.0
+    runs, warmup, minus, metric = None, 2, 0.0, run_once
     while args and args[0] != "--":
         opt = args.pop(0)
         if not args:
@@ -79,6 +92,10 @@ def measure(args):
             warmup = int(val)
         elif opt == "--minus":
             minus = float(val)
+        elif opt == "--metric":
+            if val not in ("wall", "rss"):
+                die("--metric wall|rss")
+            metric = run_once if val == "wall" else run_once_rss
         else:
             die(f"unknown option {opt}")
     if not args:
@@ -91,7 +108,7 @@ def measure(args):
     tty = sys.stderr.isatty()
     for i in range(warmup + runs):
         for j in order:
-            ms = run_once(*cmds[j])
+            ms = metric(*cmds[j])
             if i >= warmup:
                 samples[j].append(ms - minus)
         order.reverse()
