@@ -278,6 +278,7 @@ figure_peak_rss_kib() {
     scratch_mounts 1
     make_case peak_rss 10 'exit 0'
     quiesce_argv "$CASE_DIR" snapshot
+    # shellcheck disable=SC2016 # "$1" belongs to the inner shell
     python3 "$helper" measure --metric rss --runs "$runs" -- \
         0 "${QARGV[@]}" --mount "${MNTS[0]}" -- true --- \
         0 sh -c 'fsfreeze -f "$1" && true; fsfreeze -u "$1"' sh "${MNTS[0]}"
