@@ -53,6 +53,9 @@ echo "== cargo fmt --check"
 cargo fmt --all -- --check
 echo "== cargo clippy"
 cargo clippy --all-targets --all-features --quiet -- -D warnings
+echo "== databases for the consistency tests (scripts/databases.sh)"
+bash scripts/databases.sh
+export QUIESCE_DB_TESTS=1
 echo "== packages (scripts/package.sh: .deb and .rpm into target/packages)"
 bash scripts/package.sh
 export QUIESCE_PACKAGE_TESTS=1

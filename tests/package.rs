@@ -46,6 +46,33 @@ const FILES: &[(&str, u32)] = &[
     ),
     ("/usr/share/doc/quiesce/examples/pre-script.sh", 0o644),
     ("/usr/share/doc/quiesce/examples/post-script.sh", 0o644),
+    // The tested database samples (tests/databases.rs).
+    (
+        "/usr/share/doc/quiesce/examples/postgresql/VMSnapshotScriptPluginConfig.json",
+        0o644,
+    ),
+    (
+        "/usr/share/doc/quiesce/examples/postgresql/pre-script.sh",
+        0o644,
+    ),
+    (
+        "/usr/share/doc/quiesce/examples/postgresql/post-script.sh",
+        0o644,
+    ),
+    ("/usr/share/doc/quiesce/examples/postgresql/pg.env", 0o644),
+    (
+        "/usr/share/doc/quiesce/examples/mariadb/VMSnapshotScriptPluginConfig.json",
+        0o644,
+    ),
+    (
+        "/usr/share/doc/quiesce/examples/mariadb/pre-script.sh",
+        0o644,
+    ),
+    (
+        "/usr/share/doc/quiesce/examples/mariadb/post-script.sh",
+        0o644,
+    ),
+    ("/usr/share/doc/quiesce/examples/mariadb/mariadb.env", 0o644),
     ("/usr/share/bash-completion/completions/quiesce", 0o644),
     // 0700: the extension and quiesce's trust checks refuse anything looser.
     (HOOK, 0o700),

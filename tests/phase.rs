@@ -375,3 +375,33 @@ fn runner_sigterm_mid_script_kills_the_tree_and_exits_143() {
     assert_eq!(run.json()["result"], "failure");
     assert_eq!(m.survivors(), Vec::<i32>::new());
 }
+
+#[test]
+fn a_new_pre_ends_holders_no_post_phase_released() {
+    require_root!();
+    let s = Setup::new("stale-holder");
+    let m = MarkerGuard::new(8);
+    script(
+        &s,
+        "pre",
+        &format!("setsid sleep {} >/dev/null 2>&1 &", m.0),
+    );
+    let first = s.quiesce(&["pre", "--json"]);
+    assert_eq!(first.code, 0, "{}", first.stderr);
+    assert!(common::wait_for_marker(&m.0, Duration::from_secs(5)));
+    // The post phase never ran (say the runner was killed). The next
+    // cycle's pre ends the old holder before starting its own.
+    script(&s, "pre", "exit 0");
+    let second = s.quiesce(&["pre", "--json"]);
+    assert_eq!(second.code, 0, "{}", second.stderr);
+    let op = first.json()["operationId"].as_str().unwrap().to_string();
+    assert!(
+        second
+            .warnings()
+            .iter()
+            .any(|w| w.contains(&op) && w.contains("never released")),
+        "{:?}",
+        second.warnings()
+    );
+    assert_eq!(m.survivors(), Vec::<i32>::new());
+}

@@ -31,6 +31,9 @@ pub fn run(common: &Common, ropts: &RunnerOptions, phase: Phase) -> (Status, Exi
     };
     match (pc.passed(), checked, pc.config.as_ref()) {
         (true, Some(script), Some(config)) => {
+            if phase == Phase::Pre {
+                warnings.extend(script::end_stale_holders(&ctx));
+            }
             let res = script::run_phase(&ctx, script, config);
             match phase {
                 Phase::Pre => warnings.extend(script::record_holders(&ctx, &res.leftovers)),

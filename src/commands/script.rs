@@ -475,6 +475,32 @@ pub fn record_holders(ctx: &RunContext<'_>, leftovers: &[Leftover]) -> Vec<Strin
     warnings
 }
 
+/// Before a new cycle's pre-script: holders an earlier cycle recorded and no
+/// post phase released (its post never ran, e.g. the runner was killed) are
+/// terminated now, so a lock they hold does not outlive the backup that took
+/// it. Returns the warnings to report.
+pub fn end_stale_holders(ctx: &RunContext<'_>) -> Vec<String> {
+    let stale: Vec<Holder> = ctx
+        .run_dir
+        .read_json(HOLDERS_FILE)
+        .ok()
+        .flatten()
+        .unwrap_or_default();
+    if stale.is_empty() {
+        return Vec::new();
+    }
+    let ops: std::collections::BTreeSet<&str> =
+        stale.iter().map(|h| h.operation_id.as_str()).collect();
+    let (killed, mut warnings) = terminate_holders(ctx);
+    let w = format!(
+        "pre-script leftovers of earlier operation(s) {} were never released by a post phase; terminated before this pre-script: {killed:?}",
+        ops.into_iter().collect::<Vec<_>>().join(", ")
+    );
+    audit::human(format!("warning: {w}"));
+    warnings.push(w);
+    warnings
+}
+
 /// Terminates every recorded pre-script holder that is still the same
 /// process (pid and start time), once the post phase is over. Returns the
 /// pids terminated.

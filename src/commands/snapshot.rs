@@ -80,6 +80,7 @@ pub fn run(
     // Pre-script.
     let mut pre_ok = false;
     if let (true, Some(pre), Some(config)) = (pc.passed(), &pc.pre, &pc.config) {
+        warnings.extend(script::end_stale_holders(&ctx));
         let res = script::run_phase(&ctx, pre, config);
         warnings.extend(script::record_holders(&ctx, &res.leftovers));
         pre_ok = res.ok();
