@@ -235,11 +235,9 @@ fn watchdog_killed_first_then_the_runners_deadline_thaws() {
     assert_eq!(m.survivors(), Vec::<i32>::new());
 }
 
-#[test]
-fn runner_and_watchdog_both_killed_then_quiesce_thaw_recovers() {
-    require_root!();
+fn both_killed_then_quiesce_thaw_recovers(fs_type: &'static str) {
     let s = Setup::new("bothkill");
-    let fs = ScratchFs::new(&s.s.dir, "a", "ext4");
+    let fs = ScratchFs::new(&s.s.dir, "a", fs_type);
     let m = MarkerGuard::new(32);
     let cmd = cmd_file(&s, &format!("sleep {}", m.0));
     let mut child = s.spawn(&freeze_args(&[&fs], &[], &["sh", &cmd]));
@@ -256,11 +254,32 @@ fn runner_and_watchdog_both_killed_then_quiesce_thaw_recovers() {
     assert_eq!(run.code, 0, "{}", run.stderr);
     let thawed = &run.json()["phases"]["freeze"]["thawed"];
     assert_eq!(thawed[0]["outcome"], "thawed", "{thawed}");
-    assert!(fs.writable_within(PROMPT));
+    assert!(
+        fs.writable_within(PROMPT),
+        "{fs_type} still frozen after quiesce thaw"
+    );
     // Nothing recorded any more: a second thaw has nothing to do.
     let again = s.quiesce(&["thaw", "--json"]);
     assert_eq!(again.code, 0);
     assert!(again.stderr.contains("nothing recorded"));
+}
+
+#[test]
+fn runner_and_watchdog_both_killed_then_quiesce_thaw_recovers() {
+    require_root!();
+    both_killed_then_quiesce_thaw_recovers("ext4");
+}
+
+/// btrfs: a subvolume's st_dev differs from the device mountinfo shows; the
+/// recovery record must use the one its thaw compares with.
+#[test]
+fn both_killed_on_btrfs_then_quiesce_thaw_recovers() {
+    require_root!();
+    if !have_mkfs("btrfs") {
+        eprintln!("SKIPPED: mkfs.btrfs missing (scripts/test.sh installs btrfs-progs)");
+        return;
+    }
+    both_killed_then_quiesce_thaw_recovers("btrfs");
 }
 
 #[test]

@@ -715,3 +715,49 @@ fn r15_sigterm_during_snapshot_thaws_kills_runs_post_exits_143() {
     );
     assert!(v["phases"].get("post").is_some(), "{v}");
 }
+
+/// The watchdog killed mid-window: the runner's own path still thaws, the
+/// post-script still runs, and the run is not taken down by a SIGPIPE from
+/// telling a dead watchdog the window is over.
+#[test]
+fn watchdog_killed_mid_window_post_still_runs() {
+    require_root!();
+    let s = Setup::new("wd-post");
+    let fs = ScratchFs::new(&s.s.dir, "a", "ext4");
+    let cmd = s.s.write("cmd.sh", "sleep 1\n", 0o700);
+    let child = s.spawn(&[
+        "snapshot",
+        "--json",
+        "--mount",
+        fs.path(),
+        "--",
+        "sh",
+        cmd.to_str().unwrap(),
+    ]);
+    // The window is open once its recovery record names the watchdog.
+    let state_path = s.s.path("run/state.json");
+    let end = Instant::now() + Duration::from_secs(5);
+    let state: serde_json::Value = loop {
+        if let Ok(b) = std::fs::read(&state_path) {
+            if let Ok(v) = serde_json::from_slice::<serde_json::Value>(&b) {
+                break v;
+            }
+        }
+        assert!(Instant::now() < end, "the window never opened");
+        std::thread::sleep(Duration::from_millis(5));
+    };
+    common::signal(
+        state["watchdogPid"].as_i64().unwrap() as i32,
+        nix::sys::signal::Signal::SIGKILL,
+    );
+    let run = common::Run::from(child.wait_with_output().unwrap());
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    assert_eq!(run.json()["consistency"], "application");
+    assert!(
+        run.warnings().iter().any(|w| w.contains("watchdog died")),
+        "{:?}",
+        run.warnings()
+    );
+    assert_eq!(s.scripts_ran(), "pre\npost\n");
+    assert!(fs.writable_within(Duration::from_secs(5)));
+}

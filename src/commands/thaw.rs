@@ -26,7 +26,7 @@ pub fn run(common: &Common, ropts: &RunnerOptions, mounts: &[PathBuf]) -> (Statu
                     r.device,
                     r.outcome
                 ));
-                let failed = r.outcome.starts_with("error");
+                let failed = !r.ok();
                 audit::event(
                     if failed { Level::Error } else { Level::Info },
                     "emergency-thaw",

@@ -167,6 +167,13 @@ pub struct ThawResult {
     pub outcome: String,
 }
 
+impl ThawResult {
+    /// Thawed now, or was not frozen.
+    pub fn ok(&self) -> bool {
+        self.outcome == "thawed" || self.outcome == "not-frozen"
+    }
+}
+
 /// `major:minor` of a device number, as mountinfo writes it.
 pub fn dev_string(dev: u64) -> String {
     format!("{}:{}", libc::major(dev), libc::minor(dev))
@@ -230,13 +237,17 @@ pub fn recover(run_dir: &RunDir) -> Result<Option<Recovery>, RecoverError> {
     if record.runner_alive() {
         return Err(RecoverError::RunnerAlive(record.runner_pid));
     }
-    let mounts = record
+    let mounts: Vec<ThawResult> = record
         .mounts
         .iter()
         .rev()
         .map(|m| thaw_path(&m.path, Some(&m.device)))
         .collect();
-    run_dir.clear_state();
+    // The record goes only once every mount is known thawed: a failure is
+    // retried by the next `quiesce thaw` or run, never forgotten.
+    if mounts.iter().all(ThawResult::ok) {
+        run_dir.clear_state();
+    }
     Ok(Some(Recovery { record, mounts }))
 }
 

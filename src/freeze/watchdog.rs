@@ -148,8 +148,16 @@ impl Watchdog {
         assert!(mounts.len() <= MAX_MOUNTS);
         // Everything the child needs is prepared here, before the fork.
         let runner_pidfd = pidfd_open(std::process::id() as libc::pid_t)?;
-        let (ctl_read, ctl_write) =
-            nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).map_err(io::Error::from)?;
+        // A socket pair, not a pipe: the runner's "done" is sent with
+        // MSG_NOSIGNAL, so a watchdog that was killed costs an EPIPE, never
+        // a SIGPIPE (a terminating signal for the runner).
+        let (ctl_read, ctl_write) = nix::sys::socket::socketpair(
+            nix::sys::socket::AddressFamily::Unix,
+            nix::sys::socket::SockType::Stream,
+            None,
+            nix::sys::socket::SockFlag::SOCK_CLOEXEC,
+        )
+        .map_err(io::Error::from)?;
         let devnull = nix::fcntl::open(
             "/dev/null",
             nix::fcntl::OFlag::O_RDWR | nix::fcntl::OFlag::O_CLOEXEC,
@@ -232,7 +240,11 @@ impl Watchdog {
     /// and reap it.
     pub fn dismiss(mut self) {
         if let Some(ctl) = self.control.take() {
-            let _ = nix::unistd::write(&ctl, b"D");
+            let _ = nix::sys::socket::send(
+                ctl.as_raw_fd(),
+                b"D",
+                nix::sys::socket::MsgFlags::MSG_NOSIGNAL,
+            );
         }
         self.reap();
     }

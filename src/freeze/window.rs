@@ -256,12 +256,17 @@ impl FreezeWindow {
                 runner_pid: std::process::id() as i32,
                 runner_start: me,
                 watchdog_pid: window.watchdog_pid(),
+                // The device as fstat of the opened mount point sees it (what
+                // thaw_path compares with): on btrfs a subvolume's st_dev
+                // differs from the superblock device mountinfo shows.
                 mounts: window
                     .targets
                     .iter()
                     .map(|t| RecordedMount {
                         path: t.path.clone(),
-                        device: t.device.clone(),
+                        device: nix::sys::stat::fstat(t.fd.as_raw_fd())
+                            .map(|st| super::state::dev_string(st.st_dev))
+                            .unwrap_or_else(|_| t.device.clone()),
                     })
                     .collect(),
             };
@@ -324,6 +329,15 @@ impl FreezeWindow {
                 self.thaw_all();
                 return Err(p);
             }
+        }
+        // A signal during the last freeze call: do not hand back a window
+        // the handler believes it thawed.
+        if let Some(sig) = crate::signals::pending() {
+            self.thaw_all();
+            return Err(Problem::new(
+                ErrorCode::FsFreezeFailed,
+                format!("interrupted by signal {sig} while freezing; everything frozen was thawed"),
+            ));
         }
         Ok(())
     }
@@ -421,9 +435,13 @@ impl FreezeWindow {
     /// twice.
     pub fn thaw_all(&mut self) {
         while let Some((i, slot, at, freeze_ms)) = self.frozen.pop() {
-            // Taking the descriptor out of the table first means a signal
-            // arriving now cannot thaw it a second time.
-            let result = guard::disarm(slot).map(|fd| self.ops.thaw(fd));
+            // Out of the table first, so a signal arriving now does not
+            // thaw it a second time. Thawed on its own descriptor even when
+            // a handler already took it: the handler may have run while this
+            // FIFREEZE was still in flight (its thaw then got EINVAL and the
+            // freeze completed after it). A second thaw is EINVAL, harmless.
+            let _ = guard::disarm(slot);
+            let result = Some(self.ops.thaw(self.targets[i].fd.as_raw_fd()));
             self.shared.set_state(i, watchdog::THAWED);
             let t = &self.targets[i];
             let thaw_error = match result {
