@@ -27,6 +27,10 @@ impl Default for InputPaths {
     }
 }
 
+/// Largest script accepted: scripts are read into memory once and run from
+/// a sealed copy.
+pub const MAX_SCRIPT_BYTES: usize = 64 * 1024 * 1024;
+
 /// Which script: decides the error-table rows and the environment's phase name.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Phase {
@@ -72,8 +76,11 @@ impl Phase {
 pub struct CheckedScript {
     pub phase: Phase,
     pub file: CheckedFile,
-    /// SHA-256 of the checked inode (recorded in the audit trail).
+    /// SHA-256 of `content` (recorded in the audit trail).
     pub sha256: String,
+    /// The bytes read once from the checked descriptor: what is hashed is
+    /// exactly what runs (from a sealed copy, never by re-opening the path).
+    pub content: Vec<u8>,
     /// Whether a pin was configured (then the hashed descriptor is executed).
     pub pinned: bool,
     pub settings: ScriptConfig,
@@ -195,9 +202,13 @@ pub fn check_script(phase: Phase, settings: &ScriptConfig) -> Result<CheckedScri
         };
         Problem::new(code, detail)
     })?;
-    let sha256 = file
-        .sha256()
+    let content = file
+        .read_limited(MAX_SCRIPT_BYTES)
         .map_err(|e| Problem::new(phase.permission(), format!("{key}: {e}")))?;
+    let sha256 = {
+        use sha2::{Digest, Sha256};
+        crate::integrity::hex(&Sha256::digest(&content))
+    };
     if let Some(pin) = &settings.sha256 {
         if *pin != sha256 {
             return Err(Problem::new(
@@ -214,6 +225,7 @@ pub fn check_script(phase: Phase, settings: &ScriptConfig) -> Result<CheckedScri
         phase,
         file,
         sha256,
+        content,
         pinned: settings.sha256.is_some(),
         settings: settings.clone(),
     })

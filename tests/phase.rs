@@ -196,7 +196,7 @@ fn argv_environment_cwd_and_descriptors() {
     script(
         &s,
         "pre",
-        "printf '[%s]' \"$0\" \"$@\"; echo; env | sort; pwd; ls /proc/self/fd | sort -n | tr '\\n' ' '",
+        "printf '[%s]' \"$0\" \"$@\"; echo; env | sort; pwd; ls /proc/self/fd | sort -n | tr '\\n' ' '; echo; readlink /proc/self/fd/3",
     );
     s.config_with(|m| {
         m.insert(
@@ -233,7 +233,8 @@ fn argv_environment_cwd_and_descriptors() {
             "QUIESCE_ATTEMPT",
             "QUIESCE_DEADLINE_SECONDS",
             "QUIESCE_OPERATION_ID",
-            "QUIESCE_PHASE"
+            "QUIESCE_PHASE",
+            "QUIESCE_SCRIPT_PATH"
         ],
         "{env:?}"
     );
@@ -246,9 +247,12 @@ fn argv_environment_cwd_and_descriptors() {
         )
         .as_str()
     ));
-    // Only stdin, stdout, stderr (and the fd ls itself opens).
+    // Only stdin, stdout, stderr, the script's own sealed read-only copy at
+    // 3 (the shell reads the script from it), and the fd ls itself opens.
     let fds = lines.next().unwrap_or("");
-    assert_eq!(fds.split_whitespace().count(), 4, "open fds: {fds}");
+    assert_eq!(fds.split_whitespace().count(), 5, "open fds: {fds}");
+    let three = lines.next().unwrap_or("");
+    assert!(three.starts_with("/memfd:quiesce:pre"), "fd 3 is {three}");
 }
 
 #[test]
@@ -274,9 +278,35 @@ fn non_executable_script_runs_through_sh_and_pinned_one_from_its_descriptor() {
     });
     let run = s.quiesce(&["post", "--json"]);
     assert_eq!(run.code, 0, "{}", run.stderr);
+    // Pinned or not, a shell script runs from the sealed copy of the checked
+    // bytes with $0 still the real path.
     assert_eq!(
         attempts(&run.json(), "post")[0]["stdoutTail"],
-        "zero=/dev/fd/3\n"
+        format!("zero={}\n", s.post.display())
+    );
+}
+
+#[test]
+fn other_interpreters_get_the_real_path_in_quiesce_script_path() {
+    require_root!();
+    let s = Setup::new("python");
+    if !std::path::Path::new("/usr/bin/python3").exists() {
+        eprintln!("SKIPPED: /usr/bin/python3 missing (scripts/test.sh installs python3)");
+        return;
+    }
+    std::fs::write(
+        &s.pre,
+        "#!/usr/bin/python3\nimport os, sys\nprint(sys.argv[0], os.environ['QUIESCE_SCRIPT_PATH'], sys.argv[1:])\n",
+    )
+    .unwrap();
+    s.config_with(|m| {
+        m.insert("preScriptParams".into(), json!(["a"]));
+    });
+    let run = s.quiesce(&["pre", "--json"]);
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    assert_eq!(
+        attempts(&run.json(), "pre")[0]["stdoutTail"],
+        format!("/dev/fd/3 {} ['a']\n", s.pre.display())
     );
 }
 

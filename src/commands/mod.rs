@@ -3,6 +3,7 @@
 
 pub mod audit;
 pub mod check;
+pub mod executable;
 pub mod freeze;
 pub mod phase;
 pub mod runner;

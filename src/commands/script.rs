@@ -3,13 +3,14 @@
 //! §7, and the pre-script "holders" that live until the post phase is over.
 
 use std::ffi::CString;
-use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
+use std::os::fd::{BorrowedFd, OwnedFd};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use log::Level;
 use serde::{Deserialize, Serialize};
 
+use super::executable;
 use crate::audit;
 use crate::config::Config;
 use crate::error::Problem;
@@ -18,10 +19,7 @@ use crate::precheck::{CheckedScript, Phase};
 use crate::report::{AttemptStatus, ScriptPhaseStatus};
 use crate::sandbox::audit::ProcessSandboxState;
 use crate::sandbox::PreparedSandbox;
-use crate::supervise::{
-    self, CgroupRequest, Exec, IdentityCheck, Leftover, RunOptions, SpawnError, SpawnSpec,
-    EXEC_FD_PATH,
-};
+use crate::supervise::{self, CgroupRequest, Leftover, RunOptions, SpawnError, SpawnSpec};
 
 /// The PATH scripts get: the system directories only, never the caller's.
 pub const SCRIPT_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
@@ -62,56 +60,32 @@ impl PhaseResult {
 fn spawn_spec(
     ctx: &RunContext<'_>,
     script: &CheckedScript,
+    sealed: &OwnedFd,
     attempt: u32,
     left: Duration,
-) -> Result<SpawnSpec, String> {
+) -> Result<(SpawnSpec, String), String> {
     let cstr = |s: &str| CString::new(s).map_err(|_| format!("NUL byte in {s:?}"));
-    let path_str = script.file.path.to_string_lossy().into_owned();
     let params = script
         .settings
         .params
         .iter()
         .map(|p| cstr(p))
         .collect::<Result<Vec<_>, _>>()?;
-    let dup = || -> Result<OwnedFd, String> {
-        script
-            .file
-            .fd
-            .as_fd()
-            .try_clone_to_owned()
-            .map_err(|e| format!("cannot duplicate the script's descriptor: {e}"))
-    };
-    let sh = cstr("/bin/sh")?;
-    let (program, mut argv, identity) = match (script.pinned, script.file.owner_executable()) {
-        // Pinned: the hashed descriptor itself runs, so exactly the pinned
-        // bytes run; $0 is /dev/fd/3.
-        (true, true) => (Exec::Fd(dup()?), vec![EXEC_FD_PATH.to_owned()], None),
-        (true, false) => (
-            Exec::ShellFd {
-                shell: sh.clone(),
-                script: dup()?,
-            },
-            vec![sh, EXEC_FD_PATH.to_owned()],
-            None,
-        ),
-        // By path, so $0 is the real path; re-checked just before the fork.
-        (false, exec) => {
-            let path = cstr(&path_str)?;
-            let identity = Some(IdentityCheck {
-                path: path.clone(),
-                dev: script.file.dev,
-                ino: script.file.ino,
-            });
-            if exec {
-                (Exec::Path(path.clone()), vec![path], identity)
-            } else {
-                (Exec::Path(sh.clone()), vec![sh, path], identity)
-            }
-        }
-    };
-    argv.extend(params);
-    let mut spec = SpawnSpec::new(program, argv);
-    spec.identity_check = identity;
+    let copy = sealed
+        .try_clone()
+        .map_err(|e| format!("cannot duplicate the script's sealed copy: {e}"))?;
+    // What runs is the sealed copy of the checked bytes, never the path
+    // re-opened (see executable.rs); $0 stays the real path where it can.
+    let launch = executable::plan(
+        &script.file.path,
+        &script.content,
+        script.file.owner_executable(),
+        &params,
+        copy,
+        SCRIPT_PATH,
+    )
+    .map_err(|e| format!("cannot prepare the script's launch: {e}"))?;
+    let mut spec = SpawnSpec::new(launch.program, launch.argv);
     let lang = std::env::var("LANG").unwrap_or_else(|_| "C.UTF-8".into());
     let home = std::env::var("HOME").unwrap_or_else(|_| "/root".into());
     spec.env = [
@@ -124,6 +98,11 @@ fn spawn_spec(
         format!(
             "QUIESCE_DEADLINE_SECONDS={}",
             left.as_secs_f64().ceil() as u64
+        ),
+        format!(
+            "{}={}",
+            executable::SCRIPT_PATH_VAR,
+            script.file.path.display()
         ),
     ]
     .iter()
@@ -140,7 +119,7 @@ fn spawn_spec(
             sandbox.apply_in_child().map_err(Into::into)
         }));
     }
-    Ok(spec)
+    Ok((spec, launch.how))
 }
 
 fn attempt_status(attempt: u32, r: &supervise::AttemptReport) -> AttemptStatus {
@@ -180,9 +159,24 @@ pub fn run_phase(ctx: &RunContext<'_>, script: &CheckedScript, config: &Config) 
         interrupted: None,
         leftovers: Vec::new(),
     };
+    // One sealed copy of the checked bytes for every attempt of the phase.
+    let sealed = match executable::sealed_copy(name, &script.content) {
+        Ok(fd) => fd,
+        Err(e) => {
+            result.problem = Some(Problem::new(
+                phase.execution_failed(),
+                format!(
+                    "{}: cannot make a sealed copy of the checked script: {e}",
+                    status.script
+                ),
+            ));
+            result.status = status;
+            return result;
+        }
+    };
     for attempt in 1..=attempts_allowed {
         let left = deadline.saturating_duration_since(Instant::now());
-        let spec = match spawn_spec(ctx, script, attempt, left) {
+        let (spec, how) = match spawn_spec(ctx, script, &sealed, attempt, left) {
             Ok(s) => s,
             Err(e) => {
                 result.problem = Some(Problem::new(phase.execution_failed(), e));
@@ -211,7 +205,7 @@ pub fn run_phase(ctx: &RunContext<'_>, script: &CheckedScript, config: &Config) 
         let mut on_spawn = |pid: i32| {
             crate::signals::track_child_group(pid);
             held = ProcessSandboxState::read(pid).ok();
-            audit_start(ctx, script, attempt, pid, &spec, held.as_ref());
+            audit_start(ctx, script, attempt, pid, &spec, &how, held.as_ref());
         };
         let opts = RunOptions {
             deadline,
@@ -299,6 +293,7 @@ fn audit_start(
     attempt: u32,
     pid: i32,
     spec: &SpawnSpec,
+    how: &str,
     held: Option<&ProcessSandboxState>,
 ) {
     let name = script.phase.name();
@@ -322,6 +317,7 @@ fn audit_start(
             ("pid", pid.to_string()),
             ("attempt", attempt.to_string()),
             ("sandbox", sandbox.to_string()),
+            ("how", how.to_string()),
             (
                 "capEff",
                 held.map_or("unknown".into(), |h| h.cap_eff.join(",")),

@@ -28,7 +28,8 @@ pub type PreExecHook = Box<dyn Fn() -> Result<(), Errno> + Send + Sync>;
 /// `/dev/fd/3`, so `$0` is that path (the README documents it), and the
 /// descriptor must stay open across `exec` for the interpreter to open it.
 pub const EXEC_FD: RawFd = 3;
-/// `argv[0]` of a pinned program, and `$0` of a pinned `#!` script.
+/// The path of the descriptor a program runs from ([`Exec::Fd`],
+/// [`Exec::ShellFd`]); the kernel names a `#!` script run from it so.
 pub const EXEC_FD_PATH: &CStr = c"/dev/fd/3";
 
 /// Descriptors handed to the child are kept at or above this number so the
@@ -44,7 +45,8 @@ pub enum Exec {
     Path(CString),
     /// `execveat(fd, "", AT_EMPTY_PATH)` (fexecve): exactly the bytes that
     /// were hashed run. The descriptor becomes [`EXEC_FD`] in the child and
-    /// the child's `argv[0]` is [`EXEC_FD_PATH`]. The descriptor stays open
+    /// `argv[0]` is left as given (for a `#!` script the kernel passes
+    /// [`EXEC_FD_PATH`] to the interpreter). The descriptor stays open
     /// in the parent, so the same spec can be spawned again (retries).
     Fd(OwnedFd),
     /// `execve` of a shell by path, with the script's descriptor at
@@ -524,9 +526,6 @@ fn spawn_prepared(
     };
 
     let mut argv: Vec<*const libc::c_char> = spec.argv.iter().map(|a| a.as_ptr()).collect();
-    if exec_by_fd {
-        argv[0] = EXEC_FD_PATH.as_ptr();
-    }
     argv.push(std::ptr::null());
     let mut envp: Vec<*const libc::c_char> = spec.env.iter().map(|e| e.as_ptr()).collect();
     envp.push(std::ptr::null());
