@@ -435,3 +435,35 @@ fn a_new_pre_ends_holders_no_post_phase_released() {
     );
     assert_eq!(m.survivors(), Vec::<i32>::new());
 }
+
+#[test]
+fn cgroups_left_by_a_killed_runner_are_swept_by_the_next_run() {
+    require_root!();
+    let root = std::path::Path::new("/sys/fs/cgroup/unified/quiesce");
+    let root = if root.exists() {
+        root.to_path_buf()
+    } else {
+        std::path::PathBuf::from("/sys/fs/cgroup/quiesce")
+    };
+    if !root.exists() {
+        eprintln!("SKIPPED: no quiesce cgroup parent (cgroup v2 not writable here)");
+        return;
+    }
+    // A pid that is surely gone: a child that was reaped.
+    let mut c = Command::new("true").spawn().unwrap();
+    let dead = c.id();
+    c.wait().unwrap();
+    let stale = root.join(format!("op-pre-1-{dead}-0"));
+    let live = root.join(format!("op-pre-1-{}-0", std::process::id()));
+    std::fs::create_dir(&stale).unwrap();
+    std::fs::create_dir(&live).unwrap();
+    let s = Setup::new("cg-sweep");
+    let run = s.quiesce(&["pre", "--json"]);
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    let stale_left = stale.exists();
+    let live_left = live.exists();
+    let _ = std::fs::remove_dir(&stale);
+    let _ = std::fs::remove_dir(&live);
+    assert!(!stale_left, "the dead runner's cgroup was not swept");
+    assert!(live_left, "a live runner's cgroup was removed");
+}

@@ -119,6 +119,8 @@ impl Runner {
                 format!("cannot install signal handlers: {e}"),
             ))
         })?;
+        // Cgroups of runners that were killed mid-script.
+        supervise::sweep_stale_cgroups();
         if let Err(e) = supervise::become_subreaper() {
             warnings.push(format!(
                 "cannot become a child subreaper ({e}); escaped descendants may be missed"

@@ -155,6 +155,37 @@ fn has_word(path: &Path, word: &str) -> bool {
         .unwrap_or(false)
 }
 
+/// Removes the empty script cgroups a runner that died (SIGKILL, OOM) left
+/// behind. Only directories whose name carries the pid of a runner that no
+/// longer exists are touched, so a live run's cgroup is never raced; a
+/// directory still holding processes cannot be removed (EBUSY) and stays.
+/// Returns how many were removed.
+pub fn sweep_stale() -> usize {
+    let mountinfo = std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
+    let (v2_root, v1_root) = find_mounts(&mountinfo);
+    let mut removed = 0;
+    for root in [v2_root, v1_root].into_iter().flatten() {
+        let Ok(entries) = std::fs::read_dir(root.join("quiesce")) else {
+            continue;
+        };
+        for e in entries.flatten() {
+            let name = e.file_name().to_string_lossy().into_owned();
+            // <name>-<runner pid>-<seq>
+            let mut parts = name.rsplitn(3, '-');
+            let (_seq, pid) = (parts.next(), parts.next());
+            let Some(pid) = pid.and_then(|p| p.parse::<i32>().ok()) else {
+                continue;
+            };
+            let runner_alive = pid == std::process::id() as i32
+                || std::path::Path::new(&format!("/proc/{pid}")).exists();
+            if !runner_alive && std::fs::remove_dir(e.path()).is_ok() {
+                removed += 1;
+            }
+        }
+    }
+    removed
+}
+
 /// Creates the script's cgroup(s) before the fork and opens the
 /// `cgroup.procs` files the child will write to. Never fails: what did not
 /// work is in `status.notes`.

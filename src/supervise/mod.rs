@@ -47,7 +47,7 @@ mod sys;
 mod tree;
 
 pub use capture::{Captured, DEFAULT_OUTPUT_CAP};
-pub use cgroup::{CgroupRequest, CgroupStatus};
+pub use cgroup::{sweep_stale as sweep_stale_cgroups, CgroupRequest, CgroupStatus};
 pub use spawn::{
     spawn, Exec, IdentityCheck, PreExecHook, SpawnError, SpawnSpec, EXEC_FD, EXEC_FD_PATH,
 };
