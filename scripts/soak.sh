@@ -1,0 +1,153 @@
+#!/usr/bin/env bash
+# Fault soak of `quiesce snapshot` (issue 7): many runs on scratch ext4 + xfs
+# + btrfs mounts, each with one fault injected at a random moment, and after
+# each run three checks: every mount writable again (a probe write that
+# completes), no process of the run left, the exit status the contract gives
+# for the fault. Fault kinds, cycled in random order:
+#
+#   sigterm sigint sighup   to the runner, at a random delay (0-300 ms) or when
+#                           the pre-script / snapshot command / post-script
+#                           appears: exit 128+N (0 if the run had already ended)
+#   sigkill                 to the runner: the watchdog thaws and kills the
+#                           snapshot command; nothing frozen, nothing left
+#   wdkill                  SIGKILL to the watchdog (pid from state.json) while
+#                           the window is open: the runner thaws normally,
+#                           exit 0 (or 2 with FsFreezeTimeout 122 when the
+#                           command hangs)
+#   bothkill                watchdog, then runner: `quiesce thaw` must recover
+#   hung                    the snapshot command never ends: --max-freeze 2
+#                           thaws it, exit 2 with FsFreezeTimeout (122)
+#   pretimeout              the pre-script never ends (timeoutInSeconds 1):
+#                           exit 1 with Pre-ScriptTimeout (308)
+#   none                    control: exit 0
+#
+# Ends with `runs=N frozen_after=N leaked=N wrong_status=N`; exits 1 if any of
+# the last three is non-zero.
+#
+#   SOAK_RUNS=N      number of runs (default 200)
+#   SOAK_SECONDS=S   time budget of the runs (default 540)
+#   SOAK_SEED=N      repeat a run order and fault timing
+#   SOAK_VERBOSE=1   one line per run
+#
+# Run as root from anywhere in the repo. It freezes ONLY the three scratch
+# filesystems it creates (sparse images loop-mounted in a root-owned 0700
+# directory /run/quiesce-soak.XXXXXX), never `/` nor the work tree's
+# filesystem. On exit, however it exits, the trap thaws each scratch mount
+# (`fsfreeze -u`), then unmounts it, then removes the directory. If something
+# is ever stuck: `fsfreeze -u /run/quiesce-soak.*/mnt/*`.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+prog=scripts/soak.sh
+case "${1:-}" in
+    -h|--help) sed -n '2,37p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+    "") ;;
+    *) echo "$prog: unknown argument $1 (see $prog --help)" >&2; exit 64 ;;
+esac
+if [ "$(id -u)" -ne 0 ]; then
+    echo "$prog: run as root (freezing and the trust checks need it)" >&2
+    exit 2
+fi
+for tool in cargo python3 fsfreeze mount umount losetup truncate mkfs.ext4 mkfs.xfs mkfs.btrfs; do
+    command -v "$tool" >/dev/null || { echo "$prog: $tool not found (scripts/test.sh installs what is needed)" >&2; exit 2; }
+done
+RUNS=${SOAK_RUNS:-200}
+SECONDS_BUDGET=${SOAK_SECONDS:-540}
+[[ "$RUNS" =~ ^[0-9]+$ && "$RUNS" -ge 1 ]] || { echo "$prog: SOAK_RUNS must be a positive integer" >&2; exit 64; }
+
+echo "$prog: building (release)" >&2
+cargo build --release --quiet
+BIN=$PWD/target/release/quiesce
+
+D=$(mktemp -d /run/quiesce-soak.XXXXXX)
+chmod 700 "$D"
+MNTS=()
+DRIVER=
+# shellcheck disable=SC2317  # invoked by the trap
+cleanup() {
+    local rc=$?
+    set +e
+    trap - EXIT INT TERM HUP
+    if [ -n "$DRIVER" ] && kill -0 "$DRIVER" 2>/dev/null; then
+        kill -TERM "$DRIVER" 2>/dev/null
+        wait "$DRIVER" 2>/dev/null
+    fi
+    # Thaw first: unmounting a frozen filesystem would hang.
+    for m in "${MNTS[@]}"; do fsfreeze -u "$m" 2>/dev/null; done
+    for m in "${MNTS[@]}"; do
+        umount "$m" 2>/dev/null || { fsfreeze -u "$m" 2>/dev/null; umount -l "$m"; }
+    done
+    rm -rf "$D"
+    exit "$rc"
+}
+trap cleanup EXIT
+trap 'exit 130' INT
+trap 'exit 143' TERM
+trap 'exit 129' HUP
+
+# Scratch filesystems (sparse images: xfs needs >= 300 MiB, btrfs >= 114 MiB).
+mkdir -m 700 "$D/img" "$D/mnt" "$D/etc" "$D/etc/scripts"
+for spec in ext4:32M xfs:320M btrfs:128M; do
+    fs=${spec%%:*} size=${spec#*:}
+    img=$D/img/$fs.img mnt=$D/mnt/$fs
+    truncate -s "$size" "$img"
+    case $fs in
+        ext4) mkfs.ext4 -q -F "$img" ;;
+        xfs) mkfs.xfs -q -f "$img" ;;
+        btrfs) mkfs.btrfs -q -f "$img" >/dev/null ;;
+    esac
+    mkdir -m 700 "$mnt"
+    mount -o loop "$img" "$mnt"
+    MNTS+=("$mnt")
+done
+
+# Sample scripts (root, 0700). $1 is "<run marker>-s": every process a script
+# starts carries the run's marker, so a survivor is found by it.
+cat >"$D/etc/scripts/pre.sh" <<'EOF'
+#!/bin/bash
+# soak pre-script: a short pause, as a database flush would take
+(exec -a "$1-pre" sleep 0.05)
+echo "pre done"
+EOF
+cat >"$D/etc/scripts/post.sh" <<'EOF'
+#!/bin/bash
+# soak post-script
+(exec -a "$1-post" sleep 0.05)
+echo "post done"
+EOF
+cat >"$D/etc/scripts/pre-hang.sh" <<'EOF'
+#!/bin/bash
+# soak pre-script that never ends: its timeout must kill the whole tree
+(exec -a "$1-prehang" sleep 30)
+echo "never reached"
+EOF
+chmod 700 "$D"/etc/scripts/*.sh
+# The driver rewrites the configs (0600) before each run with the run's marker.
+for c in config.json config-hang.json; do
+    install -m 600 /dev/null "$D/etc/$c"
+done
+mkdir -m 700 "$D/run"
+
+echo "$prog: scratch filesystems ${MNTS[*]}" >&2
+set +e
+python3 scripts/soak/driver.py \
+    --bin "$BIN" \
+    --config "$D/etc/config.json" --config-hang "$D/etc/config-hang.json" \
+    --pre "$D/etc/scripts/pre.sh" --pre-hang "$D/etc/scripts/pre-hang.sh" \
+    --post "$D/etc/scripts/post.sh" \
+    --run-dir "$D/run" \
+    --runs "$RUNS" --max-seconds "$SECONDS_BUDGET" \
+    ${SOAK_SEED:+--seed "$SOAK_SEED"} ${SOAK_VERBOSE:+-v} \
+    "${MNTS[@]/#/--mount=}" &
+DRIVER=$!
+wait "$DRIVER"
+status=$?
+DRIVER=
+set -e
+
+# Whatever a dead run may have recorded: thaw it (must have nothing to do).
+"$BIN" --config "$D/etc/config.json" --host-config /nonexistent \
+    --run-dir "$D/run" --syslog-socket /nonexistent thaw >/dev/null 2>"$D/thaw.err" \
+    || { echo "$prog: final quiesce thaw failed:" >&2; cat "$D/thaw.err" >&2; status=1; }
+rm -rf "$D/run"
+exit "$status"

@@ -1,0 +1,603 @@
+#!/usr/bin/env python3
+"""Fault soak driver for scripts/soak.sh (issue 7, "Fault soak").
+
+Runs `quiesce snapshot` N times on scratch ext4 + xfs + btrfs mounts, each run
+with one fault injected at a random moment, and checks after every run:
+
+  (a) every mount is writable: a child process writes and syncs a probe file
+      within a few seconds, else the mount counts as FROZEN_AFTER (and is
+      thawed with `fsfreeze -u` so the soak can go on);
+  (b) no process of the run survives: everything the run starts carries the
+      run's marker in its argv (the runner and its watchdog through the
+      snapshot command's arguments, scripts through their parameters, their
+      `sleep`s through `exec -a MARKER-...`); survivors count as LEAKED;
+  (c) the exit status (and the status JSON) is the one the contract gives for
+      the fault; anything else counts as WRONG_STATUS.
+
+Ends with the line `runs=N frozen_after=N leaked=N wrong_status=N`; exits 1
+if any of those three is non-zero. Only ever freezes the mounts it is given.
+"""
+
+import argparse
+import collections
+import json
+import os
+import random
+import signal
+import subprocess
+import sys
+import threading
+import time
+
+SIGNAL_KINDS = {
+    "sigterm": signal.SIGTERM,
+    "sigint": signal.SIGINT,
+    "sighup": signal.SIGHUP,
+    "sigkill": signal.SIGKILL,
+}
+KINDS = [
+    "sigterm",
+    "sigint",
+    "sighup",
+    "sigkill",
+    "wdkill",  # SIGKILL to the watchdog: the runner thaws itself
+    "bothkill",  # watchdog then runner: `quiesce thaw` must recover
+    "hung",  # snapshot command never ends: --max-freeze thaws (122)
+    "pretimeout",  # pre-script never ends: Pre-ScriptTimeout (308)
+    "none",  # control
+]
+
+SNAP_SECONDS = "0.15"  # a normal snapshot command
+HUNG_SECONDS = "30"  # a hung one (the marker keeps it findable)
+PROBE_WITHIN = 3.0  # seconds for a probe write to complete
+RUN_TIMEOUT = 30.0  # a runner still alive after this is a failure
+SETTLE_AFTER_KILL = 1.5  # watchdog thaw + its kill of the command group
+LATE_SIGNAL = 0.10  # a signal this close to a completed run may miss it
+
+
+def log(msg):
+    print(msg, flush=True)
+
+
+# ---------------------------------------------------------------- processes
+
+
+def proc_list():
+    """[(pid, ppid, state, cmdline)] of every process."""
+    out = []
+    for name in os.listdir("/proc"):
+        if not name.isdigit():
+            continue
+        pid = int(name)
+        try:
+            with open(f"/proc/{pid}/cmdline", "rb") as f:
+                cmd = f.read().replace(b"\0", b" ").decode("utf-8", "replace")
+            with open(f"/proc/{pid}/stat", "r") as f:
+                stat = f.read()
+        except OSError:
+            continue
+        rest = stat.rsplit(")", 1)[-1].split()
+        out.append((pid, int(rest[1]), rest[0], cmd.strip()))
+    return out
+
+
+def marked(marker):
+    """Live (non-zombie) processes whose argv contains `marker`."""
+    me = os.getpid()
+    return [
+        p for p in proc_list() if marker in p[3] and p[2] != "Z" and p[0] != me
+    ]
+
+
+def wait_marked(marker, timeout, stop=None):
+    """Waits (bounded) for a process carrying `marker`; True if one appeared."""
+    end = time.monotonic() + timeout
+    while time.monotonic() < end:
+        if stop is not None and stop():
+            return False
+        if marked(marker):
+            return True
+        time.sleep(0.002)
+    return False
+
+
+# ---------------------------------------------------------------- mounts
+
+
+def probe(mnt, within=PROBE_WITHIN):
+    """Writes and syncs a file on `mnt` from a child; (ok, child)."""
+    p = os.path.join(mnt, "probe")
+    child = subprocess.Popen(
+        ["sh", "-c", f"echo x > '{p}' && sync -f '{p}'"],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        rc = child.wait(timeout=within)
+        return rc == 0, None
+    except subprocess.TimeoutExpired:
+        return False, child
+
+
+def fsfreeze_unfreeze(mnt):
+    return subprocess.run(
+        ["fsfreeze", "-u", mnt], capture_output=True, text=True
+    )
+
+
+# ---------------------------------------------------------------- one run
+
+
+class Run:
+    def __init__(self, n, kind, marker):
+        self.n = n
+        self.kind = kind
+        self.marker = marker
+        self.trigger = None
+        self.fault_sent = None  # seconds after start, or None (no-op)
+        self.fault_note = ""
+        self.rc = None
+        self.elapsed = None
+        self.exit_after_fault = None
+        self.stdout = b""
+        self.stderr = b""
+        self.status = None
+        self.watchdog_killed = False
+        self.hung_cmd = False
+        self.problems = []
+
+    def json(self):
+        if self.status is None and self.stdout.strip():
+            try:
+                self.status = json.loads(self.stdout)
+            except ValueError:
+                self.status = {}
+        return self.status or {}
+
+    def error_codes(self):
+        return [e.get("code") for e in self.json().get("errors", [])]
+
+    def describe(self):
+        errs = [
+            f"{e.get('name')}({e.get('code')})"
+            for e in self.json().get("errors", [])
+        ]
+        return (
+            f"run {self.n} kind={self.kind} trigger={self.trigger} "
+            f"fault_at={self.fault_sent if self.fault_sent is None else round(self.fault_sent, 3)} "
+            f"{self.fault_note} rc={self.rc} elapsed={self.elapsed and round(self.elapsed, 3)} "
+            f"result={self.json().get('result')} errors={errs}"
+        )
+
+
+class Soak:
+    def __init__(self, args):
+        self.a = args
+        self.mounts = args.mount
+        self.rng = random.Random(args.seed)
+        self.tag = f"qsoak{os.getpid()}x"
+        self.counts = collections.Counter()
+        self.by_kind = collections.Counter()
+        self.notes = collections.Counter()
+        self.frozen_after = 0
+        self.leaked = 0
+        self.wrong = 0
+        self.cgroups_left = 0
+        self.failures = []
+        self.runner_pids = []
+
+    # -- configuration --------------------------------------------------
+
+    def write_config(self, marker, hang):
+        cfg = {
+            "pluginName": "ScriptRunner",
+            "preScriptLocation": self.a.pre_hang if hang else self.a.pre,
+            "postScriptLocation": self.a.post,
+            # The scripts name their own processes "<marker>-s-<phase>".
+            "preScriptParams": [f"{marker}-s"],
+            "postScriptParams": [f"{marker}-s"],
+            "preScriptNoOfRetries": 0,
+            "postScriptNoOfRetries": 0,
+            "timeoutInSeconds": 1 if hang else 5,
+            "continueBackupOnFailure": True,
+            "fsFreezeEnabled": True,
+        }
+        path = self.a.config_hang if hang else self.a.config
+        tmp = path + ".tmp"
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w") as f:
+            json.dump(cfg, f)
+        os.chmod(tmp, 0o600)
+        os.rename(tmp, path)
+        return path
+
+    def base_args(self, config):
+        return [
+            self.a.bin,
+            "--config",
+            config,
+            "--host-config",
+            "/nonexistent",
+            "--run-dir",
+            self.a.run_dir,
+            "--syslog-socket",
+            "/nonexistent",
+        ]
+
+    # -- fault injection ------------------------------------------------
+
+    def watchdog_pid(self, runner):
+        """The watchdog recorded in state.json, if it is the runner's child."""
+        try:
+            with open(os.path.join(self.a.run_dir, "state.json")) as f:
+                st = json.load(f)
+        except (OSError, ValueError):
+            return None
+        wd = st.get("watchdogPid")
+        if not wd or st.get("runnerPid") != runner.pid:
+            return None
+        try:
+            with open(f"/proc/{wd}/stat") as f:
+                rest = f.read().rsplit(")", 1)[-1].split()
+        except OSError:
+            return None
+        # Forked by the runner: never hit a recycled pid.
+        if int(rest[1]) != runner.pid or rest[0] == "Z":
+            return None
+        return wd
+
+    def inject(self, r, p, t0):
+        """Injects r.kind's fault into the runner `p` started at `t0`."""
+        kind = r.kind
+        if kind in ("hung", "pretimeout", "none"):
+            r.trigger = "none"
+            return
+        if kind in SIGNAL_KINDS:
+            if self.rng.random() < 0.5:
+                delay = self.rng.uniform(0.0, 0.3)
+                r.trigger = f"delay {delay * 1000:.0f}ms"
+                time.sleep(delay)
+            else:
+                which = self.rng.choice(["s-pre", "c-run", "s-post"])
+                r.trigger = f"marker {which}"
+                if not wait_marked(
+                    f"{r.marker}-{which}", 2.0, stop=lambda: p.poll() is not None
+                ):
+                    r.trigger += " (never seen)"
+                extra = self.rng.uniform(0.0, 0.02)
+                time.sleep(extra)
+            if p.poll() is not None:
+                r.fault_note = "(run already over: no-op)"
+                return
+            os.kill(p.pid, SIGNAL_KINDS[kind])
+            r.fault_sent = time.monotonic() - t0
+            return
+        # wdkill / bothkill: only while a window (and so a watchdog) exists.
+        r.trigger = "window"
+        end = time.monotonic() + 3.0
+        wd = None
+        while time.monotonic() < end and p.poll() is None:
+            wd = self.watchdog_pid(p)
+            if wd:
+                break
+            time.sleep(0.001)
+        if not wd or p.poll() is not None:
+            r.fault_note = "(no window seen: no-op)"
+            return
+        if kind == "wdkill":
+            time.sleep(self.rng.uniform(0.0, 0.05))
+        os.kill(wd, signal.SIGKILL)
+        r.watchdog_killed = True
+        r.fault_sent = time.monotonic() - t0
+        r.fault_note = f"(watchdog {wd})"
+        if kind == "bothkill":
+            if p.poll() is None:
+                os.kill(p.pid, signal.SIGKILL)
+            else:
+                r.fault_note += " (runner already over)"
+
+    # -- one run --------------------------------------------------------
+
+    def one(self, n, kind):
+        marker = f"{self.tag}{n:05d}"
+        r = Run(n, kind, marker)
+        hang_pre = kind == "pretimeout"
+        r.hung_cmd = kind == "hung" or (kind == "wdkill" and self.rng.random() < 0.3)
+        config = self.write_config(marker, hang_pre)
+        cmd = self.base_args(config) + ["snapshot", "--json"]
+        for m in self.mounts:
+            cmd += ["--mount", m]
+        cmd += [
+            "--max-freeze",
+            "2",
+            "--",
+            "/bin/bash",
+            "-c",
+            # The runner's argv (and so its watchdog's) carries "<marker>-c";
+            # only the command itself carries "<marker>-c-run".
+            'exec -a "$0-run" sleep "$1"',
+            f"{marker}-c",
+            HUNG_SECONDS if r.hung_cmd else SNAP_SECONDS,
+        ]
+        t0 = time.monotonic()
+        p = subprocess.Popen(
+            cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, cwd="/"
+        )
+        self.runner_pids.append(p.pid)
+        outs = {}
+
+        def drain(name, f):
+            outs[name] = f.read()
+
+        readers = [
+            threading.Thread(target=drain, args=("out", p.stdout), daemon=True),
+            threading.Thread(target=drain, args=("err", p.stderr), daemon=True),
+        ]
+        for t in readers:
+            t.start()
+        try:
+            try:
+                self.inject(r, p, t0)
+            except ProcessLookupError:
+                r.fault_note += " (target gone)"
+            try:
+                p.wait(timeout=RUN_TIMEOUT)
+            except subprocess.TimeoutExpired:
+                r.problems.append(f"runner still alive after {RUN_TIMEOUT}s")
+                self.thaw_all_mounts(r, quiet=True)
+                p.kill()
+                p.wait()
+        except BaseException:
+            # The soak itself is being stopped: let the runner thaw and clean
+            # up (SIGTERM), never leave it running behind us.
+            if p.poll() is None:
+                p.send_signal(signal.SIGTERM)
+                try:
+                    p.wait(timeout=RUN_TIMEOUT)
+                except subprocess.TimeoutExpired:
+                    self.thaw_all_mounts(r, quiet=True)
+                    p.kill()
+                    p.wait()
+            raise
+        t_exit = time.monotonic()
+        for t in readers:
+            t.join(timeout=5)
+        r.rc = p.returncode
+        r.elapsed = t_exit - t0
+        if r.fault_sent is not None:
+            r.exit_after_fault = r.elapsed - r.fault_sent
+        r.stdout = outs.get("out", b"")
+        r.stderr = outs.get("err", b"")
+        self.after(r, p.pid)
+        return r
+
+    # -- checks ---------------------------------------------------------
+
+    def thaw_all_mounts(self, r, quiet=False):
+        for m in self.mounts:
+            fsfreeze_unfreeze(m)
+
+    def check_frozen(self, r):
+        killed_runner = r.kind in ("sigkill", "bothkill") and r.fault_sent is not None
+        both = r.kind == "bothkill" and r.watchdog_killed and r.rc == -signal.SIGKILL
+        if both:
+            # Runner and watchdog dead: the contract is that `quiesce thaw`
+            # (or the next run) recovers. Note whether it was still frozen.
+            still = [m for m in self.mounts if not probe(m, 0.3)[0]]
+            if still:
+                self.notes["bothkill: frozen until quiesce thaw"] += 1
+            # The blocked probes finish once thawed; run the recovery.
+            th = subprocess.run(
+                self.base_args(self.a.config) + ["thaw", "--json"],
+                capture_output=True,
+                timeout=30,
+            )
+            r.thaw_report = th.stdout.decode("utf-8", "replace")
+            if th.returncode != 0:
+                r.problems.append(
+                    f"quiesce thaw exited {th.returncode}: {th.stderr.decode()[-400:]}"
+                )
+                self.wrong += 1
+        blocked = []
+        for m in self.mounts:
+            ok, child = probe(m, PROBE_WITHIN + (SETTLE_AFTER_KILL if killed_runner else 0))
+            if not ok:
+                blocked.append((m, child))
+        for m, child in blocked:
+            self.frozen_after += 1
+            r.problems.append(f"FROZEN_AFTER {m}")
+            log(f"FROZEN_AFTER {m}: {r.describe()}")
+            try:
+                with open(os.path.join(self.a.run_dir, "state.json")) as f:
+                    log(f"  state.json: {f.read()}")
+            except OSError:
+                log("  state.json: absent")
+            if getattr(r, "thaw_report", None):
+                try:
+                    thawed = json.loads(r.thaw_report)["phases"]["freeze"]["thawed"]
+                    log(f"  quiesce thaw said: {json.dumps(thawed)}")
+                except (ValueError, KeyError, TypeError):
+                    log(f"  quiesce thaw said: {r.thaw_report[-800:]}")
+            log(f"  stderr tail: {r.stderr.decode('utf-8', 'replace')[-1500:]}")
+            res = fsfreeze_unfreeze(m)
+            log(f"  fsfreeze -u {m}: rc={res.returncode} {res.stderr.strip()}")
+            if child is not None:
+                try:
+                    child.wait(timeout=10)
+                except subprocess.TimeoutExpired:
+                    child.kill()
+
+    def check_leaks(self, r, runner_pid):
+        settle = SETTLE_AFTER_KILL if r.rc == -signal.SIGKILL else 0.5
+        end = time.monotonic() + settle
+        left = marked(r.marker + "-")
+        while left and time.monotonic() < end:
+            time.sleep(0.02)
+            left = marked(r.marker + "-")
+        if left:
+            self.leaked += len(left)
+            r.problems.append(f"LEAKED {len(left)}")
+            log(f"LEAKED: {r.describe()}")
+            for pid, ppid, state, cmd in left:
+                log(f"  pid {pid} ppid {ppid} state {state}: {cmd[:200]}")
+            for pid, *_ in left:
+                try:
+                    os.kill(pid, signal.SIGKILL)
+                except ProcessLookupError:
+                    pass
+        # cgroups the run's runner created and nobody removed (informational)
+        for base in ("/sys/fs/cgroup/unified/quiesce", "/sys/fs/cgroup/quiesce",
+                     "/sys/fs/cgroup/pids/quiesce"):
+            try:
+                names = os.listdir(base)
+            except OSError:
+                continue
+            for nm in names:
+                if f"-{runner_pid}-" in nm:
+                    self.cgroups_left += 1
+                    if r.rc != -signal.SIGKILL:
+                        self.notes[f"cgroup left after {r.kind} (rc {r.rc})"] += 1
+                    try:
+                        os.rmdir(os.path.join(base, nm))
+                    except OSError:
+                        pass
+
+    def check_status(self, r):
+        v = r.json()
+        codes = r.error_codes()
+        kind = r.kind
+        late_ok = (
+            r.rc == 0
+            and v.get("result") == "success"
+            and "post" in v.get("phases", {})
+            and r.exit_after_fault is not None
+            and r.exit_after_fault <= LATE_SIGNAL
+        )
+        ok = False
+        if r.problems and any(p.startswith("runner still alive") for p in r.problems):
+            ok = False
+        elif kind in SIGNAL_KINDS and r.fault_sent is None:
+            # The run ended before the fault: a control run.
+            ok = r.rc == 0 and v.get("result") == "success"
+            self.notes[f"{kind}: after the run (no-op)"] += 1
+        elif kind in ("sigterm", "sigint", "sighup"):
+            sig = SIGNAL_KINDS[kind]
+            if r.rc == 128 + sig:
+                ok = v.get("result") == "failure"
+                if not ok:
+                    r.problems.append("exit 128+N but result is not failure")
+            elif r.rc == -sig and not r.stdout and r.fault_sent < 0.05:
+                # Before the handlers were installed: nothing had started.
+                ok = True
+                self.notes[f"{kind}: died before handlers (at {r.fault_sent * 1000:.0f} ms)"] += 1
+            elif late_ok:
+                ok = True
+                self.notes[f"{kind}: raced a normal exit (0)"] += 1
+        elif kind == "sigkill":
+            if r.rc == -signal.SIGKILL:
+                ok = True
+            elif late_ok:
+                ok = True
+                self.notes["sigkill: raced a normal exit (0)"] += 1
+        elif kind == "bothkill":
+            if not r.watchdog_killed:
+                ok = r.rc == 0 and v.get("result") == "success"
+                self.notes["bothkill: no window seen (no-op)"] += 1
+            else:
+                ok = r.rc == -signal.SIGKILL or late_ok
+        elif kind == "wdkill":
+            if r.hung_cmd:
+                ok = r.rc == 2 and 122 in codes
+            else:
+                ok = r.rc == 0 and v.get("result") == "success"
+            if not r.watchdog_killed:
+                self.notes["wdkill: no window seen (no-op)"] += 1
+            elif ok and not any("watchdog died" in w for w in v.get("warnings", [])):
+                self.notes["wdkill: no 'watchdog died' warning"] += 1
+        elif kind == "hung":
+            ok = r.rc == 2 and 122 in codes
+        elif kind == "pretimeout":
+            ok = r.rc == 1 and 308 in codes
+        elif kind == "none":
+            ok = r.rc == 0 and v.get("result") == "success" and not codes
+        if not ok:
+            self.wrong += 1
+            r.problems.append("WRONG_STATUS")
+            log(f"WRONG_STATUS: {r.describe()}")
+            log(f"  stderr tail: {r.stderr.decode('utf-8', 'replace')[-1500:]}")
+
+    def after(self, r, runner_pid):
+        self.check_frozen(r)
+        self.check_leaks(r, runner_pid)
+        self.check_status(r)
+
+    # -- the soak -------------------------------------------------------
+
+    def run(self):
+        start = time.monotonic()
+        deadline = start + self.a.max_seconds
+        order = []
+        n = 0
+        while n < self.a.runs:
+            if time.monotonic() > deadline:
+                log(f"time budget of {self.a.max_seconds}s reached after {n} runs")
+                break
+            if not order:
+                order = list(KINDS)
+                self.rng.shuffle(order)
+            kind = order.pop()
+            n += 1
+            r = self.one(n, kind)
+            self.by_kind[kind] += 1
+            if self.a.verbose or r.problems:
+                log(("  " if not r.problems else "! ") + r.describe())
+            elif n % 25 == 0:
+                log(f"  ... {n} runs ({time.monotonic() - start:.0f}s)")
+        took = time.monotonic() - start
+        log("")
+        log(f"soak: {n} runs in {took:.1f}s on {', '.join(self.mounts)}")
+        log("faults by kind: " + " ".join(f"{k}={self.by_kind[k]}" for k in KINDS))
+        for k, v in sorted(self.notes.items()):
+            log(f"  note: {k}: {v}")
+        log(f"cgroups left by killed runners (removed by the soak): {self.cgroups_left}")
+        log(
+            f"runs={n} frozen_after={self.frozen_after} leaked={self.leaked} "
+            f"wrong_status={self.wrong}"
+        )
+        return 1 if (self.frozen_after or self.leaked or self.wrong) else 0
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--bin", required=True)
+    ap.add_argument("--config", required=True)
+    ap.add_argument("--config-hang", required=True)
+    ap.add_argument("--pre", required=True)
+    ap.add_argument("--pre-hang", required=True)
+    ap.add_argument("--post", required=True)
+    ap.add_argument("--run-dir", required=True)
+    ap.add_argument("--mount", action="append", required=True)
+    ap.add_argument("--runs", type=int, default=200)
+    ap.add_argument("--max-seconds", type=float, default=540)
+    ap.add_argument("--seed", type=int, default=None)
+    ap.add_argument("-v", "--verbose", action="store_true")
+    args = ap.parse_args()
+    if args.seed is None:
+        args.seed = random.randrange(1 << 30)
+    log(f"seed {args.seed} (SOAK_SEED to repeat)")
+
+    def stop(signum, _frame):
+        raise KeyboardInterrupt(f"signal {signum}")
+
+    for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+        signal.signal(sig, stop)
+    soak = Soak(args)
+    try:
+        sys.exit(soak.run())
+    except KeyboardInterrupt as e:
+        log(f"soak interrupted ({e}); the current run was stopped cleanly")
+        sys.exit(130)
+
+
+if __name__ == "__main__":
+    main()
