@@ -7,7 +7,7 @@
 //! 3. the signal handlers and the panic hook thaw through the [`guard`] table;
 //! 4. `Drop` thaws on any early return or unwinding;
 //! 5. the [`watchdog`] thaws when the runner dies, SIGKILL included;
-//! 6. [`state`] lets the next run or `quiesce thaw` recover.
+//! 6. [`state`](super::state) lets the next run or `quiesce thaw` recover.
 //!
 //! During the window the runner writes no file: `state.json` is written
 //! before the first freeze and removed after the last thaw (it is on tmpfs
