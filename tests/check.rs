@@ -775,3 +775,29 @@ fn human_check_output_without_json_keeps_stdout_empty() {
     assert!(run.stdout.is_empty());
     assert!(run.stderr.contains("would be application-consistent"));
 }
+
+#[test]
+fn check_refuses_a_broken_or_insecure_policy_with_304() {
+    require_root!();
+    let s = Setup::new("policy");
+    let good = std::fs::read_to_string("policies/script-policy.json").unwrap();
+    // A rule without its comment is refused (policy as reviewed data).
+    let broken = good.replacen("\"comment\"", "\"note\"", 2);
+    let broken_path = s.s.write("broken-policy.json", broken, 0o644);
+    let insecure_path = s.s.write("insecure-policy.json", &good, 0o666);
+    let good_path = s.s.write("policy.json", &good, 0o644);
+    let run = s.quiesce(&["check", "--json", "--policy", good_path.to_str().unwrap()]);
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    for bad in [&broken_path, &insecure_path] {
+        let run = s.quiesce(&["check", "--json", "--policy", bad.to_str().unwrap()]);
+        assert_eq!(run.code, 2, "{}", run.stderr);
+        assert_eq!(
+            run.error_names(),
+            ["IncorrectPluginhostFile"],
+            "{}",
+            run.stderr
+        );
+        assert_eq!(run.json()["errors"][0]["code"], 304);
+        assert_eq!(s.scripts_ran(), "");
+    }
+}

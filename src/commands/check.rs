@@ -4,9 +4,10 @@ use std::path::PathBuf;
 
 use super::runner::{self, RunnerOptions};
 use super::{mount_plan, Common};
-use crate::error::Exit;
+use crate::error::{ErrorCode, Exit, Problem};
 use crate::precheck;
 use crate::report::{self, Outcome, Status};
+use crate::sandbox::audit::RunnerCaps;
 
 pub fn run(common: &Common, ropts: &RunnerOptions, mounts: &[PathBuf]) -> (Status, Exit) {
     let (op, trail_warnings) = runner::audit_only("check", ropts);
@@ -37,6 +38,27 @@ pub fn run(common: &Common, ropts: &RunnerOptions, mounts: &[PathBuf]) -> (Statu
         ));
     }
     let mut problems = pc.problems.clone();
+    // What snapshot would refuse on before running anything: the policy and
+    // its compiled sandbox (304), and CAP_SYS_ADMIN for the freeze.
+    match runner::load_policy(ropts.policy.as_deref()).and_then(|p| {
+        crate::sandbox::PreparedSandbox::prepare(&p)
+            .map(|_| p)
+            .map_err(|e| Problem::new(ErrorCode::IncorrectPluginhostFile, e.to_string()))
+    }) {
+        Ok(p) => report::say(format!(
+            "sandbox policy ok: {} (sha256 {})",
+            p.origin.display(),
+            p.sha256
+        )),
+        Err(p) => problems.push(p),
+    }
+    let freezes = pc.config.as_ref().is_none_or(|c| c.fs_freeze_enabled);
+    if freezes && !RunnerCaps::current().is_ok_and(|c| c.has_sys_admin()) {
+        problems.push(Problem::new(
+            ErrorCode::FsFreezeFailed,
+            "the runner lacks CAP_SYS_ADMIN, which freezing needs; snapshot would refuse to start (run as root)",
+        ));
+    }
     // Bridge mode: the extension's config points at quiesce's hook.
     if let Some(c) = &pc.config {
         let host = crate::precheck::load_host_config(&common.paths.host_config)
