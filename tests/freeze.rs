@@ -456,3 +456,34 @@ fn panic_inside_the_window_exits_70_thawed_and_killed() {
         "a panic left the command running"
     );
 }
+
+#[test]
+fn check_lists_the_planned_mounts_with_their_reason() {
+    require_root!();
+    let s = Setup::new("check-mounts");
+    let fs = ScratchFs::new(&s.s.dir, "a", "ext4");
+    let run = s.quiesce(&["check", "--json", "--mount", fs.path()]);
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    let all = run.json()["mounts"].as_array().cloned().unwrap_or_default();
+    // Every mount is listed with its reason; only the named one is frozen.
+    assert!(all
+        .iter()
+        .all(|m| !m["reason"].as_str().unwrap_or("").is_empty()));
+    let mounts: Vec<Value> = all.into_iter().filter(|m| m["freeze"] == true).collect();
+    assert_eq!(mounts.len(), 1, "{mounts:?}");
+    assert_eq!(mounts[0]["path"], fs.path());
+    assert_eq!(mounts[0]["fsType"], "ext4");
+    assert_eq!(mounts[0]["freeze"], true);
+    assert!(!mounts[0]["reason"].as_str().unwrap_or("").is_empty());
+    // check never freezes.
+    assert!(fs.writable_within(PROMPT));
+    // Discovery (no --mount) lists every mount of this machine with a
+    // reason, and freezes nothing.
+    let run = s.quiesce(&["check", "--json"]);
+    let all = run.json()["mounts"].as_array().cloned().unwrap_or_default();
+    assert!(all.len() > 1, "{all:?}");
+    assert!(all
+        .iter()
+        .all(|m| !m["reason"].as_str().unwrap_or("").is_empty()));
+    assert!(all.iter().any(|m| m["path"] == fs.path()));
+}
