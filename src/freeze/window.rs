@@ -183,6 +183,8 @@ pub struct FreezeWindow {
     per_call: Duration,
     reports: Vec<MountReport>,
     oom_restore: Option<String>,
+    /// `finish` ran (by `close`, or by `Drop` on an early way out).
+    finished: bool,
     pub warnings: Vec<String>,
 }
 
@@ -236,6 +238,7 @@ impl FreezeWindow {
             per_call: opts.per_call,
             reports: Vec::new(),
             oom_restore,
+            finished: false,
             warnings,
         };
         if opts.watchdog {
@@ -472,6 +475,10 @@ impl FreezeWindow {
     }
 
     fn finish(&mut self) -> WindowReport {
+        if self.finished {
+            return WindowReport::default();
+        }
+        self.finished = true;
         self.thaw_all();
         let window_ms = self
             .started
