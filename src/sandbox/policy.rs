@@ -172,7 +172,12 @@ struct WatchdogSeccompDoc {
 
 // ---- helpers ----------------------------------------------------------------
 
-fn invalid(origin: &Path, field: impl Into<String>, reason: impl Into<String>) -> PolicyError {
+/// A policy refused for one field: names the file, the field and the rule.
+pub(super) fn invalid(
+    origin: &Path,
+    field: impl Into<String>,
+    reason: impl Into<String>,
+) -> PolicyError {
     PolicyError::Invalid {
         path: origin.to_path_buf(),
         field: field.into(),
@@ -180,7 +185,12 @@ fn invalid(origin: &Path, field: impl Into<String>, reason: impl Into<String>) -
     }
 }
 
-fn require_comment(origin: &Path, field: String, comment: &str) -> Result<(), PolicyError> {
+/// Policy is reviewed data: every rule must say why it is there.
+pub(super) fn require_comment(
+    origin: &Path,
+    field: String,
+    comment: &str,
+) -> Result<(), PolicyError> {
     if comment.trim().is_empty() {
         return Err(invalid(
             origin,

@@ -36,6 +36,7 @@ use nix::errno::Errno;
 use seccompiler::{sock_filter, TargetArch};
 use serde::{Deserialize, Serialize};
 
+use super::policy::{invalid, require_comment};
 use super::{ApplyError, PolicyError, SandboxStep};
 
 /// What the kernel does with a syscall; seccompiler's `SeccompAction` in its
@@ -237,14 +238,6 @@ fn compile_rules(
         .ok_or_else(|| "seccompiler returned no program".to_string())
 }
 
-fn invalid(origin: &Path, field: String, reason: impl Into<String>) -> PolicyError {
-    PolicyError::Invalid {
-        path: origin.to_path_buf(),
-        field,
-        reason: reason.into(),
-    }
-}
-
 fn check_action(origin: &Path, field: String, action: FilterAction) -> Result<(), PolicyError> {
     match action {
         FilterAction::Errno(e) if e == 0 || e > MAX_ERRNO => Err(invalid(
@@ -254,17 +247,6 @@ fn check_action(origin: &Path, field: String, action: FilterAction) -> Result<()
         )),
         _ => Ok(()),
     }
-}
-
-fn check_comment(origin: &Path, field: String, comment: &str) -> Result<(), PolicyError> {
-    if comment.trim().is_empty() {
-        return Err(invalid(
-            origin,
-            field,
-            "empty comment: every rule must say why it is there",
-        ));
-    }
-    Ok(())
 }
 
 /// For one (syscall, arch): the index of an unconditional rule and of a
@@ -280,7 +262,7 @@ pub(crate) fn validate(
     doc: &SeccompFilterDoc,
     kind: FilterKind,
 ) -> Result<(), PolicyError> {
-    check_comment(origin, format!("{prefix}.comment"), &doc.comment)?;
+    require_comment(origin, format!("{prefix}.comment"), &doc.comment)?;
     check_action(
         origin,
         format!("{prefix}.default_action"),
@@ -315,7 +297,7 @@ pub(crate) fn validate(
     let mut seen: HashMap<(&str, &str), RulesSeen> = HashMap::new();
     for (i, rule) in doc.filter.iter().enumerate() {
         let at = format!("{prefix}.filter[{i}]");
-        check_comment(origin, format!("{at}.comment"), &rule.comment)?;
+        require_comment(origin, format!("{at}.comment"), &rule.comment)?;
         if rule.syscall.trim().is_empty() {
             return Err(invalid(
                 origin,
@@ -351,7 +333,7 @@ pub(crate) fn validate(
             }
             for (j, cond) in args.iter().enumerate() {
                 let cat = format!("{at}.args[{j}]");
-                check_comment(origin, format!("{cat}.comment"), &cond.comment)?;
+                require_comment(origin, format!("{cat}.comment"), &cond.comment)?;
                 if cond.index > 5 {
                     return Err(invalid(
                         origin,
