@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use super::runner::{self, RunnerOptions};
 use crate::error::{ErrorCode, Exit, Problem};
-use crate::report::{self, Outcome, Status};
+use crate::report::{self, Status};
 use crate::sandbox::audit::{describe_for, ProcessSandboxState, RunnerCaps};
 use crate::sandbox::PreparedSandbox;
 use crate::supervise::{self, Exec, RunOptions, SpawnSpec};
@@ -116,14 +116,7 @@ pub fn run(ropts: &RunnerOptions) -> (Status, Exit) {
         report::say_problem(p);
         status.push_error(p);
     }
-    let exit = if problems.is_empty() {
-        Exit::Success
-    } else {
-        status.result = Outcome::Failure;
-        Exit::Failure
-    };
-    runner::finish(&mut status, &warnings);
-    (status, exit)
+    runner::conclude(status, &warnings)
 }
 
 /// Starts `/bin/sleep` under the sandbox, exactly as a script would be, and

@@ -6,7 +6,7 @@ use super::runner::{self, RunnerOptions};
 use super::{mount_plan, Common};
 use crate::error::{ErrorCode, Exit, Problem};
 use crate::precheck;
-use crate::report::{self, Outcome, Status};
+use crate::report::{self, Status};
 use crate::sandbox::audit::RunnerCaps;
 
 pub fn run(common: &Common, ropts: &RunnerOptions, mounts: &[PathBuf]) -> (Status, Exit) {
@@ -115,14 +115,10 @@ pub fn run(common: &Common, ropts: &RunnerOptions, mounts: &[PathBuf]) -> (Statu
         report::say_problem(p);
         status.push_error(p);
     }
-    let exit = if problems.is_empty() {
-        report::say("a snapshot would be application-consistent");
-        Exit::Success
+    report::say(if problems.is_empty() {
+        "a snapshot would be application-consistent"
     } else {
-        status.result = Outcome::Failure;
-        report::say("a snapshot would NOT be application-consistent");
-        Exit::Failure
-    };
-    runner::finish(&mut status, &trail_warnings);
-    (status, exit)
+        "a snapshot would NOT be application-consistent"
+    });
+    runner::conclude(status, &trail_warnings)
 }

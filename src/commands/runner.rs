@@ -313,6 +313,22 @@ pub fn audit_precheck(operation: &str, pc: &crate::precheck::Prechecked) {
     }
 }
 
+/// Ends a command whose outcome is its errors: success when there are none,
+/// else failure; then the run-end record.
+pub fn conclude(
+    mut status: report::Status,
+    warnings: &[String],
+) -> (report::Status, crate::error::Exit) {
+    let exit = if status.errors.is_empty() {
+        crate::error::Exit::Success
+    } else {
+        status.result = report::Outcome::Failure;
+        crate::error::Exit::Failure
+    };
+    finish(&mut status, warnings);
+    (status, exit)
+}
+
 /// Ends a run that stopped on `p` before its work: the problem is said and
 /// recorded, the run-end record written, and the exit is a failure.
 pub fn fail_early(

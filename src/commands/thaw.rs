@@ -12,7 +12,7 @@ use super::Common;
 use crate::audit;
 use crate::error::{ErrorCode, Exit, Problem};
 use crate::freeze::state::{self, RecoverError, ThawResult};
-use crate::report::{self, Outcome, Status};
+use crate::report::{self, Status};
 
 pub fn run(common: &Common, ropts: &RunnerOptions, mounts: &[PathBuf]) -> (Status, Exit) {
     let (op, warnings) = runner::audit_only("thaw", ropts);
@@ -52,14 +52,7 @@ pub fn run(common: &Common, ropts: &RunnerOptions, mounts: &[PathBuf]) -> (Statu
             status.push_error(&p);
         }
     }
-    let exit = if status.errors.is_empty() {
-        Exit::Success
-    } else {
-        status.result = Outcome::Failure;
-        Exit::Failure
-    };
-    runner::finish(&mut status, &warnings);
-    (status, exit)
+    runner::conclude(status, &warnings)
 }
 
 fn thaw(common: &Common, mounts: &[PathBuf]) -> Result<Vec<ThawResult>, Problem> {
