@@ -37,7 +37,8 @@ struct GlobalArgs {
     /// Print the status document as JSON on stdout (human text stays on stderr).
     #[arg(long, global = true)]
     json: bool,
-    /// More detail on stderr.
+    /// More detail on stderr: every audit record is echoed as a line, and
+    /// check lists every mount.
     #[arg(short, long, global = true)]
     verbose: bool,
     /// Runner state directory on tmpfs: lock, recovery record, pre-script holders.
@@ -167,6 +168,7 @@ fn main() -> ExitCode {
         no_sandbox: cli.global.no_sandbox,
         syslog_socket: cli.global.syslog_socket,
         facility: cli.global.syslog_facility,
+        verbose: cli.global.verbose,
     };
     let json = cli.global.json;
     // A panic is a bug: every window it crosses has already thawed (the

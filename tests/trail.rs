@@ -1048,3 +1048,41 @@ fn no_sandbox_is_loud_in_status_and_trail() {
     assert_eq!(start.param("noNewPrivs"), Some("false"), "{start:?}");
     assert_eq!(start.param("seccomp"), Some("0"), "{start:?}");
 }
+
+/// `-v` (SPEC §2, README): every audit record of the run is also echoed on
+/// stderr as `level msgid phase: message`, in the order it was sent — and
+/// without `-v` none is.
+#[test]
+fn verbose_echoes_every_audit_record_on_stderr() {
+    let Some(t) = t("trail-verbose", false) else {
+        return;
+    };
+    let quiet = t.quiesce(&["pre", "--json"]);
+    assert_eq!(quiet.code, 0, "{}", quiet.stderr);
+    let quiet_recs = t.trail(&op_of(&quiet));
+    let echoed = |stderr: &str, r: &Syslog5424| {
+        let line = format!("{} {}: {}", r.msgid, r.param("phase").unwrap_or("-"), r.msg);
+        stderr.lines().any(|l| l.ends_with(&line))
+    };
+    assert!(
+        !quiet_recs.iter().any(|r| echoed(&quiet.stderr, r)),
+        "records echoed without -v:\n{}",
+        quiet.stderr
+    );
+
+    let run = t.quiesce(&["pre", "-v", "--json"]);
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    let recs = t.trail(&op_of(&run));
+    assert!(recs.len() >= 4, "{}", summary(&recs));
+    let mut last = 0;
+    for r in &recs {
+        let line = format!("{} {}: {}", r.msgid, r.param("phase").unwrap_or("-"), r.msg);
+        let at = run.stderr[last..].find(&line).unwrap_or_else(|| {
+            panic!(
+                "record {line:?} not echoed in order on stderr:\n{}",
+                run.stderr
+            )
+        });
+        last += at + line.len();
+    }
+}

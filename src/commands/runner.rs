@@ -26,6 +26,8 @@ pub struct RunnerOptions {
     pub no_sandbox: bool,
     pub syslog_socket: PathBuf,
     pub facility: Facility,
+    /// `-v`: every audit record is also echoed as a human line on stderr.
+    pub verbose: bool,
 }
 
 impl Default for RunnerOptions {
@@ -35,19 +37,26 @@ impl Default for RunnerOptions {
             no_sandbox: false,
             syslog_socket: audit::DEFAULT_SOCKET.into(),
             facility: Facility::default(),
+            verbose: false,
         }
     }
+}
+
+/// The trail's set-up for one run of `operation_id` under `opts`.
+fn trail_config(operation_id: &str, opts: &RunnerOptions) -> AuditConfig {
+    let mut cfg = AuditConfig::new(operation_id);
+    cfg.socket = opts.syslog_socket.clone();
+    cfg.facility = opts.facility;
+    cfg.verbose = opts.verbose;
+    cfg
 }
 
 /// The audit trail alone, for commands that run nothing (`thaw`): returns
 /// the operation id and any warning about the trail.
 pub fn audit_only(operation: &'static str, opts: &RunnerOptions) -> (String, Vec<String>) {
     let operation_id = report::new_operation_id();
-    let mut cfg = AuditConfig::new(operation_id.clone());
-    cfg.socket = opts.syslog_socket.clone();
-    cfg.facility = opts.facility;
     let mut warnings = Vec::new();
-    if let Err(e) = audit::init(cfg) {
+    if let Err(e) = audit::init(trail_config(&operation_id, opts)) {
         warnings.push(format!("audit trail: {e}"));
     }
     audit::event(
@@ -106,11 +115,8 @@ impl Runner {
     ) -> Result<Runner, (String, Problem)> {
         let operation_id = report::new_operation_id();
         let fail = |p: Problem| (operation_id.clone(), p);
-        let mut audit_cfg = AuditConfig::new(operation_id.clone());
-        audit_cfg.socket = opts.syslog_socket.clone();
-        audit_cfg.facility = opts.facility;
         let mut warnings = Vec::new();
-        if let Err(e) = audit::init(audit_cfg) {
+        if let Err(e) = audit::init(trail_config(&operation_id, opts)) {
             warnings.push(format!("audit trail: {e}"));
         }
         let signals = signals::install().map_err(|e| {
