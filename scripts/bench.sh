@@ -35,6 +35,8 @@
 # (scripts/bench/walltime.py stats/render).
 set -euo pipefail
 cd "$(dirname "$0")/.."
+# shellcheck source=scripts/lib/scratchfs.sh
+. scripts/lib/scratchfs.sh
 
 prog=scripts/bench.sh
 helper=scripts/bench/walltime.py
@@ -86,26 +88,12 @@ pids_file="$scratch/pids"
 cleanup() {
     set +e
     trap '' INT TERM
-    local m img dev
+    local m
     for m in "$scratch"/mnt/*; do
         mountpoint -q "$m" 2>/dev/null && fsfreeze -u "$m" 2>/dev/null
     done
     [ -f "$pids_file" ] && python3 "$freeze_helper" reap "$pids_file"
-    for m in "$scratch"/mnt/*; do
-        mountpoint -q "$m" 2>/dev/null || continue
-        for _ in 1 2 3 4 5 6 7 8 9 10; do
-            umount "$m" 2>/dev/null && break
-            fsfreeze -u "$m" 2>/dev/null
-            sleep 0.2
-        done
-        mountpoint -q "$m" && { log "$prog: cannot unmount $m, detaching it lazily"; umount -l "$m"; }
-    done
-    for img in "$scratch"/img/*.img; do
-        [ -e "$img" ] || continue
-        for dev in $(losetup -n -O NAME -j "$img" 2>/dev/null); do
-            losetup -d "$dev"
-        done
-    done
+    scratch_release "$scratch"/mnt/*
     if mountpoint -q "$scratch/img" 2>/dev/null; then
         for _ in 1 2 3 4 5 6 7 8 9 10; do
             umount "$scratch/img" 2>/dev/null && break
@@ -189,10 +177,8 @@ scratch_mounts() {
     MNTS=()
     for (( k = 1; k <= n; k++ )); do
         if ! mountpoint -q "$scratch/mnt/$k" 2>/dev/null; then
-            truncate -s 32M "$scratch/img/$k.img"
-            mkfs.ext4 -q -F -E lazy_itable_init=0,lazy_journal_init=0 "$scratch/img/$k.img"
-            [ -d "$scratch/mnt/$k" ] || mkdir -m 700 "$scratch/mnt/$k"
-            mount -o loop "$scratch/img/$k.img" "$scratch/mnt/$k"
+            scratch_mount "$scratch/img/$k.img" "$scratch/mnt/$k" ext4 32M \
+                -E lazy_itable_init=0,lazy_journal_init=0
         fi
         MNTS+=("$scratch/mnt/$k")
     done

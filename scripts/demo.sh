@@ -9,6 +9,8 @@
 # trap thaws and unmounts them whatever happens.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+# shellcheck source=scripts/lib/scratchfs.sh
+. scripts/lib/scratchfs.sh
 
 if [ "$(id -u)" -ne 0 ]; then
     echo "scripts/demo.sh: run as root (freezing needs CAP_SYS_ADMIN; the trust checks need root-owned files)" >&2
@@ -26,14 +28,10 @@ q="$PWD/target/release/quiesce"
 # Scratch directory: root-owned, 0700, on tmpfs, not under world-writable /tmp.
 demo=$(mktemp -d /run/quiesce-demo.XXXXXX)
 chmod 700 "$demo"
-mounts=()
 syslogd_pid=""
 cleanup() {
     set +e
-    for m in "${mounts[@]}"; do
-        fsfreeze -u "$m" 2>/dev/null   # thaw before unmounting, always
-        umount "$m" 2>/dev/null || umount -l "$m" 2>/dev/null
-    done
+    scratch_release_all   # thaw, then unmount, then detach
     [ -n "$syslogd_pid" ] && kill "$syslogd_pid" 2>/dev/null
     rm -rf "$demo"
 }
@@ -41,11 +39,7 @@ trap cleanup EXIT INT TERM
 
 echo "== two scratch filesystems on loop devices"
 for name in data logs; do
-    truncate -s 64M "$demo/$name.img"
-    mkfs.ext4 -q -F "$demo/$name.img"
-    mkdir "$demo/$name"
-    mount -o loop "$demo/$name.img" "$demo/$name"
-    mounts+=("$demo/$name")
+    scratch_mount "$demo/$name.img" "$demo/$name" ext4 64M
 done
 # An "application" that keeps writing while it is not paused.
 seq 1 20000 > "$demo/data/table.csv"

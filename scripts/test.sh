@@ -5,6 +5,8 @@
 # scratch filesystems. It never freezes / or the work tree's filesystem.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+# shellcheck source=scripts/lib/scratchfs.sh
+. scripts/lib/scratchfs.sh
 
 if [ "$(id -u)" -ne 0 ]; then
     echo "scripts/test.sh: run as root (root-only tests would be skipped)" >&2
@@ -38,13 +40,7 @@ command -v cargo >/dev/null || { echo "scripts/test.sh: cargo not found (install
 # tests, benchmarks); each test thaws and unmounts its own, this trap is the
 # second line. Deepest mounts first; thaw before unmount.
 cleanup() {
-    for m in $(findmnt -rn -o TARGET 2>/dev/null | grep '^/run/quiesce-' | sort -r); do
-        fsfreeze -u "$m" 2>/dev/null || true
-        umount "$m" 2>/dev/null || umount -l "$m" 2>/dev/null || true
-    done
-    for l in $(losetup -n -O NAME,BACK-FILE 2>/dev/null | awk '$2 ~ /^\/run\/quiesce-/ {print $1}'); do
-        losetup -d "$l" 2>/dev/null || true
-    done
+    scratch_release_under /run/quiesce-
 }
 trap cleanup EXIT INT TERM
 
