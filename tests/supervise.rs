@@ -399,8 +399,14 @@ fn a_pinned_descriptor_runs_the_script_as_dev_fd_3() {
     let Some(w) = world("pinned") else { return };
     let s = w.script("pre.sh", "#!/bin/sh\nprintf '%s\\n' \"$0\" \"$1\"\n");
     let fd: OwnedFd = std::fs::File::open(&s).unwrap().into();
-    let mut sp = spec(&s, &["first"]);
-    sp.program = Exec::Fd(fd);
+    // SPEC §4 (revised): the interpreter reads the pinned descriptor at
+    // /dev/fd/3, as the kernel runs a #! script from a descriptor.
+    let mut sp = spec(&s, &[]);
+    sp.argv = vec![c("/bin/sh"), EXEC_FD_PATH.to_owned(), c("first")];
+    sp.program = Exec::Interpreter {
+        program: c("/bin/sh"),
+        script: fd,
+    };
     let r = run(&sp, opts(5000, 1000)).unwrap();
     assert_eq!(r.exit_code, Some(0), "{}", r.stderr.text());
     assert_eq!(

@@ -41,6 +41,7 @@
 mod capture;
 mod cgroup;
 pub mod procfs;
+mod sentinel;
 mod spawn;
 mod supervised;
 mod sys;
@@ -49,7 +50,8 @@ mod tree;
 pub use capture::{Captured, DEFAULT_OUTPUT_CAP};
 pub use cgroup::{sweep_stale as sweep_stale_cgroups, CgroupRequest, CgroupStatus};
 pub use spawn::{
-    spawn, Exec, IdentityCheck, PreExecHook, SpawnError, SpawnSpec, EXEC_FD, EXEC_FD_PATH,
+    record_oom_score_adj, spawn, Exec, IdentityCheck, PreExecHook, SpawnError, SpawnSpec,
+    DEFAULT_STARTUP_TIMEOUT, EXEC_FD, EXEC_FD_PATH,
 };
 pub use supervised::{ExitStatus, Finished, Progress, Supervised, WaitOutcome};
 pub use tree::{reap_orphans, terminate_leftovers, KillReport, Leftover};
@@ -71,8 +73,11 @@ pub struct SubreaperError(pub Errno);
 
 /// Makes the runner a child subreaper (`PR_SET_CHILD_SUBREAPER`): orphaned
 /// descendants of its children re-parent to it, so a script that
-/// double-forks or `setsid`s away stays findable. Call once at start.
+/// double-forks or `setsid`s away stays findable. Call once at start, before
+/// any freeze window: it also records the runner's `oom_score_adj` as the
+/// value children get back ([`record_oom_score_adj`]).
 pub fn become_subreaper() -> Result<(), SubreaperError> {
+    record_oom_score_adj();
     // SAFETY: prctl with integer arguments only.
     let r = unsafe { libc::prctl(libc::PR_SET_CHILD_SUBREAPER, 1 as libc::c_ulong, 0, 0, 0) };
     if r != 0 {
