@@ -672,3 +672,82 @@ fn the_script_tree_does_not_outlive_a_killed_runner() {
         "the script survived"
     );
 }
+
+/// `quiesce pre` in a new pid namespace whose `vm.memfd_noexec` is 2 (the
+/// sysctl is per pid namespace and may only be raised inside it).
+fn pre_under_memfd_noexec_2(s: &Setup) -> common::Run {
+    let quiesce = env!("CARGO_BIN_EXE_quiesce");
+    let inner = format!(
+        "echo 2 > /proc/sys/vm/memfd_noexec || exit 99; exec '{quiesce}' --config '{}' --host-config '{}' --run-dir '{}' --syslog-socket '{}' pre --json",
+        s.config.display(),
+        s.host_config.display(),
+        s.s.path("run").display(),
+        s.s.path("no-syslog.sock").display()
+    );
+    common::Run::from(
+        Command::new("unshare")
+            .args(["-pf", "--mount-proc", "sh", "-c", &inner])
+            .output()
+            .unwrap(),
+    )
+}
+
+#[test]
+fn scripts_run_under_vm_memfd_noexec_2() {
+    require_root!();
+    if !std::path::Path::new("/proc/sys/vm/memfd_noexec").exists() {
+        eprintln!("SKIPPED: no vm.memfd_noexec on this kernel (Linux 6.3+)");
+        return;
+    }
+    let s = Setup::new("memfd-noexec");
+    script(&s, "pre", "echo unpinned ran");
+    let run = pre_under_memfd_noexec_2(&s);
+    assert_eq!(run.code, 0, "unpinned: {}\n{}", run.stdout, run.stderr);
+    assert_eq!(
+        attempts(&run.json(), "pre")[0]["stdoutTail"],
+        "unpinned ran\n"
+    );
+
+    script(&s, "pre", "echo pinned ran");
+    let sha = s.quiesce(&["pre", "--json"]).json()["phases"]["pre"]["sha256"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    s.config_with(|m| {
+        m.insert("preScriptSha256".into(), json!(sha));
+    });
+    let run = pre_under_memfd_noexec_2(&s);
+    assert_eq!(run.code, 0, "pinned: {}\n{}", run.stdout, run.stderr);
+    assert_eq!(
+        attempts(&run.json(), "pre")[0]["stdoutTail"],
+        "pinned ran\n"
+    );
+}
+
+#[test]
+fn the_snapshot_command_does_not_inherit_the_windows_oom_score_adj() {
+    require_root!();
+    let s = Setup::new("oom");
+    let fs = common::scratchfs::ScratchFs::new(&s.s.dir, "data", "ext4");
+    let out = s.s.path("oom.txt");
+    let cmd = format!("cat /proc/self/oom_score_adj > '{}'", out.display());
+    let run = s.quiesce(&[
+        "snapshot",
+        "--json",
+        "--max-freeze",
+        "10",
+        "--mount",
+        fs.path(),
+        "--",
+        "sh",
+        "-c",
+        &cmd,
+    ]);
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    assert_eq!(run.json()["phases"]["snapshot"]["frozen"], true);
+    // The runner inherits the test's value; during the window it holds
+    // -1000 itself, its child must not.
+    let mine = std::fs::read_to_string("/proc/self/oom_score_adj").unwrap();
+    assert_eq!(std::fs::read_to_string(&out).unwrap(), mine);
+    drop(fs);
+}

@@ -620,3 +620,23 @@ fn a_missing_working_directory_is_a_spawn_error() {
     }
     assert!(zombie_children().is_empty());
 }
+
+#[test]
+fn a_child_stuck_before_exec_is_killed_at_the_startup_deadline() {
+    let Some(w) = world("stuck") else { return };
+    let s = w.script("pre.sh", "#!/bin/sh\nexit 0\n");
+    let mut sp = spec(&s, &[]);
+    // A hook that never returns: the child blocks before its exec.
+    sp.pre_exec = Some(Box::new(|| loop {
+        // SAFETY: pause(2) is async-signal-safe and takes no arguments.
+        unsafe { libc::pause() };
+    }));
+    sp.startup_timeout = Duration::from_millis(300);
+    match run(&sp, opts(60_000, 1000)) {
+        Err(e @ SpawnError::StartupTimeout { .. }) => {
+            assert!(e.to_string().contains("did not reach exec"), "{e}")
+        }
+        other => panic!("expected StartupTimeout, got {other:?}"),
+    }
+    assert_eq!(zombie_children(), Vec::<i32>::new());
+}
