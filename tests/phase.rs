@@ -730,7 +730,12 @@ fn the_snapshot_command_does_not_inherit_the_windows_oom_score_adj() {
     let s = Setup::new("oom");
     let fs = common::scratchfs::ScratchFs::new(&s.s.dir, "data", "ext4");
     let out = s.s.path("oom.txt");
-    let cmd = format!("cat /proc/self/oom_score_adj > '{}'", out.display());
+    let runner_out = s.s.path("runner-oom.txt");
+    let cmd = format!(
+        "cat /proc/self/oom_score_adj > '{}'; cat /proc/$PPID/oom_score_adj > '{}'",
+        out.display(),
+        runner_out.display()
+    );
     let run = s.quiesce(&[
         "snapshot",
         "--json",
@@ -748,6 +753,10 @@ fn the_snapshot_command_does_not_inherit_the_windows_oom_score_adj() {
     // The runner inherits the test's value; during the window it holds
     // -1000 itself, its child must not.
     let mine = std::fs::read_to_string("/proc/self/oom_score_adj").unwrap();
+    if std::fs::read_to_string(&runner_out).unwrap() != "-1000\n" {
+        eprintln!("SKIPPED: this machine refuses oom_score_adj -1000 to the runner, so there is nothing to inherit (tests/supervise.rs covers the reset)");
+        return;
+    }
     assert_eq!(std::fs::read_to_string(&out).unwrap(), mine);
     drop(fs);
 }

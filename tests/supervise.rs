@@ -640,3 +640,22 @@ fn a_child_stuck_before_exec_is_killed_at_the_startup_deadline() {
     }
     assert_eq!(zombie_children(), Vec::<i32>::new());
 }
+
+#[test]
+fn a_child_gets_the_recorded_oom_score_adj_not_the_runners_current_one() {
+    let Some(w) = world("oom") else { return };
+    // What the runner records at start; then its value changes, as the
+    // freeze window's -1000 does (raising is what every machine allows).
+    quiesce::supervise::record_oom_score_adj();
+    let recorded = std::fs::read_to_string("/proc/self/oom_score_adj").unwrap();
+    let raised = if recorded.trim() == "900" {
+        "901"
+    } else {
+        "900"
+    };
+    std::fs::write("/proc/self/oom_score_adj", raised).unwrap();
+    let s = w.script("pre.sh", "#!/bin/sh\ncat /proc/self/oom_score_adj\n");
+    let r = run(&spec(&s, &[]), opts(5000, 1000)).unwrap();
+    assert_eq!(r.exit_code, Some(0), "{}", r.stderr.text());
+    assert_eq!(r.stdout.text(), recorded);
+}
