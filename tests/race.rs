@@ -220,7 +220,8 @@ fn nobody_cannot_swap_a_script_whose_path_passes_the_checks() {
 #[test]
 fn a_path_nobody_could_change_is_refused_before_anything_runs() {
     require_root!();
-    let weaken: [(&str, fn(&Arena)); 4] = [
+    type Weaken = (&'static str, fn(&Arena));
+    let weaken: [Weaken; 4] = [
         ("script directory owned by nobody", |a| {
             common::chown(&a.dir, NOBODY)
         }),
