@@ -3,10 +3,18 @@
 //!
 //! Layers, bottom up:
 //! - [`SpawnSpec`] / [`spawn`]: everything (argv, environment, descriptors,
-//!   cgroup, sandbox hook) is built before `fork`; the child only runs
-//!   async-signal-safe syscalls, then `execve` (by checked path) or
-//!   `execveat` (pinned descriptor). A failure before exec comes back as a
-//!   [`SpawnError`] naming the step and errno, with the child reaped.
+//!   cgroup, sandbox hook, oom_score_adj) is built before `fork`; the child
+//!   only runs async-signal-safe syscalls: `PR_SET_PDEATHSIG`, cgroup join,
+//!   `setsid`, stdio, close-on-exec for everything else, the sandbox hook,
+//!   the (device, inode) re-check of a script path ([`IdentityCheck`]), then
+//!   `execve` by path ([`Exec::Path`], [`Exec::Interpreter`] for a pinned
+//!   script's sealed copy at `/dev/fd/3`) or `execveat` of a binary's
+//!   descriptor ([`Exec::Fd`]). A failure before exec comes back as a
+//!   [`SpawnError`] naming the step and errno, with the child reaped; a
+//!   child that does not reach its exec within
+//!   [`SpawnSpec::startup_timeout`] is killed. A sentinel process
+//!   (sentinel.rs) ends the tree if the runner dies before the attempt is
+//!   over.
 //! - [`Supervised`]: the handle. [`Supervised::wait`] is one `ppoll` over the
 //!   child's pidfd, its stdout/stderr pipes (drained into bounded
 //!   [`Captured`] buffers) and the runner's signal pipe; exit is noticed at
