@@ -204,8 +204,9 @@ impl CheckedFile {
     }
 
     /// Whether `path` still names the checked (device, inode) and is not a
-    /// symbolic link: the re-check done just before a script is executed by
-    /// its path.
+    /// symbolic link. The spawned child makes the same re-check, with a raw
+    /// `fstatat` as its last step before executing a script by its path
+    /// (supervise/spawn.rs); this is that rule for callers outside a child.
     pub fn still_names_checked_file(&self) -> bool {
         match std::fs::symlink_metadata(&self.path) {
             Ok(md) => !md.file_type().is_symlink() && md.dev() == self.dev && md.ino() == self.ino,

@@ -27,8 +27,8 @@ impl Default for InputPaths {
     }
 }
 
-/// Largest script accepted: scripts are read into memory once and run from
-/// a sealed copy.
+/// Largest script accepted: scripts are read into memory once (hashed, and
+/// a pinned script's sealed copy made from those bytes).
 pub const MAX_SCRIPT_BYTES: usize = 64 * 1024 * 1024;
 
 /// Which script: decides the error-table rows and the environment's phase name.
@@ -78,10 +78,12 @@ pub struct CheckedScript {
     pub file: CheckedFile,
     /// SHA-256 of `content` (recorded in the audit trail).
     pub sha256: String,
-    /// The bytes read once from the checked descriptor: what is hashed is
-    /// exactly what runs (from a sealed copy, never by re-opening the path).
+    /// The bytes read once from the checked descriptor and hashed. A pinned
+    /// script runs exactly these bytes (a sealed copy of them); an unpinned
+    /// one is executed by its path after a (device, inode) re-check, so
+    /// these are what runs unless root rewrites the file in place (SPEC §4).
     pub content: Vec<u8>,
-    /// Whether a pin was configured (then the hashed descriptor is executed).
+    /// Whether a pin was configured (then the sealed copy of `content` runs).
     pub pinned: bool,
     pub settings: ScriptConfig,
 }

@@ -399,8 +399,14 @@ fn a_pinned_descriptor_runs_the_script_as_dev_fd_3() {
     let Some(w) = world("pinned") else { return };
     let s = w.script("pre.sh", "#!/bin/sh\nprintf '%s\\n' \"$0\" \"$1\"\n");
     let fd: OwnedFd = std::fs::File::open(&s).unwrap().into();
-    let mut sp = spec(&s, &["first"]);
-    sp.program = Exec::Fd(fd);
+    // SPEC §4 (revised): the interpreter reads the pinned descriptor at
+    // /dev/fd/3, as the kernel runs a #! script from a descriptor.
+    let mut sp = spec(&s, &[]);
+    sp.argv = vec![c("/bin/sh"), EXEC_FD_PATH.to_owned(), c("first")];
+    sp.program = Exec::Interpreter {
+        program: c("/bin/sh"),
+        script: fd,
+    };
     let r = run(&sp, opts(5000, 1000)).unwrap();
     assert_eq!(r.exit_code, Some(0), "{}", r.stderr.text());
     assert_eq!(
@@ -613,4 +619,43 @@ fn a_missing_working_directory_is_a_spawn_error() {
         other => panic!("expected Chdir, got {other:?}"),
     }
     assert!(zombie_children().is_empty());
+}
+
+#[test]
+fn a_child_stuck_before_exec_is_killed_at_the_startup_deadline() {
+    let Some(w) = world("stuck") else { return };
+    let s = w.script("pre.sh", "#!/bin/sh\nexit 0\n");
+    let mut sp = spec(&s, &[]);
+    // A hook that never returns: the child blocks before its exec.
+    sp.pre_exec = Some(Box::new(|| loop {
+        // SAFETY: pause(2) is async-signal-safe and takes no arguments.
+        unsafe { libc::pause() };
+    }));
+    sp.startup_timeout = Duration::from_millis(300);
+    match run(&sp, opts(60_000, 1000)) {
+        Err(e @ SpawnError::StartupTimeout { .. }) => {
+            assert!(e.to_string().contains("did not reach exec"), "{e}")
+        }
+        other => panic!("expected StartupTimeout, got {other:?}"),
+    }
+    assert_eq!(zombie_children(), Vec::<i32>::new());
+}
+
+#[test]
+fn a_child_gets_the_recorded_oom_score_adj_not_the_runners_current_one() {
+    let Some(w) = world("oom") else { return };
+    // What the runner records at start; then its value changes, as the
+    // freeze window's -1000 does (raising is what every machine allows).
+    quiesce::supervise::record_oom_score_adj();
+    let recorded = std::fs::read_to_string("/proc/self/oom_score_adj").unwrap();
+    let raised = if recorded.trim() == "900" {
+        "901"
+    } else {
+        "900"
+    };
+    std::fs::write("/proc/self/oom_score_adj", raised).unwrap();
+    let s = w.script("pre.sh", "#!/bin/sh\ncat /proc/self/oom_score_adj\n");
+    let r = run(&spec(&s, &[]), opts(5000, 1000)).unwrap();
+    assert_eq!(r.exit_code, Some(0), "{}", r.stderr.text());
+    assert_eq!(r.stdout.text(), recorded);
 }

@@ -276,29 +276,15 @@ fn check_script_start(r: &Syslog5424, phase: &Value, script: &Path) {
     assert_eq!(Some(sha), phase["sha256"].as_str(), "{r:?}");
     assert_eq!(sha, sha256_file(script), "not the script's digest: {r:?}");
     let argv = r.param("argv").unwrap_or_else(|| panic!("no argv: {r:?}"));
-    // A #!/bin/sh script runs as the shell reading the sealed copy of the
-    // checked bytes, $0 the real path, then the config's two (empty) params:
-    // the record is the real execve argv.
+    // An unpinned #!/bin/sh script is executed by its path (SPEC §4
+    // revised), then the config's two (empty) params: the record is the
+    // real execve argv.
     assert_eq!(
         argv,
-        format!(
-            "{:?}",
-            [
-                "/bin/sh",
-                "-c",
-                ". /dev/fd/3",
-                script.to_str().unwrap(),
-                "",
-                ""
-            ]
-        ),
+        format!("{:?}", [script.to_str().unwrap(), "", ""]),
         "{r:?}"
     );
-    assert_eq!(
-        r.param("how"),
-        Some("/bin/sh reading the checked copy"),
-        "{r:?}"
-    );
+    assert_eq!(r.param("how"), Some("executed by its path"), "{r:?}");
     assert_eq!(
         r.param("pid").map(str::to_owned),
         a["pid"].as_i64().map(|p| p.to_string()),

@@ -1,46 +1,73 @@
-//! How a checked script is executed so that what runs is exactly what was
-//! checked and hashed (SPEC.md §4, issue 7's race attack).
+//! How a checked script is executed (SPEC.md §4).
 //!
-//! The script is read once from its checked descriptor; those bytes are
-//! hashed (the SHA-256 in the status and the audit trail) and copied into a
-//! sealed memfd, and the memfd is what runs. Nothing re-opens the script by
-//! its path afterwards, so no rename, symlink or parent-directory swap can
-//! slip another file in, and an in-place write cannot change the sealed copy.
+//! Unpinned scripts are executed **by their configured path**: `$0`,
+//! `${BASH_SOURCE[0]}`, Python's `__file__` and `dirname "$0"` are what they
+//! are when the operator runs the script by hand, and the `#!` line (with its
+//! options, `#!/bin/sh -` included) is honoured by the kernel. What makes
+//! that safe is the trust check of every parent directory (integrity.rs):
+//! only root can change what the path names. The child re-checks, as its
+//! last step before `execve`, that the path still names the checked
+//! (device, inode) and is not a symbolic link (spawn.rs).
+//! - owner execute bit set: `execve(PATH, [PATH, PARAMS…])`;
+//! - no owner execute bit (mode 600/500, accepted like the extension does):
+//!   `/bin/sh PATH PARAMS…`, as the extension runs it; so is an executable
+//!   text file without `#!` (what a shell does on ENOEXEC).
 //!
-//! `$0` stays the real path, which scripts use to find their sibling files:
-//! - a shell script (no owner execute bit: `/bin/sh`, as the extension runs
-//!   it; or a `#!` naming a POSIX-family shell) runs as
-//!   `SHELL [ARG] -c '. /dev/fd/3' REAL_PATH PARAMS…`, the shell reading the
-//!   sealed copy at descriptor 3 with `$0` set to the real path;
-//! - a binary runs from the memfd (`execveat`) with `argv[0]` the real path;
-//! - another interpreter (`#!/usr/bin/python3`…) runs from the memfd too; the
-//!   kernel then names the script `/dev/fd/3`, so `QUIESCE_SCRIPT_PATH`
-//!   carries the real path.
+//! Pinned scripts (`pre/postScriptSha256`) run exactly the hashed bytes,
+//! from a sealed memfd copy of them (no write, grow or shrink, ever), even
+//! if the file is rewritten in place after the check:
+//! - a `#!` script: its interpreter is executed by path with the copy at
+//!   `/dev/fd/3`, exactly as the kernel runs a `#!` script from a descriptor
+//!   (`INTERP [ARG] /dev/fd/3 PARAMS…`); the copy needs no execute right, so
+//!   this works under `vm.memfd_noexec=2`. `$0` is `/dev/fd/3` and
+//!   `QUIESCE_SCRIPT_PATH` carries the real path; descriptor 3 stays open in
+//!   the script (its interpreter reads it) and so in its descendants;
+//! - no owner execute bit, or text without `#!`: `/bin/sh /dev/fd/3 PARAMS…`;
+//! - a binary: `execveat` of an executable sealed copy (close-on-exec, so not
+//!   inherited), `argv[0]` the real path. Under `vm.memfd_noexec=2` no
+//!   memfd may be executed and a pinned binary is refused with a message
+//!   naming the setting (executing the file itself would no longer
+//!   guarantee the pinned bytes).
 
 use std::ffi::CString;
 use std::io;
 use std::os::fd::{FromRawFd, OwnedFd};
-use std::path::Path;
 
-use crate::supervise::{Exec, EXEC_FD_PATH};
+use crate::precheck::CheckedScript;
+use crate::supervise::{Exec, IdentityCheck, EXEC_FD_PATH};
 
-/// Shells that take `-c CMD NAME ARGS…` and `. FILE` with POSIX meaning.
-const SHELLS: [&str; 7] = ["sh", "dash", "bash", "ash", "ksh", "mksh", "zsh"];
+/// The shell that runs a script without the owner execute bit, as the
+/// extension does.
+const SHELL: &str = "/bin/sh";
 
 /// The script's bytes in a sealed memfd (read-only for everyone, forever).
-pub fn sealed_copy(name: &str, content: &[u8]) -> io::Result<OwnedFd> {
+/// `executable`: the copy itself is to be executed (a pinned binary);
+/// otherwise it is only read by an interpreter and is created non-executable.
+pub fn sealed_copy(name: &str, content: &[u8], executable: bool) -> io::Result<OwnedFd> {
     let cname = CString::new(format!("quiesce:{name}")).map_err(io::Error::other)?;
     let flags = libc::MFD_CLOEXEC | libc::MFD_ALLOW_SEALING;
-    // MFD_EXEC (Linux 6.3+) states the intent to execute it, which the
-    // vm.memfd_noexec sysctl may require; older kernels refuse the flag.
+    // MFD_EXEC / MFD_NOEXEC_SEAL (Linux 6.3+) state the intent, which the
+    // vm.memfd_noexec sysctl may require; older kernels refuse them (EINVAL).
+    let intent = if executable {
+        libc::MFD_EXEC
+    } else {
+        libc::MFD_NOEXEC_SEAL
+    };
     // SAFETY: memfd_create takes a NUL-terminated name and flags.
-    let mut fd = unsafe { libc::memfd_create(cname.as_ptr(), flags | libc::MFD_EXEC) };
+    let mut fd = unsafe { libc::memfd_create(cname.as_ptr(), flags | intent) };
     if fd < 0 && io::Error::last_os_error().raw_os_error() == Some(libc::EINVAL) {
         // SAFETY: as above.
         fd = unsafe { libc::memfd_create(cname.as_ptr(), flags) };
     }
     if fd < 0 {
-        return Err(io::Error::last_os_error());
+        let e = io::Error::last_os_error();
+        if executable && e.raw_os_error() == Some(libc::EACCES) {
+            return Err(io::Error::new(
+                e.kind(),
+                format!("{e}: the kernel refuses executable memfds (vm.memfd_noexec=2), so a pinned binary cannot run its sealed copy; pin a #! script instead, or lower vm.memfd_noexec"),
+            ));
+        }
+        return Err(e);
     }
     // SAFETY: memfd_create just returned this descriptor; we own it.
     let fd = unsafe { OwnedFd::from_raw_fd(fd) };
@@ -78,103 +105,102 @@ pub fn shebang(content: &[u8]) -> Option<(String, Option<String>)> {
     Some((interp.to_string(), arg.filter(|a| !a.is_empty())))
 }
 
-fn is_shell(path: &str) -> bool {
-    let base = Path::new(path)
-        .file_name()
-        .and_then(|b| b.to_str())
-        .unwrap_or("");
-    SHELLS.contains(&base)
-}
-
-/// `#!/usr/bin/env bash` names a shell through PATH: resolve it the way env
-/// would, in the scripts' PATH.
-fn env_shell(interp: &str, arg: Option<&str>, path: &str) -> Option<String> {
-    if Path::new(interp).file_name()?.to_str()? != "env" {
-        return None;
-    }
-    let name = arg?;
-    if name.contains(char::is_whitespace) || !SHELLS.contains(&name) {
-        return None;
-    }
-    std::env::split_paths(path)
-        .map(|d| d.join(name))
-        .find(|p| p.is_file())
-        .map(|p| p.display().to_string())
+fn is_elf(content: &[u8]) -> bool {
+    content.starts_with(b"\x7fELF")
 }
 
 /// What to execute, and the argv, for one run of a checked script.
 pub struct Launch {
     pub program: Exec,
     pub argv: Vec<CString>,
+    /// The (device, inode) re-check of an unpinned script's path.
+    pub identity: Option<IdentityCheck>,
     /// How it runs, for the audit trail.
     pub how: String,
 }
 
-/// Plans the launch of `content` (the checked bytes of `real_path`).
-pub fn plan(
-    real_path: &Path,
-    content: &[u8],
-    owner_executable: bool,
-    params: &[CString],
-    memfd: OwnedFd,
-    script_path_env: &str,
-) -> io::Result<Launch> {
-    let c = |s: &str| CString::new(s).map_err(io::Error::other);
-    let real = c(&real_path.to_string_lossy())?;
-    let shell_run = |shell: &str, arg: Option<&str>, memfd: OwnedFd| -> io::Result<Launch> {
-        let mut argv = vec![c(shell)?];
-        if let Some(a) = arg {
-            argv.push(c(a)?);
-        }
-        argv.extend([
-            c("-c")?,
-            c(&format!(". {}", EXEC_FD_PATH.to_string_lossy()))?,
-            real.clone(),
-        ]);
-        argv.extend(params.iter().cloned());
-        Ok(Launch {
-            program: Exec::ShellFd {
-                shell: c(shell)?,
-                script: memfd,
-            },
-            argv,
-            how: format!("{shell} reading the checked copy"),
-        })
-    };
-    if !owner_executable {
-        // The extension runs such a script as `sh <script>`.
-        return shell_run("/bin/sh", None, memfd);
-    }
-    match shebang(content) {
-        Some((interp, arg)) if is_shell(&interp) => shell_run(&interp, arg.as_deref(), memfd),
-        Some((interp, arg)) => match env_shell(&interp, arg.as_deref(), script_path_env) {
-            Some(shell) => shell_run(&shell, None, memfd),
-            None => {
-                let mut argv = vec![real.clone()];
-                argv.extend(params.iter().cloned());
-                Ok(Launch {
-                    program: Exec::Fd(memfd),
-                    argv,
-                    how: format!("{interp} on the checked copy ($0 is /dev/fd/3)"),
-                })
-            }
-        },
-        None if content.starts_with(b"\x7fELF") => {
-            let mut argv = vec![real];
-            argv.extend(params.iter().cloned());
-            Ok(Launch {
-                program: Exec::Fd(memfd),
-                argv,
-                how: "binary from the checked copy".into(),
-            })
-        }
-        // Executable text without #!: execve would say ENOEXEC; shells (and
-        // the extension) run it with sh.
-        None => shell_run("/bin/sh", None, memfd),
-    }
+/// Whether a pinned script's sealed copy must itself be executable (a
+/// binary) or is only read by an interpreter.
+pub fn needs_executable_copy(script: &CheckedScript) -> bool {
+    script.file.owner_executable() && shebang(&script.content).is_none() && is_elf(&script.content)
 }
 
-/// Where a script's real path is given to it when `$0` cannot carry it.
+/// Plans the launch of `script` with `params`. `sealed` is the sealed copy
+/// of a pinned script's bytes (`None` when unpinned).
+pub fn plan(
+    script: &CheckedScript,
+    params: &[CString],
+    sealed: Option<OwnedFd>,
+) -> io::Result<Launch> {
+    let c = |s: &str| CString::new(s).map_err(io::Error::other);
+    let real =
+        CString::new(script.file.path.as_os_str().as_encoded_bytes()).map_err(io::Error::other)?;
+    let content = &script.content;
+    let owner_exec = script.file.owner_executable();
+    let with_params = |mut argv: Vec<CString>| {
+        argv.extend(params.iter().cloned());
+        argv
+    };
+    let Some(copy) = sealed else {
+        let identity = Some(IdentityCheck {
+            path: real.clone(),
+            dev: script.file.dev,
+            ino: script.file.ino,
+        });
+        let direct = owner_exec && (shebang(content).is_some() || is_elf(content));
+        return Ok(if direct {
+            Launch {
+                program: Exec::Path(real.clone()),
+                argv: with_params(vec![real]),
+                identity,
+                how: "executed by its path".into(),
+            }
+        } else {
+            // No owner execute bit: the extension runs it as `sh SCRIPT`;
+            // executable text without #!: execve says ENOEXEC, shells run it
+            // with sh.
+            Launch {
+                program: Exec::Path(c(SHELL)?),
+                argv: with_params(vec![c(SHELL)?, real]),
+                identity,
+                how: format!("{SHELL} reading it by its path"),
+            }
+        });
+    };
+    let fd_path = EXEC_FD_PATH.to_owned();
+    if owner_exec && is_elf(content) && shebang(content).is_none() {
+        return Ok(Launch {
+            program: Exec::Fd(copy),
+            argv: with_params(vec![real]),
+            identity: None,
+            how: "pinned binary executed from its sealed copy".into(),
+        });
+    }
+    let (interp, arg) = match shebang(content).filter(|_| owner_exec) {
+        Some((interp, arg)) => (interp, arg),
+        None => (SHELL.to_string(), None),
+    };
+    let mut argv = vec![c(&interp)?];
+    if let Some(a) = &arg {
+        argv.push(c(a)?);
+    }
+    argv.push(fd_path);
+    Ok(Launch {
+        program: Exec::Interpreter {
+            program: c(&interp)?,
+            script: copy,
+        },
+        argv: with_params(argv),
+        identity: None,
+        how: format!(
+            "pinned: {interp} reading the sealed copy at {}",
+            EXEC_FD_PATH.to_string_lossy()
+        ),
+    })
+}
+
+/// Where a script's real path is given to it (a pinned script's `$0` is
+/// `/dev/fd/3`).
 pub const SCRIPT_PATH_VAR: &str = "QUIESCE_SCRIPT_PATH";
 
 #[cfg(test)]
@@ -198,7 +224,7 @@ mod tests {
 
     #[test]
     fn sealed_copy_cannot_be_written() {
-        let fd = sealed_copy("t", b"abc").unwrap();
+        let fd = sealed_copy("t", b"abc", false).unwrap();
         let r = nix::unistd::write(&fd, b"x");
         assert!(r.is_err(), "a sealed copy accepted a write");
         let mut s = String::new();

@@ -1,6 +1,8 @@
 //! Running one script phase (pre or post): retries, one timeout budget for all
-//! attempts, the executable chosen per SPEC.md §4, the reduced environment of
-//! §7, and the pre-script "holders" that live until the post phase is over.
+//! attempts, the launch chosen per SPEC.md §4 (see executable.rs: by its path
+//! after a re-check, or a pinned script from the sealed copy of its hashed
+//! bytes), the reduced environment of §7, and the pre-script "holders" that
+//! live until the post phase is over.
 
 use std::ffi::CString;
 use std::os::fd::{BorrowedFd, OwnedFd};
@@ -60,7 +62,7 @@ impl PhaseResult {
 fn spawn_spec(
     ctx: &RunContext<'_>,
     script: &CheckedScript,
-    sealed: &OwnedFd,
+    sealed: Option<&OwnedFd>,
     attempt: u32,
     left: Duration,
 ) -> Result<(SpawnSpec, String), String> {
@@ -72,20 +74,15 @@ fn spawn_spec(
         .map(|p| cstr(p))
         .collect::<Result<Vec<_>, _>>()?;
     let copy = sealed
-        .try_clone()
+        .map(|fd| fd.try_clone())
+        .transpose()
         .map_err(|e| format!("cannot duplicate the script's sealed copy: {e}"))?;
-    // What runs is the sealed copy of the checked bytes, never the path
-    // re-opened (see executable.rs); $0 stays the real path where it can.
-    let launch = executable::plan(
-        &script.file.path,
-        &script.content,
-        script.file.owner_executable(),
-        &params,
-        copy,
-        SCRIPT_PATH,
-    )
-    .map_err(|e| format!("cannot prepare the script's launch: {e}"))?;
+    let launch = executable::plan(script, &params, copy)
+        .map_err(|e| format!("cannot prepare the script's launch: {e}"))?;
     let mut spec = SpawnSpec::new(launch.program, launch.argv);
+    spec.identity_check = launch.identity;
+    // A child stuck before its exec must not outlast the phase.
+    spec.startup_timeout = left.clamp(Duration::from_secs(1), supervise::DEFAULT_STARTUP_TIMEOUT);
     let lang = std::env::var("LANG").unwrap_or_else(|_| "C.UTF-8".into());
     let home = std::env::var("HOME").unwrap_or_else(|_| "/root".into());
     spec.env = [
@@ -120,6 +117,24 @@ fn spawn_spec(
         }));
     }
     Ok((spec, launch.how))
+}
+
+/// The error-table row of a failed start (SPEC §4). The re-check of an
+/// unpinned script's path found it gone: not found (302/303), as the
+/// pre-check would have. It found a symbolic link, another file, or could
+/// not look: the file that would run has not passed the §4 trust checks, a
+/// permission failure (306/307), as a symbolic link is at the pre-check.
+/// (312 is only for a configured pin, whose sealed copy cannot change.)
+/// Anything else is the script failing to start (300/301).
+fn spawn_error_code(phase: Phase, e: &SpawnError) -> crate::error::ErrorCode {
+    match e {
+        SpawnError::IdentityCheck {
+            errno: nix::errno::Errno::ENOENT | nix::errno::Errno::ENOTDIR,
+            ..
+        } => phase.not_found(),
+        SpawnError::ScriptReplaced { .. } | SpawnError::IdentityCheck { .. } => phase.permission(),
+        _ => phase.execution_failed(),
+    }
 }
 
 fn attempt_status(attempt: u32, r: &supervise::AttemptReport) -> AttemptStatus {
@@ -159,10 +174,18 @@ pub fn run_phase(ctx: &RunContext<'_>, script: &CheckedScript, config: &Config) 
         interrupted: None,
         leftovers: Vec::new(),
     };
-    // One sealed copy of the checked bytes for every attempt of the phase.
-    let sealed = match executable::sealed_copy(name, &script.content) {
-        Ok(fd) => fd,
-        Err(e) => {
+    // A pinned script runs from one sealed copy of its hashed bytes, for
+    // every attempt of the phase; an unpinned one by its path.
+    let sealed = match script.pinned.then(|| {
+        executable::sealed_copy(
+            name,
+            &script.content,
+            executable::needs_executable_copy(script),
+        )
+    }) {
+        None => None,
+        Some(Ok(fd)) => Some(fd),
+        Some(Err(e)) => {
             result.problem = Some(Problem::new(
                 phase.execution_failed(),
                 format!(
@@ -176,7 +199,7 @@ pub fn run_phase(ctx: &RunContext<'_>, script: &CheckedScript, config: &Config) 
     };
     for attempt in 1..=attempts_allowed {
         let left = deadline.saturating_duration_since(Instant::now());
-        let (spec, how) = match spawn_spec(ctx, script, &sealed, attempt, left) {
+        let (spec, how) = match spawn_spec(ctx, script, sealed.as_ref(), attempt, left) {
             Ok(s) => s,
             Err(e) => {
                 result.problem = Some(Problem::new(phase.execution_failed(), e));
@@ -221,12 +244,7 @@ pub fn run_phase(ctx: &RunContext<'_>, script: &CheckedScript, config: &Config) 
         let report = match outcome {
             Ok(r) => r,
             Err(e) => {
-                let code = match e {
-                    SpawnError::ScriptReplaced { .. } | SpawnError::IdentityCheck { .. } => {
-                        phase.permission()
-                    }
-                    _ => phase.execution_failed(),
-                };
+                let code = spawn_error_code(phase, &e);
                 audit::event(
                     Level::Error,
                     "script-spawn-failed",

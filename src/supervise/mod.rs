@@ -3,10 +3,18 @@
 //!
 //! Layers, bottom up:
 //! - [`SpawnSpec`] / [`spawn`]: everything (argv, environment, descriptors,
-//!   cgroup, sandbox hook) is built before `fork`; the child only runs
-//!   async-signal-safe syscalls, then `execve` (by checked path) or
-//!   `execveat` (pinned descriptor). A failure before exec comes back as a
-//!   [`SpawnError`] naming the step and errno, with the child reaped.
+//!   cgroup, sandbox hook, oom_score_adj) is built before `fork`; the child
+//!   only runs async-signal-safe syscalls: `PR_SET_PDEATHSIG`, cgroup join,
+//!   `setsid`, stdio, close-on-exec for everything else, the sandbox hook,
+//!   the (device, inode) re-check of a script path ([`IdentityCheck`]), then
+//!   `execve` by path ([`Exec::Path`], [`Exec::Interpreter`] for a pinned
+//!   script's sealed copy at `/dev/fd/3`) or `execveat` of a binary's
+//!   descriptor ([`Exec::Fd`]). A failure before exec comes back as a
+//!   [`SpawnError`] naming the step and errno, with the child reaped; a
+//!   child that does not reach its exec within
+//!   [`SpawnSpec::startup_timeout`] is killed. A sentinel process
+//!   (sentinel.rs) ends the tree if the runner dies before the attempt is
+//!   over.
 //! - [`Supervised`]: the handle. [`Supervised::wait`] is one `ppoll` over the
 //!   child's pidfd, its stdout/stderr pipes (drained into bounded
 //!   [`Captured`] buffers) and the runner's signal pipe; exit is noticed at
@@ -41,6 +49,7 @@
 mod capture;
 mod cgroup;
 pub mod procfs;
+mod sentinel;
 mod spawn;
 mod supervised;
 mod sys;
@@ -49,7 +58,8 @@ mod tree;
 pub use capture::{Captured, DEFAULT_OUTPUT_CAP};
 pub use cgroup::{sweep_stale as sweep_stale_cgroups, CgroupRequest, CgroupStatus};
 pub use spawn::{
-    spawn, Exec, IdentityCheck, PreExecHook, SpawnError, SpawnSpec, EXEC_FD, EXEC_FD_PATH,
+    record_oom_score_adj, spawn, Exec, IdentityCheck, PreExecHook, SpawnError, SpawnSpec,
+    DEFAULT_STARTUP_TIMEOUT, EXEC_FD, EXEC_FD_PATH,
 };
 pub use supervised::{ExitStatus, Finished, Progress, Supervised, WaitOutcome};
 pub use tree::{reap_orphans, terminate_leftovers, KillReport, Leftover};
@@ -71,8 +81,11 @@ pub struct SubreaperError(pub Errno);
 
 /// Makes the runner a child subreaper (`PR_SET_CHILD_SUBREAPER`): orphaned
 /// descendants of its children re-parent to it, so a script that
-/// double-forks or `setsid`s away stays findable. Call once at start.
+/// double-forks or `setsid`s away stays findable. Call once at start, before
+/// any freeze window: it also records the runner's `oom_score_adj` as the
+/// value children get back ([`record_oom_score_adj`]).
 pub fn become_subreaper() -> Result<(), SubreaperError> {
+    record_oom_score_adj();
     // SAFETY: prctl with integer arguments only.
     let r = unsafe { libc::prctl(libc::PR_SET_CHILD_SUBREAPER, 1 as libc::c_ulong, 0, 0, 0) };
     if r != 0 {

@@ -4,6 +4,7 @@
 use super::capture::{CaptureBuffer, Captured};
 use super::cgroup::{CgroupStatus, ScriptCgroup};
 use super::procfs::{self, Adopt, Membership, ProcStat};
+use super::sentinel::Sentinel;
 use super::spawn::Started;
 use super::sys;
 use super::tree::Leftover;
@@ -163,6 +164,10 @@ pub struct Supervised {
     preexisting: Option<HashSet<(i32, u64)>>,
     pub(crate) lineage: HashSet<(i32, u64)>,
     excluded: HashSet<i32>,
+    /// Ends the tree if the runner dies before the attempt is over; stopped
+    /// by `finish` or drop (leftovers that are meant to outlive the runner,
+    /// pre-script holders, are then left alone).
+    sentinel: Option<Sentinel>,
 }
 
 const READ_CHUNK: usize = 64 * 1024;
@@ -203,7 +208,10 @@ impl Supervised {
             runner: s.runner,
             preexisting: s.preexisting,
             lineage: HashSet::new(),
-            excluded: HashSet::new(),
+            // The sentinel is the runner's child, forked after the spawn:
+            // never an orphan of this tree.
+            excluded: s.sentinel.iter().map(|t| t.pid).collect(),
+            sentinel: s.sentinel,
         }
     }
 
@@ -446,6 +454,9 @@ impl Supervised {
     /// removes the cgroup when nothing lives in it any more, and returns the
     /// captures. Leftovers keep running, and keep their cgroup.
     pub fn finish(mut self) -> Finished {
+        if let Some(t) = self.sentinel.take() {
+            t.stop();
+        }
         self.drain_output();
         self.reap();
         if self.reaped && self.cgroup.is_some() && self.cgroup.members().is_empty() {
@@ -465,6 +476,9 @@ impl Supervised {
 
 impl Drop for Supervised {
     fn drop(&mut self) {
+        if let Some(t) = self.sentinel.take() {
+            t.stop();
+        }
         self.reap();
         live().remove(&self.pid);
         if self.reaped && self.cgroup.is_some() && self.cgroup.members().is_empty() {
