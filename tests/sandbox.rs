@@ -1164,3 +1164,126 @@ fn audit_lists_the_rules_that_keep_scripts_out_of_the_runner() {
         "{observed:?}"
     );
 }
+
+// ---- script cgroups stay inside the caller's cgroup (SPEC §7) -------------------
+
+/// The cgroup v2 mount and the v1 `pids` mount, from /proc/self/mounts.
+fn cgroup_mounts() -> (Option<PathBuf>, Option<PathBuf>) {
+    let mounts = fs::read_to_string("/proc/self/mounts").unwrap();
+    let mut v2 = None;
+    let mut v1_pids = None;
+    for l in mounts.lines() {
+        let f: Vec<&str> = l.split(' ').collect();
+        if f.len() < 4 {
+            continue;
+        }
+        if f[2] == "cgroup2" && v2.is_none() {
+            v2 = Some(PathBuf::from(f[1]));
+        } else if f[2] == "cgroup" && f[3].split(',').any(|o| o == "pids") {
+            v1_pids = Some(PathBuf::from(f[1]));
+        }
+    }
+    (v2, v1_pids)
+}
+
+/// A cgroup the test creates (under the v2 and v1-pids mounts) to start
+/// quiesce in, as a systemd unit would; removed with whatever quiesce left
+/// in it once quiesce is gone.
+struct CallerCgroup {
+    dirs: Vec<PathBuf>,
+}
+
+impl Drop for CallerCgroup {
+    fn drop(&mut self) {
+        for dir in &self.dirs {
+            if let Ok(entries) = fs::read_dir(dir) {
+                for e in entries.flatten() {
+                    if e.path().is_dir() {
+                        let _ = fs::remove_dir(e.path());
+                    }
+                }
+            }
+            let _ = fs::remove_dir(dir);
+        }
+    }
+}
+
+#[test]
+fn script_cgroups_are_created_inside_the_callers_cgroup() {
+    require_root!("creates cgroups and runs quiesce pre");
+    let (Some(v2), v1_pids) = cgroup_mounts() else {
+        eprintln!("SKIPPED: no cgroup v2 hierarchy mounted");
+        return;
+    };
+    let name = format!("qtest-caller-{}", std::process::id());
+    let mut caller = CallerCgroup { dirs: Vec::new() };
+    for mount in std::iter::once(&v2).chain(v1_pids.as_ref()) {
+        let dir = mount.join(&name);
+        if fs::create_dir(&dir).is_err() {
+            eprintln!("SKIPPED: cannot create a cgroup under {}", mount.display());
+            return;
+        }
+        caller.dirs.push(dir);
+    }
+    let s = common::Setup::new("cg-inside");
+    fs::write(&s.pre, "#!/bin/sh\ncat /proc/self/cgroup\n").unwrap();
+    // The runner starts inside the caller's cgroup(s), as under a unit.
+    let joins: String = caller
+        .dirs
+        .iter()
+        .map(|d| format!("echo $$ > '{}/cgroup.procs' && ", d.display()))
+        .collect();
+    let out = Command::new("/bin/sh")
+        .arg("-c")
+        .arg(format!("{joins}exec \"$@\""))
+        .arg("sh")
+        .arg(env!("CARGO_BIN_EXE_quiesce"))
+        .arg("--config")
+        .arg(&s.config)
+        .arg("--host-config")
+        .arg(&s.host_config)
+        .arg("--run-dir")
+        .arg(s.s.path("run"))
+        .arg("--syslog-socket")
+        .arg(s.s.path("no-syslog.sock"))
+        .args(["pre", "--json"])
+        .output()
+        .unwrap();
+    let run = common::Run::from(out);
+    assert_eq!(run.code, 0, "{}\n{}", run.stdout, run.stderr);
+    let v = run.json();
+    let seen = v["phases"]["pre"]["attempts"][0]["stdoutTail"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let own = format!("/{name}/");
+    let v2_line = seen
+        .lines()
+        .find_map(|l| l.strip_prefix("0::"))
+        .unwrap_or_else(|| panic!("no cgroup v2 line in {seen}"));
+    assert!(
+        v2_line.starts_with(&own),
+        "the script's cgroup {v2_line} is not inside the caller's /{name}"
+    );
+    if v1_pids.is_some() {
+        let pids_line = seen
+            .lines()
+            .find_map(|l| l.split_once(":pids:").map(|(_, p)| p))
+            .unwrap_or_else(|| panic!("no pids line in {seen}"));
+        assert!(
+            pids_line.starts_with(&own),
+            "the script's pids cgroup {pids_line} is not inside the caller's /{name}"
+        );
+    }
+    // Its cgroup is gone once it ended, and nothing was made at the root.
+    for dir in &caller.dirs {
+        let left: Vec<String> = fs::read_dir(dir)
+            .unwrap()
+            .flatten()
+            .filter(|e| e.path().is_dir())
+            .map(|e| e.file_name().to_string_lossy().into_owned())
+            .filter(|n| !n.starts_with("quiesce-runner-"))
+            .collect();
+        assert!(left.is_empty(), "left in {}: {left:?}", dir.display());
+    }
+}
