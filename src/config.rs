@@ -4,7 +4,10 @@
 //! Every file the existing extension accepts and runs correctly must keep
 //! working, so defaults, clamps and warnings are the extension's. Types are
 //! strict: `"false"` is not a boolean, and a wrong type is an error that names
-//! the key, never a silent coercion.
+//! the key, never a silent coercion. Two forms the extension runs correctly
+//! are read as it reads them, each with a warning naming the key: a known key
+//! set to `null` is absent, and an integral float (`30.0`, `1e3`) given for
+//! an integer key is that integer.
 
 use serde::de::{self, Deserializer, MapAccess, Visitor};
 use serde::Deserialize;
@@ -127,10 +130,11 @@ pub fn parse(path: &Path, bytes: &[u8], host_timeout: Option<u64>) -> Result<Loa
     if !top.is_object() {
         return Err(ConfigError::NotObject(path.to_path_buf()));
     }
-    let StrictObject(entries) = serde_json::from_str(text)
+    let StrictObject(mut entries) = serde_json::from_str(text)
         .map_err(|e| ConfigError::Syntax(path.to_path_buf(), e.to_string()))?;
 
     let mut warnings = Vec::new();
+    read_as_the_extension_does(path, &mut entries, &mut warnings);
     let get = |key: &str| entries.iter().find(|(k, _)| k == key).map(|(_, v)| v);
     let field = |key: &str, rule: String| ConfigError::Field {
         path: path.to_path_buf(),
@@ -315,6 +319,70 @@ pub fn parse(path: &Path, bytes: &[u8], host_timeout: Option<u64>) -> Result<Loa
     Ok(Loaded { config, warnings })
 }
 
+/// The keys whose value is a count of something: the extension reads them
+/// as numbers, so `30.0` and `1e3` run there as 30 and 1000.
+const INTEGER_KEYS: [&str; 4] = [
+    "preScriptNoOfRetries",
+    "postScriptNoOfRetries",
+    "timeoutInSeconds",
+    "ScriptsExecutionPollTimeSeconds",
+];
+
+/// What the extension accepts and runs correctly, and the strict types below
+/// would refuse (SPEC §3: such files must keep working), each with a warning
+/// that names the key: a known key set to `null` is absent (a required one
+/// is then reported missing), and an integral number written as a float is
+/// that integer. `30.5` stays a float, refused by the integer rule.
+fn read_as_the_extension_does(
+    path: &Path,
+    entries: &mut Vec<(String, Value)>,
+    warnings: &mut Vec<String>,
+) {
+    entries.retain(|(key, value)| {
+        let dropped = value.is_null() && KNOWN_KEYS.contains(&key.as_str());
+        if dropped {
+            warnings.push(format!(
+                "{}: \"{key}\" is null; treated as absent",
+                path.display()
+            ));
+        }
+        !dropped
+    });
+    for (key, value) in entries.iter_mut() {
+        if !INTEGER_KEYS.contains(&key.as_str()) {
+            continue;
+        }
+        let Some(int) = integral_float(value) else {
+            continue;
+        };
+        warnings.push(format!(
+            "{}: \"{key}\" is written {value}; read as the integer {int}",
+            path.display()
+        ));
+        *value = int;
+    }
+}
+
+/// The integer a float such as `30.0` or `1e3` stands for, when it is one
+/// exactly and fits a 64-bit integer.
+fn integral_float(value: &Value) -> Option<Value> {
+    let Value::Number(n) = value else {
+        return None;
+    };
+    let f = n.as_f64().filter(|_| n.is_f64())?;
+    if !f.is_finite() || f.fract() != 0.0 {
+        return None;
+    }
+    // The bounds are exact powers of two, so the comparisons are exact too.
+    if (0.0..18_446_744_073_709_551_616.0).contains(&f) {
+        Some(Value::from(f as u64))
+    } else if (-9_223_372_036_854_775_808.0..0.0).contains(&f) {
+        Some(Value::from(f as i64))
+    } else {
+        None
+    }
+}
+
 fn type_name(v: &Value) -> &'static str {
     match v {
         Value::Null => "null",
@@ -436,6 +504,93 @@ mod tests {
         assert!(c.continue_on_failure && c.fs_freeze_enabled);
         assert_eq!(c.pre.retries, 0);
         assert!(c.pre.params.is_empty());
+    }
+
+    #[test]
+    fn integral_floats_are_integers_with_a_warning() {
+        let text = r#"{"preScriptLocation":"/a/pre.sh","postScriptLocation":"/a/post.sh",
+            "timeoutInSeconds":1e3,"preScriptNoOfRetries":2.0,"postScriptNoOfRetries":0.0,
+            "ScriptsExecutionPollTimeSeconds":4.0}"#;
+        let l = p(text).unwrap();
+        assert_eq!(l.config.timeout_secs, 1000);
+        assert_eq!((l.config.pre.retries, l.config.post.retries), (2, 0));
+        assert_eq!(l.config.poll_secs, 4);
+        for key in [
+            "timeoutInSeconds",
+            "preScriptNoOfRetries",
+            "postScriptNoOfRetries",
+            "ScriptsExecutionPollTimeSeconds",
+        ] {
+            assert!(
+                l.warnings
+                    .iter()
+                    .any(|w| w.contains(&format!("\"{key}\"")) && w.contains("integer")),
+                "{key}: {:?}",
+                l.warnings
+            );
+        }
+        // The usual clamp applies after the conversion.
+        let big = MIN.replace('}', r#","timeoutInSeconds":3600.0}"#);
+        assert_eq!(p(&big).unwrap().config.timeout_secs, MAX_TIMEOUT_SECS);
+    }
+
+    #[test]
+    fn fractional_and_out_of_range_numbers_stay_errors_naming_the_key() {
+        for (key, value) in [
+            ("timeoutInSeconds", "30.5"),
+            ("timeoutInSeconds", "0.0"),
+            ("timeoutInSeconds", "1e20"),
+            ("preScriptNoOfRetries", "-1.0"),
+            ("postScriptNoOfRetries", "0.5"),
+        ] {
+            let text = MIN.replace('}', &format!(r#","{key}":{value}}}"#));
+            match p(&text) {
+                Err(ConfigError::Field { key: k, .. }) => assert_eq!(k, key, "{value}"),
+                other => panic!("{key}: {value}: {other:?}"),
+            }
+        }
+        let poll = MIN.replace('}', r#","ScriptsExecutionPollTimeSeconds":2.5}"#);
+        assert!(matches!(
+            p(&poll),
+            Err(ConfigError::Field { key, .. }) if key == "ScriptsExecutionPollTimeSeconds"
+        ));
+    }
+
+    #[test]
+    fn null_optional_keys_are_absent_with_a_warning() {
+        let optional = [
+            "pluginName",
+            "preScriptParams",
+            "postScriptParams",
+            "preScriptNoOfRetries",
+            "postScriptNoOfRetries",
+            "timeoutInSeconds",
+            "continueBackupOnFailure",
+            "fsFreezeEnabled",
+            "ScriptsExecutionPollTimeSeconds",
+            "appName",
+            "preScriptSha256",
+            "postScriptSha256",
+        ];
+        for key in optional {
+            let text = MIN.replace('}', &format!(r#","{key}":null}}"#));
+            let l = p(&text).unwrap_or_else(|e| panic!("{key}: {e}"));
+            assert_eq!(l.config, p(MIN).unwrap().config, "{key}");
+            assert!(
+                l.warnings
+                    .iter()
+                    .any(|w| w.contains(&format!("\"{key}\" is null"))),
+                "{key}: {:?}",
+                l.warnings
+            );
+        }
+        // A required key set to null is missing, and says so.
+        let text = r#"{"preScriptLocation":null,"postScriptLocation":"/a/post.sh"}"#;
+        assert!(matches!(
+            p(text),
+            Err(ConfigError::Field { key, rule, .. })
+                if key == "preScriptLocation" && rule.contains("required")
+        ));
     }
 
     #[test]

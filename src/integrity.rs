@@ -311,7 +311,10 @@ fn parent_dirs(file: &Path) -> Result<BTreeSet<PathBuf>, TrustError> {
     Ok(dirs)
 }
 
-fn check_parents(file: &Path) -> Result<(), TrustError> {
+/// Checks every directory above `file` (as written and with links resolved):
+/// owner uid 0, not group- or world-writable. Public for other trusted
+/// paths that are directories, such as the run directory.
+pub fn check_parents(file: &Path) -> Result<(), TrustError> {
     for dir in parent_dirs(file)? {
         // stat follows links: a linked directory is judged by its target,
         // and the link itself by the directory holding it (also in the set).

@@ -25,6 +25,8 @@ use quiesce::sandbox::{
     WatchdogPolicy,
 };
 
+mod common;
+
 // ---- fixtures ---------------------------------------------------------------
 
 fn is_root() -> bool {
@@ -277,6 +279,7 @@ fn builtin_policy_holds_at_least_the_spec_defaults() {
         "CAP_MAC_OVERRIDE",
         "CAP_BPF",
         "CAP_SYS_TIME",
+        "CAP_SYS_PTRACE",
     ] {
         assert!(
             p.capabilities_drop
@@ -298,6 +301,9 @@ fn builtin_policy_holds_at_least_the_spec_defaults() {
         "reboot",
         "swapoff",
         "bpf",
+        "ptrace",
+        "process_vm_writev",
+        "pidfd_getfd",
     ] {
         assert!(
             f.filter
@@ -1033,5 +1039,251 @@ fn watchdog_filter_allows_fithaw_and_refuses_the_rest() {
     if cfg!(target_arch = "x86_64") {
         assert_eq!((p[wslot::X32].ret, p[wslot::X32].errno), (-1, libc::EPERM));
         assert_eq!(p[wslot::POLL].ret, 0, "poll allowed on x86_64");
+    }
+}
+
+// ---- a real script against its runner (SPEC §8: no attaching to the runner) ----
+
+/// A pre-script in Python (its parent is the runner) that tries every way
+/// of reaching into the runner and prints one `NAME=ret errno` line each.
+/// A successful PTRACE_SEIZE is never followed by PTRACE_ATTACH: attaching
+/// would SIGSTOP the runner and leave it stopped when the script exits.
+const REACH_INTO_RUNNER: &str = r#"#!/usr/bin/python3
+import ctypes, os
+libc = ctypes.CDLL(None, use_errno=True)
+libc.syscall.restype = ctypes.c_long
+runner = os.getppid()
+def out(name, ret):
+    print(f"{name}={ret} {ctypes.get_errno() if ret < 0 else 0}", flush=True)
+    ctypes.set_errno(0)
+with open(f"/proc/{runner}/comm") as f:
+    print("PARENT=" + f.read().strip(), flush=True)
+PTRACE_ATTACH, PTRACE_SEIZE = 16, 0x4206
+seize = libc.ptrace(PTRACE_SEIZE, runner, None, None)
+out("SEIZE", seize)
+if seize < 0:
+    out("ATTACH", libc.ptrace(PTRACE_ATTACH, runner, None, None))
+try:
+    os.close(os.open(f"/proc/{runner}/mem", os.O_RDWR))
+    print("MEM_RW=0 0", flush=True)
+except OSError as e:
+    print(f"MEM_RW=-1 {e.errno}", flush=True)
+class iovec(ctypes.Structure):
+    _fields_ = [("base", ctypes.c_void_p), ("len", ctypes.c_size_t)]
+buf = ctypes.create_string_buffer(1)
+local = iovec(ctypes.cast(buf, ctypes.c_void_p), 1)
+# Remote address 0: where the access check passes this fails with EFAULT
+# and writes nothing; a refusal is EPERM.
+remote = iovec(None, 1)
+SYS_process_vm_writev, SYS_pidfd_open, SYS_pidfd_getfd = 311, 434, 438
+out("VM_WRITEV", libc.syscall(SYS_process_vm_writev, runner, ctypes.byref(local), 1, ctypes.byref(remote), 1, 0))
+pidfd = libc.syscall(SYS_pidfd_open, runner, 0)
+out("PIDFD_OPEN", pidfd)
+if pidfd >= 0:
+    out("PIDFD_GETFD", libc.syscall(SYS_pidfd_getfd, pidfd, 0, 0))
+"#;
+
+#[test]
+fn a_script_cannot_trace_or_write_into_its_runner() {
+    require_root!("runs quiesce pre with a root-owned script");
+    if !cfg!(target_arch = "x86_64") || !Path::new("/usr/bin/python3").exists() {
+        eprintln!("SKIPPED: needs x86_64 syscall numbers and /usr/bin/python3");
+        return;
+    }
+    let s = common::Setup::new("ptrace");
+    fs::write(&s.pre, REACH_INTO_RUNNER).unwrap();
+    let run = s.quiesce(&["pre", "--json"]);
+    assert_eq!(run.code, 0, "{}\n{}", run.stdout, run.stderr);
+    let v = run.json();
+    let out = v["phases"]["pre"]["attempts"][0]["stdoutTail"]
+        .as_str()
+        .unwrap_or_else(|| panic!("no output: {v}"))
+        .to_string();
+    let line = |key: &str| -> (i64, i32) {
+        let rest = out
+            .lines()
+            .find_map(|l| l.strip_prefix(&format!("{key}=")))
+            .unwrap_or_else(|| panic!("no {key} in {out}"));
+        let (ret, errno) = rest.split_once(' ').unwrap();
+        (ret.parse().unwrap(), errno.parse().unwrap())
+    };
+    assert!(
+        out.contains("PARENT=quiesce"),
+        "the script's parent is the runner: {out}"
+    );
+    assert_eq!(
+        line("SEIZE"),
+        (-1, libc::EPERM),
+        "PTRACE_SEIZE of the runner: {out}"
+    );
+    assert_eq!(
+        line("ATTACH"),
+        (-1, libc::EPERM),
+        "PTRACE_ATTACH of the runner: {out}"
+    );
+    assert_eq!(
+        line("MEM_RW").0,
+        -1,
+        "/proc/<runner>/mem opened for writing: {out}"
+    );
+    assert_eq!(
+        line("VM_WRITEV"),
+        (-1, libc::EPERM),
+        "process_vm_writev: {out}"
+    );
+    assert!(line("PIDFD_OPEN").0 >= 0, "pidfd_open stays allowed: {out}");
+    assert_eq!(line("PIDFD_GETFD"), (-1, libc::EPERM), "pidfd_getfd: {out}");
+}
+
+#[test]
+fn audit_lists_the_rules_that_keep_scripts_out_of_the_runner() {
+    require_root!("quiesce audit probes a sandboxed process");
+    let s = common::Setup::new("audit-ptrace");
+    let run = s.quiesce(&["audit", "--json"]);
+    assert_eq!(run.code, 0, "{}\n{}", run.stdout, run.stderr);
+    let v = run.json();
+    let sandbox = &v["audit"]["sandbox"];
+    let dropped: Vec<&str> = sandbox["capabilitiesDropped"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c["name"].as_str().unwrap())
+        .collect();
+    assert!(dropped.contains(&"CAP_SYS_PTRACE"), "{dropped:?}");
+    let rules = sandbox["seccomp"]["rules"].as_array().unwrap();
+    for syscall in ["ptrace", "process_vm_writev", "pidfd_getfd"] {
+        assert!(
+            rules.iter().any(|r| r["syscall"] == syscall
+                && !r["comment"].as_str().unwrap_or("").trim().is_empty()),
+            "{syscall} is not listed with its reason: {rules:?}"
+        );
+    }
+    let observed = v["audit"]["observedScript"]["capBnd"].as_array().unwrap();
+    assert!(
+        !observed.iter().any(|c| c == "CAP_SYS_PTRACE"),
+        "{observed:?}"
+    );
+}
+
+// ---- script cgroups stay inside the caller's cgroup (SPEC §7) -------------------
+
+/// The cgroup v2 mount and the v1 `pids` mount, from /proc/self/mounts.
+fn cgroup_mounts() -> (Option<PathBuf>, Option<PathBuf>) {
+    let mounts = fs::read_to_string("/proc/self/mounts").unwrap();
+    let mut v2 = None;
+    let mut v1_pids = None;
+    for l in mounts.lines() {
+        let f: Vec<&str> = l.split(' ').collect();
+        if f.len() < 4 {
+            continue;
+        }
+        if f[2] == "cgroup2" && v2.is_none() {
+            v2 = Some(PathBuf::from(f[1]));
+        } else if f[2] == "cgroup" && f[3].split(',').any(|o| o == "pids") {
+            v1_pids = Some(PathBuf::from(f[1]));
+        }
+    }
+    (v2, v1_pids)
+}
+
+/// A cgroup the test creates (under the v2 and v1-pids mounts) to start
+/// quiesce in, as a systemd unit would; removed with whatever quiesce left
+/// in it once quiesce is gone.
+struct CallerCgroup {
+    dirs: Vec<PathBuf>,
+}
+
+impl Drop for CallerCgroup {
+    fn drop(&mut self) {
+        for dir in &self.dirs {
+            if let Ok(entries) = fs::read_dir(dir) {
+                for e in entries.flatten() {
+                    if e.path().is_dir() {
+                        let _ = fs::remove_dir(e.path());
+                    }
+                }
+            }
+            let _ = fs::remove_dir(dir);
+        }
+    }
+}
+
+#[test]
+fn script_cgroups_are_created_inside_the_callers_cgroup() {
+    require_root!("creates cgroups and runs quiesce pre");
+    let (Some(v2), v1_pids) = cgroup_mounts() else {
+        eprintln!("SKIPPED: no cgroup v2 hierarchy mounted");
+        return;
+    };
+    let name = format!("qtest-caller-{}", std::process::id());
+    let mut caller = CallerCgroup { dirs: Vec::new() };
+    for mount in std::iter::once(&v2).chain(v1_pids.as_ref()) {
+        let dir = mount.join(&name);
+        if fs::create_dir(&dir).is_err() {
+            eprintln!("SKIPPED: cannot create a cgroup under {}", mount.display());
+            return;
+        }
+        caller.dirs.push(dir);
+    }
+    let s = common::Setup::new("cg-inside");
+    fs::write(&s.pre, "#!/bin/sh\ncat /proc/self/cgroup\n").unwrap();
+    // The runner starts inside the caller's cgroup(s), as under a unit.
+    let joins: String = caller
+        .dirs
+        .iter()
+        .map(|d| format!("echo $$ > '{}/cgroup.procs' && ", d.display()))
+        .collect();
+    let out = Command::new("/bin/sh")
+        .arg("-c")
+        .arg(format!("{joins}exec \"$@\""))
+        .arg("sh")
+        .arg(env!("CARGO_BIN_EXE_quiesce"))
+        .arg("--config")
+        .arg(&s.config)
+        .arg("--host-config")
+        .arg(&s.host_config)
+        .arg("--run-dir")
+        .arg(s.s.path("run"))
+        .arg("--syslog-socket")
+        .arg(s.s.path("no-syslog.sock"))
+        .args(["pre", "--json"])
+        .output()
+        .unwrap();
+    let run = common::Run::from(out);
+    assert_eq!(run.code, 0, "{}\n{}", run.stdout, run.stderr);
+    let v = run.json();
+    let seen = v["phases"]["pre"]["attempts"][0]["stdoutTail"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let own = format!("/{name}/");
+    let v2_line = seen
+        .lines()
+        .find_map(|l| l.strip_prefix("0::"))
+        .unwrap_or_else(|| panic!("no cgroup v2 line in {seen}"));
+    assert!(
+        v2_line.starts_with(&own),
+        "the script's cgroup {v2_line} is not inside the caller's /{name}"
+    );
+    if v1_pids.is_some() {
+        let pids_line = seen
+            .lines()
+            .find_map(|l| l.split_once(":pids:").map(|(_, p)| p))
+            .unwrap_or_else(|| panic!("no pids line in {seen}"));
+        assert!(
+            pids_line.starts_with(&own),
+            "the script's pids cgroup {pids_line} is not inside the caller's /{name}"
+        );
+    }
+    // Its cgroup is gone once it ended, and nothing was made at the root.
+    for dir in &caller.dirs {
+        let left: Vec<String> = fs::read_dir(dir)
+            .unwrap()
+            .flatten()
+            .filter(|e| e.path().is_dir())
+            .map(|e| e.file_name().to_string_lossy().into_owned())
+            .filter(|n| !n.starts_with("quiesce-runner-"))
+            .collect();
+        assert!(left.is_empty(), "left in {}: {left:?}", dir.display());
     }
 }

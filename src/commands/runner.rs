@@ -119,6 +119,14 @@ impl Runner {
         if let Err(e) = audit::init(trail_config(&operation_id, opts)) {
             warnings.push(format!("audit trail: {e}"));
         }
+        // The run directory's records decide what is thawed and which
+        // processes are ended: checked before anything runs (SPEC §4).
+        run_dir.check().map_err(|e| {
+            fail(Problem::new(
+                ErrorCode::IncorrectPluginhostFile,
+                format!("{e}; nothing was run"),
+            ))
+        })?;
         let signals = signals::install().map_err(|e| {
             fail(Problem::new(
                 ErrorCode::FsFreezeFailed,

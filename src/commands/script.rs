@@ -451,28 +451,70 @@ fn refreshed(l: &Leftover) -> Leftover {
 pub struct Holder {
     pub operation_id: String,
     pub leftover: Leftover,
+    /// The runner that recorded it (pid and `/proc/PID/stat` start time):
+    /// its holders are ended by its own post phase, or by anyone once that
+    /// runner is gone — never by another run while it is still alive (a
+    /// bridge-mode `post` during a cron `snapshot` must not end that
+    /// snapshot's lock holder mid-window). 0 in records of older versions,
+    /// whose runner is taken as gone.
+    #[serde(default)]
+    pub runner_pid: i32,
+    #[serde(default)]
+    pub runner_start: u64,
+}
+
+/// Lock file serialising read-modify-write of [`HOLDERS_FILE`].
+const HOLDERS_LOCK: &str = "holders.lock";
+
+/// This runner's pid and start time, as recorded with its holders.
+fn this_runner() -> (i32, u64) {
+    let pid = std::process::id() as i32;
+    let start = supervise::procfs::read_stat(pid).map_or(0, |s| s.start);
+    (pid, start)
+}
+
+impl Holder {
+    /// Whether this run may end the holder now: it recorded it itself, or
+    /// the run that did is over.
+    fn releasable_by(&self, me: (i32, u64)) -> bool {
+        if (self.runner_pid, self.runner_start) == me {
+            return true;
+        }
+        !supervise::procfs::read_stat(self.runner_pid)
+            .is_some_and(|s| s.start == self.runner_start && !s.is_zombie())
+    }
 }
 
 /// Records the pre-script's leftovers under the run directory, so the next
-/// post phase (in this run or a later `quiesce post`) terminates them.
+/// post phase (in this run or a later `quiesce post`) terminates them. The
+/// record is locked across its read-modify-write: concurrent `pre` runs
+/// each keep theirs.
 pub fn record_holders(ctx: &RunContext<'_>, leftovers: &[Leftover]) -> Vec<String> {
     let mut warnings = Vec::new();
     if leftovers.is_empty() {
         return warnings;
     }
-    let mut all: Vec<Holder> = match ctx.run_dir.read_json(HOLDERS_FILE) {
-        Ok(v) => v.unwrap_or_default(),
-        Err(e) => {
-            warnings.push(format!("{e}; starting a new holder record"));
-            Vec::new()
-        }
-    };
     let fresh: Vec<Leftover> = leftovers.iter().map(refreshed).collect();
-    all.extend(fresh.iter().map(|l| Holder {
-        operation_id: ctx.operation_id.clone(),
-        leftover: l.clone(),
-    }));
-    if let Err(e) = ctx.run_dir.write_json(HOLDERS_FILE, &all) {
+    let (runner_pid, runner_start) = this_runner();
+    let recorded = (|| {
+        let _lock = ctx.run_dir.lock(HOLDERS_LOCK)?;
+        let mut all: Vec<Holder> = match ctx.run_dir.read_json(HOLDERS_FILE) {
+            Ok(v) => v.unwrap_or_default(),
+            Err(e) if !e.is_untrusted() => {
+                warnings.push(format!("{e}; starting a new holder record"));
+                Vec::new()
+            }
+            Err(e) => return Err(e),
+        };
+        all.extend(fresh.iter().map(|l| Holder {
+            operation_id: ctx.operation_id.clone(),
+            leftover: l.clone(),
+            runner_pid,
+            runner_start,
+        }));
+        ctx.run_dir.write_json(HOLDERS_FILE, &all)
+    })();
+    if let Err(e) = recorded {
         warnings.push(format!(
             "cannot record pre-script holders ({e}); they will not be terminated by the next post phase"
         ));
@@ -492,47 +534,70 @@ pub fn record_holders(ctx: &RunContext<'_>, leftovers: &[Leftover]) -> Vec<Strin
 /// Before a new cycle's pre-script: holders an earlier cycle recorded and no
 /// post phase released (its post never ran, e.g. the runner was killed) are
 /// terminated now, so a lock they hold does not outlive the backup that took
-/// it. Returns the warnings to report.
+/// it. Holders of a run still in progress are left alone. Returns the
+/// warnings to report.
 pub fn end_stale_holders(ctx: &RunContext<'_>) -> Vec<String> {
-    let stale: Vec<Holder> = ctx
-        .run_dir
-        .read_json(HOLDERS_FILE)
-        .ok()
-        .flatten()
-        .unwrap_or_default();
-    if stale.is_empty() {
-        return Vec::new();
+    let (ops, killed, mut warnings) = end_holders(ctx);
+    if ops.is_empty() {
+        return warnings;
     }
-    let ops: std::collections::BTreeSet<&str> =
-        stale.iter().map(|h| h.operation_id.as_str()).collect();
-    let (killed, mut warnings) = terminate_holders(ctx);
     let w = format!(
         "pre-script leftovers of earlier operation(s) {} were never released by a post phase; terminated before this pre-script: {killed:?}",
-        ops.into_iter().collect::<Vec<_>>().join(", ")
+        ops.join(", ")
     );
     audit::human(format!("warning: {w}"));
     warnings.push(w);
     warnings
 }
 
-/// Terminates every recorded pre-script holder that is still the same
-/// process (pid and start time), once the post phase is over. Returns the
-/// pids terminated.
+/// Terminates the recorded pre-script holders this run may end (its own,
+/// and those of runs that are over) that are still the same process (pid
+/// and start time), once the post phase is over. Holders of another run
+/// still in progress stay recorded for that run. Returns the pids
+/// terminated.
 pub fn terminate_holders(ctx: &RunContext<'_>) -> (Vec<i32>, Vec<String>) {
+    let (_, killed, warnings) = end_holders(ctx);
+    (killed, warnings)
+}
+
+/// Takes the holders this run may end out of the record (under its lock)
+/// and terminates them. Returns their operation ids, the pids terminated
+/// and the warnings.
+fn end_holders(ctx: &RunContext<'_>) -> (Vec<String>, Vec<i32>, Vec<String>) {
     let mut warnings = Vec::new();
-    let holders: Vec<Holder> = match ctx.run_dir.read_json(HOLDERS_FILE) {
-        Ok(v) => v.unwrap_or_default(),
+    let me = this_runner();
+    let taken = (|| {
+        let _lock = ctx.run_dir.lock(HOLDERS_LOCK)?;
+        let all: Vec<Holder> = ctx.run_dir.read_json(HOLDERS_FILE)?.unwrap_or_default();
+        let (mine, others): (Vec<Holder>, Vec<Holder>) =
+            all.into_iter().partition(|h| h.releasable_by(me));
+        if mine.is_empty() {
+            // Nothing of ours: the record stays exactly as the others left it.
+        } else if others.is_empty() {
+            ctx.run_dir.remove(HOLDERS_FILE);
+        } else {
+            ctx.run_dir.write_json(HOLDERS_FILE, &others)?;
+        }
+        Ok::<_, crate::freeze::state::StateError>(mine)
+    })();
+    let holders = match taken {
+        Ok(h) => h,
         Err(e) => {
             warnings.push(e.to_string());
             Vec::new()
         }
     };
     if holders.is_empty() {
-        return (Vec::new(), warnings);
+        return (Vec::new(), Vec::new(), warnings);
     }
+    let ops: std::collections::BTreeSet<String> =
+        holders.iter().map(|h| h.operation_id.clone()).collect();
+    let ops: Vec<String> = ops
+        .into_iter()
+        .filter(|op| *op != ctx.operation_id)
+        .collect();
     let leftovers: Vec<Leftover> = holders.iter().map(|h| refreshed(&h.leftover)).collect();
     let report = supervise::terminate_leftovers(&leftovers, ctx.grace);
-    ctx.run_dir.remove(HOLDERS_FILE);
     for pid in &report.killed {
         let cmdline = leftovers
             .iter()
@@ -554,5 +619,5 @@ pub fn terminate_holders(ctx: &RunContext<'_>) -> (Vec<i32>, Vec<String>) {
             report.survivors
         ));
     }
-    (report.killed, warnings)
+    (ops, report.killed, warnings)
 }

@@ -6,10 +6,16 @@
 //! thaw what the dead runner left behind.
 
 use std::fs;
-use std::io::{self, Write};
-use std::os::fd::AsRawFd;
-use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
+use std::io::{self, Read, Write};
+use std::os::fd::{AsRawFd, OwnedFd};
+use std::os::unix::fs::{DirBuilderExt, MetadataExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use nix::errno::Errno;
+use nix::fcntl::{openat, renameat, OFlag};
+use nix::sys::stat::Mode;
+use nix::unistd::{unlinkat, UnlinkatFlags};
 
 use serde::{Deserialize, Serialize};
 
@@ -53,15 +59,34 @@ impl WindowRecord {
 pub enum StateError {
     #[error("cannot create run directory {0}: {1}")]
     RunDir(PathBuf, io::Error),
+    #[error("run directory {path} is not trusted: {rule}")]
+    Untrusted { path: PathBuf, rule: String },
     #[error("cannot write {0}: {1}")]
     Write(PathBuf, io::Error),
     #[error("cannot read {0}: {1}")]
     Read(PathBuf, io::Error),
     #[error("{0} is damaged: {1}")]
     Parse(PathBuf, String),
+    #[error("cannot lock {0}: {1}")]
+    Lock(PathBuf, io::Error),
+}
+
+impl StateError {
+    /// The run directory failed its trust check (SPEC §4: a file that
+    /// decides what quiesce does, here which processes it ends).
+    pub fn is_untrusted(&self) -> bool {
+        matches!(self, StateError::Untrusted { .. })
+    }
 }
 
 /// The runner's directory on tmpfs (`/run/quiesce`, or `--run-dir`).
+///
+/// Its records decide what quiesce thaws and which processes it ends, so it
+/// is checked like every trusted file, on every use: opened once as a
+/// directory descriptor (`O_DIRECTORY | O_NOFOLLOW`), owned by uid 0 and not
+/// writable by group or others, every directory above it root-owned and not
+/// group- or world-writable; records are then read and written relative to
+/// that descriptor, never by path again.
 #[derive(Debug, Clone)]
 pub struct RunDir {
     pub path: PathBuf,
@@ -75,6 +100,15 @@ impl Default for RunDir {
     }
 }
 
+/// An exclusive `flock` on a lock file of the run directory, released on drop.
+pub struct RecordLock {
+    _held: nix::fcntl::Flock<fs::File>,
+}
+
+/// Makes temporary names unique within this process; the pid and the clock
+/// make them unique across processes, and `O_EXCL` makes a clash an error.
+static TMP_SEQ: AtomicU64 = AtomicU64::new(0);
+
 impl RunDir {
     pub fn new(path: impl Into<PathBuf>) -> RunDir {
         RunDir { path: path.into() }
@@ -82,15 +116,52 @@ impl RunDir {
 
     /// Creates the directory (0700, root only) if needed.
     pub fn ensure(&self) -> Result<(), StateError> {
-        match fs::create_dir(&self.path) {
-            Ok(()) => {
-                use std::os::unix::fs::PermissionsExt;
-                fs::set_permissions(&self.path, fs::Permissions::from_mode(0o700))
-                    .map_err(|e| StateError::RunDir(self.path.clone(), e))
-            }
-            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => Ok(()),
-            Err(e) => Err(StateError::RunDir(self.path.clone(), e)),
+        self.open_checked().map(drop)
+    }
+
+    /// Creates the directory if needed and checks it and its parents: the
+    /// check every command that uses the directory runs before anything.
+    pub fn check(&self) -> Result<(), StateError> {
+        self.ensure()
+    }
+
+    /// The checked directory descriptor every record is reached through.
+    fn open_checked(&self) -> Result<OwnedFd, StateError> {
+        let untrusted = |rule: String| StateError::Untrusted {
+            path: self.path.clone(),
+            rule,
+        };
+        match fs::DirBuilder::new().mode(0o700).create(&self.path) {
+            Ok(()) => {}
+            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {}
+            Err(e) => return Err(StateError::RunDir(self.path.clone(), e)),
         }
+        let dir = fs::OpenOptions::new()
+            .read(true)
+            .custom_flags(libc::O_DIRECTORY | libc::O_NOFOLLOW | libc::O_CLOEXEC)
+            .open(&self.path)
+            .map_err(|e| match e.raw_os_error() {
+                Some(libc::ELOOP) => untrusted("it is a symbolic link".into()),
+                Some(libc::ENOTDIR) => untrusted("it is not a directory".into()),
+                _ => StateError::RunDir(self.path.clone(), e),
+            })?;
+        let md = dir
+            .metadata()
+            .map_err(|e| StateError::RunDir(self.path.clone(), e))?;
+        if md.uid() != 0 {
+            return Err(untrusted(format!(
+                "it is owned by uid {}, not root (uid 0)",
+                md.uid()
+            )));
+        }
+        if md.mode() & 0o022 != 0 {
+            return Err(untrusted(format!(
+                "it has mode {:04o}; it must not be group- or world-writable",
+                md.mode() & 0o7777
+            )));
+        }
+        crate::integrity::check_parents(&self.path).map_err(|e| untrusted(e.to_string()))?;
+        Ok(OwnedFd::from(dir))
     }
 
     pub fn file(&self, name: &str) -> PathBuf {
@@ -101,47 +172,89 @@ impl RunDir {
         self.file("state.json")
     }
 
-    /// Writes `name` atomically (temporary file, fsync, rename), mode 0600.
+    /// Writes `name` atomically, mode 0600: a temporary file of a unique
+    /// name created with `O_EXCL | O_NOFOLLOW` in the checked directory,
+    /// fsync, then `renameat` over `name`.
     pub fn write_json<T: Serialize>(&self, name: &str, value: &T) -> Result<(), StateError> {
-        self.ensure()?;
+        let dir = self.open_checked()?;
         let path = self.file(name);
-        let tmp = self.file(&format!(".{name}.{}", std::process::id()));
         let body = serde_json::to_vec_pretty(value).expect("state serialises");
-        let write = || -> io::Result<()> {
-            let mut f = fs::OpenOptions::new()
-                .write(true)
-                .create(true)
-                .truncate(true)
-                .mode(0o600)
-                .custom_flags(libc::O_NOFOLLOW)
-                .open(&tmp)?;
-            f.write_all(&body)?;
-            f.sync_all()?;
-            fs::rename(&tmp, &path)
-        };
-        write().map_err(|e| {
-            let _ = fs::remove_file(&tmp);
+        let (tmp, mut file) =
+            create_temporary(&dir, name).map_err(|e| StateError::Write(path.clone(), e))?;
+        let written = file
+            .write_all(&body)
+            .and_then(|()| file.sync_all())
+            .and_then(|()| {
+                renameat(
+                    Some(dir.as_raw_fd()),
+                    tmp.as_str(),
+                    Some(dir.as_raw_fd()),
+                    name,
+                )
+                .map_err(io::Error::from)
+            });
+        written.map_err(|e| {
+            let _ = unlinkat(
+                Some(dir.as_raw_fd()),
+                tmp.as_str(),
+                UnlinkatFlags::NoRemoveDir,
+            );
             StateError::Write(path.clone(), e)
         })
     }
 
-    /// Reads `name`; `None` when absent.
+    /// Reads `name` through the checked directory; `None` when absent.
     pub fn read_json<T: for<'de> Deserialize<'de>>(
         &self,
         name: &str,
     ) -> Result<Option<T>, StateError> {
+        let dir = self.open_checked()?;
         let path = self.file(name);
-        match fs::read(&path) {
-            Ok(bytes) => serde_json::from_slice(&bytes)
-                .map(Some)
-                .map_err(|e| StateError::Parse(path, e.to_string())),
-            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
-            Err(e) => Err(StateError::Read(path, e)),
-        }
+        let fd = match openat(
+            Some(dir.as_raw_fd()),
+            name,
+            OFlag::O_RDONLY | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC | OFlag::O_NOCTTY,
+            Mode::empty(),
+        ) {
+            Ok(fd) => fd,
+            Err(Errno::ENOENT) => return Ok(None),
+            Err(e) => return Err(StateError::Read(path, e.into())),
+        };
+        // SAFETY: `openat` just returned this descriptor and nothing else owns it.
+        let mut file = unsafe { <fs::File as std::os::fd::FromRawFd>::from_raw_fd(fd) };
+        let mut bytes = Vec::new();
+        file.read_to_end(&mut bytes)
+            .map_err(|e| StateError::Read(path.clone(), e))?;
+        serde_json::from_slice(&bytes)
+            .map(Some)
+            .map_err(|e| StateError::Parse(path, e.to_string()))
     }
 
+    /// Holds an exclusive lock on `name` (created 0600 in the checked
+    /// directory) until the returned guard is dropped: a read-modify-write
+    /// of a record by concurrent runs must not lose what the other wrote.
+    pub fn lock(&self, name: &str) -> Result<RecordLock, StateError> {
+        let dir = self.open_checked()?;
+        let path = self.file(name);
+        let fd = openat(
+            Some(dir.as_raw_fd()),
+            name,
+            OFlag::O_RDWR | OFlag::O_CREAT | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC,
+            Mode::from_bits_truncate(0o600),
+        )
+        .map_err(|e| StateError::Lock(path.clone(), e.into()))?;
+        // SAFETY: `openat` just returned this descriptor and nothing else owns it.
+        let file = unsafe { <fs::File as std::os::fd::FromRawFd>::from_raw_fd(fd) };
+        let held = nix::fcntl::Flock::lock(file, nix::fcntl::FlockArg::LockExclusive)
+            .map_err(|(_, e)| StateError::Lock(path, e.into()))?;
+        Ok(RecordLock { _held: held })
+    }
+
+    /// Removes `name`, when the directory is still trusted.
     pub fn remove(&self, name: &str) {
-        let _ = fs::remove_file(self.file(name));
+        if let Ok(dir) = self.open_checked() {
+            let _ = unlinkat(Some(dir.as_raw_fd()), name, UnlinkatFlags::NoRemoveDir);
+        }
     }
 
     pub fn write_state(&self, record: &WindowRecord) -> Result<(), StateError> {
@@ -155,6 +268,29 @@ impl RunDir {
     pub fn clear_state(&self) {
         self.remove("state.json");
     }
+}
+
+/// Creates `.NAME.PID.NANOS.SEQ` in `dir` with `O_CREAT | O_EXCL |
+/// O_NOFOLLOW`, mode 0600: never an existing file or a planted link.
+fn create_temporary(dir: &OwnedFd, name: &str) -> io::Result<(String, fs::File)> {
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.subsec_nanos());
+    let tmp = format!(
+        ".{name}.{}.{nanos}.{}",
+        std::process::id(),
+        TMP_SEQ.fetch_add(1, Ordering::Relaxed)
+    );
+    let fd = openat(
+        Some(dir.as_raw_fd()),
+        tmp.as_str(),
+        OFlag::O_WRONLY | OFlag::O_CREAT | OFlag::O_EXCL | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC,
+        Mode::from_bits_truncate(0o600),
+    )?;
+    // SAFETY: `openat` just returned this descriptor and nothing else owns it.
+    Ok((tmp, unsafe {
+        <fs::File as std::os::fd::FromRawFd>::from_raw_fd(fd)
+    }))
 }
 
 /// What happened to one mount in a recovery or an emergency thaw.

@@ -490,6 +490,7 @@ impl ScriptPolicy {
             Capability::CAP_MAC_OVERRIDE,
             Capability::CAP_BPF,
             Capability::CAP_SYS_TIME,
+            Capability::CAP_SYS_PTRACE,
         ] {
             if !self.drops(cap) {
                 gaps.push(format!("{cap} is not dropped from the bounding set"));
@@ -507,6 +508,9 @@ impl ScriptPolicy {
             "reboot",
             "swapoff",
             "bpf",
+            "ptrace",
+            "process_vm_writev",
+            "pidfd_getfd",
         ] {
             if !self.denies_syscall(syscall) {
                 gaps.push(format!("syscall {syscall} is not denied"));

@@ -4,20 +4,27 @@
 //! run; every step that did not work is recorded in [`CgroupStatus`] for the
 //! audit trail.
 //!
-//! Layout: `<cgroup2 mount>/quiesce/<name>-<runner pid>-<seq>`. The
-//! intermediate `quiesce` directory never holds processes, so it may enable
-//! the `pids` controller for its children (cgroup v2's "no internal
-//! processes" rule). It is placed under the mount root rather than under the
-//! runner's own cgroup, because the runner's cgroup holds the runner and so
-//! could not delegate controllers. On hybrid systems (v1 controllers, v2 at
-//! `/sys/fs/cgroup/unified`) the `pids` controller usually lives in the v1
-//! `pids` hierarchy; then a sibling directory there carries `pids.max`.
+//! Layout: `<cgroup2 mount><runner's own cgroup>/quiesce-<name>-<runner
+//! pid>-<seq>`. Scripts stay inside the caller's subtree, so its systemd
+//! unit's `MemoryMax`, `TasksMax` and `systemctl stop` keep applying to them.
+//! cgroup v2's "no internal processes" rule allows a controller (here
+//! `pids`) in a non-root cgroup's `cgroup.subtree_control` only once that
+//! cgroup holds no process itself: when `pids` is offered, the runner first
+//! moves itself into its own leaf `quiesce-runner-<pid>-0`, and if the
+//! cgroup still holds other processes the scripts' cgroups go without
+//! `pids` (membership and `cgroup.kill` still work). On hybrid systems (v1
+//! controllers, v2 at `/sys/fs/cgroup/unified`) the `pids` controller
+//! usually lives in the v1 `pids` hierarchy; then a sibling directory under
+//! the runner's own v1 `pids` cgroup carries `pids.max`.
+//! Earlier versions put script cgroups under `<mount>/quiesce/`; the sweep of
+//! dead runners' cgroups still covers that directory.
 
 use serde::{Deserialize, Serialize};
 use std::collections::HashSet;
 use std::os::fd::OwnedFd;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::OnceLock;
 
 /// What the caller asks for.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -155,21 +162,115 @@ fn has_word(path: &Path, word: &str) -> bool {
         .unwrap_or(false)
 }
 
+/// Prefix of every cgroup directory quiesce creates in the runner's own cgroup.
+const PREFIX: &str = "quiesce-";
+
+/// The directories script cgroups are created in: the runner's own cgroup
+/// in the v2 hierarchy and in the v1 `pids` hierarchy, as they were when
+/// this process first looked (before it moved itself into a leaf).
+#[derive(Debug, Clone, Default)]
+struct Bases {
+    v2: Option<PathBuf>,
+    v1_pids: Option<PathBuf>,
+    /// Why there is no v2 base.
+    v2_missing: Option<String>,
+}
+
+/// The runner's own cgroup paths from `/proc/self/cgroup`: the v2 entry
+/// (`0::PATH`) and the v1 `pids` entry (`N:pids:PATH`).
+pub(crate) fn own_cgroups(proc_cgroup: &str) -> (Option<String>, Option<String>) {
+    let mut v2 = None;
+    let mut v1_pids = None;
+    for line in proc_cgroup.lines() {
+        let mut parts = line.splitn(3, ':');
+        let (Some(id), Some(controllers), Some(path)) = (parts.next(), parts.next(), parts.next())
+        else {
+            continue;
+        };
+        if id == "0" && controllers.is_empty() {
+            v2 = Some(path.to_string());
+        } else if controllers.split(',').any(|c| c == "pids") {
+            v1_pids = Some(path.to_string());
+        }
+    }
+    (v2, v1_pids)
+}
+
+/// `mount` joined with a cgroup path as `/proc/self/cgroup` writes it. A
+/// path outside this namespace's view (` (deleted)`, `/..`) gives `None`.
+fn under_mount(mount: &Path, cgroup: &str) -> Option<PathBuf> {
+    let rel = cgroup.strip_prefix('/')?;
+    if rel.split('/').any(|c| c == ".." || c == ".") || cgroup.ends_with(" (deleted)") {
+        return None;
+    }
+    Some(if rel.is_empty() {
+        mount.to_path_buf()
+    } else {
+        mount.join(rel)
+    })
+}
+
+fn bases() -> &'static Bases {
+    static BASES: OnceLock<Bases> = OnceLock::new();
+    BASES.get_or_init(|| {
+        let mountinfo = std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
+        let (v2_root, v1_root) = find_mounts(&mountinfo);
+        let own = std::fs::read_to_string("/proc/self/cgroup").unwrap_or_default();
+        let (own_v2, own_v1) = own_cgroups(&own);
+        let mut b = Bases::default();
+        match (&v2_root, &own_v2) {
+            (None, _) => b.v2_missing = Some("no cgroup v2 hierarchy mounted".into()),
+            (Some(_), None) => {
+                b.v2_missing =
+                    Some("the runner's cgroup v2 path is not in /proc/self/cgroup".into())
+            }
+            (Some(root), Some(own)) => match under_mount(root, own) {
+                Some(dir) if dir.is_dir() => b.v2 = Some(dir),
+                _ => {
+                    b.v2_missing = Some(format!(
+                        "the runner's own cgroup {own} is not visible under {}",
+                        root.display()
+                    ))
+                }
+            },
+        }
+        b.v1_pids = v1_root
+            .zip(own_v1)
+            .and_then(|(root, own)| under_mount(&root, &own))
+            .filter(|d| d.is_dir());
+        b
+    })
+}
+
 /// Removes the empty script cgroups a runner that died (SIGKILL, OOM) left
-/// behind. Only directories whose name carries the pid of a runner that no
+/// behind: in this runner's own cgroups (where runners started from the same
+/// unit put them) and in the `<mount>/quiesce/` directory of earlier
+/// versions. Only directories whose name carries the pid of a runner that no
 /// longer exists are touched, so a live run's cgroup is never raced; a
 /// directory still holding processes cannot be removed (EBUSY) and stays.
 /// Returns how many were removed.
 pub fn sweep_stale() -> usize {
     let mountinfo = std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
     let (v2_root, v1_root) = find_mounts(&mountinfo);
+    let b = bases();
+    let legacy = [v2_root, v1_root]
+        .into_iter()
+        .flatten()
+        .map(|root| (root.join("quiesce"), ""));
+    let own = [&b.v2, &b.v1_pids]
+        .into_iter()
+        .flatten()
+        .map(|dir| (dir.clone(), PREFIX));
     let mut removed = 0;
-    for root in [v2_root, v1_root].into_iter().flatten() {
-        let Ok(entries) = std::fs::read_dir(root.join("quiesce")) else {
+    for (dir, prefix) in legacy.chain(own) {
+        let Ok(entries) = std::fs::read_dir(&dir) else {
             continue;
         };
         for e in entries.flatten() {
             let name = e.file_name().to_string_lossy().into_owned();
+            if !name.starts_with(prefix) {
+                continue;
+            }
             // <name>-<runner pid>-<seq>
             let mut parts = name.rsplitn(3, '-');
             let (_seq, pid) = (parts.next(), parts.next());
@@ -186,6 +287,37 @@ pub fn sweep_stale() -> usize {
     removed
 }
 
+/// Makes `pids` available to the children of `base` (the runner's own v2
+/// cgroup), once per process: where the controller is offered but not yet
+/// enabled, the runner moves itself into its own leaf first (cgroup v2 lets
+/// a non-root cgroup enable controllers for its children only while it
+/// holds no process). Returns whether `pids` is enabled, or why not.
+fn enable_pids_below(base: &Path) -> Result<bool, String> {
+    static ENABLED: OnceLock<Result<bool, String>> = OnceLock::new();
+    ENABLED
+        .get_or_init(|| {
+            let subtree = base.join("cgroup.subtree_control");
+            if has_word(&subtree, "pids") {
+                return Ok(true);
+            }
+            if !has_word(&base.join("cgroup.controllers"), "pids") {
+                return Ok(false);
+            }
+            // The root cgroup (no cgroup.type) is the machine's: its
+            // controllers are the init system's to enable, never ours.
+            if !base.join("cgroup.type").exists() {
+                return Ok(false);
+            }
+            let leaf = base.join(format!("{PREFIX}runner-{}-0", std::process::id()));
+            mkdir(&leaf)?;
+            write_file(&leaf.join("cgroup.procs"), &std::process::id().to_string())?;
+            write_file(&subtree, "+pids").map(|()| true).map_err(|e| {
+                format!("{e} (other processes share the runner's cgroup; scripts get no pids.max there)")
+            })
+        })
+        .clone()
+}
+
 /// Creates the script's cgroup(s) before the fork and opens the
 /// `cgroup.procs` files the child will write to. Never fails: what did not
 /// work is in `status.notes`.
@@ -196,49 +328,45 @@ pub(crate) fn prepare(req: &CgroupRequest, status: &mut CgroupStatus) -> (Script
         v2: None,
         v1_pids: None,
     };
-    let mountinfo = std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
-    let (v2_root, v1_root) = find_mounts(&mountinfo);
+    let b = bases();
     let leaf = format!(
-        "{}-{}-{}",
+        "{PREFIX}{}-{}-{}",
         sanitize(&req.name),
         std::process::id(),
         SEQ.fetch_add(1, Ordering::Relaxed)
     );
 
     let mut v2_has_pids = false;
-    match &v2_root {
-        None => status.notes.push("no cgroup v2 hierarchy mounted".into()),
-        Some(root) => {
-            let base = root.join("quiesce");
-            let dir = base.join(&leaf);
-            let made = mkdir(&base).and_then(|()| {
-                if has_word(&root.join("cgroup.subtree_control"), "pids") {
-                    // Enable pids for our children; harmless if already on.
-                    v2_has_pids = has_word(&base.join("cgroup.subtree_control"), "pids")
-                        || write_file(&base.join("cgroup.subtree_control"), "+pids").is_ok();
+    match &b.v2 {
+        None => status.notes.push(b.v2_missing.clone().unwrap_or_default()),
+        Some(base) => {
+            if req.pids_max.is_some() {
+                match enable_pids_below(base) {
+                    Ok(on) => v2_has_pids = on,
+                    Err(e) => status.notes.push(e),
                 }
-                mkdir(&dir)
-            });
-            match made.and_then(|()| open_procs(&dir)) {
+            }
+            let dir = base.join(&leaf);
+            match mkdir(&dir).and_then(|()| open_procs(&dir)) {
                 Ok(fd) => {
                     status.path = Some(dir.display().to_string());
                     fds.v2 = Some(fd);
                     cg.v2 = Some(dir.clone());
-                    if let Some(max) = req.pids_max {
-                        if v2_has_pids {
-                            match write_file(&dir.join("pids.max"), &max.to_string()) {
-                                Ok(()) => status.pids_max = Some(max),
-                                Err(e) => {
-                                    v2_has_pids = false;
-                                    status.notes.push(e)
-                                }
+                    if let (Some(max), true) = (req.pids_max, v2_has_pids) {
+                        match write_file(&dir.join("pids.max"), &max.to_string()) {
+                            Ok(()) => status.pids_max = Some(max),
+                            Err(e) => {
+                                v2_has_pids = false;
+                                status.notes.push(e)
                             }
                         }
                     }
                 }
                 Err(e) => {
                     let _ = std::fs::remove_dir(&dir);
-                    status.notes.push(e);
+                    status.notes.push(format!(
+                        "{e} (the runner's own cgroup is not delegated to it; scripts run without a cgroup)"
+                    ));
                 }
             }
         }
@@ -248,15 +376,14 @@ pub(crate) fn prepare(req: &CgroupRequest, status: &mut CgroupStatus) -> (Script
     // or for membership when there is no usable v2 side at all.
     let want_v1 = (req.pids_max.is_some() && !v2_has_pids) || cg.v2.is_none();
     if want_v1 {
-        match &v1_root {
+        match &b.v1_pids {
             None if req.pids_max.is_some() => status.notes.push(
                 "pids controller unavailable (neither in cgroup v2 nor as a v1 hierarchy)".into(),
             ),
             None => {}
-            Some(root) => {
-                let dir = root.join("quiesce").join(&leaf);
-                let made = mkdir(&root.join("quiesce")).and_then(|()| mkdir(&dir));
-                let limited = made.and_then(|()| match req.pids_max {
+            Some(base) => {
+                let dir = base.join(&leaf);
+                let limited = mkdir(&dir).and_then(|()| match req.pids_max {
                     Some(max) => {
                         write_file(&dir.join("pids.max"), &max.to_string()).map(|()| Some(max))
                     }
@@ -355,15 +482,19 @@ impl ScriptCgroup {
 }
 
 /// Removes cgroup directories recorded with leftovers, if they are empty now
-/// and look like ours (a `quiesce` parent directory). Errors are ignored:
-/// a populated directory simply stays.
+/// and look like ours (named `quiesce-…`, or in the `quiesce` parent
+/// directory of earlier versions). Errors are ignored: a populated
+/// directory simply stays.
 pub(crate) fn remove_recorded(paths: &[String]) {
     for p in paths {
         let path = Path::new(p);
         let ours = path
-            .parent()
-            .and_then(|d| d.file_name())
-            .is_some_and(|n| n == "quiesce");
+            .file_name()
+            .is_some_and(|n| n.to_string_lossy().starts_with(PREFIX))
+            || path
+                .parent()
+                .and_then(|d| d.file_name())
+                .is_some_and(|n| n == "quiesce");
         if ours {
             let _ = std::fs::remove_dir(path);
         }
@@ -394,6 +525,32 @@ mod tests {
             find_mounts(mi),
             (Some(PathBuf::from("/sys/fs/cgroup")), None)
         );
+    }
+
+    #[test]
+    fn own_cgroups_of_hybrid_and_unified_hierarchies() {
+        let hybrid = "9:name=systemd:/system.slice/x.service\n8:pids:/system.slice/x.service\n4:memory:/m\n0::/system.slice/x.service\n";
+        assert_eq!(
+            own_cgroups(hybrid),
+            (
+                Some("/system.slice/x.service".into()),
+                Some("/system.slice/x.service".into())
+            )
+        );
+        assert_eq!(own_cgroups("0::/\n"), (Some("/".into()), None));
+    }
+
+    #[test]
+    fn own_cgroup_paths_stay_under_the_mount() {
+        let m = Path::new("/sys/fs/cgroup");
+        assert_eq!(under_mount(m, "/"), Some(m.to_path_buf()));
+        assert_eq!(
+            under_mount(m, "/user.slice/a.scope"),
+            Some(PathBuf::from("/sys/fs/cgroup/user.slice/a.scope"))
+        );
+        assert_eq!(under_mount(m, "/../../etc"), None);
+        assert_eq!(under_mount(m, "/gone (deleted)"), None);
+        assert_eq!(under_mount(m, "relative"), None);
     }
 
     #[test]
