@@ -52,7 +52,6 @@
 #![deny(unsafe_op_in_unsafe_fn)]
 #![warn(clippy::undocumented_unsafe_blocks)]
 
-pub mod audit;
 pub mod bridge;
 pub mod commands;
 pub mod config;
@@ -65,3 +64,23 @@ pub mod report;
 pub mod sandbox;
 pub mod signals;
 pub mod supervise;
+pub mod trail;
+
+/// Transitional: the trail's old name, for the files still being moved over
+/// to the record catalogue (removed once they are).
+#[doc(hidden)]
+pub mod audit {
+    pub use crate::trail::*;
+
+    /// [`crate::trail::event`] with the MSGID as text.
+    pub fn event(
+        level: log::Level,
+        msgid: &str,
+        phase: &str,
+        params: &[(&str, String)],
+        msg: &str,
+    ) {
+        let kind = crate::trail::Record::from_msgid(msgid).unwrap_or(crate::trail::Record::Log);
+        crate::trail::event(level, kind, phase, params, msg)
+    }
+}

@@ -5,7 +5,6 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand};
-use quiesce::audit::{self, Facility};
 use quiesce::commands::runner::RunnerOptions;
 use quiesce::commands::{self, Common};
 use quiesce::config::{DEFAULT_CONFIG_PATH, DEFAULT_HOST_CONFIG_PATH};
@@ -13,6 +12,7 @@ use quiesce::error::Exit;
 use quiesce::freeze::{mounts, state};
 use quiesce::precheck::InputPaths;
 use quiesce::precheck::Phase;
+use quiesce::trail::{self, Facility};
 
 /// Runs a Linux VM's application-consistency scripts around a filesystem
 /// freeze and a snapshot: supervised, sandboxed, audited, never leaving a
@@ -55,7 +55,7 @@ struct GlobalArgs {
     #[arg(long, global = true)]
     no_sandbox: bool,
     /// Syslog socket of the audit trail.
-    #[arg(long, global = true, value_name = "PATH", default_value = audit::DEFAULT_SOCKET)]
+    #[arg(long, global = true, value_name = "PATH", default_value = trail::DEFAULT_SOCKET)]
     syslog_socket: PathBuf,
     /// Syslog facility of the audit trail (authpriv, auth, daemon, user, local0..local7).
     #[arg(long, global = true, value_name = "NAME", default_value = "authpriv", value_parser = parse_facility)]
@@ -198,7 +198,7 @@ fn main() -> ExitCode {
     let (status, exit) = match outcome {
         Ok(done) => done,
         Err(_) => {
-            quiesce::audit::release();
+            quiesce::trail::release();
             eprintln!("quiesce: internal error (a bug); filesystems were thawed. Please report it with the output above.");
             return ExitCode::from(Exit::Internal.code() as u8);
         }

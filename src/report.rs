@@ -181,7 +181,7 @@ fn nix_getrandom(buf: &mut [u8]) -> std::io::Result<()> {
 /// Human output: one short line per step on stderr (held, like the audit
 /// records, while filesystems are frozen).
 pub fn say(line: impl AsRef<str>) {
-    crate::audit::human(line);
+    crate::trail::human(line);
 }
 
 /// Human output for a problem: the line, then the recommended action.

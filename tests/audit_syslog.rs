@@ -20,7 +20,7 @@ use std::time::{Duration, Instant};
 
 use common::rsyslog::{now_micros, parse_5424, timestamp_micros, Syslog5424, TestSyslog};
 use log::Level;
-use quiesce::audit::{self, AuditConfig, Facility};
+use quiesce::trail::{self, Facility, Record, TrailConfig};
 
 // ---------------------------------------------------------------------------
 
@@ -28,7 +28,7 @@ use quiesce::audit::{self, AuditConfig, Facility};
 fn serial() -> MutexGuard<'static, ()> {
     static LOCK: Mutex<()> = Mutex::new(());
     let g = LOCK.lock().unwrap_or_else(PoisonError::into_inner);
-    audit::reset_for_tests();
+    trail::reset_for_tests();
     g
 }
 
@@ -40,8 +40,8 @@ fn syslog_or_skip(test: &str) -> Option<TestSyslog> {
     Some(TestSyslog::start().expect("start rsyslogd"))
 }
 
-fn config(socket: &Path, op: &str) -> AuditConfig {
-    AuditConfig {
+fn config(socket: &Path, op: &str) -> TrailConfig {
+    TrailConfig {
         socket: socket.to_owned(),
         facility: Facility::AuthPriv,
         operation_id: op.to_owned(),
@@ -69,7 +69,7 @@ fn records_reach_rsyslog_as_rfc5424_with_structured_data_intact() {
         return;
     };
     let op = "7c1e0b52-8a43-4d2e-9a51-0e6f3f4b2a10";
-    audit::init(config(&syslog.socket, op)).unwrap();
+    trail::init(config(&syslog.socket, op)).unwrap();
 
     log::info!(target: "audit", msgid = "run-start", phase = "run",
         config_sha256 = "9f86d081884c7d65"; "run started");
@@ -77,9 +77,9 @@ fn records_reach_rsyslog_as_rfc5424_with_structured_data_intact() {
         path = "/etc/quiesce/pre.sh", argv = TRICKY, pid = 1234; "pre-script started");
     log::debug!(target: "audit", msgid = "script-output", phase = "pre",
         stream = "stdout"; "flushing tables… done ✓");
-    audit::event(
+    trail::event(
         Level::Warn,
-        "script-exit",
+        Record::ScriptExit,
         "pre",
         &[
             ("pid", 1234.to_string()),
@@ -93,7 +93,7 @@ fn records_reach_rsyslog_as_rfc5424_with_structured_data_intact() {
     // A dependency's info is not audit material; its warning is.
     log::info!(target: "some_dependency", "chatter");
     log::warn!(target: "some_dependency", "something odd");
-    log::error!(target: "audit", msgid = "result", phase = "run", code = 308; "failure: Pre-ScriptTimeout");
+    log::error!(target: "audit", msgid = "run-end", phase = "run", code = 308; "failure: Pre-ScriptTimeout");
 
     syslog.wait_for("6 records", |l| l.len() >= 6);
     sleep(Duration::from_millis(200)); // nothing else (e.g. the dependency's info) trails in
@@ -125,7 +125,7 @@ fn records_reach_rsyslog_as_rfc5424_with_structured_data_intact() {
             "script-output",
             "script-exit",
             "log",
-            "result"
+            "run-end"
         ]
     );
     let severities: Vec<u16> = recs.iter().map(|r| r.pri % 8).collect();
@@ -158,7 +158,7 @@ fn records_reach_rsyslog_as_rfc5424_with_structured_data_intact() {
     assert_eq!(recs[4].msg, "something odd");
     assert_eq!(recs[5].param("code"), Some("308"));
 
-    let report = audit::delivery_report();
+    let report = trail::delivery_report();
     assert_eq!(
         (report.sent, report.dropped, report.unavailable),
         (6, 0, None)
@@ -174,25 +174,25 @@ fn held_records_reach_syslog_only_after_release_with_event_time_stamps() {
         return;
     };
     let op = "held-op";
-    audit::init(config(&syslog.socket, op)).unwrap();
+    trail::init(config(&syslog.socket, op)).unwrap();
 
-    audit::event(
+    trail::event(
         Level::Info,
-        "freeze-start",
+        Record::RunStart,
         "freeze",
         &[],
         "before the window",
     );
-    audit::hold();
-    assert!(audit::is_held());
-    audit::event(
+    trail::hold();
+    assert!(trail::is_held());
+    trail::event(
         Level::Info,
-        "freeze",
+        Record::Freeze,
         "freeze",
         &[("mount", "/data".into())],
         "held 1",
     );
-    audit::human("frozen /data (held line)");
+    trail::human("frozen /data (held line)");
     log::info!(target: "audit", msgid = "thaw", phase = "freeze", mount = "/data"; "held 2");
 
     // A marker sent around the trail: once rsyslogd has written it, anything
@@ -209,12 +209,18 @@ fn held_records_reach_syslog_only_after_release_with_event_time_stamps() {
         !lines.iter().any(|l| l.contains("held ")),
         "held records leaked: {lines:#?}"
     );
-    assert_eq!(audit::delivery_report().sent, 1);
+    assert_eq!(trail::delivery_report().sent, 1);
 
     let released_at = now_micros();
-    audit::release();
-    assert!(!audit::is_held());
-    audit::event(Level::Info, "window", "freeze", &[], "after the window");
+    trail::release();
+    assert!(!trail::is_held());
+    trail::event(
+        Level::Info,
+        Record::Window,
+        "freeze",
+        &[],
+        "after the window",
+    );
 
     let lines = syslog.wait_for("the released records", |l| {
         l.iter().any(|l| l.ends_with("after the window"))
@@ -249,7 +255,7 @@ fn held_records_reach_syslog_only_after_release_with_event_time_stamps() {
         recs[3]
     );
     assert_eq!(recs[2].param("mount"), Some("/data"));
-    assert_eq!(audit::delivery_report().sent, 4);
+    assert_eq!(trail::delivery_report().sent, 4);
 }
 
 #[test]
@@ -260,15 +266,15 @@ fn a_restarted_rsyslogd_is_reconnected_without_losing_records() {
     else {
         return;
     };
-    audit::init(config(&syslog.socket, "restart-op")).unwrap();
-    audit::event(Level::Info, "one", "run", &[], "before restart");
+    trail::init(config(&syslog.socket, "restart-op")).unwrap();
+    trail::event(Level::Info, Record::RunStart, "run", &[], "before restart");
     syslog.wait_for("the first record", |l| !l.is_empty());
     syslog.restart().unwrap();
-    audit::event(Level::Info, "two", "run", &[], "after restart");
+    trail::event(Level::Info, Record::RunEnd, "run", &[], "after restart");
     let lines = syslog.wait_for("the second record", |l| l.len() >= 2);
     let msgids: Vec<String> = ours(&lines).into_iter().map(|r| r.msgid).collect();
-    assert_eq!(msgids, ["one", "two"]);
-    let report = audit::delivery_report();
+    assert_eq!(msgids, ["run-start", "run-end"]);
+    let report = trail::delivery_report();
     assert_eq!(
         (report.sent, report.dropped, report.unavailable),
         (2, 0, None)
@@ -283,15 +289,15 @@ fn an_oversized_record_arrives_whole_with_its_msg_cut_and_marked() {
     else {
         return;
     };
-    audit::init(config(&syslog.socket, "big-op")).unwrap();
+    trail::init(config(&syslog.socket, "big-op")).unwrap();
     let output = "ü".repeat(20_000);
     log::debug!(target: "audit", msgid = "script-output", phase = "post", stream = "stderr"; "{output}");
-    audit::event(Level::Info, "after", "post", &[], "next");
+    trail::event(Level::Info, Record::RunEnd, "post", &[], "next");
     let lines = syslog.wait_for("both records", |l| l.len() >= 2);
     let recs = ours(&lines);
     assert_eq!(recs.len(), 2, "{lines:#?}");
     assert!(
-        lines[0].len() <= audit::MAX_RECORD_BYTES,
+        lines[0].len() <= trail::MAX_RECORD_BYTES,
         "{}",
         lines[0].len()
     );
@@ -309,25 +315,25 @@ fn no_listener_neither_fails_nor_blocks_and_is_reported() {
         std::process::id()
     ));
     assert!(!missing.exists());
-    audit::init(config(&missing, "absent-op")).unwrap();
+    trail::init(config(&missing, "absent-op")).unwrap();
     let started = Instant::now();
     for i in 0..100 {
-        audit::event(
+        trail::event(
             Level::Info,
-            "tick",
+            Record::ScriptProgress,
             "run",
             &[("i", i.to_string())],
             "nobody listens",
         );
     }
-    audit::hold();
-    log::info!(target: "audit", msgid = "held", phase = "freeze"; "held with nobody listening");
-    audit::release();
+    trail::hold();
+    log::info!(target: "audit", msgid = "freeze", phase = "freeze"; "held with nobody listening");
+    trail::release();
     eprintln!(
         "101 records to an absent socket took {:?}",
         started.elapsed()
     );
-    let report = audit::delivery_report();
+    let report = trail::delivery_report();
     assert_eq!((report.sent, report.dropped), (0, 101));
     let why = report.unavailable.clone().expect("unavailable is reported");
     assert!(why.starts_with(&missing.display().to_string()), "{why}");
@@ -349,9 +355,9 @@ fn no_listener_neither_fails_nor_blocks_and_is_reported() {
     fs::DirBuilder::new().mode(0o700).create(&dir).unwrap();
     let stale = dir.join("log.sock");
     drop(UnixDatagram::bind(&stale).unwrap());
-    audit::init(config(&stale, "stale-op")).unwrap();
-    audit::event(Level::Info, "tick", "run", &[], "refused");
-    let report = audit::finish();
+    trail::init(config(&stale, "stale-op")).unwrap();
+    trail::event(Level::Info, Record::ScriptProgress, "run", &[], "refused");
+    let report = trail::finish();
     fs::remove_dir_all(&dir).unwrap();
     assert_eq!((report.sent, report.dropped), (0, 1));
     let why = report.unavailable.expect("unavailable is reported");
@@ -373,11 +379,17 @@ fn a_full_socket_buffer_drops_and_counts_instead_of_blocking() {
     let path = dir.join("log.sock");
     // A daemon that has stopped reading.
     let stuck = UnixDatagram::bind(&path).unwrap();
-    audit::init(config(&path, "full-op")).unwrap();
+    trail::init(config(&path, "full-op")).unwrap();
     for _ in 0..3000 {
-        audit::event(Level::Debug, "script-output", "pre", &[], &"x".repeat(2000));
+        trail::event(
+            Level::Debug,
+            Record::ScriptOutput,
+            "pre",
+            &[],
+            &"x".repeat(2000),
+        );
     }
-    let report = audit::finish();
+    let report = trail::finish();
     drop(stuck);
     fs::remove_dir_all(&dir).unwrap();
     assert_eq!(report.sent + report.dropped, 3000, "{report:?}");

@@ -7,7 +7,6 @@ use std::sync::Arc;
 
 use log::Level;
 
-use crate::audit::{self, AuditConfig, Facility};
 use crate::error::{ErrorCode, Problem};
 use crate::integrity::{CheckedFile, FileRole};
 use crate::report;
@@ -15,6 +14,7 @@ use crate::sandbox::audit::RunnerCaps;
 use crate::sandbox::{PreparedFilter, PreparedSandbox, ScriptPolicy, WatchdogPolicy};
 use crate::signals::{self, SignalPipe};
 use crate::supervise;
+use crate::trail::{self, Facility, Record, TrailConfig};
 
 pub const DEFAULT_POLICY_PATH: &str = "/etc/quiesce/policy.json";
 
@@ -35,7 +35,7 @@ impl Default for RunnerOptions {
         RunnerOptions {
             policy: None,
             no_sandbox: false,
-            syslog_socket: audit::DEFAULT_SOCKET.into(),
+            syslog_socket: trail::DEFAULT_SOCKET.into(),
             facility: Facility::default(),
             verbose: false,
         }
@@ -43,8 +43,8 @@ impl Default for RunnerOptions {
 }
 
 /// The trail's set-up for one run of `operation_id` under `opts`.
-fn trail_config(operation_id: &str, opts: &RunnerOptions) -> AuditConfig {
-    let mut cfg = AuditConfig::new(operation_id);
+fn trail_config(operation_id: &str, opts: &RunnerOptions) -> TrailConfig {
+    let mut cfg = TrailConfig::new(operation_id);
     cfg.socket = opts.syslog_socket.clone();
     cfg.facility = opts.facility;
     cfg.verbose = opts.verbose;
@@ -56,12 +56,12 @@ fn trail_config(operation_id: &str, opts: &RunnerOptions) -> AuditConfig {
 pub fn audit_only(operation: &'static str, opts: &RunnerOptions) -> (String, Vec<String>) {
     let operation_id = report::new_operation_id();
     let mut warnings = Vec::new();
-    if let Err(e) = audit::init(trail_config(&operation_id, opts)) {
+    if let Err(e) = trail::init(trail_config(&operation_id, opts)) {
         warnings.push(format!("audit trail: {e}"));
     }
-    audit::event(
+    trail::event(
         Level::Info,
-        "run-start",
+        Record::RunStart,
         operation,
         &[("pid", std::process::id().to_string())],
         &format!("quiesce {operation} started"),
@@ -116,7 +116,7 @@ impl Runner {
         let operation_id = report::new_operation_id();
         let fail = |p: Problem| (operation_id.clone(), p);
         let mut warnings = Vec::new();
-        if let Err(e) = audit::init(trail_config(&operation_id, opts)) {
+        if let Err(e) = trail::init(trail_config(&operation_id, opts)) {
             warnings.push(format!("audit trail: {e}"));
         }
         // The run directory's records decide what is thawed and which
@@ -147,9 +147,9 @@ impl Runner {
                 None
             }
         };
-        audit::event(
+        trail::event(
             Level::Info,
-            "run-start",
+            Record::RunStart,
             operation,
             &[
                 ("pid", std::process::id().to_string()),
@@ -171,7 +171,7 @@ impl Runner {
         let policy = load_policy(opts.policy.as_deref()).map_err(fail)?;
         let sandbox = if opts.no_sandbox {
             let w = "--no-sandbox: scripts run WITHOUT capability drops, no_new_privs, rlimits or seccomp".to_string();
-            audit::event(Level::Warn, "sandbox-disabled", operation, &[], &w);
+            trail::event(Level::Warn, Record::SandboxDisabled, operation, &[], &w);
             report::say(format!("WARNING: {w}"));
             warnings.push(w);
             None
@@ -256,14 +256,14 @@ pub fn finish(status: &mut report::Status, warnings: &[String]) {
         report::Outcome::Degraded => Level::Warn,
         report::Outcome::Failure => Level::Error,
     };
-    audit::event(
+    trail::event(
         level,
-        "run-end",
+        Record::RunEnd,
         status.operation,
         &params,
         &format!("quiesce {} finished: {result}", status.operation),
     );
-    if let Some(w) = audit::finish().warning() {
+    if let Some(w) = trail::finish().warning() {
         report::say(format!("warning: {w}"));
         status.warnings.push(w);
     }
@@ -274,9 +274,9 @@ pub fn finish(status: &mut report::Status, warnings: &[String]) {
 /// code.
 pub fn audit_precheck(operation: &str, pc: &crate::precheck::Prechecked) {
     if let Some(c) = &pc.config {
-        audit::event(
+        trail::event(
             Level::Info,
-            "check",
+            Record::Check,
             operation,
             &[
                 ("item", "config".into()),
@@ -291,9 +291,9 @@ pub fn audit_precheck(operation: &str, pc: &crate::precheck::Prechecked) {
         );
     }
     for s in [&pc.pre, &pc.post].into_iter().flatten() {
-        audit::event(
+        trail::event(
             Level::Info,
-            "check",
+            Record::Check,
             operation,
             &[
                 ("item", format!("{}-script", s.phase.name())),
@@ -306,9 +306,9 @@ pub fn audit_precheck(operation: &str, pc: &crate::precheck::Prechecked) {
         );
     }
     for p in &pc.problems {
-        audit::event(
+        trail::event(
             Level::Error,
-            "check",
+            Record::Check,
             operation,
             &[
                 ("outcome", "failed".into()),
@@ -323,7 +323,7 @@ pub fn audit_precheck(operation: &str, pc: &crate::precheck::Prechecked) {
         );
     }
     for w in &pc.warnings {
-        audit::event(Level::Warn, "check-warning", operation, &[], w);
+        trail::event(Level::Warn, Record::CheckWarning, operation, &[], w);
     }
 }
 

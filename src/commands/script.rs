@@ -13,7 +13,6 @@ use log::Level;
 use serde::{Deserialize, Serialize};
 
 use super::executable;
-use crate::audit;
 use crate::config::Config;
 use crate::error::Problem;
 use crate::freeze::state::RunDir;
@@ -22,6 +21,7 @@ use crate::report::{AttemptStatus, ScriptPhaseStatus};
 use crate::sandbox::audit::ProcessSandboxState;
 use crate::sandbox::PreparedSandbox;
 use crate::supervise::{self, CgroupRequest, Leftover, RunOptions, SpawnError, SpawnSpec};
+use crate::trail::{self, Record};
 
 /// The PATH scripts get: the system directories only, never the caller's.
 pub const SCRIPT_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
@@ -206,15 +206,15 @@ pub fn run_phase(ctx: &RunContext<'_>, script: &CheckedScript, config: &Config) 
                 break;
             }
         };
-        audit::human(format!(
+        trail::human(format!(
             "{name}-script {} attempt {attempt}/{attempts_allowed} ({} s left)",
             status.script,
             left.as_secs()
         ));
         let mut on_tick = |p: &supervise::Progress| {
-            audit::event(
+            trail::event(
                 Level::Info,
-                "script-progress",
+                Record::ScriptProgress,
                 name,
                 &[
                     ("pid", p.pid.to_string()),
@@ -245,9 +245,9 @@ pub fn run_phase(ctx: &RunContext<'_>, script: &CheckedScript, config: &Config) 
             Ok(r) => r,
             Err(e) => {
                 let code = spawn_error_code(phase, &e);
-                audit::event(
+                trail::event(
                     Level::Error,
-                    "script-spawn-failed",
+                    Record::ScriptSpawnFailed,
                     name,
                     &[("script", status.script.clone()), ("error", e.to_string())],
                     &format!("{name}-script could not be started"),
@@ -324,9 +324,9 @@ fn audit_start(
         Some(_) => "policy",
         None => "DISABLED (--no-sandbox)",
     };
-    audit::event(
+    trail::event(
         Level::Info,
-        "script-start",
+        Record::ScriptStart,
         name,
         &[
             ("script", script.file.path.display().to_string()),
@@ -366,9 +366,9 @@ fn audit_exit(script: &CheckedScript, r: &supervise::AttemptReport) {
     } else {
         Level::Error
     };
-    audit::event(
+    trail::event(
         level,
-        "script-exit",
+        Record::ScriptExit,
         name,
         &[
             ("pid", r.pid.to_string()),
@@ -400,9 +400,9 @@ fn audit_exit(script: &CheckedScript, r: &supervise::AttemptReport) {
     );
     for (stream, cap) in [("stdout", &r.stdout), ("stderr", &r.stderr)] {
         if cap.total > 0 {
-            audit::event(
+            trail::event(
                 Level::Debug,
-                "script-output",
+                Record::ScriptOutput,
                 name,
                 &[("stream", stream.into()), ("bytes", cap.total.to_string())],
                 &cap.text(),
@@ -422,9 +422,9 @@ fn audit_exit(script: &CheckedScript, r: &supervise::AttemptReport) {
         (None, Some(s), _) => format!("{name}-script killed by signal {s}"),
         _ => format!("{name}-script ended"),
     };
-    audit::human(human);
+    trail::human(human);
     for l in &r.left_running {
-        audit::human(format!(
+        trail::human(format!(
             "{name}-script left pid {} running: {}",
             l.pid, l.cmdline
         ));
@@ -520,9 +520,9 @@ pub fn record_holders(ctx: &RunContext<'_>, leftovers: &[Leftover]) -> Vec<Strin
         ));
     }
     for l in &fresh {
-        audit::event(
+        trail::event(
             Level::Info,
-            "holder-recorded",
+            Record::HolderRecorded,
             Phase::Pre.name(),
             &[("pid", l.pid.to_string()), ("cmdline", l.cmdline.clone())],
             "pre-script leftover kept running until the post phase",
@@ -545,7 +545,7 @@ pub fn end_stale_holders(ctx: &RunContext<'_>) -> Vec<String> {
         "pre-script leftovers of earlier operation(s) {} were never released by a post phase; terminated before this pre-script: {killed:?}",
         ops.join(", ")
     );
-    audit::human(format!("warning: {w}"));
+    trail::human(format!("warning: {w}"));
     warnings.push(w);
     warnings
 }
@@ -604,14 +604,14 @@ fn end_holders(ctx: &RunContext<'_>) -> (Vec<String>, Vec<i32>, Vec<String>) {
             .find(|l| l.pid == *pid)
             .map(|l| l.cmdline.clone())
             .unwrap_or_default();
-        audit::event(
+        trail::event(
             Level::Info,
-            "holder-terminated",
+            Record::HolderTerminated,
             Phase::Post.name(),
             &[("pid", pid.to_string()), ("cmdline", cmdline)],
             "pre-script leftover terminated after the post phase",
         );
-        audit::human(format!("terminated pre-script leftover pid {pid}"));
+        trail::human(format!("terminated pre-script leftover pid {pid}"));
     }
     if !report.survivors.is_empty() {
         warnings.push(format!(
