@@ -52,17 +52,13 @@
 #![deny(unsafe_op_in_unsafe_fn)]
 #![warn(clippy::undocumented_unsafe_blocks)]
 
-pub mod bridge;
 pub mod commands;
 pub mod config;
 pub mod error;
-pub mod flow;
 pub mod freeze;
 pub mod integrity;
-pub mod precheck;
-pub mod report;
+pub mod job;
 pub mod sandbox;
-pub mod signals;
 pub mod supervise;
 pub mod trail;
 

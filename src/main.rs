@@ -5,13 +5,14 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand};
-use quiesce::commands::runner::RunnerOptions;
-use quiesce::commands::{self, Common};
+use quiesce::commands;
 use quiesce::config::{DEFAULT_CONFIG_PATH, DEFAULT_HOST_CONFIG_PATH};
 use quiesce::error::Exit;
 use quiesce::freeze::{mounts, state};
-use quiesce::precheck::InputPaths;
-use quiesce::precheck::Phase;
+use quiesce::job::preflight::InputPaths;
+use quiesce::job::preflight::Phase;
+use quiesce::job::Common;
+use quiesce::job::RunnerOptions;
 use quiesce::trail::{self, Facility};
 
 /// Runs a Linux VM's application-consistency scripts around a filesystem

@@ -503,7 +503,7 @@ fn hook_runs_quiesce_the_way_the_extension_runs_it() {
 #[test]
 fn bridge_check_accepts_a_correct_setup_and_refuses_a_loop() {
     require_root!();
-    use quiesce::bridge::{self, BridgePaths};
+    use quiesce::job::bridge::{self, BridgePaths};
     use std::time::Duration;
     let s = Setup::new("bridge-check");
     let hook = s.s.write(
@@ -952,7 +952,7 @@ fn deb_install_check_bridge_and_purge_cycle() {
     assert_eq!(
         (o.status.code(), error_names(&v)),
         (Some(2), vec!["IncorrectJSONConfigFile".to_string()]),
-        "check must refuse a bridge loop (is quiesce::bridge::check wired into `quiesce check`?)\n{}",
+        "check must refuse a bridge loop (is quiesce::job::bridge::check wired into `quiesce check`?)\n{}",
         text(&o.stderr)
     );
     fs::remove_file(OWN_CONFIG).unwrap();

@@ -6,10 +6,10 @@
 use std::ffi::CString;
 use std::time::{Duration, Instant};
 
-use super::runner::{self, RunnerOptions};
 use crate::error::{ErrorCode, Exit, Problem};
-use crate::report::{self, Status};
-use crate::sandbox::audit::{describe_for, ProcessSandboxState, RunnerCaps};
+use crate::job::status::{self as report, Status};
+use crate::job::{self as runner, RunnerOptions};
+use crate::sandbox::inspect::{describe_for, ProcessSandboxState, RunnerCaps};
 use crate::sandbox::PreparedSandbox;
 use crate::supervise::{self, Exec, RunOptions, SpawnSpec};
 

@@ -2,12 +2,12 @@
 
 use std::path::PathBuf;
 
-use super::runner::{self, RunnerOptions};
-use super::{mount_plan, Common};
 use crate::error::{ErrorCode, Exit, Problem};
-use crate::precheck;
-use crate::report::{self, Status};
-use crate::sandbox::audit::RunnerCaps;
+use crate::job::preflight as precheck;
+use crate::job::status::{self as report, Status};
+use crate::job::{self as runner, RunnerOptions};
+use crate::job::{mount_plan, Common};
+use crate::sandbox::inspect::RunnerCaps;
 
 pub fn run(common: &Common, ropts: &RunnerOptions, mounts: &[PathBuf]) -> (Status, Exit) {
     let (op, trail_warnings) = runner::audit_only("check", ropts);
@@ -61,14 +61,14 @@ pub fn run(common: &Common, ropts: &RunnerOptions, mounts: &[PathBuf]) -> (Statu
     }
     // Bridge mode: the extension's config points at quiesce's hook.
     if let Some(c) = &pc.config {
-        let host = crate::precheck::load_host_config(&common.paths.host_config)
+        let host = crate::job::preflight::load_host_config(&common.paths.host_config)
             .ok()
             .flatten();
         let grace = runner::load_policy(ropts.policy.as_deref())
             .map(|p| p.kill_grace())
             .unwrap_or(crate::supervise::DEFAULT_GRACE);
-        let paths = crate::bridge::BridgePaths::default();
-        if let Some(f) = crate::bridge::check(&common.paths.config, c, &paths, host, grace) {
+        let paths = crate::job::bridge::BridgePaths::default();
+        if let Some(f) = crate::job::bridge::check(&common.paths.config, c, &paths, host, grace) {
             for n in &f.notes {
                 report::say(n);
             }

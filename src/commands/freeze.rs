@@ -4,11 +4,11 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
-use super::runner::{self, Runner, RunnerOptions};
-use super::window::{self, freeze_phase_json};
-use super::{mount_plan, Common};
 use crate::error::Exit;
-use crate::report::{self, Consistency, Outcome, Status};
+use crate::job::status::{self as report, Consistency, Outcome, Status};
+use crate::job::window::{self, freeze_phase_json};
+use crate::job::{self as runner, Runner, RunnerOptions};
+use crate::job::{mount_plan, Common};
 
 pub fn run(
     common: &Common,

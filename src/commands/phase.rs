@@ -2,12 +2,12 @@
 //! as the existing extension calls them (SPEC.md §2, §7). Pre-script
 //! leftovers are recorded; the post phase terminates them once it is over.
 
-use super::runner::{self, Runner, RunnerOptions};
-use super::script;
-use super::Common;
 use crate::error::Exit;
-use crate::precheck::{self, Phase};
-use crate::report::{self, Outcome, Status};
+use crate::job::preflight::{self as precheck, Phase};
+use crate::job::script;
+use crate::job::status::{self as report, Outcome, Status};
+use crate::job::Common;
+use crate::job::{self as runner, Runner, RunnerOptions};
 
 pub fn run(common: &Common, ropts: &RunnerOptions, phase: Phase) -> (Status, Exit) {
     let op_name = phase.name();

@@ -1,5 +1,5 @@
 //! `quiesce snapshot [--mount M]... -- CMD...`: the whole job of SPEC.md §1,
-//! deciding every step with the table of §5 (`crate::flow`).
+//! deciding every step with the table of §5 (`crate::job::decide`).
 //!
 //! The post-script runs whenever the pre-check passed, whatever failed in
 //! between, and even after a signal to the runner (a database left paused
@@ -9,14 +9,14 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
-use super::runner::{self, Runner, RunnerOptions};
-use super::script;
-use super::window::{self, freeze_phase_json};
-use super::{mount_plan, Common};
 use crate::error::{Exit, Problem};
-use crate::flow::{self, Facts, Policy};
-use crate::precheck;
-use crate::report::{self, Status};
+use crate::job::decide::{self as flow, Facts, Policy};
+use crate::job::preflight as precheck;
+use crate::job::script;
+use crate::job::status::{self as report, Status};
+use crate::job::window::{self, freeze_phase_json};
+use crate::job::{self as runner, Runner, RunnerOptions};
+use crate::job::{mount_plan, Common};
 
 pub fn run(
     common: &Common,

@@ -7,12 +7,12 @@ use std::path::PathBuf;
 
 use log::Level;
 
-use super::runner::{self, RunnerOptions};
-use super::Common;
 use crate::audit;
 use crate::error::{ErrorCode, Exit, Problem};
 use crate::freeze::state::{self, RecoverError, ThawResult};
-use crate::report::{self, Status};
+use crate::job::status::{self as report, Status};
+use crate::job::Common;
+use crate::job::{self as runner, RunnerOptions};
 
 pub fn run(common: &Common, ropts: &RunnerOptions, mounts: &[PathBuf]) -> (Status, Exit) {
     let (op, warnings) = runner::audit_only("thaw", ropts);

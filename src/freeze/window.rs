@@ -319,7 +319,7 @@ impl FreezeWindow {
     pub fn freeze_all(&mut self) -> Result<(), Problem> {
         for i in 0..self.targets.len() {
             // A signal already thawed what was frozen: freeze nothing more.
-            if let Some(sig) = crate::signals::pending() {
+            if let Some(sig) = crate::freeze::signals::pending() {
                 self.thaw_all();
                 return Err(Problem::new(
                     ErrorCode::FsFreezeFailed,
@@ -335,7 +335,7 @@ impl FreezeWindow {
         }
         // A signal during the last freeze call: do not hand back a window
         // the handler believes it thawed.
-        if let Some(sig) = crate::signals::pending() {
+        if let Some(sig) = crate::freeze::signals::pending() {
             self.thaw_all();
             return Err(Problem::new(
                 ErrorCode::FsFreezeFailed,

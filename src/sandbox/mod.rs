@@ -16,11 +16,11 @@
 //!   in, `prctl`/`capset` could themselves be filtered).
 //!
 //! One module per kernel feature, like youki's libcontainer: [`caps`],
-//! [`rlimits`], [`seccomp`]; [`policy`] holds the file format and [`audit`] the
-//! capability audit and the `quiesce audit` description.
+//! [`rlimits`], [`seccomp`]; [`policy`] holds the file format and [`inspect`] the
+//! capability inspection and the `quiesce audit` description.
 
-pub mod audit;
 pub mod caps;
+pub mod inspect;
 pub mod policy;
 pub mod rlimits;
 pub mod seccomp;
@@ -31,7 +31,7 @@ use std::path::{Path, PathBuf};
 
 use nix::errno::Errno;
 
-pub use audit::{describe, ProcessSandboxState, RunnerCaps, SandboxDescription, StatusError};
+pub use inspect::{describe, ProcessSandboxState, RunnerCaps, SandboxDescription, StatusError};
 pub use policy::{CapabilityDrop, Commented, RlimitRule, ScriptPolicy, WatchdogPolicy};
 pub use rlimits::{Limit, RlimitResource};
 

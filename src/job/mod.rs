@@ -2,19 +2,27 @@
 //! runs: the operation id, the signal handlers, the subreaper, the audit
 //! trail, the sandbox policy (fail closed) and the capability check.
 
+pub mod bridge;
+pub mod decide;
+pub mod launch;
+pub mod preflight;
+pub mod script;
+pub mod status;
+pub mod window;
+
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use log::Level;
 
 use crate::error::{ErrorCode, Problem};
+use crate::freeze::signals::{self, SignalPipe};
 use crate::integrity::{CheckedFile, FileRole};
-use crate::report;
-use crate::sandbox::audit::RunnerCaps;
+use crate::sandbox::inspect::RunnerCaps;
 use crate::sandbox::{PreparedFilter, PreparedSandbox, ScriptPolicy, WatchdogPolicy};
-use crate::signals::{self, SignalPipe};
 use crate::supervise;
 use crate::trail::{self, Facility, Record, TrailConfig};
+use status as report;
 
 pub const DEFAULT_POLICY_PATH: &str = "/etc/quiesce/policy.json";
 
@@ -215,8 +223,8 @@ impl Runner {
 
 impl Runner {
     /// The context script phases run in.
-    pub fn context(&self) -> super::script::RunContext<'_> {
-        super::script::RunContext {
+    pub fn context(&self) -> script::RunContext<'_> {
+        script::RunContext {
             operation_id: self.operation_id.clone(),
             interrupt: Some(self.signals.fd()),
             run_dir: self.run_dir.clone(),
@@ -272,7 +280,7 @@ pub fn finish(status: &mut report::Status, warnings: &[String]) {
 /// One audit record per check of the pre-check (SPEC §9 "each check"), in
 /// the extension's order: what passed, and each problem with its name and
 /// code.
-pub fn audit_precheck(operation: &str, pc: &crate::precheck::Prechecked) {
+pub fn audit_precheck(operation: &str, pc: &crate::job::preflight::Prechecked) {
     if let Some(c) = &pc.config {
         trail::event(
             Level::Info,
@@ -374,4 +382,42 @@ impl Runner {
             Box::new(fail_early(status, &p, &[]))
         })
     }
+}
+
+use crate::freeze::mounts::{self, MountPlan, SysBlockInfo};
+use crate::freeze::state::RunDir;
+use preflight::InputPaths;
+
+/// Options every subcommand shares.
+#[derive(Debug, Clone)]
+pub struct Common {
+    pub paths: InputPaths,
+    pub verbose: bool,
+    /// `/run/quiesce`: lock, recovery state, pre-script holders.
+    pub run_dir: RunDir,
+    /// `/etc/azure/vmbackup.conf` (its `MountsToSkip`).
+    pub vmbackup_conf: PathBuf,
+}
+
+impl Default for Common {
+    fn default() -> Self {
+        Common {
+            paths: InputPaths::default(),
+            verbose: false,
+            run_dir: RunDir::default(),
+            vmbackup_conf: mounts::VMBACKUP_CONF_PATH.into(),
+        }
+    }
+}
+
+/// The mount plan: the `--mount` list when given (it replaces discovery),
+/// else discovery from `/proc/self/mountinfo` minus `MountsToSkip`.
+pub fn mount_plan(common: &Common, requested: &[PathBuf]) -> Result<MountPlan, Problem> {
+    let cannot = |e: String| Problem::new(ErrorCode::UnableToOpenMount, e);
+    if requested.is_empty() {
+        return mounts::discover_system(&common.vmbackup_conf).map_err(|e| cannot(e.to_string()));
+    }
+    let infos = mounts::load_mounts().map_err(|e| cannot(e.to_string()))?;
+    mounts::plan_explicit(&infos, requested, &SysBlockInfo::default())
+        .map_err(|e| Problem::new(e.code(), e.to_string()))
 }

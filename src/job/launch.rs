@@ -33,7 +33,7 @@ use std::ffi::CString;
 use std::io;
 use std::os::fd::{FromRawFd, OwnedFd};
 
-use crate::precheck::CheckedScript;
+use crate::job::preflight::CheckedScript;
 use crate::supervise::{Exec, IdentityCheck, EXEC_FD_PATH};
 
 /// The shell that runs a script without the owner execute bit, as the

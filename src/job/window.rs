@@ -14,8 +14,8 @@ use std::time::{Duration, Instant};
 use log::Level;
 use serde::Serialize;
 
-use super::runner::Runner;
 use super::Common;
+use super::Runner;
 use crate::audit;
 use crate::error::{ErrorCode, Problem};
 use crate::freeze::ioctl::KernelFreeze;
@@ -25,7 +25,7 @@ use crate::freeze::state::{self, RecoverError};
 use crate::freeze::window::{
     FreezeWindow, MountTarget, WindowOptions, WindowReport, PER_CALL_DEADLINE,
 };
-use crate::report;
+use crate::job::status as report;
 use crate::supervise::{self, Exec, SpawnSpec, WaitOutcome};
 
 /// `phases.snapshot` of the status.
@@ -279,8 +279,8 @@ pub fn take_snapshot(
         if !run.froze {
             let report = take_window(&mut window);
             finish_window(&mut run, report);
-            if !snapshot_without_freeze || crate::signals::pending().is_some() {
-                run.interrupted = crate::signals::pending();
+            if !snapshot_without_freeze || crate::freeze::signals::pending().is_some() {
+                run.interrupted = crate::freeze::signals::pending();
                 return run;
             }
             report::say(
@@ -322,7 +322,7 @@ pub fn take_snapshot(
         w.shared().set_snapshot_pgid(child.pid());
     }
     status.pid = Some(child.pid());
-    crate::signals::track_child_group(child.pid());
+    crate::freeze::signals::track_child_group(child.pid());
     #[cfg(feature = "fault-injection")]
     if std::env::var("QUIESCE_FAULT").as_deref() == Ok("panic-in-window") {
         // Let the command get going first, so the test sees it killed.
@@ -369,7 +369,7 @@ pub fn take_snapshot(
             if let Some(w) = window.as_mut() {
                 w.thaw_all();
             }
-            run.interrupted = crate::signals::pending().or(Some(libc::SIGTERM));
+            run.interrupted = crate::freeze::signals::pending().or(Some(libc::SIGTERM));
             kill_now = true;
         }
     }
@@ -391,7 +391,7 @@ pub fn take_snapshot(
         }
     }
     let report = take_window(&mut window);
-    crate::signals::track_child_group(0);
+    crate::freeze::signals::track_child_group(0);
     let finished = child.finish();
     status.duration_ms = started.elapsed().as_secs_f64() * 1000.0;
     status.exit_code = finished.status.and_then(|s| s.code());

@@ -24,7 +24,7 @@ use std::time::Duration;
 
 use crate::config::Config;
 use crate::error::{ErrorCode, Problem};
-use crate::precheck::{self, Phase};
+use crate::job::preflight::{self as precheck, Phase};
 
 /// Where the packages install the hook.
 pub const HOOK_PATH: &str = "/usr/lib/quiesce/extension-hook";

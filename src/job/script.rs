@@ -12,13 +12,13 @@ use std::time::{Duration, Instant};
 use log::Level;
 use serde::{Deserialize, Serialize};
 
-use super::executable;
+use super::launch;
 use crate::config::Config;
 use crate::error::Problem;
 use crate::freeze::state::RunDir;
-use crate::precheck::{CheckedScript, Phase};
-use crate::report::{AttemptStatus, ScriptPhaseStatus};
-use crate::sandbox::audit::ProcessSandboxState;
+use crate::job::preflight::{CheckedScript, Phase};
+use crate::job::status::{AttemptStatus, ScriptPhaseStatus};
+use crate::sandbox::inspect::ProcessSandboxState;
 use crate::sandbox::PreparedSandbox;
 use crate::supervise::{self, CgroupRequest, Leftover, RunOptions, SpawnError, SpawnSpec};
 use crate::trail::{self, Record};
@@ -77,7 +77,7 @@ fn spawn_spec(
         .map(|fd| fd.try_clone())
         .transpose()
         .map_err(|e| format!("cannot duplicate the script's sealed copy: {e}"))?;
-    let launch = executable::plan(script, &params, copy)
+    let launch = launch::plan(script, &params, copy)
         .map_err(|e| format!("cannot prepare the script's launch: {e}"))?;
     let mut spec = SpawnSpec::new(launch.program, launch.argv);
     spec.identity_check = launch.identity;
@@ -96,11 +96,7 @@ fn spawn_spec(
             "QUIESCE_DEADLINE_SECONDS={}",
             left.as_secs_f64().ceil() as u64
         ),
-        format!(
-            "{}={}",
-            executable::SCRIPT_PATH_VAR,
-            script.file.path.display()
-        ),
+        format!("{}={}", launch::SCRIPT_PATH_VAR, script.file.path.display()),
     ]
     .iter()
     .map(|e| cstr(e))
@@ -176,13 +172,10 @@ pub fn run_phase(ctx: &RunContext<'_>, script: &CheckedScript, config: &Config) 
     };
     // A pinned script runs from one sealed copy of its hashed bytes, for
     // every attempt of the phase; an unpinned one by its path.
-    let sealed = match script.pinned.then(|| {
-        executable::sealed_copy(
-            name,
-            &script.content,
-            executable::needs_executable_copy(script),
-        )
-    }) {
+    let sealed = match script
+        .pinned
+        .then(|| launch::sealed_copy(name, &script.content, launch::needs_executable_copy(script)))
+    {
         None => None,
         Some(Ok(fd)) => Some(fd),
         Some(Err(e)) => {
@@ -226,7 +219,7 @@ pub fn run_phase(ctx: &RunContext<'_>, script: &CheckedScript, config: &Config) 
         };
         let mut held = None;
         let mut on_spawn = |pid: i32| {
-            crate::signals::track_child_group(pid);
+            crate::freeze::signals::track_child_group(pid);
             held = ProcessSandboxState::read(pid).ok();
             audit_start(ctx, script, attempt, pid, &spec, &how, held.as_ref());
         };
@@ -240,7 +233,7 @@ pub fn run_phase(ctx: &RunContext<'_>, script: &CheckedScript, config: &Config) 
             on_spawn: Some(&mut on_spawn),
         };
         let outcome = supervise::run(&spec, opts);
-        crate::signals::track_child_group(0);
+        crate::freeze::signals::track_child_group(0);
         let report = match outcome {
             Ok(r) => r,
             Err(e) => {
@@ -267,7 +260,7 @@ pub fn run_phase(ctx: &RunContext<'_>, script: &CheckedScript, config: &Config) 
         status.attempts.push(a);
         result.leftovers.extend(report.left_running.iter().cloned());
         if report.interrupted {
-            result.interrupted = crate::signals::pending().or(Some(libc::SIGTERM));
+            result.interrupted = crate::freeze::signals::pending().or(Some(libc::SIGTERM));
             break;
         }
         if report.timed_out {

@@ -2,7 +2,7 @@
 //! unit-tested apart from processes and filesystems. `snapshot` asks these
 //! functions what to do next and how to report what happened.
 
-use crate::report::{Consistency, Outcome};
+use crate::job::status::{Consistency, Outcome};
 
 /// The settings that decide the table (from the config, or the extension's
 /// defaults when the config could not be read).

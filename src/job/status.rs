@@ -70,7 +70,7 @@ pub struct AttemptStatus {
     pub spawn_error: Option<String>,
     /// What the script really held right after its exec (`/proc/PID/status`).
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub sandbox: Option<crate::sandbox::audit::ProcessSandboxState>,
+    pub sandbox: Option<crate::sandbox::inspect::ProcessSandboxState>,
 }
 
 /// `phases.pre` / `phases.post`.
