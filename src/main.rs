@@ -10,8 +10,9 @@ use quiesce::config::{DEFAULT_CONFIG_PATH, DEFAULT_HOST_CONFIG_PATH};
 use quiesce::error::Exit;
 use quiesce::freeze::{mounts, state};
 use quiesce::job::preflight::InputPaths;
-use quiesce::job::preflight::Phase;
+use quiesce::job::snapshot::WindowRequest;
 use quiesce::job::Common;
+use quiesce::job::Phase;
 use quiesce::job::RunnerOptions;
 use quiesce::trail::{self, Facility};
 
@@ -121,6 +122,16 @@ struct WindowArgs {
     cmd: Vec<String>,
 }
 
+impl WindowArgs {
+    fn request(self) -> WindowRequest {
+        WindowRequest {
+            mounts: self.mounts,
+            max_freeze: Duration::from_secs(self.max_freeze),
+            cmd: self.cmd,
+        }
+    }
+}
+
 const EXIT_HELP: &str = "Exit status:
   0    success (snapshot: application-consistent; check: it would be)
   1    degraded: only filesystem- or crash-consistent, as continueBackupOnFailure allowed
@@ -179,20 +190,8 @@ fn main() -> ExitCode {
         Command::Audit => commands::audit::run(&ropts),
         Command::Pre => commands::phase::run(&common, &ropts, Phase::Pre),
         Command::Post => commands::phase::run(&common, &ropts, Phase::Post),
-        Command::Freeze { window: w } => commands::freeze::run(
-            &common,
-            &ropts,
-            &w.mounts,
-            Duration::from_secs(w.max_freeze),
-            &w.cmd,
-        ),
-        Command::Snapshot { window: w } => commands::snapshot::run(
-            &common,
-            &ropts,
-            &w.mounts,
-            Duration::from_secs(w.max_freeze),
-            &w.cmd,
-        ),
+        Command::Freeze { window: w } => commands::freeze::run(&common, &ropts, &w.request()),
+        Command::Snapshot { window: w } => commands::snapshot::run(&common, &ropts, &w.request()),
         Command::Check { mounts } => commands::check::run(&common, &ropts, &mounts),
         Command::Thaw { mounts } => commands::thaw::run(&common, &ropts, &mounts),
     }));

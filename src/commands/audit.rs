@@ -6,46 +6,49 @@
 use std::ffi::CString;
 use std::time::{Duration, Instant};
 
-use crate::error::{ErrorCode, Exit, Problem};
-use crate::job::status::{self as report, Status};
-use crate::job::{self as runner, RunnerOptions};
-use crate::sandbox::inspect::{describe_for, ProcessSandboxState, RunnerCaps};
+use crate::error::{ErrorCode, Problem};
+use crate::job::preflight::Readiness;
+use crate::job::status::say;
+use crate::job::{Finished, Job, RunnerOptions};
+use crate::sandbox::inspect::{describe_for, ProcessSandboxState};
 use crate::sandbox::PreparedSandbox;
 use crate::supervise::{self, Exec, RunOptions, SpawnSpec};
 
-pub fn run(ropts: &RunnerOptions) -> (Status, Exit) {
-    let (op, warnings) = runner::audit_only("audit", ropts);
-    let mut status = Status::new("audit", &op);
-    let mut problems = Vec::new();
-    let caps = RunnerCaps::current().ok();
-    match &caps {
-        Some(c) => {
-            report::say(format!(
-                "runner effective capabilities: {}",
-                c.effective.join(" ")
-            ));
-            if !c.has_sys_admin() {
-                problems.push(Problem::new(
-                    ErrorCode::FsFreezeFailed,
-                    "the runner lacks CAP_SYS_ADMIN: freeze and snapshot would refuse to start",
-                ));
-            }
-        }
-        None => report::say("runner capabilities: unreadable"),
+pub fn run(ropts: &RunnerOptions) -> Finished {
+    let mut job = Job::observe("audit", ropts);
+    // What a script would get: the sandbox is described and probed even
+    // when this run was given --no-sandbox.
+    let ready = Readiness::of(
+        &RunnerOptions {
+            no_sandbox: false,
+            ..ropts.clone()
+        },
+        true,
+    );
+    match &ready.caps {
+        Some(c) => say(format!(
+            "runner effective capabilities: {}",
+            c.effective.join(" ")
+        )),
+        None => say("runner capabilities: unreadable"),
     }
-    let policy = match runner::load_policy(ropts.policy.as_deref()) {
-        Ok(p) => p,
-        Err(p) => return runner::fail_early(status, &p, &warnings),
+    let Some(policy) = ready.policy else {
+        let first = ready.problems.first().cloned();
+        return job.fail(&first.unwrap_or_else(|| {
+            Problem::new(ErrorCode::IncorrectPluginhostFile, "no sandbox policy")
+        }));
     };
+    let mut problems = ready.problems;
+    let caps = ready.caps;
     let description = describe_for(&policy, caps);
-    report::say(format!(
+    say(format!(
         "policy {} (sha256 {})",
         description.policy, description.policy_sha256
     ));
     for c in &description.capabilities_dropped {
-        report::say(format!("  drop {:<18} {}", c.name, c.comment));
+        say(format!("  drop {:<18} {}", c.name, c.comment));
     }
-    report::say(format!(
+    say(format!(
         "  no_new_privs {}; seccomp filter '{}' for {}: {} rule(s), default {:?}, matched rules {:?}",
         description.no_new_privs.value,
         description.seccomp.filter,
@@ -67,11 +70,11 @@ pub fn run(ropts: &RunnerOptions) -> (Status, Exit) {
                     .join(", ")
             )
         };
-        report::say(format!("  deny {}{args}: {}", r.syscall, r.comment));
+        say(format!("  deny {}{args}: {}", r.syscall, r.comment));
     }
     for l in &description.rlimits {
         let show = |v: &crate::sandbox::Limit| serde_json::to_string(v).unwrap_or_default();
-        report::say(format!(
+        say(format!(
             "  rlimit {} {}/{}: {}",
             l.resource,
             show(&l.soft),
@@ -80,18 +83,17 @@ pub fn run(ropts: &RunnerOptions) -> (Status, Exit) {
         ));
     }
     for g in &description.baseline_gaps {
-        status
-            .warnings
-            .push(format!("policy gap against SPEC §8: {g}"));
-        report::say(format!("warning: policy gap against SPEC §8: {g}"));
+        job.warn(format!("policy gap against SPEC §8: {g}"));
+        say(format!("warning: policy gap against SPEC §8: {g}"));
     }
-    let probe = match PreparedSandbox::prepare(&policy) {
-        Ok(sandbox) => probe(&sandbox),
-        Err(e) => Err(e.to_string()),
+    let probe = match &ready.sandbox {
+        Some(sandbox) => probe(sandbox),
+        // Its compile error is already among the problems.
+        None => Err("the sandbox policy does not compile".into()),
     };
     let observed = match probe {
         Ok(state) => {
-            report::say(format!(
+            say(format!(
                 "a script holds: CapEff {}; CapBnd {}; NoNewPrivs {:?}; Seccomp {:?}",
                 state.cap_eff.join(" "),
                 state.cap_bnd.join(" "),
@@ -108,15 +110,14 @@ pub fn run(ropts: &RunnerOptions) -> (Status, Exit) {
             None
         }
     };
-    status.audit = Some(serde_json::json!({
+    job.status.audit = Some(serde_json::json!({
         "sandbox": description,
         "observedScript": observed,
     }));
     for p in &problems {
-        report::say_problem(p);
-        status.push_error(p);
+        job.problem(p);
     }
-    runner::conclude(status, &warnings)
+    job.conclude()
 }
 
 /// Starts `/bin/sleep` under the sandbox, exactly as a script would be, and

@@ -1,81 +1,49 @@
-//! `quiesce check`: every check, nothing executed, nothing frozen.
+//! `quiesce check`: every check, nothing executed, nothing frozen. Exit 0
+//! only if a snapshot would be application-consistent.
 
 use std::path::PathBuf;
 
-use crate::error::{ErrorCode, Exit, Problem};
-use crate::job::preflight as precheck;
-use crate::job::status::{self as report, Status};
-use crate::job::{self as runner, RunnerOptions};
-use crate::job::{mount_plan, Common};
-use crate::sandbox::inspect::RunnerCaps;
+use crate::job::bridge::{self, BridgePaths};
+use crate::job::pipeline;
+use crate::job::preflight::{Prechecked, Readiness};
+use crate::job::status::say;
+use crate::job::{mount_plan, Common, Finished, Job, RunnerOptions};
+use crate::supervise::DEFAULT_GRACE;
 
-pub fn run(common: &Common, ropts: &RunnerOptions, mounts: &[PathBuf]) -> (Status, Exit) {
-    let (op, trail_warnings) = runner::audit_only("check", ropts);
-    let mut status = Status::new("check", &op);
-    let pc = precheck::run(&common.paths);
-    runner::audit_precheck("check", &pc);
-    report::say(format!(
-        "check {op}: configuration {}",
+pub fn run(common: &Common, ropts: &RunnerOptions, mounts: &[PathBuf]) -> Finished {
+    let mut job = Job::observe("check", ropts);
+    say(format!(
+        "check {}: configuration {}",
+        job.operation_id(),
         common.paths.config.display()
     ));
-    for w in &pc.warnings {
-        report::say(format!("warning: {w}"));
-    }
-    status.warnings = pc.warnings.clone();
-    if let Some(c) = &pc.config {
-        report::say(format!(
-            "configuration ok: timeout {} s per phase, continueBackupOnFailure={}, fsFreezeEnabled={}",
-            c.timeout_secs, c.continue_on_failure, c.fs_freeze_enabled
-        ));
-    }
-    for s in [&pc.pre, &pc.post].into_iter().flatten() {
-        report::say(format!(
-            "{}-script ok: {} (sha256 {}{})",
-            s.phase.name(),
-            s.file.path.display(),
-            s.sha256,
-            if s.pinned { ", pinned" } else { "" }
-        ));
-    }
+    let pc = pipeline::precheck(&mut job, common);
+    say_inputs(&pc);
     let mut problems = pc.problems.clone();
-    // What snapshot would refuse on before running anything: the policy and
-    // its compiled sandbox (304), and CAP_SYS_ADMIN for the freeze.
-    match runner::load_policy(ropts.policy.as_deref()).and_then(|p| {
-        crate::sandbox::PreparedSandbox::prepare(&p)
-            .map(|_| p)
-            .map_err(|e| Problem::new(ErrorCode::IncorrectPluginhostFile, e.to_string()))
-    }) {
-        Ok(p) => report::say(format!(
+    // What a snapshot would refuse on before running anything.
+    let freezes = pc.config.as_ref().is_none_or(|c| c.fs_freeze_enabled);
+    let ready = Readiness::of(ropts, freezes);
+    if let Some(p) = &ready.policy {
+        say(format!(
             "sandbox policy ok: {} (sha256 {})",
             p.origin.display(),
             p.sha256
-        )),
-        Err(p) => problems.push(p),
-    }
-    let freezes = pc.config.as_ref().is_none_or(|c| c.fs_freeze_enabled);
-    if freezes && !RunnerCaps::current().is_ok_and(|c| c.has_sys_admin()) {
-        problems.push(Problem::new(
-            ErrorCode::FsFreezeFailed,
-            "the runner lacks CAP_SYS_ADMIN, which freezing needs; snapshot would refuse to start (run as root)",
         ));
     }
+    problems.extend(ready.problems);
     // Bridge mode: the extension's config points at quiesce's hook.
     if let Some(c) = &pc.config {
-        let host = crate::job::preflight::load_host_config(&common.paths.host_config)
-            .ok()
-            .flatten();
-        let grace = runner::load_policy(ropts.policy.as_deref())
-            .map(|p| p.kill_grace())
-            .unwrap_or(crate::supervise::DEFAULT_GRACE);
-        let paths = crate::job::bridge::BridgePaths::default();
-        if let Some(f) = crate::job::bridge::check(&common.paths.config, c, &paths, host, grace) {
-            for n in &f.notes {
-                report::say(n);
-            }
+        let grace = ready
+            .policy
+            .as_ref()
+            .map_or(DEFAULT_GRACE, |p| p.kill_grace());
+        let paths = BridgePaths::default();
+        if let Some(f) = bridge::check(&common.paths.config, c, &paths, pc.host_timeout, grace) {
+            f.notes.iter().for_each(say);
             for w in &f.warnings {
-                report::say(format!("warning: {w}"));
+                say(format!("warning: {w}"));
             }
-            status.warnings.extend(f.warnings);
+            job.warn_all(f.warnings);
             problems.extend(f.problems);
         }
     }
@@ -83,7 +51,7 @@ pub fn run(common: &Common, ropts: &RunnerOptions, mounts: &[PathBuf]) -> (Statu
         Ok(plan) => {
             for e in &plan.entries {
                 if e.freeze || common.verbose || !mounts.is_empty() {
-                    report::say(format!(
+                    say(format!(
                         "mount {} ({}, {}): {} — {}",
                         e.path.display(),
                         e.fs_type,
@@ -94,31 +62,49 @@ pub fn run(common: &Common, ropts: &RunnerOptions, mounts: &[PathBuf]) -> (Statu
                 }
             }
             let n = plan.freeze_order().len();
-            report::say(format!(
-                "{n} filesystem(s) would be frozen, {} mount(s) skipped{}",
+            let hint = if common.verbose {
+                ""
+            } else {
+                " (-v lists them)"
+            };
+            say(format!(
+                "{n} filesystem(s) would be frozen, {} mount(s) skipped{hint}",
                 plan.entries.len() - n,
-                if common.verbose {
-                    ""
-                } else {
-                    " (-v lists them)"
-                }
             ));
             for w in &plan.warnings {
-                report::say(format!("warning: {w}"));
+                say(format!("warning: {w}"));
             }
-            status.warnings.extend(plan.warnings.iter().cloned());
-            status.mounts = Some(serde_json::to_value(&plan.entries).expect("plan serialises"));
+            job.warn_all(plan.warnings.iter().cloned());
+            job.status.mounts = Some(serde_json::to_value(&plan.entries).expect("plan serialises"));
         }
         Err(p) => problems.push(p),
     }
     for p in &problems {
-        report::say_problem(p);
-        status.push_error(p);
+        job.problem(p);
     }
-    report::say(if problems.is_empty() {
+    say(if problems.is_empty() {
         "a snapshot would be application-consistent"
     } else {
         "a snapshot would NOT be application-consistent"
     });
-    runner::conclude(status, &trail_warnings)
+    job.conclude()
+}
+
+/// One line per input that passed.
+fn say_inputs(pc: &Prechecked) {
+    if let Some(c) = &pc.config {
+        say(format!(
+            "configuration ok: timeout {} s per phase, continueBackupOnFailure={}, fsFreezeEnabled={}",
+            c.timeout_secs, c.continue_on_failure, c.fs_freeze_enabled
+        ));
+    }
+    for s in [&pc.pre, &pc.post].into_iter().flatten() {
+        say(format!(
+            "{}-script ok: {} (sha256 {}{})",
+            s.phase.name(),
+            s.file.path.display(),
+            s.sha256,
+            if s.pinned { ", pinned" } else { "" }
+        ));
+    }
 }

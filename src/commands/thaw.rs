@@ -7,16 +7,14 @@ use std::path::PathBuf;
 
 use log::Level;
 
-use crate::audit;
-use crate::error::{ErrorCode, Exit, Problem};
+use crate::error::{ErrorCode, Problem};
 use crate::freeze::state::{self, RecoverError, ThawResult};
-use crate::job::status::{self as report, Status};
-use crate::job::Common;
-use crate::job::{self as runner, RunnerOptions};
+use crate::job::status as report;
+use crate::job::{Common, Finished, Job, RunnerOptions};
+use crate::trail::{self, Record};
 
-pub fn run(common: &Common, ropts: &RunnerOptions, mounts: &[PathBuf]) -> (Status, Exit) {
-    let (op, warnings) = runner::audit_only("thaw", ropts);
-    let mut status = Status::new("thaw", &op);
+pub fn run(common: &Common, ropts: &RunnerOptions, mounts: &[PathBuf]) -> Finished {
+    let mut job = Job::observe("thaw", ropts);
     match thaw(common, mounts) {
         Ok(results) => {
             for r in &results {
@@ -27,9 +25,9 @@ pub fn run(common: &Common, ropts: &RunnerOptions, mounts: &[PathBuf]) -> (Statu
                     r.outcome
                 ));
                 let failed = !r.ok();
-                audit::event(
+                trail::event(
                     if failed { Level::Error } else { Level::Info },
-                    "emergency-thaw",
+                    Record::EmergencyThaw,
                     "thaw",
                     &[
                         ("mount", r.path.display().to_string()),
@@ -39,20 +37,17 @@ pub fn run(common: &Common, ropts: &RunnerOptions, mounts: &[PathBuf]) -> (Statu
                     "emergency thaw",
                 );
                 if failed {
-                    status.push_error(&Problem::new(
+                    job.status.push_error(&Problem::new(
                         ErrorCode::FsFreezeFailed,
                         format!("cannot thaw {}: {}", r.path.display(), r.outcome),
                     ));
                 }
             }
-            status.phases.freeze = Some(serde_json::json!({ "thawed": results }));
+            job.status.phases.freeze = Some(serde_json::json!({ "thawed": results }));
         }
-        Err(p) => {
-            report::say_problem(&p);
-            status.push_error(&p);
-        }
+        Err(p) => job.problem(&p),
     }
-    runner::conclude(status, &warnings)
+    job.conclude()
 }
 
 fn thaw(common: &Common, mounts: &[PathBuf]) -> Result<Vec<ThawResult>, Problem> {

@@ -24,7 +24,8 @@ use std::time::Duration;
 
 use crate::config::Config;
 use crate::error::{ErrorCode, Problem};
-use crate::job::preflight::{self as precheck, Phase};
+use crate::job::preflight as precheck;
+use crate::job::Phase;
 
 /// Where the packages install the hook.
 pub const HOOK_PATH: &str = "/usr/lib/quiesce/extension-hook";

@@ -1,15 +1,37 @@
 //! The decision table of SPEC.md §5 as pure functions, so every row is
-//! unit-tested apart from processes and filesystems. `snapshot` asks these
-//! functions what to do next and how to report what happened.
+//! unit-tested apart from processes and filesystems. Every transition of a
+//! run is decided here — after the pre-check and the pre-script, after a
+//! signal, after a freeze that failed or mounts that could not be opened —
+//! and the outcome and consistency follow from what happened; the steps of
+//! the job only carry the decisions out.
 
+use super::preflight::Prechecked;
 use crate::job::status::{Consistency, Outcome};
 
 /// The settings that decide the table (from the config, or the extension's
 /// defaults when the config could not be read).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Policy {
+pub struct Settings {
     pub continue_on_failure: bool,
     pub fs_freeze_enabled: bool,
+}
+
+impl Settings {
+    /// The config's settings; when it could not be read, the extension's
+    /// defaults (`continueBackupOnFailure` is then taken as true, loudly).
+    pub fn of(pc: &Prechecked) -> Settings {
+        Settings {
+            continue_on_failure: pc.continue_on_failure(),
+            fs_freeze_enabled: pc.config.as_ref().is_none_or(|c| c.fs_freeze_enabled),
+        }
+    }
+
+    /// `quiesce freeze -- CMD`: no scripts, the freeze is the point, and a
+    /// failed freeze takes no snapshot.
+    pub const FREEZE_ONLY: Settings = Settings {
+        continue_on_failure: false,
+        fs_freeze_enabled: true,
+    };
 }
 
 /// What to do once the pre-check and the pre-script are over.
@@ -21,9 +43,18 @@ pub struct Next {
     pub snapshot: bool,
 }
 
+/// After a signal to the runner: no freeze and no snapshot any more (the
+/// post-script still runs, and a second signal stops it).
+pub fn after_signal() -> Next {
+    Next {
+        freeze: false,
+        snapshot: false,
+    }
+}
+
 /// Row 1–3 of the table: after the pre-check (`precheck_ok`) and, when it
 /// passed, the pre-script (`pre_ok`).
-pub fn after_pre(p: Policy, precheck_ok: bool, pre_ok: bool) -> Next {
+pub fn after_pre(p: Settings, precheck_ok: bool, pre_ok: bool) -> Next {
     let none = Next {
         freeze: false,
         snapshot: false,
@@ -56,10 +87,22 @@ pub fn after_pre(p: Policy, precheck_ok: bool, pre_ok: bool) -> Next {
     }
 }
 
-/// Row 4: when the freeze failed (everything already thawed), whether the
-/// snapshot is still taken, without freeze.
-pub fn snapshot_after_freeze_failure(p: Policy) -> bool {
-    p.continue_on_failure
+/// Row 4: when the freeze failed — an ioctl, a deadline, or mounts that
+/// could not be opened; everything already thawed — whether the snapshot
+/// is still taken, without freeze. Never after a signal.
+pub fn snapshot_after_freeze_failure(p: Settings, interrupted: bool) -> bool {
+    p.continue_on_failure && !interrupted
+}
+
+/// `quiesce freeze -- CMD`: success only when every filesystem was frozen
+/// while CMD ran and succeeded, with no error; then the copy is
+/// filesystem-consistent.
+pub fn freeze_only(f: Facts) -> (Outcome, Consistency) {
+    if f.froze && f.snapshot_ok && !f.any_error {
+        (Outcome::Success, Consistency::Filesystem)
+    } else {
+        (Outcome::Failure, Consistency::None)
+    }
 }
 
 /// What the run achieved.
@@ -78,7 +121,7 @@ pub struct Facts {
 }
 
 /// The consistency of the snapshot taken (`none` when none was taken).
-pub fn consistency(p: Policy, f: Facts) -> Consistency {
+pub fn consistency(p: Settings, f: Facts) -> Consistency {
     if !f.snapshot_ok {
         Consistency::None
     } else if f.pre_ok && (f.froze || !p.fs_freeze_enabled) {
@@ -91,7 +134,7 @@ pub fn consistency(p: Policy, f: Facts) -> Consistency {
 }
 
 /// The run's result, from which the exit code follows.
-pub fn outcome(p: Policy, f: Facts) -> Outcome {
+pub fn outcome(p: Settings, f: Facts) -> Outcome {
     match consistency(p, f) {
         Consistency::None => Outcome::Failure,
         // Rows 1–3 with continueBackupOnFailure=false never snapshot after an
@@ -107,15 +150,15 @@ pub fn outcome(p: Policy, f: Facts) -> Outcome {
 mod tests {
     use super::*;
 
-    const CONT: Policy = Policy {
+    const CONT: Settings = Settings {
         continue_on_failure: true,
         fs_freeze_enabled: true,
     };
-    const STOP: Policy = Policy {
+    const STOP: Settings = Settings {
         continue_on_failure: false,
         fs_freeze_enabled: true,
     };
-    const CONT_NOFREEZE: Policy = Policy {
+    const CONT_NOFREEZE: Settings = Settings {
         continue_on_failure: true,
         fs_freeze_enabled: false,
     };
@@ -224,14 +267,44 @@ mod tests {
 
     #[test]
     fn freeze_failure_row() {
-        assert!(snapshot_after_freeze_failure(CONT));
-        assert!(!snapshot_after_freeze_failure(STOP));
+        assert!(snapshot_after_freeze_failure(CONT, false));
+        assert!(!snapshot_after_freeze_failure(STOP, false));
+        // A signal during the freeze: no snapshot, whatever the setting.
+        assert!(!snapshot_after_freeze_failure(CONT, true));
         let f = Facts {
             any_error: true,
             ..facts(true, false, true, false)
         };
         assert_eq!(consistency(CONT, f), Consistency::Crash);
         assert_eq!(outcome(CONT, f), Outcome::Degraded);
+    }
+
+    #[test]
+    fn a_signal_stops_the_freeze_and_the_snapshot() {
+        let n = after_signal();
+        assert!(!n.freeze && !n.snapshot);
+    }
+
+    #[test]
+    fn freeze_only_succeeds_only_when_frozen_and_ok() {
+        let ok = Facts {
+            any_error: false,
+            ..facts(false, true, true, false)
+        };
+        assert_eq!(freeze_only(ok), (Outcome::Success, Consistency::Filesystem));
+        for f in [
+            Facts { froze: false, ..ok },
+            Facts {
+                snapshot_ok: false,
+                ..ok
+            },
+            Facts {
+                any_error: true,
+                ..ok
+            },
+        ] {
+            assert_eq!(freeze_only(f), (Outcome::Failure, Consistency::None));
+        }
     }
 
     #[test]

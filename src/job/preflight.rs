@@ -1,15 +1,125 @@
-//! The pre-check: config, plugin-host file and both scripts, in the
-//! extension's order (SPEC.md §4). Nothing is executed here.
+//! The preflight: every check made before anything runs, every finding
+//! returned. Nothing is executed here.
 //!
-//! Every problem found is collected (so `check` can list them all); the first
-//! one is the pre-check result that the decision table of §5 acts on.
+//! - [`Prechecked`] (`run`): the config, the plugin-host file and both
+//!   scripts, in the extension's order (SPEC.md §4); the first problem is
+//!   the pre-check result that the decision table of §5 acts on.
+//! - [`Readiness`]: what the runner itself needs (§8): the sandbox policy,
+//!   loaded and compiled (fail closed), the watchdog's filter, and
+//!   `CAP_SYS_ADMIN` for a freeze.
+//!
+//! A run refuses on the first readiness problem; `check` lists every
+//! finding; `audit` reports them.
 
 use std::io;
 use std::path::{Path, PathBuf};
 
+use log::Level;
+
 use crate::config::{self, Config, ScriptConfig};
 use crate::error::{ErrorCode, Problem};
 use crate::integrity::{CheckedFile, FileRole, TrustError};
+use crate::sandbox::inspect::RunnerCaps;
+use crate::sandbox::{PreparedFilter, PreparedSandbox, ScriptPolicy, WatchdogPolicy};
+use crate::trail::{self, Record};
+
+use super::{Phase, RunnerOptions};
+
+/// The installed sandbox policy, used when `--policy` is not given.
+pub const DEFAULT_POLICY_PATH: &str = "/etc/quiesce/policy.json";
+
+/// What `--no-sandbox` costs, said loudly in the status and the trail.
+pub const NO_SANDBOX_WARNING: &str =
+    "--no-sandbox: scripts run WITHOUT capability drops, no_new_privs, rlimits or seccomp";
+
+/// What the runner needs before it runs anything, and what it lacks.
+pub struct Readiness {
+    pub caps: Option<RunnerCaps>,
+    pub policy: Option<ScriptPolicy>,
+    /// The compiled sandbox; `None` with `--no-sandbox` or a broken policy.
+    pub sandbox: Option<PreparedSandbox>,
+    /// For runs that freeze.
+    pub watchdog_filter: Option<PreparedFilter>,
+    /// In a fixed order: the policy, its sandbox, the watchdog's filter,
+    /// the capability. All fail closed.
+    pub problems: Vec<Problem>,
+    pub warnings: Vec<String>,
+}
+
+impl Readiness {
+    /// Everything the runner needs for a run that may freeze (`freezes`).
+    pub fn of(opts: &RunnerOptions, freezes: bool) -> Readiness {
+        let mut r = Readiness {
+            caps: None,
+            policy: None,
+            sandbox: None,
+            watchdog_filter: None,
+            problems: Vec::new(),
+            warnings: Vec::new(),
+        };
+        let bad = |e: String| Problem::new(ErrorCode::IncorrectPluginhostFile, e);
+        match load_policy(opts.policy.as_deref()) {
+            Ok(policy) => {
+                if !opts.no_sandbox {
+                    match PreparedSandbox::prepare(&policy) {
+                        Ok(s) => r.sandbox = Some(s),
+                        Err(e) => r.problems.push(bad(e.to_string())),
+                    }
+                }
+                r.policy = Some(policy);
+            }
+            Err(p) => r.problems.push(p),
+        }
+        if freezes {
+            match WatchdogPolicy::builtin().and_then(|wp| PreparedFilter::prepare(&wp)) {
+                Ok(f) => r.watchdog_filter = Some(f),
+                Err(e) => r.problems.push(bad(e.to_string())),
+            }
+        }
+        match RunnerCaps::current() {
+            Ok(c) => r.caps = Some(c),
+            Err(e) => r
+                .warnings
+                .push(format!("cannot read the runner's capabilities: {e}")),
+        }
+        if freezes && !r.caps.as_ref().is_some_and(|c| c.has_sys_admin()) {
+            r.problems.push(no_sys_admin());
+        }
+        r
+    }
+}
+
+/// The runner lacks `CAP_SYS_ADMIN`, which `FIFREEZE` needs (SPEC §8): a
+/// run that may freeze refuses before anything runs.
+pub fn no_sys_admin() -> Problem {
+    Problem::new(
+        ErrorCode::FsFreezeFailed,
+        "the runner lacks CAP_SYS_ADMIN, which freezing needs; a run that freezes refuses to start (run quiesce as root; nothing was run or frozen)",
+    )
+}
+
+/// Loads the script policy: the named file, else the installed one, else
+/// the built-in default. An installed or named policy must pass the trust
+/// checks and parse; any failure is `IncorrectPluginhostFile` and nothing runs.
+pub fn load_policy(named: Option<&Path>) -> Result<ScriptPolicy, Problem> {
+    let bad = |d: String| Problem::new(ErrorCode::IncorrectPluginhostFile, d);
+    let path = match named {
+        Some(p) => Some(p.to_path_buf()),
+        None if Path::new(DEFAULT_POLICY_PATH).exists() => Some(DEFAULT_POLICY_PATH.into()),
+        None => None,
+    };
+    match path {
+        None => ScriptPolicy::builtin().map_err(|e| bad(format!("built-in policy: {e}"))),
+        Some(p) => {
+            let file = CheckedFile::open(&p, FileRole::Policy)
+                .map_err(|e| bad(format!("policy file: {e}")))?;
+            let bytes = file
+                .read_limited(1024 * 1024)
+                .map_err(|e| bad(format!("policy file: {e}")))?;
+            ScriptPolicy::from_bytes(&p, &bytes).map_err(|e| bad(e.to_string()))
+        }
+    }
+}
 
 /// Where the inputs live (defaults are the extension's paths).
 #[derive(Debug, Clone)]
@@ -30,46 +140,6 @@ impl Default for InputPaths {
 /// Largest script accepted: scripts are read into memory once (hashed, and
 /// a pinned script's sealed copy made from those bytes).
 pub const MAX_SCRIPT_BYTES: usize = 64 * 1024 * 1024;
-
-/// Which script: decides the error-table rows and the environment's phase name.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Phase {
-    Pre,
-    Post,
-}
-
-impl Phase {
-    pub fn name(self) -> &'static str {
-        match self {
-            Phase::Pre => "pre",
-            Phase::Post => "post",
-        }
-    }
-    pub fn not_found(self) -> ErrorCode {
-        match self {
-            Phase::Pre => ErrorCode::PreScriptNotFound,
-            Phase::Post => ErrorCode::PostScriptNotFound,
-        }
-    }
-    pub fn permission(self) -> ErrorCode {
-        match self {
-            Phase::Pre => ErrorCode::InsufficientPermissionforPreScript,
-            Phase::Post => ErrorCode::InsufficientPermissionforPostScript,
-        }
-    }
-    pub fn execution_failed(self) -> ErrorCode {
-        match self {
-            Phase::Pre => ErrorCode::PreScriptExecutionFailed,
-            Phase::Post => ErrorCode::PostScriptExecutionFailed,
-        }
-    }
-    pub fn timeout(self) -> ErrorCode {
-        match self {
-            Phase::Pre => ErrorCode::PreScriptTimeout,
-            Phase::Post => ErrorCode::PostScriptTimeout,
-        }
-    }
-}
 
 /// A script that passed its checks, ready to run.
 #[derive(Debug)]
@@ -96,6 +166,8 @@ pub struct Prechecked {
     pub config_sha256: Option<String>,
     pub pre: Option<CheckedScript>,
     pub post: Option<CheckedScript>,
+    /// The plugin-host file's `timeoutInSeconds`, when it has one.
+    pub host_timeout: Option<u64>,
     /// In pre-check order; the first is the pre-check result.
     pub problems: Vec<Problem>,
     pub warnings: Vec<String>,
@@ -114,6 +186,64 @@ impl Prechecked {
     }
 }
 
+/// One audit record per check of the pre-check (SPEC §9 "each check"), in
+/// the extension's order: what passed, and each problem with its name and
+/// code.
+pub fn record(operation: &str, pc: &Prechecked) {
+    if let Some(c) = &pc.config {
+        trail::event(
+            Level::Info,
+            Record::Check,
+            operation,
+            &[
+                ("item", "config".into()),
+                ("outcome", "ok".into()),
+                ("sha256", pc.config_sha256.clone().unwrap_or_default()),
+                ("appName", c.app_name.clone().unwrap_or_default()),
+                ("timeoutSeconds", c.timeout_secs.to_string()),
+                ("continueBackupOnFailure", c.continue_on_failure.to_string()),
+                ("fsFreezeEnabled", c.fs_freeze_enabled.to_string()),
+            ],
+            "configuration verified",
+        );
+    }
+    for s in [&pc.pre, &pc.post].into_iter().flatten() {
+        trail::event(
+            Level::Info,
+            Record::Check,
+            operation,
+            &[
+                ("item", format!("{}-script", s.phase.name())),
+                ("outcome", "ok".into()),
+                ("script", s.file.path.display().to_string()),
+                ("sha256", s.sha256.clone()),
+                ("pinned", s.pinned.to_string()),
+            ],
+            &format!("{}-script verified", s.phase.name()),
+        );
+    }
+    for p in &pc.problems {
+        trail::event(
+            Level::Error,
+            Record::Check,
+            operation,
+            &[
+                ("outcome", "failed".into()),
+                ("error", p.code.name().into()),
+                (
+                    "code",
+                    p.code.code().map_or(String::new(), |c| c.to_string()),
+                ),
+                ("detail", p.detail.clone()),
+            ],
+            &format!("check failed: {}", p.code),
+        );
+    }
+    for w in &pc.warnings {
+        trail::event(Level::Warn, Record::CheckWarning, operation, &[], w);
+    }
+}
+
 /// Runs the whole pre-check.
 pub fn run(paths: &InputPaths) -> Prechecked {
     let mut out = Prechecked::default();
@@ -125,6 +255,7 @@ pub fn run(paths: &InputPaths) -> Prechecked {
             None
         }
     };
+    out.host_timeout = host_timeout;
 
     match load_config(&paths.config, host_timeout) {
         Ok((loaded, digest)) => {

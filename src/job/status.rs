@@ -14,6 +14,15 @@ pub enum Outcome {
 }
 
 impl Outcome {
+    /// Its name in the status document and the trail.
+    pub fn name(self) -> &'static str {
+        match self {
+            Outcome::Success => "success",
+            Outcome::Degraded => "degraded",
+            Outcome::Failure => "failure",
+        }
+    }
+
     pub fn exit(self) -> Exit {
         match self {
             Outcome::Success => Exit::Success,
@@ -30,6 +39,18 @@ pub enum Consistency {
     Filesystem,
     Crash,
     None,
+}
+
+impl Consistency {
+    /// Its name in the status document and the trail.
+    pub fn name(self) -> &'static str {
+        match self {
+            Consistency::Application => "application",
+            Consistency::Filesystem => "filesystem",
+            Consistency::Crash => "crash",
+            Consistency::None => "none",
+        }
+    }
 }
 
 /// One entry of `errors`.
@@ -115,6 +136,9 @@ pub struct Status {
     /// capabilities.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub audit: Option<serde_json::Value>,
+    /// The signal that stopped the runner, if one did (exit 128+N).
+    #[serde(skip)]
+    pub signal: Option<i32>,
 }
 
 impl Status {
@@ -129,6 +153,16 @@ impl Status {
             phases: Phases::default(),
             mounts: None,
             audit: None,
+            signal: None,
+        }
+    }
+
+    /// The exit code (SPEC §2), derived from the status alone: 128+N after
+    /// a signal, else what the result says.
+    pub fn exit(&self) -> Exit {
+        match self.signal {
+            Some(sig) => Exit::Signal(sig),
+            None => self.result.exit(),
         }
     }
 

@@ -14,6 +14,7 @@ use std::time::{Duration, Instant};
 use log::Level;
 use serde::Serialize;
 
+use super::decide::{self, Settings};
 use super::Common;
 use super::Runner;
 use crate::audit;
@@ -173,14 +174,16 @@ pub fn open_targets(plan: &MountPlan) -> Result<Vec<MountTarget>, Problem> {
 }
 
 /// Runs the snapshot command, inside a freeze window when `targets` is
-/// given. When the freeze fails, `snapshot_without_freeze` decides (§5 row 4).
+/// given. When the freeze fails, [`decide::snapshot_after_freeze_failure`]
+/// decides under `settings` (§5 row 4).
 pub fn take_snapshot(
     runner: &Runner,
     targets: Option<Vec<MountTarget>>,
     cmd: &[String],
     max_freeze: Duration,
-    snapshot_without_freeze: bool,
+    settings: Settings,
 ) -> SnapshotRun {
+    let interrupted = || crate::freeze::signals::pending().is_some();
     let mut run = SnapshotRun::default();
     let program = match resolve_program(&cmd[0]) {
         Ok(p) => p,
@@ -279,7 +282,7 @@ pub fn take_snapshot(
         if !run.froze {
             let report = take_window(&mut window);
             finish_window(&mut run, report);
-            if !snapshot_without_freeze || crate::freeze::signals::pending().is_some() {
+            if !decide::snapshot_after_freeze_failure(settings, interrupted()) {
                 run.interrupted = crate::freeze::signals::pending();
                 return run;
             }
@@ -287,7 +290,9 @@ pub fn take_snapshot(
                 "snapshot without freeze (crash-consistent), as continueBackupOnFailure allows",
             );
         }
-    } else if !run.problems.is_empty() && !snapshot_without_freeze {
+    } else if !run.problems.is_empty()
+        && !decide::snapshot_after_freeze_failure(settings, interrupted())
+    {
         return run;
     }
 

@@ -1,0 +1,209 @@
+//! The pre-script's "holders" (SPEC.md §7): processes a pre-script leaves
+//! running on purpose (a session holding a database lock across the freeze)
+//! live until the post-script has finished, then are terminated and
+//! recorded — also across separate `pre` and `post` invocations, through a
+//! record in the run directory. A run ends only its own holders and those of
+//! runs that are over: a bridge-mode `pre` during a cron `snapshot` must not
+//! end that snapshot's lock holder mid-window.
+
+use log::Level;
+use serde::{Deserialize, Serialize};
+
+use super::script::RunContext;
+use super::Phase;
+use crate::supervise::{self, Leftover};
+use crate::trail::{self, Record};
+
+/// File under the run directory recording pre-script leftovers.
+pub const HOLDERS_FILE: &str = "holders.json";
+
+/// The leftover with its command line read again now, if it is still the
+/// same process (pid and start time): the first look may have caught it
+/// between fork and exec, still showing the script's own command line.
+fn refreshed(l: &Leftover) -> Leftover {
+    let mut l = l.clone();
+    if supervise::procfs::read_stat(l.pid).is_some_and(|s| s.start == l.start_time_ticks) {
+        let now = supervise::procfs::cmdline(l.pid);
+        if !now.is_empty() {
+            l.cmdline = now;
+        }
+    }
+    l
+}
+
+/// A pre-script leftover recorded between `pre` and `post` invocations.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Holder {
+    pub operation_id: String,
+    pub leftover: Leftover,
+    /// The runner that recorded it (pid and `/proc/PID/stat` start time):
+    /// its holders are ended by its own post phase, or by anyone once that
+    /// runner is gone — never by another run while it is still alive (a
+    /// bridge-mode `post` during a cron `snapshot` must not end that
+    /// snapshot's lock holder mid-window). 0 in records of older versions,
+    /// whose runner is taken as gone.
+    #[serde(default)]
+    pub runner_pid: i32,
+    #[serde(default)]
+    pub runner_start: u64,
+}
+
+/// Lock file serialising read-modify-write of [`HOLDERS_FILE`].
+const HOLDERS_LOCK: &str = "holders.lock";
+
+/// This runner's pid and start time, as recorded with its holders.
+fn this_runner() -> (i32, u64) {
+    let pid = std::process::id() as i32;
+    let start = supervise::procfs::read_stat(pid).map_or(0, |s| s.start);
+    (pid, start)
+}
+
+impl Holder {
+    /// Whether this run may end the holder now: it recorded it itself, or
+    /// the run that did is over.
+    fn releasable_by(&self, me: (i32, u64)) -> bool {
+        if (self.runner_pid, self.runner_start) == me {
+            return true;
+        }
+        !supervise::procfs::read_stat(self.runner_pid)
+            .is_some_and(|s| s.start == self.runner_start && !s.is_zombie())
+    }
+}
+
+/// Records the pre-script's leftovers under the run directory, so the next
+/// post phase (in this run or a later `quiesce post`) terminates them. The
+/// record is locked across its read-modify-write: concurrent `pre` runs
+/// each keep theirs.
+pub fn record(ctx: &RunContext<'_>, leftovers: &[Leftover]) -> Vec<String> {
+    let mut warnings = Vec::new();
+    if leftovers.is_empty() {
+        return warnings;
+    }
+    let fresh: Vec<Leftover> = leftovers.iter().map(refreshed).collect();
+    let (runner_pid, runner_start) = this_runner();
+    let recorded = (|| {
+        let _lock = ctx.run_dir.lock(HOLDERS_LOCK)?;
+        let mut all: Vec<Holder> = match ctx.run_dir.read_json(HOLDERS_FILE) {
+            Ok(v) => v.unwrap_or_default(),
+            Err(e) if !e.is_untrusted() => {
+                warnings.push(format!("{e}; starting a new holder record"));
+                Vec::new()
+            }
+            Err(e) => return Err(e),
+        };
+        all.extend(fresh.iter().map(|l| Holder {
+            operation_id: ctx.operation_id.clone(),
+            leftover: l.clone(),
+            runner_pid,
+            runner_start,
+        }));
+        ctx.run_dir.write_json(HOLDERS_FILE, &all)
+    })();
+    if let Err(e) = recorded {
+        warnings.push(format!(
+            "cannot record pre-script holders ({e}); they will not be terminated by the next post phase"
+        ));
+    }
+    for l in &fresh {
+        trail::event(
+            Level::Info,
+            Record::HolderRecorded,
+            Phase::Pre.name(),
+            &[("pid", l.pid.to_string()), ("cmdline", l.cmdline.clone())],
+            "pre-script leftover kept running until the post phase",
+        );
+    }
+    warnings
+}
+
+/// Before a new cycle's pre-script: holders an earlier cycle recorded and no
+/// post phase released (its post never ran, e.g. the runner was killed) are
+/// terminated now, so a lock they hold does not outlive the backup that took
+/// it. Holders of a run still in progress are left alone. Returns the
+/// warnings to report.
+pub fn end_stale(ctx: &RunContext<'_>) -> Vec<String> {
+    let (ops, killed, mut warnings) = end_holders(ctx);
+    if ops.is_empty() {
+        return warnings;
+    }
+    let w = format!(
+        "pre-script leftovers of earlier operation(s) {} were never released by a post phase; terminated before this pre-script: {killed:?}",
+        ops.join(", ")
+    );
+    trail::human(format!("warning: {w}"));
+    warnings.push(w);
+    warnings
+}
+
+/// Terminates the recorded pre-script holders this run may end (its own,
+/// and those of runs that are over) that are still the same process (pid
+/// and start time), once the post phase is over. Holders of another run
+/// still in progress stay recorded for that run. Returns the pids
+/// terminated.
+pub fn terminate(ctx: &RunContext<'_>) -> (Vec<i32>, Vec<String>) {
+    let (_, killed, warnings) = end_holders(ctx);
+    (killed, warnings)
+}
+
+/// Takes the holders this run may end out of the record (under its lock)
+/// and terminates them. Returns their operation ids, the pids terminated
+/// and the warnings.
+fn end_holders(ctx: &RunContext<'_>) -> (Vec<String>, Vec<i32>, Vec<String>) {
+    let mut warnings = Vec::new();
+    let me = this_runner();
+    let taken = (|| {
+        let _lock = ctx.run_dir.lock(HOLDERS_LOCK)?;
+        let all: Vec<Holder> = ctx.run_dir.read_json(HOLDERS_FILE)?.unwrap_or_default();
+        let (mine, others): (Vec<Holder>, Vec<Holder>) =
+            all.into_iter().partition(|h| h.releasable_by(me));
+        if mine.is_empty() {
+            // Nothing of ours: the record stays exactly as the others left it.
+        } else if others.is_empty() {
+            ctx.run_dir.remove(HOLDERS_FILE);
+        } else {
+            ctx.run_dir.write_json(HOLDERS_FILE, &others)?;
+        }
+        Ok::<_, crate::freeze::state::StateError>(mine)
+    })();
+    let holders = match taken {
+        Ok(h) => h,
+        Err(e) => {
+            warnings.push(e.to_string());
+            Vec::new()
+        }
+    };
+    if holders.is_empty() {
+        return (Vec::new(), Vec::new(), warnings);
+    }
+    let ops: std::collections::BTreeSet<String> =
+        holders.iter().map(|h| h.operation_id.clone()).collect();
+    let ops: Vec<String> = ops
+        .into_iter()
+        .filter(|op| *op != ctx.operation_id)
+        .collect();
+    let leftovers: Vec<Leftover> = holders.iter().map(|h| refreshed(&h.leftover)).collect();
+    let report = supervise::terminate_leftovers(&leftovers, ctx.grace);
+    for pid in &report.killed {
+        let cmdline = leftovers
+            .iter()
+            .find(|l| l.pid == *pid)
+            .map(|l| l.cmdline.clone())
+            .unwrap_or_default();
+        trail::event(
+            Level::Info,
+            Record::HolderTerminated,
+            Phase::Post.name(),
+            &[("pid", pid.to_string()), ("cmdline", cmdline)],
+            "pre-script leftover terminated after the post phase",
+        );
+        trail::human(format!("terminated pre-script leftover pid {pid}"));
+    }
+    if !report.survivors.is_empty() {
+        warnings.push(format!(
+            "pre-script leftovers still alive after SIGKILL: {:?}",
+            report.survivors
+        ));
+    }
+    (ops, report.killed, warnings)
+}

@@ -1,0 +1,155 @@
+//! What the runner sets up before a run that executes anything: the signal
+//! handlers (thaw first, SPEC §6.4), the subreaper (§7), the cgroups a dead
+//! runner left, and what the preflight found it needs — the sandbox policy,
+//! compiled (fail closed, §8), the watchdog's filter, `CAP_SYS_ADMIN` for a
+//! freeze.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use log::Level;
+
+use super::preflight::{self, Readiness};
+use super::script::RunContext;
+use super::status;
+use crate::error::{ErrorCode, Problem};
+use crate::freeze::signals::{self, SignalPipe};
+use crate::freeze::state::RunDir;
+use crate::sandbox::inspect::RunnerCaps;
+use crate::sandbox::{PreparedFilter, PreparedSandbox, ScriptPolicy};
+use crate::supervise;
+use crate::trail::{self, Facility, Record};
+
+/// `pids.max` of a script's cgroup: far above what a backup script needs,
+/// low enough that a fork bomb cannot exhaust the VM's pids.
+pub const PIDS_MAX: u64 = 4096;
+
+/// Options about the runner itself.
+#[derive(Debug, Clone)]
+pub struct RunnerOptions {
+    /// `--policy`; `None`: `/etc/quiesce/policy.json` if present, else built in.
+    pub policy: Option<PathBuf>,
+    pub no_sandbox: bool,
+    pub syslog_socket: PathBuf,
+    pub facility: Facility,
+    /// `-v`: every audit record is also echoed as a human line on stderr.
+    pub verbose: bool,
+}
+
+impl Default for RunnerOptions {
+    fn default() -> Self {
+        RunnerOptions {
+            policy: None,
+            no_sandbox: false,
+            syslog_socket: trail::DEFAULT_SOCKET.into(),
+            facility: Facility::default(),
+            verbose: false,
+        }
+    }
+}
+
+/// The runner's set-up for one run.
+pub struct Runner {
+    pub operation_id: String,
+    pub run_dir: RunDir,
+    pub signals: SignalPipe,
+    pub policy: ScriptPolicy,
+    /// `None` only with `--no-sandbox`.
+    pub sandbox: Option<Arc<PreparedSandbox>>,
+    /// The watchdog's seccomp filter, for runs that freeze.
+    pub watchdog_filter: Option<PreparedFilter>,
+    pub caps: Option<RunnerCaps>,
+}
+
+impl Runner {
+    /// Sets up a run of `operation`; `freezes`: it may freeze. The first
+    /// problem refuses the run before anything runs; `warnings` gets what
+    /// only degrades it.
+    pub(super) fn start(
+        operation: &'static str,
+        operation_id: &str,
+        opts: &RunnerOptions,
+        run_dir: &RunDir,
+        freezes: bool,
+        warnings: &mut Vec<String>,
+    ) -> Result<Runner, Problem> {
+        // The run directory's records decide what is thawed and which
+        // processes are ended: checked before anything runs (SPEC §4).
+        run_dir.check().map_err(|e| {
+            Problem::new(
+                ErrorCode::IncorrectPluginhostFile,
+                format!("{e}; nothing was run"),
+            )
+        })?;
+        let signals = signals::install().map_err(|e| {
+            Problem::new(
+                ErrorCode::FsFreezeFailed,
+                format!("cannot install signal handlers: {e}"),
+            )
+        })?;
+        // Cgroups of runners that were killed mid-script.
+        supervise::sweep_stale_cgroups();
+        if let Err(e) = supervise::become_subreaper() {
+            warnings.push(format!(
+                "cannot become a child subreaper ({e}); escaped descendants may be missed"
+            ));
+        }
+        let ready = Readiness::of(opts, freezes);
+        warnings.extend(ready.warnings.iter().cloned());
+        trail::event(
+            Level::Info,
+            Record::RunStart,
+            operation,
+            &[
+                ("pid", std::process::id().to_string()),
+                ("version", env!("CARGO_PKG_VERSION").to_string()),
+                (
+                    "capEff",
+                    ready
+                        .caps
+                        .as_ref()
+                        .map_or("unknown".into(), |c| c.effective.join(",")),
+                ),
+            ],
+            &format!("quiesce {operation} started"),
+        );
+        if let Some(p) = ready.problems.first() {
+            return Err(p.clone());
+        }
+        if opts.no_sandbox {
+            let w = preflight::NO_SANDBOX_WARNING.to_string();
+            trail::event(Level::Warn, Record::SandboxDisabled, operation, &[], &w);
+            status::say(format!("WARNING: {w}"));
+            warnings.push(w);
+        }
+        // A readiness without problems has its policy; say so if not.
+        let policy = ready.policy.ok_or_else(|| {
+            Problem::new(
+                ErrorCode::IncorrectPluginhostFile,
+                "no sandbox policy was loaded",
+            )
+        })?;
+        Ok(Runner {
+            operation_id: operation_id.to_string(),
+            run_dir: run_dir.clone(),
+            signals,
+            policy,
+            sandbox: ready.sandbox.map(Arc::new),
+            watchdog_filter: ready.watchdog_filter,
+            caps: ready.caps,
+        })
+    }
+
+    /// The context script phases run in.
+    pub fn context(&self) -> RunContext<'_> {
+        RunContext {
+            operation_id: self.operation_id.clone(),
+            interrupt: Some(self.signals.fd()),
+            run_dir: self.run_dir.clone(),
+            sandbox: self.sandbox.clone(),
+            grace: self.policy.kill_grace(),
+            output_cap: self.policy.output_cap(),
+            pids_max: Some(PIDS_MAX),
+        }
+    }
+}

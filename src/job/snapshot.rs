@@ -1,0 +1,249 @@
+//! The runs around a freeze window: `quiesce snapshot`, the whole job of
+//! SPEC.md §1, and `quiesce freeze`, the window alone. Each is a short
+//! sequence of steps; every transition is decided by [`decide`] (§5).
+//!
+//! The post-script runs whenever the pre-check passed, whatever failed in
+//! between, and even after a signal to the runner (a database left paused
+//! because a post-script was skipped is the outcome this tool exists to
+//! prevent); a second signal stops the post-script too.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use super::decide::{self, Facts, Next, Settings};
+use super::pipeline::{self, ready_script};
+use super::preflight::Prechecked;
+use super::runner::Runner;
+use super::script::RunContext;
+use super::status::{self, say};
+use super::window::{self, freeze_phase_json, SnapshotRun};
+use super::{mount_plan, Common, Finished, Job, Phase, RunnerOptions};
+use crate::error::Problem;
+use crate::freeze::lock::RunLock;
+use crate::freeze::mounts::MountPlan;
+
+/// What the operator asked of the window.
+#[derive(Debug, Clone)]
+pub struct WindowRequest {
+    /// `--mount`: replaces discovery when not empty.
+    pub mounts: Vec<PathBuf>,
+    /// `--max-freeze`.
+    pub max_freeze: Duration,
+    /// The snapshot command.
+    pub cmd: Vec<String>,
+}
+
+/// `quiesce snapshot -- CMD`: preflight → pre-script → window → post-script
+/// → conclude.
+pub fn snapshot(common: &Common, opts: &RunnerOptions, req: &WindowRequest) -> Finished {
+    let (mut job, runner) = match Job::start("snapshot", opts, &common.run_dir, true) {
+        Ok(started) => started,
+        Err(refused) => return *refused,
+    };
+    let pc = pipeline::precheck(&mut job, common);
+    let settings = Settings::of(&pc);
+    // What can fail fast does so before any script runs: the mount plan and
+    // the lock. Nothing is left half done.
+    let (plan, _lock) = match prepare(&mut job, common, settings, &req.mounts) {
+        Ok(ready) => ready,
+        Err(p) => return job.fail(&p),
+    };
+    report_precheck(&mut job, &pc, settings);
+    let ctx = runner.context();
+    let pre_ok = pre(&mut job, &ctx, &pc);
+    let next = if job.status.signal.is_some() {
+        decide::after_signal()
+    } else {
+        decide::after_pre(settings, pc.passed(), pre_ok)
+    };
+    if !next.snapshot && pc.passed() && job.status.signal.is_none() {
+        say("no snapshot is taken (see the errors above)");
+    }
+    let shot = window_step(&mut job, &runner, settings, next, plan.as_ref(), req);
+    let post_failed = post(&mut job, &runner, &ctx, &pc);
+    let facts = Facts {
+        pre_ok: pc.passed() && pre_ok,
+        froze: shot.froze,
+        snapshot_ok: shot.snapshot_ok,
+        post_failed,
+        any_error: !job.status.errors.is_empty(),
+    };
+    conclude(job, settings, facts)
+}
+
+/// `quiesce freeze -- CMD`: freeze, run CMD, thaw. No scripts.
+pub fn freeze(common: &Common, opts: &RunnerOptions, req: &WindowRequest) -> Finished {
+    let (mut job, runner) = match Job::start("freeze", opts, &common.run_dir, true) {
+        Ok(started) => started,
+        Err(refused) => return *refused,
+    };
+    let settings = Settings::FREEZE_ONLY;
+    let (plan, _lock) = match prepare(&mut job, common, settings, &req.mounts) {
+        Ok(ready) => ready,
+        Err(p) => return job.fail(&p),
+    };
+    let targets = plan.as_ref().map(window::open_targets).transpose();
+    let targets = match targets {
+        Ok(t) => t,
+        Err(p) => return job.fail(&p),
+    };
+    let run = window::take_snapshot(&runner, targets, &req.cmd, req.max_freeze, settings);
+    let shot = file_window(&mut job, run);
+    if let Some(sig) = job.status.signal {
+        say(format!("stopped by signal {sig} after thawing"));
+    }
+    let facts = Facts {
+        pre_ok: false,
+        froze: shot.froze,
+        snapshot_ok: shot.snapshot_ok,
+        post_failed: false,
+        any_error: !job.status.errors.is_empty(),
+    };
+    let (outcome, consistency) = decide::freeze_only(facts);
+    job.status.result = outcome;
+    job.status.consistency = Some(consistency);
+    if job.status.signal.is_some() {
+        job.status.result = status::Outcome::Failure;
+    }
+    job.finish()
+}
+
+/// The mount plan (when the freeze is on) and the freeze lock, before
+/// anything runs; what a dead runner left frozen is recovered here.
+fn prepare(
+    job: &mut Job,
+    common: &Common,
+    settings: Settings,
+    mounts: &[PathBuf],
+) -> Result<(Option<MountPlan>, RunLock), Problem> {
+    let plan = if settings.fs_freeze_enabled {
+        let plan = mount_plan(common, mounts)?;
+        job.warn_all(plan.warnings.iter().cloned());
+        Some(plan)
+    } else {
+        None
+    };
+    let mut warnings = Vec::new();
+    let lock = window::lock_and_recover(common, &mut warnings);
+    job.warn_all(warnings);
+    Ok((plan, lock?))
+}
+
+/// The pre-check's problems in the status, and what they mean for the run.
+fn report_precheck(job: &mut Job, pc: &Prechecked, settings: Settings) {
+    for p in &pc.problems {
+        job.problem(p);
+    }
+    if !pc.passed() {
+        say(if settings.continue_on_failure {
+            "pre-check failed: no script runs; continuing without application consistency (continueBackupOnFailure)"
+        } else {
+            "pre-check failed: no script runs and no snapshot is taken (continueBackupOnFailure=false)"
+        });
+    }
+}
+
+/// The pre-script, when the pre-check passed: whether it succeeded.
+fn pre(job: &mut Job, ctx: &RunContext<'_>, pc: &Prechecked) -> bool {
+    let Some((script, config)) = ready_script(pc, Phase::Pre) else {
+        return false;
+    };
+    let res = pipeline::run_script(job, ctx, Phase::Pre, script, config);
+    if let Some(sig) = res.interrupted {
+        job.interrupted(sig);
+    }
+    res.ok()
+}
+
+/// What the window achieved.
+#[derive(Default)]
+struct Shot {
+    froze: bool,
+    snapshot_ok: bool,
+}
+
+/// Freeze and snapshot, as `next` says. Mounts that cannot be opened are a
+/// failed freeze (§5 row 4).
+fn window_step(
+    job: &mut Job,
+    runner: &Runner,
+    settings: Settings,
+    next: Next,
+    plan: Option<&MountPlan>,
+    req: &WindowRequest,
+) -> Shot {
+    if !next.snapshot {
+        return Shot::default();
+    }
+    let mut targets = None;
+    if next.freeze {
+        match plan.map(window::open_targets) {
+            Some(Ok(t)) => targets = Some(t),
+            Some(Err(p)) => {
+                job.problem(&p);
+                if !decide::snapshot_after_freeze_failure(settings, false) {
+                    return Shot::default();
+                }
+            }
+            None => {}
+        }
+    }
+    let run = window::take_snapshot(runner, targets, &req.cmd, req.max_freeze, settings);
+    file_window(job, run)
+}
+
+/// Files what the window did in the job: warnings, errors, phases.
+fn file_window(job: &mut Job, run: SnapshotRun) -> Shot {
+    job.warn_all(run.warnings.iter().cloned());
+    for p in &run.problems {
+        job.problem(p);
+    }
+    if let Some(w) = &run.window {
+        job.status.phases.freeze = Some(freeze_phase_json(w));
+    }
+    if let Some(s) = &run.snapshot {
+        job.status.phases.snapshot = Some(serde_json::to_value(s).expect("serialises"));
+    }
+    if let Some(sig) = run.interrupted {
+        job.interrupted(sig);
+    }
+    Shot {
+        froze: run.froze,
+        snapshot_ok: run.snapshot_ok,
+    }
+}
+
+/// The post-script: always, once the pre-check passed. Whether it failed.
+fn post(job: &mut Job, runner: &Runner, ctx: &RunContext<'_>, pc: &Prechecked) -> bool {
+    let Some((script, config)) = ready_script(pc, Phase::Post) else {
+        pipeline::release_holders(job, ctx);
+        return false;
+    };
+    if let Some(sig) = job.status.signal {
+        say(format!(
+            "signal {sig} received: running the post-script to resume the application, then stopping (a second signal stops it)"
+        ));
+        runner.signals.drain();
+    }
+    let res = pipeline::run_script(job, ctx, Phase::Post, script, config);
+    if let Some(sig) = res.interrupted {
+        job.interrupted(sig);
+    }
+    !res.ok()
+}
+
+/// The result and consistency, from what happened (§5).
+fn conclude(mut job: Job, settings: Settings, facts: Facts) -> Finished {
+    let consistency = decide::consistency(settings, facts);
+    job.status.consistency = Some(consistency);
+    job.status.result = decide::outcome(settings, facts);
+    say(format!(
+        "snapshot {}: consistency {}",
+        job.status.result.name(),
+        consistency.name()
+    ));
+    if job.status.signal.is_some() {
+        job.status.result = status::Outcome::Failure;
+    }
+    job.finish()
+}
