@@ -32,8 +32,8 @@ use std::path::{Path, PathBuf};
 use nix::errno::Errno;
 
 pub use inspect::{describe, ProcessSandboxState, RunnerCaps, SandboxDescription, StatusError};
-pub use policy::{CapabilityDrop, Commented, RlimitRule, ScriptPolicy, WatchdogPolicy};
-pub use rlimits::{Limit, RlimitResource};
+pub use policy::{CapabilityDrop, Commented, ScriptPolicy, WatchdogPolicy};
+pub use rlimits::{Limit, RlimitResource, RlimitRule};
 
 /// A policy file that cannot be used. Every variant names the file; the ones
 /// about content name the field (a dotted path such as
@@ -80,6 +80,35 @@ pub enum PolicyError {
 }
 
 impl PolicyError {
+    /// A policy refused for one field: names the file, the field and the rule.
+    pub(crate) fn invalid(
+        origin: &Path,
+        field: impl Into<String>,
+        reason: impl Into<String>,
+    ) -> PolicyError {
+        PolicyError::Invalid {
+            path: origin.to_path_buf(),
+            field: field.into(),
+            reason: reason.into(),
+        }
+    }
+
+    /// Policy is reviewed data: every rule must say why it is there.
+    pub(crate) fn require_comment(
+        origin: &Path,
+        field: String,
+        comment: &str,
+    ) -> Result<(), PolicyError> {
+        if comment.trim().is_empty() {
+            return Err(PolicyError::invalid(
+                origin,
+                field,
+                "empty comment: every rule must say why it is there",
+            ));
+        }
+        Ok(())
+    }
+
     /// The policy file (or the built-in policy's name) the error is about.
     pub fn path(&self) -> &Path {
         match self {

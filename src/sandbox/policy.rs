@@ -35,7 +35,7 @@ use ::caps::Capability;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
-use super::rlimits::{Limit, RlimitResource};
+use super::rlimits::{Limit, RlimitResource, RlimitRule};
 use super::seccomp::{self, CmpOp, FilterAction, FilterKind, SeccompFilterDoc};
 use super::PolicyError;
 
@@ -80,15 +80,6 @@ pub struct Commented<T> {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct CapabilityDrop {
     pub capability: Capability,
-    pub comment: String,
-}
-
-/// A resource limit for scripts.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct RlimitRule {
-    pub resource: RlimitResource,
-    pub soft: Limit,
-    pub hard: Limit,
     pub comment: String,
 }
 
@@ -172,35 +163,6 @@ struct WatchdogSeccompDoc {
 
 // ---- helpers ----------------------------------------------------------------
 
-/// A policy refused for one field: names the file, the field and the rule.
-pub(super) fn invalid(
-    origin: &Path,
-    field: impl Into<String>,
-    reason: impl Into<String>,
-) -> PolicyError {
-    PolicyError::Invalid {
-        path: origin.to_path_buf(),
-        field: field.into(),
-        reason: reason.into(),
-    }
-}
-
-/// Policy is reviewed data: every rule must say why it is there.
-pub(super) fn require_comment(
-    origin: &Path,
-    field: String,
-    comment: &str,
-) -> Result<(), PolicyError> {
-    if comment.trim().is_empty() {
-        return Err(invalid(
-            origin,
-            field,
-            "empty comment: every rule must say why it is there",
-        ));
-    }
-    Ok(())
-}
-
 fn parse<T: for<'de> Deserialize<'de>>(origin: &Path, bytes: &[u8]) -> Result<T, PolicyError> {
     if bytes.len() > MAX_POLICY_BYTES {
         return Err(PolicyError::TooLarge {
@@ -219,7 +181,7 @@ fn parse<T: for<'de> Deserialize<'de>>(origin: &Path, bytes: &[u8]) -> Result<T,
 
 fn check_version(origin: &Path, version: u32) -> Result<(), PolicyError> {
     if version != POLICY_VERSION {
-        return Err(invalid(
+        return Err(PolicyError::invalid(
             origin,
             "version",
             format!(
@@ -277,15 +239,15 @@ impl ScriptPolicy {
     pub fn from_bytes(origin: &Path, bytes: &[u8]) -> Result<ScriptPolicy, PolicyError> {
         let doc: ScriptPolicyDoc = parse(origin, bytes)?;
         check_version(origin, doc.version)?;
-        require_comment(origin, "comment".into(), &doc.comment)?;
+        PolicyError::require_comment(origin, "comment".into(), &doc.comment)?;
 
         let mut capabilities_drop = Vec::with_capacity(doc.capabilities_drop.len());
         let mut seen_caps = HashSet::new();
         for (i, d) in doc.capabilities_drop.into_iter().enumerate() {
             let field = format!("capabilities_drop[{i}]");
-            require_comment(origin, format!("{field}.comment"), &d.comment)?;
+            PolicyError::require_comment(origin, format!("{field}.comment"), &d.comment)?;
             let capability = Capability::from_str(&d.capability).map_err(|_| {
-                invalid(
+                PolicyError::invalid(
                     origin,
                     format!("{field}.capability"),
                     format!(
@@ -295,7 +257,7 @@ impl ScriptPolicy {
                 )
             })?;
             if !seen_caps.insert(capability) {
-                return Err(invalid(
+                return Err(PolicyError::invalid(
                     origin,
                     format!("{field}.capability"),
                     format!("{capability} is listed twice"),
@@ -307,7 +269,7 @@ impl ScriptPolicy {
             });
         }
 
-        require_comment(
+        PolicyError::require_comment(
             origin,
             "no_new_privs.comment".into(),
             &doc.no_new_privs.comment,
@@ -317,7 +279,7 @@ impl ScriptPolicy {
         let mut seen_res = HashSet::new();
         for (i, r) in doc.rlimits.into_iter().enumerate() {
             let field = format!("rlimits[{i}]");
-            require_comment(origin, format!("{field}.comment"), &r.comment)?;
+            PolicyError::require_comment(origin, format!("{field}.comment"), &r.comment)?;
             let resource = match RlimitResource::from_name(&r.resource) {
                 Some(res) => res,
                 None => {
@@ -329,18 +291,22 @@ impl ScriptPolicy {
                             RlimitResource::ALL.map(|r| r.name()).join(", ")
                         ),
                     };
-                    return Err(invalid(origin, format!("{field}.resource"), reason));
+                    return Err(PolicyError::invalid(
+                        origin,
+                        format!("{field}.resource"),
+                        reason,
+                    ));
                 }
             };
             if !seen_res.insert(resource) {
-                return Err(invalid(
+                return Err(PolicyError::invalid(
                     origin,
                     format!("{field}.resource"),
                     format!("{resource} is listed twice"),
                 ));
             }
             if r.soft > r.hard {
-                return Err(invalid(
+                return Err(PolicyError::invalid(
                     origin,
                     format!("{field}.soft"),
                     format!("soft limit {} is above hard limit {}", r.soft, r.hard),
@@ -349,7 +315,7 @@ impl ScriptPolicy {
             if resource == RlimitResource::Nofile {
                 if let Limit::Value(v) = r.soft {
                     if v < NOFILE_MIN_SOFT {
-                        return Err(invalid(
+                        return Err(PolicyError::invalid(
                             origin,
                             format!("{field}.soft"),
                             format!("nofile {v} is below {NOFILE_MIN_SOFT}: scripts could not open enough descriptors to run a pipeline"),
@@ -365,13 +331,13 @@ impl ScriptPolicy {
             });
         }
 
-        require_comment(
+        PolicyError::require_comment(
             origin,
             "kill_grace_seconds.comment".into(),
             &doc.kill_grace_seconds.comment,
         )?;
         if !KILL_GRACE_RANGE.contains(&doc.kill_grace_seconds.value) {
-            return Err(invalid(
+            return Err(PolicyError::invalid(
                 origin,
                 "kill_grace_seconds.value",
                 format!(
@@ -382,13 +348,13 @@ impl ScriptPolicy {
                 ),
             ));
         }
-        require_comment(
+        PolicyError::require_comment(
             origin,
             "output_cap_bytes.comment".into(),
             &doc.output_cap_bytes.comment,
         )?;
         if !OUTPUT_CAP_RANGE.contains(&doc.output_cap_bytes.value) {
-            return Err(invalid(
+            return Err(PolicyError::invalid(
                 origin,
                 "output_cap_bytes.value",
                 format!(
@@ -556,7 +522,7 @@ impl WatchdogPolicy {
     pub fn from_bytes(origin: &Path, bytes: &[u8]) -> Result<WatchdogPolicy, PolicyError> {
         let doc: WatchdogPolicyDoc = parse(origin, bytes)?;
         check_version(origin, doc.version)?;
-        require_comment(origin, "comment".into(), &doc.comment)?;
+        PolicyError::require_comment(origin, "comment".into(), &doc.comment)?;
         seccomp::validate(
             origin,
             &format!("seccomp.{WATCHDOG_FILTER_NAME}"),

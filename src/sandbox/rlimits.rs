@@ -12,8 +12,16 @@ use nix::sys::resource::{getrlimit, setrlimit, Resource};
 use serde::de::{self, Visitor};
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
-use super::policy::RlimitRule;
 use super::{ApplyError, SandboxStep};
+
+/// A resource limit for scripts.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RlimitRule {
+    pub resource: RlimitResource,
+    pub soft: Limit,
+    pub hard: Limit,
+    pub comment: String,
+}
 
 /// The resources a policy may limit. `nproc` and `rss` are deliberately
 /// absent (see [`RlimitResource::refusal`]).

@@ -36,7 +36,6 @@ use nix::errno::Errno;
 use seccompiler::{sock_filter, TargetArch};
 use serde::{Deserialize, Serialize};
 
-use super::policy::{invalid, require_comment};
 use super::{ApplyError, PolicyError, SandboxStep};
 
 /// What the kernel does with a syscall; seccompiler's `SeccompAction` in its
@@ -240,7 +239,7 @@ fn compile_rules(
 
 fn check_action(origin: &Path, field: String, action: FilterAction) -> Result<(), PolicyError> {
     match action {
-        FilterAction::Errno(e) if e == 0 || e > MAX_ERRNO => Err(invalid(
+        FilterAction::Errno(e) if e == 0 || e > MAX_ERRNO => Err(PolicyError::invalid(
             origin,
             field,
             format!("errno {e} is not an error number (1..={MAX_ERRNO}); 0 would make a refused call look successful"),
@@ -262,7 +261,7 @@ pub(crate) fn validate(
     doc: &SeccompFilterDoc,
     kind: FilterKind,
 ) -> Result<(), PolicyError> {
-    require_comment(origin, format!("{prefix}.comment"), &doc.comment)?;
+    PolicyError::require_comment(origin, format!("{prefix}.comment"), &doc.comment)?;
     check_action(
         origin,
         format!("{prefix}.default_action"),
@@ -270,7 +269,7 @@ pub(crate) fn validate(
     )?;
     check_action(origin, format!("{prefix}.filter_action"), doc.filter_action)?;
     if doc.default_action == doc.filter_action {
-        return Err(invalid(
+        return Err(PolicyError::invalid(
             origin,
             format!("{prefix}.filter_action"),
             "equals default_action: the filter would change nothing",
@@ -280,14 +279,14 @@ pub(crate) fn validate(
         && (doc.filter_action != FilterAction::Allow
             || matches!(doc.default_action, FilterAction::Allow | FilterAction::Log))
     {
-        return Err(invalid(
+        return Err(PolicyError::invalid(
             origin,
             format!("{prefix}.default_action"),
             "this filter must be an allow-list: filter_action \"allow\" and a default_action that refuses",
         ));
     }
     if doc.filter.is_empty() {
-        return Err(invalid(
+        return Err(PolicyError::invalid(
             origin,
             format!("{prefix}.filter"),
             "no rules: an empty filter is no sandbox",
@@ -297,9 +296,9 @@ pub(crate) fn validate(
     let mut seen: HashMap<(&str, &str), RulesSeen> = HashMap::new();
     for (i, rule) in doc.filter.iter().enumerate() {
         let at = format!("{prefix}.filter[{i}]");
-        require_comment(origin, format!("{at}.comment"), &rule.comment)?;
+        PolicyError::require_comment(origin, format!("{at}.comment"), &rule.comment)?;
         if rule.syscall.trim().is_empty() {
-            return Err(invalid(
+            return Err(PolicyError::invalid(
                 origin,
                 format!("{at}.syscall"),
                 "empty syscall name",
@@ -307,7 +306,7 @@ pub(crate) fn validate(
         }
         if let Some(arches) = &rule.arch {
             if arches.is_empty() {
-                return Err(invalid(
+                return Err(PolicyError::invalid(
                     origin,
                     format!("{at}.arch"),
                     "empty list: the rule would exist nowhere; remove the rule or the list",
@@ -315,7 +314,7 @@ pub(crate) fn validate(
             }
             for (j, a) in arches.iter().enumerate() {
                 if !ARCHES.iter().any(|(name, _)| name == a) {
-                    return Err(invalid(
+                    return Err(PolicyError::invalid(
                         origin,
                         format!("{at}.arch[{j}]"),
                         format!("unknown architecture {a:?} (known: x86_64, aarch64)"),
@@ -325,7 +324,7 @@ pub(crate) fn validate(
         }
         if let Some(args) = &rule.args {
             if args.is_empty() {
-                return Err(invalid(
+                return Err(PolicyError::invalid(
                     origin,
                     format!("{at}.args"),
                     "empty list: omit `args` to match every call of the syscall",
@@ -333,9 +332,9 @@ pub(crate) fn validate(
             }
             for (j, cond) in args.iter().enumerate() {
                 let cat = format!("{at}.args[{j}]");
-                require_comment(origin, format!("{cat}.comment"), &cond.comment)?;
+                PolicyError::require_comment(origin, format!("{cat}.comment"), &cond.comment)?;
                 if cond.index > 5 {
-                    return Err(invalid(
+                    return Err(PolicyError::invalid(
                         origin,
                         format!("{cat}.index"),
                         format!("{} is not a syscall argument (0..=5)", cond.index),
@@ -343,7 +342,7 @@ pub(crate) fn validate(
                 }
                 if cond.width == ArgWidth::Dword {
                     if cond.val > u64::from(u32::MAX) {
-                        return Err(invalid(
+                        return Err(PolicyError::invalid(
                             origin,
                             format!("{cat}.val"),
                             format!("{:#x} does not fit a dword; only its low 32 bits would be compared", cond.val),
@@ -351,7 +350,7 @@ pub(crate) fn validate(
                     }
                     if let CmpOp::MaskedEq(mask) = cond.op {
                         if mask > u64::from(u32::MAX) {
-                            return Err(invalid(
+                            return Err(PolicyError::invalid(
                                 origin,
                                 format!("{cat}.op"),
                                 format!("mask {mask:#x} does not fit a dword"),
@@ -368,14 +367,14 @@ pub(crate) fn validate(
             let entry = seen.entry((rule.syscall.as_str(), arch)).or_default();
             match (&rule.args, entry.0, entry.1) {
                 (None, Some(first), _) => {
-                    return Err(invalid(
+                    return Err(PolicyError::invalid(
                         origin,
                         format!("{at}.syscall"),
                         format!("`{}` is already listed unconditionally at filter[{first}]", rule.syscall),
                     ))
                 }
                 (None, None, Some(cond)) | (Some(_), Some(cond), _) => {
-                    return Err(invalid(
+                    return Err(PolicyError::invalid(
                         origin,
                         format!("{at}.syscall"),
                         format!(

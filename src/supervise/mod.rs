@@ -48,6 +48,7 @@
 
 mod capture;
 mod cgroup;
+mod live;
 pub mod procfs;
 mod sentinel;
 mod spawn;

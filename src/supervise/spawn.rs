@@ -3,9 +3,10 @@
 //! failure before `exec` through a close-on-exec pipe.
 
 use super::cgroup::{self, CgroupRequest, CgroupStatus, ScriptCgroup};
+use super::live;
 use super::procfs;
 use super::sentinel::{self, Sentinel};
-use super::supervised::{self, Supervised};
+use super::supervised::{Started, Supervised};
 use super::sys;
 use nix::errno::Errno;
 use std::collections::HashSet;
@@ -604,26 +605,6 @@ pub fn spawn(spec: &SpawnSpec, output_cap: usize) -> Result<Supervised, SpawnErr
     }
 }
 
-/// What `spawn_prepared` hands to `Supervised::new`.
-pub(crate) struct Started {
-    pub pid: i32,
-    pub pidfd: OwnedFd,
-    pub start_ticks: u64,
-    pub started: Instant,
-    pub program: String,
-    pub stdout: OwnedFd,
-    pub stderr: OwnedFd,
-    pub output_cap: usize,
-    pub runner: i32,
-    pub preexisting: Option<HashSet<(i32, u64)>>,
-    /// The child is in its cgroup (v2 or v1 pids).
-    pub cgroup_joined: bool,
-    /// Why joining failed, when it did.
-    pub join_notes: Vec<String>,
-    /// Ends the tree if the runner dies before the attempt is over.
-    pub sentinel: Option<Sentinel>,
-}
-
 fn spawn_prepared(
     spec: &SpawnSpec,
     output_cap: usize,
@@ -753,7 +734,7 @@ fn spawn_prepared(
     let (sentinel, sentinel_note) = start_sentinel(pid, cgroup_joined, cgroup_dir);
     join_notes.extend(sentinel_note);
     let start_ticks = procfs::read_stat(pid).map_or(0, |s| s.start);
-    supervised::register(pid);
+    live::register(pid);
     Ok(Started {
         pid,
         pidfd,

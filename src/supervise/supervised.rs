@@ -3,16 +3,15 @@
 
 use super::capture::{CaptureBuffer, Captured};
 use super::cgroup::{CgroupStatus, ScriptCgroup};
+use super::live;
 use super::procfs::{self, Adopt, Membership, ProcStat};
 use super::sentinel::Sentinel;
-use super::spawn::Started;
 use super::sys;
-use super::tree::Leftover;
+use super::tree::{terminate, KillReport, Leftover, Tree};
 use nix::errno::Errno;
 use serde::{Deserialize, Serialize};
-use std::collections::{BTreeSet, HashSet};
+use std::collections::HashSet;
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd, RawFd};
-use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 /// How the main child ended.
@@ -83,20 +82,24 @@ pub struct Finished {
     pub cgroup: CgroupStatus,
 }
 
-/// Main children of live handles. Reaping and orphan adoption are
-/// process-wide (one subreaper), so handles must know about each other.
-static LIVE: Mutex<BTreeSet<i32>> = Mutex::new(BTreeSet::new());
-
-fn live() -> std::sync::MutexGuard<'static, BTreeSet<i32>> {
-    LIVE.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
-}
-
-pub(crate) fn register(pid: i32) {
-    live().insert(pid);
-}
-
-pub(crate) fn is_live(pid: i32) -> bool {
-    live().contains(&pid)
+/// What `spawn_prepared` hands to `Supervised::new`.
+pub(crate) struct Started {
+    pub pid: i32,
+    pub pidfd: OwnedFd,
+    pub start_ticks: u64,
+    pub started: Instant,
+    pub program: String,
+    pub stdout: OwnedFd,
+    pub stderr: OwnedFd,
+    pub output_cap: usize,
+    pub runner: i32,
+    pub preexisting: Option<HashSet<(i32, u64)>>,
+    /// The child is in its cgroup (v2 or v1 pids).
+    pub cgroup_joined: bool,
+    /// Why joining failed, when it did.
+    pub join_notes: Vec<String>,
+    /// Ends the tree if the runner dies before the attempt is over.
+    pub sentinel: Option<Sentinel>,
 }
 
 struct Stream {
@@ -376,7 +379,7 @@ impl Supervised {
         // Orphan adoption is only sound when no cgroup tells us the answer
         // and no other live handle in this process could own the orphan.
         let adopt = match &self.preexisting {
-            Some(pre) if !self.cgroup_status.joined && live().len() <= 1 => Some(Adopt {
+            Some(pre) if !self.cgroup_status.joined && live::count() <= 1 => Some(Adopt {
                 preexisting: pre,
                 since_ticks: self.start_ticks,
             }),
@@ -480,9 +483,75 @@ impl Drop for Supervised {
             t.stop();
         }
         self.reap();
-        live().remove(&self.pid);
+        live::unregister(self.pid);
         if self.reaped && self.cgroup.is_some() && self.cgroup.members().is_empty() {
             self.cgroup.remove(&mut self.cgroup_status);
         }
+    }
+}
+impl Tree for Supervised {
+    fn members(&mut self) -> Vec<ProcStat> {
+        self.scan_members()
+    }
+
+    fn signal_all(&mut self, sig: i32) {
+        if sig == libc::SIGKILL && self.cgroup_status.joined {
+            let mut status = std::mem::take(&mut self.cgroup_status);
+            self.cgroup.kill(&mut status);
+            self.cgroup_status = status;
+        }
+        // The process group of the main child. Its pid is reserved while we
+        // hold it unreaped, so the group id cannot name anyone else.
+        if self.status_reaped() {
+            return;
+        }
+        let sigs: &[i32] = if sig == libc::SIGTERM {
+            &[libc::SIGTERM, libc::SIGCONT]
+        } else {
+            &[sig]
+        };
+        for &s in sigs {
+            let sent =
+                sys::pidfd_send_signal(self.pidfd.as_fd(), s, libc::PIDFD_SIGNAL_PROCESS_GROUP);
+            // EINVAL: kernel before 6.9 lacks PIDFD_SIGNAL_PROCESS_GROUP.
+            if sent == Err(nix::errno::Errno::EINVAL) {
+                // SAFETY: killpg(2) with integers only. The group id is our
+                // unreaped child's pid, reserved (see above).
+                unsafe { libc::killpg(self.pid, s) };
+            }
+        }
+    }
+
+    fn idle(&mut self) {
+        self.drain_output();
+        self.observe_exit();
+    }
+
+    fn wake_fd(&self) -> Option<RawFd> {
+        self.status.is_none().then(|| self.pidfd.as_raw_fd())
+    }
+
+    fn keep_unreaped(&self) -> Option<i32> {
+        Some(self.pid)
+    }
+}
+
+impl Supervised {
+    fn status_reaped(&self) -> bool {
+        // An `Unknown` status means someone else reaped the child.
+        self.status == Some(super::ExitStatus::Unknown)
+    }
+
+    /// Ends the whole tree: the main child, its session and process group,
+    /// every descendant that escaped with `setsid` or a double fork (found
+    /// through the cgroup, the PPid chains, the lineage recorded while
+    /// waiting, and orphans re-parented to the subreaper runner). SIGTERM
+    /// first, `grace` to go (returns as soon as all are gone), then
+    /// `cgroup.kill` and SIGKILL, then verification. The caller decides when:
+    /// the freeze code thaws first (SPEC §6.4).
+    pub fn kill_tree(&mut self, grace: Duration) -> KillReport {
+        let runner = self.runner;
+        let (report, _) = terminate(self, runner, grace);
+        report
     }
 }

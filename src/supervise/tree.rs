@@ -11,8 +11,8 @@
 //! (`waitid(P_PIDFD)`), never with `waitpid(-1)`: the runner has other
 //! children (the freeze watchdog, other trees' holders).
 
+use super::live;
 use super::procfs::{self, Membership, ProcStat};
-use super::supervised::{self, Supervised};
 use super::sys;
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeSet, HashMap, HashSet};
@@ -99,7 +99,7 @@ impl Killer {
             if p.is_zombie() {
                 if p.ppid == self.runner
                     && Some(p.pid) != self.keep_unreaped
-                    && !supervised::is_live(p.pid)
+                    && !live::is_live(p.pid)
                 {
                     reap_zombie(p, self.tracked.get(&p.id()));
                 }
@@ -224,73 +224,6 @@ pub(crate) fn terminate(
     (report, alive)
 }
 
-impl Tree for Supervised {
-    fn members(&mut self) -> Vec<ProcStat> {
-        self.scan_members()
-    }
-
-    fn signal_all(&mut self, sig: i32) {
-        if sig == libc::SIGKILL && self.cgroup_status.joined {
-            let mut status = std::mem::take(&mut self.cgroup_status);
-            self.cgroup.kill(&mut status);
-            self.cgroup_status = status;
-        }
-        // The process group of the main child. Its pid is reserved while we
-        // hold it unreaped, so the group id cannot name anyone else.
-        if self.status_reaped() {
-            return;
-        }
-        let sigs: &[i32] = if sig == libc::SIGTERM {
-            &[libc::SIGTERM, libc::SIGCONT]
-        } else {
-            &[sig]
-        };
-        for &s in sigs {
-            let sent =
-                sys::pidfd_send_signal(self.pidfd.as_fd(), s, libc::PIDFD_SIGNAL_PROCESS_GROUP);
-            // EINVAL: kernel before 6.9 lacks PIDFD_SIGNAL_PROCESS_GROUP.
-            if sent == Err(nix::errno::Errno::EINVAL) {
-                // SAFETY: killpg(2) with integers only. The group id is our
-                // unreaped child's pid, reserved (see above).
-                unsafe { libc::killpg(self.pid, s) };
-            }
-        }
-    }
-
-    fn idle(&mut self) {
-        self.drain_output();
-        self.observe_exit();
-    }
-
-    fn wake_fd(&self) -> Option<RawFd> {
-        self.status.is_none().then(|| self.pidfd.as_raw_fd())
-    }
-
-    fn keep_unreaped(&self) -> Option<i32> {
-        Some(self.pid)
-    }
-}
-
-impl Supervised {
-    fn status_reaped(&self) -> bool {
-        // An `Unknown` status means someone else reaped the child.
-        self.status == Some(super::ExitStatus::Unknown)
-    }
-
-    /// Ends the whole tree: the main child, its session and process group,
-    /// every descendant that escaped with `setsid` or a double fork (found
-    /// through the cgroup, the PPid chains, the lineage recorded while
-    /// waiting, and orphans re-parented to the subreaper runner). SIGTERM
-    /// first, `grace` to go (returns as soon as all are gone), then
-    /// `cgroup.kill` and SIGKILL, then verification. The caller decides when:
-    /// the freeze code thaws first (SPEC §6.4).
-    pub fn kill_tree(&mut self, grace: Duration) -> KillReport {
-        let runner = self.runner;
-        let (report, _) = terminate(self, runner, grace);
-        report
-    }
-}
-
 /// Leftovers identified by (pid, start time), and what descends from them.
 struct LeftoverTree {
     runner: i32,
@@ -380,10 +313,7 @@ pub fn reap_orphans(never_reap: &[i32]) -> Vec<i32> {
     procfs::scan()
         .values()
         .filter(|p| {
-            p.ppid == me
-                && p.is_zombie()
-                && !never_reap.contains(&p.pid)
-                && !supervised::is_live(p.pid)
+            p.ppid == me && p.is_zombie() && !never_reap.contains(&p.pid) && !live::is_live(p.pid)
         })
         .filter(|p| reap_zombie(p, None))
         .map(|p| p.pid)
