@@ -135,14 +135,37 @@ pub fn parse(path: &Path, bytes: &[u8], host_timeout: Option<u64>) -> Result<Loa
 
     let mut warnings = Vec::new();
     read_as_the_extension_does(path, &mut entries, &mut warnings);
-    let get = |key: &str| entries.iter().find(|(k, _)| k == key).map(|(_, v)| v);
-    let field = |key: &str, rule: String| ConfigError::Field {
-        path: path.to_path_buf(),
-        key: key.to_string(),
-        rule,
+    warn_unknown_keys(path, &entries, &mut warnings);
+    let f = Fields {
+        path,
+        entries: &entries,
     };
 
-    for (key, _) in &entries {
+    let plugin_name = f
+        .string("pluginName")?
+        .unwrap_or_else(|| "ScriptRunner".into());
+    if plugin_name != "ScriptRunner" {
+        warnings.push(format!(
+            "{}: pluginName is \"{plugin_name}\", expected \"ScriptRunner\" (the extension may not run the scripts)",
+            path.display()
+        ));
+    }
+    let config = Config {
+        plugin_name,
+        pre: f.script("pre")?,
+        post: f.script("post")?,
+        timeout_secs: f.timeout(host_timeout, &mut warnings)?,
+        poll_secs: f.poll_secs(&mut warnings)?,
+        continue_on_failure: f.boolean("continueBackupOnFailure", true)?,
+        fs_freeze_enabled: f.boolean("fsFreezeEnabled", true)?,
+        app_name: f.string("appName")?,
+    };
+    Ok(Loaded { config, warnings })
+}
+
+/// A warning per unknown key, naming the closest known one (typo help).
+fn warn_unknown_keys(path: &Path, entries: &[(String, Value)], warnings: &mut Vec<String>) {
+    for (key, _) in entries {
         if !KNOWN_KEYS.contains(&key.as_str()) {
             let hint = match closest_key(key) {
                 Some(k) => format!("; did you mean \"{k}\"?"),
@@ -154,22 +177,41 @@ pub fn parse(path: &Path, bytes: &[u8], host_timeout: Option<u64>) -> Result<Loa
             ));
         }
     }
+}
 
-    let string = |key: &str| -> Result<Option<String>, ConfigError> {
-        match get(key) {
+/// The config's keys, read with the types and rules of SPEC §3; every
+/// error names the file, the key and the rule.
+struct Fields<'a> {
+    path: &'a Path,
+    entries: &'a [(String, Value)],
+}
+
+impl Fields<'_> {
+    fn get(&self, key: &str) -> Option<&Value> {
+        self.entries.iter().find(|(k, _)| k == key).map(|(_, v)| v)
+    }
+
+    fn field(&self, key: &str, rule: String) -> ConfigError {
+        ConfigError::Field {
+            path: self.path.to_path_buf(),
+            key: key.to_string(),
+            rule,
+        }
+    }
+
+    fn string(&self, key: &str) -> Result<Option<String>, ConfigError> {
+        match self.get(key) {
             None => Ok(None),
             Some(Value::String(s)) => Ok(Some(s.clone())),
-            Some(v) => Err(field(
-                key,
-                format!("must be a string, not {}", type_name(v)),
-            )),
+            Some(v) => Err(self.field(key, format!("must be a string, not {}", type_name(v)))),
         }
-    };
-    let boolean = |key: &str, default: bool| -> Result<bool, ConfigError> {
-        match get(key) {
+    }
+
+    fn boolean(&self, key: &str, default: bool) -> Result<bool, ConfigError> {
+        match self.get(key) {
             None => Ok(default),
             Some(Value::Bool(b)) => Ok(*b),
-            Some(v) => Err(field(
+            Some(v) => Err(self.field(
                 key,
                 format!(
                     "must be true or false (a JSON boolean), not {}",
@@ -177,146 +219,124 @@ pub fn parse(path: &Path, bytes: &[u8], host_timeout: Option<u64>) -> Result<Loa
                 ),
             )),
         }
-    };
-    let integer = |key: &str, default: u64, min: u64| -> Result<u64, ConfigError> {
-        match get(key) {
+    }
+
+    fn integer(&self, key: &str, default: u64, min: u64) -> Result<u64, ConfigError> {
+        match self.get(key) {
             None => Ok(default),
             Some(Value::Number(n)) => match n.as_u64() {
                 Some(v) if v >= min => Ok(v),
-                _ => Err(field(key, format!("must be an integer >= {min}, not {n}"))),
+                _ => Err(self.field(key, format!("must be an integer >= {min}, not {n}"))),
             },
-            Some(v) => Err(field(
+            Some(v) => Err(self.field(
                 key,
                 format!("must be an integer >= {min}, not {}", type_name(v)),
             )),
         }
-    };
-    let params = |key: &str| -> Result<Vec<String>, ConfigError> {
-        match get(key) {
+    }
+
+    fn params(&self, key: &str) -> Result<Vec<String>, ConfigError> {
+        let element = |i: usize, v: &Value| match v {
+            Value::String(s) if s.contains('\0') => {
+                Err(self.field(key, format!("element {i} contains a NUL character")))
+            }
+            Value::String(s) => Ok(s.clone()),
+            Value::Number(n) => Ok(n.to_string()),
+            other => Err(self.field(
+                key,
+                format!(
+                    "element {i} must be a string or a number, not {}",
+                    type_name(other)
+                ),
+            )),
+        };
+        match self.get(key) {
             None => Ok(Vec::new()),
             Some(Value::Array(items)) => items
                 .iter()
                 .enumerate()
-                .map(|(i, v)| match v {
-                    Value::String(s) => {
-                        if s.contains('\0') {
-                            Err(field(key, format!("element {i} contains a NUL character")))
-                        } else {
-                            Ok(s.clone())
-                        }
-                    }
-                    Value::Number(n) => Ok(n.to_string()),
-                    other => Err(field(
-                        key,
-                        format!(
-                            "element {i} must be a string or a number, not {}",
-                            type_name(other)
-                        ),
-                    )),
-                })
+                .map(|(i, v)| element(i, v))
                 .collect(),
-            Some(v) => Err(field(
+            Some(v) => Err(self.field(
                 key,
                 format!("must be an array of strings, not {}", type_name(v)),
             )),
         }
-    };
-    let location = |key: &str| -> Result<PathBuf, ConfigError> {
-        match string(key)? {
-            None => Err(field(
-                key,
-                "is required (absolute path of the script)".into(),
-            )),
-            Some(s) if s.contains('\0') => Err(field(key, "contains a NUL character".into())),
+    }
+
+    fn location(&self, key: &str) -> Result<PathBuf, ConfigError> {
+        match self.string(key)? {
+            None => Err(self.field(key, "is required (absolute path of the script)".into())),
+            Some(s) if s.contains('\0') => Err(self.field(key, "contains a NUL character".into())),
             Some(s) => Ok(PathBuf::from(s)),
         }
-    };
-    let pin = |key: &str| -> Result<Option<String>, ConfigError> {
-        match string(key)? {
+    }
+
+    fn pin(&self, key: &str) -> Result<Option<String>, ConfigError> {
+        match self.string(key)? {
             None => Ok(None),
             Some(s) if s.len() == 64 && s.bytes().all(|b| b.is_ascii_hexdigit()) => {
                 Ok(Some(s.to_ascii_lowercase()))
             }
-            Some(_) => Err(field(
-                key,
-                "must be 64 hexadecimal digits (a SHA-256)".into(),
-            )),
+            Some(_) => Err(self.field(key, "must be 64 hexadecimal digits (a SHA-256)".into())),
         }
-    };
-    let retries = |key: &str| -> Result<u32, ConfigError> {
-        let n = integer(key, 0, 0)?;
-        u32::try_from(n).map_err(|_| field(key, format!("is too large ({n})")))
-    };
-
-    let plugin_name = string("pluginName")?.unwrap_or_else(|| "ScriptRunner".into());
-    if plugin_name != "ScriptRunner" {
-        warnings.push(format!(
-            "{}: pluginName is \"{plugin_name}\", expected \"ScriptRunner\" (the extension may not run the scripts)",
-            path.display()
-        ));
     }
-    let pre = ScriptConfig {
-        location: location("preScriptLocation")?,
-        params: params("preScriptParams")?,
-        retries: retries("preScriptNoOfRetries")?,
-        sha256: pin("preScriptSha256")?,
-    };
-    let post = ScriptConfig {
-        location: location("postScriptLocation")?,
-        params: params("postScriptParams")?,
-        retries: retries("postScriptNoOfRetries")?,
-        sha256: pin("postScriptSha256")?,
-    };
 
-    let mut timeout_secs = integer("timeoutInSeconds", DEFAULT_TIMEOUT_SECS, 1)?;
-    if timeout_secs > MAX_TIMEOUT_SECS {
-        warnings.push(format!(
-            "{}: timeoutInSeconds {timeout_secs} is above the maximum; {MAX_TIMEOUT_SECS} is used",
-            path.display()
-        ));
-        timeout_secs = MAX_TIMEOUT_SECS;
+    fn retries(&self, key: &str) -> Result<u32, ConfigError> {
+        let n = self.integer(key, 0, 0)?;
+        u32::try_from(n).map_err(|_| self.field(key, format!("is too large ({n})")))
     }
-    if let Some(host) = host_timeout {
-        if timeout_secs > host {
+
+    /// The keys of one script: `phase` is `pre` or `post`.
+    fn script(&self, phase: &str) -> Result<ScriptConfig, ConfigError> {
+        Ok(ScriptConfig {
+            location: self.location(&format!("{phase}ScriptLocation"))?,
+            params: self.params(&format!("{phase}ScriptParams"))?,
+            retries: self.retries(&format!("{phase}ScriptNoOfRetries"))?,
+            sha256: self.pin(&format!("{phase}ScriptSha256"))?,
+        })
+    }
+
+    /// `timeoutInSeconds`, clamped to 1800 and to the plugin-host file's.
+    fn timeout(&self, host: Option<u64>, warnings: &mut Vec<String>) -> Result<u64, ConfigError> {
+        let mut timeout_secs = self.integer("timeoutInSeconds", DEFAULT_TIMEOUT_SECS, 1)?;
+        if timeout_secs > MAX_TIMEOUT_SECS {
             warnings.push(format!(
-                "timeoutInSeconds {timeout_secs} is above the plugin-host file's {host}; {host} is used"
+                "{}: timeoutInSeconds {timeout_secs} is above the maximum; {MAX_TIMEOUT_SECS} is used",
+                self.path.display()
             ));
-            timeout_secs = host;
+            timeout_secs = MAX_TIMEOUT_SECS;
         }
+        if let Some(host) = host {
+            if timeout_secs > host {
+                warnings.push(format!(
+                    "timeoutInSeconds {timeout_secs} is above the plugin-host file's {host}; {host} is used"
+                ));
+                timeout_secs = host;
+            }
+        }
+        Ok(timeout_secs)
     }
 
-    // The extension accepts any integer and falls back to its default outside 1..5.
-    let poll_secs = match get("ScriptsExecutionPollTimeSeconds") {
-        None => DEFAULT_POLL_SECS,
-        Some(Value::Number(n)) if n.is_i64() || n.is_u64() => match n.as_u64() {
-            Some(v @ 1..=5) => v,
-            _ => {
-                warnings.push(format!(
-                    "{}: ScriptsExecutionPollTimeSeconds {n} is outside 1..5; {DEFAULT_POLL_SECS} is used",
-                    path.display()
-                ));
-                DEFAULT_POLL_SECS
-            }
-        },
-        Some(v) => {
-            return Err(field(
-                "ScriptsExecutionPollTimeSeconds",
-                format!("must be an integer, not {}", type_name(v)),
-            ))
+    /// `ScriptsExecutionPollTimeSeconds`: the extension accepts any integer
+    /// and falls back to its default outside 1..5.
+    fn poll_secs(&self, warnings: &mut Vec<String>) -> Result<u64, ConfigError> {
+        const KEY: &str = "ScriptsExecutionPollTimeSeconds";
+        match self.get(KEY) {
+            None => Ok(DEFAULT_POLL_SECS),
+            Some(Value::Number(n)) if n.is_i64() || n.is_u64() => match n.as_u64() {
+                Some(v @ 1..=5) => Ok(v),
+                _ => {
+                    warnings.push(format!(
+                        "{}: {KEY} {n} is outside 1..5; {DEFAULT_POLL_SECS} is used",
+                        self.path.display()
+                    ));
+                    Ok(DEFAULT_POLL_SECS)
+                }
+            },
+            Some(v) => Err(self.field(KEY, format!("must be an integer, not {}", type_name(v)))),
         }
-    };
-
-    let config = Config {
-        plugin_name,
-        pre,
-        post,
-        timeout_secs,
-        continue_on_failure: boolean("continueBackupOnFailure", true)?,
-        fs_freeze_enabled: boolean("fsFreezeEnabled", true)?,
-        poll_secs,
-        app_name: string("appName")?,
-    };
-    Ok(Loaded { config, warnings })
+    }
 }
 
 /// The keys whose value is a count of something: the extension reads them
