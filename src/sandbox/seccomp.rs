@@ -261,6 +261,23 @@ pub(crate) fn validate(
     doc: &SeccompFilterDoc,
     kind: FilterKind,
 ) -> Result<(), PolicyError> {
+    validate_header(origin, prefix, doc, kind)?;
+    let mut seen: HashMap<(&str, &str), RulesSeen> = HashMap::new();
+    for (i, rule) in doc.filter.iter().enumerate() {
+        let at = format!("{prefix}.filter[{i}]");
+        validate_rule(origin, &at, rule)?;
+        check_conflicts(origin, &at, i, rule, &mut seen)?;
+    }
+    check_compiles(origin, prefix, doc)
+}
+
+/// The filter's own fields: its comment, its actions, and that it has rules.
+fn validate_header(
+    origin: &Path,
+    prefix: &str,
+    doc: &SeccompFilterDoc,
+    kind: FilterKind,
+) -> Result<(), PolicyError> {
     PolicyError::require_comment(origin, format!("{prefix}.comment"), &doc.comment)?;
     check_action(
         origin,
@@ -292,103 +309,123 @@ pub(crate) fn validate(
             "no rules: an empty filter is no sandbox",
         ));
     }
+    Ok(())
+}
 
-    let mut seen: HashMap<(&str, &str), RulesSeen> = HashMap::new();
-    for (i, rule) in doc.filter.iter().enumerate() {
-        let at = format!("{prefix}.filter[{i}]");
-        PolicyError::require_comment(origin, format!("{at}.comment"), &rule.comment)?;
-        if rule.syscall.trim().is_empty() {
+/// One rule's fields: comment, syscall name, architectures, conditions.
+fn validate_rule(origin: &Path, at: &str, rule: &SyscallRule) -> Result<(), PolicyError> {
+    PolicyError::require_comment(origin, format!("{at}.comment"), &rule.comment)?;
+    if rule.syscall.trim().is_empty() {
+        return Err(PolicyError::invalid(
+            origin,
+            format!("{at}.syscall"),
+            "empty syscall name",
+        ));
+    }
+    if let Some(arches) = &rule.arch {
+        if arches.is_empty() {
             return Err(PolicyError::invalid(
                 origin,
-                format!("{at}.syscall"),
-                "empty syscall name",
+                format!("{at}.arch"),
+                "empty list: the rule would exist nowhere; remove the rule or the list",
             ));
         }
-        if let Some(arches) = &rule.arch {
-            if arches.is_empty() {
+        for (j, a) in arches.iter().enumerate() {
+            if !ARCHES.iter().any(|(name, _)| name == a) {
                 return Err(PolicyError::invalid(
                     origin,
-                    format!("{at}.arch"),
-                    "empty list: the rule would exist nowhere; remove the rule or the list",
+                    format!("{at}.arch[{j}]"),
+                    format!("unknown architecture {a:?} (known: x86_64, aarch64)"),
                 ));
-            }
-            for (j, a) in arches.iter().enumerate() {
-                if !ARCHES.iter().any(|(name, _)| name == a) {
-                    return Err(PolicyError::invalid(
-                        origin,
-                        format!("{at}.arch[{j}]"),
-                        format!("unknown architecture {a:?} (known: x86_64, aarch64)"),
-                    ));
-                }
-            }
-        }
-        if let Some(args) = &rule.args {
-            if args.is_empty() {
-                return Err(PolicyError::invalid(
-                    origin,
-                    format!("{at}.args"),
-                    "empty list: omit `args` to match every call of the syscall",
-                ));
-            }
-            for (j, cond) in args.iter().enumerate() {
-                let cat = format!("{at}.args[{j}]");
-                PolicyError::require_comment(origin, format!("{cat}.comment"), &cond.comment)?;
-                if cond.index > 5 {
-                    return Err(PolicyError::invalid(
-                        origin,
-                        format!("{cat}.index"),
-                        format!("{} is not a syscall argument (0..=5)", cond.index),
-                    ));
-                }
-                if cond.width == ArgWidth::Dword {
-                    if cond.val > u64::from(u32::MAX) {
-                        return Err(PolicyError::invalid(
-                            origin,
-                            format!("{cat}.val"),
-                            format!("{:#x} does not fit a dword; only its low 32 bits would be compared", cond.val),
-                        ));
-                    }
-                    if let CmpOp::MaskedEq(mask) = cond.op {
-                        if mask > u64::from(u32::MAX) {
-                            return Err(PolicyError::invalid(
-                                origin,
-                                format!("{cat}.op"),
-                                format!("mask {mask:#x} does not fit a dword"),
-                            ));
-                        }
-                    }
-                }
-            }
-        }
-        for (arch, _) in ARCHES {
-            if !rule.applies_to(arch) {
-                continue;
-            }
-            let entry = seen.entry((rule.syscall.as_str(), arch)).or_default();
-            match (&rule.args, entry.0, entry.1) {
-                (None, Some(first), _) => {
-                    return Err(PolicyError::invalid(
-                        origin,
-                        format!("{at}.syscall"),
-                        format!("`{}` is already listed unconditionally at filter[{first}]", rule.syscall),
-                    ))
-                }
-                (None, None, Some(cond)) | (Some(_), Some(cond), _) => {
-                    return Err(PolicyError::invalid(
-                        origin,
-                        format!("{at}.syscall"),
-                        format!(
-                            "`{}` is listed both with and without argument conditions (see filter[{cond}]); seccompiler would keep only the conditional rules",
-                            rule.syscall
-                        ),
-                    ))
-                }
-                (None, None, None) => entry.0 = Some(i),
-                (Some(_), None, _) => entry.1 = Some(i),
             }
         }
     }
+    if let Some(args) = &rule.args {
+        if args.is_empty() {
+            return Err(PolicyError::invalid(
+                origin,
+                format!("{at}.args"),
+                "empty list: omit `args` to match every call of the syscall",
+            ));
+        }
+        for (j, cond) in args.iter().enumerate() {
+            let cat = format!("{at}.args[{j}]");
+            PolicyError::require_comment(origin, format!("{cat}.comment"), &cond.comment)?;
+            if cond.index > 5 {
+                return Err(PolicyError::invalid(
+                    origin,
+                    format!("{cat}.index"),
+                    format!("{} is not a syscall argument (0..=5)", cond.index),
+                ));
+            }
+            if cond.width == ArgWidth::Dword {
+                if cond.val > u64::from(u32::MAX) {
+                    return Err(PolicyError::invalid(
+                        origin,
+                        format!("{cat}.val"),
+                        format!(
+                            "{:#x} does not fit a dword; only its low 32 bits would be compared",
+                            cond.val
+                        ),
+                    ));
+                }
+                if let CmpOp::MaskedEq(mask) = cond.op {
+                    if mask > u64::from(u32::MAX) {
+                        return Err(PolicyError::invalid(
+                            origin,
+                            format!("{cat}.op"),
+                            format!("mask {mask:#x} does not fit a dword"),
+                        ));
+                    }
+                }
+            }
+        }
+    }
+    Ok(())
+}
 
+/// A syscall listed twice for one architecture: seccompiler would keep one
+/// of the two rules without saying so.
+fn check_conflicts<'a>(
+    origin: &Path,
+    at: &str,
+    i: usize,
+    rule: &'a SyscallRule,
+    seen: &mut HashMap<(&'a str, &'static str), RulesSeen>,
+) -> Result<(), PolicyError> {
+    for (arch, _) in ARCHES {
+        if !rule.applies_to(arch) {
+            continue;
+        }
+        let entry = seen.entry((rule.syscall.as_str(), arch)).or_default();
+        match (&rule.args, entry.0, entry.1) {
+            (None, Some(first), _) => {
+                return Err(PolicyError::invalid(
+                    origin,
+                    format!("{at}.syscall"),
+                    format!("`{}` is already listed unconditionally at filter[{first}]", rule.syscall),
+                ))
+            }
+            (None, None, Some(cond)) | (Some(_), Some(cond), _) => {
+                return Err(PolicyError::invalid(
+                    origin,
+                    format!("{at}.syscall"),
+                    format!(
+                        "`{}` is listed both with and without argument conditions (see filter[{cond}]); seccompiler would keep only the conditional rules",
+                        rule.syscall
+                    ),
+                ))
+            }
+            (None, None, None) => entry.0 = Some(i),
+            (Some(_), None, _) => entry.1 = Some(i),
+        }
+    }
+    Ok(())
+}
+
+/// A compilation for every supported architecture; when it fails, the
+/// rule at fault is named.
+fn check_compiles(origin: &Path, prefix: &str, doc: &SeccompFilterDoc) -> Result<(), PolicyError> {
     for (arch_name, arch) in ARCHES {
         let rules: Vec<&SyscallRule> = doc
             .filter
