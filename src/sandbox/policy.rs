@@ -163,6 +163,102 @@ struct WatchdogSeccompDoc {
 
 // ---- helpers ----------------------------------------------------------------
 
+/// `capabilities_drop`: known names, each once, each with its comment.
+fn capability_drops(
+    origin: &Path,
+    docs: Vec<CapabilityDropDoc>,
+) -> Result<Vec<CapabilityDrop>, PolicyError> {
+    let mut capabilities_drop = Vec::with_capacity(docs.len());
+    let mut seen_caps = HashSet::new();
+    for (i, d) in docs.into_iter().enumerate() {
+        let field = format!("capabilities_drop[{i}]");
+        PolicyError::require_comment(origin, format!("{field}.comment"), &d.comment)?;
+        let capability = Capability::from_str(&d.capability).map_err(|_| {
+            PolicyError::invalid(
+                origin,
+                format!("{field}.capability"),
+                format!(
+                    "unknown capability {:?} (names are spelled like CAP_SYS_ADMIN)",
+                    d.capability
+                ),
+            )
+        })?;
+        if !seen_caps.insert(capability) {
+            return Err(PolicyError::invalid(
+                origin,
+                format!("{field}.capability"),
+                format!("{capability} is listed twice"),
+            ));
+        }
+        capabilities_drop.push(CapabilityDrop {
+            capability,
+            comment: d.comment,
+        });
+    }
+    Ok(capabilities_drop)
+}
+
+/// `rlimits`: known resources, each once, soft within hard, enough
+/// descriptors to run a pipeline, each with its comment.
+fn rlimit_rules(origin: &Path, docs: Vec<RlimitDoc>) -> Result<Vec<RlimitRule>, PolicyError> {
+    let mut rlimits = Vec::with_capacity(docs.len());
+    let mut seen_res = HashSet::new();
+    for (i, r) in docs.into_iter().enumerate() {
+        let field = format!("rlimits[{i}]");
+        PolicyError::require_comment(origin, format!("{field}.comment"), &r.comment)?;
+        let resource = match RlimitResource::from_name(&r.resource) {
+            Some(res) => res,
+            None => {
+                let reason = match RlimitResource::refusal(&r.resource) {
+                    Some(why) => format!("{:?} is not accepted: {why}", r.resource),
+                    None => format!(
+                        "unknown resource {:?} (known: {})",
+                        r.resource,
+                        RlimitResource::ALL.map(|r| r.name()).join(", ")
+                    ),
+                };
+                return Err(PolicyError::invalid(
+                    origin,
+                    format!("{field}.resource"),
+                    reason,
+                ));
+            }
+        };
+        if !seen_res.insert(resource) {
+            return Err(PolicyError::invalid(
+                origin,
+                format!("{field}.resource"),
+                format!("{resource} is listed twice"),
+            ));
+        }
+        if r.soft > r.hard {
+            return Err(PolicyError::invalid(
+                origin,
+                format!("{field}.soft"),
+                format!("soft limit {} is above hard limit {}", r.soft, r.hard),
+            ));
+        }
+        if resource == RlimitResource::Nofile {
+            if let Limit::Value(v) = r.soft {
+                if v < NOFILE_MIN_SOFT {
+                    return Err(PolicyError::invalid(
+                        origin,
+                        format!("{field}.soft"),
+                        format!("nofile {v} is below {NOFILE_MIN_SOFT}: scripts could not open enough descriptors to run a pipeline"),
+                    ));
+                }
+            }
+        }
+        rlimits.push(RlimitRule {
+            resource,
+            soft: r.soft,
+            hard: r.hard,
+            comment: r.comment,
+        });
+    }
+    Ok(rlimits)
+}
+
 fn parse<T: for<'de> Deserialize<'de>>(origin: &Path, bytes: &[u8]) -> Result<T, PolicyError> {
     if bytes.len() > MAX_POLICY_BYTES {
         return Err(PolicyError::TooLarge {
@@ -241,95 +337,14 @@ impl ScriptPolicy {
         check_version(origin, doc.version)?;
         PolicyError::require_comment(origin, "comment".into(), &doc.comment)?;
 
-        let mut capabilities_drop = Vec::with_capacity(doc.capabilities_drop.len());
-        let mut seen_caps = HashSet::new();
-        for (i, d) in doc.capabilities_drop.into_iter().enumerate() {
-            let field = format!("capabilities_drop[{i}]");
-            PolicyError::require_comment(origin, format!("{field}.comment"), &d.comment)?;
-            let capability = Capability::from_str(&d.capability).map_err(|_| {
-                PolicyError::invalid(
-                    origin,
-                    format!("{field}.capability"),
-                    format!(
-                        "unknown capability {:?} (names are spelled like CAP_SYS_ADMIN)",
-                        d.capability
-                    ),
-                )
-            })?;
-            if !seen_caps.insert(capability) {
-                return Err(PolicyError::invalid(
-                    origin,
-                    format!("{field}.capability"),
-                    format!("{capability} is listed twice"),
-                ));
-            }
-            capabilities_drop.push(CapabilityDrop {
-                capability,
-                comment: d.comment,
-            });
-        }
-
+        let capabilities_drop = capability_drops(origin, doc.capabilities_drop)?;
         PolicyError::require_comment(
             origin,
             "no_new_privs.comment".into(),
             &doc.no_new_privs.comment,
         )?;
 
-        let mut rlimits = Vec::with_capacity(doc.rlimits.len());
-        let mut seen_res = HashSet::new();
-        for (i, r) in doc.rlimits.into_iter().enumerate() {
-            let field = format!("rlimits[{i}]");
-            PolicyError::require_comment(origin, format!("{field}.comment"), &r.comment)?;
-            let resource = match RlimitResource::from_name(&r.resource) {
-                Some(res) => res,
-                None => {
-                    let reason = match RlimitResource::refusal(&r.resource) {
-                        Some(why) => format!("{:?} is not accepted: {why}", r.resource),
-                        None => format!(
-                            "unknown resource {:?} (known: {})",
-                            r.resource,
-                            RlimitResource::ALL.map(|r| r.name()).join(", ")
-                        ),
-                    };
-                    return Err(PolicyError::invalid(
-                        origin,
-                        format!("{field}.resource"),
-                        reason,
-                    ));
-                }
-            };
-            if !seen_res.insert(resource) {
-                return Err(PolicyError::invalid(
-                    origin,
-                    format!("{field}.resource"),
-                    format!("{resource} is listed twice"),
-                ));
-            }
-            if r.soft > r.hard {
-                return Err(PolicyError::invalid(
-                    origin,
-                    format!("{field}.soft"),
-                    format!("soft limit {} is above hard limit {}", r.soft, r.hard),
-                ));
-            }
-            if resource == RlimitResource::Nofile {
-                if let Limit::Value(v) = r.soft {
-                    if v < NOFILE_MIN_SOFT {
-                        return Err(PolicyError::invalid(
-                            origin,
-                            format!("{field}.soft"),
-                            format!("nofile {v} is below {NOFILE_MIN_SOFT}: scripts could not open enough descriptors to run a pipeline"),
-                        ));
-                    }
-                }
-            }
-            rlimits.push(RlimitRule {
-                resource,
-                soft: r.soft,
-                hard: r.hard,
-                comment: r.comment,
-            });
-        }
+        let rlimits = rlimit_rules(origin, doc.rlimits)?;
 
         PolicyError::require_comment(
             origin,
