@@ -151,55 +151,164 @@ fn attempt_status(attempt: u32, r: &supervise::AttemptReport) -> AttemptStatus {
 /// Runs one phase to its end: attempts until success, a timeout, the retries
 /// are used up, or the runner is interrupted.
 pub fn run_phase(ctx: &RunContext<'_>, script: &CheckedScript, config: &Config) -> PhaseResult {
-    let phase = script.phase;
-    let name = phase.name();
-    let started = Instant::now();
-    let deadline = started + Duration::from_secs(config.timeout_secs);
-    let poll = Duration::from_secs(config.poll_secs);
+    let deadline = Instant::now() + Duration::from_secs(config.timeout_secs);
     let attempts_allowed = script.settings.retries.saturating_add(1);
-    let mut status = ScriptPhaseStatus {
-        script: script.file.path.display().to_string(),
-        sha256: script.sha256.clone(),
-        ..Default::default()
-    };
     let mut result = PhaseResult {
-        status: ScriptPhaseStatus::default(),
+        status: ScriptPhaseStatus {
+            script: script.file.path.display().to_string(),
+            sha256: script.sha256.clone(),
+            ..Default::default()
+        },
         problem: None,
         interrupted: None,
         leftovers: Vec::new(),
     };
-    // A pinned script runs from one sealed copy of its hashed bytes, for
-    // every attempt of the phase; an unpinned one by its path.
-    let sealed = match script
-        .pinned
-        .then(|| launch::sealed_copy(name, &script.content, launch::needs_executable_copy(script)))
-    {
-        None => None,
-        Some(Ok(fd)) => Some(fd),
-        Some(Err(e)) => {
-            result.problem = Some(Problem::new(
-                phase.execution_failed(),
-                format!(
-                    "{}: cannot make a sealed copy of the checked script: {e}",
-                    status.script
-                ),
-            ));
-            result.status = status;
+    let sealed = match sealed_copy(script) {
+        Ok(sealed) => sealed,
+        Err(p) => {
+            result.problem = Some(p);
             return result;
         }
     };
+    let attempts = Attempts {
+        ctx,
+        script,
+        sealed: sealed.as_ref(),
+        allowed: attempts_allowed,
+        deadline,
+        poll: Duration::from_secs(config.poll_secs),
+    };
     for attempt in 1..=attempts_allowed {
-        let left = deadline.saturating_duration_since(Instant::now());
-        let (spec, how) = match spawn_spec(ctx, script, sealed.as_ref(), attempt, left) {
-            Ok(s) => s,
-            Err(e) => {
-                result.problem = Some(Problem::new(phase.execution_failed(), e));
+        let report = match attempts.run(attempt, &mut result.status) {
+            Ok(r) => r,
+            Err(p) => {
+                result.problem = Some(p);
                 break;
             }
         };
+        result.leftovers.extend(report.left_running.iter().cloned());
+        match judge(&report, script, config, attempt, attempts_allowed) {
+            Verdict::Succeeded => {
+                result.problem = None;
+                break;
+            }
+            Verdict::Interrupted => {
+                result.interrupted = crate::freeze::signals::pending().or(Some(libc::SIGTERM));
+                break;
+            }
+            Verdict::Failed { problem, retry } => {
+                result.problem = Some(problem);
+                if !retry || Instant::now() >= deadline {
+                    break;
+                }
+            }
+        }
+    }
+    result
+}
+
+/// A pinned script runs from one sealed copy of its hashed bytes, for every
+/// attempt of the phase; an unpinned one by its path (no copy).
+fn sealed_copy(script: &CheckedScript) -> Result<Option<OwnedFd>, Problem> {
+    if !script.pinned {
+        return Ok(None);
+    }
+    let executable = launch::needs_executable_copy(script);
+    launch::sealed_copy(script.phase.name(), &script.content, executable)
+        .map(Some)
+        .map_err(|e| {
+            Problem::new(
+                script.phase.execution_failed(),
+                format!(
+                    "{}: cannot make a sealed copy of the checked script: {e}",
+                    script.file.path.display()
+                ),
+            )
+        })
+}
+
+/// How an attempt ended, for the phase.
+enum Verdict {
+    Succeeded,
+    Interrupted,
+    /// `retry`: a non-zero exit, which the next attempt may mend; never a
+    /// timeout (the budget is spent).
+    Failed {
+        problem: Problem,
+        retry: bool,
+    },
+}
+
+fn judge(
+    report: &supervise::AttemptReport,
+    script: &CheckedScript,
+    config: &Config,
+    attempt: u32,
+    allowed: u32,
+) -> Verdict {
+    let phase = script.phase;
+    let path = script.file.path.display();
+    if report.interrupted {
+        return Verdict::Interrupted;
+    }
+    if report.timed_out {
+        let problem = Problem::new(
+            phase.timeout(),
+            format!(
+                "{path} ran past timeoutInSeconds ({} s); its process tree was killed (pids {:?})",
+                config.timeout_secs, report.killed_pids
+            ),
+        );
+        return Verdict::Failed {
+            problem,
+            retry: false,
+        };
+    }
+    if report.exit_code == Some(0) {
+        return Verdict::Succeeded;
+    }
+    let how = match (report.exit_code, report.signal) {
+        (Some(c), _) => format!("exited with status {c}"),
+        (None, Some(s)) => format!("was killed by signal {s}"),
+        _ => "ended without a status".to_string(),
+    };
+    Verdict::Failed {
+        problem: Problem::new(
+            phase.execution_failed(),
+            format!("{path} {how} (attempt {attempt} of {allowed})"),
+        ),
+        retry: true,
+    }
+}
+
+/// What every attempt of one phase shares.
+struct Attempts<'a, 'c> {
+    ctx: &'a RunContext<'c>,
+    script: &'a CheckedScript,
+    sealed: Option<&'a OwnedFd>,
+    allowed: u32,
+    deadline: Instant,
+    poll: Duration,
+}
+
+impl Attempts<'_, '_> {
+    /// Runs attempt `attempt` under supervision, its start and exit in the
+    /// trail, its line in `status`. A script that cannot be started is the
+    /// phase's problem.
+    fn run(
+        &self,
+        attempt: u32,
+        status: &mut ScriptPhaseStatus,
+    ) -> Result<supervise::AttemptReport, Problem> {
+        let (ctx, script) = (self.ctx, self.script);
+        let name = script.phase.name();
+        let left = self.deadline.saturating_duration_since(Instant::now());
+        let (spec, how) = spawn_spec(ctx, script, self.sealed, attempt, left)
+            .map_err(|e| Problem::new(script.phase.execution_failed(), e))?;
         trail::human(format!(
-            "{name}-script {} attempt {attempt}/{attempts_allowed} ({} s left)",
+            "{name}-script {} attempt {attempt}/{} ({} s left)",
             status.script,
+            self.allowed,
             left.as_secs()
         ));
         let mut on_tick = |p: &supervise::Progress| {
@@ -222,8 +331,8 @@ pub fn run_phase(ctx: &RunContext<'_>, script: &CheckedScript, config: &Config) 
             audit_start(ctx, script, attempt, pid, &spec, &how, held.as_ref());
         };
         let opts = RunOptions {
-            deadline,
-            poll_interval: poll,
+            deadline: self.deadline,
+            poll_interval: self.poll,
             grace: ctx.grace,
             output_cap: ctx.output_cap,
             interrupt_fd: ctx.interrupt,
@@ -232,10 +341,15 @@ pub fn run_phase(ctx: &RunContext<'_>, script: &CheckedScript, config: &Config) 
         };
         let outcome = supervise::run(&spec, opts);
         crate::freeze::signals::track_child_group(0);
-        let report = match outcome {
-            Ok(r) => r,
+        match outcome {
+            Ok(report) => {
+                audit_exit(script, &report);
+                let mut a = attempt_status(attempt, &report);
+                a.sandbox = held;
+                status.attempts.push(a);
+                Ok(report)
+            }
             Err(e) => {
-                let code = spawn_error_code(phase, &e);
                 trail::event(
                     Level::Error,
                     Record::ScriptSpawnFailed,
@@ -248,52 +362,11 @@ pub fn run_phase(ctx: &RunContext<'_>, script: &CheckedScript, config: &Config) 
                     spawn_error: Some(e.to_string()),
                     ..Default::default()
                 });
-                result.problem = Some(Problem::new(code, format!("{}: {e}", status.script)));
-                break;
+                let code = spawn_error_code(script.phase, &e);
+                Err(Problem::new(code, format!("{}: {e}", status.script)))
             }
-        };
-        audit_exit(script, &report);
-        let mut a = attempt_status(attempt, &report);
-        a.sandbox = held;
-        status.attempts.push(a);
-        result.leftovers.extend(report.left_running.iter().cloned());
-        if report.interrupted {
-            result.interrupted = crate::freeze::signals::pending().or(Some(libc::SIGTERM));
-            break;
-        }
-        if report.timed_out {
-            // Never retried: the budget is spent.
-            result.problem = Some(Problem::new(
-                phase.timeout(),
-                format!(
-                    "{} ran past timeoutInSeconds ({} s); its process tree was killed (pids {:?})",
-                    status.script, config.timeout_secs, report.killed_pids
-                ),
-            ));
-            break;
-        }
-        if report.exit_code == Some(0) {
-            result.problem = None;
-            break;
-        }
-        let how = match (report.exit_code, report.signal) {
-            (Some(c), _) => format!("exited with status {c}"),
-            (None, Some(s)) => format!("was killed by signal {s}"),
-            _ => "ended without a status".to_string(),
-        };
-        result.problem = Some(Problem::new(
-            phase.execution_failed(),
-            format!(
-                "{} {how} (attempt {attempt} of {attempts_allowed})",
-                status.script
-            ),
-        ));
-        if Instant::now() >= deadline {
-            break;
         }
     }
-    result.status = status;
-    result
 }
 
 fn audit_start(
