@@ -612,32 +612,18 @@ fn spawn_prepared(
     cgroup_dir: Option<&std::path::Path>,
 ) -> Result<Started, SpawnError> {
     let program = spec.program_name();
-    let child_fd = |fd: OwnedFd| sys::at_least(fd, MIN_CHILD_FD).map_err(SpawnError::Descriptor);
-
-    let devnull = nix::fcntl::open(
-        c"/dev/null",
-        nix::fcntl::OFlag::O_RDONLY | nix::fcntl::OFlag::O_CLOEXEC,
-        nix::sys::stat::Mode::empty(),
-    )
-    .map_err(SpawnError::OpenDevNull)?;
-    // SAFETY: `open` just returned this descriptor; nothing else owns it.
-    let devnull = child_fd(unsafe { <OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(devnull) })?;
-    let (out_r, out_w) = sys::pipe_cloexec().map_err(SpawnError::Pipe)?;
-    let (err_r, err_w) = sys::pipe_cloexec().map_err(SpawnError::Pipe)?;
-    let (rep_r, rep_w) = sys::pipe_cloexec().map_err(SpawnError::Pipe)?;
-    let (out_w, err_w, rep_w) = (child_fd(out_w)?, child_fd(err_w)?, child_fd(rep_w)?);
-    sys::set_nonblocking(out_r.as_fd()).map_err(SpawnError::Pipe)?;
-    sys::set_nonblocking(err_r.as_fd()).map_err(SpawnError::Pipe)?;
-    let join_v2 = join.v2.map(child_fd).transpose()?;
-    let join_v1 = join.v1_pids.map(child_fd).transpose()?;
-    // A program descriptor below MIN_CHILD_FD gets a temporary copy above
-    // it; the caller's descriptor is left as it is.
-    let exec_copy = match &spec.program {
-        Exec::Fd(fd) | Exec::Interpreter { script: fd, .. } if fd.as_raw_fd() < MIN_CHILD_FD => {
-            Some(sys::dup_at_least(fd.as_fd(), MIN_CHILD_FD).map_err(SpawnError::Descriptor)?)
-        }
-        _ => None,
-    };
+    let ChildEnds {
+        devnull,
+        out_r,
+        out_w,
+        err_r,
+        err_w,
+        rep_r,
+        rep_w,
+        join_v2,
+        join_v1,
+        exec_copy,
+    } = ChildEnds::open(spec, join)?;
     let exec_fd = |fd: &OwnedFd| exec_copy.as_ref().map_or(fd.as_raw_fd(), |c| c.as_raw_fd());
     let (path_ptr, exec_fd, mode) = match &spec.program {
         Exec::Path(p) => (p.as_ptr(), -1, ExecMode::Path),
@@ -707,28 +693,12 @@ fn spawn_prepared(
     // output pipes reach EOF once the tree is done writing.
     drop((devnull, out_w, err_w, rep_w, join_v2, join_v1, exec_copy));
 
-    let pidfd = sys::pidfd_open(pid);
-    let reports = read_reports(&rep_r, started + spec.startup_timeout);
-    let pidfd = match pidfd {
-        Ok(fd) => fd,
-        Err(errno) => {
-            // SAFETY: kill(2) on our own unreaped child: its pid cannot have
-            // been recycled. Then reap it.
-            unsafe { libc::kill(pid, libc::SIGKILL) };
-            sys::waitpid_blocking(pid);
-            return Err(SpawnError::PidfdOpen { pid, errno });
-        }
-    };
-    let Some(reports) = reports else {
-        // Stuck before exec: no report, no EOF. Kill and reap it (our
-        // unreaped child: the pid is still its own).
-        let _ = sys::pidfd_send_signal(pidfd.as_fd(), libc::SIGKILL, 0);
-        sys::waitpid_blocking(pid);
-        return Err(SpawnError::StartupTimeout {
-            program,
+    let (pidfd, reports) = await_exec(pid, &rep_r, started + spec.startup_timeout, || {
+        SpawnError::StartupTimeout {
+            program: program.clone(),
             waited: spec.startup_timeout,
-        });
-    };
+        }
+    })?;
     let (cgroup_joined, mut join_notes) = judge_reports(spec, &program, pid, &plan, &reports)?;
 
     let (sentinel, sentinel_note) = start_sentinel(pid, cgroup_joined, cgroup_dir);
@@ -750,6 +720,95 @@ fn spawn_prepared(
         join_notes,
         sentinel,
     })
+}
+
+/// The descriptors a child is given, each at or above [`MIN_CHILD_FD`] so
+/// the child's dup2 onto 0–2 is always a copy, and the runner's ends.
+struct ChildEnds {
+    devnull: OwnedFd,
+    out_r: OwnedFd,
+    out_w: OwnedFd,
+    err_r: OwnedFd,
+    err_w: OwnedFd,
+    rep_r: OwnedFd,
+    rep_w: OwnedFd,
+    join_v2: Option<OwnedFd>,
+    join_v1: Option<OwnedFd>,
+    /// A program descriptor below MIN_CHILD_FD gets a temporary copy above
+    /// it; the caller's descriptor is left as it is.
+    exec_copy: Option<OwnedFd>,
+}
+
+impl ChildEnds {
+    fn open(spec: &SpawnSpec, join: cgroup::JoinFds) -> Result<ChildEnds, SpawnError> {
+        let child_fd =
+            |fd: OwnedFd| sys::at_least(fd, MIN_CHILD_FD).map_err(SpawnError::Descriptor);
+        let devnull = nix::fcntl::open(
+            c"/dev/null",
+            nix::fcntl::OFlag::O_RDONLY | nix::fcntl::OFlag::O_CLOEXEC,
+            nix::sys::stat::Mode::empty(),
+        )
+        .map_err(SpawnError::OpenDevNull)?;
+        // SAFETY: `open` just returned this descriptor; nothing else owns it.
+        let devnull =
+            child_fd(unsafe { <OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(devnull) })?;
+        let (out_r, out_w) = sys::pipe_cloexec().map_err(SpawnError::Pipe)?;
+        let (err_r, err_w) = sys::pipe_cloexec().map_err(SpawnError::Pipe)?;
+        let (rep_r, rep_w) = sys::pipe_cloexec().map_err(SpawnError::Pipe)?;
+        sys::set_nonblocking(out_r.as_fd()).map_err(SpawnError::Pipe)?;
+        sys::set_nonblocking(err_r.as_fd()).map_err(SpawnError::Pipe)?;
+        let exec_copy = match &spec.program {
+            Exec::Fd(fd) | Exec::Interpreter { script: fd, .. }
+                if fd.as_raw_fd() < MIN_CHILD_FD =>
+            {
+                Some(sys::dup_at_least(fd.as_fd(), MIN_CHILD_FD).map_err(SpawnError::Descriptor)?)
+            }
+            _ => None,
+        };
+        Ok(ChildEnds {
+            devnull,
+            out_r,
+            out_w: child_fd(out_w)?,
+            err_r,
+            err_w: child_fd(err_w)?,
+            rep_r,
+            rep_w: child_fd(rep_w)?,
+            join_v2: join.v2.map(child_fd).transpose()?,
+            join_v1: join.v1_pids.map(child_fd).transpose()?,
+            exec_copy,
+        })
+    }
+}
+
+/// After the fork: the child's pidfd and its start-up reports, read until
+/// its exec closes the report pipe or `deadline` passes. A child that
+/// cannot be watched, or is stuck before its exec, is killed and reaped
+/// (our unreaped child: its pid cannot have been recycled).
+fn await_exec(
+    pid: i32,
+    rep_r: &OwnedFd,
+    deadline: Instant,
+    stuck: impl FnOnce() -> SpawnError,
+) -> Result<(OwnedFd, Vec<Report>), SpawnError> {
+    let pidfd = sys::pidfd_open(pid);
+    let reports = read_reports(rep_r, deadline);
+    let pidfd = match pidfd {
+        Ok(fd) => fd,
+        Err(errno) => {
+            // SAFETY: kill(2) on our own unreaped child (see above).
+            unsafe { libc::kill(pid, libc::SIGKILL) };
+            sys::waitpid_blocking(pid);
+            return Err(SpawnError::PidfdOpen { pid, errno });
+        }
+    };
+    match reports {
+        Some(reports) => Ok((pidfd, reports)),
+        None => {
+            let _ = sys::pidfd_send_signal(pidfd.as_fd(), libc::SIGKILL, 0);
+            sys::waitpid_blocking(pid);
+            Err(stuck())
+        }
+    }
 }
 
 /// Forks the child with every signal blocked across the fork, so no runner
