@@ -23,6 +23,7 @@
 pub mod bridge;
 pub mod decide;
 pub mod holders;
+pub mod inspection;
 pub mod launch;
 pub mod pipeline;
 pub mod preflight;
