@@ -99,6 +99,7 @@ pub fn run(
     }
     let mut froze = false;
     let mut snapshot_ok = false;
+    let mut internal_error = false;
     if next.snapshot {
         let mut targets = None;
         let mut go = true;
@@ -114,13 +115,25 @@ pub fn run(
             }
         }
         if go {
-            let run = window::take_snapshot(
-                &runner,
-                targets,
-                cmd,
-                max_freeze,
-                flow::snapshot_after_freeze_failure(policy),
-            );
+            // A panic in the window or the snapshot is contained here, so the
+            // post-script still runs: by then the panic hook thawed through
+            // the guard and the window's Drop closed it while unwinding.
+            let taken = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                window::take_snapshot(
+                    &runner,
+                    targets,
+                    cmd,
+                    max_freeze,
+                    flow::snapshot_after_freeze_failure(policy),
+                )
+            }));
+            let run = taken.unwrap_or_else(|_| {
+                crate::audit::release();
+                crate::signals::track_child_group(0);
+                internal_error = true;
+                report::say("quiesce: internal error (a bug) in the freeze window; filesystems were thawed; running the post-script");
+                window::SnapshotRun::default()
+            });
             warnings.extend(run.warnings.iter().cloned());
             for p in &run.problems {
                 report::say_problem(p);
@@ -191,6 +204,10 @@ pub fn run(
         Some(sig) => {
             status.result = report::Outcome::Failure;
             Exit::Signal(sig)
+        }
+        None if internal_error => {
+            status.result = report::Outcome::Failure;
+            Exit::Internal
         }
         None => status.result.exit(),
     };
