@@ -260,7 +260,6 @@ impl Watchdog {
         // filter installed) with one byte: no freeze before that.
         let (ready_read, ready_write) =
             nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).map_err(io::Error::from)?;
-        let mut keep = keep;
         keep[keep_len] = ready_write.as_raw_fd();
         let keep_len = keep_len + 1;
         keep[..keep_len].sort_unstable();

@@ -821,12 +821,14 @@ mod tests {
     use super::*;
     use std::sync::Mutex;
 
-    /// Records the call order; `busy` fds answer EBUSY, `fail` fds EIO.
+    /// Records the call order; `busy` fds answer EBUSY, `fail` fds EIO,
+    /// `thaw_fail` fds fail every FITHAW with EIO.
     #[derive(Default)]
     struct Recorder {
         calls: Mutex<Vec<(&'static str, RawFd)>>,
         busy: Vec<RawFd>,
         fail: Vec<RawFd>,
+        thaw_fail: Vec<RawFd>,
     }
 
     impl FreezeOps for Recorder {
@@ -842,7 +844,11 @@ mod tests {
         }
         fn thaw(&self, fd: RawFd) -> Result<(), Errno> {
             self.calls.lock().unwrap().push(("thaw", fd));
-            Ok(())
+            if self.thaw_fail.contains(&fd) {
+                Err(Errno::EIO)
+            } else {
+                Ok(())
+            }
         }
     }
 
@@ -979,5 +985,61 @@ mod tests {
         thread::sleep(Duration::from_millis(500));
         assert_eq!(*ops.0.lock().unwrap(), vec!["freeze", "thaw"]);
         guard::reset_if(true);
+    }
+
+    /// Issue 10 item 6: a FITHAW that fails is retried, then reported as
+    /// FsFreezeFailed; the mount stays marked frozen for the watchdog and
+    /// the recovery record stays; the other mount is thawed normally.
+    #[test]
+    fn failed_thaw_is_121_retried_and_kept_for_recovery() {
+        let _s = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+        let t = targets(2);
+        let stuck = t[1].fd.as_raw_fd();
+        let ok = t[0].fd.as_raw_fd();
+        let rec = Arc::new(Recorder {
+            thaw_fail: vec![stuck],
+            ..Default::default()
+        });
+        let dir = std::env::temp_dir().join(format!("quiesce-unit-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        let mut o = opts();
+        o.run_dir = Some(RunDir::new(&dir));
+        let mut w = FreezeWindow::prepare(t, rec.clone(), o).unwrap();
+        w.freeze_all().unwrap();
+        let shared = w.shared.clone();
+        let report = w.close();
+        let calls = rec.calls.lock().unwrap().clone();
+        let thaws_of = |fd| calls.iter().filter(|c| **c == ("thaw", fd)).count();
+        assert_eq!(thaws_of(stuck), THAW_ATTEMPTS as usize);
+        assert_eq!(thaws_of(ok), 1);
+        assert_eq!(report.problems.len(), 1, "{:?}", report.problems);
+        assert_eq!(report.problems[0].code, ErrorCode::FsFreezeFailed);
+        assert!(report.problems[0].detail.contains("/m1"));
+        assert_eq!(shared.state(1), watchdog::FROZEN);
+        assert_eq!(shared.state(0), watchdog::THAWED);
+        assert!(RunDir::new(&dir).read_state().unwrap().is_some());
+        assert!(report.mounts[1].thaw_error.is_some());
+        guard::shut();
+        guard::reset_if(true);
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    /// Issue 10 item 7: a signal while a FIFREEZE is in flight thaws that
+    /// mount once the call succeeds (the worker sees `closing`), and a
+    /// mount that answered EBUSY is never armed, so no handler thaws it.
+    #[test]
+    fn only_what_froze_is_armed() {
+        let _s = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+        let t = targets(1);
+        let busy = t[0].fd.as_raw_fd();
+        let rec = Arc::new(Recorder {
+            busy: vec![busy],
+            ..Default::default()
+        });
+        let mut w = FreezeWindow::prepare(t, rec.clone(), opts()).unwrap();
+        assert!(w.freeze_all().is_err());
+        assert!(!guard::any_armed(), "an EBUSY mount was armed");
+        drop(w);
+        assert_eq!(*rec.calls.lock().unwrap(), vec![("freeze", busy)]);
     }
 }
