@@ -623,7 +623,9 @@ fn freeze_completing_after_its_deadline_is_thawed() {
     // writer is released and the blocked FIFREEZE completes.
     std::thread::sleep(Duration::from_secs(3));
     holder.release();
-    let _ = writer.wait();
+    // Bounded: on a filesystem left frozen, the released writer's write
+    // blocks until the guard thaws it.
+    let _ = wait_bounded(&mut writer, Duration::from_secs(10));
     let code = wait_bounded(&mut runner, Duration::from_secs(30));
     if code.is_none() {
         let _ = runner.kill();
