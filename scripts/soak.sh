@@ -19,6 +19,15 @@
 #                           thaws it, exit 2 with FsFreezeTimeout (122)
 #   pretimeout              the pre-script never ends (timeoutInSeconds 1):
 #                           exit 1 with Pre-ScriptTimeout (308)
+#   late                    a writer of the first mount held inside open() by
+#                           an unanswered fanotify permission event blocks its
+#                           FIFREEZE past the 2 s deadline; released 2.5-4.5 s
+#                           later, the late freeze completes: exit 1 with
+#                           FsFreezeTimeout (122), and the mount must be thawed
+#   ebusysig                one mount frozen first by "another tool"
+#                           (fsfreeze -f), then TERM/INT/HUP/KILL to the
+#                           runner at 0-300 ms: that tool's freeze must still
+#                           be there afterwards (else wrong_status)
 #   none                    control: exit 0
 #
 # Ends with `runs=N frozen_after=N leaked=N wrong_status=N`; exits 1 if any of
@@ -40,7 +49,7 @@ cd "$(dirname "$0")/.."
 
 prog=scripts/soak.sh
 case "${1:-}" in
-    -h|--help) sed -n '2,37p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+    -h|--help) sed -n '2,46p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
     "") ;;
     *) echo "$prog: unknown argument $1 (see $prog --help)" >&2; exit 64 ;;
 esac

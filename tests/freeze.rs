@@ -487,3 +487,319 @@ fn check_lists_the_planned_mounts_with_their_reason() {
         .all(|m| !m["reason"].as_str().unwrap_or("").is_empty()));
     assert!(all.iter().any(|m| m["path"] == fs.path()));
 }
+
+/// The binary with this set-up's run directory, an optional fault point,
+/// and stdout/stderr to files (a pipe would be held open by a thread still
+/// blocked in the kernel).
+fn quiesce_cmd(s: &Setup, fault: Option<&str>, args: &[&str]) -> Command {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_quiesce"));
+    if let Some(f) = fault {
+        c.env("QUIESCE_FAULT", f);
+    }
+    c.arg("--config")
+        .arg(&s.config)
+        .arg("--host-config")
+        .arg(&s.host_config)
+        .arg("--run-dir")
+        .arg(s.s.path("run"))
+        .arg("--syslog-socket")
+        .arg(s.s.path("no-syslog.sock"))
+        .args(args);
+    c
+}
+
+/// Waits (bounded) for a child to exit; kills it if it does not.
+fn wait_bounded(child: &mut std::process::Child, within: Duration) -> Option<i32> {
+    let end = Instant::now() + within;
+    while Instant::now() < end {
+        if let Ok(Some(st)) = child.try_wait() {
+            return st.code().or(Some(-1));
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    None
+}
+
+/// A fanotify permission listener on a mount that holds writers inside
+/// open() (tests/helpers/fanotify_hold.py); released (every event allowed)
+/// on drop, on every path.
+struct Holder {
+    child: std::process::Child,
+    ready: std::path::PathBuf,
+}
+
+impl Holder {
+    fn start(s: &Setup, mnt: &str) -> Holder {
+        let ready = s.s.path("fanotify-ready");
+        let child = Command::new("python3")
+            .arg(concat!(
+                env!("CARGO_MANIFEST_DIR"),
+                "/tests/helpers/fanotify_hold.py"
+            ))
+            .arg(mnt)
+            .arg(&ready)
+            .spawn()
+            .unwrap();
+        let h = Holder { child, ready };
+        assert!(h.wait_for("marked"), "fanotify listener did not start");
+        h
+    }
+
+    fn wait_for(&self, what: &str) -> bool {
+        let end = Instant::now() + PROMPT;
+        while Instant::now() < end {
+            if std::fs::read_to_string(&self.ready).is_ok_and(|s| s.contains(what)) {
+                return true;
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        false
+    }
+
+    fn release(&mut self) {
+        signal(self.child.id() as i32, Signal::SIGTERM);
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for Holder {
+    fn drop(&mut self) {
+        self.release();
+    }
+}
+
+/// Issue 10 item 1, for real: a writer held inside open(O_TRUNC) by an
+/// unanswered fanotify permission event makes FIFREEZE block past
+/// `--max-freeze`; quiesce reports FsFreezeTimeout (122). When the writer is
+/// released long after every deadline, the late FIFREEZE succeeds, and the
+/// filesystem must not stay frozen.
+#[test]
+fn freeze_completing_after_its_deadline_is_thawed() {
+    require_root!();
+    let s = Setup::new("late");
+    let fs = ScratchFs::new(&s.s.dir, "a", "ext4");
+    let victim = fs.mnt.join("held");
+    std::fs::write(&victim, "x").unwrap();
+    let _ = Command::new("sync").arg("-f").arg(&victim).status();
+    let mut holder = Holder::start(&s, fs.path());
+    // An existing file opened with O_TRUNC: the superblock's write
+    // reference is taken before the permission event.
+    let mut writer = Command::new("sh")
+        .arg("-c")
+        .arg(format!("echo y > '{}'", victim.display()))
+        .spawn()
+        .unwrap();
+    assert!(holder.wait_for("held"), "the writer was never held");
+    let out_path = s.s.path("late.json");
+    let mut runner = quiesce_cmd(
+        &s,
+        None,
+        &[
+            "freeze",
+            "--json",
+            "--max-freeze",
+            "3",
+            "--mount",
+            fs.path(),
+            "--",
+            "true",
+        ],
+    )
+    .stdout(std::fs::File::create(&out_path).unwrap())
+    .stderr(std::fs::File::create(s.s.path("late.err")).unwrap())
+    .spawn()
+    .unwrap();
+    // The status is printed once the window gave up on the call.
+    let end = Instant::now() + Duration::from_secs(60);
+    let v: Value = loop {
+        if let Ok(v) = serde_json::from_slice::<Value>(&std::fs::read(&out_path).unwrap()) {
+            break v;
+        }
+        assert!(Instant::now() < end, "no status from quiesce");
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    assert_eq!(v["errors"][0]["code"], 122, "{v}");
+    // Past every deadline of the run (the watchdog's included), then the
+    // writer is released and the blocked FIFREEZE completes.
+    std::thread::sleep(Duration::from_secs(3));
+    holder.release();
+    // Bounded: on a filesystem left frozen, the released writer's write
+    // blocks until the guard thaws it.
+    let _ = wait_bounded(&mut writer, Duration::from_secs(10));
+    let code = wait_bounded(&mut runner, Duration::from_secs(30));
+    if code.is_none() {
+        let _ = runner.kill();
+    }
+    // Whoever completes the thaw (the runner's worker or the watchdog) does
+    // it within moments of the late freeze: a write must then complete.
+    let end = Instant::now() + Duration::from_secs(10);
+    let mut writable = false;
+    while !writable && Instant::now() < end {
+        writable = fs.writable_within(Duration::from_secs(1));
+    }
+    assert!(writable, "the late freeze left the filesystem frozen");
+    assert_eq!(code, Some(2), "runner exit");
+}
+
+/// Issue 10 item 7: another tool froze a mount (EBUSY); a signal arriving
+/// right after our FIFREEZE returned EBUSY (the gap widened by a fault
+/// point) must not thaw that tool's freeze.
+#[cfg(feature = "fault-injection")]
+#[test]
+fn signal_right_after_ebusy_leaves_the_foreign_freeze_alone() {
+    require_root!();
+    let s = Setup::new("ebusysig");
+    let b = ScratchFs::new(&s.s.dir, "b", "ext4");
+    assert!(Command::new("fsfreeze")
+        .args(["-f", b.path()])
+        .status()
+        .unwrap()
+        .success());
+    let mut child = quiesce_cmd(
+        &s,
+        Some("freeze-return-delay"),
+        &["freeze", "--json", "--mount", b.path(), "--", "true"],
+    )
+    .stdout(std::process::Stdio::null())
+    .stderr(std::process::Stdio::null())
+    .spawn()
+    .unwrap();
+    // The window is being opened once the recovery record exists; the
+    // FIFREEZE returns EBUSY at once and the worker then pauses 1 s.
+    let state = s.s.path("run/state.json");
+    let end = Instant::now() + PROMPT;
+    while !state.exists() && Instant::now() < end {
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    std::thread::sleep(Duration::from_millis(300));
+    signal(child.id() as i32, Signal::SIGTERM);
+    let code = wait_bounded(&mut child, Duration::from_secs(20));
+    let still_frozen = !writable_within(&b.mnt, FROZEN_PROBE);
+    common::scratchfs::fsfreeze_unfreeze(&b.mnt);
+    assert_eq!(code, Some(143));
+    assert!(still_frozen, "quiesce thawed another tool's freeze");
+    assert!(b.writable_within(PROMPT));
+}
+
+fn signal_mid_window_raw(sig: i32) {
+    let s = Setup::new("sigmore");
+    let fs = ScratchFs::new(&s.s.dir, "a", "ext4");
+    let m = MarkerGuard::new(40 + sig as u32 % 50);
+    let cmd = cmd_file(&s, &format!("sleep {}", m.0));
+    let child = s.spawn(&freeze_args(&[&fs], &[], &["sh", &cmd]));
+    assert!(
+        common::wait_for_marker(&m.0, PROMPT),
+        "command never started"
+    );
+    assert!(is_frozen(fs.path()), "not frozen while the command runs");
+    // SAFETY: kill(2) of our own child with a signal number.
+    unsafe { libc::kill(child.id() as i32, sig) };
+    let run = Run::from(child.wait_with_output().unwrap());
+    assert!(
+        fs.writable_within(PROMPT),
+        "still frozen after signal {sig}"
+    );
+    assert_eq!(run.code, 128 + sig, "{}", run.stderr);
+    assert_eq!(m.survivors(), Vec::<i32>::new());
+}
+
+/// Issue 10: SIGXCPU (a CPU-time limit) mid-window thaws and exits 128+N.
+#[test]
+fn sigxcpu_mid_window_thaws() {
+    require_root!();
+    signal_mid_window_raw(libc::SIGXCPU);
+}
+
+/// Issue 10: a real-time signal mid-window thaws and exits 128+N.
+#[test]
+fn realtime_signal_mid_window_thaws() {
+    require_root!();
+    signal_mid_window_raw(libc::SIGRTMIN() + 2);
+}
+
+/// Runner and watchdog both SIGKILLed mid-window (the record stays).
+fn leave_a_stale_record(s: &Setup, fs: &ScratchFs, m: &MarkerGuard, kill_watchdog: bool) {
+    let cmd = cmd_file(s, &format!("sleep {}", m.0));
+    let mut child = s.spawn(&freeze_args(&[fs], &[], &["sh", &cmd]));
+    assert!(common::wait_for_marker(&m.0, PROMPT));
+    if kill_watchdog {
+        signal(watchdog_pid(s), Signal::SIGKILL);
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    signal(child.id() as i32, Signal::SIGKILL);
+    let _ = child.wait();
+    assert!(s.s.path("run/state.json").exists(), "no record left");
+}
+
+/// Issue 10 item 8: the watchdog thawed after the runner's SIGKILL, the
+/// record stayed; another tool froze the mount since. `quiesce thaw` must
+/// leave that freeze alone: the record says this run's freeze is over.
+#[test]
+fn quiesce_thaw_leaves_a_mount_someone_froze_after_the_stale_record() {
+    require_root!();
+    let s = Setup::new("stale");
+    let fs = ScratchFs::new(&s.s.dir, "a", "ext4");
+    let m = MarkerGuard::new(41);
+    leave_a_stale_record(&s, &fs, &m, false);
+    assert!(fs.writable_within(PROMPT), "the watchdog did not thaw");
+    assert!(Command::new("fsfreeze")
+        .args(["-f", fs.path()])
+        .status()
+        .unwrap()
+        .success());
+    let run = s.quiesce(&["thaw", "--json"]);
+    let still_frozen = !writable_within(&fs.mnt, FROZEN_PROBE);
+    common::scratchfs::fsfreeze_unfreeze(&fs.mnt);
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    assert!(still_frozen, "quiesce thaw thawed another tool's freeze");
+    let thawed = &run.json()["phases"]["freeze"]["thawed"];
+    assert!(
+        thawed[0]["outcome"]
+            .as_str()
+            .unwrap()
+            .starts_with("skipped"),
+        "{thawed}"
+    );
+}
+
+/// Issue 10 item 8: `quiesce thaw` while another process holds the run lock
+/// fails fast naming its pid and thaws nothing; once the lock is free it
+/// recovers the dead runner's freeze.
+#[test]
+fn quiesce_thaw_fails_fast_while_the_lock_is_held() {
+    require_root!();
+    let s = Setup::new("thawlock");
+    let fs = ScratchFs::new(&s.s.dir, "a", "ext4");
+    let m = MarkerGuard::new(42);
+    leave_a_stale_record(&s, &fs, &m, true);
+    // A holder of the lock as the extension takes its own: lockf.
+    let lock = s.s.path("run/lock");
+    let mut holder = Command::new("python3")
+        .arg("-c")
+        .arg(format!(
+            "import fcntl,sys,time\nf=open('{}','a')\nfcntl.lockf(f,fcntl.LOCK_EX)\nprint('locked',flush=True)\ntime.sleep(60)",
+            lock.display()
+        ))
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut line = [0u8; 7];
+    std::io::Read::read_exact(holder.stdout.as_mut().unwrap(), &mut line).unwrap();
+    let run = s.quiesce(&["thaw", "--json"]);
+    let still_frozen = !writable_within(&fs.mnt, FROZEN_PROBE);
+    let _ = holder.kill();
+    let _ = holder.wait();
+    assert_eq!(run.code, 2, "{}", run.stderr);
+    let msg = run.json()["errors"][0]["message"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert!(msg.contains(&format!("pid {}", holder.id())), "{msg}");
+    assert!(still_frozen, "thawed without the lock");
+    let again = s.quiesce(&["thaw", "--json"]);
+    assert_eq!(again.code, 0, "{}", again.stderr);
+    assert!(
+        fs.writable_within(PROMPT),
+        "not recovered once the lock was free"
+    );
+}

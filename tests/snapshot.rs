@@ -761,3 +761,117 @@ fn watchdog_killed_mid_window_post_still_runs() {
     assert_eq!(s.scripts_ran(), "pre\npost\n");
     assert!(fs.writable_within(Duration::from_secs(5)));
 }
+
+/// `quiesce --config … snapshot …` of this set-up with a fault point set.
+fn with_fault(s: &Setup, fault: &str, args: &[&str]) -> Run {
+    let out = Command::new(env!("CARGO_BIN_EXE_quiesce"))
+        .env("QUIESCE_FAULT", fault)
+        .arg("--config")
+        .arg(&s.config)
+        .arg("--host-config")
+        .arg(&s.host_config)
+        .arg("--run-dir")
+        .arg(s.s.path("run"))
+        .arg("--syslog-socket")
+        .arg(s.s.path("no-syslog.sock"))
+        .args(args)
+        .output()
+        .unwrap();
+    Run::from(out)
+}
+
+/// Issue 10 item 9: a bug (a panic) inside the window, between the pre- and
+/// the post-script: the filesystem is thawed, the post-script still runs
+/// (the application is resumed), and the run exits 70.
+#[cfg(feature = "fault-injection")]
+#[test]
+fn panic_in_the_window_still_runs_the_post_script_and_exits_70() {
+    require_root!();
+    let t = t("snap-panic");
+    let run = with_fault(&t.s, "panic-in-window", &t.args("sleep 2"));
+    assert_eq!(run.code, 70, "{}", run.stderr);
+    assert!(t.writable(), "a panic left the filesystem frozen");
+    assert_eq!(t.s.scripts_ran(), "pre\npost\n", "{}", run.stderr);
+}
+
+/// Issue 10 item 9: the freeze thread cannot be spawned (TasksMax): no
+/// panic, `FsFreezeFailed` with a message, nothing frozen, post-script runs.
+#[cfg(feature = "fault-injection")]
+#[test]
+fn freeze_thread_spawn_failure_is_121_and_post_runs() {
+    require_root!();
+    let t = t("snap-spawn");
+    t.s.config_with(|c| {
+        c.insert("continueBackupOnFailure".into(), json!(false));
+    });
+    let run = with_fault(&t.s, "freeze-thread-spawn", &t.args("true"));
+    assert_eq!(run.code, 2, "{}", run.stderr);
+    let v = run.json();
+    assert_eq!(v["errors"][0]["code"], 121, "{v}");
+    assert!(
+        v["errors"][0]["message"]
+            .as_str()
+            .unwrap()
+            .contains("freeze thread"),
+        "{v}"
+    );
+    assert!(t.writable());
+    assert_eq!(t.s.scripts_ran(), "pre\npost\n", "{}", run.stderr);
+}
+
+/// Issue 10: the watchdog must be alive and ready before the first freeze;
+/// a watchdog that dies while starting means no freeze (121).
+#[cfg(feature = "fault-injection")]
+#[test]
+fn watchdog_not_ready_means_no_freeze_and_121() {
+    require_root!();
+    let t = t("snap-wdready");
+    t.s.config_with(|c| {
+        c.insert("continueBackupOnFailure".into(), json!(false));
+    });
+    let marker = t.s.s.path("cmd-ran");
+    let cmd = format!("touch {}", marker.display());
+    let run = with_fault(&t.s, "watchdog-not-ready", &t.args(&cmd));
+    assert_eq!(run.code, 2, "{}", run.stderr);
+    let v = run.json();
+    assert_eq!(v["errors"][0]["code"], 121, "{v}");
+    assert!(
+        v["errors"][0]["message"]
+            .as_str()
+            .unwrap()
+            .contains("watchdog"),
+        "{v}"
+    );
+    assert!(!marker.exists(), "the snapshot ran without a watchdog");
+    assert!(t.writable());
+    assert_eq!(t.s.scripts_ran(), "pre\npost\n");
+}
+
+/// Issue 10: a mount unmounted between the plan and the freeze (here by
+/// the pre-script) is `UnableToOpenMount` naming it; its parent filesystem
+/// is never frozen in its place.
+#[test]
+fn mount_unmounted_by_the_pre_script_is_123_naming_it() {
+    require_root!();
+    let t = t("snap-umount");
+    t.s.config_with(|c| {
+        c.insert("continueBackupOnFailure".into(), json!(false));
+    });
+    t.pre(&marked(&t.s, "pre", &format!("umount {}", t.fs.path())));
+    let run = t.s.quiesce(&{
+        let mut a = t.args("true");
+        a.insert(0, "--no-sandbox");
+        a
+    });
+    assert_eq!(run.code, 2, "{}", run.stderr);
+    let v = run.json();
+    assert_eq!(v["errors"][0]["name"], "UnableToOpenMount", "{v}");
+    assert!(
+        v["errors"][0]["message"]
+            .as_str()
+            .unwrap()
+            .contains(t.fs.path()),
+        "{v}"
+    );
+    assert_eq!(t.s.scripts_ran(), "pre\npost\n");
+}

@@ -44,8 +44,14 @@ KINDS = [
     "bothkill",  # watchdog then runner: `quiesce thaw` must recover
     "hung",  # snapshot command never ends: --max-freeze thaws (122)
     "pretimeout",  # pre-script never ends: Pre-ScriptTimeout (308)
+    "late",  # a FIFREEZE held by fanotify completes after its deadline (122)
+    "ebusysig",  # another tool froze a mount (EBUSY), then a signal
     "none",  # control
 ]
+FANOTIFY_HOLD = os.path.join(
+    os.path.dirname(os.path.abspath(__file__)), "..", "..", "tests", "helpers", "fanotify_hold.py"
+)
+EBUSY_SIGNALS = [signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGKILL]
 
 SNAP_SECONDS = "0.15"  # a normal snapshot command
 HUNG_SECONDS = "30"  # a hung one (the marker keeps it findable)
@@ -145,6 +151,10 @@ class Run:
         self.watchdog_killed = False
         self.hung_cmd = False
         self.problems = []
+        self.foreign = None  # a mount frozen by "another tool" (ebusysig)
+        self.holder = None  # the fanotify listener holding a writer (late)
+        self.writer = None
+        self.signal = None
 
     def json(self):
         if self.status is None and self.stdout.strip():
@@ -246,9 +256,70 @@ class Soak:
             return None
         return wd
 
+    def hold_writer(self, r):
+        """late: a writer of the first mount held inside open(O_TRUNC) by an
+        unanswered fanotify permission event, so its FIFREEZE blocks."""
+        mnt = self.mounts[0]
+        victim = os.path.join(mnt, "held")
+        with open(victim, "w") as f:
+            f.write("x")
+        ready = os.path.join(os.path.dirname(self.a.run_dir), "fanotify-ready")
+        if os.path.exists(ready):
+            os.unlink(ready)
+        r.holder = subprocess.Popen(["python3", FANOTIFY_HOLD, mnt, ready])
+        if not self.wait_file(ready, "marked"):
+            r.problems.append("fanotify listener did not start")
+            return
+        r.writer = subprocess.Popen(["sh", "-c", f"echo y > '{victim}'"])
+        if not self.wait_file(ready, "held"):
+            r.problems.append("fanotify listener never held the writer")
+
+    @staticmethod
+    def wait_file(path, word, timeout=5.0):
+        end = time.monotonic() + timeout
+        while time.monotonic() < end:
+            try:
+                with open(path) as f:
+                    if word in f.read():
+                        return True
+            except OSError:
+                pass
+            time.sleep(0.01)
+        return False
+
+    def release_writer(self, r):
+        if r.holder is not None and r.holder.poll() is None:
+            r.holder.send_signal(signal.SIGTERM)
+            r.holder.wait()
+        if r.writer is not None:
+            try:
+                r.writer.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                r.problems.append("held writer never finished")
+
     def inject(self, r, p, t0):
         """Injects r.kind's fault into the runner `p` started at `t0`."""
         kind = r.kind
+        if kind == "late":
+            # Past the 2 s deadline of the call (and the watchdog's): the
+            # late FIFREEZE must be thawed by the runner or its watchdog.
+            delay = self.rng.uniform(2.5, 4.5)
+            r.trigger = f"release {delay * 1000:.0f}ms"
+            time.sleep(delay)
+            self.release_writer(r)
+            r.fault_sent = time.monotonic() - t0
+            return
+        if kind == "ebusysig":
+            r.signal = self.rng.choice(EBUSY_SIGNALS)
+            delay = self.rng.uniform(0.0, 0.3)
+            r.trigger = f"{signal.Signals(r.signal).name} at {delay * 1000:.0f}ms"
+            time.sleep(delay)
+            if p.poll() is not None:
+                r.fault_note = "(run already over: no-op)"
+                return
+            os.kill(p.pid, r.signal)
+            r.fault_sent = time.monotonic() - t0
+            return
         if kind in ("hung", "pretimeout", "none"):
             r.trigger = "none"
             return
@@ -304,6 +375,11 @@ class Soak:
         hang_pre = kind == "pretimeout"
         r.hung_cmd = kind == "hung" or (kind == "wdkill" and self.rng.random() < 0.3)
         config = self.write_config(marker, hang_pre)
+        if kind == "late":
+            self.hold_writer(r)
+        if kind == "ebusysig":
+            r.foreign = self.rng.choice(self.mounts)
+            subprocess.run(["fsfreeze", "-f", r.foreign], check=True)
         cmd = self.base_args(config) + ["snapshot", "--json"]
         for m in self.mounts:
             cmd += ["--mount", m]
@@ -359,6 +435,8 @@ class Soak:
                     p.kill()
                     p.wait()
             raise
+        finally:
+            self.release_writer(r)
         t_exit = time.monotonic()
         for t in readers:
             t.join(timeout=5)
@@ -377,8 +455,28 @@ class Soak:
         for m in self.mounts:
             fsfreeze_unfreeze(m)
 
+    def check_foreign(self, r):
+        """ebusysig: the other tool's freeze must have survived the run."""
+        if r.foreign is None:
+            return
+        ok, child = probe(r.foreign, 0.3)
+        if ok:
+            self.wrong += 1
+            self.notes["ebusysig: THAWED ANOTHER TOOL'S FREEZE"] += 1
+            r.problems.append(f"THAWED_FOREIGN {r.foreign}")
+            log(f"THAWED_FOREIGN {r.foreign}: {r.describe()}")
+        fsfreeze_unfreeze(r.foreign)
+        if child is not None:
+            try:
+                child.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                child.kill()
+
     def check_frozen(self, r):
-        killed_runner = r.kind in ("sigkill", "bothkill") and r.fault_sent is not None
+        killed_runner = (
+            r.kind in ("sigkill", "bothkill")
+            or (r.kind == "ebusysig" and r.signal == signal.SIGKILL)
+        ) and r.fault_sent is not None
         both = r.kind == "bothkill" and r.watchdog_killed and r.rc == -signal.SIGKILL
         if both:
             # Runner and watchdog dead: the contract is that `quiesce thaw`
@@ -516,6 +614,17 @@ class Soak:
                 self.notes["wdkill: no 'watchdog died' warning"] += 1
         elif kind == "hung":
             ok = r.rc == 2 and 122 in codes
+        elif kind == "late":
+            # continueBackupOnFailure: crash-consistent snapshot, exit 1.
+            ok = r.rc == 1 and 122 in codes
+        elif kind == "ebusysig":
+            if r.fault_sent is None:
+                ok = r.rc == 1 and 121 in codes
+                self.notes["ebusysig: after the run (no-op)"] += 1
+            elif r.signal == signal.SIGKILL:
+                ok = r.rc == -signal.SIGKILL or (r.rc == 1 and 121 in codes)
+            else:
+                ok = r.rc in (128 + r.signal, -r.signal) or (r.rc == 1 and 121 in codes)
         elif kind == "pretimeout":
             ok = r.rc == 1 and 308 in codes
         elif kind == "none":
@@ -527,6 +636,7 @@ class Soak:
             log(f"  stderr tail: {r.stderr.decode('utf-8', 'replace')[-1500:]}")
 
     def after(self, r, runner_pid):
+        self.check_foreign(r)
         self.check_frozen(r)
         self.check_leaks(r, runner_pid)
         self.check_status(r)

@@ -1,13 +1,18 @@
 //! `quiesce thaw`: the emergency thaw (SPEC.md §6.4 point 5). Safe at any
-//! time: with `--mount` it thaws exactly those mounts; without, it thaws what
-//! a dead runner recorded in `state.json`, and leaves a live runner's window
-//! alone (that runner thaws by its own deadline).
+//! time: with `--mount` it thaws exactly those mounts (the operator's
+//! explicit word, no lock: it must work while a runner hangs); without, it
+//! takes both freeze locks first (failing fast, naming the holder's pid, like
+//! a freeze: a live quiesce run or the extension may be inside its window),
+//! then thaws what a dead runner recorded in `state.json` and, per its page,
+//! really froze or was freezing — never a mount that run did not freeze or
+//! that was thawed since (another tool may have frozen it in the meantime).
 
 use std::path::PathBuf;
 
 use log::Level;
 
 use crate::error::{ErrorCode, Problem};
+use crate::freeze::lock::{LockPaths, RunLock};
 use crate::freeze::state::{self, RecoverError, ThawResult};
 use crate::job::status as report;
 use crate::job::{Common, Finished, Job, RunnerOptions};
@@ -54,6 +59,16 @@ fn thaw(common: &Common, mounts: &[PathBuf]) -> Result<Vec<ThawResult>, Problem>
     if !mounts.is_empty() {
         return Ok(mounts.iter().map(|m| state::thaw_path(m, None)).collect());
     }
+    let paths = LockPaths {
+        run_dir: common.run_dir.path.clone(),
+        ..LockPaths::default()
+    };
+    let _lock = RunLock::acquire(&paths).map_err(|e| {
+        Problem::new(
+            ErrorCode::FsFreezeFailed,
+            format!("not thawing from the record: {e} (name mounts with --mount to thaw them now)"),
+        )
+    })?;
     match state::recover(&common.run_dir) {
         Ok(None) => {
             report::say(format!(

@@ -4,7 +4,16 @@
 //! on its pre-opened descriptor (async-signal-safe), then records the signal
 //! and wakes the main loop through a self-pipe, which kills the children (thaw
 //! first, then kill), reports and exits 128+N. Fatal signals (SEGV, BUS, ILL,
-//! ABRT, FPE) thaw and then take their default action. A panic hook thaws too.
+//! ABRT, FPE, TRAP, SYS) thaw and then take their default action. A panic
+//! hook thaws too.
+//!
+//! Which signal is which: every signal whose default action ends the process
+//! thaws first. Those a process gets asked to stop by (TERM, INT, HUP, QUIT,
+//! USR1/2, PIPE, ALRM, the job-control stops, PWR, the real-time signals) and
+//! the resource-limit ones (XCPU, XFSZ: the limit is the operator's way of
+//! saying stop) end the run cleanly with 128+N, post-script included. TRAP
+//! (a debugger breakpoint or `int3`) and SYS (a seccomp or bad-syscall kill)
+//! mean the process itself is broken: thaw, then the default action.
 
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd, RawFd};
 use std::sync::atomic::{AtomicI32, Ordering};
@@ -16,7 +25,7 @@ use nix::sys::signal::{sigaction, SaFlags, SigAction, SigHandler, SigSet, Signal
 use crate::freeze::guard;
 
 /// Signals that end a run cleanly (after thawing): 128+N.
-pub const TERMINATING: [Signal; 11] = [
+pub const TERMINATING: [Signal; 14] = [
     Signal::SIGTERM,
     Signal::SIGINT,
     Signal::SIGHUP,
@@ -28,16 +37,27 @@ pub const TERMINATING: [Signal; 11] = [
     Signal::SIGTSTP,
     Signal::SIGTTIN,
     Signal::SIGTTOU,
+    Signal::SIGXCPU,
+    Signal::SIGXFSZ,
+    Signal::SIGPWR,
 ];
 
 /// Signals of a crash: thaw, then the default action (core or death).
-pub const FATAL: [Signal; 5] = [
+pub const FATAL: [Signal; 7] = [
     Signal::SIGSEGV,
     Signal::SIGBUS,
     Signal::SIGILL,
     Signal::SIGABRT,
     Signal::SIGFPE,
+    Signal::SIGTRAP,
+    Signal::SIGSYS,
 ];
+
+/// The real-time signals (`SIGRTMIN..=SIGRTMAX` as libc numbers them, past
+/// the ones glibc keeps for itself): terminating, like TERM.
+pub fn realtime() -> std::ops::RangeInclusive<libc::c_int> {
+    libc::SIGRTMIN()..=libc::SIGRTMAX()
+}
 
 static PIPE_WRITE: AtomicI32 = AtomicI32::new(-1);
 /// Process group of the child running right now (0: none). The panic hook
@@ -55,8 +75,10 @@ static PENDING: AtomicI32 = AtomicI32::new(0);
 
 extern "C" fn on_terminating(sig: libc::c_int) {
     // INVARIANT: async-signal-safe only: atomics, ioctl, write.
-    guard::thaw_all_armed();
+    // The signal is recorded before the thaw: a freeze that completes while
+    // this runs then sees it (and `guard::closing`) and is thawed by its worker.
     let _ = PENDING.compare_exchange(0, sig, Ordering::SeqCst, Ordering::SeqCst);
+    guard::shut();
     let fd = PIPE_WRITE.load(Ordering::SeqCst);
     if fd >= 0 {
         let b = [1u8];
@@ -68,7 +90,7 @@ extern "C" fn on_terminating(sig: libc::c_int) {
 
 extern "C" fn on_fatal(sig: libc::c_int) {
     // INVARIANT: async-signal-safe only.
-    guard::thaw_all_armed();
+    guard::shut();
     // SAFETY: restoring the default disposition and re-raising are
     // async-signal-safe; the signal is blocked while we run, so it is
     // delivered with its default action as soon as the handler returns.
@@ -123,6 +145,20 @@ pub fn install() -> std::io::Result<SignalPipe> {
         // SAFETY: as above.
         unsafe { sigaction(sig, &fatal) }?;
     }
+    for sig in realtime() {
+        // SAFETY: a zeroed sigaction with our handler and a full mask; the
+        // handler only makes async-signal-safe calls.
+        let rc = unsafe {
+            let mut sa: libc::sigaction = std::mem::zeroed();
+            sa.sa_sigaction = on_terminating as extern "C" fn(libc::c_int) as usize;
+            sa.sa_flags = libc::SA_ONSTACK;
+            libc::sigfillset(&mut sa.sa_mask);
+            libc::sigaction(sig, &sa, std::ptr::null_mut())
+        };
+        if rc != 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+    }
     static HOOK: Once = Once::new();
     HOOK.call_once(|| {
         let previous = std::panic::take_hook();
@@ -130,7 +166,7 @@ pub fn install() -> std::io::Result<SignalPipe> {
             // Thaw before anything else: printing the panic may write to a
             // file on a frozen filesystem. Then kill the running child's
             // group (thaw first: it may be blocked on a frozen filesystem).
-            guard::thaw_all_armed();
+            guard::shut();
             let pgid = CHILD_GROUP.swap(0, Ordering::SeqCst);
             if pgid > 1 {
                 // SAFETY: kill(2) with integers; the group leader is our

@@ -44,7 +44,16 @@ pub struct WindowRecord {
     /// across pid reuse.
     pub runner_start: u64,
     pub watchdog_pid: Option<i32>,
+    /// Every mount the window planned to freeze, in freeze order.
     pub mounts: Vec<RecordedMount>,
+    /// The file (in the run directory) holding the page the runner shares
+    /// with its watchdog: state i says what became of mount i (attempting,
+    /// frozen, thawed, someone else's). The window writes no file, but its
+    /// stores to this tmpfs mapping survive both processes, so recovery
+    /// thaws only what this run really froze or was freezing. Absent in
+    /// records of older versions: then every recorded mount is thawed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub page: Option<String>,
 }
 
 impl WindowRecord {
@@ -299,14 +308,30 @@ fn create_temporary(dir: &OwnedFd, name: &str) -> io::Result<(String, fs::File)>
 pub struct ThawResult {
     pub path: PathBuf,
     pub device: String,
-    /// `thawed`, `not-frozen`, `device-changed` or `error: …`.
+    /// `thawed`, `not-frozen`, `device-changed`, `skipped: …` (the record
+    /// says this run never froze it or it was thawed since) or `error: …`.
     pub outcome: String,
 }
 
 impl ThawResult {
-    /// Thawed now, or was not frozen.
+    /// Thawed now, was not frozen, or was not ours to thaw.
     pub fn ok(&self) -> bool {
-        self.outcome == "thawed" || self.outcome == "not-frozen"
+        self.outcome == "thawed"
+            || self.outcome == "not-frozen"
+            || self.outcome.starts_with("skipped")
+    }
+}
+
+/// Why a recorded mount is not thawed, from its state in the page; `None`
+/// when it must be thawed (attempting or frozen: ours, or becoming ours).
+fn skip_reason(state: u8) -> Option<&'static str> {
+    use super::watchdog::{ATTEMPTING, FROZEN, IDLE, NOT_OURS, THAWED};
+    match state {
+        ATTEMPTING | FROZEN => None,
+        IDLE => Some("skipped: never frozen by that run"),
+        THAWED => Some("skipped: already thawed by that run or its watchdog"),
+        NOT_OURS => Some("skipped: frozen by another tool, not by that run"),
+        _ => None,
     }
 }
 
@@ -373,16 +398,34 @@ pub fn recover(run_dir: &RunDir) -> Result<Option<Recovery>, RecoverError> {
     if record.runner_alive() {
         return Err(RecoverError::RunnerAlive(record.runner_pid));
     }
+    // What became of each mount. An unreadable page of a record that names
+    // one: thaw everything recorded (leaving a filesystem frozen is worse).
+    let states = record.page.as_ref().and_then(|name| {
+        super::watchdog::SharedState::read_states(&run_dir.file(name), record.mounts.len()).ok()
+    });
     let mounts: Vec<ThawResult> = record
         .mounts
         .iter()
+        .enumerate()
         .rev()
-        .map(|m| thaw_path(&m.path, Some(&m.device)))
+        .map(
+            |(i, m)| match states.as_ref().and_then(|s| skip_reason(s[i])) {
+                Some(why) => ThawResult {
+                    path: m.path.clone(),
+                    device: m.device.clone(),
+                    outcome: why.into(),
+                },
+                None => thaw_path(&m.path, Some(&m.device)),
+            },
+        )
         .collect();
     // The record goes only once every mount is known thawed: a failure is
     // retried by the next `quiesce thaw` or run, never forgotten.
     if mounts.iter().all(ThawResult::ok) {
         run_dir.clear_state();
+        if let Some(name) = &record.page {
+            run_dir.remove(name);
+        }
     }
     Ok(Some(Recovery { record, mounts }))
 }

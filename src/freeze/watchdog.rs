@@ -76,6 +76,54 @@ impl SharedState {
         Ok(SharedState { page: p.cast() })
     }
 
+    /// The page as a shared mapping of `path` (a new file on tmpfs, 0600):
+    /// the same atomics, and recovery can read what became of each mount
+    /// after the runner and the watchdog are both gone. Stores to it are
+    /// memory stores, not writes: nothing reaches a disk.
+    pub fn in_file(path: &std::path::Path) -> io::Result<SharedState> {
+        use std::os::unix::fs::OpenOptionsExt;
+        let len = std::mem::size_of::<Page>();
+        let file = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .mode(0o600)
+            .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
+            .open(path)?;
+        file.set_len(len as u64)?;
+        // SAFETY: a fresh shared mapping of a file we just sized; no existing
+        // memory is affected. The mapping outlives the descriptor.
+        let p = unsafe {
+            libc::mmap(
+                std::ptr::null_mut(),
+                len,
+                libc::PROT_READ | libc::PROT_WRITE,
+                libc::MAP_SHARED,
+                file.as_raw_fd(),
+                0,
+            )
+        };
+        if p == libc::MAP_FAILED {
+            return Err(io::Error::last_os_error());
+        }
+        // The file was truncated to zero first: every atomic starts at 0.
+        Ok(SharedState { page: p.cast() })
+    }
+
+    /// The first `n` per-mount states of a page file left by [`in_file`].
+    pub fn read_states(path: &std::path::Path, n: usize) -> io::Result<Vec<u8>> {
+        let bytes = std::fs::read(path)?;
+        let at = std::mem::offset_of!(Page, states);
+        if n > MAX_MOUNTS || bytes.len() < at + n {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidData,
+                format!("{} is too short for {n} mounts", path.display()),
+            ));
+        }
+        Ok(bytes[at..at + n].to_vec())
+    }
+
     fn page(&self) -> &Page {
         // SAFETY: the mapping lives as long as self and holds a zeroed Page,
         // a valid bit pattern for atomics.
@@ -126,6 +174,28 @@ pub struct Watchdog {
 /// runner's own deadline thaws first; the watchdog is the backstop.
 pub const DEADLINE_MARGIN: Duration = Duration::from_millis(1000);
 
+/// How long the runner waits for the watchdog's ready byte.
+pub const READY_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Waits for the child's ready byte: EOF or silence means it is not there.
+fn wait_ready(ready: &OwnedFd) -> io::Result<()> {
+    let mut pfd = libc::pollfd {
+        fd: ready.as_raw_fd(),
+        events: libc::POLLIN,
+        revents: 0,
+    };
+    let ms = READY_TIMEOUT.as_millis() as i32;
+    // SAFETY: one pollfd on our stack.
+    let n = unsafe { libc::poll(&mut pfd, 1, ms) };
+    let mut b = [0u8; 1];
+    if n == 1 && nix::unistd::read(ready.as_raw_fd(), &mut b) == Ok(1) && b[0] == b'R' {
+        return Ok(());
+    }
+    Err(io::Error::other(
+        "the watchdog did not report ready (it died or hung while starting)",
+    ))
+}
+
 fn pidfd_open(pid: libc::pid_t) -> io::Result<OwnedFd> {
     // SAFETY: pidfd_open takes a pid and flags; it returns a new descriptor.
     let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid, 0) };
@@ -170,12 +240,11 @@ impl Watchdog {
         mount_fds[..mounts.len()].copy_from_slice(mounts);
         let n_mounts = mounts.len();
         // Descriptors to keep, sorted, for closing the gaps between them.
-        let mut keep = [-1 as RawFd; MAX_MOUNTS + 2];
+        let mut keep = [-1 as RawFd; MAX_MOUNTS + 3];
         keep[..n_mounts].copy_from_slice(mounts);
         keep[n_mounts] = runner_pidfd.as_raw_fd();
         keep[n_mounts + 1] = ctl_read.as_raw_fd();
         let keep_len = n_mounts + 2;
-        keep[..keep_len].sort_unstable();
         let remaining = deadline.saturating_duration_since(Instant::now()) + DEADLINE_MARGIN;
         let mut wake = libc::timespec {
             tv_sec: 0,
@@ -187,13 +256,28 @@ impl Watchdog {
         wake.tv_sec += (total_ns / 1_000_000_000) as libc::time_t;
         wake.tv_nsec = (total_ns % 1_000_000_000) as libc::c_long;
         let page = shared.page;
+        // The child tells it is set up (signals ignored, descriptors closed,
+        // filter installed) with one byte: no freeze before that.
+        let (ready_read, ready_write) =
+            nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).map_err(io::Error::from)?;
+        keep[keep_len] = ready_write.as_raw_fd();
+        let keep_len = keep_len + 1;
+        keep[..keep_len].sort_unstable();
+        let never_ready = super::window::fault("watchdog-not-ready");
 
+        // Every signal blocked across the fork: until the child has ignored
+        // them, a signal would run the runner's handler in the child (and
+        // thaw through the runner's table). The child unblocks them itself.
+        let mut old_mask = nix::sys::signal::SigSet::empty();
+        nix::sys::signal::pthread_sigmask(
+            nix::sys::signal::SigmaskHow::SIG_SETMASK,
+            Some(&nix::sys::signal::SigSet::all()),
+            Some(&mut old_mask),
+        )
+        .map_err(io::Error::from)?;
         // SAFETY: fork is called with everything prepared; the child runs
         // only `watchdog_main`, which is async-signal-safe and never returns.
         let pid = unsafe { libc::fork() };
-        if pid < 0 {
-            return Err(io::Error::last_os_error());
-        }
         if pid == 0 {
             // SAFETY: in the child; see watchdog_main's contract.
             unsafe {
@@ -204,20 +288,44 @@ impl Watchdog {
                     keep: &keep[..keep_len],
                     runner_pidfd: runner_pidfd.as_raw_fd(),
                     ctl_read: ctl_read.as_raw_fd(),
+                    ready_write: if never_ready {
+                        -1
+                    } else {
+                        ready_write.as_raw_fd()
+                    },
                     devnull: devnull.as_raw_fd(),
                     wake,
                     filter,
                 })
             }
         }
+        let forked = if pid < 0 {
+            Err(io::Error::last_os_error())
+        } else {
+            Ok(())
+        };
+        let _ = nix::sys::signal::pthread_sigmask(
+            nix::sys::signal::SigmaskHow::SIG_SETMASK,
+            Some(&old_mask),
+            None,
+        );
+        forked?;
         drop(ctl_read);
-        let pidfd = pidfd_open(pid)?;
-        Ok(Watchdog {
+        drop(ready_write);
+        let mut w = Watchdog {
             pid,
-            pidfd,
+            pidfd: pidfd_open(pid)?,
             control: Some(ctl_write),
             reaped: false,
-        })
+        };
+        if let Err(e) = wait_ready(&ready_read) {
+            // SAFETY: kill(2) of our own unreaped child.
+            unsafe { libc::kill(pid, libc::SIGKILL) };
+            w.control = None;
+            w.reap();
+            return Err(e);
+        }
+        Ok(w)
     }
 
     pub fn pid(&self) -> i32 {
@@ -282,12 +390,66 @@ struct ChildArgs<'a> {
     keep: &'a [RawFd],
     runner_pidfd: RawFd,
     ctl_read: RawFd,
+    /// -1: never report ready (fault injection).
+    ready_write: RawFd,
     devnull: RawFd,
     wake: libc::timespec,
     filter: Option<ChildFilter<'a>>,
 }
 
+/// Thaws every mount in one of the states `which` (newest first), marking it
+/// THAWED only when `FITHAW` said so (or EINVAL: not frozen any more); a
+/// failing thaw is retried a few times and otherwise left marked as it was.
+/// Returns how many it thawed.
+///
+/// # Safety
+/// Async-signal-safe; call with the page and descriptors of [`ChildArgs`].
+unsafe fn thaw_marked(a: &ChildArgs<'_>, page: &Page, which: &[u8]) -> i32 {
+    let mut thawed = 0;
+    for i in (0..a.n_mounts).rev() {
+        let s = page.states[i].load(Ordering::SeqCst);
+        if !which.contains(&s) {
+            continue;
+        }
+        for attempt in 0..3 {
+            // SAFETY: one ioctl on a descriptor we hold; errno is read from
+            // this thread's errno location.
+            let ok = unsafe {
+                libc::ioctl(a.mount_fds[i], FITHAW as _, 0) == 0
+                    || *libc::__errno_location() == libc::EINVAL
+            };
+            if ok {
+                page.states[i].store(THAWED, Ordering::SeqCst);
+                thawed += 1;
+                break;
+            }
+            if attempt < 2 {
+                let pause = libc::timespec {
+                    tv_sec: 0,
+                    tv_nsec: 100_000_000,
+                };
+                // SAFETY: nanosleep with a timespec on our stack.
+                unsafe { libc::nanosleep(&pause, std::ptr::null_mut()) };
+            }
+        }
+    }
+    thawed
+}
+
+/// Whether any mount is marked attempting: a `FIFREEZE` of the runner may
+/// still be in the kernel.
+fn any_attempting(a: &ChildArgs<'_>, page: &Page) -> bool {
+    (0..a.n_mounts).any(|i| page.states[i].load(Ordering::SeqCst) == ATTEMPTING)
+}
+
 /// The watchdog's whole life.
+///
+/// At the window's deadline (plus a margin) it thaws what is marked frozen.
+/// A mount still marked attempting then is a `FIFREEZE` blocked in the kernel
+/// past its deadline: the runner's thread group cannot end before that call
+/// returns, so the watchdog keeps waiting, without a deadline, for the
+/// runner's pidfd, thawing anything marked frozen meanwhile (every 100 ms),
+/// and thaws the attempting mount once the runner is gone.
 ///
 /// # Safety
 /// Call only in a freshly forked child. Only async-signal-safe syscalls.
@@ -297,8 +459,9 @@ unsafe fn watchdog_main(a: ChildArgs<'_>) -> ! {
     unsafe {
         libc::setsid();
         // The runner's handlers would act on the runner's thaw table; the
-        // watchdog must survive group signals and a stray TERM: ignore them.
-        for sig in 1..32 {
+        // watchdog must survive group signals and a stray TERM: ignore them
+        // (the real-time ones too; 32 and 33 just answer EINVAL).
+        for sig in 1..=libc::SIGRTMAX() {
             if sig != libc::SIGKILL && sig != libc::SIGSTOP && sig != libc::SIGCHLD {
                 libc::signal(sig, libc::SIG_IGN);
             }
@@ -329,8 +492,16 @@ unsafe fn watchdog_main(a: ChildArgs<'_>) -> ! {
                 // sandbox must not cost the thaw guarantee.
             }
         }
+        if a.ready_write < 0 {
+            libc::_exit(1);
+        }
+        let b = [b'R'];
+        libc::write(a.ready_write, b.as_ptr().cast(), 1);
+        libc::close(a.ready_write);
         let page = &*a.page;
         let mut ctl = a.ctl_read;
+        let mut past_deadline = false;
+        let mut thawed = 0;
         let acted;
         loop {
             let mut now = libc::timespec {
@@ -340,10 +511,20 @@ unsafe fn watchdog_main(a: ChildArgs<'_>) -> ! {
             libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut now);
             let left_ms: i64 =
                 (a.wake.tv_sec - now.tv_sec) * 1000 + (a.wake.tv_nsec - now.tv_nsec) / 1_000_000;
-            if left_ms <= 0 {
-                acted = ACTED_DEADLINE;
-                break;
+            if left_ms <= 0 && !past_deadline {
+                past_deadline = true;
+                thawed += thaw_marked(&a, page, &[FROZEN]);
+                if !any_attempting(&a, page) {
+                    acted = ACTED_DEADLINE;
+                    break;
+                }
             }
+            let timeout = if past_deadline {
+                thawed += thaw_marked(&a, page, &[FROZEN]);
+                100
+            } else {
+                left_ms.min(i32::MAX as i64) as i32
+            };
             let mut fds = [
                 libc::pollfd {
                     fd: a.runner_pidfd,
@@ -356,7 +537,7 @@ unsafe fn watchdog_main(a: ChildArgs<'_>) -> ! {
                     revents: 0,
                 },
             ];
-            let n = libc::poll(fds.as_mut_ptr(), 2, left_ms.min(i32::MAX as i64) as i32);
+            let n = libc::poll(fds.as_mut_ptr(), 2, timeout);
             if n <= 0 {
                 continue; // timeout (re-checked above) or EINTR
             }
@@ -376,15 +557,7 @@ unsafe fn watchdog_main(a: ChildArgs<'_>) -> ! {
                 ctl = -1;
             }
         }
-        let mut thawed = 0;
-        for i in (0..a.n_mounts).rev() {
-            let s = page.states[i].load(Ordering::SeqCst);
-            if s == ATTEMPTING || s == FROZEN {
-                libc::ioctl(a.mount_fds[i], FITHAW as _, 0);
-                page.states[i].store(THAWED, Ordering::SeqCst);
-                thawed += 1;
-            }
-        }
+        thawed += thaw_marked(&a, page, &[ATTEMPTING, FROZEN]);
         page.thawed.store(thawed, Ordering::SeqCst);
         page.acted.store(
             if thawed > 0 { acted } else { ACTED_NONE },

@@ -24,7 +24,7 @@ use std::time::{Duration, Instant};
 use nix::errno::Errno;
 use serde::Serialize;
 
-use super::guard::{self, Slot};
+use super::guard::{self, Slot, Taken};
 use super::ioctl::FreezeOps;
 use super::state::{RecordedMount, RunDir, WindowRecord};
 use super::watchdog::{self, ChildFilter, SharedState, Watchdog};
@@ -36,13 +36,16 @@ pub const MAX_MAX_FREEZE: Duration = Duration::from_secs(1800);
 /// Deadline of one `FIFREEZE` call (it can block, e.g. on fanotify).
 pub const PER_CALL_DEADLINE: Duration = Duration::from_secs(10);
 
-/// A mount to freeze, with its descriptor opened before the window.
+/// A mount to freeze, with its descriptor opened before the window. The
+/// descriptor is shared with the freeze worker: a `FIFREEZE` still blocked in
+/// the kernel keeps its own reference, so its fd number can never be closed
+/// or reused under it (a late thaw always lands on that mount).
 #[derive(Debug)]
 pub struct MountTarget {
     pub path: PathBuf,
     pub device: String,
     pub fs_type: String,
-    pub fd: OwnedFd,
+    pub fd: Arc<OwnedFd>,
 }
 
 impl MountTarget {
@@ -68,9 +71,72 @@ impl MountTarget {
             path,
             device,
             fs_type,
-            fd,
+            fd: Arc::new(fd),
         })
     }
+
+    /// Opens a mount of the plan and checks that the descriptor is still on
+    /// the planned mount: the pre-script ran since the plan was made, and a
+    /// mount point unmounted in between opens its parent's filesystem, which
+    /// must never be frozen in its place. The mount id (statx) identifies the
+    /// mount; when it changed, the same filesystem remounted there (same
+    /// `st_dev` as the planned `major:minor`) is still accepted. btrfs
+    /// subvolumes have an `st_dev` of their own, so for them only the mount
+    /// id can confirm. A mismatch is `UnableToOpenMount` (123).
+    pub fn open_planned(
+        path: PathBuf,
+        device: String,
+        fs_type: String,
+        mount_id: u32,
+    ) -> Result<MountTarget, Problem> {
+        let t = MountTarget::open(path, device, fs_type)?;
+        let changed = |what: String| {
+            Problem::new(
+                ErrorCode::UnableToOpenMount,
+                format!(
+                    "mount point {} no longer holds the planned filesystem {} ({what}); it was unmounted or replaced since the plan, so nothing is frozen in its place",
+                    t.path.display(),
+                    t.device
+                ),
+            )
+        };
+        let id = mount_id_of(t.fd.as_raw_fd())
+            .map_err(|e| changed(format!("cannot read its mount id: {e}")))?;
+        if id == u64::from(mount_id) {
+            return Ok(t);
+        }
+        let st = nix::sys::stat::fstat(t.fd.as_raw_fd())
+            .map_err(|e| changed(format!("cannot stat it: {e}")))?;
+        let dev = super::state::dev_string(st.st_dev);
+        if dev == t.device {
+            return Ok(t);
+        }
+        Err(changed(format!(
+            "it is now mount {id} on device {dev}, planned mount {mount_id}"
+        )))
+    }
+}
+
+/// `stx_mnt_id` of an open descriptor.
+fn mount_id_of(fd: RawFd) -> Result<u64, Errno> {
+    // SAFETY: a zeroed statx buffer we own; the empty path with AT_EMPTY_PATH
+    // makes statx describe `fd` itself.
+    let mut stx: libc::statx = unsafe { std::mem::zeroed() };
+    // SAFETY: as above; the path is a static NUL-terminated empty string.
+    let r = unsafe {
+        libc::statx(
+            fd,
+            c"".as_ptr(),
+            libc::AT_EMPTY_PATH,
+            libc::STATX_MNT_ID,
+            &mut stx,
+        )
+    };
+    Errno::result(r)?;
+    if stx.stx_mask & libc::STATX_MNT_ID == 0 {
+        return Err(Errno::ENOSYS);
+    }
+    Ok(stx.stx_mnt_id)
 }
 
 /// One mount's line in the status (`phases.freeze.mounts[]`).
@@ -84,7 +150,7 @@ pub struct MountReport {
     pub frozen_ms: f64,
     /// How long its `FIFREEZE` call took (writeback of dirty data).
     pub freeze_ms: f64,
-    /// Set when its thaw ioctl failed (it is reported, never retried blindly).
+    /// Set when its thaw still failed after every retry: it is still frozen.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub thaw_error: Option<String>,
 }
@@ -105,23 +171,132 @@ const PENDING: u8 = 0;
 const DONE: u8 = 1;
 const ABANDONED: u8 = 2;
 
+/// How many times a `FITHAW` that fails is issued before the mount is
+/// reported still frozen (`FsFreezeFailed`), and the pause between tries.
+pub const THAW_ATTEMPTS: u32 = 3;
+const THAW_RETRY_PAUSE: Duration = Duration::from_millis(100);
+/// How long closing a window waits for a `FIFREEZE` that passed its deadline
+/// before handing that mount to the watchdog (see [`FreezeWindow::finish`]).
+pub const PENDING_GRACE: Duration = Duration::from_secs(2);
+/// The file on tmpfs that holds the page shared with the watchdog.
+pub const PAGE_FILE: &str = "window.page";
+
+/// Test-only fault points (`--features fault-injection`, `QUIESCE_FAULT`).
+pub(crate) fn fault(name: &str) -> bool {
+    #[cfg(feature = "fault-injection")]
+    {
+        std::env::var("QUIESCE_FAULT").is_ok_and(|v| v.split(',').any(|f| f == name))
+    }
+    #[cfg(not(feature = "fault-injection"))]
+    {
+        let _ = name;
+        false
+    }
+}
+
+/// Thaws `fd`, retrying a failure a bounded number of times. `EINVAL` (not
+/// frozen: someone thawed it already) counts as thawed.
+pub fn thaw_retrying(ops: &dyn FreezeOps, fd: RawFd) -> Result<(), Errno> {
+    let mut last = Ok(());
+    for attempt in 0..THAW_ATTEMPTS {
+        if attempt > 0 {
+            thread::sleep(THAW_RETRY_PAUSE);
+        }
+        match ops.thaw(fd) {
+            Ok(()) | Err(Errno::EINVAL) => return Ok(()),
+            Err(e) => last = Err(e),
+        }
+    }
+    last
+}
+
 struct FreezeJob {
     index: usize,
-    fd: RawFd,
+    /// The worker's own reference: the descriptor outlives the window while
+    /// this call is in the kernel.
+    fd: Arc<OwnedFd>,
     state: Arc<AtomicU8>,
 }
 
+/// What the worker saw of one call.
+struct CallDone {
+    result: Result<(), Errno>,
+    slot: Option<Slot>,
+    /// Set when the worker thawed the mount itself (the window had given up
+    /// on the call, or a signal was thawing everything): what the thaw said.
+    thawed_by_worker: Option<Result<(), Errno>>,
+}
+
+/// One `FIFREEZE`, recorded the instant it returns, in the thread that made
+/// it: the watchdog's page and the signal guard learn of a freeze of ours
+/// only when it succeeded, and of nothing else (EBUSY: another tool's).
+fn run_job(ops: &dyn FreezeOps, shared: &SharedState, job: &FreezeJob) -> CallDone {
+    let fd = job.fd.as_raw_fd();
+    let result = ops.freeze(fd);
+    if fault("freeze-return-delay") {
+        // Widens the gap between the call's return and its record, which a
+        // signal or a SIGKILL could otherwise only hit by luck.
+        thread::sleep(Duration::from_secs(1));
+    }
+    let slot = match result {
+        Ok(()) => {
+            shared.set_state(job.index, watchdog::FROZEN);
+            guard::arm(fd)
+        }
+        Err(Errno::EBUSY) => {
+            shared.set_state(job.index, watchdog::NOT_OURS);
+            None
+        }
+        Err(_) => {
+            shared.set_state(job.index, watchdog::IDLE);
+            None
+        }
+    };
+    let abandoned = job
+        .state
+        .compare_exchange(PENDING, DONE, Ordering::SeqCst, Ordering::SeqCst)
+        .is_err();
+    let mut thawed_by_worker = None;
+    if result.is_ok() && (abandoned || guard::closing()) {
+        // Nobody else will thaw this one in time: do it now.
+        let r = match slot.map(guard::take) {
+            Some(Taken::Thawed(Ok(()))) => Ok(()),
+            _ => thaw_retrying(ops, fd),
+        };
+        if r.is_ok() {
+            shared.set_state(job.index, watchdog::THAWED);
+        } else {
+            // Still frozen: armed again for a later signal, and the
+            // descriptor kept open for the life of the process so that
+            // number stays this mount's. The watchdog still sees FROZEN.
+            guard::arm(fd);
+            std::mem::forget(job.fd.clone());
+        }
+        thawed_by_worker = Some(r);
+    }
+    CallDone {
+        result,
+        slot,
+        thawed_by_worker,
+    }
+}
+
 /// The thread that issues `FIFREEZE`, so that a call that blocks can be
-/// abandoned at its deadline. If an abandoned call later succeeds, the
-/// worker thaws that mount itself; the watchdog covers the runner's death.
+/// abandoned at its deadline. If an abandoned call later succeeds while the
+/// runner lives, the worker thaws that mount itself; once the runner is
+/// gone, the watchdog does (it waits for the whole thread group).
 struct FreezeWorker {
     jobs: Option<mpsc::Sender<FreezeJob>>,
-    results: mpsc::Receiver<(usize, Result<(), Errno>)>,
+    results: mpsc::Receiver<CallDone>,
     handle: Option<thread::JoinHandle<()>>,
 }
 
 impl FreezeWorker {
-    fn start(ops: Arc<dyn FreezeOps>, shared: Arc<SharedState>) -> FreezeWorker {
+    fn start(ops: Arc<dyn FreezeOps>, shared: Arc<SharedState>) -> std::io::Result<FreezeWorker> {
+        if fault("freeze-thread-spawn") {
+            // What TasksMax or RLIMIT_NPROC make of a thread spawn.
+            return Err(std::io::Error::from_raw_os_error(libc::EAGAIN));
+        }
         let (jobs, rx) = mpsc::channel::<FreezeJob>();
         let (tx, results) = mpsc::channel();
         let handle = thread::Builder::new()
@@ -134,35 +309,34 @@ impl FreezeWorker {
                     None,
                 );
                 for job in rx {
-                    let r = ops.freeze(job.fd);
-                    let abandoned = job
-                        .state
-                        .compare_exchange(PENDING, DONE, Ordering::SeqCst, Ordering::SeqCst)
-                        .is_err();
-                    if abandoned && r.is_ok() {
-                        // The window gave up on this mount and thawed the
-                        // others; this one must not stay frozen.
-                        let _ = ops.thaw(job.fd);
-                        shared.set_state(job.index, watchdog::THAWED);
-                    }
-                    if tx.send((job.index, r)).is_err() {
+                    let done = run_job(&*ops, &shared, &job);
+                    drop(job);
+                    if tx.send(done).is_err() {
                         break;
                     }
                 }
-            })
-            .expect("spawn freeze worker");
-        FreezeWorker {
+            })?;
+        Ok(FreezeWorker {
             jobs: Some(jobs),
             results,
             handle: Some(handle),
-        }
+        })
     }
 }
 
 /// How a freeze attempt ended.
 enum FreezeCall {
-    Done(Result<(), Errno>),
+    Done(CallDone),
     TimedOut,
+}
+
+/// A mount this window froze.
+struct Frozen {
+    index: usize,
+    slot: Option<Slot>,
+    at: Instant,
+    call_ms: f64,
+    thawed_by_worker: Option<Result<(), Errno>>,
 }
 
 /// An open freeze window.
@@ -173,11 +347,12 @@ pub struct FreezeWindow {
     worker: FreezeWorker,
     watchdog: Option<Watchdog>,
     run_dir: Option<RunDir>,
-    /// In freeze order: (target index, guard slot, frozen at, how long the
-    /// FIFREEZE call took in ms).
-    frozen: Vec<(usize, Slot, Instant, f64)>,
-    /// A `FIFREEZE` that passed its deadline and may still complete.
-    pending_freeze: bool,
+    /// In freeze order.
+    frozen: Vec<Frozen>,
+    /// The target whose `FIFREEZE` passed its deadline and may still complete.
+    pending_freeze: Option<usize>,
+    /// Targets whose thaw failed after every retry: still frozen.
+    still_frozen: Vec<usize>,
     started: Option<Instant>,
     max_freeze: Duration,
     per_call: Duration,
@@ -186,6 +361,7 @@ pub struct FreezeWindow {
     /// `finish` ran (by `close`, or by `Drop` on an early way out).
     finished: bool,
     pub warnings: Vec<String>,
+    problems: Vec<Problem>,
 }
 
 impl FreezeWindow {
@@ -205,8 +381,17 @@ impl FreezeWindow {
             )));
         }
         let max_freeze = opts.max_freeze.min(MAX_MAX_FREEZE);
-        let shared =
-            Arc::new(SharedState::new().map_err(|e| internal(format!("shared page: {e}")))?);
+        // The page lives in a file on tmpfs when there is a run directory, so
+        // that recovery sees what the watchdog did after both are gone
+        // (stores to a shared mapping of tmpfs: memory, no write, no disk).
+        let shared = match &opts.run_dir {
+            Some(dir) => {
+                let _ = dir.ensure();
+                SharedState::in_file(&dir.file(PAGE_FILE))
+            }
+            None => SharedState::new(),
+        };
+        let shared = Arc::new(shared.map_err(|e| internal(format!("shared page: {e}")))?);
         let mut warnings = Vec::new();
         // Neither the runner nor its watchdog may be the OOM killer's choice
         // while filesystems are frozen (the watchdog inherits the value).
@@ -223,7 +408,20 @@ impl FreezeWindow {
                 None
             }
         };
-        let worker = FreezeWorker::start(ops.clone(), shared.clone());
+        let worker = FreezeWorker::start(ops.clone(), shared.clone()).map_err(|e| {
+            internal(format!(
+                "cannot start the freeze thread ({e}); nothing was frozen (TasksMax or RLIMIT_NPROC too low?)"
+            ))
+        });
+        let worker = match worker {
+            Ok(w) => w,
+            Err(p) => {
+                if let Some(old) = oom_restore {
+                    let _ = std::fs::write("/proc/self/oom_score_adj", old);
+                }
+                return Err(p);
+            }
+        };
         let mut window = FreezeWindow {
             targets,
             ops,
@@ -232,7 +430,8 @@ impl FreezeWindow {
             watchdog: None,
             run_dir: opts.run_dir,
             frozen: Vec::new(),
-            pending_freeze: false,
+            pending_freeze: None,
+            still_frozen: Vec::new(),
             started: None,
             max_freeze,
             per_call: opts.per_call,
@@ -240,45 +439,58 @@ impl FreezeWindow {
             oom_restore,
             finished: false,
             warnings,
+            problems: Vec::new(),
         };
         if opts.watchdog {
             let fds: Vec<RawFd> = window.targets.iter().map(|t| t.fd.as_raw_fd()).collect();
             // The watchdog's own deadline is the window's longest possible
             // one (counted from now, before the first freeze), plus a margin.
             let deadline = Instant::now() + max_freeze;
-            let w = Watchdog::spawn(&window.shared, &fds, deadline, opts.watchdog_filter)
-                .map_err(|e| internal(format!("cannot start the watchdog: {e}")))?;
+            let w = Watchdog::spawn(&window.shared, &fds, deadline, opts.watchdog_filter).map_err(
+                |e| {
+                    internal(format!(
+                        "cannot start the watchdog: {e}; nothing was frozen"
+                    ))
+                },
+            )?;
             window.watchdog = Some(w);
         }
         if let Some(dir) = &window.run_dir {
-            let me = crate::supervise::procfs::read_stat(std::process::id() as i32)
-                .map(|s| s.start)
-                .unwrap_or(0);
-            let record = WindowRecord {
-                operation_id: opts.operation_id.clone(),
-                runner_pid: std::process::id() as i32,
-                runner_start: me,
-                watchdog_pid: window.watchdog_pid(),
-                // The device as fstat of the opened mount point sees it (what
-                // thaw_path compares with): on btrfs a subvolume's st_dev
-                // differs from the superblock device mountinfo shows.
-                mounts: window
-                    .targets
-                    .iter()
-                    .map(|t| RecordedMount {
-                        path: t.path.clone(),
-                        device: nix::sys::stat::fstat(t.fd.as_raw_fd())
-                            .map(|st| super::state::dev_string(st.st_dev))
-                            .unwrap_or_else(|_| t.device.clone()),
-                    })
-                    .collect(),
-            };
+            let record = window.record(&opts.operation_id);
             // On failure the window is dropped: its Drop dismisses the
             // watchdog and restores oom_score_adj.
             dir.write_state(&record)
                 .map_err(|e| internal(format!("recovery state: {e}")))?;
         }
         Ok(window)
+    }
+
+    /// The recovery record: every planned mount in freeze order (index i is
+    /// state i of the page in [`PAGE_FILE`], which says what became of it).
+    fn record(&self, operation_id: &str) -> WindowRecord {
+        let me = crate::supervise::procfs::read_stat(std::process::id() as i32)
+            .map(|s| s.start)
+            .unwrap_or(0);
+        WindowRecord {
+            operation_id: operation_id.to_string(),
+            runner_pid: std::process::id() as i32,
+            runner_start: me,
+            watchdog_pid: self.watchdog_pid(),
+            // The device as fstat of the opened mount point sees it (what
+            // thaw_path compares with): on btrfs a subvolume's st_dev
+            // differs from the superblock device mountinfo shows.
+            mounts: self
+                .targets
+                .iter()
+                .map(|t| RecordedMount {
+                    path: t.path.clone(),
+                    device: nix::sys::stat::fstat(t.fd.as_raw_fd())
+                        .map(|st| super::state::dev_string(st.st_dev))
+                        .unwrap_or_else(|_| t.device.clone()),
+                })
+                .collect(),
+            page: self.run_dir.as_ref().map(|_| PAGE_FILE.to_string()),
+        }
     }
 
     pub fn targets(&self) -> &[MountTarget] {
@@ -305,7 +517,7 @@ impl FreezeWindow {
     pub fn frozen_mounts(&self) -> Vec<(&MountTarget, f64)> {
         self.frozen
             .iter()
-            .map(|(i, _, _, ms)| (&self.targets[*i], *ms))
+            .map(|f| (&self.targets[f.index], f.call_ms))
             .collect()
     }
 
@@ -317,16 +529,17 @@ impl FreezeWindow {
     /// Freezes every target in order. On any failure, thaws what it froze
     /// (reverse order) and returns the problem (121/122).
     pub fn freeze_all(&mut self) -> Result<(), Problem> {
+        let interrupted = |sig: i32| {
+            Problem::new(
+                ErrorCode::FsFreezeFailed,
+                format!("interrupted by signal {sig} while freezing; everything frozen was thawed"),
+            )
+        };
         for i in 0..self.targets.len() {
             // A signal already thawed what was frozen: freeze nothing more.
             if let Some(sig) = crate::freeze::signals::pending() {
                 self.thaw_all();
-                return Err(Problem::new(
-                    ErrorCode::FsFreezeFailed,
-                    format!(
-                        "interrupted by signal {sig} while freezing; everything frozen was thawed"
-                    ),
-                ));
+                return Err(interrupted(sig));
             }
             if let Err(p) = self.freeze_one(i) {
                 self.thaw_all();
@@ -337,57 +550,51 @@ impl FreezeWindow {
         // the handler believes it thawed.
         if let Some(sig) = crate::freeze::signals::pending() {
             self.thaw_all();
-            return Err(Problem::new(
-                ErrorCode::FsFreezeFailed,
-                format!("interrupted by signal {sig} while freezing; everything frozen was thawed"),
-            ));
+            return Err(interrupted(sig));
         }
         Ok(())
     }
 
     fn freeze_one(&mut self, i: usize) -> Result<(), Problem> {
-        let fd = self.targets[i].fd.as_raw_fd();
         let path = self.targets[i].path.display().to_string();
         let started = *self.started.get_or_insert_with(Instant::now);
         let window_left = (started + self.max_freeze).saturating_duration_since(Instant::now());
         let limit = self.per_call.min(window_left);
-        // Armed before the ioctl: a signal arriving while it runs thaws it.
-        let slot = guard::arm(fd).expect("plan size checked in prepare");
+        // Attempting, for the watchdog only: a call in flight when the runner
+        // is SIGKILLed is a freeze in progress (EBUSY is answered at once,
+        // before any wait), so what completes after the runner is ours. The
+        // signal guard is armed by the worker on success only.
         self.shared.set_state(i, watchdog::ATTEMPTING);
         let call_started = Instant::now();
-        let call = self.call_freeze(i, fd, limit);
-        match call {
-            FreezeCall::Done(Ok(())) => {
-                self.shared.set_state(i, watchdog::FROZEN);
-                let call_ms = call_started.elapsed().as_secs_f64() * 1000.0;
-                self.frozen.push((i, slot, Instant::now(), call_ms));
-                Ok(())
-            }
-            FreezeCall::Done(Err(Errno::EBUSY)) => {
+        match self.call_freeze(i, limit) {
+            FreezeCall::Done(done) => match done.result {
+                Ok(()) => {
+                    self.frozen.push(Frozen {
+                        index: i,
+                        slot: done.slot,
+                        at: Instant::now(),
+                        call_ms: call_started.elapsed().as_secs_f64() * 1000.0,
+                        thawed_by_worker: done.thawed_by_worker,
+                    });
+                    Ok(())
+                }
                 // Someone else froze it: never thaw what we did not freeze.
-                guard::disarm(slot);
-                self.shared.set_state(i, watchdog::NOT_OURS);
-                Err(Problem::new(
+                Err(Errno::EBUSY) => Err(Problem::new(
                     ErrorCode::FsFreezeFailed,
                     format!(
                         "{path} is already frozen by another tool (EBUSY); it is left as it is"
                     ),
-                ))
-            }
-            FreezeCall::Done(Err(e)) => {
-                guard::disarm(slot);
-                self.shared.set_state(i, watchdog::IDLE);
-                Err(Problem::new(
+                )),
+                Err(e) => Err(Problem::new(
                     ErrorCode::FsFreezeFailed,
                     format!("cannot freeze {path}: {e} ({})", e.desc()),
-                ))
-            }
+                )),
+            },
             FreezeCall::TimedOut => {
-                // Still armed and marked attempting, but not in `frozen`:
-                // thawing now would only get EINVAL. The worker thaws it if
-                // the call ever completes, the watchdog if we are gone.
-                let _ = slot;
-                self.pending_freeze = true;
+                // Not in `frozen`: thawing now would only get EINVAL. The
+                // worker thaws it if the call completes while we live, the
+                // watchdog (which sees it attempting) once we are gone.
+                self.pending_freeze = Some(i);
                 Err(Problem::new(
                     ErrorCode::FsFreezeTimeout,
                     format!(
@@ -399,21 +606,28 @@ impl FreezeWindow {
         }
     }
 
-    fn call_freeze(&mut self, index: usize, fd: RawFd, limit: Duration) -> FreezeCall {
+    fn call_freeze(&mut self, index: usize, limit: Duration) -> FreezeCall {
         let state = Arc::new(AtomicU8::new(PENDING));
         let job = FreezeJob {
             index,
-            fd,
+            fd: self.targets[index].fd.clone(),
             state: state.clone(),
         };
+        let failed = || {
+            FreezeCall::Done(CallDone {
+                result: Err(Errno::EIO),
+                slot: None,
+                thawed_by_worker: None,
+            })
+        };
         let Some(jobs) = &self.worker.jobs else {
-            return FreezeCall::Done(Err(Errno::EIO));
+            return failed();
         };
         if jobs.send(job).is_err() {
-            return FreezeCall::Done(Err(Errno::EIO));
+            return failed();
         }
         match self.worker.results.recv_timeout(limit) {
-            Ok((_, r)) => FreezeCall::Done(r),
+            Ok(done) => FreezeCall::Done(done),
             Err(_) => {
                 if state
                     .compare_exchange(PENDING, ABANDONED, Ordering::SeqCst, Ordering::SeqCst)
@@ -425,8 +639,8 @@ impl FreezeWindow {
                 } else {
                     // It completed just now: take its result.
                     match self.worker.results.recv() {
-                        Ok((_, r)) => FreezeCall::Done(r),
-                        Err(_) => FreezeCall::Done(Err(Errno::EIO)),
+                        Ok(done) => FreezeCall::Done(done),
+                        Err(_) => failed(),
                     }
                 }
             }
@@ -434,44 +648,90 @@ impl FreezeWindow {
     }
 
     /// Thaws everything frozen, in exact reverse of the order that froze.
-    /// Idempotent: a mount already thawed by a signal handler is not thawed
-    /// twice.
+    /// Idempotent: a mount a signal handler or the worker already thawed is
+    /// not thawed twice. A thaw that still fails after [`THAW_ATTEMPTS`] is
+    /// `FsFreezeFailed`: the mount stays marked frozen for the watchdog, armed
+    /// for a later signal, and recorded for `quiesce thaw` and the next run.
     pub fn thaw_all(&mut self) {
-        while let Some((i, slot, at, freeze_ms)) = self.frozen.pop() {
+        while let Some(f) = self.frozen.pop() {
+            let fd = self.targets[f.index].fd.as_raw_fd();
             // Out of the table first, so a signal arriving now does not
-            // thaw it a second time. Thawed on its own descriptor even when
-            // a handler already took it: the handler may have run while this
-            // FIFREEZE was still in flight (its thaw then got EINVAL and the
-            // freeze completed after it). A second thaw is EINVAL, harmless.
-            let _ = guard::disarm(slot);
-            let result = Some(self.ops.thaw(self.targets[i].fd.as_raw_fd()));
-            self.shared.set_state(i, watchdog::THAWED);
-            let t = &self.targets[i];
-            let thaw_error = match result {
-                Some(Err(Errno::EINVAL)) | Some(Ok(())) | None => None,
-                Some(Err(e)) => Some(format!("{e} ({})", e.desc())),
+            // thaw it a second time.
+            let taken = f.slot.map(guard::take);
+            let result = match (f.thawed_by_worker, taken) {
+                (Some(Ok(())), _) => Ok(()),
+                (_, Some(Taken::Thawed(Ok(()) | Err(Errno::EINVAL)))) => Ok(()),
+                _ => thaw_retrying(&*self.ops, fd),
             };
-            if let Some(err) = &thaw_error {
-                self.warnings
-                    .push(format!("thawing {} failed: {err}", t.path.display()));
-            }
+            let t = &self.targets[f.index];
+            let thaw_error = match result {
+                Ok(()) => {
+                    self.shared.set_state(f.index, watchdog::THAWED);
+                    None
+                }
+                Err(e) => {
+                    guard::arm(fd);
+                    self.still_frozen.push(f.index);
+                    self.problems.push(Problem::new(
+                        ErrorCode::FsFreezeFailed,
+                        format!(
+                            "cannot thaw {} ({} attempts): {e} ({}); it is still frozen and recorded for recovery: run `quiesce thaw`",
+                            t.path.display(),
+                            THAW_ATTEMPTS,
+                            e.desc()
+                        ),
+                    ));
+                    Some(format!("{e} ({})", e.desc()))
+                }
+            };
             self.reports.push(MountReport {
                 path: t.path.clone(),
                 device: t.device.clone(),
                 fs_type: t.fs_type.clone(),
-                frozen_ms: at.elapsed().as_secs_f64() * 1000.0,
-                freeze_ms,
+                frozen_ms: f.at.elapsed().as_secs_f64() * 1000.0,
+                freeze_ms: f.call_ms,
                 thaw_error,
             });
         }
     }
 
     /// Closes the window: thaws, dismisses the watchdog (or leaves it armed
-    /// when a freeze call may still complete), removes `state.json`, restores
-    /// `oom_score_adj`. Returns per-mount reports (in freeze order) and the
-    /// window's length.
+    /// when a mount may still be frozen), removes `state.json`, restores
+    /// `oom_score_adj`. Returns per-mount reports (in freeze order), the
+    /// window's length and the thaws that failed.
     pub fn close(mut self) -> WindowReport {
         self.finish()
+    }
+
+    /// A `FIFREEZE` that passed its deadline: wait for it, bounded by
+    /// [`PENDING_GRACE`]. If it completes, the worker has already thawed it
+    /// (it was abandoned). If not, the mount stays attempting in the page and
+    /// is the watchdog's: the runner's process cannot end before that call
+    /// returns (a thread in the kernel holds the thread group), the watchdog
+    /// waits for exactly that end and then thaws it, without a deadline.
+    fn await_pending(&mut self, i: usize) {
+        let path = self.targets[i].path.display().to_string();
+        match self.worker.results.recv_timeout(PENDING_GRACE) {
+            Ok(done) => {
+                self.pending_freeze = None;
+                match done.thawed_by_worker {
+                    Some(Ok(())) => self.warnings.push(format!(
+                        "the freeze of {path} completed after its deadline and was thawed at once"
+                    )),
+                    Some(Err(e)) => {
+                        self.still_frozen.push(i);
+                        self.problems.push(Problem::new(
+                            ErrorCode::FsFreezeFailed,
+                            format!("the freeze of {path} completed after its deadline and its thaw failed: {e}; it is still frozen and recorded for recovery: run `quiesce thaw`"),
+                        ));
+                    }
+                    None => {}
+                }
+            }
+            Err(_) => self.warnings.push(format!(
+                "the freeze call of {path} is still blocked in the kernel after its deadline; the watchdog thaws it when the call completes (this process ends only then)"
+            )),
+        }
     }
 
     fn finish(&mut self) -> WindowReport {
@@ -480,6 +740,9 @@ impl FreezeWindow {
         }
         self.finished = true;
         self.thaw_all();
+        if let Some(i) = self.pending_freeze {
+            self.await_pending(i);
+        }
         let window_ms = self
             .started
             .map(|s| s.elapsed().as_secs_f64() * 1000.0)
@@ -490,39 +753,45 @@ impl FreezeWindow {
                 "the watchdog thawed {thawed_by_watchdog} mount(s) at its deadline"
             ));
         }
+        // Something may still be frozen: the watchdog stays (it thaws when
+        // the runner is gone), and the record stays for `quiesce thaw`.
+        let handover = self.pending_freeze.is_some() || !self.still_frozen.is_empty();
         if let Some(w) = self.watchdog.take() {
-            if self.pending_freeze {
-                self.warnings.push(
-                    "a freeze call is still blocked in the kernel; the watchdog stays to thaw it when it completes"
-                        .into(),
-                );
+            if handover {
                 w.leave_armed();
             } else {
                 w.dismiss();
             }
         }
         if let Some(dir) = &self.run_dir {
-            if !self.pending_freeze {
+            if !handover {
                 dir.clear_state();
+                dir.remove(PAGE_FILE);
             }
         }
         if let Some(old) = self.oom_restore.take() {
             let _ = std::fs::write("/proc/self/oom_score_adj", old);
         }
+        // A mount still frozen stays armed on its descriptor: keep that
+        // descriptor open for the life of the process.
+        for &i in &self.still_frozen {
+            std::mem::forget(self.targets[i].fd.clone());
+        }
         // Stop the worker unless it is stuck in the kernel.
-        if !self.pending_freeze {
+        if self.pending_freeze.is_none() {
             self.worker.jobs = None;
             if let Some(h) = self.worker.handle.take() {
                 let _ = h.join();
             }
         }
-        guard::reset_if(!self.pending_freeze);
+        guard::reset_if(!handover);
         let mut mounts = std::mem::take(&mut self.reports);
         mounts.reverse();
         WindowReport {
             mounts,
             window_ms,
             warnings: std::mem::take(&mut self.warnings),
+            problems: std::mem::take(&mut self.problems),
         }
     }
 }
@@ -542,6 +811,9 @@ pub struct WindowReport {
     pub window_ms: f64,
     #[serde(skip)]
     pub warnings: Vec<String>,
+    /// Thaws that failed (`FsFreezeFailed`): those mounts are still frozen.
+    #[serde(skip)]
+    pub problems: Vec<Problem>,
 }
 
 #[cfg(test)]
@@ -549,12 +821,14 @@ mod tests {
     use super::*;
     use std::sync::Mutex;
 
-    /// Records the call order; `busy` fds answer EBUSY, `fail` fds EIO.
+    /// Records the call order; `busy` fds answer EBUSY, `fail` fds EIO,
+    /// `thaw_fail` fds fail every FITHAW with EIO.
     #[derive(Default)]
     struct Recorder {
         calls: Mutex<Vec<(&'static str, RawFd)>>,
         busy: Vec<RawFd>,
         fail: Vec<RawFd>,
+        thaw_fail: Vec<RawFd>,
     }
 
     impl FreezeOps for Recorder {
@@ -570,7 +844,11 @@ mod tests {
         }
         fn thaw(&self, fd: RawFd) -> Result<(), Errno> {
             self.calls.lock().unwrap().push(("thaw", fd));
-            Ok(())
+            if self.thaw_fail.contains(&fd) {
+                Err(Errno::EIO)
+            } else {
+                Ok(())
+            }
         }
     }
 
@@ -588,7 +866,7 @@ mod tests {
                     path: format!("/m{i}").into(),
                     device: format!("7:{i}"),
                     fs_type: "ext4".into(),
-                    fd: f.into(),
+                    fd: Arc::new(f.into()),
                 }
             })
             .collect()
@@ -707,5 +985,67 @@ mod tests {
         thread::sleep(Duration::from_millis(500));
         assert_eq!(*ops.0.lock().unwrap(), vec!["freeze", "thaw"]);
         guard::reset_if(true);
+    }
+
+    /// Issue 10 item 6: a FITHAW that fails is retried, then reported as
+    /// FsFreezeFailed; the mount stays marked frozen for the watchdog and
+    /// the recovery record stays; the other mount is thawed normally.
+    #[test]
+    fn failed_thaw_is_121_retried_and_kept_for_recovery() {
+        let _s = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+        let t = targets(2);
+        let stuck = t[1].fd.as_raw_fd();
+        let ok = t[0].fd.as_raw_fd();
+        let rec = Arc::new(Recorder {
+            thaw_fail: vec![stuck],
+            ..Default::default()
+        });
+        // The run directory is trusted only under root-owned directories
+        // nobody else may write (never /tmp): /run, as root.
+        if !nix::unistd::geteuid().is_root() {
+            eprintln!("SKIPPED: needs root (the recovery record goes to a root-owned run directory under /run); CI runs as root");
+            return;
+        }
+        let dir = std::path::PathBuf::from(format!("/run/quiesce-unit-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        let mut o = opts();
+        o.run_dir = Some(RunDir::new(&dir));
+        let mut w = FreezeWindow::prepare(t, rec.clone(), o).unwrap();
+        w.freeze_all().unwrap();
+        let shared = w.shared.clone();
+        let report = w.close();
+        let calls = rec.calls.lock().unwrap().clone();
+        let thaws_of = |fd| calls.iter().filter(|c| **c == ("thaw", fd)).count();
+        assert_eq!(thaws_of(stuck), THAW_ATTEMPTS as usize);
+        assert_eq!(thaws_of(ok), 1);
+        assert_eq!(report.problems.len(), 1, "{:?}", report.problems);
+        assert_eq!(report.problems[0].code, ErrorCode::FsFreezeFailed);
+        assert!(report.problems[0].detail.contains("/m1"));
+        assert_eq!(shared.state(1), watchdog::FROZEN);
+        assert_eq!(shared.state(0), watchdog::THAWED);
+        assert!(RunDir::new(&dir).read_state().unwrap().is_some());
+        assert!(report.mounts[1].thaw_error.is_some());
+        guard::shut();
+        guard::reset_if(true);
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    /// Issue 10 item 7: a signal while a FIFREEZE is in flight thaws that
+    /// mount once the call succeeds (the worker sees `closing`), and a
+    /// mount that answered EBUSY is never armed, so no handler thaws it.
+    #[test]
+    fn only_what_froze_is_armed() {
+        let _s = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+        let t = targets(1);
+        let busy = t[0].fd.as_raw_fd();
+        let rec = Arc::new(Recorder {
+            busy: vec![busy],
+            ..Default::default()
+        });
+        let mut w = FreezeWindow::prepare(t, rec.clone(), opts()).unwrap();
+        assert!(w.freeze_all().is_err());
+        assert!(!guard::any_armed(), "an EBUSY mount was armed");
+        drop(w);
+        assert_eq!(*rec.calls.lock().unwrap(), vec![("freeze", busy)]);
     }
 }

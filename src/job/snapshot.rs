@@ -21,6 +21,7 @@ use super::{mount_plan, Common, Finished, Job, Phase, RunnerOptions};
 use crate::error::Problem;
 use crate::freeze::lock::RunLock;
 use crate::freeze::mounts::MountPlan;
+use crate::trail;
 
 /// What the operator asked of the window.
 #[derive(Debug, Clone)]
@@ -102,7 +103,7 @@ pub fn freeze(common: &Common, opts: &RunnerOptions, req: &WindowRequest) -> Fin
     let (outcome, consistency) = decide::freeze_only(facts);
     job.status.result = outcome;
     job.status.consistency = Some(consistency);
-    if job.status.signal.is_some() {
+    if job.status.signal.is_some() || job.status.internal_error {
         job.status.result = status::Outcome::Failure;
     }
     job.finish()
@@ -188,7 +189,20 @@ fn window_step(
             None => {}
         }
     }
-    let run = window::take_snapshot(runner, targets, &req.cmd, req.max_freeze, settings);
+    // A panic in the window or the snapshot is contained here, so the
+    // post-script still runs: by then the panic hook thawed through the
+    // guard and the window's Drop closed it while unwinding. The run then
+    // exits 70.
+    let taken = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        window::take_snapshot(runner, targets, &req.cmd, req.max_freeze, settings)
+    }));
+    let run = taken.unwrap_or_else(|_| {
+        trail::release();
+        crate::freeze::signals::track_child_group(0);
+        job.status.internal_error = true;
+        say("internal error (a bug) in the freeze window; filesystems were thawed; running the post-script");
+        SnapshotRun::default()
+    });
     file_window(job, run)
 }
 
@@ -242,7 +256,7 @@ fn conclude(mut job: Job, settings: Settings, facts: Facts) -> Finished {
         job.status.result.name(),
         consistency.name()
     ));
-    if job.status.signal.is_some() {
+    if job.status.signal.is_some() || job.status.internal_error {
         job.status.result = status::Outcome::Failure;
     }
     job.finish()

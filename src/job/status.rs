@@ -139,6 +139,10 @@ pub struct Status {
     /// The signal that stopped the runner, if one did (exit 128+N).
     #[serde(skip)]
     pub signal: Option<i32>,
+    /// A bug was contained during the run (exit 70, everything still
+    /// thawed and reaped).
+    #[serde(skip)]
+    pub internal_error: bool,
 }
 
 impl Status {
@@ -154,14 +158,16 @@ impl Status {
             mounts: None,
             audit: None,
             signal: None,
+            internal_error: false,
         }
     }
 
     /// The exit code (SPEC §2), derived from the status alone: 128+N after
-    /// a signal, else what the result says.
+    /// a signal, 70 after a contained bug, else what the result says.
     pub fn exit(&self) -> Exit {
         match self.signal {
             Some(sig) => Exit::Signal(sig),
+            None if self.internal_error => Exit::Internal,
             None => self.result.exit(),
         }
     }

@@ -158,7 +158,8 @@ pub fn lock_and_recover(common: &Common, warnings: &mut Vec<String>) -> Result<R
     Ok(lock)
 }
 
-/// Opens every mount of the plan, in freeze order, before the window.
+/// Opens every mount of the plan, in freeze order, before the window, each
+/// checked to still be the planned mount (123 otherwise).
 pub fn open_targets(plan: &MountPlan) -> Result<Vec<MountTarget>, Problem> {
     let order = plan.freeze_order();
     if order.is_empty() {
@@ -169,7 +170,14 @@ pub fn open_targets(plan: &MountPlan) -> Result<Vec<MountTarget>, Problem> {
     }
     order
         .into_iter()
-        .map(|e| MountTarget::open(e.path.clone(), e.device.clone(), e.fs_type.clone()))
+        .map(|e| {
+            MountTarget::open_planned(
+                e.path.clone(),
+                e.device.clone(),
+                e.fs_type.clone(),
+                e.mount_id,
+            )
+        })
         .collect()
 }
 
@@ -498,6 +506,8 @@ fn finish_window(run: &mut SnapshotRun, report: Option<WindowReport>) {
         ));
     }
     run.warnings.append(&mut report.warnings);
+    // A thaw that failed after its retries: the mount is still frozen.
+    run.problems.append(&mut report.problems);
     run.window = Some(report);
 }
 
