@@ -61,22 +61,3 @@ pub mod job;
 pub mod sandbox;
 pub mod supervise;
 pub mod trail;
-
-/// Transitional: the trail's old name, for the files still being moved over
-/// to the record catalogue (removed once they are).
-#[doc(hidden)]
-pub mod audit {
-    pub use crate::trail::*;
-
-    /// [`crate::trail::event`] with the MSGID as text.
-    pub fn event(
-        level: log::Level,
-        msgid: &str,
-        phase: &str,
-        params: &[(&str, String)],
-        msg: &str,
-    ) {
-        let kind = crate::trail::Record::from_msgid(msgid).unwrap_or(crate::trail::Record::Log);
-        crate::trail::event(level, kind, phase, params, msg)
-    }
-}

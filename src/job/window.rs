@@ -17,17 +17,18 @@ use serde::Serialize;
 use super::decide::{self, Settings};
 use super::Common;
 use super::Runner;
-use crate::audit;
 use crate::error::{ErrorCode, Problem};
 use crate::freeze::ioctl::KernelFreeze;
 use crate::freeze::lock::{LockPaths, RunLock};
 use crate::freeze::mounts::MountPlan;
+use crate::freeze::signals;
 use crate::freeze::state::{self, RecoverError};
 use crate::freeze::window::{
     FreezeWindow, MountTarget, WindowOptions, WindowReport, PER_CALL_DEADLINE,
 };
 use crate::job::status as report;
 use crate::supervise::{self, Exec, SpawnSpec, WaitOutcome};
+use crate::trail::{self, Record};
 
 /// `phases.snapshot` of the status.
 #[derive(Debug, Clone, Serialize, Default)]
@@ -135,9 +136,9 @@ pub fn lock_and_recover(common: &Common, warnings: &mut Vec<String>) -> Result<R
                     .collect::<Vec<_>>()
                     .join(", ")
             );
-            audit::event(
+            trail::event(
                 Level::Warn,
-                "recovery",
+                Record::Recovery,
                 "freeze",
                 &[("deadRunner", r.record.runner_pid.to_string())],
                 &msg,
@@ -181,56 +182,140 @@ pub fn open_targets(plan: &MountPlan) -> Result<Vec<MountTarget>, Problem> {
         .collect()
 }
 
-/// Runs the snapshot command, inside a freeze window when `targets` is
-/// given. When the freeze fails, [`decide::snapshot_after_freeze_failure`]
-/// decides under `settings` (§5 row 4).
-pub fn take_snapshot(
-    runner: &Runner,
-    targets: Option<Vec<MountTarget>>,
-    cmd: &[String],
-    max_freeze: Duration,
+/// How the snapshot command ended, as the window sees it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CommandEnd {
+    Exited,
+    /// `--max-freeze` passed.
+    DeadlinePassed,
+    /// A signal reached the runner.
+    Interrupted,
+}
+
+/// The steps of a window, behind a trait so that their order — above all
+/// thaw before kill — and the decisions are unit-tested without root.
+pub trait WindowSteps {
+    /// Whether there is a window to freeze (a freeze was asked and its
+    /// preparation succeeded).
+    fn has_window(&self) -> bool;
+    /// Freezes every target; on failure nothing of ours is left frozen.
+    fn freeze(&mut self) -> Result<(), Problem>;
+    /// Thaws what is frozen (idempotent).
+    fn thaw(&mut self);
+    /// Closes the window — thaws, dismisses the watchdog — then releases
+    /// the held trail (idempotent).
+    fn close(&mut self);
+    fn start_command(&mut self) -> Result<(), Problem>;
+    fn wait_command(&mut self) -> CommandEnd;
+    /// Kills the command's whole tree.
+    fn kill_command(&mut self);
+    /// The signal the runner got, if any.
+    fn signal(&self) -> Option<i32>;
+}
+
+/// What carrying a window out came to.
+#[derive(Debug, Default)]
+pub struct Carried {
+    /// Every planned filesystem was frozen while the command ran.
+    pub froze: bool,
+    /// The command was started.
+    pub ran: bool,
+    /// The command was killed (deadline or signal) and cannot count.
+    pub killed: bool,
+    /// The command could not be started.
+    pub start_failed: bool,
+    pub problems: Vec<Problem>,
+    pub interrupted: Option<i32>,
+}
+
+/// Carries a window out: freeze, run the command, thaw, kill — thaw always
+/// before kill (a process blocked on a frozen filesystem cannot die before
+/// the thaw). When the freeze fails, [`decide::snapshot_after_freeze_failure`]
+/// decides under `settings` whether the command still runs (§5 row 4).
+/// `prepared`: the window's preparation failed with this problem.
+pub fn carry_out(
+    steps: &mut impl WindowSteps,
     settings: Settings,
-) -> SnapshotRun {
-    let interrupted = || crate::freeze::signals::pending().is_some();
-    let mut run = SnapshotRun::default();
-    let program = match resolve_program(&cmd[0]) {
-        Ok(p) => p,
-        Err(p) => {
-            run.problems.push(p);
-            return run;
-        }
-    };
-    let spec = match command_spec(&runner.operation_id, &program, cmd) {
-        Ok(s) => s,
-        Err(p) => {
-            run.problems.push(p);
-            return run;
-        }
-    };
-    let filter_fn;
-    let filter: Option<crate::freeze::watchdog::ChildFilter<'_>> = match &runner.watchdog_filter {
-        Some(f) => {
-            filter_fn = move || f.apply().map_or_else(|e| e.errno as i32, |_| 0);
-            Some(&filter_fn)
-        }
-        None => None,
-    };
-    let mut window = None;
-    if let Some(targets) = targets {
-        let opts = WindowOptions {
-            max_freeze,
-            per_call: PER_CALL_DEADLINE,
-            run_dir: Some(runner.run_dir.clone()),
-            operation_id: runner.operation_id.clone(),
-            watchdog: true,
-            watchdog_filter: filter,
-        };
-        match FreezeWindow::prepare(targets, Arc::new(KernelFreeze), opts) {
-            Ok(w) => window = Some(w),
-            Err(p) => run.problems.push(p),
+    max_freeze: Duration,
+    prepared: Option<Problem>,
+) -> Carried {
+    let mut c = Carried::default();
+    c.problems.extend(prepared);
+    if steps.has_window() {
+        match steps.freeze() {
+            Ok(()) => c.froze = true,
+            Err(p) => c.problems.push(p),
         }
     }
-    if let Some(w) = window.as_mut() {
+    if !c.problems.is_empty() {
+        steps.close();
+        if !decide::snapshot_after_freeze_failure(settings, steps.signal().is_some()) {
+            c.interrupted = steps.signal();
+            return c;
+        }
+        report::say(
+            "snapshot without freeze (crash-consistent), as continueBackupOnFailure allows",
+        );
+    }
+    if let Err(p) = steps.start_command() {
+        steps.close();
+        c.problems.push(p);
+        c.start_failed = true;
+        return c;
+    }
+    c.ran = true;
+    match steps.wait_command() {
+        CommandEnd::Exited => {}
+        CommandEnd::DeadlinePassed => {
+            steps.thaw();
+            c.problems.push(Problem::new(
+                ErrorCode::FsFreezeTimeout,
+                format!(
+                    "the freeze window reached --max-freeze ({} s): filesystems thawed, then the snapshot command was killed",
+                    max_freeze.as_secs()
+                ),
+            ));
+            c.killed = true;
+        }
+        CommandEnd::Interrupted => {
+            steps.thaw();
+            c.interrupted = steps.signal().or(Some(libc::SIGTERM));
+            c.killed = true;
+        }
+    }
+    if c.killed {
+        steps.kill_command();
+    }
+    steps.close();
+    c
+}
+
+/// The window's steps on the real kernel: the freeze window, the trail held
+/// from just before the first freeze until after the last thaw, and the
+/// snapshot command.
+struct KernelWindow<'r> {
+    runner: &'r Runner,
+    /// Declared before `hold`: dropped first, so a window dropped while
+    /// unwinding thaws before the trail is released.
+    window: Option<FreezeWindow>,
+    hold: Option<trail::Hold>,
+    report: Option<WindowReport>,
+    max_freeze: Duration,
+    spec: SpawnSpec,
+    child: Option<supervise::Supervised>,
+    status: SnapshotStatus,
+    warnings: Vec<String>,
+}
+
+impl WindowSteps for KernelWindow<'_> {
+    fn has_window(&self) -> bool {
+        self.window.is_some()
+    }
+
+    fn freeze(&mut self) -> Result<(), Problem> {
+        let Some(w) = self.window.as_mut() else {
+            return Ok(());
+        };
         let names: Vec<String> = w
             .targets()
             .iter()
@@ -239,181 +324,251 @@ pub fn take_snapshot(
         report::say(format!(
             "freezing {} (max {} s; watchdog pid {})",
             names.join(", "),
-            max_freeze.as_secs(),
+            self.max_freeze.as_secs(),
             w.watchdog_pid().unwrap_or(0)
         ));
         // From here until the release nothing is written anywhere.
-        audit::hold();
-        let freeze_started = Instant::now();
-        match w.freeze_all() {
-            Ok(()) => {
-                run.froze = true;
-                for (t, ms) in w.frozen_mounts() {
-                    audit::event(
-                        Level::Info,
-                        "freeze",
-                        "freeze",
-                        &[
-                            ("mount", t.path.display().to_string()),
-                            ("device", t.device.clone()),
-                            ("fsType", t.fs_type.clone()),
-                            ("durationMs", format!("{ms:.3}")),
-                        ],
-                        "filesystem frozen",
-                    );
-                }
-                audit::event(
-                    Level::Info,
-                    "freeze-complete",
-                    "freeze",
-                    &[
-                        ("mounts", names.join(",")),
-                        (
-                            "durationMs",
-                            format!("{:.3}", freeze_started.elapsed().as_secs_f64() * 1000.0),
-                        ),
-                    ],
-                    "every filesystem frozen",
-                );
-            }
-            Err(p) => {
-                audit::event(
-                    Level::Error,
-                    "freeze-failed",
-                    "freeze",
-                    &[("error", p.to_string())],
-                    "freeze failed; everything frozen was thawed",
-                );
-                run.problems.push(p);
-            }
-        }
-        if !run.froze {
-            let report = take_window(&mut window);
-            finish_window(&mut run, report);
-            if !decide::snapshot_after_freeze_failure(settings, interrupted()) {
-                run.interrupted = crate::freeze::signals::pending();
-                return run;
-            }
-            report::say(
-                "snapshot without freeze (crash-consistent), as continueBackupOnFailure allows",
-            );
-        }
-    } else if !run.problems.is_empty()
-        && !decide::snapshot_after_freeze_failure(settings, interrupted())
-    {
-        return run;
+        self.hold = Some(trail::Hold::start());
+        let started = Instant::now();
+        let frozen = w.freeze_all();
+        freeze_records(w, &names, started, frozen.as_ref().err());
+        frozen
     }
 
-    // The snapshot command, bounded by the window's deadline.
-    let deadline = window
-        .as_ref()
-        .and_then(|w| w.deadline())
-        .unwrap_or_else(|| Instant::now() + Duration::from_secs(86_400 * 365));
-    let started = Instant::now();
-    let mut status = SnapshotStatus {
-        command: cmd.to_vec(),
-        frozen: run.froze,
-        ..Default::default()
-    };
-    let mut child = match supervise::spawn(&spec, runner.policy.output_cap()) {
-        Ok(c) => c,
-        Err(e) => {
-            let report = take_window(&mut window);
-            finish_window(&mut run, report);
-            run.problems.push(Problem::new(
-                ErrorCode::SnapshotCommandFailed,
-                format!("cannot start {}: {e}", cmd[0]),
-            ));
-            run.snapshot = Some(status);
-            return run;
+    fn thaw(&mut self) {
+        if let Some(w) = self.window.as_mut() {
+            w.thaw_all();
         }
-    };
-    if let Some(w) = &window {
-        if let Some(wd) = w.watchdog_pid() {
-            child.exclude(&[wd]);
+    }
+
+    fn close(&mut self) {
+        if let Some(w) = self.window.take() {
+            self.report = Some(w.close());
         }
-        w.shared().set_snapshot_pgid(child.pid());
+        drop(self.hold.take());
     }
-    status.pid = Some(child.pid());
-    crate::freeze::signals::track_child_group(child.pid());
-    #[cfg(feature = "fault-injection")]
-    if std::env::var("QUIESCE_FAULT").as_deref() == Ok("panic-in-window") {
-        // Let the command get going first, so the test sees it killed.
-        std::thread::sleep(Duration::from_millis(300));
-        panic!("injected fault: panic inside the freeze window");
+
+    fn start_command(&mut self) -> Result<(), Problem> {
+        let mut child =
+            supervise::spawn(&self.spec, self.runner.policy.output_cap()).map_err(|e| {
+                Problem::new(
+                    ErrorCode::SnapshotCommandFailed,
+                    format!("cannot start {}: {e}", self.status.command[0]),
+                )
+            })?;
+        if let Some(w) = &self.window {
+            if let Some(wd) = w.watchdog_pid() {
+                child.exclude(&[wd]);
+            }
+            w.shared().set_snapshot_pgid(child.pid());
+        }
+        self.status.pid = Some(child.pid());
+        signals::track_child_group(child.pid());
+        self.child = Some(child);
+        #[cfg(feature = "fault-injection")]
+        if std::env::var("QUIESCE_FAULT").as_deref() == Ok("panic-in-window") {
+            // Let the command get going first, so the test sees it killed.
+            std::thread::sleep(Duration::from_millis(300));
+            panic!("injected fault: panic inside the freeze window");
+        }
+        Ok(())
     }
-    let mut tick = |p: &supervise::Progress| {
-        audit::event(
-            Level::Info,
-            "snapshot-progress",
-            "snapshot",
-            &[
-                ("pid", p.pid.to_string()),
-                ("elapsedMs", p.elapsed.as_millis().to_string()),
-            ],
-            "snapshot command still running",
+
+    fn wait_command(&mut self) -> CommandEnd {
+        let Some(child) = self.child.as_mut() else {
+            return CommandEnd::Exited;
+        };
+        // The command is bounded by the window's deadline, when it has one.
+        let deadline = self
+            .window
+            .as_ref()
+            .and_then(|w| w.deadline())
+            .unwrap_or_else(|| Instant::now() + Duration::from_secs(86_400 * 365));
+        let mut tick = |p: &supervise::Progress| {
+            trail::event(
+                Level::Info,
+                Record::SnapshotProgress,
+                "snapshot",
+                &[
+                    ("pid", p.pid.to_string()),
+                    ("elapsedMs", p.elapsed.as_millis().to_string()),
+                ],
+                "snapshot command still running",
+            );
+        };
+        let end = child.wait(
+            deadline,
+            Duration::from_secs(1),
+            Some(self.runner.signals.fd()),
+            &mut tick,
         );
-    };
-    let outcome = child.wait(
-        deadline,
-        Duration::from_secs(1),
-        Some(runner.signals.fd()),
-        &mut tick,
-    );
-    let mut kill_now = false;
-    match outcome {
-        WaitOutcome::Exited(_) => {}
-        WaitOutcome::DeadlinePassed => {
-            // Thaw first: the command may be blocked on a frozen filesystem
-            // and could not die before the thaw anyway.
-            if let Some(w) = window.as_mut() {
-                w.thaw_all();
+        if let Some(w) = &self.window {
+            if !w.watchdog_alive() {
+                self.warnings.push("the watchdog died during the freeze window; only the runner's own deadline guarded it".into());
             }
-            run.problems.push(Problem::new(
-                ErrorCode::FsFreezeTimeout,
-                format!(
-                    "the freeze window reached --max-freeze ({} s): filesystems thawed, then the snapshot command was killed",
-                    max_freeze.as_secs()
-                ),
-            ));
-            kill_now = true;
+            w.shared().set_snapshot_pgid(0);
         }
-        WaitOutcome::Interrupted => {
-            if let Some(w) = window.as_mut() {
-                w.thaw_all();
-            }
-            run.interrupted = crate::freeze::signals::pending().or(Some(libc::SIGTERM));
-            kill_now = true;
+        match end {
+            WaitOutcome::Exited(_) => CommandEnd::Exited,
+            WaitOutcome::DeadlinePassed => CommandEnd::DeadlinePassed,
+            WaitOutcome::Interrupted => CommandEnd::Interrupted,
         }
     }
-    if let Some(w) = &window {
-        if !w.watchdog_alive() {
-            run.warnings
-                .push("the watchdog died during the freeze window; only the runner's own deadline guarded it".into());
-        }
-        w.shared().set_snapshot_pgid(0);
-    }
-    if kill_now {
-        let k = child.kill_tree(runner.policy.kill_grace());
-        status.killed_pids = k.killed;
+
+    fn kill_command(&mut self) {
+        let Some(child) = self.child.as_mut() else {
+            return;
+        };
+        let k = child.kill_tree(self.runner.policy.kill_grace());
+        self.status.killed_pids = k.killed;
         if !k.survivors.is_empty() {
-            run.warnings.push(format!(
+            self.warnings.push(format!(
                 "snapshot command processes survived SIGKILL: {:?}",
                 k.survivors
             ));
         }
     }
-    let report = take_window(&mut window);
-    crate::freeze::signals::track_child_group(0);
-    let finished = child.finish();
-    status.duration_ms = started.elapsed().as_secs_f64() * 1000.0;
-    status.exit_code = finished.status.and_then(|s| s.code());
-    status.signal = finished.status.and_then(|s| s.signal());
-    status.stdout_tail = finished.stdout.text();
-    status.stderr_tail = finished.stderr.text();
-    finish_window(&mut run, report);
-    run.snapshot_ok = !kill_now && status.exit_code == Some(0);
-    if !kill_now && !run.snapshot_ok {
+
+    fn signal(&self) -> Option<i32> {
+        signals::pending()
+    }
+}
+
+/// The freeze's records, held until the thaw: each mount frozen and the
+/// whole freeze, or the failure.
+fn freeze_records(w: &FreezeWindow, names: &[String], started: Instant, failed: Option<&Problem>) {
+    if let Some(p) = failed {
+        trail::event(
+            Level::Error,
+            Record::FreezeFailed,
+            "freeze",
+            &[("error", p.to_string())],
+            "freeze failed; everything frozen was thawed",
+        );
+        return;
+    }
+    for (t, ms) in w.frozen_mounts() {
+        trail::event(
+            Level::Info,
+            Record::Freeze,
+            "freeze",
+            &[
+                ("mount", t.path.display().to_string()),
+                ("device", t.device.clone()),
+                ("fsType", t.fs_type.clone()),
+                ("durationMs", format!("{ms:.3}")),
+            ],
+            "filesystem frozen",
+        );
+    }
+    trail::event(
+        Level::Info,
+        Record::FreezeComplete,
+        "freeze",
+        &[
+            ("mounts", names.join(",")),
+            (
+                "durationMs",
+                format!("{:.3}", started.elapsed().as_secs_f64() * 1000.0),
+            ),
+        ],
+        "every filesystem frozen",
+    );
+}
+
+/// Runs the snapshot command, inside a freeze window when `targets` is
+/// given (see [`carry_out`]).
+pub fn take_snapshot(
+    runner: &Runner,
+    targets: Option<Vec<MountTarget>>,
+    cmd: &[String],
+    max_freeze: Duration,
+    settings: Settings,
+) -> SnapshotRun {
+    let mut run = SnapshotRun::default();
+    let spec = match resolve_program(&cmd[0])
+        .and_then(|program| command_spec(&runner.operation_id, &program, cmd))
+    {
+        Ok(s) => s,
+        Err(p) => {
+            run.problems.push(p);
+            return run;
+        }
+    };
+    let (window, prepared) = match targets.map(|t| open_window(runner, t, max_freeze)) {
+        None => (None, None),
+        Some(Ok(w)) => (Some(w), None),
+        Some(Err(p)) => (None, Some(p)),
+    };
+    let mut k = KernelWindow {
+        runner,
+        window,
+        hold: None,
+        report: None,
+        max_freeze,
+        spec,
+        child: None,
+        status: SnapshotStatus {
+            command: cmd.to_vec(),
+            ..Default::default()
+        },
+        warnings: Vec::new(),
+    };
+    let started = Instant::now();
+    let carried = carry_out(&mut k, settings, max_freeze, prepared);
+    signals::track_child_group(0);
+    k.status.frozen = carried.froze;
+    let finished = k.child.take().map(|c| c.finish());
+    if let Some(f) = &finished {
+        k.status.duration_ms = started.elapsed().as_secs_f64() * 1000.0;
+        k.status.exit_code = f.status.and_then(|s| s.code());
+        k.status.signal = f.status.and_then(|s| s.signal());
+        k.status.stdout_tail = f.stdout.text();
+        k.status.stderr_tail = f.stderr.text();
+    }
+    run.froze = carried.froze;
+    run.interrupted = carried.interrupted;
+    run.problems = carried.problems;
+    run.warnings = std::mem::take(&mut k.warnings);
+    finish_window(&mut run, k.report.take());
+    if carried.ran {
+        command_exit(&mut run, k.status, carried.killed);
+    } else if carried.start_failed {
+        run.snapshot = Some(k.status);
+    }
+    run
+}
+
+/// Prepares the window: state record, OOM shield, the watchdog.
+fn open_window(
+    runner: &Runner,
+    targets: Vec<MountTarget>,
+    max_freeze: Duration,
+) -> Result<FreezeWindow, Problem> {
+    let filter_fn;
+    let filter: Option<crate::freeze::watchdog::ChildFilter<'_>> = match &runner.watchdog_filter {
+        Some(f) => {
+            filter_fn = move || f.apply().map_or_else(|e| e.errno as i32, |_| 0);
+            Some(&filter_fn)
+        }
+        None => None,
+    };
+    let opts = WindowOptions {
+        max_freeze,
+        per_call: PER_CALL_DEADLINE,
+        run_dir: Some(runner.run_dir.clone()),
+        operation_id: runner.operation_id.clone(),
+        watchdog: true,
+        watchdog_filter: filter,
+    };
+    FreezeWindow::prepare(targets, Arc::new(KernelFreeze), opts)
+}
+
+/// The command's exit in the run: whether the snapshot counts, its record.
+fn command_exit(run: &mut SnapshotRun, status: SnapshotStatus, killed: bool) {
+    let cmd = &status.command;
+    run.snapshot_ok = !killed && status.exit_code == Some(0);
+    if !killed && !run.snapshot_ok {
         run.problems.push(Problem::new(
             ErrorCode::SnapshotCommandFailed,
             match (status.exit_code, status.signal) {
@@ -423,13 +578,13 @@ pub fn take_snapshot(
             },
         ));
     }
-    audit::event(
+    trail::event(
         if run.snapshot_ok {
             Level::Info
         } else {
             Level::Error
         },
-        "snapshot-exit",
+        Record::SnapshotExit,
         "snapshot",
         &[
             ("command", format!("{cmd:?}")),
@@ -461,23 +616,15 @@ pub fn take_snapshot(
         status.duration_ms
     ));
     run.snapshot = Some(status);
-    run
 }
 
-/// Closes the window (thaw, dismiss the watchdog), then releases the held
-/// records: the thaw always happens before anything is written.
-fn take_window(window: &mut Option<FreezeWindow>) -> Option<WindowReport> {
-    let report = window.take().map(|w| w.close());
-    audit::release();
-    report
-}
-
+/// The thaw's records, once everything is thawed and the trail released.
 fn finish_window(run: &mut SnapshotRun, report: Option<WindowReport>) {
     let Some(mut report) = report else { return };
     for m in &report.mounts {
-        audit::event(
+        trail::event(
             Level::Info,
-            "thaw",
+            Record::Thaw,
             "freeze",
             &[
                 ("mount", m.path.display().to_string()),
@@ -488,9 +635,9 @@ fn finish_window(run: &mut SnapshotRun, report: Option<WindowReport>) {
             "filesystem thawed",
         );
     }
-    audit::event(
+    trail::event(
         Level::Info,
-        "window",
+        Record::Window,
         "freeze",
         &[
             ("windowMs", format!("{:.3}", report.window_ms)),
@@ -514,4 +661,164 @@ fn finish_window(run: &mut SnapshotRun, report: Option<WindowReport>) {
 /// `phases.freeze` of the status.
 pub fn freeze_phase_json(report: &WindowReport) -> serde_json::Value {
     serde_json::to_value(report).expect("window report serialises")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Records the steps in order; answers as it is told.
+    #[derive(Default)]
+    struct Steps {
+        calls: Vec<&'static str>,
+        window: bool,
+        freeze_fails: bool,
+        start_fails: bool,
+        end: Option<CommandEnd>,
+        signal: Option<i32>,
+    }
+
+    impl WindowSteps for Steps {
+        fn has_window(&self) -> bool {
+            self.window
+        }
+        fn freeze(&mut self) -> Result<(), Problem> {
+            self.calls.push("freeze");
+            if self.freeze_fails {
+                Err(Problem::new(ErrorCode::FsFreezeFailed, "EIO"))
+            } else {
+                Ok(())
+            }
+        }
+        fn thaw(&mut self) {
+            self.calls.push("thaw");
+        }
+        fn close(&mut self) {
+            self.calls.push("close");
+        }
+        fn start_command(&mut self) -> Result<(), Problem> {
+            self.calls.push("start");
+            if self.start_fails {
+                Err(Problem::new(ErrorCode::SnapshotCommandFailed, "ENOENT"))
+            } else {
+                Ok(())
+            }
+        }
+        fn wait_command(&mut self) -> CommandEnd {
+            self.calls.push("wait");
+            self.end.unwrap_or(CommandEnd::Exited)
+        }
+        fn kill_command(&mut self) {
+            self.calls.push("kill");
+        }
+        fn signal(&self) -> Option<i32> {
+            self.signal
+        }
+    }
+
+    const CONT: Settings = Settings {
+        continue_on_failure: true,
+        fs_freeze_enabled: true,
+    };
+    const SECS: Duration = Duration::from_secs(60);
+
+    fn windowed() -> Steps {
+        Steps {
+            window: true,
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn a_good_window_freezes_runs_and_closes() {
+        let mut s = windowed();
+        let c = carry_out(&mut s, CONT, SECS, None);
+        assert_eq!(s.calls, ["freeze", "start", "wait", "close"]);
+        assert!(c.froze && c.ran && !c.killed && c.problems.is_empty());
+    }
+
+    #[test]
+    fn at_the_deadline_it_thaws_before_it_kills() {
+        let mut s = Steps {
+            end: Some(CommandEnd::DeadlinePassed),
+            ..windowed()
+        };
+        let c = carry_out(&mut s, CONT, SECS, None);
+        assert_eq!(
+            s.calls,
+            ["freeze", "start", "wait", "thaw", "kill", "close"]
+        );
+        assert!(c.killed);
+        assert_eq!(c.problems[0].code, ErrorCode::FsFreezeTimeout);
+    }
+
+    #[test]
+    fn after_a_signal_it_thaws_before_it_kills() {
+        let mut s = Steps {
+            end: Some(CommandEnd::Interrupted),
+            signal: Some(libc::SIGTERM),
+            ..windowed()
+        };
+        let c = carry_out(&mut s, CONT, SECS, None);
+        assert_eq!(
+            s.calls,
+            ["freeze", "start", "wait", "thaw", "kill", "close"]
+        );
+        assert_eq!(c.interrupted, Some(libc::SIGTERM));
+        assert!(c.killed);
+    }
+
+    #[test]
+    fn a_failed_freeze_snapshots_without_freeze_only_if_allowed() {
+        let mut s = Steps {
+            freeze_fails: true,
+            ..windowed()
+        };
+        let c = carry_out(&mut s, CONT, SECS, None);
+        assert_eq!(s.calls, ["freeze", "close", "start", "wait", "close"]);
+        assert!(!c.froze && c.ran);
+
+        let mut s = Steps {
+            freeze_fails: true,
+            ..windowed()
+        };
+        let c = carry_out(&mut s, Settings::FREEZE_ONLY, SECS, None);
+        assert_eq!(s.calls, ["freeze", "close"]);
+        assert!(!c.ran);
+    }
+
+    #[test]
+    fn a_signal_during_a_failed_freeze_runs_no_command() {
+        let mut s = Steps {
+            freeze_fails: true,
+            signal: Some(libc::SIGINT),
+            ..windowed()
+        };
+        let c = carry_out(&mut s, CONT, SECS, None);
+        assert_eq!(s.calls, ["freeze", "close"]);
+        assert_eq!(c.interrupted, Some(libc::SIGINT));
+    }
+
+    #[test]
+    fn a_window_that_could_not_be_prepared_is_a_failed_freeze() {
+        let mut s = Steps::default();
+        let failed = Problem::new(ErrorCode::FsFreezeFailed, "watchdog not ready");
+        let c = carry_out(&mut s, CONT, SECS, Some(failed.clone()));
+        assert_eq!(s.calls, ["close", "start", "wait", "close"]);
+        let mut s = Steps::default();
+        let c2 = carry_out(&mut s, Settings::FREEZE_ONLY, SECS, Some(failed));
+        assert_eq!(s.calls, ["close"]);
+        assert!(c.ran && !c2.ran);
+    }
+
+    #[test]
+    fn a_command_that_cannot_start_still_closes_the_window() {
+        let mut s = Steps {
+            start_fails: true,
+            ..windowed()
+        };
+        let c = carry_out(&mut s, CONT, SECS, None);
+        assert_eq!(s.calls, ["freeze", "start", "close"]);
+        assert!(c.start_failed && !c.ran);
+    }
 }

@@ -220,6 +220,26 @@ pub fn release() {
     }
 }
 
+/// Holding the trail for as long as the guard lives: from [`Hold::start`]
+/// (before the first freeze) nothing is written anywhere; dropping it
+/// releases what was queued. The freeze window owns it, declared after the
+/// window itself, so even while unwinding the release follows the thaw.
+#[must_use = "the trail is released when the guard is dropped"]
+pub struct Hold(());
+
+impl Hold {
+    pub fn start() -> Hold {
+        hold();
+        Hold(())
+    }
+}
+
+impl Drop for Hold {
+    fn drop(&mut self) {
+        release();
+    }
+}
+
 /// Whether records are being held.
 pub fn is_held() -> bool {
     trail().as_ref().is_some_and(|t| t.held)
