@@ -14,7 +14,7 @@ use crate::sandbox::audit::RunnerCaps;
 use crate::sandbox::{PreparedFilter, PreparedSandbox, ScriptPolicy, WatchdogPolicy};
 use crate::signals::{self, SignalPipe};
 use crate::supervise;
-use crate::trail::{self, Facility, Record, TrailConfig};
+use crate::trail::{self, Facility, Record, TrailConfig, TrailMode};
 
 pub const DEFAULT_POLICY_PATH: &str = "/etc/quiesce/policy.json";
 
@@ -26,6 +26,11 @@ pub struct RunnerOptions {
     pub no_sandbox: bool,
     pub syslog_socket: PathBuf,
     pub facility: Facility,
+    /// `--trail`, `--journal-socket`.
+    pub trail: TrailMode,
+    pub journal_socket: PathBuf,
+    /// `--state-dir`, `--metrics-dir`: the run's last result and metrics.
+    pub outputs: trail::metrics::Outputs,
     /// `-v`: every audit record is also echoed as a human line on stderr.
     pub verbose: bool,
 }
@@ -37,6 +42,9 @@ impl Default for RunnerOptions {
             no_sandbox: false,
             syslog_socket: trail::DEFAULT_SOCKET.into(),
             facility: Facility::default(),
+            trail: TrailMode::default(),
+            journal_socket: trail::DEFAULT_JOURNAL_SOCKET.into(),
+            outputs: trail::metrics::Outputs::default(),
             verbose: false,
         }
     }
@@ -47,6 +55,9 @@ fn trail_config(operation_id: &str, opts: &RunnerOptions) -> TrailConfig {
     let mut cfg = TrailConfig::new(operation_id);
     cfg.socket = opts.syslog_socket.clone();
     cfg.facility = opts.facility;
+    cfg.mode = opts.trail;
+    cfg.journal_socket = opts.journal_socket.clone();
+    cfg.outputs = opts.outputs.clone();
     cfg.verbose = opts.verbose;
     cfg
 }
@@ -263,10 +274,13 @@ pub fn finish(status: &mut report::Status, warnings: &[String]) {
         &params,
         &format!("quiesce {} finished: {result}", status.operation),
     );
-    if let Some(w) = trail::finish().warning() {
+    let delivery = trail::finish();
+    if let Some(w) = delivery.warning() {
         report::say(format!("warning: {w}"));
         status.warnings.push(w);
     }
+    // After the trail, so after the last thaw: last result and metrics.
+    trail::metrics::record_run(status, &delivery);
 }
 
 /// One audit record per check of the pre-check (SPEC §9 "each check"), in
@@ -274,6 +288,7 @@ pub fn finish(status: &mut report::Status, warnings: &[String]) {
 /// code.
 pub fn audit_precheck(operation: &str, pc: &crate::precheck::Prechecked) {
     if let Some(c) = &pc.config {
+        trail::set_application(c.app_name.clone().unwrap_or_else(|| c.plugin_name.clone()));
         trail::event(
             Level::Info,
             Record::Check,
