@@ -110,7 +110,7 @@ pub fn render() -> String {
         "#  quiesce: journal catalog of the audit trail (catalog(7) format).\n\
          #  Generated from src/trail/catalog.rs; one entry per MESSAGE_ID of\n\
          #  src/trail/record.rs. Installed to /usr/lib/systemd/catalog/;\n\
-         #  the packages run journalctl --update-catalog.\n",
+         #  systemd's package triggers rebuild the catalog database.\n",
     );
     for kind in Record::ALL {
         let _ = write!(
