@@ -29,10 +29,14 @@ q="$PWD/target/release/quiesce"
 demo=$(mktemp -d /run/quiesce-demo.XXXXXX)
 chmod 700 "$demo"
 syslogd_pid=""
+journal_ns_pid=""
+journald_pid=""
 cleanup() {
     set +e
     scratch_release_all   # thaw, then unmount, then detach
     [ -n "$syslogd_pid" ] && kill "$syslogd_pid" 2>/dev/null
+    [ -n "$journald_pid" ] && kill "$journald_pid" 2>/dev/null
+    [ -n "$journal_ns_pid" ] && kill "$journal_ns_pid" 2>/dev/null
     rm -rf "$demo"
 }
 trap cleanup EXIT INT TERM
@@ -68,8 +72,33 @@ EOF
 else
     echo "   (rsyslogd not installed: the audit trail is reported as undelivered)"
 fi
+# A private journald, the way tests/journal.rs runs it: in its own mount
+# namespace with a tmpfs over /run (and /var/log/journal), so the host's
+# journal, if any, is untouched. quiesce reaches its socket, and journalctl
+# its files, through /proc/PID/root.
+journal=(--trail syslog)
+journald=/lib/systemd/systemd-journald
+if [ -x "$journald" ] && command -v unshare >/dev/null && command -v journalctl >/dev/null; then
+    # shellcheck disable=SC2016  # $0 expands in the inner shell
+    unshare -m --propagation private sh -c \
+        'mount -t tmpfs -o mode=0755 tmpfs /run &&
+         { [ ! -d /var/log/journal ] || mount -t tmpfs tmpfs /var/log/journal; } &&
+         { "$0" & echo $! > /run/demo-journald.pid; exec sleep 2147483647; }' "$journald" \
+        </dev/null >/dev/null 2>&1 &
+    journal_ns_pid=$!
+    jroot="/proc/$journal_ns_pid/root"
+    for _ in $(seq 100); do [ -S "$jroot/run/systemd/journal/socket" ] && break; sleep 0.1; done
+    journald_pid=$(cat "$jroot/run/demo-journald.pid" 2>/dev/null || true)
+    if [ -S "$jroot/run/systemd/journal/socket" ]; then
+        journal=(--trail both --journal-socket "$jroot/run/systemd/journal/socket")
+    fi
+else
+    echo "   (systemd-journald not installed: the trail goes to syslog only; apt-get install systemd)"
+fi
+mkdir -m 755 "$demo/metrics"
 common=(--config "$demo/config.json" --host-config "$demo/no-plugin-host.conf"
-        --run-dir "$demo/run" --syslog-socket "$socket")
+        --run-dir "$demo/run" --syslog-socket "$socket" "${journal[@]}"
+        --state-dir "$demo/state" --metrics-dir "$demo/metrics")
 window=(--mount "$demo/data" --mount "$demo/logs")
 
 echo
@@ -107,6 +136,31 @@ if [ -n "$syslogd_pid" ]; then
     op=$(python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))["operationId"])' "$demo/status.json")
     grep -F "op=\"$op\"" "$demo/rsyslog/trail.log" | grep -v ' script-output ' | cut -c1-230
 fi
+
+if [ -n "$journal_ns_pid" ] && [ "${journal[1]}" = both ]; then
+    sleep 0.3
+    echo
+    echo "== the same run in the journal: native entries, one field per parameter"
+    op=$(python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))["operationId"])' "$demo/status.json")
+    journalctl -D "$jroot/run/log/journal" -o json --all "QUIESCE_OP=$op" | python3 -c '
+import json, sys
+for line in sys.stdin:
+    e = json.loads(line)
+    extra = " ".join(f"{k}={e[k]}" for k in sorted(e)
+                     if k.startswith("QUIESCE_") and k not in ("QUIESCE_OP", "QUIESCE_PHASE", "QUIESCE_TIME", "QUIESCE_APP"))
+    msg = e["MESSAGE"] if isinstance(e["MESSAGE"], str) else "[binary]"
+    first = msg.splitlines()[0] if msg else ""
+    mid, kind, phase = e["MESSAGE_ID"][:8], e["SYSLOG_MSGID"], e["QUIESCE_PHASE"]
+    line = f"{mid} {kind:<17} {phase:<9} {first} | {extra}"
+    print(line[:230])
+'
+    echo "   (journalctl -x explains each MESSAGE_ID with the installed /usr/lib/systemd/catalog/quiesce.catalog)"
+fi
+
+echo
+echo "== after the run: its status kept as last-snapshot.json, and the node-exporter textfile"
+ls -l "$demo/state/last-snapshot.json"
+grep -v '^#' "$demo/metrics/quiesce.prom" | grep 'operation="snapshot"' | head -20
 
 echo
 echo "== a careless chmod 755 of the pre-script: the run degrades, it does not break"

@@ -9,12 +9,13 @@ use quiesce::commands;
 use quiesce::config::{DEFAULT_CONFIG_PATH, DEFAULT_HOST_CONFIG_PATH};
 use quiesce::error::Exit;
 use quiesce::freeze::{mounts, state};
+use quiesce::job::metrics::{MetricsDir, Outputs};
 use quiesce::job::preflight::InputPaths;
 use quiesce::job::snapshot::WindowRequest;
 use quiesce::job::Common;
 use quiesce::job::Phase;
 use quiesce::job::RunnerOptions;
-use quiesce::trail::{self, Facility};
+use quiesce::trail::{self, Facility, TrailMode};
 
 /// Runs a Linux VM's application-consistency scripts around a filesystem
 /// freeze and a snapshot: supervised, sandboxed, audited, never leaving a
@@ -62,6 +63,25 @@ struct GlobalArgs {
     /// Syslog facility of the audit trail (authpriv, auth, daemon, user, local0..local7).
     #[arg(long, global = true, value_name = "NAME", default_value = "authpriv", value_parser = parse_facility)]
     syslog_facility: Facility,
+    /// Where the audit trail goes: auto (the journal when its socket exists,
+    /// else syslog), journal, syslog or both.
+    #[arg(long, global = true, value_name = "SINK", default_value = "auto", value_parser = parse_trail)]
+    trail: TrailMode,
+    /// journald's native socket (for tests and containers).
+    #[arg(long, global = true, value_name = "PATH", default_value = trail::DEFAULT_JOURNAL_SOCKET)]
+    journal_socket: PathBuf,
+    /// Where each run's status is kept as last-<operation>.json (created
+    /// 0700 root if missing; refused if not root-owned or writable by others).
+    #[arg(long, global = true, value_name = "DIR", default_value = quiesce::job::metrics::DEFAULT_STATE_DIR)]
+    state_dir: PathBuf,
+    /// node-exporter textfile directory for quiesce.prom [default:
+    /// /var/lib/prometheus/node-exporter when it exists].
+    #[arg(long, global = true, value_name = "DIR")]
+    metrics_dir: Option<PathBuf>,
+}
+
+fn parse_trail(s: &str) -> Result<TrailMode, String> {
+    s.parse::<TrailMode>().map_err(|e| e.to_string())
 }
 
 fn parse_facility(s: &str) -> Result<Facility, String> {
@@ -162,6 +182,8 @@ fn main() -> ExitCode {
             host_config: abs(cli.global.host_config),
             policy: cli.global.policy.map(abs),
             run_dir: abs(cli.global.run_dir),
+            state_dir: abs(cli.global.state_dir),
+            metrics_dir: cli.global.metrics_dir.map(abs),
             ..cli.global
         },
         ..cli
@@ -180,6 +202,15 @@ fn main() -> ExitCode {
         no_sandbox: cli.global.no_sandbox,
         syslog_socket: cli.global.syslog_socket,
         facility: cli.global.syslog_facility,
+        trail: cli.global.trail,
+        journal_socket: cli.global.journal_socket,
+        outputs: Outputs {
+            state_dir: Some(cli.global.state_dir),
+            metrics_dir: cli
+                .global
+                .metrics_dir
+                .map_or(MetricsDir::Default, MetricsDir::Given),
+        },
         verbose: cli.global.verbose,
     };
     let json = cli.global.json;

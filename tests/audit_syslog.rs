@@ -20,7 +20,7 @@ use std::time::{Duration, Instant};
 
 use common::rsyslog::{now_micros, parse_5424, timestamp_micros, Syslog5424, TestSyslog};
 use log::Level;
-use quiesce::trail::{self, Facility, Record, TrailConfig};
+use quiesce::trail::{self, Facility, Record, TrailConfig, TrailMode};
 
 // ---------------------------------------------------------------------------
 
@@ -41,13 +41,11 @@ fn syslog_or_skip(test: &str) -> Option<TestSyslog> {
 }
 
 fn config(socket: &Path, op: &str) -> TrailConfig {
-    TrailConfig {
-        socket: socket.to_owned(),
-        facility: Facility::AuthPriv,
-        operation_id: op.to_owned(),
-        app_name: None,
-        verbose: false,
-    }
+    let mut c = TrailConfig::new(op);
+    c.socket = socket.to_owned();
+    c.mode = TrailMode::Syslog;
+    c.facility = Facility::AuthPriv;
+    c
 }
 
 fn ours(lines: &[String]) -> Vec<Syslog5424> {

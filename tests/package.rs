@@ -73,6 +73,16 @@ const FILES: &[(&str, u32)] = &[
         0o644,
     ),
     ("/usr/share/doc/quiesce/examples/mariadb/mariadb.env", 0o644),
+    // The journal-forwarding drop-ins and the journal catalog (issue 15).
+    (
+        "/usr/share/doc/quiesce/examples/rsyslog-quiesce.conf",
+        0o644,
+    ),
+    (
+        "/usr/share/doc/quiesce/examples/syslog-ng-quiesce.conf",
+        0o644,
+    ),
+    ("/usr/lib/systemd/catalog/quiesce.catalog", 0o644),
     ("/usr/share/bash-completion/completions/quiesce", 0o644),
     // 0700: the extension and quiesce's trust checks refuse anything looser.
     (HOOK, 0o700),

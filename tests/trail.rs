@@ -81,6 +81,10 @@ impl T {
             .arg(self.s.s.path("run"))
             .arg("--syslog-socket")
             .arg(socket)
+            .arg("--trail")
+            .arg("syslog")
+            .arg("--state-dir")
+            .arg(self.s.s.path("state"))
             .args(args)
             .output()
             .unwrap();

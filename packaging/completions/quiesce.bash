@@ -28,21 +28,26 @@ _quiesce() {
     local commands="check pre post freeze snapshot thaw audit help"
     local global_opts="--config --host-config --json -v --verbose --run-dir
         --vmbackup-conf --policy --no-sandbox --syslog-socket --syslog-facility
-        -h --help"
+        --trail --journal-socket --state-dir --metrics-dir -h --help"
 
     # Options that take a value: complete the value, not another option.
     case $prev in
-        --config | --host-config | --vmbackup-conf | --policy | --syslog-socket)
+        --config | --host-config | --vmbackup-conf | --policy | --syslog-socket | \
+            --journal-socket)
             _quiesce_files
             return
             ;;
-        --run-dir | --mount)
+        --run-dir | --mount | --state-dir | --metrics-dir)
             _quiesce_files -d
             return
             ;;
         --syslog-facility)
             COMPREPLY=($(compgen -W "authpriv auth daemon user local0 local1
                 local2 local3 local4 local5 local6 local7" -- "$cur"))
+            return
+            ;;
+        --trail)
+            COMPREPLY=($(compgen -W "auto journal syslog both" -- "$cur"))
             return
             ;;
         --max-freeze)
@@ -56,6 +61,7 @@ _quiesce() {
         case ${words[i]} in
             --config | --host-config | --vmbackup-conf | --policy | \
                 --syslog-socket | --run-dir | --mount | --syslog-facility | \
+                --trail | --journal-socket | --state-dir | --metrics-dir | \
                 --max-freeze)
                 ((i++))
                 ;;

@@ -25,6 +25,7 @@ pub mod decide;
 pub mod holders;
 pub mod inspection;
 pub mod launch;
+pub mod metrics;
 pub mod pipeline;
 pub mod preflight;
 mod runner;
@@ -127,6 +128,8 @@ pub type Finished = (Status, Exit);
 pub struct Job {
     pub status: Status,
     warnings: Vec<String>,
+    /// Where the last result and the metrics go once the run is over.
+    outputs: metrics::Outputs,
 }
 
 impl Job {
@@ -169,6 +172,8 @@ impl Job {
         let mut cfg = TrailConfig::new(operation_id.clone());
         cfg.socket = opts.syslog_socket.clone();
         cfg.facility = opts.facility;
+        cfg.mode = opts.trail;
+        cfg.journal_socket = opts.journal_socket.clone();
         cfg.verbose = opts.verbose;
         let mut warnings = Vec::new();
         if let Err(e) = trail::init(cfg) {
@@ -177,6 +182,7 @@ impl Job {
         Job {
             status: Status::new(operation, &operation_id),
             warnings,
+            outputs: opts.outputs.clone(),
         }
     }
 
@@ -212,10 +218,13 @@ impl Job {
     pub fn finish(mut self) -> Finished {
         self.status.warnings.append(&mut self.warnings);
         run_end_record(&self.status);
-        if let Some(w) = trail::finish().warning() {
+        let delivery = trail::finish();
+        if let Some(w) = delivery.warning() {
             status::say(format!("warning: {w}"));
             self.status.warnings.push(w);
         }
+        // After the trail, so after the last thaw: last result and metrics.
+        metrics::record_run(&self.outputs, &mut self.status, &delivery);
         let exit = self.status.exit();
         (self.status, exit)
     }

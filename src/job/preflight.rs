@@ -191,6 +191,7 @@ impl Prechecked {
 /// code.
 pub fn record(operation: &str, pc: &Prechecked) {
     if let Some(c) = &pc.config {
+        trail::set_application(c.app_name.clone().unwrap_or_else(|| c.plugin_name.clone()));
         trail::event(
             Level::Info,
             Record::Check,

@@ -9,6 +9,7 @@ use std::sync::Arc;
 
 use log::Level;
 
+use super::metrics::Outputs;
 use super::preflight::{self, Readiness};
 use super::script::RunContext;
 use super::status;
@@ -18,7 +19,7 @@ use crate::freeze::state::RunDir;
 use crate::sandbox::inspect::RunnerCaps;
 use crate::sandbox::{PreparedFilter, PreparedSandbox, ScriptPolicy};
 use crate::supervise;
-use crate::trail::{self, Facility, Record};
+use crate::trail::{self, Facility, Record, TrailMode};
 
 /// `pids.max` of a script's cgroup: far above what a backup script needs,
 /// low enough that a fork bomb cannot exhaust the VM's pids.
@@ -32,6 +33,11 @@ pub struct RunnerOptions {
     pub no_sandbox: bool,
     pub syslog_socket: PathBuf,
     pub facility: Facility,
+    /// `--trail`, `--journal-socket`.
+    pub trail: TrailMode,
+    pub journal_socket: PathBuf,
+    /// `--state-dir`, `--metrics-dir`: the run's last result and metrics.
+    pub outputs: Outputs,
     /// `-v`: every audit record is also echoed as a human line on stderr.
     pub verbose: bool,
 }
@@ -43,6 +49,9 @@ impl Default for RunnerOptions {
             no_sandbox: false,
             syslog_socket: trail::DEFAULT_SOCKET.into(),
             facility: Facility::default(),
+            trail: TrailMode::default(),
+            journal_socket: trail::DEFAULT_JOURNAL_SOCKET.into(),
+            outputs: Outputs::default(),
             verbose: false,
         }
     }

@@ -1,10 +1,15 @@
 //! The audit trail of SPEC.md §9 and the human output on stderr.
 //!
 //! Every record is one kind of the catalogue ([`Record`], `record.rs`: the
-//! compliance contract) and becomes one RFC 5424 record with the
-//! structured-data element `[quiesce@32473 op="…" phase="…" key="value" …]`,
-//! sent to the local syslog socket (`/dev/log`, or `--syslog-socket PATH`;
-//! the format is in `syslog.rs`):
+//! compliance contract) and goes to one or both sinks ([`TrailMode`],
+//! `--trail`): a native journal entry on `/run/systemd/journal/socket`
+//! (`journal.rs`: `MESSAGE_ID`, `QUIESCE_OP`, `QUIESCE_<KEY>`…; explained
+//! by the catalog of `catalog.rs`), and/or one RFC 5424 record with the
+//! structured-data element `[quiesce@32473 op="…" phase="…" key="value" …]`
+//! on the local syslog socket (`/dev/log`, or `--syslog-socket PATH`; the
+//! format is in `syslog.rs`). `auto`, the default, is the journal when its
+//! socket exists: on systemd hosts `/dev/log` is journald's, which flattens
+//! RFC 5424 structured data into MESSAGE.
 //!
 //! ```ignore
 //! trail::event(Level::Info, Record::ScriptExit, "pre",
@@ -15,11 +20,11 @@
 //! `msgid` key-value naming a kind of the catalogue, and warnings and errors
 //! of libraries (kind [`Record::Log`]).
 //!
-//! SPEC.md §6.5: nothing touches the frozen disk and syslog sends never block
-//! the window. Between [`hold`] and [`release`] records and human lines are
+//! SPEC.md §6.5: nothing touches the frozen disk and sends never block
+//! the window (the same rule for every sink). Between [`hold`] and [`release`] records and human lines are
 //! queued in memory (time-stamped when the event happened) and nothing is
-//! written anywhere, not even to the socket: stderr may be a file on the frozen
-//! filesystem, and a syslog daemon may write synchronously to one. [`release`]
+//! written anywhere, not even to a socket: stderr may be a file on the frozen
+//! filesystem, and journald or a syslog daemon may write synchronously to one. [`release`]
 //! sends the queue in order after the thaw.
 //!
 //! Why hand-written RFC 5424 and not the `syslog` crate (v7): its unix
@@ -37,6 +42,8 @@
 //! receipt. The socket input needs `useSpecialParser="off"` and
 //! `ignoreTimestamp="off"` (tests/audit_syslog.rs shows a working config).
 
+pub mod catalog;
+mod journal;
 mod record;
 mod syslog;
 
@@ -44,18 +51,19 @@ use std::collections::VecDeque;
 use std::fmt::Write as _;
 use std::io::{self, Write as _};
 use std::os::unix::net::UnixDatagram;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::{Mutex, MutexGuard, OnceLock, PoisonError};
 use std::time::SystemTime;
 
 use log::kv::{self, VisitSource};
 use log::{Level, LevelFilter, Log, Metadata};
 
+pub use journal::DEFAULT_JOURNAL_SOCKET;
 pub use record::Record;
 use syslog::{
     cap_value, connect, escape_controls, format_record, header_field, hostname, peer_gone,
 };
-pub use syslog::{severity, Facility};
+pub use syslog::{rfc3339_micros, severity, Facility};
 
 /// The `log` target whose records are audit events at every level. Records
 /// from other targets (dependencies) reach the trail only at warn and error.
@@ -90,6 +98,8 @@ const MAX_OPERATION_ID_BYTES: usize = 128;
 pub enum TrailError {
     #[error("unknown syslog facility {0:?} (expected auth, authpriv, daemon, user, syslog or local0..local7)")]
     UnknownFacility(String),
+    #[error("unknown trail {0:?} (expected auto, journal, syslog or both)")]
+    UnknownMode(String),
     /// Another `log::Log` was installed first. The trail is configured anyway:
     /// [`event`] and [`human`] work, `log` macros do not reach it.
     #[error(
@@ -98,37 +108,107 @@ pub enum TrailError {
     LoggerTaken,
 }
 
+/// Where the records go (`--trail`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum TrailMode {
+    /// The journal when its socket exists, else syslog.
+    #[default]
+    Auto,
+    Journal,
+    Syslog,
+    Both,
+}
+
+impl std::str::FromStr for TrailMode {
+    type Err = TrailError;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "auto" => Ok(TrailMode::Auto),
+            "journal" => Ok(TrailMode::Journal),
+            "syslog" => Ok(TrailMode::Syslog),
+            "both" => Ok(TrailMode::Both),
+            _ => Err(TrailError::UnknownMode(s.to_owned())),
+        }
+    }
+}
+
+impl TrailMode {
+    /// The sinks this mode means on this host: `auto` looks for the journal
+    /// socket once, when the trail is set up.
+    fn sinks(self, journal_socket: &Path) -> &'static [SinkKind] {
+        match self {
+            TrailMode::Auto if is_socket(journal_socket) => &[SinkKind::Journal],
+            TrailMode::Auto | TrailMode::Syslog => &[SinkKind::Syslog],
+            TrailMode::Journal => &[SinkKind::Journal],
+            TrailMode::Both => &[SinkKind::Journal, SinkKind::Syslog],
+        }
+    }
+}
+
+fn is_socket(p: &Path) -> bool {
+    use std::os::unix::fs::FileTypeExt;
+    std::fs::metadata(p).is_ok_and(|m| m.file_type().is_socket())
+}
+
+/// One destination of the records.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SinkKind {
+    Journal,
+    Syslog,
+}
+
+impl SinkKind {
+    pub fn name(self) -> &'static str {
+        match self {
+            SinkKind::Journal => "journal",
+            SinkKind::Syslog => "syslog",
+        }
+    }
+}
+
 /// How the trail is set up for one run.
 #[derive(Debug, Clone)]
 pub struct TrailConfig {
     /// The unix datagram socket of the local syslog daemon.
     pub socket: PathBuf,
+    /// journald's native socket (`--journal-socket`).
+    pub journal_socket: PathBuf,
+    pub mode: TrailMode,
     pub facility: Facility,
     /// Shared by every record and the status JSON (`operationId`).
     pub operation_id: String,
-    /// APP-NAME; `quiesce` unless set.
+    /// APP-NAME and `SYSLOG_IDENTIFIER`; `quiesce` unless set.
     pub app_name: Option<String>,
+    /// `QUIESCE_APP`: the configuration's application (appName, else
+    /// pluginName) once known; see [`set_application`].
+    pub application: String,
     /// `-v`: every audit record is also echoed as a human line on stderr.
     pub verbose: bool,
 }
 
 impl TrailConfig {
-    /// Defaults of SPEC.md §2/§9: `/dev/log`, facility `authpriv`.
+    /// Defaults of SPEC.md §2/§9: `--trail auto`, `/dev/log`, facility
+    /// `authpriv`.
     pub fn new(operation_id: impl Into<String>) -> Self {
         TrailConfig {
             socket: PathBuf::from(DEFAULT_SOCKET),
+            journal_socket: PathBuf::from(DEFAULT_JOURNAL_SOCKET),
+            mode: TrailMode::default(),
             facility: Facility::default(),
             operation_id: operation_id.into(),
             app_name: None,
+            application: String::new(),
             verbose: false,
         }
     }
 }
 
-/// What happened to the records of this run, for the status `warnings`.
+/// What happened to the records of this run at one sink.
 /// `sent + dropped` is every record submitted since [`init`].
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct DeliveryReport {
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SinkDelivery {
+    pub sink: SinkKind,
     /// Records the socket accepted.
     pub sent: u64,
     /// Records not delivered: socket buffer full (EAGAIN), hold queue full,
@@ -139,21 +219,65 @@ pub struct DeliveryReport {
     pub unavailable: Option<String>,
 }
 
-impl DeliveryReport {
-    /// One line for the status `warnings`, or `None` when all went well.
-    pub fn warning(&self) -> Option<String> {
+impl SinkDelivery {
+    fn new(sink: SinkKind) -> SinkDelivery {
+        SinkDelivery {
+            sink,
+            sent: 0,
+            dropped: 0,
+            unavailable: None,
+        }
+    }
+
+    fn warning(&self) -> Option<String> {
         if self.dropped == 0 && self.unavailable.is_none() {
             return None;
         }
         let total = self.sent + self.dropped;
+        let name = self.sink.name();
         let mut w = format!(
-            "audit trail: {} of {} syslog records not delivered",
-            self.dropped, total
+            "audit trail: {} of {total} {name} records not delivered",
+            self.dropped
         );
         if let Some(why) = &self.unavailable {
-            let _ = write!(w, " (syslog socket unavailable: {why})");
+            let _ = write!(w, " ({name} socket unavailable: {why})");
         }
         Some(w)
+    }
+}
+
+/// What happened to the records of this run, for the status `warnings`:
+/// the sum over the sinks, and each sink's own count.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct DeliveryReport {
+    /// Deliveries the sockets accepted (a record sent to both sinks counts twice).
+    pub sent: u64,
+    /// Deliveries that failed, summed over the sinks.
+    pub dropped: u64,
+    /// The first sink's reason its socket could not be reached.
+    pub unavailable: Option<String>,
+    pub sinks: Vec<SinkDelivery>,
+}
+
+impl DeliveryReport {
+    fn of(sinks: &[Sink]) -> DeliveryReport {
+        let sinks: Vec<SinkDelivery> = sinks.iter().map(|s| s.report.clone()).collect();
+        DeliveryReport {
+            sent: sinks.iter().map(|s| s.sent).sum(),
+            dropped: sinks.iter().map(|s| s.dropped).sum(),
+            unavailable: sinks.iter().find_map(|s| s.unavailable.clone()),
+            sinks,
+        }
+    }
+
+    /// One line for the status `warnings`, or `None` when all went well.
+    pub fn warning(&self) -> Option<String> {
+        let lines: Vec<String> = self
+            .sinks
+            .iter()
+            .filter_map(SinkDelivery::warning)
+            .collect();
+        (!lines.is_empty()).then(|| lines.join("; "))
     }
 }
 
@@ -194,6 +318,14 @@ pub fn init(config: TrailConfig) -> Result<(), TrailError> {
         Ok(())
     } else {
         Err(TrailError::LoggerTaken)
+    }
+}
+
+/// Sets `QUIESCE_APP` of records emitted from now on: the configuration's
+/// application, once the configuration is loaded.
+pub fn set_application(name: impl Into<String>) {
+    if let Some(t) = trail().as_mut() {
+        t.header.application = cap_value(&name.into(), MAX_OPERATION_ID_BYTES);
     }
 }
 
@@ -278,7 +410,7 @@ pub fn event(level: Level, kind: Record, phase: &str, params: &[(&str, String)],
 pub fn delivery_report() -> DeliveryReport {
     trail()
         .as_ref()
-        .map(|t| t.report.clone())
+        .map(|t| DeliveryReport::of(&t.sinks))
         .unwrap_or_default()
 }
 
@@ -289,7 +421,7 @@ pub fn finish() -> DeliveryReport {
     match old {
         Some(mut t) => {
             t.release();
-            t.report
+            DeliveryReport::of(&t.sinks)
         }
         None => DeliveryReport::default(),
     }
@@ -385,10 +517,13 @@ struct Header {
     app_name: String,
     procid: String,
     operation_id: String,
+    /// `QUIESCE_APP` (the journal only; RFC 5424 has no place for it).
+    application: String,
 }
 
 enum Pending {
-    Record(Vec<u8>),
+    /// One record, already in the format of each sink, in sink order.
+    Record(Vec<Vec<u8>>),
     Human(String),
 }
 
@@ -412,22 +547,103 @@ impl HumanSink {
     }
 }
 
+/// One destination: its socket (connected lazily, reconnected once when the
+/// daemon went away) and what it delivered.
+struct Sink {
+    path: PathBuf,
+    socket: Option<UnixDatagram>,
+    report: SinkDelivery,
+}
+
+impl Sink {
+    fn new(kind: SinkKind, path: PathBuf) -> Sink {
+        Sink {
+            path,
+            socket: None,
+            report: SinkDelivery::new(kind),
+        }
+    }
+
+    fn format(&self, header: &Header, ev: &Event) -> Vec<u8> {
+        match self.report.sink {
+            SinkKind::Syslog => format_record(header, ev),
+            SinkKind::Journal => journal::format_entry(header, ev),
+        }
+    }
+
+    /// One non-blocking send, reconnecting once if the daemon went away (a
+    /// restarted rsyslog or journald leaves our connected socket pointing at
+    /// a dead peer).
+    fn send(&mut self, bytes: &[u8]) {
+        for attempt in 0..2 {
+            let sock = match self.socket.take() {
+                Some(s) => s,
+                None => match connect(&self.path) {
+                    Ok(s) => s,
+                    Err(e) => return self.unavailable(&e),
+                },
+            };
+            let sent = match sock.send(bytes) {
+                // Too large for one datagram: the journal takes it as a
+                // sealed memfd; syslog has no such path (records are cut to
+                // MAX_RECORD_BYTES before this, so it does not happen there).
+                Err(e) if self.report.sink == SinkKind::Journal && journal::too_large(&e) => {
+                    journal::send_memfd(&sock, bytes)
+                }
+                other => other.map(drop),
+            };
+            match sent {
+                Ok(()) => {
+                    self.socket = Some(sock);
+                    self.report.sent += 1;
+                    return;
+                }
+                // The daemon is behind: drop rather than wait (sudo-rs does
+                // the same); the count goes into the status warnings.
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock || journal::too_large(&e) => {
+                    self.socket = Some(sock);
+                    self.report.dropped += 1;
+                    return;
+                }
+                // The peer is gone: the socket is dropped here and the
+                // next attempt connects afresh.
+                Err(e) if attempt == 0 && peer_gone(&e) => continue,
+                Err(e) => return self.unavailable(&e),
+            }
+        }
+    }
+
+    fn unavailable(&mut self, e: &io::Error) {
+        self.report.dropped += 1;
+        if self.report.unavailable.is_none() {
+            self.report.unavailable = Some(format!("{}: {e}", self.path.display()));
+        }
+    }
+}
+
 struct Trail {
     header: Header,
-    socket_path: PathBuf,
-    socket: Option<UnixDatagram>,
+    sinks: Vec<Sink>,
     verbose: bool,
     held: bool,
     queue: VecDeque<Pending>,
     overflow_records: u64,
     overflow_lines: u64,
     human_sink: HumanSink,
-    report: DeliveryReport,
 }
 
 impl Trail {
     fn new(config: TrailConfig, human_sink: HumanSink) -> Trail {
         let app_name = config.app_name.as_deref().unwrap_or("quiesce");
+        let sinks = config
+            .mode
+            .sinks(&config.journal_socket)
+            .iter()
+            .map(|&kind| match kind {
+                SinkKind::Journal => Sink::new(kind, config.journal_socket.clone()),
+                SinkKind::Syslog => Sink::new(kind, config.socket.clone()),
+            })
+            .collect();
         Trail {
             header: Header {
                 facility: config.facility,
@@ -435,16 +651,15 @@ impl Trail {
                 app_name: header_field(app_name, 48),
                 procid: std::process::id().to_string(),
                 operation_id: cap_value(&config.operation_id, MAX_OPERATION_ID_BYTES),
+                application: cap_value(&config.application, MAX_OPERATION_ID_BYTES),
             },
-            socket_path: config.socket,
-            socket: None,
+            sinks,
             verbose: config.verbose,
             held: false,
             queue: VecDeque::new(),
             overflow_records: 0,
             overflow_lines: 0,
             human_sink,
-            report: DeliveryReport::default(),
         }
     }
 
@@ -458,8 +673,12 @@ impl Trail {
                 ev.msg
             ))
         });
-        let bytes = format_record(&self.header, &ev);
-        self.submit(Pending::Record(bytes));
+        let formatted = self
+            .sinks
+            .iter()
+            .map(|s| s.format(&self.header, &ev))
+            .collect();
+        self.submit(Pending::Record(formatted));
         if let Some(line) = echo {
             self.submit(Pending::Human(line));
         }
@@ -478,7 +697,9 @@ impl Trail {
         match item {
             Pending::Record(_) => {
                 self.overflow_records += 1;
-                self.report.dropped += 1;
+                for sink in &mut self.sinks {
+                    sink.report.dropped += 1;
+                }
             }
             Pending::Human(_) => self.overflow_lines += 1,
         }
@@ -510,53 +731,19 @@ impl Trail {
 
     fn deliver(&mut self, item: Pending) {
         match item {
-            Pending::Record(bytes) => self.send(&bytes),
+            Pending::Record(per_sink) => {
+                for (sink, bytes) in self.sinks.iter_mut().zip(per_sink) {
+                    sink.send(&bytes);
+                }
+            }
             Pending::Human(line) => self.human_sink.write(&line),
         }
     }
 
-    /// One non-blocking send, reconnecting once if the daemon went away (a
-    /// restarted rsyslog leaves our connected socket pointing at a dead peer).
-    fn send(&mut self, bytes: &[u8]) {
-        for attempt in 0..2 {
-            let sock = match self.socket.take() {
-                Some(s) => s,
-                None => match connect(&self.socket_path) {
-                    Ok(s) => s,
-                    Err(e) => return self.unavailable(&e),
-                },
-            };
-            match sock.send(bytes) {
-                Ok(_) => {
-                    self.socket = Some(sock);
-                    self.report.sent += 1;
-                    return;
-                }
-                // The daemon is behind: drop rather than wait (sudo-rs does
-                // the same); the count goes into the status warnings.
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
-                    self.socket = Some(sock);
-                    self.report.dropped += 1;
-                    return;
-                }
-                Err(e) if e.raw_os_error() == Some(libc::EMSGSIZE) => {
-                    self.socket = Some(sock);
-                    self.report.dropped += 1;
-                    return;
-                }
-                // The peer is gone: the socket is dropped here and the
-                // next attempt connects afresh.
-                Err(e) if attempt == 0 && peer_gone(&e) => continue,
-                Err(e) => return self.unavailable(&e),
-            }
-        }
-    }
-
-    fn unavailable(&mut self, e: &io::Error) {
-        self.report.dropped += 1;
-        if self.report.unavailable.is_none() {
-            self.report.unavailable = Some(format!("{}: {e}", self.socket_path.display()));
-        }
+    /// The summed delivery of every sink.
+    #[cfg(test)]
+    fn report(&self) -> DeliveryReport {
+        DeliveryReport::of(&self.sinks)
     }
 }
 
@@ -593,8 +780,9 @@ mod tests {
         let mut cfg = TrailConfig::new("op-1");
         // Reconnecting must fail: only the injected socket delivers.
         cfg.socket = PathBuf::from("/nonexistent/quiesce-audit-unit/log.sock");
+        cfg.mode = TrailMode::Syslog;
         let mut t = Trail::new(cfg, HumanSink::Memory(Vec::new()));
-        t.socket = Some(ours);
+        t.sinks[0].socket = Some(ours);
         (t, theirs)
     }
 
@@ -624,7 +812,7 @@ mod tests {
         t.record(ev(Level::Info, "thaw", "freeze", &[], "held 2"));
         assert_eq!(received(&peer).len(), 1);
         assert!(human_lines(&t).is_empty());
-        assert_eq!(t.report.sent, 1);
+        assert_eq!(t.report().sent, 1);
         t.release();
         let got = received(&peer);
         assert_eq!(got.len(), 2);
@@ -635,7 +823,7 @@ mod tests {
         // The stamp is the event's, not the release's.
         assert!(got[0].contains(" 2024-02-29T23:59:59.123456Z "), "{got:?}");
         assert_eq!(human_lines(&t), vec!["frozen".to_owned()]);
-        assert_eq!(t.report.sent, 3);
+        assert_eq!(t.report().sent, 3);
     }
 
     #[test]
@@ -651,7 +839,7 @@ mod tests {
                 &i.to_string(),
             ));
         }
-        assert_eq!(t.report.dropped, 5);
+        assert_eq!(t.report().dropped, 5);
         // Drain as we go so the socket buffer is not the limit being tested.
         let mut got = 0;
         t.held = false;
@@ -681,10 +869,10 @@ mod tests {
                 &"x".repeat(1000),
             ));
         }
-        assert!(t.report.dropped > 0, "{:?}", t.report);
-        assert_eq!(t.report.sent + t.report.dropped, 5000);
-        assert!(t.report.unavailable.is_none());
-        assert!(t.report.warning().unwrap().contains("not delivered"));
+        assert!(t.report().dropped > 0, "{:?}", t.report());
+        assert_eq!(t.report().sent + t.report().dropped, 5000);
+        assert!(t.report().unavailable.is_none());
+        assert!(t.report().warning().unwrap().contains("not delivered"));
     }
 
     #[test]
@@ -692,9 +880,9 @@ mod tests {
         let (mut t, peer) = trail_on_pair();
         drop(peer);
         t.record(ev(Level::Info, "m", "p", &[], "x"));
-        assert_eq!(t.report.sent, 0);
-        assert_eq!(t.report.dropped, 1);
-        let why = t.report.unavailable.clone().unwrap();
+        assert_eq!(t.report().sent, 0);
+        assert_eq!(t.report().dropped, 1);
+        let why = t.report().unavailable.clone().unwrap();
         assert!(
             why.starts_with("/nonexistent/quiesce-audit-unit/log.sock: "),
             "{why}"

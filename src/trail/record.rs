@@ -114,6 +114,43 @@ impl Record {
         }
     }
 
+    /// The journal's `MESSAGE_ID` (SPEC.md §9): 128 random bits, drawn once
+    /// per kind and never changed, because `journalctl MESSAGE_ID=…` filters,
+    /// SIEM rules and the catalog (`packaging/quiesce.catalog`) key on it.
+    /// A kind whose meaning changes gets a new id; an id is never reused.
+    pub fn message_id(self) -> &'static str {
+        match self {
+            Record::RunStart => "5f2d8170d684465cae9547b4c490d054",
+            Record::Check => "444c013c9d0e440e998559f1797541a0",
+            Record::CheckWarning => "dfb4552767bc4346b93ba9a3fcb75139",
+            Record::SandboxDisabled => "7c938e7d133642b7b7f9c999c77214dc",
+            Record::ScriptStart => "ed38166cd63e40a490de103f90cbeadb",
+            Record::ScriptExit => "8d84764dc6c742d5b8fc52fef9c0e843",
+            Record::ScriptOutput => "9de74b0744a84ae695249c2afccbe86f",
+            Record::ScriptProgress => "7a721f2b5cfa4e02bdefe8b0182426fe",
+            Record::ScriptSpawnFailed => "04396e0ee70147d0b0123069e42f4196",
+            Record::HolderRecorded => "8042db5c92e744adbfd4d9f749bb7a0c",
+            Record::HolderTerminated => "e44905aa86a54e938ad0dc7d8ea1979a",
+            Record::Recovery => "d4e70a1f63cf4b748a6459c9e89c8b22",
+            Record::Freeze => "06bcb70c76174537ae131d70e953c0e7",
+            Record::FreezeComplete => "81a9dbed7de846118f881c87dd1d3d2b",
+            Record::FreezeFailed => "acf67e3142754131af59b98ea90f09eb",
+            Record::Thaw => "236c94a3f1c941b9b81dd6a55a0b63b0",
+            Record::Window => "97a398216a97421984360f875ac4aea7",
+            Record::SnapshotProgress => "fb7ed3571e6d41f0b85094e19bbfbc55",
+            Record::SnapshotExit => "943163df7c594838b0194b16f13f11a1",
+            Record::EmergencyThaw => "713041947e3242d8b96373982fe9652b",
+            Record::TrailOverflow => "7fcf75ac9a6845cf85f9f75e4cb406c2",
+            Record::Log => "0b7d4b3109854c92ac1bed3e0491eea6",
+            Record::RunEnd => "2d6da6a7f7e3445dbb85bb27e8e3b27a",
+        }
+    }
+
+    /// The kind whose `MESSAGE_ID` is `id`.
+    pub fn from_message_id(id: &str) -> Option<Record> {
+        Record::ALL.into_iter().find(|r| r.message_id() == id)
+    }
+
     /// The kind whose MSGID is `msgid`.
     pub fn from_msgid(msgid: &str) -> Option<Record> {
         Record::ALL.into_iter().find(|r| r.msgid() == msgid)

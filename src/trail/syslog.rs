@@ -207,6 +207,20 @@ pub(super) fn format_record(h: &Header, ev: &Event) -> Vec<u8> {
     }
 }
 
+/// The whole structured-data element of `ev`, as the syslog sink would send
+/// it with room to spare: the journal's `SYSLOG_STRUCTURED_DATA`, from which
+/// a forwarder rebuilds the same RFC 5424 record.
+pub(super) fn sd_element(h: &Header, ev: &Event) -> String {
+    let phase = cap_value(ev.phase.as_deref().unwrap_or(""), MAX_PHASE_BYTES);
+    let params: Vec<(String, &str)> = ev
+        .params
+        .iter()
+        .map(|(k, v)| (param_name(k), v.as_str()))
+        .collect();
+    let truncated = params.iter().any(|(_, v)| v.ends_with(TRUNCATED_MARK));
+    structured_data(&h.operation_id, &phase, &params, truncated)
+}
+
 fn assemble(head: &str, sd: &str, msg: &str) -> Vec<u8> {
     let mut out = String::with_capacity(head.len() + sd.len() + 1 + msg.len());
     out.push_str(head);
@@ -328,7 +342,7 @@ fn truncate_at_char(s: &str, max: usize) -> &str {
 }
 
 /// RFC 3339 in UTC with microseconds: `2024-02-29T23:59:59.123456Z`.
-fn rfc3339_micros(t: SystemTime) -> String {
+pub fn rfc3339_micros(t: SystemTime) -> String {
     // A clock before 1970 is a broken clock; 1970 is as good a stamp as any.
     let d = t.duration_since(UNIX_EPOCH).unwrap_or_default();
     let secs = d.as_secs();
@@ -376,6 +390,7 @@ mod tests {
             app_name: "quiesce".to_owned(),
             procid: "4242".to_owned(),
             operation_id: "0b9f-op".to_owned(),
+            application: String::new(),
         }
     }
 

@@ -167,6 +167,10 @@ impl Setup {
         cmd.arg("--run-dir").arg(self.s.path("run"));
         cmd.arg("--syslog-socket")
             .arg(self.s.path("no-syslog.sock"));
+        // `--trail auto` picks syslog whatever the host runs: no journal here.
+        cmd.arg("--journal-socket")
+            .arg(self.s.path("no-journal.sock"));
+        cmd.arg("--state-dir").arg(self.s.path("state"));
         cmd.args(args);
         Run::from(cmd.output().unwrap())
     }
@@ -309,6 +313,10 @@ impl Setup {
             .arg(self.s.path("run"))
             .arg("--syslog-socket")
             .arg(self.s.path("no-syslog.sock"))
+            .arg("--journal-socket")
+            .arg(self.s.path("no-journal.sock"))
+            .arg("--state-dir")
+            .arg(self.s.path("state"))
             .args(args)
             .stdout(std::process::Stdio::piped())
             .stderr(std::process::Stdio::piped())

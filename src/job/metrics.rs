@@ -1,0 +1,415 @@
+//! What a run leaves behind for monitoring (SPEC.md §9 "Metrics and last
+//! result"): the status document as `<state-dir>/last-<operation>.json`, and
+//! the node-exporter textfile `quiesce.prom` with the last run of every
+//! operation, replaced atomically.
+//!
+//! Both are written by [`record_run`], once per run, after the trail is
+//! finished, which is after the last thaw: never inside the freeze window,
+//! where the state directory may be on a frozen disk. A directory that fails
+//! the run directory's trust check (`RunDir::check`: a symbolic link, not
+//! owned by root, group- or world-writable, or a parent that is) gets
+//! nothing, and a failed write is a warning of the run, never its failure.
+
+use std::fs;
+use std::io::{self, Read, Write};
+use std::os::fd::{AsRawFd, OwnedFd};
+use std::os::unix::fs::OpenOptionsExt;
+use std::path::{Path, PathBuf};
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use nix::fcntl::{openat, renameat, OFlag};
+use nix::sys::stat::Mode;
+use nix::unistd::{unlinkat, UnlinkatFlags};
+use serde::Serialize;
+use serde_json::Value;
+
+use super::status::{say, Status};
+use crate::freeze::state::RunDir;
+use crate::trail::{self, rfc3339_micros, DeliveryReport};
+
+/// `--state-dir`'s default: pending post-scripts and last results.
+pub const DEFAULT_STATE_DIR: &str = "/var/lib/quiesce";
+/// The textfile directory of Debian's and RHEL's prometheus-node-exporter,
+/// used when `--metrics-dir` is not given and it exists.
+pub const DEFAULT_METRICS_DIR: &str = "/var/lib/prometheus/node-exporter";
+/// The textfile's name in the metrics directory.
+pub const METRICS_FILE: &str = "quiesce.prom";
+
+/// Every operation that can leave a last result, for the textfile.
+const OPERATIONS: [&str; 8] = [
+    "check", "pre", "post", "freeze", "snapshot", "thaw", "recover", "audit",
+];
+/// A last-result file larger than this is not read back (it is ours, and
+/// ours are a few KiB; this only bounds memory).
+const MAX_LAST_BYTES: u64 = 4 * 1024 * 1024;
+
+/// Where the results of a run go (`--state-dir`, `--metrics-dir`).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Outputs {
+    /// `None`: no last-result file (library use, unit tests).
+    pub state_dir: Option<PathBuf>,
+    pub metrics_dir: MetricsDir,
+}
+
+/// Whether and where `quiesce.prom` is written.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub enum MetricsDir {
+    /// Nowhere.
+    #[default]
+    Off,
+    /// [`DEFAULT_METRICS_DIR`] when it exists, else nowhere.
+    Default,
+    /// `--metrics-dir DIR`: there, or a warning.
+    Given(PathBuf),
+}
+
+/// The document kept as `last-<operation>.json`: the status document, when
+/// the run finished and what its audit trail delivered.
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct LastRun<'a> {
+    #[serde(flatten)]
+    status: &'a Status,
+    finished_at: String,
+    finished_at_unix_seconds: f64,
+    trail_delivery: TrailDelivery,
+}
+
+#[derive(Serialize)]
+struct TrailDelivery {
+    sent: u64,
+    dropped: u64,
+}
+
+/// Keeps the finished run's status as the last result of its operation and
+/// rewrites the metrics textfile. Call once per run, after `trail::finish`
+/// (so after the last thaw). Problems are added to `status.warnings` and
+/// said on stderr; they never change the run's result.
+pub fn record_run(outputs: &Outputs, status: &mut Status, delivery: &DeliveryReport) {
+    let warnings = write_outputs(outputs, status, delivery, SystemTime::now());
+    for w in warnings {
+        say(format!("warning: {w}"));
+        status.warnings.push(w);
+    }
+}
+
+/// Writes both files; returns the warnings.
+fn write_outputs(
+    outputs: &Outputs,
+    status: &Status,
+    delivery: &DeliveryReport,
+    now: SystemTime,
+) -> Vec<String> {
+    let mut warnings = Vec::new();
+    if trail::is_held() {
+        // INVARIANT: nothing touches a disk inside the freeze window.
+        warnings.push("last result and metrics not written: the audit trail is still held (inside the freeze window)".into());
+        return warnings;
+    }
+    let secs = now
+        .duration_since(UNIX_EPOCH)
+        .unwrap_or_default()
+        .as_secs_f64();
+    let last = LastRun {
+        status,
+        finished_at: rfc3339_micros(now),
+        finished_at_unix_seconds: secs,
+        trail_delivery: TrailDelivery {
+            sent: delivery.sent,
+            dropped: delivery.dropped,
+        },
+    };
+    let mut runs: Vec<Value> = Vec::new();
+    if let Some(dir) = &outputs.state_dir {
+        let name = format!("last-{}.json", status.operation);
+        match RunDir::new(dir).write_json(&name, &last) {
+            Ok(()) => runs = read_last_runs(dir),
+            Err(e) => warnings.push(format!(
+                "last result not kept in {}: {e}",
+                dir.join(&name).display()
+            )),
+        }
+    }
+    if !runs
+        .iter()
+        .any(|r| r["operation"] == status.operation && r["operationId"] == *status.operation_id)
+    {
+        // The state directory was unusable: the textfile still has this run.
+        runs.retain(|r| r["operation"] != status.operation);
+        runs.push(serde_json::to_value(&last).unwrap_or_default());
+    }
+    let dir = match &outputs.metrics_dir {
+        MetricsDir::Off => return warnings,
+        MetricsDir::Default if !Path::new(DEFAULT_METRICS_DIR).is_dir() => return warnings,
+        MetricsDir::Default => PathBuf::from(DEFAULT_METRICS_DIR),
+        MetricsDir::Given(d) => d.clone(),
+    };
+    if let Err(e) = write_textfile(&dir, &render(&runs)) {
+        warnings.push(format!(
+            "metrics not written to {}: {e}",
+            dir.join(METRICS_FILE).display()
+        ));
+    }
+    warnings
+}
+
+/// The last result of every operation found in the state directory.
+fn read_last_runs(dir: &Path) -> Vec<Value> {
+    let mut runs = Vec::new();
+    for op in OPERATIONS {
+        let path = dir.join(format!("last-{op}.json"));
+        let Ok(file) = fs::OpenOptions::new()
+            .read(true)
+            .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC | libc::O_NONBLOCK)
+            .open(&path)
+        else {
+            continue;
+        };
+        let mut text = String::new();
+        if file.take(MAX_LAST_BYTES).read_to_string(&mut text).is_err() {
+            continue;
+        }
+        // One that does not parse (an older or damaged file) is left out.
+        if let Ok(v @ Value::Object(_)) = serde_json::from_str::<Value>(&text) {
+            if v["operation"] == op {
+                runs.push(v);
+            }
+        }
+    }
+    runs
+}
+
+#[derive(Debug, thiserror::Error)]
+enum TextfileError {
+    #[error("{0} does not exist")]
+    Missing(PathBuf),
+    #[error("{0}")]
+    Untrusted(crate::freeze::state::StateError),
+    #[error("{0}: {1}")]
+    Io(PathBuf, io::Error),
+}
+
+/// `quiesce.prom`, replaced atomically in a trusted directory: a temporary
+/// file created `O_EXCL | O_NOFOLLOW` in the directory (node-exporter must
+/// never read half a file), written, fsync'd, renamed over the old one, the
+/// directory fsync'd. Mode 0644: node-exporter does not run as root.
+fn write_textfile(dir: &Path, body: &str) -> Result<(), TextfileError> {
+    // An existing directory only: creating one (0700, root) would give
+    // node-exporter a directory it cannot read.
+    if fs::symlink_metadata(dir).is_err() {
+        return Err(TextfileError::Missing(dir.to_path_buf()));
+    }
+    // The run directory's trust check: no symlink, root-owned, not group- or
+    // world-writable, and so every directory above it. Only root can then
+    // change what `dir` names before the open below, and root is not the
+    // attacker this defends against (SPEC.md §4).
+    RunDir::new(dir).check().map_err(TextfileError::Untrusted)?;
+    let io_err = |e: io::Error| TextfileError::Io(dir.to_path_buf(), e);
+    let fd: OwnedFd = fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_DIRECTORY | libc::O_NOFOLLOW | libc::O_CLOEXEC)
+        .open(dir)
+        .map_err(io_err)?
+        .into();
+    let tmp = format!(".{METRICS_FILE}.{}.tmp", std::process::id());
+    let _ = unlinkat(
+        Some(fd.as_raw_fd()),
+        tmp.as_str(),
+        UnlinkatFlags::NoRemoveDir,
+    );
+    let file = openat(
+        Some(fd.as_raw_fd()),
+        tmp.as_str(),
+        OFlag::O_WRONLY | OFlag::O_CREAT | OFlag::O_EXCL | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC,
+        Mode::from_bits_truncate(0o644),
+    )
+    .map_err(|e| io_err(e.into()))?;
+    // SAFETY: openat just returned this descriptor and nothing else owns it.
+    let mut file = unsafe { <fs::File as std::os::fd::FromRawFd>::from_raw_fd(file) };
+    let written = file
+        .write_all(body.as_bytes())
+        .and_then(|()| file.sync_all())
+        .and_then(|()| {
+            renameat(
+                Some(fd.as_raw_fd()),
+                tmp.as_str(),
+                Some(fd.as_raw_fd()),
+                METRICS_FILE,
+            )
+            .map_err(io::Error::from)
+        })
+        .and_then(|()| nix::unistd::fsync(fd.as_raw_fd()).map_err(io::Error::from));
+    if let Err(e) = written {
+        let _ = unlinkat(
+            Some(fd.as_raw_fd()),
+            tmp.as_str(),
+            UnlinkatFlags::NoRemoveDir,
+        );
+        return Err(io_err(e));
+    }
+    Ok(())
+}
+
+// ---------------------------------------------------------------------------
+// The Prometheus text exposition format (version 0.0.4).
+
+/// One metric family: its HELP, its TYPE (all gauges) and its samples.
+struct Family {
+    name: &'static str,
+    help: &'static str,
+    samples: Vec<(Vec<(&'static str, String)>, f64)>,
+}
+
+impl Family {
+    fn new(name: &'static str, help: &'static str) -> Family {
+        Family {
+            name,
+            help,
+            samples: Vec::new(),
+        }
+    }
+
+    fn add(&mut self, labels: Vec<(&'static str, String)>, value: f64) {
+        self.samples.push((labels, value));
+    }
+}
+
+/// The textfile for the last runs `runs` (each a `last-<operation>.json`).
+fn render(runs: &[Value]) -> String {
+    let mut fams = [
+        Family::new("quiesce_last_run_timestamp_seconds", "When the last run of the operation finished, in seconds since the Unix epoch."),
+        Family::new("quiesce_last_run_success", "1 if the last run of the operation succeeded, else 0 (degraded or failure)."),
+        Family::new("quiesce_last_run_result", "The result of the last run of the operation: 1 for the result it had, 0 for the others."),
+        Family::new("quiesce_last_run_consistency", "The consistency of the last freeze or snapshot: 1 for the one it had, 0 for the others."),
+        Family::new("quiesce_last_freeze_window_seconds", "How long filesystems were frozen in the last run of the operation."),
+        Family::new("quiesce_last_phase_duration_seconds", "How long each phase of the last run took (script phases: all attempts)."),
+        Family::new("quiesce_last_run_errors", "How many errors the last run of the operation reported."),
+        Family::new("quiesce_last_run_error", "1 for each error of the table (SPEC.md section 4) the last run reported."),
+        Family::new("quiesce_last_run_trail_records_dropped", "Audit-trail records of the last run that no sink accepted."),
+    ];
+    for run in runs {
+        let op = run["operation"].as_str().unwrap_or("unknown").to_string();
+        let l = |extra: Vec<(&'static str, String)>| {
+            let mut v = vec![("operation", op.clone())];
+            v.extend(extra);
+            v
+        };
+        let result = run["result"].as_str().unwrap_or("");
+        fams[0].add(
+            l(vec![]),
+            run["finishedAtUnixSeconds"].as_f64().unwrap_or(0.0),
+        );
+        fams[1].add(l(vec![]), f64::from(u8::from(result == "success")));
+        for r in ["success", "degraded", "failure"] {
+            fams[2].add(
+                l(vec![("result", r.into())]),
+                f64::from(u8::from(result == r)),
+            );
+        }
+        if let Some(c) = run["consistency"].as_str() {
+            for k in ["application", "filesystem", "crash", "none"] {
+                fams[3].add(
+                    l(vec![("consistency", k.into())]),
+                    f64::from(u8::from(c == k)),
+                );
+            }
+        }
+        let phases = &run["phases"];
+        if let Some(w) = phases["freeze"]["windowMs"].as_f64() {
+            fams[4].add(l(vec![]), w / 1000.0);
+        }
+        for (phase, ms) in phase_durations(phases) {
+            fams[5].add(l(vec![("phase", phase.into())]), ms / 1000.0);
+        }
+        let errors = run["errors"].as_array().cloned().unwrap_or_default();
+        fams[6].add(l(vec![]), errors.len() as f64);
+        for e in &errors {
+            let name = e["name"].as_str().unwrap_or("").to_string();
+            let code = e["code"].as_u64().map_or(String::new(), |c| c.to_string());
+            fams[7].add(l(vec![("name", name), ("code", code)]), 1.0);
+        }
+        let dropped = run["trailDelivery"]["dropped"].as_f64().unwrap_or(0.0);
+        fams[8].add(l(vec![]), dropped);
+    }
+    let mut out = String::new();
+    for f in &fams {
+        out.push_str(&format!(
+            "# HELP {} {}\n# TYPE {} gauge\n",
+            f.name, f.help, f.name
+        ));
+        for (labels, value) in &f.samples {
+            let labels: Vec<String> = labels
+                .iter()
+                .map(|(k, v)| format!("{k}=\"{}\"", escape_label(v)))
+                .collect();
+            out.push_str(&format!("{}{{{}}} {value}\n", f.name, labels.join(",")));
+        }
+    }
+    out
+}
+
+/// Each phase that ran and how long it took, in milliseconds.
+fn phase_durations(phases: &Value) -> Vec<(&'static str, f64)> {
+    let attempts = |p: &Value| -> Option<f64> {
+        let a = p["attempts"].as_array()?;
+        Some(a.iter().filter_map(|x| x["durationMs"].as_f64()).sum())
+    };
+    let mut out = Vec::new();
+    if let Some(ms) = attempts(&phases["pre"]) {
+        out.push(("pre", ms));
+    }
+    if let Some(ms) = phases["freeze"]["windowMs"].as_f64() {
+        out.push(("freeze", ms));
+    }
+    if let Some(ms) = phases["snapshot"]["durationMs"].as_f64() {
+        out.push(("snapshot", ms));
+    }
+    if let Some(ms) = attempts(&phases["post"]) {
+        out.push(("post", ms));
+    }
+    out
+}
+
+/// Label values: backslash, double quote and newline are escaped.
+fn escape_label(v: &str) -> String {
+    v.replace('\\', "\\\\")
+        .replace('"', "\\\"")
+        .replace('\n', "\\n")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_textfile_has_help_type_and_one_sample_per_label_set() {
+        let run = serde_json::json!({
+            "operation": "snapshot", "operationId": "op", "result": "degraded",
+            "consistency": "filesystem",
+            "errors": [{"name": "Pre-ScriptTimeout", "code": 308}],
+            "phases": {"pre": {"attempts": [{"durationMs": 1500.0}, {"durationMs": 500.0}]},
+                       "freeze": {"windowMs": 40.0}, "snapshot": {"durationMs": 30.0}},
+            "finishedAtUnixSeconds": 1700000000.5,
+            "trailDelivery": {"sent": 10, "dropped": 2}
+        });
+        let text = render(&[run]);
+        for want in [
+            "# TYPE quiesce_last_run_success gauge\n",
+            "quiesce_last_run_success{operation=\"snapshot\"} 0\n",
+            "quiesce_last_run_result{operation=\"snapshot\",result=\"degraded\"} 1\n",
+            "quiesce_last_run_consistency{operation=\"snapshot\",consistency=\"filesystem\"} 1\n",
+            "quiesce_last_phase_duration_seconds{operation=\"snapshot\",phase=\"pre\"} 2\n",
+            "quiesce_last_freeze_window_seconds{operation=\"snapshot\"} 0.04\n",
+            "quiesce_last_run_error{operation=\"snapshot\",name=\"Pre-ScriptTimeout\",code=\"308\"} 1\n",
+            "quiesce_last_run_trail_records_dropped{operation=\"snapshot\"} 2\n",
+            "quiesce_last_run_timestamp_seconds{operation=\"snapshot\"} 1700000000.5\n",
+        ] {
+            assert!(text.contains(want), "{want:?} missing from:\n{text}");
+        }
+    }
+
+    #[test]
+    fn label_values_are_escaped() {
+        assert_eq!(escape_label("a\"b\\c\nd"), "a\\\"b\\\\c\\nd");
+    }
+}
