@@ -19,6 +19,7 @@
 
 mod common;
 
+use common::scratchfs::ScratchFs;
 use common::{signal, MarkerGuard, Run};
 use nix::sys::signal::Signal;
 use serde_json::Value;
@@ -264,53 +265,6 @@ impl Drop for Dir {
                 "not removing {}: still mounted {left:?}",
                 self.path.display()
             );
-        }
-    }
-}
-
-/// An ext4 filesystem on a loop device. Thawed, then unmounted, on drop.
-struct LoopFs {
-    image: PathBuf,
-    mnt: PathBuf,
-}
-
-impl LoopFs {
-    /// Makes a sparse image of [`IMAGE_SIZE`] in `dir` and mounts it.
-    fn create(dir: &Dir, name: &str) -> LoopFs {
-        let image = dir.join(&format!("{name}.img"));
-        sh(Command::new("truncate")
-            .args(["-s", IMAGE_SIZE])
-            .arg(&image));
-        sh(Command::new("mkfs.ext4").args(["-q", "-F"]).arg(&image));
-        LoopFs::mount(dir, &image, name)
-    }
-
-    /// Mounts an existing image (read-write) at `dir/name`.
-    fn mount(dir: &Dir, image: &Path, name: &str) -> LoopFs {
-        let mnt = dir.join(name);
-        fs::create_dir_all(&mnt).unwrap();
-        sh(Command::new("mount")
-            .args(["-o", "loop"])
-            .arg(image)
-            .arg(&mnt));
-        LoopFs {
-            image: image.to_path_buf(),
-            mnt,
-        }
-    }
-
-    fn path(&self) -> &str {
-        self.mnt.to_str().unwrap()
-    }
-}
-
-impl Drop for LoopFs {
-    fn drop(&mut self) {
-        // Thaw first: an unmount of a frozen filesystem would hang.
-        thaw(&self.mnt);
-        let _ = Command::new("umount").arg(&self.mnt).status();
-        if common::scratchfs::is_mounted(&self.mnt) {
-            let _ = Command::new("umount").arg("-l").arg(&self.mnt).status();
         }
     }
 }
@@ -600,7 +554,7 @@ impl Job {
     }
 
     fn command(&self, args: &[&str]) -> Command {
-        let mut cmd = Command::new(env!("CARGO_BIN_EXE_quiesce"));
+        let mut cmd = common::quiesce_bin();
         cmd.arg("--config")
             .arg(&self.config)
             .arg("--host-config")
@@ -627,11 +581,11 @@ impl Job {
     }
 
     /// `quiesce snapshot --json --max-freeze 30 --mount MNT -- sh -c CMD`.
-    fn snapshot(&self, fs: &LoopFs, cmd: &str) -> Run {
+    fn snapshot(&self, fs: &ScratchFs, cmd: &str) -> Run {
         self.run(&self.snapshot_args(fs, cmd))
     }
 
-    fn snapshot_args<'a>(&self, fs: &'a LoopFs, cmd: &'a str) -> Vec<&'a str> {
+    fn snapshot_args<'a>(&self, fs: &'a ScratchFs, cmd: &'a str) -> Vec<&'a str> {
         vec![
             "snapshot",
             "--json",
@@ -646,7 +600,7 @@ impl Job {
         ]
     }
 
-    fn spawn_snapshot(&self, fs: &LoopFs, cmd: &str) -> Spawned {
+    fn spawn_snapshot(&self, fs: &ScratchFs, cmd: &str) -> Spawned {
         Spawned(
             self.command(&self.snapshot_args(fs, cmd))
                 .stdout(Stdio::null())
@@ -689,7 +643,7 @@ fn holders_terminated(v: &Value) -> Vec<i64> {
 }
 
 /// Asserts a whole, application-consistent snapshot with both samples run.
-fn assert_application(run: &Run, fs: &LoopFs) -> Value {
+fn assert_application(run: &Run, fs: &ScratchFs) -> Value {
     let c = ctx(run);
     assert_eq!(run.code, 0, "exit code\n{c}");
     let v = run.json();
@@ -760,7 +714,7 @@ fn assert_all_committed_present(at_snapshot: &[u64], before: &[u64], copy: &[u64
 /// Runs quiesce and kills the runner with SIGKILL while the filesystem is
 /// frozen (its snapshot command running); returns when the runner died,
 /// once the filesystem is writable again.
-fn kill_runner_in_window(job: &Job, fs: &LoopFs, dir: &Dir, m: &MarkerGuard) -> Instant {
+fn kill_runner_in_window(job: &Job, fs: &ScratchFs, dir: &Dir, m: &MarkerGuard) -> Instant {
     let inwin = dir.join("in-window");
     let _ = fs::remove_file(&inwin);
     let cmd = format!("touch '{}'; exec sleep {}", inwin.display(), m.0);
@@ -957,7 +911,7 @@ fn psql_at(sock: &Path, port: u16, sql: &str, secs: u64) -> Result<String, Strin
 }
 
 /// A live PostgreSQL with its data directory on `fs`, and a table.
-fn pg_live(dir: &Dir, fs: &LoopFs, port: u16) -> Pg {
+fn pg_live(dir: &Dir, fs: &ScratchFs, port: u16) -> Pg {
     let data = fs.mnt.join("pgdata");
     Pg::initdb(&data);
     let pg = Pg::start("live", dir, &fs.mnt, &data, port);
@@ -981,7 +935,7 @@ fn postgresql_snapshot_copy_starts_and_has_every_committed_row() {
     );
     let t0 = Instant::now();
     let dir = Dir::new("pg-copy");
-    let live_fs = LoopFs::create(&dir, "live");
+    let live_fs = ScratchFs::with_size(&dir.path, "live", "ext4", IMAGE_SIZE);
     let live = pg_live(&dir, &live_fs, PG_PORT_COPY_TEST);
     let job = Job::install(&dir, "postgresql", "pg.env", &live.env());
     let mut writer = pg_writer(&dir, &live);
@@ -1024,7 +978,7 @@ fn postgresql_snapshot_copy_starts_and_has_every_committed_row() {
     writer.stop();
 
     // A second server on the copy.
-    let copy_fs = LoopFs::mount(&dir, &copy_img, "copy");
+    let copy_fs = ScratchFs::mount_image(&dir.path, &copy_img, "copy");
     let copy_data = copy_fs.mnt.join("pgdata");
     // The copy carries the live server's lock file naming a pid that is
     // running here (a restored VM would not have it): remove it, as a
@@ -1074,7 +1028,7 @@ fn postgresql_live_database_writable_after_failed_post_and_killed_runner() {
     );
     let t0 = Instant::now();
     let dir = Dir::new("pg-fail");
-    let live_fs = LoopFs::create(&dir, "live");
+    let live_fs = ScratchFs::with_size(&dir.path, "live", "ext4", IMAGE_SIZE);
     let live = pg_live(&dir, &live_fs, PG_PORT_FAIL_TEST);
     let job = Job::install(&dir, "postgresql", "pg.env", &live.env());
     let writer = pg_writer(&dir, &live);
@@ -1260,7 +1214,7 @@ fn mariadb_at(sock: &Path, sql: &str, secs: u64) -> Result<String, String> {
 }
 
 /// A live MariaDB with its data directory on `fs`, and a table.
-fn maria_live(dir: &Dir, fs: &LoopFs) -> Maria {
+fn maria_live(dir: &Dir, fs: &ScratchFs) -> Maria {
     let data = fs.mnt.join("mysql");
     Maria::install(&data);
     let m = Maria::start("live", dir, &fs.mnt, &data);
@@ -1300,7 +1254,7 @@ fn mariadb_snapshot_copy_starts_and_has_every_committed_row() {
     require_db!("MariaDB", MARIADB_TOOLS);
     let t0 = Instant::now();
     let dir = Dir::new("maria-copy");
-    let live_fs = LoopFs::create(&dir, "live");
+    let live_fs = ScratchFs::with_size(&dir.path, "live", "ext4", IMAGE_SIZE);
     let live = maria_live(&dir, &live_fs);
     let state = dir.join("holder-state");
     let job = Job::install(&dir, "mariadb", "mariadb.env", &live.env(&state));
@@ -1371,7 +1325,7 @@ fn mariadb_snapshot_copy_starts_and_has_every_committed_row() {
     writer.stop();
 
     // A second server on the copy.
-    let copy_fs = LoopFs::mount(&dir, &copy_img, "copy");
+    let copy_fs = ScratchFs::mount_image(&dir.path, &copy_img, "copy");
     let copy_data = copy_fs.mnt.join("mysql");
     let copy = Maria::start("copy", &dir, &copy_fs.mnt, &copy_data);
     let recovery: Vec<String> = copy
@@ -1431,7 +1385,7 @@ fn mariadb_live_database_writable_after_failed_post_and_killed_runner() {
     require_db!("MariaDB", MARIADB_TOOLS);
     let t0 = Instant::now();
     let dir = Dir::new("maria-fail");
-    let live_fs = LoopFs::create(&dir, "live");
+    let live_fs = ScratchFs::with_size(&dir.path, "live", "ext4", IMAGE_SIZE);
     let live = maria_live(&dir, &live_fs);
     let state = dir.join("holder-state");
     let job = Job::install(&dir, "mariadb", "mariadb.env", &live.env(&state));

@@ -215,7 +215,7 @@ fn skip(test: &str, with_fs: bool) -> bool {
 /// metrics options) before `args`. Built by hand: `Setup::quiesce` already
 /// names the sockets and the state directory.
 fn quiesce(s: &Setup, globals: &[&str], args: &[&str]) -> Run {
-    let out = Command::new(env!("CARGO_BIN_EXE_quiesce"))
+    let out = common::quiesce_bin()
         .arg("--config")
         .arg(&s.config)
         .arg("--host-config")

@@ -141,7 +141,7 @@ fn text(b: &[u8]) -> String {
 }
 
 fn quiesce_help(args: &[&str]) -> String {
-    let o = run(Command::new(env!("CARGO_BIN_EXE_quiesce")).args(args));
+    let o = run(common::quiesce_bin().args(args));
     assert!(o.status.success(), "quiesce {args:?} failed");
     text(&o.stdout)
 }

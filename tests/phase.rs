@@ -378,7 +378,7 @@ fn runner_sigterm_mid_script_kills_the_tree_and_exits_143() {
         "pre",
         &format!("setsid sleep {m} &\nsleep {m}", m = m.0),
     );
-    let child = Command::new(env!("CARGO_BIN_EXE_quiesce"))
+    let child = common::quiesce_bin()
         .arg("--config")
         .arg(&s.config)
         .arg("--host-config")

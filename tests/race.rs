@@ -19,7 +19,6 @@ use std::ffi::CString;
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
-use std::process::Command;
 
 const GOOD: &str = "#!/bin/sh\necho good\n";
 const EVIL: &str = "#!/bin/sh\necho evil\n";
@@ -98,7 +97,7 @@ impl Arena {
     }
 
     fn run_pre(&self) -> Value {
-        let out = Command::new(env!("CARGO_BIN_EXE_quiesce"))
+        let out = common::quiesce_bin()
             .arg("--config")
             .arg(&self.config)
             .arg("--host-config")
@@ -284,7 +283,7 @@ fn post_after_in_place_rewrite(pin: bool) -> String {
         cfg["postScriptSha256"] = json!(sha);
     }
     let config = s.write("config.json", cfg.to_string(), 0o600);
-    let out = Command::new(env!("CARGO_BIN_EXE_quiesce"))
+    let out = common::quiesce_bin()
         .arg("--config")
         .arg(&config)
         .arg("--host-config")

@@ -11,12 +11,9 @@
 use std::fs;
 use std::io::Read;
 use std::os::fd::{AsRawFd, OwnedFd};
-use std::os::unix::fs::PermissionsExt;
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::time::{Duration, Instant};
+use std::process::Command;
 
 use quiesce::sandbox::policy::{BUILTIN_SCRIPT_POLICY, FIFREEZE, FITHAW};
 use quiesce::sandbox::seccomp::{ArgWidth, CmpOp, FilterAction};
@@ -27,20 +24,9 @@ use quiesce::sandbox::{
 
 mod common;
 
+use common::scratchfs::ScratchFs;
+
 // ---- fixtures ---------------------------------------------------------------
-
-fn is_root() -> bool {
-    nix::unistd::geteuid().is_root()
-}
-
-macro_rules! require_root {
-    ($why:expr) => {
-        if !is_root() {
-            eprintln!("SKIPPED: needs root ({}); CI runs these as root", $why);
-            return;
-        }
-    };
-}
 
 fn tool(name: &str) -> PathBuf {
     for dir in ["/usr/sbin", "/sbin", "/usr/bin", "/bin"] {
@@ -50,112 +36,6 @@ fn tool(name: &str) -> PathBuf {
         }
     }
     panic!("{name} not found; the root sandbox tests need util-linux and e2fsprogs");
-}
-
-fn run(cmd: &mut Command) {
-    let out = cmd.output().expect("spawn");
-    assert!(
-        out.status.success(),
-        "{cmd:?} failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-}
-
-static SEQ: AtomicUsize = AtomicUsize::new(0);
-
-/// A 64 MiB ext4 image loop-mounted under /run/quiesce-sbx-test. Dropping it
-/// thaws (harmless EINVAL when not frozen) and unmounts, even on panic.
-struct ScratchMount {
-    dir: PathBuf,
-    mnt: PathBuf,
-    mounted: bool,
-}
-
-impl ScratchMount {
-    fn new(tag: &str) -> ScratchMount {
-        let base = Path::new("/run/quiesce-sbx-test");
-        fs::create_dir_all(base).unwrap();
-        fs::set_permissions(base, fs::Permissions::from_mode(0o700)).unwrap();
-        let n = SEQ.fetch_add(1, Ordering::SeqCst);
-        let dir = base.join(format!("{tag}-{}-{n}", std::process::id()));
-        let _ = fs::remove_dir_all(&dir);
-        fs::create_dir(&dir).unwrap();
-        fs::set_permissions(&dir, fs::Permissions::from_mode(0o700)).unwrap();
-        let img = dir.join("fs.img");
-        let mnt = dir.join("mnt");
-        fs::create_dir(&mnt).unwrap();
-        let mut m = ScratchMount {
-            dir,
-            mnt,
-            mounted: false,
-        };
-        run(Command::new("truncate").arg("-s").arg("64M").arg(&img));
-        run(Command::new(tool("mkfs.ext4")).arg("-q").arg(&img));
-        run(Command::new("mount")
-            .arg("-o")
-            .arg("loop")
-            .arg(&img)
-            .arg(&m.mnt));
-        m.mounted = true;
-        m
-    }
-
-    fn thaw(&self) {
-        let _ = Command::new(tool("fsfreeze"))
-            .arg("-u")
-            .arg(&self.mnt)
-            .stderr(Stdio::null())
-            .status();
-    }
-
-    fn open(&self) -> fs::File {
-        fs::File::open(&self.mnt).unwrap()
-    }
-
-    /// Proves the mount is not frozen by writing to it. The deadline is a
-    /// hang guard, not a speed assertion: a write to a frozen filesystem
-    /// blocks until thawed, so on expiry the mount is thawed and the test fails.
-    fn assert_writable(&self) {
-        let target = self.mnt.join("written");
-        let mut child = Command::new("/bin/sh")
-            .arg("-c")
-            .arg("echo ok > \"$1\" && sync \"$1\"")
-            .arg("sh")
-            .arg(&target)
-            .spawn()
-            .unwrap();
-        let deadline = Instant::now() + Duration::from_secs(30);
-        loop {
-            if let Some(status) = child.try_wait().unwrap() {
-                assert!(status.success(), "writing to the scratch mount failed");
-                assert_eq!(fs::read_to_string(&target).unwrap(), "ok\n");
-                return;
-            }
-            if Instant::now() > deadline {
-                self.thaw();
-                let _ = child.wait();
-                panic!("the scratch mount was frozen: a sandboxed process froze it");
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
-    }
-}
-
-impl Drop for ScratchMount {
-    fn drop(&mut self) {
-        if self.mounted {
-            self.thaw();
-            let ok = Command::new("umount")
-                .arg(&self.mnt)
-                .status()
-                .map(|s| s.success())
-                .unwrap_or(false);
-            if !ok {
-                let _ = Command::new("umount").arg("-l").arg(&self.mnt).status();
-            }
-        }
-        let _ = fs::remove_dir_all(&self.dir);
-    }
 }
 
 /// A child process killed and reaped when the test ends, even on panic.
@@ -516,7 +396,8 @@ fn script_sees_dropped_caps_no_new_privs_seccomp_and_cannot_freeze() {
     require_root!("drops bounding capabilities and loop-mounts a scratch ext4");
     let policy = ScriptPolicy::builtin().unwrap();
     let sandbox = PreparedSandbox::prepare(&policy).unwrap();
-    let m = ScratchMount::new("inside");
+    let scratch = common::Scratch::new("sbx-inside");
+    let m = ScratchFs::with_size(&scratch.dir, "fs", "ext4", "64M");
 
     let script = r#"
 cat /proc/self/status
@@ -734,7 +615,8 @@ fn denied_syscalls_fail_with_eperm_where_they_would_otherwise_reach_the_kernel()
     require_root!("needs CAP_SYS_BOOT etc. so the unsandboxed control reaches argument checks");
     let policy = ScriptPolicy::builtin().unwrap();
     let sandbox = PreparedSandbox::prepare(&policy).unwrap();
-    let m = ScratchMount::new("denied");
+    let scratch = common::Scratch::new("sbx-denied");
+    let m = ScratchFs::with_size(&scratch.dir, "fs", "ext4", "64M");
     let mnt = m.open();
     let fd = mnt.as_raw_fd();
 
@@ -822,7 +704,8 @@ fn watchdog_filter_allows_fithaw_and_refuses_the_rest() {
     require_root!("FITHAW needs CAP_SYS_ADMIN and a loop-mounted scratch ext4");
     let policy = WatchdogPolicy::builtin().unwrap();
     let filter = PreparedFilter::prepare(&policy).unwrap();
-    let m = ScratchMount::new("watchdog");
+    let scratch = common::Scratch::new("sbx-watchdog");
+    let m = ScratchFs::with_size(&scratch.dir, "fs", "ext4", "64M");
     let mnt = m.open();
     let fd = mnt.as_raw_fd();
     let (pr, _pw): (OwnedFd, OwnedFd) = nix::unistd::pipe().unwrap();

@@ -764,7 +764,7 @@ fn watchdog_killed_mid_window_post_still_runs() {
 
 /// `quiesce --config … snapshot …` of this set-up with a fault point set.
 fn with_fault(s: &Setup, fault: &str, args: &[&str]) -> Run {
-    let out = Command::new(env!("CARGO_BIN_EXE_quiesce"))
+    let out = common::quiesce_bin()
         .env("QUIESCE_FAULT", fault)
         .arg("--config")
         .arg(&s.config)

@@ -72,7 +72,7 @@ impl T {
     /// Built by hand rather than with `Setup::quiesce`, which already names
     /// a (non-existent) `--syslog-socket`: clap refuses the option twice.
     fn quiesce_to(&self, socket: &Path, args: &[&str]) -> Run {
-        let out = Command::new(env!("CARGO_BIN_EXE_quiesce"))
+        let out = common::quiesce_bin()
             .arg("--config")
             .arg(&self.s.config)
             .arg("--host-config")

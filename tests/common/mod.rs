@@ -18,16 +18,34 @@ pub fn is_root() -> bool {
     nix::unistd::geteuid().is_root()
 }
 
-/// Skips the calling test, loudly, when not root: the trust checks are about
-/// uid 0 ownership and cannot be exercised otherwise. CI runs as root.
+/// Skips the calling test, loudly, when not root, saying why it needs root
+/// (by default: the trust checks are about uid 0 ownership). CI runs as root.
 #[macro_export]
 macro_rules! require_root {
     () => {
+        require_root!("files must be owned by uid 0 and chowned to nobody")
+    };
+    ($why:expr) => {
         if !common::is_root() {
-            eprintln!("SKIPPED: needs root (files must be owned by uid 0 and chowned to nobody); CI runs as root");
+            eprintln!("SKIPPED: needs root ({}); CI runs as root", $why);
             return;
         }
     };
+}
+
+/// The quiesce binary under test, as a command to add arguments to.
+pub fn quiesce_bin() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_quiesce"))
+}
+
+/// A marker unique to this test process and call: processes and files a
+/// test made are found by it, never by timing.
+pub fn unique_marker(tag: &str) -> String {
+    format!(
+        "quiesce-{tag}-{}-{}",
+        std::process::id(),
+        SEQ.fetch_add(1, Ordering::SeqCst)
+    )
 }
 
 static SEQ: AtomicUsize = AtomicUsize::new(0);
@@ -159,20 +177,24 @@ impl Setup {
         self.write_config(&v);
     }
 
-    pub fn quiesce(&self, args: &[&str]) -> Run {
-        let mut cmd = Command::new(env!("CARGO_BIN_EXE_quiesce"));
+    /// The binary with this set-up's paths: its config, runner state, trail
+    /// and results stay inside the scratch directory, and `--trail auto`
+    /// picks syslog whatever the host runs (no journal socket there).
+    pub fn command(&self) -> Command {
+        let mut cmd = quiesce_bin();
         cmd.arg("--config").arg(&self.config);
         cmd.arg("--host-config").arg(&self.host_config);
-        // Runner state and the audit trail stay inside the scratch directory.
         cmd.arg("--run-dir").arg(self.s.path("run"));
         cmd.arg("--syslog-socket")
             .arg(self.s.path("no-syslog.sock"));
-        // `--trail auto` picks syslog whatever the host runs: no journal here.
         cmd.arg("--journal-socket")
             .arg(self.s.path("no-journal.sock"));
         cmd.arg("--state-dir").arg(self.s.path("state"));
-        cmd.args(args);
-        Run::from(cmd.output().unwrap())
+        cmd
+    }
+
+    pub fn quiesce(&self, args: &[&str]) -> Run {
+        Run::from(self.command().args(args).output().unwrap())
     }
 
     pub fn scripts_ran(&self) -> String {
@@ -304,19 +326,7 @@ impl Setup {
     /// Runs the binary in the background (for signal tests) with this
     /// set-up's paths.
     pub fn spawn(&self, args: &[&str]) -> std::process::Child {
-        Command::new(env!("CARGO_BIN_EXE_quiesce"))
-            .arg("--config")
-            .arg(&self.config)
-            .arg("--host-config")
-            .arg(&self.host_config)
-            .arg("--run-dir")
-            .arg(self.s.path("run"))
-            .arg("--syslog-socket")
-            .arg(self.s.path("no-syslog.sock"))
-            .arg("--journal-socket")
-            .arg(self.s.path("no-journal.sock"))
-            .arg("--state-dir")
-            .arg(self.s.path("state"))
+        self.command()
             .args(args)
             .stdout(std::process::Stdio::piped())
             .stderr(std::process::Stdio::piped())

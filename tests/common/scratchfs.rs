@@ -37,15 +37,18 @@ pub fn have_mkfs(fs_type: &str) -> bool {
 impl ScratchFs {
     /// Makes and mounts a filesystem of `fs_type` whose image lives in `dir`.
     pub fn new(dir: &Path, name: &str, fs_type: &'static str) -> ScratchFs {
-        let image = dir.join(format!("{name}.img"));
-        let mnt = dir.join(name);
-        std::fs::create_dir_all(&mnt).unwrap();
         // Sparse images: xfs needs 300 MiB of address space, little of it used.
         let size = match fs_type {
             "xfs" => "320M",
             "btrfs" => "128M",
             _ => "32M",
         };
+        ScratchFs::with_size(dir, name, fs_type, size)
+    }
+
+    /// [`ScratchFs::new`] with an image of `size` (`truncate -s` syntax).
+    pub fn with_size(dir: &Path, name: &str, fs_type: &'static str, size: &str) -> ScratchFs {
+        let image = dir.join(format!("{name}.img"));
         sh(Command::new("truncate").args(["-s", size]).arg(&image));
         let mut mkfs = Command::new(format!("mkfs.{fs_type}"));
         match fs_type {
@@ -55,14 +58,43 @@ impl ScratchFs {
             _ => &mut mkfs,
         };
         sh(mkfs.arg(&image));
+        let mut fs = ScratchFs::mount_image(dir, &image, name);
+        fs.fs_type = fs_type;
+        fs
+    }
+
+    /// Mounts an existing image (read-write, on a loop device) at `dir/name`.
+    pub fn mount_image(dir: &Path, image: &Path, name: &str) -> ScratchFs {
+        let mnt = dir.join(name);
+        std::fs::create_dir_all(&mnt).unwrap();
         sh(Command::new("mount")
             .args(["-o", "loop"])
-            .arg(&image)
+            .arg(image)
             .arg(&mnt));
         ScratchFs {
-            image,
+            image: image.to_path_buf(),
             mnt,
-            fs_type,
+            fs_type: "ext4",
+        }
+    }
+
+    /// A descriptor of the mount point (for ioctl probes).
+    pub fn open(&self) -> std::fs::File {
+        std::fs::File::open(&self.mnt).unwrap()
+    }
+
+    /// Thaws it (ignoring "not frozen").
+    pub fn thaw(&self) {
+        fsfreeze_unfreeze(&self.mnt);
+    }
+
+    /// Proves the mount is not frozen by a write that completes. The bound
+    /// is a hang guard, not a speed assertion: on expiry the mount is
+    /// thawed and the test fails.
+    pub fn assert_writable(&self) {
+        if !self.writable_within(Duration::from_secs(30)) {
+            self.thaw();
+            panic!("{} was left frozen", self.mnt.display());
         }
     }
 
