@@ -1,5 +1,7 @@
-//! `quiesce snapshot` end to end (SPEC.md §1, §5, §9): one test per row of
-//! the decision table, through the real binary, on a scratch loop-mounted
+//! `quiesce snapshot` end to end (SPEC.md §1, §5, §9): the rows of the
+//! decision table as one table (`ROWS`, like tests/check.rs), and the runs
+//! that need more than one snapshot (signals, holders, the watchdog, faults)
+//! as tests of their own, through the real binary, on a scratch loop-mounted
 //! ext4 passed with `--mount` (never `/` or the work tree's filesystem).
 //! "Not frozen" is always proved by a write that completes, never by the
 //! runner's word; which scripts ran is proved by their marker file.
@@ -115,6 +117,7 @@ fn wait_for_argv(argv: &[&str], timeout: Duration) -> bool {
 }
 
 /// What a row of the table must show.
+#[derive(Clone, Copy)]
 struct Want<'a> {
     code: i32,
     result: &'a str,
@@ -123,7 +126,8 @@ struct Want<'a> {
     errors: &'a [(&'a str, Option<u64>)],
     /// The marker file's text: which scripts ran, in order.
     ran: &'a str,
-    freeze: bool,
+    /// Whether `phases.freeze` is present; `None`: either.
+    freeze: Option<bool>,
     snapshot: bool,
 }
 
@@ -147,11 +151,13 @@ fn check(run: &Run, s: &Setup, w: Want) -> Value {
         .collect();
     assert_eq!(errors, want, "errors\n{ctx}");
     assert_eq!(s.scripts_ran(), w.ran, "scripts that ran\n{ctx}");
-    assert_eq!(
-        v["phases"].get("freeze").is_some(),
-        w.freeze,
-        "phases.freeze present\n{ctx}"
-    );
+    if let Some(freeze) = w.freeze {
+        assert_eq!(
+            v["phases"].get("freeze").is_some(),
+            freeze,
+            "phases.freeze present\n{ctx}"
+        );
+    }
     assert_eq!(
         v["phases"].get("snapshot").is_some(),
         w.snapshot,
@@ -189,7 +195,7 @@ fn r01_all_good_is_application_consistent_and_frozen_during_the_command() {
             consistency: "application",
             errors: &[],
             ran: "pre\npost\n",
-            freeze: true,
+            freeze: Some(true),
             snapshot: true,
         },
     );
@@ -210,386 +216,383 @@ fn r01_all_good_is_application_consistent_and_frozen_during_the_command() {
     assert!(t.writable());
 }
 
-// Row: pre-check fails, continueBackupOnFailure=true.
-#[test]
-fn r02_precheck_failure_continue_freezes_and_snapshots_filesystem() {
-    require_root!();
-    let t = t("snap-pc-cont");
+/// One row of the decision table of SPEC §5 (the rows with one snapshot
+/// run each; r01, r14 and r15 follow as tests of their own).
+struct Row {
+    name: &'static str,
+    /// Sets the row up (config, scripts, a foreign freeze) and returns the
+    /// snapshot command; `m` marks the processes it starts.
+    arrange: fn(&T, &MarkerGuard) -> String,
+    want: Want<'static>,
+    /// What else the row must show.
+    then: fn(&T, &Run, &Value, &MarkerGuard),
+}
+
+/// A command that leaves a file: proves whether the snapshot command ran.
+fn touch_probe(t: &T) -> String {
+    format!("touch '{}'", t.s.s.path("snapshot-ran").display())
+}
+
+fn probe_did_not_run(t: &T) {
+    assert!(
+        !t.s.s.path("snapshot-ran").exists(),
+        "the snapshot command ran"
+    );
+}
+
+fn pc_fails(t: &T) {
     chmod(&t.s.post, 0o777);
-    let run = t.snapshot("true");
-    let v = check(
-        &run,
-        &t.s,
-        Want {
+}
+
+fn pre_fails(t: &T) {
+    t.pre(&marked(&t.s, "pre", "exit 3"));
+}
+
+const PC_307: &[(&str, Option<u64>)] = &[("InsufficientPermissionforPost-Script", Some(307))];
+const PRE_300: &[(&str, Option<u64>)] = &[("Pre-ScriptExecutionFailed", Some(300))];
+const FRZ_121: &[(&str, Option<u64>)] = &[("FsFreezeFailed", Some(121))];
+
+const ROWS: &[Row] = &[
+    // Row: pre-check fails, continueBackupOnFailure=true.
+    Row {
+        name: "r02_precheck_failure_continue_freezes_and_snapshots_filesystem",
+        arrange: |t, _| {
+            pc_fails(t);
+            "true".into()
+        },
+        want: Want {
             code: 1,
             result: "degraded",
             consistency: "filesystem",
-            errors: &[("InsufficientPermissionforPost-Script", Some(307))],
+            errors: PC_307,
             ran: "",
-            freeze: true,
+            freeze: Some(true),
             snapshot: true,
         },
-    );
-    assert_eq!(v["phases"]["snapshot"]["frozen"], true);
-    assert!(v["phases"].get("pre").is_none() && v["phases"].get("post").is_none());
-    assert!(t.writable());
-}
-
-// Row: pre-check fails, continue=true, freeze disabled → crash-consistent.
-#[test]
-fn r03_precheck_failure_continue_without_freeze_is_crash() {
-    require_root!();
-    let t = t("snap-pc-nofreeze");
-    set(&t.s, &[("fsFreezeEnabled", json!(false))]);
-    chmod(&t.s.post, 0o777);
-    let run = t.snapshot("true");
-    let v = check(
-        &run,
-        &t.s,
-        Want {
+        then: |_, _, v, _| {
+            assert_eq!(v["phases"]["snapshot"]["frozen"], true);
+            assert!(v["phases"].get("pre").is_none() && v["phases"].get("post").is_none());
+        },
+    },
+    // Row: pre-check fails, continue=true, freeze disabled → crash-consistent.
+    Row {
+        name: "r03_precheck_failure_continue_without_freeze_is_crash",
+        arrange: |t, _| {
+            set(&t.s, &[("fsFreezeEnabled", json!(false))]);
+            pc_fails(t);
+            "true".into()
+        },
+        want: Want {
             code: 1,
             result: "degraded",
             consistency: "crash",
-            errors: &[("InsufficientPermissionforPost-Script", Some(307))],
+            errors: PC_307,
             ran: "",
-            freeze: false,
+            freeze: Some(false),
             snapshot: true,
         },
-    );
-    assert_eq!(v["phases"]["snapshot"]["exitCode"], 0);
-    assert_eq!(v["phases"]["snapshot"]["frozen"], false);
-    assert!(t.writable());
-}
-
-// Row: pre-check fails, continue=false → nothing runs.
-#[test]
-fn r04_precheck_failure_stop_takes_no_snapshot() {
-    require_root!();
-    let t = t("snap-pc-stop");
-    set(&t.s, &[("continueBackupOnFailure", json!(false))]);
-    chmod(&t.s.post, 0o777);
-    let probe = t.s.s.path("snapshot-ran");
-    let run = t.snapshot(&format!("touch '{}'", probe.display()));
-    check(
-        &run,
-        &t.s,
-        Want {
+        then: |_, _, v, _| {
+            assert_eq!(v["phases"]["snapshot"]["exitCode"], 0);
+            assert_eq!(v["phases"]["snapshot"]["frozen"], false);
+        },
+    },
+    // Row: pre-check fails, continue=false → nothing runs.
+    Row {
+        name: "r04_precheck_failure_stop_takes_no_snapshot",
+        arrange: |t, _| {
+            set(&t.s, &[("continueBackupOnFailure", json!(false))]);
+            pc_fails(t);
+            touch_probe(t)
+        },
+        want: Want {
             code: 2,
             result: "failure",
             consistency: "none",
-            errors: &[("InsufficientPermissionforPost-Script", Some(307))],
+            errors: PC_307,
             ran: "",
-            freeze: false,
+            freeze: Some(false),
             snapshot: false,
         },
-    );
-    assert!(!probe.exists(), "the snapshot command ran");
-    assert!(t.writable());
-}
-
-// Row: config malformed → the flag is unknown, taken as true, loudly.
-#[test]
-fn r05_malformed_config_is_treated_as_continue_true() {
-    require_root!();
-    let t = t("snap-badcfg");
-    set(
-        &t.s,
-        &[
-            ("fsFreezeEnabled", json!("yes")),
-            ("continueBackupOnFailure", json!(false)),
-        ],
-    );
-    let run = t.snapshot("true");
-    let v = check(
-        &run,
-        &t.s,
-        Want {
+        then: |t, _, _, _| probe_did_not_run(t),
+    },
+    // Row: config malformed → the flag is unknown, taken as true, loudly.
+    Row {
+        name: "r05_malformed_config_is_treated_as_continue_true",
+        arrange: |t, _| {
+            set(
+                &t.s,
+                &[
+                    ("fsFreezeEnabled", json!("yes")),
+                    ("continueBackupOnFailure", json!(false)),
+                ],
+            );
+            "true".into()
+        },
+        want: Want {
             code: 1,
             result: "degraded",
             consistency: "filesystem",
             errors: &[("IncorrectJSONConfigFile", Some(305))],
             ran: "",
-            freeze: true,
+            freeze: Some(true),
             snapshot: true,
         },
-    );
-    assert_eq!(v["phases"]["snapshot"]["frozen"], true);
-    assert!(
-        run.warnings()
-            .iter()
-            .any(|w| w.contains("continueBackupOnFailure")),
-        "no warning about continueBackupOnFailure: {:?}",
-        run.warnings()
-    );
-    assert!(t.writable());
-}
-
-// Row: pre-script fails, continue=true → filesystem-consistent fallback.
-#[test]
-fn r06_pre_failure_continue_is_filesystem_and_post_runs() {
-    require_root!();
-    let t = t("snap-pre-cont");
-    t.pre(&marked(&t.s, "pre", "exit 3"));
-    let run = t.snapshot("true");
-    let v = check(
-        &run,
-        &t.s,
-        Want {
+        then: |_, run, v, _| {
+            assert_eq!(v["phases"]["snapshot"]["frozen"], true);
+            assert!(
+                run.warnings()
+                    .iter()
+                    .any(|w| w.contains("continueBackupOnFailure")),
+                "no warning about continueBackupOnFailure: {:?}",
+                run.warnings()
+            );
+        },
+    },
+    // Row: pre-script fails, continue=true → filesystem-consistent fallback.
+    Row {
+        name: "r06_pre_failure_continue_is_filesystem_and_post_runs",
+        arrange: |t, _| {
+            pre_fails(t);
+            "true".into()
+        },
+        want: Want {
             code: 1,
             result: "degraded",
             consistency: "filesystem",
-            errors: &[("Pre-ScriptExecutionFailed", Some(300))],
+            errors: PRE_300,
             ran: "pre\npost\n",
-            freeze: true,
+            freeze: Some(true),
             snapshot: true,
         },
-    );
-    assert_eq!(v["phases"]["snapshot"]["frozen"], true);
-    assert!(t.writable());
-}
-
-// Row: pre-script times out, continue=true.
-#[test]
-fn r07_pre_timeout_continue_is_filesystem_tree_killed_post_runs() {
-    require_root!();
-    let t = t("snap-pre-timeout");
-    let m = MarkerGuard::new(71);
-    set(&t.s, &[("timeoutInSeconds", json!(1))]);
-    t.pre(&marked(&t.s, "pre", &format!("sleep {}", m.0)));
-    let run = t.snapshot("true");
-    let v = check(
-        &run,
-        &t.s,
-        Want {
+        then: |_, _, v, _| assert_eq!(v["phases"]["snapshot"]["frozen"], true),
+    },
+    // Row: pre-script times out, continue=true.
+    Row {
+        name: "r07_pre_timeout_continue_is_filesystem_tree_killed_post_runs",
+        arrange: |t, m| {
+            set(&t.s, &[("timeoutInSeconds", json!(1))]);
+            t.pre(&marked(&t.s, "pre", &format!("sleep {}", m.0)));
+            "true".into()
+        },
+        want: Want {
             code: 1,
             result: "degraded",
             consistency: "filesystem",
             errors: &[("Pre-ScriptTimeout", Some(308))],
             ran: "pre\npost\n",
-            freeze: true,
+            freeze: Some(true),
             snapshot: true,
         },
-    );
-    assert_eq!(v["phases"]["pre"]["attempts"][0]["timedOut"], true);
-    assert_eq!(m.survivors(), Vec::<i32>::new());
-    assert!(t.writable());
-}
-
-// Row: pre fails, continue=true but freeze disabled → no snapshot (like the extension).
-#[test]
-fn r08_pre_failure_continue_without_freeze_takes_no_snapshot() {
-    require_root!();
-    let t = t("snap-pre-nofreeze");
-    set(&t.s, &[("fsFreezeEnabled", json!(false))]);
-    t.pre(&marked(&t.s, "pre", "exit 3"));
-    let probe = t.s.s.path("snapshot-ran");
-    let run = t.snapshot(&format!("touch '{}'", probe.display()));
-    check(
-        &run,
-        &t.s,
-        Want {
+        then: |_, _, v, m| {
+            assert_eq!(v["phases"]["pre"]["attempts"][0]["timedOut"], true);
+            assert_eq!(m.survivors(), Vec::<i32>::new());
+        },
+    },
+    // Row: pre fails, continue=true but freeze disabled → no snapshot (like the extension).
+    Row {
+        name: "r08_pre_failure_continue_without_freeze_takes_no_snapshot",
+        arrange: |t, _| {
+            set(&t.s, &[("fsFreezeEnabled", json!(false))]);
+            pre_fails(t);
+            touch_probe(t)
+        },
+        want: Want {
             code: 2,
             result: "failure",
             consistency: "none",
-            errors: &[("Pre-ScriptExecutionFailed", Some(300))],
+            errors: PRE_300,
             ran: "pre\npost\n",
-            freeze: false,
+            freeze: Some(false),
             snapshot: false,
         },
-    );
-    assert!(!probe.exists(), "the snapshot command ran");
-    assert!(t.writable());
-}
-
-// Row: pre fails, continue=false → no freeze, no snapshot, post still runs.
-#[test]
-fn r09_pre_failure_stop_no_snapshot_post_runs() {
-    require_root!();
-    let t = t("snap-pre-stop");
-    set(&t.s, &[("continueBackupOnFailure", json!(false))]);
-    t.pre(&marked(&t.s, "pre", "exit 3"));
-    let probe = t.s.s.path("snapshot-ran");
-    let run = t.snapshot(&format!("touch '{}'", probe.display()));
-    check(
-        &run,
-        &t.s,
-        Want {
+        then: |t, _, _, _| probe_did_not_run(t),
+    },
+    // Row: pre fails, continue=false → no freeze, no snapshot, post still runs.
+    Row {
+        name: "r09_pre_failure_stop_no_snapshot_post_runs",
+        arrange: |t, _| {
+            set(&t.s, &[("continueBackupOnFailure", json!(false))]);
+            pre_fails(t);
+            touch_probe(t)
+        },
+        want: Want {
             code: 2,
             result: "failure",
             consistency: "none",
-            errors: &[("Pre-ScriptExecutionFailed", Some(300))],
+            errors: PRE_300,
             ran: "pre\npost\n",
-            freeze: false,
+            freeze: Some(false),
             snapshot: false,
         },
-    );
-    assert!(!probe.exists(), "the snapshot command ran");
-    assert!(t.writable());
-}
-
-// Row: freeze fails (EBUSY: frozen by someone else), continue=true → crash.
-#[test]
-fn r10_freeze_failure_continue_snapshots_unfrozen_and_leaves_foreign_freeze() {
-    require_root!();
-    let t = t("snap-frz-cont");
-    t.freeze_outside();
-    let run = t.snapshot("true");
-    let v = check(
-        &run,
-        &t.s,
-        Want {
+        then: |t, _, _, _| probe_did_not_run(t),
+    },
+    // Row: freeze fails (EBUSY: frozen by someone else), continue=true → crash.
+    Row {
+        name: "r10_freeze_failure_continue_snapshots_unfrozen_and_leaves_foreign_freeze",
+        arrange: |t, _| {
+            t.freeze_outside();
+            "true".into()
+        },
+        want: Want {
             code: 1,
             result: "degraded",
             consistency: "crash",
-            errors: &[("FsFreezeFailed", Some(121))],
+            errors: FRZ_121,
             ran: "pre\npost\n",
-            freeze: true,
+            freeze: Some(true),
             snapshot: true,
         },
-    );
-    assert_eq!(v["phases"]["snapshot"]["frozen"], false);
-    assert_eq!(v["phases"]["snapshot"]["exitCode"], 0);
-    assert!(
-        !t.fs.writable_within(FROZEN_PROBE),
-        "quiesce thawed a freeze it did not make"
-    );
-    t.thaw_outside();
-    assert!(t.writable());
-}
-
-// Row: freeze fails, continue=false → no snapshot, post runs.
-#[test]
-fn r11_freeze_failure_stop_takes_no_snapshot_and_leaves_foreign_freeze() {
-    require_root!();
-    let t = t("snap-frz-stop");
-    set(&t.s, &[("continueBackupOnFailure", json!(false))]);
-    t.freeze_outside();
-    let probe = t.s.s.path("snapshot-ran");
-    let run = t.snapshot(&format!("touch '{}'", probe.display()));
-    let v = check(
-        &run,
-        &t.s,
-        Want {
+        then: |t, _, v, _| {
+            assert_eq!(v["phases"]["snapshot"]["frozen"], false);
+            assert_eq!(v["phases"]["snapshot"]["exitCode"], 0);
+            assert!(
+                !t.fs.writable_within(FROZEN_PROBE),
+                "quiesce thawed a freeze it did not make"
+            );
+            t.thaw_outside();
+        },
+    },
+    // Row: freeze fails, continue=false → no snapshot, post runs.
+    Row {
+        name: "r11_freeze_failure_stop_takes_no_snapshot_and_leaves_foreign_freeze",
+        arrange: |t, _| {
+            set(&t.s, &[("continueBackupOnFailure", json!(false))]);
+            t.freeze_outside();
+            touch_probe(t)
+        },
+        // The failed window is reported (no mount frozen), or absent.
+        want: Want {
             code: 2,
             result: "failure",
             consistency: "none",
-            errors: &[("FsFreezeFailed", Some(121))],
+            errors: FRZ_121,
             ran: "pre\npost\n",
-            // The failed window is reported (no mount frozen), or absent.
-            freeze: run.json()["phases"].get("freeze").is_some(),
+            freeze: None,
             snapshot: false,
         },
-    );
-    if let Some(f) = v["phases"].get("freeze") {
-        assert_eq!(f["mounts"], json!([]), "{f}");
-    }
-    assert!(!probe.exists(), "the snapshot command ran");
-    assert!(
-        !t.fs.writable_within(FROZEN_PROBE),
-        "quiesce thawed a freeze it did not make"
-    );
-    t.thaw_outside();
-    assert!(t.writable());
-}
-
-// Row: snapshot command fails → failure whatever the flag; thaw; post runs.
-#[test]
-fn r12_snapshot_failure_is_failure_thawed_post_runs() {
-    require_root!();
-    for cont in [true, false] {
-        let t = t("snap-cmd-fail");
-        set(&t.s, &[("continueBackupOnFailure", json!(cont))]);
-        let run = t.snapshot("exit 5");
-        let v = check(
-            &run,
-            &t.s,
-            Want {
-                code: 2,
-                result: "failure",
-                consistency: "none",
-                errors: &[("SnapshotCommandFailed", None)],
-                ran: "pre\npost\n",
-                freeze: true,
-                snapshot: true,
-            },
-        );
-        assert_eq!(v["phases"]["snapshot"]["exitCode"], 5);
-        assert!(t.writable(), "continue={cont}");
-    }
-}
-
-// Row: post-script fails, continue=true → snapshot stands, degraded.
-#[test]
-fn r13a_post_failure_continue_is_degraded_application() {
-    require_root!();
-    let t = t("snap-post-cont");
-    t.post(&marked(&t.s, "post", "exit 3"));
-    let run = t.snapshot("true");
-    check(
-        &run,
-        &t.s,
-        Want {
+        then: |t, _, v, _| {
+            if let Some(f) = v["phases"].get("freeze") {
+                assert_eq!(f["mounts"], json!([]), "{f}");
+            }
+            probe_did_not_run(t);
+            assert!(
+                !t.fs.writable_within(FROZEN_PROBE),
+                "quiesce thawed a freeze it did not make"
+            );
+            t.thaw_outside();
+        },
+    },
+    // Row: snapshot command fails → failure whatever the flag; thaw; post runs.
+    Row {
+        name: "r12a_snapshot_failure_is_failure_thawed_post_runs (continue=true)",
+        arrange: |t, _| {
+            set(&t.s, &[("continueBackupOnFailure", json!(true))]);
+            "exit 5".into()
+        },
+        want: Want {
+            code: 2,
+            result: "failure",
+            consistency: "none",
+            errors: &[("SnapshotCommandFailed", None)],
+            ran: "pre\npost\n",
+            freeze: Some(true),
+            snapshot: true,
+        },
+        then: |_, _, v, _| assert_eq!(v["phases"]["snapshot"]["exitCode"], 5),
+    },
+    Row {
+        name: "r12b_snapshot_failure_is_failure_thawed_post_runs (continue=false)",
+        arrange: |t, _| {
+            set(&t.s, &[("continueBackupOnFailure", json!(false))]);
+            "exit 5".into()
+        },
+        want: Want {
+            code: 2,
+            result: "failure",
+            consistency: "none",
+            errors: &[("SnapshotCommandFailed", None)],
+            ran: "pre\npost\n",
+            freeze: Some(true),
+            snapshot: true,
+        },
+        then: |_, _, v, _| assert_eq!(v["phases"]["snapshot"]["exitCode"], 5),
+    },
+    // Row: post-script fails, continue=true → snapshot stands, degraded.
+    Row {
+        name: "r13a_post_failure_continue_is_degraded_application",
+        arrange: |t, _| {
+            t.post(&marked(&t.s, "post", "exit 3"));
+            "true".into()
+        },
+        want: Want {
             code: 1,
             result: "degraded",
             consistency: "application",
             errors: &[("Post-ScriptExecutionFailed", Some(301))],
             ran: "pre\npost\n",
-            freeze: true,
+            freeze: Some(true),
             snapshot: true,
         },
-    );
-    assert!(t.writable());
-}
-
-// Row: post-script fails, continue=false → snapshot stands, run is a failure.
-#[test]
-fn r13b_post_failure_stop_is_failure_but_application() {
-    require_root!();
-    let t = t("snap-post-stop");
-    set(&t.s, &[("continueBackupOnFailure", json!(false))]);
-    t.post(&marked(&t.s, "post", "exit 3"));
-    let run = t.snapshot("true");
-    check(
-        &run,
-        &t.s,
-        Want {
+        then: |_, _, _, _| {},
+    },
+    // Row: post-script fails, continue=false → snapshot stands, run is a failure.
+    Row {
+        name: "r13b_post_failure_stop_is_failure_but_application",
+        arrange: |t, _| {
+            set(&t.s, &[("continueBackupOnFailure", json!(false))]);
+            t.post(&marked(&t.s, "post", "exit 3"));
+            "true".into()
+        },
+        want: Want {
             code: 2,
             result: "failure",
             consistency: "application",
             errors: &[("Post-ScriptExecutionFailed", Some(301))],
             ran: "pre\npost\n",
-            freeze: true,
+            freeze: Some(true),
             snapshot: true,
         },
-    );
-    assert!(t.writable());
-}
-
-// Row: post-script times out, continue=true → snapshot stands, degraded.
-#[test]
-fn r13c_post_timeout_continue_is_degraded_application() {
-    require_root!();
-    let t = t("snap-post-timeout");
-    let m = MarkerGuard::new(73);
-    set(&t.s, &[("timeoutInSeconds", json!(1))]);
-    t.post(&marked(&t.s, "post", &format!("sleep {}", m.0)));
-    let run = t.snapshot("true");
-    let v = check(
-        &run,
-        &t.s,
-        Want {
+        then: |_, _, _, _| {},
+    },
+    // Row: post-script times out, continue=true → snapshot stands, degraded.
+    Row {
+        name: "r13c_post_timeout_continue_is_degraded_application",
+        arrange: |t, m| {
+            set(&t.s, &[("timeoutInSeconds", json!(1))]);
+            t.post(&marked(&t.s, "post", &format!("sleep {}", m.0)));
+            "true".into()
+        },
+        want: Want {
             code: 1,
             result: "degraded",
             consistency: "application",
             errors: &[("Post-ScriptTimeout", Some(309))],
             ran: "pre\npost\n",
-            freeze: true,
+            freeze: Some(true),
             snapshot: true,
         },
-    );
-    assert_eq!(v["phases"]["post"]["attempts"][0]["timedOut"], true);
-    assert_eq!(m.survivors(), Vec::<i32>::new());
-    assert!(t.writable());
+        then: |_, _, v, m| {
+            assert_eq!(v["phases"]["post"]["attempts"][0]["timedOut"], true);
+            assert_eq!(m.survivors(), Vec::<i32>::new());
+        },
+    },
+];
+
+/// Every row of the table, each on a scratch filesystem of its own; every
+/// row ends with the filesystem proved writable.
+#[test]
+fn decision_table_rows() {
+    require_root!();
+    for (i, row) in ROWS.iter().enumerate() {
+        let t = t(&format!("snap-row{i}"));
+        let m = MarkerGuard::new(80 + i as u32);
+        let cmd = (row.arrange)(&t, &m);
+        let run = t.snapshot(&cmd);
+        eprintln!("row {}", row.name);
+        let v = check(&run, &t.s, row.want);
+        (row.then)(&t, &run, &v, &m);
+        assert!(t.writable(), "{}: left frozen", row.name);
+    }
 }
 
 // §7: a pre-script "holder" lives across the window and is terminated after post.
@@ -621,7 +624,7 @@ fn r14_pre_script_holder_is_terminated_after_post() {
             consistency: "application",
             errors: &[],
             ran: "pre\npost\n",
-            freeze: true,
+            freeze: Some(true),
             snapshot: true,
         },
     );
