@@ -561,6 +561,8 @@ impl Job {
             .arg(self.dir.join("no-host.conf"))
             .arg("--run-dir")
             .arg(&self.run_dir)
+            .arg("--state-dir")
+            .arg(self.run_dir.join("state"))
             .arg("--syslog-socket")
             .arg(self.dir.join("no-syslog.sock"))
             .args(args)

@@ -446,11 +446,13 @@ fn scratch_quiesce(s: &Setup) -> PathBuf {
     s.s.write(
         "bin/quiesce",
         format!(
-            "#!/bin/sh\nexec {} --host-config {} --run-dir {} --syslog-socket {} \"$@\"\n",
+            "#!/bin/sh\nexec {} --host-config {} --run-dir {} --syslog-socket {} --journal-socket {} --state-dir {} \"$@\"\n",
             env!("CARGO_BIN_EXE_quiesce"),
             s.host_config.display(),
             s.s.path("run").display(),
-            s.s.path("no-syslog.sock").display()
+            s.s.path("no-syslog.sock").display(),
+            s.s.path("no-journal.sock").display(),
+            s.s.path("state").display()
         ),
         0o700,
     )

@@ -385,6 +385,8 @@ fn runner_sigterm_mid_script_kills_the_tree_and_exits_143() {
         .arg(&s.host_config)
         .arg("--run-dir")
         .arg(s.s.path("run"))
+        .arg("--state-dir")
+        .arg(s.s.path("state"))
         .arg("--syslog-socket")
         .arg(s.s.path("none"))
         .args(["pre", "--json"])
@@ -676,17 +678,14 @@ fn the_script_tree_does_not_outlive_a_killed_runner() {
 /// `quiesce pre` in a new pid namespace whose `vm.memfd_noexec` is 2 (the
 /// sysctl is per pid namespace and may only be raised inside it).
 fn pre_under_memfd_noexec_2(s: &Setup) -> common::Run {
-    let quiesce = env!("CARGO_BIN_EXE_quiesce");
-    let inner = format!(
-        "echo 2 > /proc/sys/vm/memfd_noexec || exit 99; exec '{quiesce}' --config '{}' --host-config '{}' --run-dir '{}' --syslog-socket '{}' pre --json",
-        s.config.display(),
-        s.host_config.display(),
-        s.s.path("run").display(),
-        s.s.path("no-syslog.sock").display()
-    );
     common::Run::from(
         Command::new("unshare")
-            .args(["-pf", "--mount-proc", "sh", "-c", &inner])
+            .args(["-pf", "--mount-proc", "sh", "-c"])
+            .arg("echo 2 > /proc/sys/vm/memfd_noexec || exit 99; exec \"$@\"")
+            .arg("sh")
+            .arg(env!("CARGO_BIN_EXE_quiesce"))
+            .args(s.global_args())
+            .args(["pre", "--json"])
             .output()
             .unwrap(),
     )

@@ -775,6 +775,8 @@ fn with_fault(s: &Setup, fault: &str, args: &[&str]) -> Run {
         .arg(&s.host_config)
         .arg("--run-dir")
         .arg(s.s.path("run"))
+        .arg("--state-dir")
+        .arg(s.s.path("state"))
         .arg("--syslog-socket")
         .arg(s.s.path("no-syslog.sock"))
         .args(args)

@@ -182,15 +182,25 @@ impl Setup {
     /// picks syslog whatever the host runs (no journal socket there).
     pub fn command(&self) -> Command {
         let mut cmd = quiesce_bin();
-        cmd.arg("--config").arg(&self.config);
-        cmd.arg("--host-config").arg(&self.host_config);
-        cmd.arg("--run-dir").arg(self.s.path("run"));
-        cmd.arg("--syslog-socket")
-            .arg(self.s.path("no-syslog.sock"));
-        cmd.arg("--journal-socket")
-            .arg(self.s.path("no-journal.sock"));
-        cmd.arg("--state-dir").arg(self.s.path("state"));
+        cmd.args(self.global_args());
         cmd
+    }
+
+    /// The global options of [`Setup::command`], for a test that runs the
+    /// binary through a wrapper (`unshare`, a shell that joins a cgroup).
+    pub fn global_args(&self) -> Vec<std::ffi::OsString> {
+        let mut args: Vec<std::ffi::OsString> = Vec::new();
+        let mut opt = |name: &str, value: &Path| {
+            args.push(name.into());
+            args.push(value.into());
+        };
+        opt("--config", &self.config);
+        opt("--host-config", &self.host_config);
+        opt("--run-dir", &self.s.path("run"));
+        opt("--syslog-socket", &self.s.path("no-syslog.sock"));
+        opt("--journal-socket", &self.s.path("no-journal.sock"));
+        opt("--state-dir", &self.s.path("state"));
+        args
     }
 
     pub fn quiesce(&self, args: &[&str]) -> Run {
