@@ -578,20 +578,10 @@ mod tests {
 
     #[test]
     fn null_optional_keys_are_absent_with_a_warning() {
-        let optional = [
-            "pluginName",
-            "preScriptParams",
-            "postScriptParams",
-            "preScriptNoOfRetries",
-            "postScriptNoOfRetries",
-            "timeoutInSeconds",
-            "continueBackupOnFailure",
-            "fsFreezeEnabled",
-            "ScriptsExecutionPollTimeSeconds",
-            "appName",
-            "preScriptSha256",
-            "postScriptSha256",
-        ];
+        // Every key but the two required script locations.
+        let optional = KNOWN_KEYS
+            .into_iter()
+            .filter(|k| !k.ends_with("ScriptLocation"));
         for key in optional {
             let text = MIN.replace('}', &format!(r#","{key}":null}}"#));
             let l = p(&text).unwrap_or_else(|e| panic!("{key}: {e}"));

@@ -378,17 +378,8 @@ fn runner_sigterm_mid_script_kills_the_tree_and_exits_143() {
         "pre",
         &format!("setsid sleep {m} &\nsleep {m}", m = m.0),
     );
-    let child = common::quiesce_bin()
-        .arg("--config")
-        .arg(&s.config)
-        .arg("--host-config")
-        .arg(&s.host_config)
-        .arg("--run-dir")
-        .arg(s.s.path("run"))
-        .arg("--state-dir")
-        .arg(s.s.path("state"))
-        .arg("--syslog-socket")
-        .arg(s.s.path("none"))
+    let child = s
+        .command()
         .args(["pre", "--json"])
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())

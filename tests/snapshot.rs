@@ -767,22 +767,13 @@ fn watchdog_killed_mid_window_post_still_runs() {
 
 /// `quiesce --config … snapshot …` of this set-up with a fault point set.
 fn with_fault(s: &Setup, fault: &str, args: &[&str]) -> Run {
-    let out = common::quiesce_bin()
-        .env("QUIESCE_FAULT", fault)
-        .arg("--config")
-        .arg(&s.config)
-        .arg("--host-config")
-        .arg(&s.host_config)
-        .arg("--run-dir")
-        .arg(s.s.path("run"))
-        .arg("--state-dir")
-        .arg(s.s.path("state"))
-        .arg("--syslog-socket")
-        .arg(s.s.path("no-syslog.sock"))
-        .args(args)
-        .output()
-        .unwrap();
-    Run::from(out)
+    Run::from(
+        s.command()
+            .env("QUIESCE_FAULT", fault)
+            .args(args)
+            .output()
+            .unwrap(),
+    )
 }
 
 /// Issue 10 item 9: a bug (a panic) inside the window, between the pre- and

@@ -814,30 +814,10 @@ fn await_exec(
 /// Forks the child with every signal blocked across the fork, so no runner
 /// handler runs in the child before it has reset the dispositions.
 fn fork_child(plan: &ChildPlan<'_>) -> Result<i32, SpawnError> {
-    // SAFETY: sigset_t is plain old data; it is filled before use.
-    let mut all: libc::sigset_t = unsafe { std::mem::zeroed() };
-    // SAFETY: as above.
-    let mut saved: libc::sigset_t = unsafe { std::mem::zeroed() };
-    // SAFETY: valid pointers to sigset_t values on this stack frame.
-    unsafe {
-        libc::sigfillset(&mut all);
-        libc::pthread_sigmask(libc::SIG_SETMASK, &all, &mut saved);
-    }
-    // SAFETY: fork(2). The child only runs `child_main`, which keeps to
-    // async-signal-safe calls on prebuilt data and never returns.
-    let pid = unsafe { libc::fork() };
-    if pid == 0 {
-        // SAFETY: we are the child of fork(); `plan` points into memory the
-        // child's copy of the address space still holds.
-        unsafe { child_main(plan) }
-    }
-    let fork_errno = Errno::last();
-    // SAFETY: restores the mask saved above; valid pointer.
-    unsafe { libc::pthread_sigmask(libc::SIG_SETMASK, &saved, std::ptr::null_mut()) };
-    if pid < 0 {
-        return Err(SpawnError::Fork(fork_errno));
-    }
-    Ok(pid)
+    // SAFETY: the child only runs `child_main`, which keeps to
+    // async-signal-safe calls on prebuilt data and never returns; `plan`
+    // points into memory the child's copy of the address space still holds.
+    unsafe { sys::fork_signals_blocked(|| child_main(plan)) }.map_err(SpawnError::Fork)
 }
 
 /// Acts on the child's reports: a fatal one reaps the child and becomes the

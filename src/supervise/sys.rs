@@ -202,3 +202,39 @@ pub(crate) fn set_nonblocking(fd: BorrowedFd<'_>) -> Result<(), Errno> {
     fcntl(fd.as_raw_fd(), FcntlArg::F_SETFL(flags | OFlag::O_NONBLOCK))?;
     Ok(())
 }
+
+/// Forks with every signal blocked across the fork and restored in the
+/// parent, so no runner handler runs in the child before it has set itself
+/// up; the child runs `child`. Returns the child's pid.
+///
+/// # Safety
+/// `child` runs in the child of `fork()` of a possibly multi-threaded
+/// process: it may make async-signal-safe calls only, and should not
+/// return (if it does, the child exits 127).
+pub(crate) unsafe fn fork_signals_blocked(child: impl FnOnce()) -> Result<i32, Errno> {
+    // SAFETY: sigset_t is plain old data; it is filled before use.
+    let mut all: libc::sigset_t = unsafe { std::mem::zeroed() };
+    // SAFETY: as above.
+    let mut saved: libc::sigset_t = unsafe { std::mem::zeroed() };
+    // SAFETY: valid pointers to sigset_t values on this stack frame.
+    unsafe {
+        libc::sigfillset(&mut all);
+        libc::pthread_sigmask(libc::SIG_SETMASK, &all, &mut saved);
+    }
+    // SAFETY: fork(2); the child only runs `child`, whose contract is the
+    // caller's (see above).
+    let pid = unsafe { libc::fork() };
+    if pid == 0 {
+        child();
+        // SAFETY: _exit(2) is async-signal-safe; `child` should not return.
+        unsafe { libc::_exit(127) }
+    }
+    let fork_errno = Errno::last();
+    // SAFETY: restores the mask saved above; valid pointer.
+    unsafe { libc::pthread_sigmask(libc::SIG_SETMASK, &saved, std::ptr::null_mut()) };
+    if pid < 0 {
+        Err(fork_errno)
+    } else {
+        Ok(pid)
+    }
+}
