@@ -1,11 +1,19 @@
 //! The runner's signal handling (SPEC.md §6.4 point 3, §7).
 //!
-//! One handler for the terminating signals: it first thaws every armed mount
-//! on its pre-opened descriptor (async-signal-safe), then records the signal
-//! and wakes the main loop through a self-pipe, which kills the children (thaw
+//! One action for the terminating signals: it records the signal, thaws
+//! every armed mount on its pre-opened descriptor (async-signal-safe), and
+//! wakes the main loop through a self-pipe, which kills the children (thaw
 //! first, then kill), reports and exits 128+N. Fatal signals (SEGV, BUS, ILL,
 //! ABRT, FPE, TRAP, SYS) thaw and then take their default action. A panic
 //! hook thaws too.
+//!
+//! The terminating signals are registered through `signal-hook` (its
+//! handler runs our action; `SA_RESTART` is harmless here: the waits that
+//! must notice a signal are `poll`/`ppoll`, which the kernel never
+//! restarts). The fatal ones keep a plain `sigaction`: they need
+//! `SA_ONSTACK`, so a stack overflow's SIGSEGV still runs on the alternate
+//! stack and thaws, and `signal-hook` neither sets that flag nor lets SEGV,
+//! ILL or FPE be registered through its checked API.
 //!
 //! Which signal is which: every signal whose default action ends the process
 //! thaws first. Those a process gets asked to stop by (TERM, INT, HUP, QUIT,
@@ -73,7 +81,8 @@ pub fn track_child_group(pgid: i32) {
 }
 static PENDING: AtomicI32 = AtomicI32::new(0);
 
-extern "C" fn on_terminating(sig: libc::c_int) {
+/// The action of a terminating signal, run by `signal-hook`'s handler.
+fn on_terminating(sig: libc::c_int) {
     // INVARIANT: async-signal-safe only: atomics, ioctl, write.
     // The signal is recorded before the thaw: a freeze that completes while
     // this runs then sees it (and `guard::closing`) and is thawed by its worker.
@@ -120,45 +129,16 @@ impl SignalPipe {
 }
 
 /// Installs the handlers and the panic hook. Call once, early, before any
-/// child is spawned or any mount is frozen.
+/// child is spawned or any mount is frozen; a later call only makes a new
+/// self-pipe (the handlers stay).
 pub fn install() -> std::io::Result<SignalPipe> {
     let (read, write) = nix::unistd::pipe2(OFlag::O_CLOEXEC | OFlag::O_NONBLOCK)?;
     PIPE_WRITE.store(std::os::fd::AsRawFd::as_raw_fd(&write), Ordering::SeqCst);
-    // SA_ONSTACK: a stack overflow's SIGSEGV runs on the alternate stack that
-    // the Rust runtime sets up. No SA_RESTART: a blocking call returns EINTR
-    // and the main loop looks at the pipe.
-    let term = SigAction::new(
-        SigHandler::Handler(on_terminating),
-        SaFlags::SA_ONSTACK,
-        SigSet::all(),
-    );
-    let fatal = SigAction::new(
-        SigHandler::Handler(on_fatal),
-        SaFlags::SA_ONSTACK,
-        SigSet::all(),
-    );
-    for sig in TERMINATING {
-        // SAFETY: the handler only makes async-signal-safe calls.
-        unsafe { sigaction(sig, &term) }?;
-    }
-    for sig in FATAL {
-        // SAFETY: as above.
-        unsafe { sigaction(sig, &fatal) }?;
-    }
-    for sig in realtime() {
-        // SAFETY: a zeroed sigaction with our handler and a full mask; the
-        // handler only makes async-signal-safe calls.
-        let rc = unsafe {
-            let mut sa: libc::sigaction = std::mem::zeroed();
-            sa.sa_sigaction = on_terminating as extern "C" fn(libc::c_int) as usize;
-            sa.sa_flags = libc::SA_ONSTACK;
-            libc::sigfillset(&mut sa.sa_mask);
-            libc::sigaction(sig, &sa, std::ptr::null_mut())
-        };
-        if rc != 0 {
-            return Err(std::io::Error::last_os_error());
-        }
-    }
+    static HANDLERS: std::sync::OnceLock<Result<(), std::io::ErrorKind>> =
+        std::sync::OnceLock::new();
+    HANDLERS
+        .get_or_init(|| install_handlers().map_err(|e| e.kind()))
+        .map_err(std::io::Error::from)?;
     static HOOK: Once = Once::new();
     HOOK.call_once(|| {
         let previous = std::panic::take_hook();
@@ -180,6 +160,30 @@ pub fn install() -> std::io::Result<SignalPipe> {
         read,
         _write: write,
     })
+}
+
+fn install_handlers() -> std::io::Result<()> {
+    let terminating = TERMINATING
+        .iter()
+        .map(|s| *s as libc::c_int)
+        .chain(realtime());
+    for sig in terminating {
+        // SAFETY: the action only makes async-signal-safe calls (atomics,
+        // the thaw ioctls, one write) and allocates nothing.
+        unsafe { signal_hook::low_level::register(sig, move || on_terminating(sig)) }?;
+    }
+    // SA_ONSTACK: a stack overflow's SIGSEGV runs on the alternate stack that
+    // the Rust runtime sets up. The full mask: nothing interrupts the thaw.
+    let fatal = SigAction::new(
+        SigHandler::Handler(on_fatal),
+        SaFlags::SA_ONSTACK,
+        SigSet::all(),
+    );
+    for sig in FATAL {
+        // SAFETY: the handler only makes async-signal-safe calls.
+        unsafe { sigaction(sig, &fatal) }?;
+    }
+    Ok(())
 }
 
 /// The first terminating signal received, if any.
