@@ -10,6 +10,7 @@ use quiesce::config::{DEFAULT_CONFIG_PATH, DEFAULT_HOST_CONFIG_PATH};
 use quiesce::error::Exit;
 use quiesce::freeze::{mounts, state};
 use quiesce::job::preflight::InputPaths;
+use quiesce::job::pending::{self, PendingOptions};
 use quiesce::job::snapshot::WindowRequest;
 use quiesce::job::Common;
 use quiesce::job::Phase;
@@ -46,6 +47,17 @@ struct GlobalArgs {
     /// Runner state directory on tmpfs: lock, recovery record, pre-script holders.
     #[arg(long, global = true, value_name = "DIR", default_value = state::DEFAULT_RUN_DIR)]
     run_dir: PathBuf,
+    /// Durable state: the record of each pending post-script, written before
+    /// its pre-script starts (root-owned, 0700; created if missing).
+    #[arg(long, global = true, value_name = "DIR", default_value = pending::DEFAULT_STATE_DIR)]
+    state_dir: PathBuf,
+    /// After a separate `quiesce pre`, how long the `quiesce post` call may
+    /// take to come; after that `quiesce recover` (or the next run) runs the
+    /// post-script [default: 1860 = the 1800 s script cap + the 60 s freeze
+    /// maximum].
+    #[arg(long, global = true, value_name = "SECS", default_value_t = pending::DEFAULT_POST_DUE_SECS,
+          value_parser = clap::value_parser!(u64).range(1..))]
+    post_due: u64,
     /// The extension's backup settings; its [SnapshotThread] MountsToSkip is honoured.
     #[arg(long, global = true, value_name = "PATH", default_value = mounts::VMBACKUP_CONF_PATH)]
     vmbackup_conf: PathBuf,
@@ -105,6 +117,11 @@ enum Command {
         #[arg(long = "mount", value_name = "M")]
         mounts: Vec<PathBuf>,
     },
+    /// Run what dead runners left pending: every due post-script recorded
+    /// in --state-dir (QUIESCE_RECOVERY=runner-died, reboot or post-overdue
+    /// in its environment), after thawing what they left frozen. Safe at any
+    /// time; runs at boot from quiesce-recover.service.
+    Recover,
 }
 
 #[derive(Args, Debug)]
@@ -162,6 +179,7 @@ fn main() -> ExitCode {
             host_config: abs(cli.global.host_config),
             policy: cli.global.policy.map(abs),
             run_dir: abs(cli.global.run_dir),
+            state_dir: abs(cli.global.state_dir),
             ..cli.global
         },
         ..cli
@@ -174,6 +192,10 @@ fn main() -> ExitCode {
         verbose: cli.global.verbose,
         run_dir: state::RunDir::new(cli.global.run_dir),
         vmbackup_conf: cli.global.vmbackup_conf,
+        pending: PendingOptions {
+            state_dir: state::RunDir::new(cli.global.state_dir),
+            post_due: Duration::from_secs(cli.global.post_due),
+        },
     };
     let ropts = RunnerOptions {
         policy: cli.global.policy,
@@ -194,6 +216,7 @@ fn main() -> ExitCode {
         Command::Snapshot { window: w } => commands::snapshot::run(&common, &ropts, &w.request()),
         Command::Check { mounts } => commands::check::run(&common, &ropts, &mounts),
         Command::Thaw { mounts } => commands::thaw::run(&common, &ropts, &mounts),
+        Command::Recover => commands::recover::run(&common, &ropts),
     }));
     let (status, exit) = match outcome {
         Ok(done) => done,

@@ -25,8 +25,11 @@ pub mod decide;
 pub mod holders;
 pub mod inspection;
 pub mod launch;
+pub mod pending;
 pub mod pipeline;
+mod postguard;
 pub mod preflight;
+pub mod recover;
 mod runner;
 pub mod script;
 pub mod snapshot;
@@ -55,6 +58,8 @@ pub struct Common {
     pub run_dir: RunDir,
     /// `/etc/azure/vmbackup.conf` (its `MountsToSkip`).
     pub vmbackup_conf: PathBuf,
+    /// `--state-dir`, `--post-due`: pending post-scripts (SPEC §6.6).
+    pub pending: pending::PendingOptions,
 }
 
 impl Default for Common {
@@ -64,6 +69,7 @@ impl Default for Common {
             verbose: false,
             run_dir: RunDir::default(),
             vmbackup_conf: mounts::VMBACKUP_CONF_PATH.into(),
+            pending: pending::PendingOptions::default(),
         }
     }
 }
@@ -127,6 +133,8 @@ pub type Finished = (Status, Exit);
 pub struct Job {
     pub status: Status,
     warnings: Vec<String>,
+    /// This run's pending post-script record and its guard (SPEC §6.6).
+    pending: recover::PendingState,
 }
 
 impl Job {
@@ -177,6 +185,7 @@ impl Job {
         Job {
             status: Status::new(operation, &operation_id),
             warnings,
+            pending: recover::PendingState::default(),
         }
     }
 
@@ -210,6 +219,7 @@ impl Job {
     /// every error name and code, the trail's own delivery report; the exit
     /// code follows from the status.
     pub fn finish(mut self) -> Finished {
+        recover::at_finish(&mut self.pending);
         self.status.warnings.append(&mut self.warnings);
         run_end_record(&self.status);
         if let Some(w) = trail::finish().warning() {

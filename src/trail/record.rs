@@ -33,6 +33,9 @@ pub enum Record {
     HolderTerminated,
     /// A dead runner's window was recovered (thawed) at the start of a run.
     Recovery,
+    /// A pending post-script of a dead runner (or of a `pre` whose `post`
+    /// never came) is run, or a run's own pending record was settled.
+    PostRecovery,
     /// One filesystem was frozen: mount, device, type, duration.
     Freeze,
     /// Every planned filesystem is frozen.
@@ -59,7 +62,7 @@ pub enum Record {
 
 impl Record {
     /// Every kind, in the order of a run.
-    pub const ALL: [Record; 23] = [
+    pub const ALL: [Record; 24] = [
         Record::RunStart,
         Record::Check,
         Record::CheckWarning,
@@ -72,6 +75,7 @@ impl Record {
         Record::HolderRecorded,
         Record::HolderTerminated,
         Record::Recovery,
+        Record::PostRecovery,
         Record::Freeze,
         Record::FreezeComplete,
         Record::FreezeFailed,
@@ -100,6 +104,7 @@ impl Record {
             Record::HolderRecorded => "holder-recorded",
             Record::HolderTerminated => "holder-terminated",
             Record::Recovery => "recovery",
+            Record::PostRecovery => "post-recovery",
             Record::Freeze => "freeze",
             Record::FreezeComplete => "freeze-complete",
             Record::FreezeFailed => "freeze-failed",
