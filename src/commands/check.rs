@@ -4,10 +4,10 @@
 use std::path::PathBuf;
 
 use crate::job::bridge::{self, BridgePaths};
-use crate::job::{pipeline, recover};
 use crate::job::preflight::{Prechecked, Readiness};
 use crate::job::status::say;
 use crate::job::{mount_plan, Common, Finished, Job, RunnerOptions};
+use crate::job::{pipeline, recover};
 use crate::supervise::DEFAULT_GRACE;
 
 pub fn run(common: &Common, ropts: &RunnerOptions, mounts: &[PathBuf]) -> Finished {
@@ -88,7 +88,9 @@ pub fn run(common: &Common, ropts: &RunnerOptions, mounts: &[PathBuf]) -> Finish
                     "pending post-script {} (operation {}, {} s old): {}",
                     p["record"].as_str().unwrap_or("?"),
                     p["operationId"].as_str().unwrap_or("?"),
-                    p["ageSeconds"].as_u64().map_or("?".into(), |a| a.to_string()),
+                    p["ageSeconds"]
+                        .as_u64()
+                        .map_or("?".into(), |a| a.to_string()),
                     p["state"].as_str().unwrap_or("?"),
                 ));
             }

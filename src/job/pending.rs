@@ -144,7 +144,9 @@ impl PendingPost {
             )),
             Awaits::Runner => Due::Now(Recovery::RunnerDied),
             Awaits::PostCommand => {
-                let due = self.due_unix.unwrap_or(self.created_unix + self.post_due_secs);
+                let due = self
+                    .due_unix
+                    .unwrap_or(self.created_unix + self.post_due_secs);
                 if now_unix >= due {
                     Due::Now(Recovery::PostOverdue)
                 } else {
@@ -285,10 +287,9 @@ impl PendingOptions {
         rec.seal = rec.compute_seal();
         self.state_dir.write_json(&rec.name(), rec)?;
         // The rename is durable only once the directory is synced.
-        let dir = fs::File::open(&self.state_dir.path)
+        fs::File::open(&self.state_dir.path)
             .and_then(|d| d.sync_all())
-            .map_err(|e| StateError::Write(self.state_dir.path.clone(), e));
-        dir
+            .map_err(|e| StateError::Write(self.state_dir.path.clone(), e))
     }
 
     /// Reads one record; `None` when it is gone (its post-script has run).

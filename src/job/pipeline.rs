@@ -34,7 +34,7 @@ pub fn script_phase(common: &Common, opts: &RunnerOptions, phase: Phase) -> Fini
     let pc = precheck(&mut job, common);
     match ready_script(&pc, phase) {
         Some((script, config)) => {
-            super::recover::arm(&mut job, common, opts, &pc);
+            super::recover::arm(&mut job, common, opts, &pc, phase);
             let res = run_script(&mut job, &ctx, phase, script, config);
             if let Some(sig) = res.interrupted {
                 status::say(format!(

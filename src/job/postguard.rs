@@ -185,7 +185,12 @@ unsafe fn watch(plan: &Plan) -> ! {
         libc::dup2(plan.exe, 4);
         libc::fcntl(3, libc::F_SETFD, libc::FD_CLOEXEC);
         libc::fcntl(4, libc::F_SETFD, libc::FD_CLOEXEC);
-        libc::syscall(libc::SYS_close_range, 5 as libc::c_uint, libc::c_uint::MAX, 0);
+        libc::syscall(
+            libc::SYS_close_range,
+            5 as libc::c_uint,
+            libc::c_uint::MAX,
+            0,
+        );
         // Like the watchdog: the OOM killer must not take the guard.
         let adj = libc::open(c"/proc/self/oom_score_adj".as_ptr(), libc::O_WRONLY);
         if adj >= 0 {

@@ -209,7 +209,10 @@ fn verified<'a>(
     );
     let config_gone = !rec.config.exists();
     let Some(config) = pc.config.as_ref() else {
-        let why = pc.problems.first().map_or(String::new(), |p| p.detail.clone());
+        let why = pc
+            .problems
+            .first()
+            .map_or(String::new(), |p| p.detail.clone());
         let what = if config_gone {
             "is gone"
         } else {
@@ -251,7 +254,10 @@ fn verified<'a>(
             .unwrap_or_else(|| Problem::new(ErrorCode::PostScriptNotFound, "no post-script"));
         return Err(Problem::new(
             p.code,
-            format!("pending post-script of operation {}: {}; {kept}", rec.operation_id, p.detail),
+            format!(
+                "pending post-script of operation {}: {}; {kept}",
+                rec.operation_id, p.detail
+            ),
         ));
     };
     if script.sha256 != rec.post_sha256 || script.file.path != rec.post_script {
@@ -273,8 +279,8 @@ fn verified<'a>(
 /// the guard that runs it if this runner dies. A record that cannot be
 /// written is said loudly; the pre-script still runs (the runner itself
 /// still runs the post-script on every path it survives).
-pub fn arm(job: &mut Job, common: &Common, opts: &RunnerOptions, pc: &Prechecked) {
-    if super::pipeline::ready_script(pc, Phase::Pre).is_none() {
+pub fn arm(job: &mut Job, common: &Common, opts: &RunnerOptions, pc: &Prechecked, phase: Phase) {
+    if phase != Phase::Pre || super::pipeline::ready_script(pc, Phase::Pre).is_none() {
         return;
     }
     let (Some(popts), Some(post), Some(sha)) = (

@@ -54,7 +54,7 @@ pub fn snapshot(common: &Common, opts: &RunnerOptions, req: &WindowRequest) -> F
     };
     report_precheck(&mut job, &pc, settings);
     let ctx = runner.context();
-    super::recover::arm(&mut job, common, opts, &pc);
+    super::recover::arm(&mut job, common, opts, &pc, Phase::Pre);
     let pre_ok = pre(&mut job, &ctx, &pc);
     let next = if job.status.signal.is_some() {
         decide::after_signal()
