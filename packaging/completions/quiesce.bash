@@ -25,9 +25,9 @@ _quiesce() {
         prev=${COMP_WORDS[COMP_CWORD - 1]}
     fi
 
-    local commands="check pre post freeze snapshot thaw audit help"
+    local commands="check pre post freeze snapshot thaw recover audit help"
     local global_opts="--config --host-config --json -v --verbose --run-dir
-        --vmbackup-conf --policy --no-sandbox --syslog-socket --syslog-facility
+        --state-dir --post-due --vmbackup-conf --policy --no-sandbox --syslog-socket --syslog-facility
         -h --help"
 
     # Options that take a value: complete the value, not another option.
@@ -36,7 +36,7 @@ _quiesce() {
             _quiesce_files
             return
             ;;
-        --run-dir | --mount)
+        --run-dir | --state-dir | --mount)
             _quiesce_files -d
             return
             ;;
@@ -45,7 +45,7 @@ _quiesce() {
                 local2 local3 local4 local5 local6 local7" -- "$cur"))
             return
             ;;
-        --max-freeze)
+        --max-freeze | --post-due)
             return
             ;;
     esac
@@ -56,7 +56,7 @@ _quiesce() {
         case ${words[i]} in
             --config | --host-config | --vmbackup-conf | --policy | \
                 --syslog-socket | --run-dir | --mount | --syslog-facility | \
-                --max-freeze)
+                --max-freeze | --state-dir | --post-due)
                 ((i++))
                 ;;
             --)
