@@ -16,9 +16,10 @@ fi
 # --- what the tests need -------------------------------------------------------
 # e2fsprogs/xfsprogs/btrfs-progs: scratch filesystems; util-linux: losetup,
 # fsfreeze, mount; procps: ps/pkill used by fixtures; rsyslog: the audit-trail
-# receiver; python3: lock-holder fixtures.
+# receiver; python3: lock-holder fixtures; systemd: systemd-analyze verify of
+# quiesce-recover.service.
 # lintian/rpm/man-db/groff-base/binutils: the package tests.
-packages=(e2fsprogs xfsprogs btrfs-progs util-linux procps rsyslog python3 psmisc
+packages=(e2fsprogs xfsprogs btrfs-progs util-linux procps rsyslog python3 psmisc systemd
           lintian rpm man-db groff-base binutils gzip)
 missing=()
 for p in "${packages[@]}"; do
