@@ -17,7 +17,8 @@ fi
 # e2fsprogs/xfsprogs/btrfs-progs: scratch filesystems; util-linux: losetup,
 # fsfreeze, mount; procps: ps/pkill used by fixtures; rsyslog: the audit-trail
 # receiver; systemd: journald and journalctl for the journal tests (run in a
-# private mount namespace, not as the host's logger); python3: lock-holder fixtures.
+# private mount namespace, not as the host's logger) and systemd-analyze
+# verify of quiesce-recover.service; python3: lock-holder fixtures.
 # lintian/rpm/man-db/groff-base/binutils: the package tests.
 packages=(e2fsprogs xfsprogs btrfs-progs util-linux procps rsyslog systemd python3 psmisc
           lintian rpm man-db groff-base binutils gzip)

@@ -10,6 +10,7 @@ use quiesce::config::{DEFAULT_CONFIG_PATH, DEFAULT_HOST_CONFIG_PATH};
 use quiesce::error::Exit;
 use quiesce::freeze::{mounts, state};
 use quiesce::job::metrics::{MetricsDir, Outputs};
+use quiesce::job::pending::{self, PendingOptions};
 use quiesce::job::preflight::InputPaths;
 use quiesce::job::snapshot::WindowRequest;
 use quiesce::job::Common;
@@ -47,6 +48,18 @@ struct GlobalArgs {
     /// Runner state directory on tmpfs: lock, recovery record, pre-script holders.
     #[arg(long, global = true, value_name = "DIR", default_value = state::DEFAULT_RUN_DIR)]
     run_dir: PathBuf,
+    /// Durable state: each run's status as last-<operation>.json, and the
+    /// record of each pending post-script, written before
+    /// its pre-script starts (root-owned, 0700; created if missing).
+    #[arg(long, global = true, value_name = "DIR", default_value = pending::DEFAULT_STATE_DIR)]
+    state_dir: PathBuf,
+    /// After a separate `quiesce pre`, how long the `quiesce post` call may
+    /// take to come; after that `quiesce recover` (or the next run) runs the
+    /// post-script [default: 1860 = the 1800 s script cap + the 60 s freeze
+    /// maximum].
+    #[arg(long, global = true, value_name = "SECS", default_value_t = pending::DEFAULT_POST_DUE_SECS,
+          value_parser = clap::value_parser!(u64).range(1..))]
+    post_due: u64,
     /// The extension's backup settings; its [SnapshotThread] MountsToSkip is honoured.
     #[arg(long, global = true, value_name = "PATH", default_value = mounts::VMBACKUP_CONF_PATH)]
     vmbackup_conf: PathBuf,
@@ -70,10 +83,6 @@ struct GlobalArgs {
     /// journald's native socket (for tests and containers).
     #[arg(long, global = true, value_name = "PATH", default_value = trail::DEFAULT_JOURNAL_SOCKET)]
     journal_socket: PathBuf,
-    /// Where each run's status is kept as last-<operation>.json (created
-    /// 0700 root if missing; refused if not root-owned or writable by others).
-    #[arg(long, global = true, value_name = "DIR", default_value = quiesce::job::metrics::DEFAULT_STATE_DIR)]
-    state_dir: PathBuf,
     /// node-exporter textfile directory for quiesce.prom [default:
     /// /var/lib/prometheus/node-exporter when it exists].
     #[arg(long, global = true, value_name = "DIR")]
@@ -125,6 +134,11 @@ enum Command {
         #[arg(long = "mount", value_name = "M")]
         mounts: Vec<PathBuf>,
     },
+    /// Run what dead runners left pending: every due post-script recorded
+    /// in --state-dir (QUIESCE_RECOVERY=runner-died, reboot or post-overdue
+    /// in its environment), after thawing what they left frozen. Safe at any
+    /// time; runs at boot from quiesce-recover.service.
+    Recover,
 }
 
 #[derive(Args, Debug)]
@@ -196,6 +210,10 @@ fn main() -> ExitCode {
         verbose: cli.global.verbose,
         run_dir: state::RunDir::new(cli.global.run_dir),
         vmbackup_conf: cli.global.vmbackup_conf,
+        pending: PendingOptions {
+            state_dir: state::RunDir::new(cli.global.state_dir.clone()),
+            post_due: Duration::from_secs(cli.global.post_due),
+        },
     };
     let ropts = RunnerOptions {
         policy: cli.global.policy,
@@ -225,6 +243,7 @@ fn main() -> ExitCode {
         Command::Snapshot { window: w } => commands::snapshot::run(&common, &ropts, &w.request()),
         Command::Check { mounts } => commands::check::run(&common, &ropts, &mounts),
         Command::Thaw { mounts } => commands::thaw::run(&common, &ropts, &mounts),
+        Command::Recover => commands::recover::run(&common, &ropts),
     }));
     let (status, exit) = match outcome {
         Ok(done) => done,

@@ -36,6 +36,7 @@ const OWN_CONFIG: &str = "/etc/quiesce/VMSnapshotScriptPluginConfig.json";
 /// Every file both packages install, with its mode (owner root:root).
 const FILES: &[(&str, u32)] = &[
     ("/usr/sbin/quiesce", 0o755),
+    ("/usr/lib/systemd/system/quiesce-recover.service", 0o644),
     ("/usr/share/man/man8/quiesce.8.gz", 0o644),
     ("/etc/quiesce/policy.json", 0o644),
     ("/usr/share/quiesce/policies/script-policy.json", 0o644),
@@ -986,4 +987,40 @@ fn deb_install_check_bridge_and_purge_cycle() {
         azure_before,
         "/etc/azure changed"
     );
+}
+
+/// The boot-time recovery unit (SPEC §6.6) is valid: `systemd-analyze
+/// verify` on it, with the installed binary's path present under a scratch
+/// root (verify checks that ExecStart names an executable).
+#[test]
+fn recover_unit_passes_systemd_analyze_verify() {
+    if !have("systemd-analyze", "systemd") {
+        return;
+    }
+    let s = Scratch::new("unit");
+    let sbin = s.mkdir("root/usr/sbin", 0o755);
+    std::fs::copy(env!("CARGO_BIN_EXE_quiesce"), sbin.join("quiesce")).unwrap();
+    let units = s.mkdir("root/etc/systemd/system", 0o755);
+    let unit = units.join("quiesce-recover.service");
+    std::fs::copy(repo().join("packaging/quiesce-recover.service"), &unit).unwrap();
+    let out = run(Command::new("systemd-analyze")
+        .arg("verify")
+        .arg("--man=no")
+        .arg(format!("--root={}", s.path("root").display()))
+        .arg(&unit));
+    assert!(
+        out.status.success(),
+        "systemd-analyze verify failed:\n{}{}",
+        text(&out.stdout),
+        text(&out.stderr)
+    );
+    let body = std::fs::read_to_string(&unit).unwrap();
+    for line in [
+        "Type=oneshot",
+        "After=local-fs.target",
+        "ExecStart=/usr/sbin/quiesce recover",
+        "WantedBy=multi-user.target",
+    ] {
+        assert!(body.contains(line), "unit lacks {line}");
+    }
 }

@@ -25,10 +25,10 @@ _quiesce() {
         prev=${COMP_WORDS[COMP_CWORD - 1]}
     fi
 
-    local commands="check pre post freeze snapshot thaw audit help"
+    local commands="check pre post freeze snapshot thaw recover audit help"
     local global_opts="--config --host-config --json -v --verbose --run-dir
-        --vmbackup-conf --policy --no-sandbox --syslog-socket --syslog-facility
-        --trail --journal-socket --state-dir --metrics-dir -h --help"
+        --state-dir --post-due --vmbackup-conf --policy --no-sandbox --syslog-socket --syslog-facility
+        --trail --journal-socket --metrics-dir -h --help"
 
     # Options that take a value: complete the value, not another option.
     case $prev in
@@ -50,7 +50,7 @@ _quiesce() {
             COMPREPLY=($(compgen -W "auto journal syslog both" -- "$cur"))
             return
             ;;
-        --max-freeze)
+        --max-freeze | --post-due)
             return
             ;;
     esac
@@ -62,7 +62,7 @@ _quiesce() {
             --config | --host-config | --vmbackup-conf | --policy | \
                 --syslog-socket | --run-dir | --mount | --syslog-facility | \
                 --trail | --journal-socket | --state-dir | --metrics-dir | \
-                --max-freeze)
+                --max-freeze | --post-due)
                 ((i++))
                 ;;
             --)

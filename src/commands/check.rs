@@ -4,10 +4,10 @@
 use std::path::PathBuf;
 
 use crate::job::bridge::{self, BridgePaths};
-use crate::job::pipeline;
 use crate::job::preflight::{Prechecked, Readiness};
 use crate::job::status::say;
 use crate::job::{mount_plan, Common, Finished, Job, RunnerOptions};
+use crate::job::{pipeline, recover};
 use crate::supervise::DEFAULT_GRACE;
 
 pub fn run(common: &Common, ropts: &RunnerOptions, mounts: &[PathBuf]) -> Finished {
@@ -76,6 +76,25 @@ pub fn run(common: &Common, ropts: &RunnerOptions, mounts: &[PathBuf]) -> Finish
             }
             job.warn_all(plan.warnings.iter().cloned());
             job.status.mounts = Some(serde_json::to_value(&plan.entries).expect("plan serialises"));
+        }
+        Err(p) => problems.push(p),
+    }
+    // Pending post-scripts (SPEC §6.6): a run would refuse an untrusted
+    // state directory, and would first run what is due.
+    match recover::describe(&common.pending) {
+        Ok(pending) => {
+            for p in &pending {
+                say(format!(
+                    "pending post-script {} (operation {}, {} s old): {}",
+                    p["record"].as_str().unwrap_or("?"),
+                    p["operationId"].as_str().unwrap_or("?"),
+                    p["ageSeconds"]
+                        .as_u64()
+                        .map_or("?".into(), |a| a.to_string()),
+                    p["state"].as_str().unwrap_or("?"),
+                ));
+            }
+            job.status.pending = Some(serde_json::Value::Array(pending));
         }
         Err(p) => problems.push(p),
     }

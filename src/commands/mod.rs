@@ -5,5 +5,6 @@ pub mod audit;
 pub mod check;
 pub mod freeze;
 pub mod phase;
+pub mod recover;
 pub mod snapshot;
 pub mod thaw;

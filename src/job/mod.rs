@@ -26,8 +26,11 @@ pub mod holders;
 pub mod inspection;
 pub mod launch;
 pub mod metrics;
+pub mod pending;
 pub mod pipeline;
+mod postguard;
 pub mod preflight;
+pub mod recover;
 mod runner;
 pub mod script;
 pub mod snapshot;
@@ -56,6 +59,8 @@ pub struct Common {
     pub run_dir: RunDir,
     /// `/etc/azure/vmbackup.conf` (its `MountsToSkip`).
     pub vmbackup_conf: PathBuf,
+    /// `--state-dir`, `--post-due`: pending post-scripts (SPEC §6.6).
+    pub pending: pending::PendingOptions,
 }
 
 impl Default for Common {
@@ -65,6 +70,7 @@ impl Default for Common {
             verbose: false,
             run_dir: RunDir::default(),
             vmbackup_conf: mounts::VMBACKUP_CONF_PATH.into(),
+            pending: pending::PendingOptions::default(),
         }
     }
 }
@@ -130,6 +136,8 @@ pub struct Job {
     warnings: Vec<String>,
     /// Where the last result and the metrics go once the run is over.
     outputs: metrics::Outputs,
+    /// This run's pending post-script record and its guard (SPEC §6.6).
+    pending: recover::PendingState,
 }
 
 impl Job {
@@ -183,6 +191,7 @@ impl Job {
             status: Status::new(operation, &operation_id),
             warnings,
             outputs: opts.outputs.clone(),
+            pending: recover::PendingState::default(),
         }
     }
 
@@ -216,6 +225,7 @@ impl Job {
     /// every error name and code, the trail's own delivery report; the exit
     /// code follows from the status.
     pub fn finish(mut self) -> Finished {
+        recover::at_finish(&mut self.pending);
         self.status.warnings.append(&mut self.warnings);
         run_end_record(&self.status);
         let delivery = trail::finish();

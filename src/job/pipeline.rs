@@ -27,10 +27,14 @@ pub fn script_phase(common: &Common, opts: &RunnerOptions, phase: Phase) -> Fini
         Ok(started) => started,
         Err(refused) => return *refused,
     };
+    if let Err(p) = super::recover::at_start(&mut job, &runner, common) {
+        return job.fail(&p);
+    }
     let ctx = runner.context();
     let pc = precheck(&mut job, common);
     match ready_script(&pc, phase) {
         Some((script, config)) => {
+            super::recover::arm(&mut job, common, opts, &pc, phase);
             let res = run_script(&mut job, &ctx, phase, script, config);
             if let Some(sig) = res.interrupted {
                 status::say(format!(
@@ -87,7 +91,9 @@ pub fn run_script(
     if phase == Phase::Pre {
         job.warn_all(holders::end_stale(ctx));
     }
+    let settling = super::recover::before_phase(&job.pending, phase);
     let res = script::run_phase(ctx, script, config);
+    super::recover::after_phase(job, phase, settling);
     let mut s = res.status.clone();
     match phase {
         Phase::Pre => {

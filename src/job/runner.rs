@@ -159,6 +159,7 @@ impl Runner {
             grace: self.policy.kill_grace(),
             output_cap: self.policy.output_cap(),
             pids_max: Some(PIDS_MAX),
+            recovery: None,
         }
     }
 }

@@ -37,6 +37,9 @@ pub struct RunContext<'a> {
     pub grace: Duration,
     pub output_cap: usize,
     pub pids_max: Option<u64>,
+    /// A recovered post-script (SPEC §6.6): its `QUIESCE_RECOVERY`
+    /// (`runner-died`, `reboot`, `post-overdue`).
+    pub recovery: Option<&'static str>,
 }
 
 /// How a script phase ended.
@@ -97,6 +100,7 @@ fn spawn_spec(
         format!("{}={}", launch::SCRIPT_PATH_VAR, script.file.path.display()),
     ]
     .iter()
+    .chain(ctx.recovery.map(|r| format!("QUIESCE_RECOVERY={r}")).iter())
     .map(|e| cstr(e))
     .collect::<Result<_, _>>()?;
     spec.cgroup = Some(CgroupRequest::new(

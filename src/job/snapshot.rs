@@ -41,6 +41,9 @@ pub fn snapshot(common: &Common, opts: &RunnerOptions, req: &WindowRequest) -> F
         Ok(started) => started,
         Err(refused) => return *refused,
     };
+    if let Err(p) = super::recover::at_start(&mut job, &runner, common) {
+        return job.fail(&p);
+    }
     let pc = pipeline::precheck(&mut job, common);
     let settings = Settings::of(&pc);
     // What can fail fast does so before any script runs: the mount plan and
@@ -51,6 +54,7 @@ pub fn snapshot(common: &Common, opts: &RunnerOptions, req: &WindowRequest) -> F
     };
     report_precheck(&mut job, &pc, settings);
     let ctx = runner.context();
+    super::recover::arm(&mut job, common, opts, &pc, Phase::Pre);
     let pre_ok = pre(&mut job, &ctx, &pc);
     let next = if job.status.signal.is_some() {
         decide::after_signal()
@@ -78,6 +82,9 @@ pub fn freeze(common: &Common, opts: &RunnerOptions, req: &WindowRequest) -> Fin
         Ok(started) => started,
         Err(refused) => return *refused,
     };
+    if let Err(p) = super::recover::at_start(&mut job, &runner, common) {
+        return job.fail(&p);
+    }
     let settings = Settings::FREEZE_ONLY;
     let (plan, _lock) = match prepare(&mut job, common, settings, &req.mounts) {
         Ok(ready) => ready,

@@ -136,6 +136,12 @@ pub struct Status {
     /// capabilities.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub audit: Option<serde_json::Value>,
+    /// Pending post-scripts of dead runners this run ran (SPEC §6.6).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub recovered: Vec<serde_json::Value>,
+    /// `quiesce check`: the pending post-scripts, their age and state.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub pending: Option<serde_json::Value>,
     /// The signal that stopped the runner, if one did (exit 128+N).
     #[serde(skip)]
     pub signal: Option<i32>,
@@ -157,6 +163,8 @@ impl Status {
             phases: Phases::default(),
             mounts: None,
             audit: None,
+            recovered: Vec::new(),
+            pending: None,
             signal: None,
             internal_error: false,
         }

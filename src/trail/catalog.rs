@@ -32,6 +32,9 @@ fn subject(kind: Record) -> &'static str {
         Record::HolderRecorded => "a process left by the pre-script is kept until the post phase",
         Record::HolderTerminated => "quiesce ended a process left by the pre-script",
         Record::Recovery => "quiesce thawed what a dead runner left frozen",
+        Record::PostRecovery => {
+            "quiesce ran the post-script a dead run left pending (@QUIESCE_RECOVERY@)"
+        }
         Record::Freeze => "quiesce froze @QUIESCE_MOUNT@",
         Record::FreezeComplete => "every planned filesystem is frozen",
         Record::FreezeFailed => "quiesce could not freeze the filesystems; all were thawed",
@@ -61,6 +64,7 @@ fn body(kind: Record) -> &'static str {
         Record::HolderRecorded => "The pre-script left a process running on purpose (for example a session holding a database lock during the freeze). quiesce records it and ends it after the post phase.",
         Record::HolderTerminated => "A process the pre-script left running was ended after the post-script, as the pre-script's contract says.",
         Record::Recovery => "A runner died with filesystems frozen, and this run found its recovery record and thawed them before doing anything else. Find out why the earlier runner died (kernel log, OOM killer, a kill by an operator).",
+        Record::PostRecovery => "A run started a pre-script and did not live to run its post-script (the runner was killed, the machine rebooted, or a separate quiesce post never came). quiesce ran that post-script now, under the same checks, sandbox and supervision, with QUIESCE_RECOVERY set to runner-died, reboot or post-overdue, so the application is resumed without anyone acting. Post-scripts must therefore be idempotent. If the script or its configuration changed since the pre-script, nothing runs and the pending record is kept: run the post-script's resume step by hand, then remove the record named in the message.",
         Record::Freeze => "One filesystem was frozen (FIFREEZE): mount, device, type and how long the ioctl took. Writes to it block until the thaw.",
         Record::FreezeComplete => "Every planned filesystem is frozen; the snapshot command runs now, bounded by --max-freeze.",
         Record::FreezeFailed => "Freezing failed; every filesystem already frozen was thawed, in reverse order, before this record was written.",
@@ -95,6 +99,12 @@ fn errors(kind: Record) -> &'static [ErrorCode] {
             PostScriptTimeout,
         ],
         Record::ScriptSpawnFailed => &[PreScriptExecutionFailed, PostScriptExecutionFailed],
+        Record::PostRecovery => &[
+            PostScriptExecutionFailed,
+            PostScriptTimeout,
+            IncorrectJSONConfigFile,
+            ScriptChecksumMismatch,
+        ],
         Record::FreezeFailed => &[FsFreezeFailed, FsFreezeTimeout, UnableToOpenMount],
         Record::Window => &[FsFreezeTimeout],
         Record::SnapshotExit => &[SnapshotCommandFailed, FsFreezeTimeout],

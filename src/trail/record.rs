@@ -33,6 +33,9 @@ pub enum Record {
     HolderTerminated,
     /// A dead runner's window was recovered (thawed) at the start of a run.
     Recovery,
+    /// A pending post-script of a dead runner (or of a `pre` whose `post`
+    /// never came) is run, or a run's own pending record was settled.
+    PostRecovery,
     /// One filesystem was frozen: mount, device, type, duration.
     Freeze,
     /// Every planned filesystem is frozen.
@@ -59,7 +62,7 @@ pub enum Record {
 
 impl Record {
     /// Every kind, in the order of a run.
-    pub const ALL: [Record; 23] = [
+    pub const ALL: [Record; 24] = [
         Record::RunStart,
         Record::Check,
         Record::CheckWarning,
@@ -72,6 +75,7 @@ impl Record {
         Record::HolderRecorded,
         Record::HolderTerminated,
         Record::Recovery,
+        Record::PostRecovery,
         Record::Freeze,
         Record::FreezeComplete,
         Record::FreezeFailed,
@@ -100,6 +104,7 @@ impl Record {
             Record::HolderRecorded => "holder-recorded",
             Record::HolderTerminated => "holder-terminated",
             Record::Recovery => "recovery",
+            Record::PostRecovery => "post-recovery",
             Record::Freeze => "freeze",
             Record::FreezeComplete => "freeze-complete",
             Record::FreezeFailed => "freeze-failed",
@@ -132,6 +137,7 @@ impl Record {
             Record::HolderRecorded => "8042db5c92e744adbfd4d9f749bb7a0c",
             Record::HolderTerminated => "e44905aa86a54e938ad0dc7d8ea1979a",
             Record::Recovery => "d4e70a1f63cf4b748a6459c9e89c8b22",
+            Record::PostRecovery => "0602c5b42eb741e592a525a37f5dbc7f",
             Record::Freeze => "06bcb70c76174537ae131d70e953c0e7",
             Record::FreezeComplete => "81a9dbed7de846118f881c87dd1d3d2b",
             Record::FreezeFailed => "acf67e3142754131af59b98ea90f09eb",

@@ -1,0 +1,225 @@
+//! The post guard (SPEC.md §6.6): a small process that lives from just
+//! before the pre-script until the post-script has run, and runs `quiesce
+//! recover` the moment the runner dies without having run it.
+//!
+//! Why a process of its own rather than the freeze watchdog: the watchdog
+//! exists only for the freeze window (forked before the first freeze, gone
+//! after the last thaw) and runs under a seccomp allow-list made for
+//! thawing, while a post-script is pending from before the pre-script until
+//! after the post-script, and running one needs the whole runner (checks,
+//! sandbox, supervision, trail). So the guard does one thing: it is forked
+//! before the pre-script, in a session of its own (outside the runner's
+//! process group, so a kill of that group spares it), holds the runner's
+//! pidfd and a descriptor of the quiesce binary opened beforehand, and when
+//! the pidfd says the runner exited it re-executes that binary as `quiesce
+//! recover` with the run's options. If the runner finishes normally it
+//! SIGKILLs and reaps the guard once the post-script has run (or, after a
+//! separate `pre`, once the record says a `post` call is awaited).
+
+use std::ffi::CString;
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::os::unix::ffi::OsStrExt;
+
+use nix::errno::Errno;
+
+/// A running guard: a child of the runner.
+#[derive(Debug)]
+pub struct PostGuard {
+    pub pid: i32,
+    pidfd: OwnedFd,
+}
+
+/// Where the guard's descriptors are moved before anything else, so the
+/// `dup2` onto 0–4 never overwrites one of them.
+const HIGH_FD: RawFd = 10;
+
+fn pidfd_open(pid: i32) -> Result<OwnedFd, Errno> {
+    // SAFETY: pidfd_open takes two integers and returns a new descriptor or -1.
+    let r = unsafe { libc::syscall(libc::SYS_pidfd_open, pid, 0 as libc::c_uint) };
+    if r < 0 {
+        return Err(Errno::last());
+    }
+    // SAFETY: the kernel just created this descriptor; nothing else owns it.
+    Ok(unsafe { OwnedFd::from_raw_fd(r as RawFd) })
+}
+
+fn high(fd: OwnedFd) -> Result<OwnedFd, Errno> {
+    // SAFETY: fcntl(F_DUPFD_CLOEXEC) on a descriptor we own; returns a new one.
+    let r = unsafe { libc::fcntl(fd.as_raw_fd(), libc::F_DUPFD_CLOEXEC, HIGH_FD) };
+    if r < 0 {
+        return Err(Errno::last());
+    }
+    // SAFETY: just created by fcntl; nothing else owns it.
+    Ok(unsafe { OwnedFd::from_raw_fd(r) })
+}
+
+fn open_raw(path: &std::ffi::CStr, flags: i32) -> Result<OwnedFd, Errno> {
+    // SAFETY: a NUL-terminated path; open returns a new descriptor or -1.
+    let r = unsafe { libc::open(path.as_ptr(), flags | libc::O_CLOEXEC) };
+    if r < 0 {
+        return Err(Errno::last());
+    }
+    // SAFETY: just opened; nothing else owns it.
+    high(unsafe { OwnedFd::from_raw_fd(r) })
+}
+
+/// What the guard needs after the fork, as raw values (nothing is allocated
+/// in the child).
+struct Plan {
+    runner: RawFd,
+    exe: RawFd,
+    null: RawFd,
+    argv: Vec<*const libc::c_char>,
+    envp: Vec<*const libc::c_char>,
+}
+
+impl PostGuard {
+    /// Forks the guard; on the runner's death it executes `quiesce` with
+    /// `args` (argv\[1..\]) and the runner's environment.
+    pub fn start(args: &[CString]) -> Result<PostGuard, Errno> {
+        let runner = high(pidfd_open(std::process::id() as i32)?)?;
+        // Opened now: after an upgrade, or once the runner is gone, the
+        // binary that ran this job is still the one that recovers it.
+        let exe = open_raw(c"/proc/self/exe", libc::O_PATH)?;
+        let null = open_raw(c"/dev/null", libc::O_RDWR)?;
+        let mut argv_owned = vec![CString::new("quiesce").expect("no NUL")];
+        argv_owned.extend(args.iter().cloned());
+        let env_owned: Vec<CString> = std::env::vars_os()
+            .filter_map(|(k, v)| {
+                let mut kv = k.as_bytes().to_vec();
+                kv.push(b'=');
+                kv.extend_from_slice(v.as_bytes());
+                CString::new(kv).ok()
+            })
+            .collect();
+        let mut argv: Vec<*const libc::c_char> = argv_owned.iter().map(|a| a.as_ptr()).collect();
+        argv.push(std::ptr::null());
+        let mut envp: Vec<*const libc::c_char> = env_owned.iter().map(|e| e.as_ptr()).collect();
+        envp.push(std::ptr::null());
+        let plan = Plan {
+            runner: runner.as_raw_fd(),
+            exe: exe.as_raw_fd(),
+            null: null.as_raw_fd(),
+            argv,
+            envp,
+        };
+        // Every signal stays blocked in the guard until its exec (the
+        // runner's handlers must never run there).
+        // SAFETY: sigset_t is plain old data; it is filled before use.
+        let mut all: libc::sigset_t = unsafe { std::mem::zeroed() };
+        // SAFETY: as above.
+        let mut saved: libc::sigset_t = unsafe { std::mem::zeroed() };
+        // SAFETY: valid pointers to sigset_t values on this stack frame.
+        unsafe {
+            libc::sigfillset(&mut all);
+            libc::pthread_sigmask(libc::SIG_SETMASK, &all, &mut saved);
+        }
+        // SAFETY: fork(2); the child only runs `watch`, which keeps to
+        // async-signal-safe calls on the prebuilt plan and never returns.
+        let pid = unsafe { libc::fork() };
+        if pid == 0 {
+            // SAFETY: we are the child of fork().
+            unsafe { watch(&plan) }
+        }
+        let fork_errno = Errno::last();
+        // SAFETY: restores the mask saved above; valid pointer.
+        unsafe { libc::pthread_sigmask(libc::SIG_SETMASK, &saved, std::ptr::null_mut()) };
+        drop((runner, exe, null, argv_owned, env_owned));
+        if pid < 0 {
+            return Err(fork_errno);
+        }
+        match pidfd_open(pid) {
+            Ok(pidfd) => Ok(PostGuard { pid, pidfd }),
+            Err(e) => {
+                // SAFETY: kill(2) and waitpid(2) of our own unreaped child.
+                unsafe {
+                    libc::kill(pid, libc::SIGKILL);
+                    libc::waitpid(pid, std::ptr::null_mut(), 0);
+                }
+                Err(e)
+            }
+        }
+    }
+
+    /// The post-script ran (or a `post` call is now awaited): stop guarding.
+    pub fn stop(self) {
+        // SAFETY: pidfd_send_signal on our pidfd with a null siginfo (as kill).
+        unsafe {
+            libc::syscall(
+                libc::SYS_pidfd_send_signal,
+                self.pidfd.as_raw_fd(),
+                libc::SIGKILL,
+                std::ptr::null::<libc::siginfo_t>(),
+                0,
+            );
+        }
+        loop {
+            // SAFETY: our own unreaped child: its pid cannot be recycled.
+            let r = unsafe { libc::waitpid(self.pid, std::ptr::null_mut(), 0) };
+            if r >= 0 || Errno::last() != Errno::EINTR {
+                return;
+            }
+        }
+    }
+}
+
+/// The guard's whole life.
+///
+/// INVARIANT: async-signal-safe calls only, no allocation (forked from a
+/// possibly multi-threaded runner).
+///
+/// # Safety
+/// Only in the child of `fork()`.
+unsafe fn watch(plan: &Plan) -> ! {
+    // SAFETY: setsid/dup2/fcntl/close_range/open/write/poll/sigaction/
+    // sigprocmask/execveat/_exit are async-signal-safe syscalls on integers,
+    // static strings and the prebuilt, NUL-terminated pointer arrays.
+    unsafe {
+        libc::setsid();
+        // 0–2 on /dev/null: a copy of the runner's stdout would keep its
+        // reader from seeing EOF, and a closed pipe would SIGPIPE recovery.
+        for fd in 0..3 {
+            libc::dup2(plan.null, fd);
+        }
+        libc::dup2(plan.runner, 3);
+        libc::dup2(plan.exe, 4);
+        libc::fcntl(3, libc::F_SETFD, libc::FD_CLOEXEC);
+        libc::fcntl(4, libc::F_SETFD, libc::FD_CLOEXEC);
+        libc::syscall(
+            libc::SYS_close_range,
+            5 as libc::c_uint,
+            libc::c_uint::MAX,
+            0,
+        );
+        // Like the watchdog: the OOM killer must not take the guard.
+        let adj = libc::open(c"/proc/self/oom_score_adj".as_ptr(), libc::O_WRONLY);
+        if adj >= 0 {
+            libc::write(adj, b"-1000".as_ptr().cast(), 5);
+            libc::close(adj);
+        }
+        let mut pfd = libc::pollfd {
+            fd: 3,
+            events: libc::POLLIN,
+            revents: 0,
+        };
+        // A pidfd is readable once its process has exited.
+        while libc::poll(&mut pfd, 1, -1) <= 0 {}
+        // The recovery is a fresh quiesce: default dispositions, nothing
+        // blocked (exec keeps the mask).
+        for sig in 1..libc::SIGRTMAX() {
+            libc::signal(sig, libc::SIG_DFL);
+        }
+        let mut none: libc::sigset_t = std::mem::zeroed();
+        libc::sigemptyset(&mut none);
+        libc::sigprocmask(libc::SIG_SETMASK, &none, std::ptr::null_mut());
+        libc::syscall(
+            libc::SYS_execveat,
+            4,
+            c"".as_ptr(),
+            plan.argv.as_ptr(),
+            plan.envp.as_ptr(),
+            libc::AT_EMPTY_PATH,
+        );
+        libc::_exit(127)
+    }
+}

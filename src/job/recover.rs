@@ -1,0 +1,461 @@
+//! Running what a dead runner left pending (SPEC.md §6.6), and the hooks
+//! that keep the pending records of a run: armed before its pre-script,
+//! settled after its post-script.
+//!
+//! `quiesce recover` (at boot, from the packaged unit; from a dead runner's
+//! guard; by hand) thaws what a dead run left frozen and runs every pending
+//! post-script that is due; the start of every run that executes anything
+//! runs the due post-scripts too. A recovered post-script passes the same
+//! checks as any (and must still be the script, and the config the config,
+//! that the record's digests name), runs supervised and sandboxed in the
+//! same way, with `QUIESCE_RECOVERY` in its environment and a
+//! `post-recovery` record in the trail.
+
+use std::ffi::CString;
+use std::os::unix::ffi::OsStrExt;
+use std::path::Path;
+
+use log::Level;
+use serde_json::json;
+
+use super::pending::{self, Claim, Damaged, Due, Entry, PendingOptions, PendingPost, Writer};
+use super::postguard::PostGuard;
+use super::preflight::{self, InputPaths, Prechecked};
+use super::script::{self, RunContext};
+use super::status::say;
+use super::{Common, Finished, Job, Phase, Runner, RunnerOptions};
+use crate::error::{ErrorCode, Problem};
+use crate::freeze::state::RunDir;
+use crate::trail::{self, Record};
+
+/// What a run keeps about pending post-scripts.
+#[derive(Default)]
+pub struct PendingState {
+    opts: Option<PendingOptions>,
+    /// The run's config: a separate `post` settles the `pre` records of it.
+    config: std::path::PathBuf,
+    /// This run's own record and its guard, from before its pre-script.
+    own: Option<(PendingPost, Option<PostGuard>)>,
+}
+
+/// The start of a run that executes anything: the state directory is
+/// checked (304 refuses the run) and every due post-script is run first.
+pub fn at_start(job: &mut Job, runner: &Runner, common: &Common) -> Result<(), Problem> {
+    common.pending.check()?;
+    job.pending.opts = Some(common.pending.clone());
+    job.pending.config = common.paths.config.clone();
+    run_due(job, runner, &common.pending, None);
+    Ok(())
+}
+
+/// `quiesce recover`: thaws what a dead run left frozen, then runs every
+/// pending post-script that is due. The status lists what it ran.
+pub fn recover(common: &Common, opts: &RunnerOptions) -> Finished {
+    let (mut job, runner) = match Job::start("recover", opts, &common.run_dir, false) {
+        Ok(started) => started,
+        Err(refused) => return *refused,
+    };
+    if let Err(p) = common.pending.check() {
+        return job.fail(&p);
+    }
+    job.pending.opts = Some(common.pending.clone());
+    let mut warnings = Vec::new();
+    match super::window::lock_and_recover(common, &mut warnings) {
+        Ok(lock) => drop(lock),
+        // A live freeze holds the lock: its runner thaws by its own
+        // deadline; the post-scripts are still looked at.
+        Err(p) => warnings.push(format!("thaw recovery not attempted: {}", p.detail)),
+    }
+    job.warn_all(warnings);
+    let ran = run_due(&mut job, &runner, &common.pending, Some(()));
+    if ran == 0 {
+        say("no pending post-script is due");
+    }
+    job.conclude()
+}
+
+/// Runs every due record; `strict`: a refusal or failure is an error of
+/// this run (`recover`), else a warning (the start of another run). Returns
+/// how many post-scripts ran.
+fn run_due(job: &mut Job, runner: &Runner, opts: &PendingOptions, strict: Option<()>) -> usize {
+    let entries = match opts.list() {
+        Ok(e) => e,
+        Err(p) => {
+            report(job, strict.is_some(), p);
+            return 0;
+        }
+    };
+    let boot = pending::boot_id();
+    let mut ran = 0;
+    for entry in entries {
+        match entry {
+            Entry::Damaged(d) => report(job, strict.is_some(), damaged(opts, &d)),
+            Entry::Record(rec) => {
+                let Due::Now(_) = rec.due(&boot, pending::now_unix()) else {
+                    continue;
+                };
+                match run_record(job, runner, opts, &rec.name(), &boot) {
+                    Ok(true) => ran += 1,
+                    Ok(false) => {}
+                    Err(p) => report(job, strict.is_some(), p),
+                }
+            }
+        }
+    }
+    ran
+}
+
+fn report(job: &mut Job, strict: bool, p: Problem) {
+    if strict {
+        job.problem(&p);
+    } else {
+        say(format!("warning: {}", p.detail));
+        job.warn(p.detail);
+    }
+}
+
+fn damaged(opts: &PendingOptions, d: &Damaged) -> Problem {
+    Problem::new(
+        ErrorCode::IncorrectPluginhostFile,
+        format!(
+            "pending post-script record {}: {}; it was kept and nothing was run: check that the application was resumed (run its post-script by hand), then remove the record",
+            opts.state_dir.file(&d.name).display(),
+            d.why
+        ),
+    )
+}
+
+/// Claims one record and, if it is still there and due, runs its
+/// post-script: whether it ran.
+fn run_record(
+    job: &mut Job,
+    runner: &Runner,
+    opts: &PendingOptions,
+    name: &str,
+    boot: &str,
+) -> Result<bool, Problem> {
+    let Some(claim) = opts.claim(name).map_err(|d| damaged(opts, &d))? else {
+        return Ok(false); // someone else ran it meanwhile
+    };
+    let Some(rec) = claim.record().map_err(|d| damaged(opts, &d))? else {
+        return Ok(false);
+    };
+    let Due::Now(why) = rec.due(boot, pending::now_unix()) else {
+        return Ok(false);
+    };
+    let file = opts.state_dir.file(name);
+    let pc = preflight::run(&InputPaths {
+        config: rec.config.clone(),
+        host_config: rec.host_config.clone(),
+    });
+    let (script, config) = verified(&rec, &pc, &file)?;
+    trail::event(
+        Level::Warn,
+        Record::PostRecovery,
+        job.status.operation,
+        &[
+            ("recoveredOperation", rec.operation_id.clone()),
+            ("recovery", why.name().to_string()),
+            ("deadRunner", rec.runner_pid.to_string()),
+            ("appName", rec.application.clone().unwrap_or_default()),
+            ("script", rec.post_script.display().to_string()),
+            ("sha256", rec.post_sha256.clone()),
+        ],
+        "running a pending post-script",
+    );
+    say(format!(
+        "operation {} ({}) left its post-script pending ({}): running it",
+        rec.operation_id,
+        rec.operation,
+        why.name()
+    ));
+    let base = runner.context();
+    let ctx = RunContext {
+        operation_id: rec.operation_id.clone(),
+        run_dir: RunDir::new(&rec.run_dir),
+        recovery: Some(why.name()),
+        ..base
+    };
+    let res = script::run_phase(&ctx, script, config);
+    let (killed, warnings) = super::holders::terminate(&ctx);
+    job.warn_all(warnings);
+    claim.done();
+    let mut phase = res.status.clone();
+    phase.holders_terminated = killed;
+    job.status.recovered.push(json!({
+        "operationId": rec.operation_id,
+        "operation": rec.operation,
+        "appName": rec.application,
+        "recovery": why.name(),
+        "result": if res.ok() { "success" } else { "failure" },
+        "post": phase,
+    }));
+    if let Some(p) = res.problem {
+        return Err(p);
+    }
+    Ok(true)
+}
+
+/// The record's post-script and config, when they still pass their checks
+/// and are what the record's digests name; else why not, with the action.
+fn verified<'a>(
+    rec: &PendingPost,
+    pc: &'a Prechecked,
+    file: &Path,
+) -> Result<(&'a preflight::CheckedScript, &'a crate::config::Config), Problem> {
+    let kept = format!(
+        "the record {} was kept; once the application is resumed by hand (run its post-script), remove it",
+        file.display()
+    );
+    let config_gone = !rec.config.exists();
+    let Some(config) = pc.config.as_ref() else {
+        let why = pc
+            .problems
+            .first()
+            .map_or(String::new(), |p| p.detail.clone());
+        let what = if config_gone {
+            "is gone"
+        } else {
+            "fails its checks"
+        };
+        return Err(Problem::new(
+            ErrorCode::IncorrectJSONConfigFile,
+            format!(
+                "pending post-script of operation {}: its config {} {what} ({why}); {kept}",
+                rec.operation_id,
+                rec.config.display()
+            ),
+        ));
+    };
+    if pc.config_sha256.as_deref() != Some(rec.config_sha256.as_str()) {
+        return Err(Problem::new(
+            ErrorCode::IncorrectJSONConfigFile,
+            format!(
+                "pending post-script of operation {}: {} changed since its pre-script ran (sha256 {}); nothing was run; {kept}",
+                rec.operation_id,
+                rec.config.display(),
+                rec.config_sha256
+            ),
+        ));
+    }
+    let Some(script) = pc.post.as_ref() else {
+        let p = pc
+            .problems
+            .iter()
+            .find(|p| {
+                matches!(
+                    p.code,
+                    ErrorCode::PostScriptNotFound
+                        | ErrorCode::InsufficientPermissionforPostScript
+                        | ErrorCode::ScriptChecksumMismatch
+                )
+            })
+            .cloned()
+            .unwrap_or_else(|| Problem::new(ErrorCode::PostScriptNotFound, "no post-script"));
+        return Err(Problem::new(
+            p.code,
+            format!(
+                "pending post-script of operation {}: {}; {kept}",
+                rec.operation_id, p.detail
+            ),
+        ));
+    };
+    if script.sha256 != rec.post_sha256 || script.file.path != rec.post_script {
+        return Err(Problem::new(
+            ErrorCode::ScriptChecksumMismatch,
+            format!(
+                "pending post-script of operation {}: {} is not the script its pre-script was paired with (sha256 {} then, {} now); nothing was run; {kept}",
+                rec.operation_id,
+                script.file.path.display(),
+                rec.post_sha256,
+                script.sha256
+            ),
+        ));
+    }
+    Ok((script, config))
+}
+
+/// Before a pre-script starts: the durable record of its post-script, and
+/// the guard that runs it if this runner dies. A record that cannot be
+/// written is said loudly; the pre-script still runs (the runner itself
+/// still runs the post-script on every path it survives).
+pub fn arm(job: &mut Job, common: &Common, opts: &RunnerOptions, pc: &Prechecked, phase: Phase) {
+    if phase != Phase::Pre || super::pipeline::ready_script(pc, Phase::Pre).is_none() {
+        return;
+    }
+    let (Some(popts), Some(post), Some(sha)) = (
+        job.pending.opts.clone(),
+        pc.post.as_ref(),
+        pc.config_sha256.as_ref(),
+    ) else {
+        return;
+    };
+    let w = Writer {
+        operation: job.status.operation,
+        operation_id: &job.status.operation_id,
+        application: pc.config.as_ref().and_then(|c| c.app_name.clone()),
+        config: &common.paths.config,
+        config_sha256: sha,
+        host_config: &common.paths.host_config,
+        post_script: &post.file.path,
+        post_sha256: &post.sha256,
+        run_dir: &common.run_dir.path,
+    };
+    let rec = match popts.begin(&w) {
+        Ok(r) => r,
+        Err(e) => {
+            let w = format!("cannot record the pending post-script ({e}); if this runner dies before the post-script, run it by hand");
+            say(format!("WARNING: {w}"));
+            job.warn(w);
+            return;
+        }
+    };
+    let guard = match PostGuard::start(&guard_args(common, opts)) {
+        Ok(g) => Some(g),
+        Err(e) => {
+            let w = format!("cannot start the post guard ({e}); if this runner dies before the post-script, `quiesce recover` runs it");
+            say(format!("warning: {w}"));
+            job.warn(w);
+            None
+        }
+    };
+    job.pending.own = Some((rec, guard));
+}
+
+/// The command line the guard executes: `quiesce recover` with this run's
+/// state and run directories, trail and sandbox options.
+fn guard_args(common: &Common, opts: &RunnerOptions) -> Vec<CString> {
+    let c = |s: &[u8]| CString::new(s).unwrap_or_default();
+    let mut args = vec![
+        c(b"--state-dir"),
+        c(common.pending.state_dir.path.as_os_str().as_bytes()),
+        c(b"--run-dir"),
+        c(common.run_dir.path.as_os_str().as_bytes()),
+        c(b"--syslog-socket"),
+        c(opts.syslog_socket.as_os_str().as_bytes()),
+        c(b"--syslog-facility"),
+        c(opts.facility.to_string().as_bytes()),
+        c(b"--post-due"),
+        c(common.pending.post_due.as_secs().to_string().as_bytes()),
+    ];
+    if let Some(p) = &opts.policy {
+        args.push(c(b"--policy"));
+        args.push(c(p.as_os_str().as_bytes()));
+    }
+    if opts.no_sandbox {
+        args.push(c(b"--no-sandbox"));
+    }
+    args.push(c(b"recover"));
+    args
+}
+
+/// The records a script phase of this run settles, locked while it runs:
+/// for a post phase, the run's own record, or — for a separate `quiesce
+/// post` — every record of a `pre` of the same config awaiting it.
+pub struct Settling {
+    claims: Vec<Claim>,
+}
+
+/// Before a script phase: which records its end settles (claimed now).
+pub fn before_phase(state: &PendingState, phase: Phase) -> Settling {
+    let mut claims = Vec::new();
+    if let (Phase::Post, Some(opts)) = (phase, state.opts.as_ref()) {
+        let names: Vec<String> = match &state.own {
+            Some((rec, _)) => vec![rec.name()],
+            None => opts
+                .list()
+                .unwrap_or_default()
+                .into_iter()
+                .filter_map(|e| match e {
+                    Entry::Record(r)
+                        if r.awaits == pending::Awaits::PostCommand && r.config == state.config =>
+                    {
+                        Some(r.name())
+                    }
+                    _ => None,
+                })
+                .collect(),
+        };
+        claims = names
+            .iter()
+            .filter_map(|n| opts.claim(n).ok().flatten())
+            .collect();
+    }
+    Settling { claims }
+}
+
+/// After a script phase: a post phase removes what it settled and stops the
+/// guard; a separate `pre` leaves its record awaiting the `post` call.
+pub fn after_phase(job: &mut Job, phase: Phase, settling: Settling) {
+    let done = settling.claims.len();
+    settling.claims.into_iter().for_each(Claim::done);
+    if phase == Phase::Post {
+        if let Some((_, Some(guard))) = job.pending.own.take() {
+            guard.stop();
+        }
+        if done > 0 {
+            trail::event(
+                Level::Info,
+                Record::PostRecovery,
+                job.status.operation,
+                &[("settled", done.to_string())],
+                "the pending post-script record was settled",
+            );
+        }
+        return;
+    }
+    if job.status.operation != "pre" {
+        return;
+    }
+    let (Some(opts), Some((mut rec, guard))) = (job.pending.opts.clone(), job.pending.own.take())
+    else {
+        return;
+    };
+    if let Err(e) = opts.await_post_command(&mut rec) {
+        let w = format!("cannot record that the post-script awaits `quiesce post` ({e})");
+        say(format!("warning: {w}"));
+        job.warn(w);
+    }
+    if let Some(g) = guard {
+        g.stop();
+    }
+}
+
+/// The end of a run: a guard still armed (the post-script could not run,
+/// e.g. its checks failed) is stopped; the record stays for `recover`.
+pub fn at_finish(state: &mut PendingState) {
+    if let Some((_, Some(guard))) = state.own.take() {
+        guard.stop();
+    }
+}
+
+/// `check`: every pending post-script, its age and whether it is due.
+pub fn describe(opts: &PendingOptions) -> Result<Vec<serde_json::Value>, Problem> {
+    let boot = pending::boot_id();
+    let now = pending::now_unix();
+    Ok(opts
+        .list()?
+        .into_iter()
+        .map(|e| match e {
+            Entry::Record(r) => {
+                let state = match r.due(&boot, now) {
+                    Due::Now(why) => format!("due ({}): `quiesce recover` runs it", why.name()),
+                    Due::NotYet(why) => format!("pending: {why}"),
+                };
+                json!({
+                    "record": opts.state_dir.file(&r.name()),
+                    "operationId": r.operation_id,
+                    "operation": r.operation,
+                    "appName": r.application,
+                    "postScript": r.post_script,
+                    "ageSeconds": r.age(now),
+                    "state": state,
+                })
+            }
+            Entry::Damaged(d) => json!({
+                "record": opts.state_dir.file(&d.name),
+                "state": format!("damaged: {}", d.why),
+            }),
+        })
+        .collect())
+}
