@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# Fault soak of `quiesce snapshot` (issue 7): many runs on scratch ext4 + xfs
-# + btrfs mounts, each with one fault injected at a random moment, and after
+# Fault soak of `quiesce snapshot` (issue 7): many runs on scratch ext4 x2 +
+# xfs + btrfs mounts (one stage of four, frozen concurrently: issue 14), each with one fault injected at a random moment, and after
 # each run three checks: every mount writable again (a probe write that
 # completes), no process of the run left, the exit status the contract gives
 # for the fault. Fault kinds, cycled in random order:
@@ -28,6 +28,11 @@
 #                           (fsfreeze -f), then TERM/INT/HUP/KILL to the
 #                           runner at 0-300 ms: that tool's freeze must still
 #                           be there afterwards (else wrong_status)
+#   midstage                TERM or KILL 0-60 ms after the recovery record
+#                           appears: the concurrent FIFREEZEs of the stage
+#                           (all four scratch mounts are independent: one
+#                           stage) are in flight or just returned; every one
+#                           must be thawed (exit 143, or the watchdog's thaw)
 #   none                    control: exit 0
 #
 # Ends with `runs=N frozen_after=N leaked=N wrong_status=N`; exits 1 if any of
@@ -38,7 +43,7 @@
 #   SOAK_SEED=N      repeat a run order and fault timing
 #   SOAK_VERBOSE=1   one line per run
 #
-# Run as root from anywhere in the repo. It freezes ONLY the three scratch
+# Run as root from anywhere in the repo. It freezes ONLY the four scratch
 # filesystems it creates (sparse images loop-mounted in a root-owned 0700
 # directory /run/quiesce-soak.XXXXXX), never `/` nor the work tree's
 # filesystem. On exit, however it exits, the trap thaws each scratch mount
@@ -96,9 +101,10 @@ trap 'exit 129' HUP
 
 # Scratch filesystems (sparse images: xfs needs >= 300 MiB, btrfs >= 114 MiB).
 mkdir -m 700 "$D/img" "$D/mnt" "$D/etc" "$D/etc/scripts"
-for spec in ext4:32M xfs:320M btrfs:128M; do
-    fs=${spec%%:*} size=${spec#*:}
-    img=$D/img/$fs.img mnt=$D/mnt/$fs
+for spec in ext4:ext4:32M ext4b:ext4:32M xfs:xfs:320M btrfs:btrfs:128M; do
+    name=${spec%%:*} rest=${spec#*:}
+    fs=${rest%%:*} size=${rest#*:}
+    img=$D/img/$name.img mnt=$D/mnt/$name
     truncate -s "$size" "$img"
     case $fs in
         ext4) mkfs.ext4 -q -F "$img" ;;

@@ -803,3 +803,267 @@ fn quiesce_thaw_fails_fast_while_the_lock_is_held() {
         "not recovered once the lock was free"
     );
 }
+
+// --- issue 14: stages of several filesystems, frozen concurrently ---------
+
+/// Independent scratch filesystems of each type (two ext4, then xfs and
+/// btrfs when their mkfs is there): the plan puts them in one stage.
+fn one_stage(s: &Setup) -> Vec<ScratchFs> {
+    let mut fss = vec![
+        ScratchFs::new(&s.s.dir, "e4a", "ext4"),
+        ScratchFs::new(&s.s.dir, "e4b", "ext4"),
+    ];
+    for t in ["xfs", "btrfs"] {
+        if have_mkfs(t) {
+            fss.push(ScratchFs::new(&s.s.dir, t, t));
+        } else {
+            eprintln!("SKIPPED {t} in the stage: mkfs.{t} missing (scripts/test.sh installs it)");
+        }
+    }
+    fss
+}
+
+fn all_writable(fss: &[ScratchFs]) -> Vec<String> {
+    fss.iter()
+        .filter(|f| !f.writable_within(PROMPT))
+        .map(|f| f.path().to_string())
+        .collect()
+}
+
+/// Waits until the window is being opened (the recovery record exists).
+fn wait_for_record(s: &Setup) {
+    let state = s.s.path("run/state.json");
+    let end = Instant::now() + PROMPT;
+    while !state.exists() && Instant::now() < end {
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    assert!(
+        state.exists(),
+        "no recovery record: the window never opened"
+    );
+}
+
+/// SPEC.md §6.1: independent filesystems of every type are one stage; the
+/// status gives each its stage, freeze start, duration and frozen time, and
+/// `check` shows the plan as numbered stages (a `stage` on every frozen
+/// mount of `--json`).
+#[test]
+fn a_stage_of_ext4_xfs_btrfs_is_frozen_together_and_reported_by_stage() {
+    require_root!();
+    let s = Setup::new("stage");
+    let fss = one_stage(&s);
+    let refs: Vec<&ScratchFs> = fss.iter().collect();
+    let run = s.quiesce(&freeze_args(&refs, &[], &["true"]));
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    let v = run.json();
+    let mounts = v["phases"]["freeze"]["mounts"].as_array().unwrap();
+    assert_eq!(mounts.len(), fss.len(), "{v}");
+    for m in mounts {
+        assert_eq!(m["stage"], 1, "{m}");
+        assert!(m["freezeStartMs"].as_f64().unwrap() >= 0.0, "{m}");
+        assert!(m["freezeMs"].as_f64().unwrap() > 0.0, "{m}");
+        assert!(m["frozenMs"].as_f64().unwrap() > 0.0, "{m}");
+    }
+    assert!(all_writable(&fss).is_empty());
+    let mut args = vec!["check", "--json"];
+    for f in &fss {
+        args.extend(["--mount", f.path()]);
+    }
+    let run = s.quiesce(&args);
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    let frozen: Vec<Value> = run.json()["mounts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|m| m["freeze"] == true)
+        .cloned()
+        .collect();
+    assert_eq!(frozen.len(), fss.len());
+    assert!(frozen.iter().all(|m| m["stage"] == 1), "{frozen:?}");
+    assert!(
+        run.stderr.contains("freeze stage 1 of 1: ") && run.stderr.contains("(concurrently)"),
+        "{}",
+        run.stderr
+    );
+}
+
+/// A loop filesystem whose image is on another planned filesystem is an
+/// earlier stage than it, alongside an independent one; both stages are
+/// reported and thawed.
+#[test]
+fn a_loop_filesystem_is_a_stage_before_the_one_holding_its_image() {
+    require_root!();
+    let s = Setup::new("stages2");
+    let outer = ScratchFs::new(&s.s.dir, "outer", "ext4");
+    let side = ScratchFs::new(&s.s.dir, "side", "ext4");
+    let inner = ScratchFs::new(&outer.mnt, "inner", "ext4");
+    let run = s.quiesce(&freeze_args(&[&outer, &side, &inner], &[], &["true"]));
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    let v = run.json();
+    let stage_of = |p: &str| {
+        v["phases"]["freeze"]["mounts"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|m| m["path"] == p)
+            .map(|m| m["stage"].as_u64().unwrap())
+            .unwrap()
+    };
+    assert_eq!(stage_of(inner.path()), 1, "{v}");
+    assert_eq!(stage_of(side.path()), 1, "{v}");
+    assert_eq!(stage_of(outer.path()), 2, "{v}");
+    assert!(inner.writable_within(PROMPT) && outer.writable_within(PROMPT));
+    assert!(side.writable_within(PROMPT));
+    drop(inner);
+}
+
+/// EBUSY on one mount of a stage (someone ran `fsfreeze -f` on it): 121,
+/// every other mount of the stage thawed, the foreign freeze left alone.
+#[test]
+fn ebusy_on_one_mount_of_a_stage_thaws_the_rest_and_leaves_it_alone() {
+    require_root!();
+    let s = Setup::new("stagebusy");
+    let fss = one_stage(&s);
+    let foreign = ScratchFs::new(&s.s.dir, "foreign", "ext4");
+    assert!(Command::new("fsfreeze")
+        .args(["-f", foreign.path()])
+        .status()
+        .unwrap()
+        .success());
+    let mut refs: Vec<&ScratchFs> = fss.iter().collect();
+    refs.insert(1, &foreign);
+    let run = s.quiesce(&freeze_args(&refs, &[], &["true"]));
+    let still_frozen = !writable_within(&foreign.mnt, FROZEN_PROBE);
+    common::scratchfs::fsfreeze_unfreeze(&foreign.mnt);
+    assert_eq!(run.code, 2, "{}", run.stderr);
+    assert_eq!(run.json()["errors"][0]["code"], 121);
+    assert!(run.json()["phases"].get("snapshot").is_none());
+    assert!(all_writable(&fss).is_empty());
+    assert!(still_frozen, "quiesce thawed another tool's freeze");
+}
+
+/// One mount of a stage is held by a fanotify listener, so its FIFREEZE
+/// passes its deadline: 122, the others of the stage are thawed at once,
+/// and the late call, once released, is thawed too.
+#[test]
+fn one_call_of_a_stage_past_its_deadline_is_122_and_everything_is_thawed() {
+    require_root!();
+    let s = Setup::new("stagelate");
+    let fss = one_stage(&s);
+    let held = &fss[0];
+    let victim = held.mnt.join("held");
+    std::fs::write(&victim, "x").unwrap();
+    let _ = Command::new("sync").arg("-f").arg(&victim).status();
+    let mut holder = Holder::start(&s, held.path());
+    let mut writer = Command::new("sh")
+        .arg("-c")
+        .arg(format!("echo y > '{}'", victim.display()))
+        .spawn()
+        .unwrap();
+    assert!(holder.wait_for("held"), "the writer was never held");
+    let out_path = s.s.path("stagelate.json");
+    let mut args = vec!["freeze", "--json", "--max-freeze", "3"];
+    for f in &fss {
+        args.extend(["--mount", f.path()]);
+    }
+    args.extend(["--", "true"]);
+    let mut runner = quiesce_cmd(&s, None, &args)
+        .stdout(std::fs::File::create(&out_path).unwrap())
+        .stderr(std::fs::File::create(s.s.path("stagelate.err")).unwrap())
+        .spawn()
+        .unwrap();
+    let end = Instant::now() + Duration::from_secs(60);
+    let v: Value = loop {
+        if let Ok(v) = serde_json::from_slice::<Value>(&std::fs::read(&out_path).unwrap()) {
+            break v;
+        }
+        assert!(Instant::now() < end, "no status from quiesce");
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    assert_eq!(v["errors"][0]["code"], 122, "{v}");
+    // The other mounts of the stage are thawed while the held one is not.
+    assert!(all_writable(&fss[1..]).is_empty());
+    holder.release();
+    let _ = wait_bounded(&mut writer, Duration::from_secs(10));
+    let code = wait_bounded(&mut runner, Duration::from_secs(30));
+    if code.is_none() {
+        let _ = runner.kill();
+    }
+    let end = Instant::now() + Duration::from_secs(10);
+    let mut writable = false;
+    while !writable && Instant::now() < end {
+        writable = held.writable_within(Duration::from_secs(1));
+    }
+    assert!(writable, "the late freeze left the filesystem frozen");
+    assert_eq!(code, Some(2), "runner exit");
+}
+
+/// A signal or SIGKILL while every call of a stage has returned but none is
+/// recorded yet (the gap widened by a fault point): N in-flight calls, and
+/// every one of them is thawed (by its thread, or by the watchdog).
+#[cfg(feature = "fault-injection")]
+fn signal_mid_stage(sig: Signal) {
+    let s = Setup::new("midstage");
+    let fss = one_stage(&s);
+    let mut args = vec!["freeze", "--json"];
+    for f in &fss {
+        args.extend(["--mount", f.path()]);
+    }
+    args.extend(["--", "true"]);
+    let mut child = quiesce_cmd(&s, Some("freeze-return-delay"), &args)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    wait_for_record(&s);
+    // The calls return within a cold freeze; their threads then pause 1 s.
+    std::thread::sleep(Duration::from_millis(400));
+    signal(child.id() as i32, sig);
+    let code = wait_bounded(&mut child, Duration::from_secs(20));
+    let left = all_writable(&fss);
+    for f in &fss {
+        common::scratchfs::fsfreeze_unfreeze(&f.mnt);
+    }
+    assert!(left.is_empty(), "still frozen after {sig}: {left:?}");
+    match sig {
+        Signal::SIGKILL => assert_eq!(code, Some(-1)),
+        _ => assert_eq!(code, Some(128 + sig as i32)),
+    }
+}
+
+#[cfg(feature = "fault-injection")]
+#[test]
+fn sigterm_mid_stage_thaws_every_call_of_the_stage() {
+    require_root!();
+    signal_mid_stage(Signal::SIGTERM);
+}
+
+#[cfg(feature = "fault-injection")]
+#[test]
+fn sigkill_mid_stage_the_watchdog_thaws_every_call_of_the_stage() {
+    require_root!();
+    signal_mid_stage(Signal::SIGKILL);
+}
+
+/// SIGKILL of the runner holding a whole stage frozen: the watchdog thaws
+/// every mount of it.
+#[test]
+fn sigkill_with_a_stage_frozen_the_watchdog_thaws_all_of_it() {
+    require_root!();
+    let s = Setup::new("stagekill");
+    let fss = one_stage(&s);
+    let m = MarkerGuard::new(61);
+    let cmd = cmd_file(&s, &format!("sleep {}", m.0));
+    let refs: Vec<&ScratchFs> = fss.iter().collect();
+    let mut child = s.spawn(&freeze_args(&refs, &[], &["sh", &cmd]));
+    assert!(common::wait_for_marker(&m.0, PROMPT));
+    assert!(fss.iter().all(|f| is_frozen(f.path())), "not all frozen");
+    signal(child.id() as i32, Signal::SIGKILL);
+    let _ = child.wait();
+    assert!(all_writable(&fss).is_empty(), "the watchdog did not thaw");
+    let end = Instant::now() + PROMPT;
+    while !m.survivors().is_empty() && Instant::now() < end {
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    assert_eq!(m.survivors(), Vec::<i32>::new());
+}

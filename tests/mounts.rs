@@ -55,6 +55,13 @@ fn order(plan: &MountPlan) -> Vec<String> {
         .collect()
 }
 
+fn stages(plan: &MountPlan) -> Vec<Vec<String>> {
+    plan.stages()
+        .iter()
+        .map(|st| st.iter().map(|e| e.path.display().to_string()).collect())
+        .collect()
+}
+
 fn v(path: &str, freeze: bool, reason: &str) -> (String, bool, String) {
     (path.to_string(), freeze, reason.to_string())
 }
@@ -183,12 +190,101 @@ fn without_loop_information_the_order_is_by_depth_then_path() {
             "/media/backup disk",
             "/srv/pg",
             "/boot",
-            "/datadrive",
             "/loopa",
             "/loopb",
+            "/datadrive",
             "/"
         ]
     );
+    // Without loop information nothing orders /loopa and /loopb: they join
+    // the first stage; only nesting keeps /datadrive and / later.
+    assert_eq!(
+        stages(&plan),
+        vec![
+            vec![
+                "/datadrive/cache",
+                "/media/backup disk",
+                "/srv/pg",
+                "/boot",
+                "/loopa",
+                "/loopb"
+            ],
+            vec!["/datadrive"],
+            vec!["/"],
+        ]
+    );
+}
+
+/// SPEC.md §6.1 stages: a loop filesystem is frozen in an earlier stage than
+/// the filesystem holding its image (a loop on a loop: three stages), a
+/// nested mount before its parent, `/` alone and last; everything else is
+/// one concurrent first stage.
+#[test]
+fn azure_vm_stages_keep_loops_before_their_images_and_root_last() {
+    let plan = discover(AZURE_VM, Some(VMBACKUP_CONF), &azure_loops()).unwrap();
+    assert_eq!(
+        stages(&plan),
+        vec![
+            vec![
+                "/datadrive/cache",
+                "/media/backup disk",
+                "/srv/pg",
+                "/boot",
+                "/loopb"
+            ],
+            vec!["/loopa"],
+            vec!["/datadrive"],
+            vec!["/"],
+        ]
+    );
+    let stage_of = |p: &str| {
+        plan.entries
+            .iter()
+            .find(|e| e.freeze && e.path == Path::new(p))
+            .and_then(|e| e.stage)
+            .unwrap()
+    };
+    assert!(stage_of("/loopb") < stage_of("/loopa"));
+    assert!(stage_of("/loopa") < stage_of("/datadrive"));
+    assert!(stage_of("/datadrive/cache") < stage_of("/datadrive"));
+    // Skipped entries have no stage; every frozen one has.
+    assert!(plan.entries.iter().all(|e| e.freeze == e.stage.is_some()));
+}
+
+/// Independent explicit mounts (the scratch filesystems of the tests and the
+/// bench) form one stage; a loop filesystem whose image is on another named
+/// mount is a stage of its own, before it.
+#[test]
+fn explicit_independent_mounts_are_one_stage_and_a_loop_image_holder_follows() {
+    let text = "\
+1 0 8:1 / / rw - ext4 /dev/sda1 rw
+2 1 7:0 / /s/a rw - ext4 /dev/loop0 rw
+3 1 7:1 / /s/b rw - xfs /dev/loop1 rw
+4 1 7:2 / /s/c rw - btrfs /dev/loop2 rw
+5 1 7:3 / /s/inner rw - ext4 /dev/loop3 rw
+";
+    let loops = LoopTable(HashMap::from([((7, 3), PathBuf::from("/s/c/inner.img"))]));
+    let named = ["/s/a", "/s/b", "/s/c", "/s/inner"].map(PathBuf::from);
+    let plan = plan_explicit(&parse_mountinfo(text).unwrap(), &named, &loops).unwrap();
+    assert_eq!(
+        stages(&plan),
+        vec![vec!["/s/a", "/s/b", "/s/inner"], vec!["/s/c"]]
+    );
+    let json = serde_json::to_value(&plan.entries).unwrap();
+    let staged: Vec<(String, u64)> = json
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|e| e["freeze"] == true)
+        .map(|e| {
+            (
+                e["path"].as_str().unwrap().to_string(),
+                e["stage"].as_u64().unwrap(),
+            )
+        })
+        .collect();
+    assert!(staged.contains(&("/s/c".into(), 2)), "{staged:?}");
+    assert!(staged.contains(&("/s/inner".into(), 1)), "{staged:?}");
 }
 
 #[test]
@@ -210,9 +306,9 @@ fn without_vmbackup_conf_nothing_is_skipped() {
             "/srv/pg",
             "/boot",
             "/loopb",
+            "/mnt",
             "/loopa",
             "/datadrive",
-            "/mnt",
             "/"
         ]
     );
@@ -245,8 +341,8 @@ fn mounts_to_skip_skips_the_whole_filesystem_even_through_a_bind_mount() {
             "/srv/pg",
             "/boot",
             "/loopb",
-            "/loopa",
             "/mnt",
+            "/loopa",
             "/"
         ]
     );
@@ -390,6 +486,7 @@ fn status_json_mounts_entries_have_the_documented_fields() {
             "source": "/dev/sdf1",
             "freeze": true,
             "reason": "local ext4, read-write",
+            "stage": 1,
         })
     );
 }

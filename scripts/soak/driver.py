@@ -46,12 +46,15 @@ KINDS = [
     "pretimeout",  # pre-script never ends: Pre-ScriptTimeout (308)
     "late",  # a FIFREEZE held by fanotify completes after its deadline (122)
     "ebusysig",  # another tool froze a mount (EBUSY), then a signal
+    "midstage",  # TERM/KILL while the calls of the stage are in flight
     "none",  # control
 ]
 FANOTIFY_HOLD = os.path.join(
     os.path.dirname(os.path.abspath(__file__)), "..", "..", "tests", "helpers", "fanotify_hold.py"
 )
 EBUSY_SIGNALS = [signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGKILL]
+MIDSTAGE_SIGNALS = [signal.SIGTERM, signal.SIGKILL]
+MIDSTAGE_WITHIN = 0.06  # the stage's concurrent cold FIFREEZEs take ~30 ms
 
 SNAP_SECONDS = "0.15"  # a normal snapshot command
 HUNG_SECONDS = "30"  # a hung one (the marker keeps it findable)
@@ -320,6 +323,24 @@ class Soak:
             os.kill(p.pid, r.signal)
             r.fault_sent = time.monotonic() - t0
             return
+        if kind == "midstage":
+            # The recovery record is written just before the first FIFREEZE:
+            # a fault 0-60 ms later lands while the calls of the stage (every
+            # scratch mount: they are independent) are in flight or just
+            # returned, before or after each is recorded.
+            r.signal = self.rng.choice(MIDSTAGE_SIGNALS)
+            end = time.monotonic() + 3.0
+            while time.monotonic() < end and p.poll() is None and not self.watchdog_pid(p):
+                time.sleep(0.0005)
+            delay = self.rng.uniform(0.0, MIDSTAGE_WITHIN)
+            r.trigger = f"{signal.Signals(r.signal).name} {delay * 1000:.0f}ms into the window"
+            time.sleep(delay)
+            if p.poll() is not None:
+                r.fault_note = "(run already over: no-op)"
+                return
+            os.kill(p.pid, r.signal)
+            r.fault_sent = time.monotonic() - t0
+            return
         if kind in ("hung", "pretimeout", "none"):
             r.trigger = "none"
             return
@@ -475,7 +496,7 @@ class Soak:
     def check_frozen(self, r):
         killed_runner = (
             r.kind in ("sigkill", "bothkill")
-            or (r.kind == "ebusysig" and r.signal == signal.SIGKILL)
+            or (r.kind in ("ebusysig", "midstage") and r.signal == signal.SIGKILL)
         ) and r.fault_sent is not None
         both = r.kind == "bothkill" and r.watchdog_killed and r.rc == -signal.SIGKILL
         if both:
@@ -625,6 +646,14 @@ class Soak:
                 ok = r.rc == -signal.SIGKILL or (r.rc == 1 and 121 in codes)
             else:
                 ok = r.rc in (128 + r.signal, -r.signal) or (r.rc == 1 and 121 in codes)
+        elif kind == "midstage":
+            if r.fault_sent is None:
+                ok = r.rc == 0 and v.get("result") == "success"
+                self.notes["midstage: after the run (no-op)"] += 1
+            elif r.signal == signal.SIGKILL:
+                ok = r.rc == -signal.SIGKILL or late_ok
+            else:
+                ok = (r.rc == 128 + r.signal and v.get("result") == "failure") or late_ok
         elif kind == "pretimeout":
             ok = r.rc == 1 and 308 in codes
         elif kind == "none":

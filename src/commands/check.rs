@@ -62,6 +62,7 @@ pub fn run(common: &Common, ropts: &RunnerOptions, mounts: &[PathBuf]) -> Finish
                 }
             }
             let n = plan.freeze_order().len();
+            say_stages(&plan);
             let hint = if common.verbose {
                 ""
             } else {
@@ -107,6 +108,26 @@ pub fn run(common: &Common, ropts: &RunnerOptions, mounts: &[PathBuf]) -> Finish
         "a snapshot would NOT be application-consistent"
     });
     job.conclude()
+}
+
+/// The plan as numbered stages (SPEC.md §6.1): the filesystems of a stage
+/// are frozen together, a stage only once the previous one froze.
+fn say_stages(plan: &crate::freeze::mounts::MountPlan) {
+    let stages = plan.stages();
+    for (k, stage) in stages.iter().enumerate() {
+        let names: Vec<String> = stage.iter().map(|e| e.path.display().to_string()).collect();
+        say(format!(
+            "freeze stage {} of {}: {}{}",
+            k + 1,
+            stages.len(),
+            names.join(", "),
+            if stage.len() > 1 {
+                " (concurrently)"
+            } else {
+                ""
+            }
+        ));
+    }
 }
 
 /// One line per input that passed.

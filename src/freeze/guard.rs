@@ -39,6 +39,18 @@ const NO_RESULT: i32 = -1;
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Slot(usize);
 
+impl Slot {
+    /// The slot as a number, for a freeze thread to hand over in an atomic.
+    pub fn raw(self) -> usize {
+        self.0
+    }
+
+    /// A slot handed over by [`Slot::raw`]; `None` for a number no slot has.
+    pub fn from_raw(i: usize) -> Option<Slot> {
+        (i < MAX_MOUNTS).then_some(Slot(i))
+    }
+}
+
 /// Who holds a slot's mount now.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Taken {

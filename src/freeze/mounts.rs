@@ -187,6 +187,10 @@ pub struct PlanEntry {
     pub minor: u32,
     #[serde(skip)]
     pub mount_id: u32,
+    /// The stage it is frozen in (1 first; set on frozen entries only): the
+    /// filesystems of one stage are frozen concurrently (SPEC.md §6.1).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub stage: Option<u32>,
 }
 
 /// Every mount with its verdict, plus the order to freeze the chosen ones.
@@ -205,8 +209,25 @@ impl MountPlan {
     /// The entries with `freeze == true`, in the order they must be frozen:
     /// loop-backed filesystems before the filesystem holding their image,
     /// nested mounts before their parents, `/` last.
+    /// Stage by stage (stages in order, and within a stage in the order of
+    /// the rules' tie-break: deeper first, then by path).
     pub fn freeze_order(&self) -> Vec<&PlanEntry> {
         self.order.iter().map(|&i| &self.entries[i]).collect()
+    }
+
+    /// The frozen entries as numbered stages: stage `k` (index `k - 1`) holds
+    /// the filesystems none of which must precede another, frozen
+    /// concurrently once every freeze of stage `k - 1` has completed.
+    pub fn stages(&self) -> Vec<Vec<&PlanEntry>> {
+        let mut stages: Vec<Vec<&PlanEntry>> = Vec::new();
+        for e in self.freeze_order() {
+            let k = e.stage.unwrap_or(1).max(1) as usize;
+            if stages.len() < k {
+                stages.resize_with(k, Vec::new);
+            }
+            stages[k - 1].push(e);
+        }
+        stages
     }
 }
 
@@ -633,6 +654,7 @@ fn entry(m: &MountInfo, freeze: bool, reason: String) -> PlanEntry {
         major: m.major,
         minor: m.minor,
         mount_id: m.mount_id,
+        stage: None,
     }
 }
 
@@ -812,7 +834,7 @@ fn build_plan(
     block: &dyn BlockInfo,
     warnings: &mut Vec<String>,
 ) -> MountPlan {
-    let entries = table
+    let mut entries: Vec<PlanEntry> = table
         .mounts
         .iter()
         .zip(verdicts)
@@ -826,24 +848,28 @@ fn build_plan(
     // Entries are one per mount, in mount order: mount indices are entry
     // indices.
     let order = freeze_order(table, frozen, block, warnings);
+    for &(i, stage) in &order {
+        entries[i].stage = Some(stage);
+    }
     MountPlan {
         entries,
         warnings: std::mem::take(warnings),
-        order,
+        order: order.into_iter().map(|(i, _)| i).collect(),
     }
 }
 
-/// Orders the frozen mounts (indices into the table). Edges "a before b":
-/// a is a loop device whose image lives on b (freezing b first would hang
-/// a's freeze on writes to its image); a is mounted inside b (nested before
-/// parent, like fsfreeze and qemu-ga). Ties: deeper mount point first, then
-/// by path, so `/` comes last.
+/// Orders the frozen mounts (indices into the table) and gives each its
+/// stage. Edges "a before b": a is a loop device whose image lives on b
+/// (freezing b first would hang a's freeze on writes to its image); a is
+/// mounted inside b (nested before parent, like fsfreeze and qemu-ga). Ties:
+/// deeper mount point first, then by path, so `/` comes last. See
+/// [`stages_of`] for the stages.
 fn freeze_order(
     table: &MountTable<'_>,
     frozen: &[usize],
     block: &dyn BlockInfo,
     warnings: &mut Vec<String>,
-) -> Vec<usize> {
+) -> Vec<(usize, u32)> {
     let mounts = table.mounts;
     let node_of: HashMap<(u32, u32), usize> = frozen
         .iter()
@@ -891,6 +917,9 @@ fn freeze_order(
         (Reverse(depth(path)), path.clone())
     };
     let all: Vec<(usize, usize)> = loop_edges.union(&nesting_edges).copied().collect();
+    let loops_only: Vec<(usize, usize)> = loop_edges.iter().copied().collect();
+    // The edges the order honours: every one, or (in a cycle) the loop ones.
+    let mut honoured: Option<&[(usize, usize)]> = Some(&all);
     let nodes = match topological_order(frozen.len(), &all, key) {
         Ok(order) => order,
         Err(stuck) => {
@@ -898,9 +927,9 @@ fn freeze_order(
                 .iter()
                 .map(|&n| mounts[frozen[n]].mount_point.display().to_string())
                 .collect();
-            let loops_only: Vec<(usize, usize)> = loop_edges.iter().copied().collect();
             match topological_order(frozen.len(), &loops_only, key) {
                 Ok(order) => {
+                    honoured = Some(&loops_only);
                     warnings.push(format!(
                         "freeze order: loop devices and nesting of {} depend on each other; kept loop-before-image, nesting order not guaranteed",
                         names.join(", ")
@@ -912,6 +941,7 @@ fn freeze_order(
                         "freeze order: the loop devices of {} form a cycle; ordered by mount depth only",
                         names.join(", ")
                     ));
+                    honoured = None;
                     let mut order: Vec<usize> = (0..frozen.len()).collect();
                     order.sort_by_key(|&n| key(n));
                     order
@@ -919,7 +949,57 @@ fn freeze_order(
             }
         }
     };
-    nodes.into_iter().map(|n| frozen[n]).collect()
+    let is_root = |n: usize| mounts[frozen[n]].mount_point == Path::new("/");
+    let stage = stages_of(&nodes, honoured, is_root);
+    let mut staged: Vec<(usize, u32)> = nodes.iter().map(|&n| (n, stage[n])).collect();
+    // Stage by stage; within a stage the topological order (stable sort).
+    staged.sort_by_key(|&(_, s)| s);
+    staged.into_iter().map(|(n, s)| (frozen[n], s)).collect()
+}
+
+/// The stage of each node: one past the latest stage of the nodes it must
+/// follow (so a stage holds only filesystems none of which must precede
+/// another), `/` alone in the last stage. Without honoured edges (a cycle of
+/// loop devices: no dependency is known to be safe) every node is a stage of
+/// its own, in `order`.
+fn stages_of(
+    order: &[usize],
+    honoured: Option<&[(usize, usize)]>,
+    is_root: impl Fn(usize) -> bool,
+) -> Vec<u32> {
+    let mut stage = vec![0u32; order.len()];
+    let Some(edges) = honoured else {
+        for (k, &n) in order.iter().enumerate() {
+            stage[n] = k as u32 + 1;
+        }
+        return stage;
+    };
+    for &n in order {
+        let after = edges
+            .iter()
+            .filter(|&&(_, b)| b == n)
+            .map(|&(a, _)| stage[a])
+            .max()
+            .unwrap_or(0);
+        stage[n] = after + 1;
+    }
+    // `/` last, alone: everything is mounted inside it anyway, and this keeps
+    // the rule when the plan holds `/` and a mount it does not contain.
+    // Unless `/` must itself precede something (a cycle where only the loop
+    // edges are kept: `/` on a loop device whose image is on a mount inside it).
+    let root_leads = |n: usize| edges.iter().any(|&(a, _)| a == n);
+    let others = order
+        .iter()
+        .filter(|&&n| !is_root(n))
+        .map(|&n| stage[n])
+        .max()
+        .unwrap_or(0);
+    for &n in order {
+        if is_root(n) && !root_leads(n) {
+            stage[n] = others + 1;
+        }
+    }
+    stage
 }
 
 /// Kahn's algorithm taking the smallest `key` among the ready nodes, so the

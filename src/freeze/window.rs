@@ -13,10 +13,10 @@
 //! before the first freeze and removed after the last thaw (it is on tmpfs
 //! anyway), and log records are held in memory by the caller.
 
+use std::ops::Range;
 use std::os::fd::{AsRawFd, OwnedFd, RawFd};
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicU8, Ordering};
-use std::sync::mpsc;
+use std::sync::atomic::{AtomicI32, AtomicU64, AtomicU8, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::thread;
 use std::time::{Duration, Instant};
@@ -26,6 +26,7 @@ use serde::Serialize;
 
 use super::guard::{self, Slot, Taken};
 use super::ioctl::FreezeOps;
+use super::mounts::PlanEntry;
 use super::state::{RecordedMount, RunDir, WindowRecord};
 use super::watchdog::{self, ChildFilter, SharedState, Watchdog};
 use crate::error::{ErrorCode, Problem};
@@ -46,11 +47,14 @@ pub struct MountTarget {
     pub device: String,
     pub fs_type: String,
     pub fd: Arc<OwnedFd>,
+    /// Its stage in the plan (SPEC.md §6.1): the mounts of one stage are
+    /// frozen concurrently; targets come in stage order.
+    pub stage: u32,
 }
 
 impl MountTarget {
     /// Opens the mount point (a read-only directory open: harmless even on a
-    /// frozen filesystem). Failure is `UnableToOpenMount` (123).
+    /// frozen filesystem), in stage 1. Failure is `UnableToOpenMount` (123).
     pub fn open(path: PathBuf, device: String, fs_type: String) -> Result<MountTarget, Problem> {
         let fd = nix::fcntl::open(
             &path,
@@ -72,6 +76,7 @@ impl MountTarget {
             device,
             fs_type,
             fd: Arc::new(fd),
+            stage: 1,
         })
     }
 
@@ -82,14 +87,12 @@ impl MountTarget {
     /// mount; when it changed, the same filesystem remounted there (same
     /// `st_dev` as the planned `major:minor`) is still accepted. btrfs
     /// subvolumes have an `st_dev` of their own, so for them only the mount
-    /// id can confirm. A mismatch is `UnableToOpenMount` (123).
-    pub fn open_planned(
-        path: PathBuf,
-        device: String,
-        fs_type: String,
-        mount_id: u32,
-    ) -> Result<MountTarget, Problem> {
-        let t = MountTarget::open(path, device, fs_type)?;
+    /// id can confirm. A mismatch is `UnableToOpenMount` (123). The target
+    /// is in the entry's stage.
+    pub fn open_planned(e: &PlanEntry) -> Result<MountTarget, Problem> {
+        let mount_id = e.mount_id;
+        let mut t = MountTarget::open(e.path.clone(), e.device.clone(), e.fs_type.clone())?;
+        t.stage = e.stage.unwrap_or(1);
         let changed = |what: String| {
             Problem::new(
                 ErrorCode::UnableToOpenMount,
@@ -146,10 +149,16 @@ pub struct MountReport {
     pub path: PathBuf,
     pub device: String,
     pub fs_type: String,
+    /// The plan's stage it was frozen in (1 first, SPEC.md §6.1).
+    pub stage: u32,
+    /// When its `FIFREEZE` was issued, counted from the window's start (the
+    /// first freeze call of stage 1).
+    pub freeze_start_ms: f64,
+    /// How long its `FIFREEZE` call took (writeback of dirty data, the RCU
+    /// grace periods of a cold freeze).
+    pub freeze_ms: f64,
     /// Time between its freeze and its thaw.
     pub frozen_ms: f64,
-    /// How long its `FIFREEZE` call took (writeback of dirty data).
-    pub freeze_ms: f64,
     /// Set when its thaw still failed after every retry: it is still frozen.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub thaw_error: Option<String>,
@@ -167,19 +176,22 @@ pub struct WindowOptions<'a> {
     pub watchdog_filter: Option<ChildFilter<'a>>,
 }
 
-const PENDING: u8 = 0;
-const DONE: u8 = 1;
-const ABANDONED: u8 = 2;
-
 /// How many times a `FITHAW` that fails is issued before the mount is
 /// reported still frozen (`FsFreezeFailed`), and the pause between tries.
 pub const THAW_ATTEMPTS: u32 = 3;
 const THAW_RETRY_PAUSE: Duration = Duration::from_millis(100);
 /// How long closing a window waits for a `FIFREEZE` that passed its deadline
-/// before handing that mount to the watchdog (see [`FreezeWindow::finish`]).
+/// (or was still in flight when the window gave up) before handing that
+/// mount to the watchdog (see [`FreezeWindow::finish`]).
 pub const PENDING_GRACE: Duration = Duration::from_secs(2);
 /// The file on tmpfs that holds the page shared with the watchdog.
 pub const PAGE_FILE: &str = "window.page";
+/// Stack of a freeze thread: it makes one ioctl at a time.
+const FREEZE_THREAD_STACK: usize = 128 * 1024;
+/// The longest the window sleeps between two looks at its calls: the freeze
+/// threads wake it on every return, this only bounds how late it notices a
+/// signal (whose handler has already thawed everything armed).
+const WAIT_SLICE: Duration = Duration::from_millis(10);
 
 /// Test-only fault points (`--features fault-injection`, `QUIESCE_FAULT`).
 pub(crate) fn fault(name: &str) -> bool {
@@ -210,29 +222,108 @@ pub fn thaw_retrying(ops: &dyn FreezeOps, fd: RawFd) -> Result<(), Errno> {
     last
 }
 
-struct FreezeJob {
-    index: usize,
-    /// The worker's own reference: the descriptor outlives the window while
-    /// this call is in the kernel.
-    fd: Arc<OwnedFd>,
-    state: Arc<AtomicU8>,
+// One freeze call's life (`Call::state`). The window hands a call out
+// (ISSUED), its thread takes it (RUNNING) and returns (DONE: the window
+// owns the result). When the window gives up on it first (a failure, a
+// deadline or a signal in its stage) it is ABANDONED: its thread then owns a
+// success and thaws it itself, and marks the call LATE once it returned.
+const UNUSED: u8 = 0;
+const ISSUED: u8 = 1;
+const RUNNING: u8 = 2;
+const DONE: u8 = 3;
+const ABANDONED: u8 = 4;
+const LATE: u8 = 5;
+
+const NO_SLOT: usize = usize::MAX;
+const NO_THAW: i32 = -1;
+/// What a call abandoned before its thread took it answers: it never ran.
+const NEVER_RAN: i32 = libc::ECANCELED;
+
+/// One mount's freeze call, shared by the window and the freeze threads;
+/// plain atomics, so neither side allocates or locks inside the window.
+struct Call {
+    state: AtomicU8,
+    /// 0, or the errno `FIFREEZE` returned (valid from DONE or LATE on).
+    errno: AtomicI32,
+    /// The guard slot armed on success ([`NO_SLOT`] otherwise).
+    slot: AtomicUsize,
+    /// Nanoseconds since [`Crew::base`]: the ioctl issued, and returned.
+    began: AtomicU64,
+    ended: AtomicU64,
+    /// What its thread's own thaw said ([`NO_THAW`], 0 or the errno).
+    self_thaw: AtomicI32,
 }
 
-/// What the worker saw of one call.
-struct CallDone {
-    result: Result<(), Errno>,
-    slot: Option<Slot>,
-    /// Set when the worker thawed the mount itself (the window had given up
-    /// on the call, or a signal was thawing everything): what the thaw said.
-    thawed_by_worker: Option<Result<(), Errno>>,
+impl Call {
+    fn new() -> Call {
+        Call {
+            state: AtomicU8::new(UNUSED),
+            errno: AtomicI32::new(0),
+            slot: AtomicUsize::new(NO_SLOT),
+            began: AtomicU64::new(0),
+            ended: AtomicU64::new(0),
+            self_thaw: AtomicI32::new(NO_THAW),
+        }
+    }
+
+    fn self_thaw(&self) -> Option<Result<(), Errno>> {
+        match self.self_thaw.load(Ordering::SeqCst) {
+            NO_THAW => None,
+            0 => Some(Ok(())),
+            e => Some(Err(Errno::from_raw(e))),
+        }
+    }
+}
+
+const NO_JOB: usize = usize::MAX;
+const STOP: usize = usize::MAX - 1;
+
+/// What the freeze threads share with the window, built in `prepare`.
+struct Crew {
+    ops: Arc<dyn FreezeOps>,
+    shared: Arc<SharedState>,
+    /// The threads' own references to the descriptors (index = target): a
+    /// `FIFREEZE` still blocked in the kernel keeps its descriptor, so its
+    /// number can never be closed or reused under it.
+    fds: Vec<Arc<OwnedFd>>,
+    calls: Vec<Call>,
+    /// One per thread: the target it is to freeze next, [`NO_JOB`] or [`STOP`].
+    mailboxes: Vec<AtomicUsize>,
+    /// The thread that waits for the calls (the one that prepared the window).
+    waiter: thread::Thread,
+    base: Instant,
+}
+
+impl Crew {
+    fn now_ns(&self) -> u64 {
+        self.base.elapsed().as_nanos() as u64
+    }
+
+    fn at(&self, ns: u64) -> Instant {
+        self.base + Duration::from_nanos(ns)
+    }
 }
 
 /// One `FIFREEZE`, recorded the instant it returns, in the thread that made
 /// it: the watchdog's page and the signal guard learn of a freeze of ours
 /// only when it succeeded, and of nothing else (EBUSY: another tool's).
-fn run_job(ops: &dyn FreezeOps, shared: &SharedState, job: &FreezeJob) -> CallDone {
-    let fd = job.fd.as_raw_fd();
-    let result = ops.freeze(fd);
+fn run_call(crew: &Crew, i: usize) {
+    let call = &crew.calls[i];
+    if call
+        .state
+        .compare_exchange(ISSUED, RUNNING, Ordering::SeqCst, Ordering::SeqCst)
+        .is_err()
+    {
+        // The window gave up on it before it began: no freeze of this mount.
+        crew.shared.set_state(i, watchdog::IDLE);
+        call.errno.store(NEVER_RAN, Ordering::SeqCst);
+        call.state.store(LATE, Ordering::SeqCst);
+        return;
+    }
+    let fd = crew.fds[i].as_raw_fd();
+    call.began.store(crew.now_ns(), Ordering::SeqCst);
+    let result = crew.ops.freeze(fd);
+    call.ended.store(crew.now_ns(), Ordering::SeqCst);
     if fault("freeze-return-delay") {
         // Widens the gap between the call's return and its record, which a
         // signal or a SIGKILL could otherwise only hit by luck.
@@ -240,117 +331,183 @@ fn run_job(ops: &dyn FreezeOps, shared: &SharedState, job: &FreezeJob) -> CallDo
     }
     let slot = match result {
         Ok(()) => {
-            shared.set_state(job.index, watchdog::FROZEN);
+            crew.shared.set_state(i, watchdog::FROZEN);
             guard::arm(fd)
         }
         Err(Errno::EBUSY) => {
-            shared.set_state(job.index, watchdog::NOT_OURS);
+            crew.shared.set_state(i, watchdog::NOT_OURS);
             None
         }
         Err(_) => {
-            shared.set_state(job.index, watchdog::IDLE);
+            crew.shared.set_state(i, watchdog::IDLE);
             None
         }
     };
-    let abandoned = job
+    call.slot
+        .store(slot.map_or(NO_SLOT, Slot::raw), Ordering::SeqCst);
+    call.errno
+        .store(result.err().map_or(0, |e| e as i32), Ordering::SeqCst);
+    // A signal is thawing everything (it raised `closing` before it thawed
+    // the table, and the slot was armed before this look): thaw it now.
+    let closing = result.is_ok() && guard::closing();
+    if closing {
+        self_thaw(crew, i, slot);
+    }
+    let owned_by_window = call
         .state
-        .compare_exchange(PENDING, DONE, Ordering::SeqCst, Ordering::SeqCst)
-        .is_err();
-    let mut thawed_by_worker = None;
-    if result.is_ok() && (abandoned || guard::closing()) {
-        // Nobody else will thaw this one in time: do it now.
-        let r = match slot.map(guard::take) {
-            Some(Taken::Thawed(Ok(()))) => Ok(()),
-            _ => thaw_retrying(ops, fd),
-        };
-        if r.is_ok() {
-            shared.set_state(job.index, watchdog::THAWED);
-        } else {
-            // Still frozen: armed again for a later signal, and the
-            // descriptor kept open for the life of the process so that
-            // number stays this mount's. The watchdog still sees FROZEN.
-            guard::arm(fd);
-            std::mem::forget(job.fd.clone());
+        .compare_exchange(RUNNING, DONE, Ordering::SeqCst, Ordering::SeqCst)
+        .is_ok();
+    if !owned_by_window {
+        // The window gave up on this call: nobody else thaws it in time.
+        if result.is_ok() && !closing {
+            self_thaw(crew, i, slot);
         }
-        thawed_by_worker = Some(r);
-    }
-    CallDone {
-        result,
-        slot,
-        thawed_by_worker,
+        call.state.store(LATE, Ordering::SeqCst);
     }
 }
 
-/// The thread that issues `FIFREEZE`, so that a call that blocks can be
-/// abandoned at its deadline. If an abandoned call later succeeds while the
-/// runner lives, the worker thaws that mount itself; once the runner is
-/// gone, the watchdog does (it waits for the whole thread group).
-struct FreezeWorker {
-    jobs: Option<mpsc::Sender<FreezeJob>>,
-    results: mpsc::Receiver<CallDone>,
-    handle: Option<thread::JoinHandle<()>>,
+/// The freeze thread's own thaw of mount `i`, whose `FIFREEZE` succeeded.
+fn self_thaw(crew: &Crew, i: usize, slot: Option<Slot>) {
+    let fd = crew.fds[i].as_raw_fd();
+    let r = match slot.map(guard::take) {
+        Some(Taken::Thawed(Ok(()))) => Ok(()),
+        _ => thaw_retrying(&*crew.ops, fd),
+    };
+    if r.is_ok() {
+        crew.shared.set_state(i, watchdog::THAWED);
+    } else {
+        // Still frozen: armed again for a later signal, and the descriptor
+        // kept open for the life of the process so that number stays this
+        // mount's. The watchdog still sees FROZEN.
+        guard::arm(fd);
+        std::mem::forget(crew.fds[i].clone());
+    }
+    crew.calls[i]
+        .self_thaw
+        .store(r.err().map_or(0, |e| e as i32), Ordering::SeqCst);
 }
 
-impl FreezeWorker {
-    fn start(ops: Arc<dyn FreezeOps>, shared: Arc<SharedState>) -> std::io::Result<FreezeWorker> {
+/// A freeze thread's life: wait for a call, make it, wake the window.
+fn worker_main(crew: &Crew, me: usize) {
+    // Signals are for the main thread, whose handler thaws.
+    let _ = nix::sys::signal::pthread_sigmask(
+        nix::sys::signal::SigmaskHow::SIG_BLOCK,
+        Some(&nix::sys::signal::SigSet::all()),
+        None,
+    );
+    loop {
+        match crew.mailboxes[me].swap(NO_JOB, Ordering::SeqCst) {
+            NO_JOB => thread::park(),
+            STOP => return,
+            i => {
+                run_call(crew, i);
+                crew.waiter.unpark();
+            }
+        }
+    }
+}
+
+/// The freeze threads: as many as the widest stage, started before the
+/// window, so a stage's calls are all in flight at once and a call that
+/// blocks can be abandoned at its deadline. If an abandoned call later
+/// succeeds while the runner lives, its thread thaws that mount itself;
+/// once the runner is gone, the watchdog does (it waits for the whole
+/// thread group).
+struct FreezeWorkers {
+    crew: Arc<Crew>,
+    threads: Vec<thread::JoinHandle<()>>,
+}
+
+impl FreezeWorkers {
+    fn start(crew: Arc<Crew>) -> std::io::Result<FreezeWorkers> {
         if fault("freeze-thread-spawn") {
             // What TasksMax or RLIMIT_NPROC make of a thread spawn.
             return Err(std::io::Error::from_raw_os_error(libc::EAGAIN));
         }
-        let (jobs, rx) = mpsc::channel::<FreezeJob>();
-        let (tx, results) = mpsc::channel();
-        let handle = thread::Builder::new()
-            .name("quiesce-freeze".into())
-            .spawn(move || {
-                // Signals are for the main thread, whose handler thaws.
-                let _ = nix::sys::signal::pthread_sigmask(
-                    nix::sys::signal::SigmaskHow::SIG_BLOCK,
-                    Some(&nix::sys::signal::SigSet::all()),
-                    None,
-                );
-                for job in rx {
-                    let done = run_job(&*ops, &shared, &job);
-                    drop(job);
-                    if tx.send(done).is_err() {
-                        break;
-                    }
+        let mut workers = FreezeWorkers {
+            crew: crew.clone(),
+            threads: Vec::with_capacity(crew.mailboxes.len()),
+        };
+        for me in 0..crew.mailboxes.len() {
+            let crew = crew.clone();
+            let spawned = thread::Builder::new()
+                .name("quiesce-freeze".into())
+                .stack_size(FREEZE_THREAD_STACK)
+                .spawn(move || worker_main(&crew, me));
+            match spawned {
+                Ok(h) => workers.threads.push(h),
+                Err(e) => {
+                    workers.stop(&[]);
+                    return Err(e);
                 }
-            })?;
-        Ok(FreezeWorker {
-            jobs: Some(jobs),
-            results,
-            handle: Some(handle),
-        })
+            }
+        }
+        Ok(workers)
+    }
+
+    /// Hands mount `i` to thread `k`.
+    fn issue(&self, k: usize, i: usize) {
+        self.crew.mailboxes[k].store(i, Ordering::SeqCst);
+        self.threads[k].thread().unpark();
+    }
+
+    /// Stops the threads and joins those not blocked in the kernel (`stuck`:
+    /// targets whose call has not returned; their thread ends once it does).
+    fn stop(&mut self, stuck: &[usize]) {
+        for (k, h) in self.threads.iter().enumerate() {
+            self.crew.mailboxes[k].store(STOP, Ordering::SeqCst);
+            h.thread().unpark();
+        }
+        if stuck.is_empty() {
+            for h in self.threads.drain(..) {
+                let _ = h.join();
+            }
+        }
     }
 }
 
-/// How a freeze attempt ended.
-enum FreezeCall {
-    Done(CallDone),
-    TimedOut,
+/// Why a stage was aborted.
+enum Abort {
+    /// A call failed (EBUSY: someone else froze that mount).
+    Failed(usize, Errno),
+    /// The calls still in flight passed their deadline.
+    Deadline(Duration),
+    Signal(i32),
 }
 
 /// A mount this window froze.
 struct Frozen {
     index: usize,
     slot: Option<Slot>,
-    at: Instant,
-    call_ms: f64,
+    began_ns: u64,
+    ended_ns: u64,
     thawed_by_worker: Option<Result<(), Errno>>,
+}
+
+/// A mount thawed by `thaw_all`: what its thaw said, and when.
+struct Thawed {
+    frozen: Frozen,
+    result: Result<(), Errno>,
+    at: Instant,
 }
 
 /// An open freeze window.
 pub struct FreezeWindow {
     targets: Vec<MountTarget>,
+    /// Index ranges of `targets`, one per stage, in freeze order.
+    stages: Vec<Range<usize>>,
     ops: Arc<dyn FreezeOps>,
     shared: Arc<SharedState>,
-    worker: FreezeWorker,
+    workers: FreezeWorkers,
     watchdog: Option<Watchdog>,
     run_dir: Option<RunDir>,
-    /// In freeze order.
+    /// In freeze order: stage by stage, within a stage as the calls returned.
+    /// INVARIANT: this and the next two vectors are reserved for every
+    /// target in `prepare`, so the window never allocates to fill them.
     frozen: Vec<Frozen>,
-    /// The target whose `FIFREEZE` passed its deadline and may still complete.
-    pending_freeze: Option<usize>,
+    /// Calls the window gave up on that may still complete (or just did).
+    pending: Vec<usize>,
+    thawed: Vec<Thawed>,
     /// Targets whose thaw failed after every retry: still frozen.
     still_frozen: Vec<usize>,
     started: Option<Instant>,
@@ -364,6 +521,27 @@ pub struct FreezeWindow {
     problems: Vec<Problem>,
 }
 
+/// The stages of `targets` (consecutive runs of one stage number), or what
+/// is wrong with their order.
+fn stage_ranges(targets: &[MountTarget]) -> Result<Vec<Range<usize>>, String> {
+    let mut stages: Vec<Range<usize>> = Vec::new();
+    for (i, t) in targets.iter().enumerate() {
+        match stages.last_mut() {
+            Some(r) if targets[r.start].stage == t.stage => r.end = i + 1,
+            Some(r) if targets[r.start].stage > t.stage => {
+                return Err(format!(
+                    "{} (stage {}) comes after {} (stage {}): the mounts are not in stage order",
+                    t.path.display(),
+                    t.stage,
+                    targets[r.start].path.display(),
+                    targets[r.start].stage
+                ))
+            }
+            _ => stages.push(i..i + 1),
+        }
+    }
+    Ok(stages)
+}
 impl FreezeWindow {
     /// Prepares the window: records `state.json`, raises the OOM shield and
     /// forks the watchdog. Nothing is frozen yet.
@@ -380,6 +558,7 @@ impl FreezeWindow {
                 guard::MAX_MOUNTS
             )));
         }
+        let stages = stage_ranges(&targets).map_err(internal)?;
         let max_freeze = opts.max_freeze.min(MAX_MAX_FREEZE);
         // The page lives in a file on tmpfs when there is a run directory, so
         // that recovery sees what the watchdog did after both are gone
@@ -408,34 +587,45 @@ impl FreezeWindow {
                 None
             }
         };
-        let worker = FreezeWorker::start(ops.clone(), shared.clone()).map_err(|e| {
-            internal(format!(
-                "cannot start the freeze thread ({e}); nothing was frozen (TasksMax or RLIMIT_NPROC too low?)"
-            ))
+        let n = targets.len();
+        let crew = Arc::new(Crew {
+            ops: ops.clone(),
+            shared: shared.clone(),
+            fds: targets.iter().map(|t| t.fd.clone()).collect(),
+            calls: (0..n).map(|_| Call::new()).collect(),
+            mailboxes: (0..stages.iter().map(|r| r.len()).max().unwrap_or(0))
+                .map(|_| AtomicUsize::new(NO_JOB))
+                .collect(),
+            waiter: thread::current(),
+            base: Instant::now(),
         });
-        let worker = match worker {
+        let workers = match FreezeWorkers::start(crew) {
             Ok(w) => w,
-            Err(p) => {
+            Err(e) => {
                 if let Some(old) = oom_restore {
                     let _ = std::fs::write("/proc/self/oom_score_adj", old);
                 }
-                return Err(p);
+                return Err(internal(format!(
+                    "cannot start the freeze threads ({e}); nothing was frozen (TasksMax or RLIMIT_NPROC too low?)"
+                )));
             }
         };
         let mut window = FreezeWindow {
             targets,
+            stages,
             ops,
             shared,
-            worker,
+            workers,
             watchdog: None,
             run_dir: opts.run_dir,
-            frozen: Vec::new(),
-            pending_freeze: None,
-            still_frozen: Vec::new(),
+            frozen: Vec::with_capacity(n),
+            pending: Vec::with_capacity(n),
+            thawed: Vec::with_capacity(n),
+            still_frozen: Vec::with_capacity(n),
             started: None,
             max_freeze,
             per_call: opts.per_call,
-            reports: Vec::new(),
+            reports: Vec::with_capacity(n),
             oom_restore,
             finished: false,
             warnings,
@@ -517,7 +707,10 @@ impl FreezeWindow {
     pub fn frozen_mounts(&self) -> Vec<(&MountTarget, f64)> {
         self.frozen
             .iter()
-            .map(|f| (&self.targets[f.index], f.call_ms))
+            .map(|f| {
+                let ns = f.ended_ns.saturating_sub(f.began_ns);
+                (&self.targets[f.index], ns as f64 / 1e6)
+            })
             .collect()
     }
 
@@ -526,133 +719,167 @@ impl FreezeWindow {
         self.started.map(|s| s + self.max_freeze)
     }
 
-    /// Freezes every target in order. On any failure, thaws what it froze
+    /// Freezes every target, stage by stage, the calls of a stage
+    /// concurrently. On any failure, deadline or signal, thaws what froze
     /// (reverse order) and returns the problem (121/122).
     pub fn freeze_all(&mut self) -> Result<(), Problem> {
-        let interrupted = |sig: i32| {
-            Problem::new(
-                ErrorCode::FsFreezeFailed,
-                format!("interrupted by signal {sig} while freezing; everything frozen was thawed"),
-            )
-        };
-        for i in 0..self.targets.len() {
+        for s in 0..self.stages.len() {
             // A signal already thawed what was frozen: freeze nothing more.
-            if let Some(sig) = crate::freeze::signals::pending() {
+            let abort = match crate::freeze::signals::pending() {
+                Some(sig) => Err(Abort::Signal(sig)),
+                None => self.freeze_stage(self.stages[s].clone()),
+            };
+            if let Err(a) = abort {
                 self.thaw_all();
-                return Err(interrupted(sig));
-            }
-            if let Err(p) = self.freeze_one(i) {
-                self.thaw_all();
-                return Err(p);
+                return Err(self.problem_of(a));
             }
         }
-        // A signal during the last freeze call: do not hand back a window
+        // A signal during the last freeze calls: do not hand back a window
         // the handler believes it thawed.
         if let Some(sig) = crate::freeze::signals::pending() {
             self.thaw_all();
-            return Err(interrupted(sig));
+            return Err(self.problem_of(Abort::Signal(sig)));
         }
         Ok(())
     }
 
-    fn freeze_one(&mut self, i: usize) -> Result<(), Problem> {
-        let path = self.targets[i].path.display().to_string();
-        let started = *self.started.get_or_insert_with(Instant::now);
-        let window_left = (started + self.max_freeze).saturating_duration_since(Instant::now());
+    /// Issues every call of one stage at once, each with its deadline, and
+    /// waits for all of them; on the first failure, deadline or signal it
+    /// gives up on the calls still in flight (their threads thaw a late
+    /// success). What froze is in `frozen` either way.
+    /// INVARIANT: no allocation, no I/O but the ioctls (in the threads).
+    fn freeze_stage(&mut self, stage: Range<usize>) -> Result<(), Abort> {
+        let crew = self.workers.crew.clone();
+        let now = Instant::now();
+        let started = *self.started.get_or_insert(now);
+        let window_left = (started + self.max_freeze).saturating_duration_since(now);
         let limit = self.per_call.min(window_left);
-        // Attempting, for the watchdog only: a call in flight when the runner
-        // is SIGKILLed is a freeze in progress (EBUSY is answered at once,
-        // before any wait), so what completes after the runner is ours. The
-        // signal guard is armed by the worker on success only.
-        self.shared.set_state(i, watchdog::ATTEMPTING);
-        let call_started = Instant::now();
-        match self.call_freeze(i, limit) {
-            FreezeCall::Done(done) => match done.result {
-                Ok(()) => {
-                    self.frozen.push(Frozen {
-                        index: i,
-                        slot: done.slot,
-                        at: Instant::now(),
-                        call_ms: call_started.elapsed().as_secs_f64() * 1000.0,
-                        thawed_by_worker: done.thawed_by_worker,
-                    });
-                    Ok(())
+        for i in stage.clone() {
+            // Attempting, for the watchdog only: a call in flight when the
+            // runner is SIGKILLed is a freeze in progress (EBUSY is answered
+            // at once, before any wait), so what completes after the runner
+            // is ours. The signal guard is armed by the thread on success.
+            self.shared.set_state(i, watchdog::ATTEMPTING);
+            let c = &crew.calls[i];
+            c.self_thaw.store(NO_THAW, Ordering::SeqCst);
+            c.state.store(ISSUED, Ordering::SeqCst);
+        }
+        // Every call of the stage gets the same deadline: its own issue
+        // time (they are issued together) plus the per-call limit.
+        let deadline = Instant::now() + limit;
+        for (k, i) in stage.clone().enumerate() {
+            self.workers.issue(k, i);
+        }
+        let abort = loop {
+            let mut in_flight = false;
+            let mut failed = None;
+            for i in stage.clone() {
+                let c = &crew.calls[i];
+                match c.state.load(Ordering::SeqCst) {
+                    DONE => match c.errno.load(Ordering::SeqCst) {
+                        0 => {}
+                        e => failed = failed.or(Some(Abort::Failed(i, Errno::from_raw(e)))),
+                    },
+                    _ => in_flight = true,
                 }
-                // Someone else froze it: never thaw what we did not freeze.
-                Err(Errno::EBUSY) => Err(Problem::new(
-                    ErrorCode::FsFreezeFailed,
-                    format!(
-                        "{path} is already frozen by another tool (EBUSY); it is left as it is"
-                    ),
-                )),
-                Err(e) => Err(Problem::new(
-                    ErrorCode::FsFreezeFailed,
-                    format!("cannot freeze {path}: {e} ({})", e.desc()),
-                )),
-            },
-            FreezeCall::TimedOut => {
-                // Not in `frozen`: thawing now would only get EINVAL. The
-                // worker thaws it if the call completes while we live, the
-                // watchdog (which sees it attempting) once we are gone.
-                self.pending_freeze = Some(i);
-                Err(Problem::new(
+            }
+            if let Some(a) = failed {
+                break Some(a);
+            }
+            if let Some(sig) = crate::freeze::signals::pending() {
+                break Some(Abort::Signal(sig));
+            }
+            if !in_flight {
+                break None;
+            }
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                break Some(Abort::Deadline(limit));
+            }
+            thread::park_timeout(left.min(WAIT_SLICE));
+        };
+        if abort.is_some() {
+            for i in stage.clone() {
+                let state = &crew.calls[i].state;
+                let gave_up = [ISSUED, RUNNING].into_iter().any(|from| {
+                    state
+                        .compare_exchange(from, ABANDONED, Ordering::SeqCst, Ordering::SeqCst)
+                        .is_ok()
+                });
+                if gave_up {
+                    self.pending.push(i);
+                }
+            }
+        }
+        // Adopt what returned to the window, in the order it froze.
+        let first = self.frozen.len();
+        for i in stage {
+            let c = &crew.calls[i];
+            if c.state.load(Ordering::SeqCst) == DONE && c.errno.load(Ordering::SeqCst) == 0 {
+                self.frozen.push(Frozen {
+                    index: i,
+                    slot: Slot::from_raw(c.slot.load(Ordering::SeqCst)),
+                    began_ns: c.began.load(Ordering::SeqCst),
+                    ended_ns: c.ended.load(Ordering::SeqCst),
+                    thawed_by_worker: c.self_thaw(),
+                });
+            }
+        }
+        self.frozen[first..].sort_unstable_by_key(|f| f.ended_ns);
+        abort.map_or(Ok(()), Err)
+    }
+
+    /// The problem of an aborted window (built after the thaw: it allocates).
+    fn problem_of(&self, abort: Abort) -> Problem {
+        let path = |i: usize| self.targets[i].path.display().to_string();
+        match abort {
+            // Someone else froze it: never thaw what we did not freeze.
+            Abort::Failed(i, Errno::EBUSY) => Problem::new(
+                ErrorCode::FsFreezeFailed,
+                format!(
+                    "{} is already frozen by another tool (EBUSY); it is left as it is, everything this run froze was thawed",
+                    path(i)
+                ),
+            ),
+            Abort::Failed(i, e) => Problem::new(
+                ErrorCode::FsFreezeFailed,
+                format!(
+                    "cannot freeze {}: {e} ({}); everything frozen was thawed",
+                    path(i),
+                    e.desc()
+                ),
+            ),
+            Abort::Deadline(limit) => {
+                let late: Vec<String> = self
+                    .pending
+                    .iter()
+                    .filter(|&&i| self.workers.crew.calls[i].errno.load(Ordering::SeqCst) != NEVER_RAN)
+                    .map(|&i| path(i))
+                    .collect();
+                Problem::new(
                     ErrorCode::FsFreezeTimeout,
                     format!(
-                        "freezing {path} did not complete within {} ms",
+                        "freezing {} did not complete within {} ms; everything frozen was thawed",
+                        late.join(", "),
                         limit.as_millis()
                     ),
-                ))
+                )
             }
+            Abort::Signal(sig) => Problem::new(
+                ErrorCode::FsFreezeFailed,
+                format!("interrupted by signal {sig} while freezing; everything frozen was thawed"),
+            ),
         }
     }
 
-    fn call_freeze(&mut self, index: usize, limit: Duration) -> FreezeCall {
-        let state = Arc::new(AtomicU8::new(PENDING));
-        let job = FreezeJob {
-            index,
-            fd: self.targets[index].fd.clone(),
-            state: state.clone(),
-        };
-        let failed = || {
-            FreezeCall::Done(CallDone {
-                result: Err(Errno::EIO),
-                slot: None,
-                thawed_by_worker: None,
-            })
-        };
-        let Some(jobs) = &self.worker.jobs else {
-            return failed();
-        };
-        if jobs.send(job).is_err() {
-            return failed();
-        }
-        match self.worker.results.recv_timeout(limit) {
-            Ok(done) => FreezeCall::Done(done),
-            Err(_) => {
-                if state
-                    .compare_exchange(PENDING, ABANDONED, Ordering::SeqCst, Ordering::SeqCst)
-                    .is_ok()
-                {
-                    // The worker stays blocked in the kernel; no more jobs.
-                    self.worker.jobs = None;
-                    FreezeCall::TimedOut
-                } else {
-                    // It completed just now: take its result.
-                    match self.worker.results.recv() {
-                        Ok(done) => FreezeCall::Done(done),
-                        Err(_) => failed(),
-                    }
-                }
-            }
-        }
-    }
-
-    /// Thaws everything frozen, in exact reverse of the order that froze.
-    /// Idempotent: a mount a signal handler or the worker already thawed is
-    /// not thawed twice. A thaw that still fails after [`THAW_ATTEMPTS`] is
-    /// `FsFreezeFailed`: the mount stays marked frozen for the watchdog, armed
-    /// for a later signal, and recorded for `quiesce thaw` and the next run.
+    /// Thaws everything frozen, stage by stage in reverse, in exact reverse
+    /// of the order that froze. Idempotent: a mount a signal handler or its
+    /// freeze thread already thawed is not thawed twice. A thaw that still
+    /// fails after [`THAW_ATTEMPTS`] is `FsFreezeFailed`: the mount stays
+    /// marked frozen for the watchdog, armed for a later signal, and recorded
+    /// for `quiesce thaw` and the next run.
     pub fn thaw_all(&mut self) {
+        // INVARIANT: no allocation until the last thaw (`thawed` is reserved).
         while let Some(f) = self.frozen.pop() {
             let fd = self.targets[f.index].fd.as_raw_fd();
             // Out of the table first, so a signal arriving now does not
@@ -663,36 +890,55 @@ impl FreezeWindow {
                 (_, Some(Taken::Thawed(Ok(()) | Err(Errno::EINVAL)))) => Ok(()),
                 _ => thaw_retrying(&*self.ops, fd),
             };
-            let t = &self.targets[f.index];
-            let thaw_error = match result {
-                Ok(()) => {
-                    self.shared.set_state(f.index, watchdog::THAWED);
-                    None
+            match result {
+                Ok(()) => self.shared.set_state(f.index, watchdog::THAWED),
+                Err(_) => {
+                    let _ = guard::arm(fd);
                 }
-                Err(e) => {
-                    guard::arm(fd);
-                    self.still_frozen.push(f.index);
-                    self.problems.push(Problem::new(
-                        ErrorCode::FsFreezeFailed,
-                        format!(
-                            "cannot thaw {} ({} attempts): {e} ({}); it is still frozen and recorded for recovery: run `quiesce thaw`",
-                            t.path.display(),
-                            THAW_ATTEMPTS,
-                            e.desc()
-                        ),
-                    ));
-                    Some(format!("{e} ({})", e.desc()))
-                }
-            };
-            self.reports.push(MountReport {
-                path: t.path.clone(),
-                device: t.device.clone(),
-                fs_type: t.fs_type.clone(),
-                frozen_ms: f.at.elapsed().as_secs_f64() * 1000.0,
-                freeze_ms: f.call_ms,
-                thaw_error,
+            }
+            self.thawed.push(Thawed {
+                frozen: f,
+                result,
+                at: Instant::now(),
             });
         }
+        let mut thawed = std::mem::take(&mut self.thawed);
+        for t in thawed.drain(..) {
+            self.report_thawed(t);
+        }
+        self.thawed = thawed;
+    }
+
+    /// The status line of one thawed mount, and its problem if still frozen.
+    fn report_thawed(&mut self, t: Thawed) {
+        let crew = &self.workers.crew;
+        let f = &t.frozen;
+        let target = &self.targets[f.index];
+        let thaw_error = t.result.err().map(|e| {
+            self.still_frozen.push(f.index);
+            self.problems.push(Problem::new(
+                ErrorCode::FsFreezeFailed,
+                format!(
+                    "cannot thaw {} ({} attempts): {e} ({}); it is still frozen and recorded for recovery: run `quiesce thaw`",
+                    target.path.display(),
+                    THAW_ATTEMPTS,
+                    e.desc()
+                ),
+            ));
+            format!("{e} ({})", e.desc())
+        });
+        let ms = |d: Duration| d.as_secs_f64() * 1000.0;
+        let start = self.started.unwrap_or(crew.base);
+        self.reports.push(MountReport {
+            path: target.path.clone(),
+            device: target.device.clone(),
+            fs_type: target.fs_type.clone(),
+            stage: target.stage,
+            freeze_start_ms: ms(crew.at(f.began_ns).saturating_duration_since(start)),
+            freeze_ms: ms(Duration::from_nanos(f.ended_ns.saturating_sub(f.began_ns))),
+            frozen_ms: ms(t.at.saturating_duration_since(crew.at(f.ended_ns))),
+            thaw_error,
+        });
     }
 
     /// Closes the window: thaws, dismisses the watchdog (or leaves it armed
@@ -703,34 +949,50 @@ impl FreezeWindow {
         self.finish()
     }
 
-    /// A `FIFREEZE` that passed its deadline: wait for it, bounded by
-    /// [`PENDING_GRACE`]. If it completes, the worker has already thawed it
-    /// (it was abandoned). If not, the mount stays attempting in the page and
-    /// is the watchdog's: the runner's process cannot end before that call
-    /// returns (a thread in the kernel holds the thread group), the watchdog
-    /// waits for exactly that end and then thaws it, without a deadline.
-    fn await_pending(&mut self, i: usize) {
-        let path = self.targets[i].path.display().to_string();
-        match self.worker.results.recv_timeout(PENDING_GRACE) {
-            Ok(done) => {
-                self.pending_freeze = None;
-                match done.thawed_by_worker {
-                    Some(Ok(())) => self.warnings.push(format!(
-                        "the freeze of {path} completed after its deadline and was thawed at once"
-                    )),
-                    Some(Err(e)) => {
-                        self.still_frozen.push(i);
-                        self.problems.push(Problem::new(
-                            ErrorCode::FsFreezeFailed,
-                            format!("the freeze of {path} completed after its deadline and its thaw failed: {e}; it is still frozen and recorded for recovery: run `quiesce thaw`"),
-                        ));
-                    }
-                    None => {}
-                }
+    /// The calls the window gave up on: wait for them, bounded by
+    /// [`PENDING_GRACE`]. One that completes has been dealt with by its
+    /// thread (a success thawed at once). One that does not stays attempting
+    /// in the page and is the watchdog's: the runner's process cannot end
+    /// before that call returns (a thread in the kernel holds the thread
+    /// group), the watchdog waits for exactly that end and then thaws it,
+    /// without a deadline.
+    fn await_pending(&mut self) {
+        let crew = self.workers.crew.clone();
+        let until = Instant::now() + PENDING_GRACE;
+        let late = |i: usize| crew.calls[i].state.load(Ordering::SeqCst) == LATE;
+        while !self.pending.iter().all(|&i| late(i)) {
+            let left = until.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                break;
             }
-            Err(_) => self.warnings.push(format!(
-                "the freeze call of {path} is still blocked in the kernel after its deadline; the watchdog thaws it when the call completes (this process ends only then)"
-            )),
+            thread::park_timeout(left.min(WAIT_SLICE));
+        }
+        let pending = std::mem::take(&mut self.pending);
+        for i in pending {
+            let path = self.targets[i].path.display().to_string();
+            let c = &crew.calls[i];
+            if !late(i) {
+                self.warnings.push(format!(
+                    "the freeze call of {path} is still blocked in the kernel after the window gave up on it; the watchdog thaws it when the call completes (this process ends only then)"
+                ));
+                self.pending.push(i);
+                continue;
+            }
+            if c.errno.load(Ordering::SeqCst) != 0 {
+                continue; // it failed or never ran: nothing of ours is frozen
+            }
+            match c.self_thaw() {
+                Some(Err(e)) => {
+                    self.still_frozen.push(i);
+                    self.problems.push(Problem::new(
+                        ErrorCode::FsFreezeFailed,
+                        format!("the freeze of {path} completed after the window gave up on it and its thaw failed: {e}; it is still frozen and recorded for recovery: run `quiesce thaw`"),
+                    ));
+                }
+                _ => self.warnings.push(format!(
+                    "the freeze of {path} completed after the window gave up on it and was thawed at once"
+                )),
+            }
         }
     }
 
@@ -740,8 +1002,8 @@ impl FreezeWindow {
         }
         self.finished = true;
         self.thaw_all();
-        if let Some(i) = self.pending_freeze {
-            self.await_pending(i);
+        if !self.pending.is_empty() {
+            self.await_pending();
         }
         let window_ms = self
             .started
@@ -755,7 +1017,7 @@ impl FreezeWindow {
         }
         // Something may still be frozen: the watchdog stays (it thaws when
         // the runner is gone), and the record stays for `quiesce thaw`.
-        let handover = self.pending_freeze.is_some() || !self.still_frozen.is_empty();
+        let handover = !self.pending.is_empty() || !self.still_frozen.is_empty();
         if let Some(w) = self.watchdog.take() {
             if handover {
                 w.leave_armed();
@@ -777,13 +1039,10 @@ impl FreezeWindow {
         for &i in &self.still_frozen {
             std::mem::forget(self.targets[i].fd.clone());
         }
-        // Stop the worker unless it is stuck in the kernel.
-        if self.pending_freeze.is_none() {
-            self.worker.jobs = None;
-            if let Some(h) = self.worker.handle.take() {
-                let _ = h.join();
-            }
-        }
+        // Stop the threads; one stuck in the kernel ends when its call does.
+        let stuck = std::mem::take(&mut self.pending);
+        self.workers.stop(&stuck);
+        self.pending = stuck;
         guard::reset_if(!handover);
         let mut mounts = std::mem::take(&mut self.reports);
         mounts.reverse();
@@ -867,9 +1126,161 @@ mod tests {
                     device: format!("7:{i}"),
                     fs_type: "ext4".into(),
                     fd: Arc::new(f.into()),
+                    stage: i as u32 + 1,
                 }
             })
             .collect()
+    }
+
+    /// `n` targets in one stage, then `after` more in a stage of their own each.
+    fn staged(n: usize, after: usize) -> Vec<MountTarget> {
+        let mut t = targets(n + after);
+        for (i, x) in t.iter_mut().enumerate() {
+            x.stage = if i < n { 1 } else { (i - n) as u32 + 2 };
+        }
+        t
+    }
+
+    /// Freezes that wait until `width` of them are in flight at once (so a
+    /// sequential window would time out), sleep `slow` on the `slow_fds`,
+    /// answer EBUSY on `busy`.
+    struct Concurrent {
+        calls: Mutex<Vec<(&'static str, RawFd)>>,
+        in_flight: std::sync::atomic::AtomicUsize,
+        width: usize,
+        slow_fds: Vec<RawFd>,
+        slow: Duration,
+        busy: Vec<RawFd>,
+    }
+
+    impl Concurrent {
+        fn new(width: usize) -> Concurrent {
+            Concurrent {
+                calls: Mutex::new(Vec::new()),
+                in_flight: Default::default(),
+                width,
+                slow_fds: Vec::new(),
+                slow: Duration::ZERO,
+                busy: Vec::new(),
+            }
+        }
+        fn thaws(&self) -> Vec<RawFd> {
+            let calls = self.calls.lock().unwrap();
+            calls
+                .iter()
+                .filter(|c| c.0 == "thaw")
+                .map(|c| c.1)
+                .collect()
+        }
+    }
+
+    impl FreezeOps for Concurrent {
+        fn freeze(&self, fd: RawFd) -> Result<(), Errno> {
+            if self.busy.contains(&fd) {
+                self.calls.lock().unwrap().push(("busy", fd));
+                return Err(Errno::EBUSY);
+            }
+            let n = self.in_flight.fetch_add(1, Ordering::SeqCst) + 1;
+            let until = Instant::now() + Duration::from_secs(5);
+            while n <= self.width
+                && self.in_flight.load(Ordering::SeqCst) < self.width
+                && Instant::now() < until
+            {
+                thread::sleep(Duration::from_millis(1));
+            }
+            if self.slow_fds.contains(&fd) {
+                thread::sleep(self.slow);
+            }
+            self.calls.lock().unwrap().push(("freeze", fd));
+            Ok(())
+        }
+        fn thaw(&self, fd: RawFd) -> Result<(), Errno> {
+            self.calls.lock().unwrap().push(("thaw", fd));
+            Ok(())
+        }
+    }
+
+    /// SPEC.md §6.1: the calls of a stage are in flight together (each of
+    /// the three waits for the other two, under a per-call deadline that a
+    /// sequential window would pass), the next stage begins only when the
+    /// first has completed, and the thaw goes stage by stage in reverse.
+    #[test]
+    fn a_stage_is_frozen_concurrently_and_thawed_in_reverse() {
+        let _s = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+        let ops = Arc::new(Concurrent::new(3));
+        let mut o = opts();
+        o.per_call = Duration::from_secs(2);
+        let mut w = FreezeWindow::prepare(staged(3, 1), ops.clone(), o).unwrap();
+        let f = fds(&w);
+        w.freeze_all().unwrap();
+        let report = w.close();
+        let calls = ops.calls.lock().unwrap().clone();
+        let pos = |c: (&'static str, RawFd)| calls.iter().position(|x| *x == c).unwrap();
+        // Stage 2 after every call of stage 1; thawed first.
+        assert!((0..3).all(|i| pos(("freeze", f[i])) < pos(("freeze", f[3]))));
+        assert_eq!(ops.thaws()[0], f[3]);
+        assert_eq!(ops.thaws().len(), 4);
+        let stages: Vec<u32> = report.mounts.iter().map(|m| m.stage).collect();
+        assert_eq!(stages, vec![1, 1, 1, 2]);
+        assert!(report.mounts.iter().all(|m| m.frozen_ms >= 0.0));
+        assert!(!guard::any_armed());
+    }
+
+    /// EBUSY on one mount of a stage aborts it: the foreign freeze is never
+    /// thawed, and the other calls of the stage, which succeed only after the
+    /// abort, are thawed by their threads; nothing stays armed.
+    #[test]
+    fn ebusy_in_a_stage_thaws_the_calls_that_complete_after_the_abort() {
+        let _s = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+        let t = staged(3, 0);
+        let f: Vec<RawFd> = t.iter().map(|t| t.fd.as_raw_fd()).collect();
+        let mut ops = Concurrent::new(0);
+        ops.busy = vec![f[1]];
+        ops.slow_fds = vec![f[0], f[2]];
+        ops.slow = Duration::from_millis(200);
+        let ops = Arc::new(ops);
+        let mut w = FreezeWindow::prepare(t, ops.clone(), opts()).unwrap();
+        let err = w.freeze_all().unwrap_err();
+        assert_eq!(err.code, ErrorCode::FsFreezeFailed);
+        assert!(err.detail.contains("already frozen"), "{}", err.detail);
+        let report = w.close();
+        let mut thawed = ops.thaws();
+        thawed.sort_unstable();
+        assert_eq!(thawed, vec![f[0], f[2]]);
+        assert!(report.mounts.is_empty());
+        let late = report
+            .warnings
+            .iter()
+            .filter(|w| w.contains("thawed at once"));
+        assert_eq!(late.count(), 2, "{:?}", report.warnings);
+        assert!(!guard::any_armed());
+    }
+
+    /// One call of a stage passes its deadline: 122; the calls that froze
+    /// are thawed by the window, the late one by its thread when it returns.
+    #[test]
+    fn one_call_past_its_deadline_aborts_the_stage_and_everything_is_thawed() {
+        let _s = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+        let t = staged(3, 1);
+        let f: Vec<RawFd> = t.iter().map(|t| t.fd.as_raw_fd()).collect();
+        let mut ops = Concurrent::new(0);
+        ops.slow_fds = vec![f[1]];
+        ops.slow = Duration::from_millis(400);
+        let ops = Arc::new(ops);
+        let mut o = opts();
+        o.per_call = Duration::from_millis(100);
+        let mut w = FreezeWindow::prepare(t, ops.clone(), o).unwrap();
+        let err = w.freeze_all().unwrap_err();
+        assert_eq!(err.code, ErrorCode::FsFreezeTimeout);
+        assert!(err.detail.contains("/m1"), "{}", err.detail);
+        let report = w.close();
+        let mut thawed = ops.thaws();
+        thawed.sort_unstable();
+        assert_eq!(thawed, vec![f[0], f[1], f[2]]);
+        // Stage 2 never began.
+        assert!(!ops.calls.lock().unwrap().contains(&("freeze", f[3])));
+        assert_eq!(report.mounts.len(), 2);
+        assert!(!guard::any_armed());
     }
 
     fn opts() -> WindowOptions<'static> {

@@ -169,17 +169,7 @@ pub fn open_targets(plan: &MountPlan) -> Result<Vec<MountTarget>, Problem> {
             "no filesystem to freeze was found (name mounts with --mount; quiesce check lists why each mount is skipped)",
         ));
     }
-    order
-        .into_iter()
-        .map(|e| {
-            MountTarget::open_planned(
-                e.path.clone(),
-                e.device.clone(),
-                e.fs_type.clone(),
-                e.mount_id,
-            )
-        })
-        .collect()
+    order.into_iter().map(MountTarget::open_planned).collect()
 }
 
 /// How the snapshot command ended, as the window sees it.
