@@ -55,6 +55,7 @@
 pub mod commands;
 pub mod config;
 pub mod error;
+pub mod fault;
 pub mod freeze;
 pub mod integrity;
 pub mod job;

@@ -430,12 +430,9 @@ fn panic_inside_the_window_exits_70_thawed_and_killed() {
     let fs = ScratchFs::new(&s.s.dir, "a", "ext4");
     let m = MarkerGuard::new(34);
     let cmd = cmd_file(&s, &format!("sleep {}", m.0));
-    let out = Command::new(env!("CARGO_BIN_EXE_quiesce"))
+    let out = s
+        .command()
         .env("QUIESCE_FAULT", "panic-in-window")
-        .arg("--run-dir")
-        .arg(s.s.path("run"))
-        .arg("--syslog-socket")
-        .arg(s.s.path("none"))
         .args(freeze_args(&[&fs], &[], &["sh", &cmd]))
         .output()
         .unwrap();
@@ -492,19 +489,11 @@ fn check_lists_the_planned_mounts_with_their_reason() {
 /// and stdout/stderr to files (a pipe would be held open by a thread still
 /// blocked in the kernel).
 fn quiesce_cmd(s: &Setup, fault: Option<&str>, args: &[&str]) -> Command {
-    let mut c = Command::new(env!("CARGO_BIN_EXE_quiesce"));
+    let mut c = s.command();
     if let Some(f) = fault {
         c.env("QUIESCE_FAULT", f);
     }
-    c.arg("--config")
-        .arg(&s.config)
-        .arg("--host-config")
-        .arg(&s.host_config)
-        .arg("--run-dir")
-        .arg(s.s.path("run"))
-        .arg("--syslog-socket")
-        .arg(s.s.path("no-syslog.sock"))
-        .args(args);
+    c.args(args);
     c
 }
 

@@ -37,15 +37,9 @@ fn t(tag: &str) -> T {
 }
 
 impl T {
+    /// The set-up's command (its `--state-dir` is `self.state`).
     fn base(&self) -> Command {
-        let mut cmd = Command::new(env!("CARGO_BIN_EXE_quiesce"));
-        cmd.arg("--config").arg(&self.s.config);
-        cmd.arg("--host-config").arg(&self.s.host_config);
-        cmd.arg("--run-dir").arg(self.s.s.path("run"));
-        cmd.arg("--state-dir").arg(&self.state);
-        cmd.arg("--syslog-socket")
-            .arg(self.s.s.path("no-syslog.sock"));
-        cmd
+        self.s.command()
     }
     fn run(&self, args: &[&str]) -> Run {
         Run::from(self.base().args(args).output().unwrap())

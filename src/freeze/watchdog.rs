@@ -263,7 +263,7 @@ impl Watchdog {
         keep[keep_len] = ready_write.as_raw_fd();
         let keep_len = keep_len + 1;
         keep[..keep_len].sort_unstable();
-        let never_ready = super::window::fault("watchdog-not-ready");
+        let never_ready = crate::fault::active("watchdog-not-ready");
 
         // Every signal blocked across the fork: until the child has ignored
         // them, a signal would run the runner's handler in the child (and

@@ -193,19 +193,6 @@ const FREEZE_THREAD_STACK: usize = 128 * 1024;
 /// signal (whose handler has already thawed everything armed).
 const WAIT_SLICE: Duration = Duration::from_millis(10);
 
-/// Test-only fault points (`--features fault-injection`, `QUIESCE_FAULT`).
-pub(crate) fn fault(name: &str) -> bool {
-    #[cfg(feature = "fault-injection")]
-    {
-        std::env::var("QUIESCE_FAULT").is_ok_and(|v| v.split(',').any(|f| f == name))
-    }
-    #[cfg(not(feature = "fault-injection"))]
-    {
-        let _ = name;
-        false
-    }
-}
-
 /// Thaws `fd`, retrying a failure a bounded number of times. `EINVAL` (not
 /// frozen: someone thawed it already) counts as thawed.
 pub fn thaw_retrying(ops: &dyn FreezeOps, fd: RawFd) -> Result<(), Errno> {
@@ -324,7 +311,7 @@ fn run_call(crew: &Crew, i: usize) {
     call.began.store(crew.now_ns(), Ordering::SeqCst);
     let result = crew.ops.freeze(fd);
     call.ended.store(crew.now_ns(), Ordering::SeqCst);
-    if fault("freeze-return-delay") {
+    if crate::fault::active("freeze-return-delay") {
         // Widens the gap between the call's return and its record, which a
         // signal or a SIGKILL could otherwise only hit by luck.
         thread::sleep(Duration::from_secs(1));
@@ -420,7 +407,7 @@ struct FreezeWorkers {
 
 impl FreezeWorkers {
     fn start(crew: Arc<Crew>) -> std::io::Result<FreezeWorkers> {
-        if fault("freeze-thread-spawn") {
+        if crate::fault::active("freeze-thread-spawn") {
             // What TasksMax or RLIMIT_NPROC make of a thread spawn.
             return Err(std::io::Error::from_raw_os_error(libc::EAGAIN));
         }
@@ -1151,6 +1138,9 @@ mod tests {
         slow_fds: Vec<RawFd>,
         slow: Duration,
         busy: Vec<RawFd>,
+        /// Set once a busy call has returned: slow calls wait for it, so
+        /// they complete after the abort however the threads are scheduled.
+        busy_done: std::sync::atomic::AtomicBool,
     }
 
     impl Concurrent {
@@ -1162,6 +1152,7 @@ mod tests {
                 slow_fds: Vec::new(),
                 slow: Duration::ZERO,
                 busy: Vec::new(),
+                busy_done: Default::default(),
             }
         }
         fn thaws(&self) -> Vec<RawFd> {
@@ -1178,6 +1169,7 @@ mod tests {
         fn freeze(&self, fd: RawFd) -> Result<(), Errno> {
             if self.busy.contains(&fd) {
                 self.calls.lock().unwrap().push(("busy", fd));
+                self.busy_done.store(true, Ordering::SeqCst);
                 return Err(Errno::EBUSY);
             }
             let n = self.in_flight.fetch_add(1, Ordering::SeqCst) + 1;
@@ -1189,6 +1181,13 @@ mod tests {
                 thread::sleep(Duration::from_millis(1));
             }
             if self.slow_fds.contains(&fd) {
+                let until = Instant::now() + Duration::from_secs(5);
+                while !self.busy.is_empty()
+                    && !self.busy_done.load(Ordering::SeqCst)
+                    && Instant::now() < until
+                {
+                    thread::sleep(Duration::from_millis(1));
+                }
                 thread::sleep(self.slow);
             }
             self.calls.lock().unwrap().push(("freeze", fd));

@@ -32,7 +32,7 @@ pub fn script_phase(common: &Common, opts: &RunnerOptions, phase: Phase) -> Fini
     }
     let ctx = runner.context();
     let pc = precheck(&mut job, common);
-    match ready_script(&pc, phase) {
+    match pc.ready(phase) {
         Some((script, config)) => {
             super::recover::arm(&mut job, common, opts, &pc, phase);
             let res = run_script(&mut job, &ctx, phase, script, config);
@@ -63,18 +63,6 @@ pub fn script_phase(common: &Common, opts: &RunnerOptions, phase: Phase) -> Fini
         }
     }
     job.finish()
-}
-
-/// The checked script of `phase` and the config, when the pre-check passed.
-pub fn ready_script(pc: &Prechecked, phase: Phase) -> Option<(&CheckedScript, &Config)> {
-    let script = match phase {
-        Phase::Pre => pc.pre.as_ref(),
-        Phase::Post => pc.post.as_ref(),
-    };
-    match (pc.passed(), script, pc.config.as_ref()) {
-        (true, Some(s), Some(c)) => Some((s, c)),
-        _ => None,
-    }
 }
 
 /// Runs one script phase of the job and files its outcome in the status:

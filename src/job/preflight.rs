@@ -174,6 +174,19 @@ pub struct Prechecked {
 }
 
 impl Prechecked {
+    /// The checked script of `phase` and the config, when the pre-check
+    /// passed (else nothing of it may run).
+    pub fn ready(&self, phase: Phase) -> Option<(&CheckedScript, &Config)> {
+        let script = match phase {
+            Phase::Pre => self.pre.as_ref(),
+            Phase::Post => self.post.as_ref(),
+        };
+        match (self.passed(), script, self.config.as_ref()) {
+            (true, Some(s), Some(c)) => Some((s, c)),
+            _ => None,
+        }
+    }
+
     /// The pre-check passed: scripts may run.
     pub fn passed(&self) -> bool {
         self.problems.is_empty()

@@ -280,7 +280,7 @@ fn verified<'a>(
 /// written is said loudly; the pre-script still runs (the runner itself
 /// still runs the post-script on every path it survives).
 pub fn arm(job: &mut Job, common: &Common, opts: &RunnerOptions, pc: &Prechecked, phase: Phase) {
-    if phase != Phase::Pre || super::pipeline::ready_script(pc, Phase::Pre).is_none() {
+    if phase != Phase::Pre || pc.ready(Phase::Pre).is_none() {
         return;
     }
     let (Some(popts), Some(post), Some(sha)) = (

@@ -11,7 +11,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use super::decide::{self, Facts, Next, Settings};
-use super::pipeline::{self, ready_script};
+use super::pipeline;
 use super::preflight::Prechecked;
 use super::runner::Runner;
 use super::script::RunContext;
@@ -153,7 +153,7 @@ fn report_precheck(job: &mut Job, pc: &Prechecked, settings: Settings) {
 
 /// The pre-script, when the pre-check passed: whether it succeeded.
 fn pre(job: &mut Job, ctx: &RunContext<'_>, pc: &Prechecked) -> bool {
-    let Some((script, config)) = ready_script(pc, Phase::Pre) else {
+    let Some((script, config)) = pc.ready(Phase::Pre) else {
         return false;
     };
     let res = pipeline::run_script(job, ctx, Phase::Pre, script, config);
@@ -236,7 +236,7 @@ fn file_window(job: &mut Job, run: SnapshotRun) -> Shot {
 
 /// The post-script: always, once the pre-check passed. Whether it failed.
 fn post(job: &mut Job, runner: &Runner, ctx: &RunContext<'_>, pc: &Prechecked) -> bool {
-    let Some((script, config)) = ready_script(pc, Phase::Post) else {
+    let Some((script, config)) = pc.ready(Phase::Post) else {
         pipeline::release_holders(job, ctx);
         return false;
     };

@@ -355,8 +355,7 @@ impl WindowSteps for KernelWindow<'_> {
         self.status.pid = Some(child.pid());
         signals::track_child_group(child.pid());
         self.child = Some(child);
-        #[cfg(feature = "fault-injection")]
-        if std::env::var("QUIESCE_FAULT").as_deref() == Ok("panic-in-window") {
+        if crate::fault::active("panic-in-window") {
             // Let the command get going first, so the test sees it killed.
             std::thread::sleep(Duration::from_millis(300));
             panic!("injected fault: panic inside the freeze window");
