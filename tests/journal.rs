@@ -762,8 +762,11 @@ fn a_stopped_journald_costs_the_run_nothing_but_a_warning() {
     assert!(last["trailDelivery"]["dropped"].as_u64().unwrap() > 0);
 }
 
-/// Bad input: a state or metrics directory that is a symbolic link or is
-/// not owned by root gets nothing; the run warns and goes on.
+/// Bad input: a metrics directory that is a symbolic link, not owned by
+/// root or writable by others gets nothing; the run warns and goes on. A
+/// state directory like that is refused outright (304, naming it): it holds
+/// the pending post-script records that decide what runs as root (SPEC
+/// §6.6), so it is trusted like the run directory, and nothing is written.
 #[test]
 fn untrusted_state_and_metrics_directories_get_nothing_and_a_warning() {
     if skip("journal-baddirs", false) {
@@ -771,16 +774,13 @@ fn untrusted_state_and_metrics_directories_get_nothing_and_a_warning() {
     }
     let s = Setup::new("journal-baddirs");
     let real = s.s.mkdir("real", 0o755);
+    let state = s.s.mkdir("state-ok", 0o700);
     let not_root = s.s.mkdir("not-root", 0o755);
     common::chown(&not_root, common::NOBODY);
     let writable = s.s.mkdir("writable", 0o777);
     let link = s.s.symlink(&real, "link");
-    for (state, metrics) in [
-        (&link, &not_root),
-        (&not_root, &link),
-        (&writable, &writable),
-    ] {
-        let run = quiesce(
+    let run_with = |state: &Path, metrics: &Path| {
+        quiesce(
             &s,
             &[
                 "--trail",
@@ -791,31 +791,56 @@ fn untrusted_state_and_metrics_directories_get_nothing_and_a_warning() {
                 metrics.to_str().unwrap(),
             ],
             &["pre", "--json"],
+        )
+    };
+    let empty = |d: &Path, ctx: &str| {
+        assert_eq!(
+            fs::read_dir(d).unwrap().count(),
+            0,
+            "{d:?} got a file: {ctx}"
         );
+    };
+    for metrics in [&link, &not_root, &writable] {
+        let run = run_with(&state, metrics);
         let ctx = format!(
-            "{state:?} {metrics:?}\nstdout:\n{}\nstderr:\n{}",
+            "metrics {metrics:?}\nstdout:\n{}\nstderr:\n{}",
             run.stdout, run.stderr
         );
         assert_eq!(run.code, 0, "{ctx}");
         assert_eq!(run.json()["result"], "success", "{ctx}");
-        let w = warnings(&run);
-        let last_w = w
-            .iter()
-            .find(|w| w.starts_with("last result not kept in "))
-            .unwrap_or_else(|| panic!("{ctx}"));
-        let prom_w = w
-            .iter()
+        let prom_w = warnings(&run)
+            .into_iter()
             .find(|w| w.starts_with("metrics not written to "))
             .unwrap_or_else(|| panic!("{ctx}"));
-        assert!(last_w.contains("not trusted"), "{ctx}");
         assert!(prom_w.contains("not trusted"), "{ctx}");
         assert!(run.stderr.contains("warning: metrics not written"), "{ctx}");
+        assert!(state.join("last-pre.json").is_file(), "{ctx}");
         for d in [&real, &not_root, &writable] {
-            assert_eq!(
-                fs::read_dir(d).unwrap().count(),
-                0,
-                "{d:?} got a file: {ctx}"
-            );
+            empty(d, &ctx);
+        }
+    }
+    let ran_before = s.scripts_ran();
+    // The metrics of a refused run still go to a good metrics directory.
+    let metrics_ok = s.s.mkdir("metrics-ok", 0o755);
+    for bad_state in [&link, &not_root, &writable] {
+        let run = run_with(bad_state, &metrics_ok);
+        let ctx = format!(
+            "state {bad_state:?}\nstdout:\n{}\nstderr:\n{}",
+            run.stdout, run.stderr
+        );
+        assert_eq!(run.code, 2, "{ctx}");
+        let e = &run.json()["errors"][0];
+        assert_eq!(e["code"], 304, "{ctx}");
+        assert!(
+            e["message"]
+                .as_str()
+                .unwrap()
+                .contains(bad_state.to_str().unwrap()),
+            "{ctx}"
+        );
+        assert_eq!(s.scripts_ran(), ran_before, "a script ran: {ctx}");
+        for d in [&real, &not_root, &writable] {
+            empty(d, &ctx);
         }
     }
     // A missing --metrics-dir is not created (node-exporter could not read
