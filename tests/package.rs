@@ -106,6 +106,10 @@ const OWN_DIRS: &[&str] = &[
     "/usr/share/doc/quiesce",
 ];
 
+/// What the installed quiesce makes as it runs (last results, pending
+/// post-scripts): gone after a purge too.
+const RUNTIME_DIRS: &[&str] = &["/var/lib/quiesce"];
+
 fn repo() -> &'static Path {
     Path::new(env!("CARGO_MANIFEST_DIR"))
 }
@@ -978,6 +982,7 @@ fn deb_install_check_bridge_and_purge_cycle() {
         .keys()
         .map(String::as_str)
         .chain(OWN_DIRS.iter().copied())
+        .chain(RUNTIME_DIRS.iter().copied())
     {
         assert!(!Path::new(path).exists(), "{path} left after purge");
     }
