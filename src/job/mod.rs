@@ -21,6 +21,7 @@
 //! - [`status`]: the status document; [`bridge`]: the extension's hook.
 
 pub mod bridge;
+pub mod check;
 pub mod decide;
 pub mod holders;
 pub mod inspection;
@@ -35,6 +36,7 @@ mod runner;
 pub mod script;
 pub mod snapshot;
 pub mod status;
+pub mod thaw;
 pub mod window;
 
 use std::path::PathBuf;

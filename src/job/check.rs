@@ -1,0 +1,151 @@
+//! The run of `quiesce check`: every check, nothing executed, nothing frozen.
+//! only if a snapshot would be application-consistent.
+
+use std::path::PathBuf;
+
+use crate::job::bridge::{self, BridgePaths};
+use crate::job::preflight::{Prechecked, Readiness};
+use crate::job::status::say;
+use crate::job::{mount_plan, Common, Finished, Job, RunnerOptions};
+use crate::job::{pipeline, recover};
+use crate::supervise::DEFAULT_GRACE;
+
+/// The check run.
+pub fn check(common: &Common, ropts: &RunnerOptions, mounts: &[PathBuf]) -> Finished {
+    let mut job = Job::observe("check", ropts);
+    say(format!(
+        "check {}: configuration {}",
+        job.operation_id(),
+        common.paths.config.display()
+    ));
+    let pc = pipeline::precheck(&mut job, common);
+    say_inputs(&pc);
+    let mut problems = pc.problems.clone();
+    // What a snapshot would refuse on before running anything.
+    let freezes = pc.config.as_ref().is_none_or(|c| c.fs_freeze_enabled);
+    let ready = Readiness::of(ropts, freezes);
+    if let Some(p) = &ready.policy {
+        say(format!(
+            "sandbox policy ok: {} (sha256 {})",
+            p.origin.display(),
+            p.sha256
+        ));
+    }
+    problems.extend(ready.problems);
+    // Bridge mode: the extension's config points at quiesce's hook.
+    if let Some(c) = &pc.config {
+        let grace = ready
+            .policy
+            .as_ref()
+            .map_or(DEFAULT_GRACE, |p| p.kill_grace());
+        let paths = BridgePaths::default();
+        if let Some(f) = bridge::check(&common.paths.config, c, &paths, pc.host_timeout, grace) {
+            f.notes.iter().for_each(say);
+            for w in &f.warnings {
+                say(format!("warning: {w}"));
+            }
+            job.warn_all(f.warnings);
+            problems.extend(f.problems);
+        }
+    }
+    match mount_plan(common, mounts) {
+        Ok(plan) => {
+            for e in &plan.entries {
+                if e.freeze || common.verbose || !mounts.is_empty() {
+                    say(format!(
+                        "mount {} ({}, {}): {} — {}",
+                        e.path.display(),
+                        e.fs_type,
+                        e.device,
+                        if e.freeze { "freeze" } else { "skip" },
+                        e.reason
+                    ));
+                }
+            }
+            let n = plan.freeze_order().len();
+            say_stages(&plan);
+            let hint = if common.verbose {
+                ""
+            } else {
+                " (-v lists them)"
+            };
+            say(format!(
+                "{n} filesystem(s) would be frozen, {} mount(s) skipped{hint}",
+                plan.entries.len() - n,
+            ));
+            for w in &plan.warnings {
+                say(format!("warning: {w}"));
+            }
+            job.warn_all(plan.warnings.iter().cloned());
+            job.status.mounts = Some(serde_json::to_value(&plan.entries).expect("plan serialises"));
+        }
+        Err(p) => problems.push(p),
+    }
+    // Pending post-scripts (SPEC §6.6): a run would refuse an untrusted
+    // state directory, and would first run what is due.
+    match recover::describe(&common.pending) {
+        Ok(pending) => {
+            for p in &pending {
+                say(format!(
+                    "pending post-script {} (operation {}, {} s old): {}",
+                    p["record"].as_str().unwrap_or("?"),
+                    p["operationId"].as_str().unwrap_or("?"),
+                    p["ageSeconds"]
+                        .as_u64()
+                        .map_or("?".into(), |a| a.to_string()),
+                    p["state"].as_str().unwrap_or("?"),
+                ));
+            }
+            job.status.pending = Some(serde_json::Value::Array(pending));
+        }
+        Err(p) => problems.push(p),
+    }
+    for p in &problems {
+        job.problem(p);
+    }
+    say(if problems.is_empty() {
+        "a snapshot would be application-consistent"
+    } else {
+        "a snapshot would NOT be application-consistent"
+    });
+    job.conclude()
+}
+
+/// The plan as numbered stages (SPEC.md §6.1): the filesystems of a stage
+/// are frozen together, a stage only once the previous one froze.
+fn say_stages(plan: &crate::freeze::mounts::MountPlan) {
+    let stages = plan.stages();
+    for (k, stage) in stages.iter().enumerate() {
+        let names: Vec<String> = stage.iter().map(|e| e.path.display().to_string()).collect();
+        say(format!(
+            "freeze stage {} of {}: {}{}",
+            k + 1,
+            stages.len(),
+            names.join(", "),
+            if stage.len() > 1 {
+                " (concurrently)"
+            } else {
+                ""
+            }
+        ));
+    }
+}
+
+/// One line per input that passed.
+fn say_inputs(pc: &Prechecked) {
+    if let Some(c) = &pc.config {
+        say(format!(
+            "configuration ok: timeout {} s per phase, continueBackupOnFailure={}, fsFreezeEnabled={}",
+            c.timeout_secs, c.continue_on_failure, c.fs_freeze_enabled
+        ));
+    }
+    for s in [&pc.pre, &pc.post].into_iter().flatten() {
+        say(format!(
+            "{}-script ok: {} (sha256 {}{})",
+            s.phase.name(),
+            s.file.path.display(),
+            s.sha256,
+            if s.pinned { ", pinned" } else { "" }
+        ));
+    }
+}
