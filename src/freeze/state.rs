@@ -308,17 +308,62 @@ fn create_temporary(dir: &OwnedFd, name: &str) -> io::Result<(String, fs::File)>
 pub struct ThawResult {
     pub path: PathBuf,
     pub device: String,
-    /// `thawed`, `not-frozen`, `device-changed`, `skipped: …` (the record
-    /// says this run never froze it or it was thawed since) or `error: …`.
-    pub outcome: String,
+    pub outcome: ThawOutcome,
 }
 
 impl ThawResult {
     /// Thawed now, was not frozen, or was not ours to thaw.
     pub fn ok(&self) -> bool {
-        self.outcome == "thawed"
-            || self.outcome == "not-frozen"
-            || self.outcome.starts_with("skipped")
+        self.outcome.ok()
+    }
+}
+
+/// How one thaw ended. In the status JSON and the trail it is the text of
+/// its `Display`: `thawed`, `not-frozen`, `device-changed (recorded …)`,
+/// `skipped: …` or `error: …`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ThawOutcome {
+    Thawed,
+    /// `FITHAW` answered EINVAL: it was not frozen.
+    NotFrozen,
+    /// Another filesystem is mounted there now: left alone.
+    DeviceChanged {
+        recorded: String,
+    },
+    /// The record says that run never froze it, thawed it since, or saw
+    /// another tool freeze it: not ours to thaw.
+    Skipped(&'static str),
+    /// It could not be opened, examined or thawed.
+    Failed(String),
+}
+
+impl ThawOutcome {
+    /// Thawed now, was not frozen, or was not ours to thaw.
+    pub fn ok(&self) -> bool {
+        matches!(
+            self,
+            ThawOutcome::Thawed | ThawOutcome::NotFrozen | ThawOutcome::Skipped(_)
+        )
+    }
+}
+
+impl std::fmt::Display for ThawOutcome {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            ThawOutcome::Thawed => f.write_str("thawed"),
+            ThawOutcome::NotFrozen => f.write_str("not-frozen"),
+            ThawOutcome::DeviceChanged { recorded } => {
+                write!(f, "device-changed (recorded {recorded})")
+            }
+            ThawOutcome::Skipped(why) => write!(f, "skipped: {why}"),
+            ThawOutcome::Failed(why) => write!(f, "error: {why}"),
+        }
+    }
+}
+
+impl Serialize for ThawOutcome {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(self)
     }
 }
 
@@ -328,9 +373,9 @@ fn skip_reason(state: u8) -> Option<&'static str> {
     use super::watchdog::{ATTEMPTING, FROZEN, IDLE, NOT_OURS, THAWED};
     match state {
         ATTEMPTING | FROZEN => None,
-        IDLE => Some("skipped: never frozen by that run"),
-        THAWED => Some("skipped: already thawed by that run or its watchdog"),
-        NOT_OURS => Some("skipped: frozen by another tool, not by that run"),
+        IDLE => Some("never frozen by that run"),
+        THAWED => Some("already thawed by that run or its watchdog"),
+        NOT_OURS => Some("frozen by another tool, not by that run"),
         _ => None,
     }
 }
@@ -343,7 +388,7 @@ pub fn dev_string(dev: u64) -> String {
 /// Thaws one mount point. `expect_device` guards against thawing a different
 /// filesystem mounted there since it was recorded.
 pub fn thaw_path(path: &Path, expect_device: Option<&str>) -> ThawResult {
-    let result = |device: String, outcome: String| ThawResult {
+    let result = |device: String, outcome: ThawOutcome| ThawResult {
         path: path.to_path_buf(),
         device,
         outcome,
@@ -358,23 +403,24 @@ pub fn thaw_path(path: &Path, expect_device: Option<&str>) -> ThawResult {
         Err(e) => {
             return result(
                 expect_device.unwrap_or("?").into(),
-                format!("error: cannot open: {e}"),
+                ThawOutcome::Failed(format!("cannot open: {e}")),
             )
         }
     };
     let device = match dir.metadata() {
         Ok(md) => dev_string(md.dev()),
-        Err(e) => return result("?".into(), format!("error: cannot stat: {e}")),
+        Err(e) => return result("?".into(), ThawOutcome::Failed(format!("cannot stat: {e}"))),
     };
     if let Some(want) = expect_device {
         if want != device {
-            return result(device, format!("device-changed (recorded {want})"));
+            let recorded = want.to_string();
+            return result(device, ThawOutcome::DeviceChanged { recorded });
         }
     }
     match thaw_fd(dir.as_raw_fd()) {
-        Ok(()) => result(device, "thawed".into()),
-        Err(nix::errno::Errno::EINVAL) => result(device, "not-frozen".into()),
-        Err(e) => result(device, format!("error: {e}")),
+        Ok(()) => result(device, ThawOutcome::Thawed),
+        Err(nix::errno::Errno::EINVAL) => result(device, ThawOutcome::NotFrozen),
+        Err(e) => result(device, ThawOutcome::Failed(e.to_string())),
     }
 }
 
@@ -413,7 +459,7 @@ pub fn recover(run_dir: &RunDir) -> Result<Option<Recovery>, RecoverError> {
                 Some(why) => ThawResult {
                     path: m.path.clone(),
                     device: m.device.clone(),
-                    outcome: why.into(),
+                    outcome: ThawOutcome::Skipped(why),
                 },
                 None => thaw_path(&m.path, Some(&m.device)),
             },
@@ -436,4 +482,36 @@ pub enum RecoverError {
     State(StateError),
     #[error("the runner that recorded the freeze (pid {0}) is still alive; it thaws by its own deadline")]
     RunnerAlive(i32),
+}
+
+#[cfg(test)]
+mod thaw_outcome_tests {
+    use super::ThawOutcome;
+
+    /// The texts are the status JSON's and the trail's: stable.
+    #[test]
+    fn outcomes_read_as_before_and_only_failures_are_not_ok() {
+        let cases = [
+            (ThawOutcome::Thawed, "thawed", true),
+            (ThawOutcome::NotFrozen, "not-frozen", true),
+            (
+                ThawOutcome::Skipped("never frozen by that run"),
+                "skipped: never frozen by that run",
+                true,
+            ),
+            (
+                ThawOutcome::DeviceChanged {
+                    recorded: "7:3".into(),
+                },
+                "device-changed (recorded 7:3)",
+                false,
+            ),
+            (ThawOutcome::Failed("EIO".into()), "error: EIO", false),
+        ];
+        for (o, text, ok) in cases {
+            assert_eq!(o.to_string(), text);
+            assert_eq!(serde_json::to_value(&o).unwrap(), text);
+            assert_eq!(o.ok(), ok, "{text}");
+        }
+    }
 }

@@ -38,7 +38,7 @@ pub fn emergency_thaw(common: &Common, ropts: &RunnerOptions, mounts: &[PathBuf]
                     &[
                         ("mount", r.path.display().to_string()),
                         ("device", r.device.clone()),
-                        ("outcome", r.outcome.clone()),
+                        ("outcome", r.outcome.to_string()),
                     ],
                     "emergency thaw",
                 );
