@@ -24,12 +24,12 @@ use std::time::{Duration, Instant};
 use nix::errno::Errno;
 use serde::Serialize;
 
+use super::error::FreezeError;
 use super::guard::{self, Slot, Taken};
 use super::ioctl::FreezeOps;
 use super::mounts::PlanEntry;
 use super::state::{RecordedMount, RunDir, WindowRecord};
 use super::watchdog::{self, ChildFilter, SharedState, Watchdog};
-use crate::error::{ErrorCode, Problem};
 
 /// Default and maximum of `--max-freeze`.
 pub const DEFAULT_MAX_FREEZE: Duration = Duration::from_secs(60);
@@ -55,7 +55,11 @@ pub struct MountTarget {
 impl MountTarget {
     /// Opens the mount point (a read-only directory open: harmless even on a
     /// frozen filesystem), in stage 1. Failure is `UnableToOpenMount` (123).
-    pub fn open(path: PathBuf, device: String, fs_type: String) -> Result<MountTarget, Problem> {
+    pub fn open(
+        path: PathBuf,
+        device: String,
+        fs_type: String,
+    ) -> Result<MountTarget, FreezeError> {
         let fd = nix::fcntl::open(
             &path,
             nix::fcntl::OFlag::O_RDONLY
@@ -63,11 +67,9 @@ impl MountTarget {
                 | nix::fcntl::OFlag::O_CLOEXEC,
             nix::sys::stat::Mode::empty(),
         )
-        .map_err(|e| {
-            Problem::new(
-                ErrorCode::UnableToOpenMount,
-                format!("cannot open mount point {}: {e}", path.display()),
-            )
+        .map_err(|errno| FreezeError::Open {
+            path: path.clone(),
+            errno,
         })?;
         // SAFETY: `open` just returned this descriptor and nothing else owns it.
         let fd = unsafe { <OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(fd) };
@@ -89,19 +91,14 @@ impl MountTarget {
     /// subvolumes have an `st_dev` of their own, so for them only the mount
     /// id can confirm. A mismatch is `UnableToOpenMount` (123). The target
     /// is in the entry's stage.
-    pub fn open_planned(e: &PlanEntry) -> Result<MountTarget, Problem> {
+    pub fn open_planned(e: &PlanEntry) -> Result<MountTarget, FreezeError> {
         let mount_id = e.mount_id;
         let mut t = MountTarget::open(e.path.clone(), e.device.clone(), e.fs_type.clone())?;
         t.stage = e.stage.unwrap_or(1);
-        let changed = |what: String| {
-            Problem::new(
-                ErrorCode::UnableToOpenMount,
-                format!(
-                    "mount point {} no longer holds the planned filesystem {} ({what}); it was unmounted or replaced since the plan, so nothing is frozen in its place",
-                    t.path.display(),
-                    t.device
-                ),
-            )
+        let changed = |why: String| FreezeError::MountChanged {
+            path: t.path.clone(),
+            device: t.device.clone(),
+            why,
         };
         let id = mount_id_of(t.fd.as_raw_fd())
             .map_err(|e| changed(format!("cannot read its mount id: {e}")))?;
@@ -505,7 +502,7 @@ pub struct FreezeWindow {
     /// `finish` ran (by `close`, or by `Drop` on an early way out).
     finished: bool,
     pub warnings: Vec<String>,
-    problems: Vec<Problem>,
+    problems: Vec<FreezeError>,
 }
 
 /// The stages of `targets` (consecutive runs of one stage number), or what
@@ -536,8 +533,8 @@ impl FreezeWindow {
         targets: Vec<MountTarget>,
         ops: Arc<dyn FreezeOps>,
         opts: WindowOptions<'_>,
-    ) -> Result<FreezeWindow, Problem> {
-        let internal = |what: String| Problem::new(ErrorCode::FsFreezeFailed, what);
+    ) -> Result<FreezeWindow, FreezeError> {
+        let internal = FreezeError::Setup;
         if targets.len() > guard::MAX_MOUNTS {
             return Err(internal(format!(
                 "{} mounts to freeze; at most {} are supported",
@@ -709,7 +706,7 @@ impl FreezeWindow {
     /// Freezes every target, stage by stage, the calls of a stage
     /// concurrently. On any failure, deadline or signal, thaws what froze
     /// (reverse order) and returns the problem (121/122).
-    pub fn freeze_all(&mut self) -> Result<(), Problem> {
+    pub fn freeze_all(&mut self) -> Result<(), FreezeError> {
         for s in 0..self.stages.len() {
             // A signal already thawed what was frozen: freeze nothing more.
             let abort = match crate::freeze::signals::pending() {
@@ -816,46 +813,28 @@ impl FreezeWindow {
         abort.map_or(Ok(()), Err)
     }
 
-    /// The problem of an aborted window (built after the thaw: it allocates).
-    fn problem_of(&self, abort: Abort) -> Problem {
-        let path = |i: usize| self.targets[i].path.display().to_string();
+    /// The error of an aborted window (built after the thaw: it allocates).
+    fn problem_of(&self, abort: Abort) -> FreezeError {
+        let path = |i: usize| self.targets[i].path.clone();
         match abort {
             // Someone else froze it: never thaw what we did not freeze.
-            Abort::Failed(i, Errno::EBUSY) => Problem::new(
-                ErrorCode::FsFreezeFailed,
-                format!(
-                    "{} is already frozen by another tool (EBUSY); it is left as it is, everything this run froze was thawed",
-                    path(i)
-                ),
-            ),
-            Abort::Failed(i, e) => Problem::new(
-                ErrorCode::FsFreezeFailed,
-                format!(
-                    "cannot freeze {}: {e} ({}); everything frozen was thawed",
-                    path(i),
-                    e.desc()
-                ),
-            ),
-            Abort::Deadline(limit) => {
-                let late: Vec<String> = self
+            Abort::Failed(i, Errno::EBUSY) => FreezeError::Busy { path: path(i) },
+            Abort::Failed(i, errno) => FreezeError::Ioctl {
+                path: path(i),
+                errno,
+            },
+            Abort::Deadline(limit) => FreezeError::Timeout {
+                paths: self
                     .pending
                     .iter()
-                    .filter(|&&i| self.workers.crew.calls[i].errno.load(Ordering::SeqCst) != NEVER_RAN)
+                    .filter(|&&i| {
+                        self.workers.crew.calls[i].errno.load(Ordering::SeqCst) != NEVER_RAN
+                    })
                     .map(|&i| path(i))
-                    .collect();
-                Problem::new(
-                    ErrorCode::FsFreezeTimeout,
-                    format!(
-                        "freezing {} did not complete within {} ms; everything frozen was thawed",
-                        late.join(", "),
-                        limit.as_millis()
-                    ),
-                )
-            }
-            Abort::Signal(sig) => Problem::new(
-                ErrorCode::FsFreezeFailed,
-                format!("interrupted by signal {sig} while freezing; everything frozen was thawed"),
-            ),
+                    .collect(),
+                limit,
+            },
+            Abort::Signal(sig) => FreezeError::Interrupted(sig),
         }
     }
 
@@ -903,15 +882,11 @@ impl FreezeWindow {
         let target = &self.targets[f.index];
         let thaw_error = t.result.err().map(|e| {
             self.still_frozen.push(f.index);
-            self.problems.push(Problem::new(
-                ErrorCode::FsFreezeFailed,
-                format!(
-                    "cannot thaw {} ({} attempts): {e} ({}); it is still frozen and recorded for recovery: run `quiesce thaw`",
-                    target.path.display(),
-                    THAW_ATTEMPTS,
-                    e.desc()
-                ),
-            ));
+            self.problems.push(FreezeError::Thaw {
+                path: target.path.clone(),
+                errno: e,
+                attempts: THAW_ATTEMPTS,
+            });
             format!("{e} ({})", e.desc())
         });
         let ms = |d: Duration| d.as_secs_f64() * 1000.0;
@@ -971,10 +946,10 @@ impl FreezeWindow {
             match c.self_thaw() {
                 Some(Err(e)) => {
                     self.still_frozen.push(i);
-                    self.problems.push(Problem::new(
-                        ErrorCode::FsFreezeFailed,
-                        format!("the freeze of {path} completed after the window gave up on it and its thaw failed: {e}; it is still frozen and recorded for recovery: run `quiesce thaw`"),
-                    ));
+                    self.problems.push(FreezeError::LateThaw {
+                        path: self.targets[i].path.clone(),
+                        errno: e,
+                    });
                 }
                 _ => self.warnings.push(format!(
                     "the freeze of {path} completed after the window gave up on it and was thawed at once"
@@ -1059,12 +1034,14 @@ pub struct WindowReport {
     pub warnings: Vec<String>,
     /// Thaws that failed (`FsFreezeFailed`): those mounts are still frozen.
     #[serde(skip)]
-    pub problems: Vec<Problem>,
+    pub problems: Vec<FreezeError>,
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::error::ErrorCode;
+    use std::path::Path;
     use std::sync::Mutex;
 
     /// Records the call order; `busy` fds answer EBUSY, `fail` fds EIO,
@@ -1168,6 +1145,14 @@ mod tests {
     impl FreezeOps for Concurrent {
         fn freeze(&self, fd: RawFd) -> Result<(), Errno> {
             if self.busy.contains(&fd) {
+                // Answer only once the slow calls are in flight, so the
+                // abort gives up on calls that were issued.
+                let until = Instant::now() + Duration::from_secs(5);
+                while self.in_flight.load(Ordering::SeqCst) < self.slow_fds.len()
+                    && Instant::now() < until
+                {
+                    thread::sleep(Duration::from_millis(1));
+                }
                 self.calls.lock().unwrap().push(("busy", fd));
                 self.busy_done.store(true, Ordering::SeqCst);
                 return Err(Errno::EBUSY);
@@ -1240,8 +1225,11 @@ mod tests {
         let ops = Arc::new(ops);
         let mut w = FreezeWindow::prepare(t, ops.clone(), opts()).unwrap();
         let err = w.freeze_all().unwrap_err();
-        assert_eq!(err.code, ErrorCode::FsFreezeFailed);
-        assert!(err.detail.contains("already frozen"), "{}", err.detail);
+        assert_eq!(err.code(), ErrorCode::FsFreezeFailed);
+        assert!(
+            matches!(&err, FreezeError::Busy { path } if path == Path::new("/m1")),
+            "{err:?}"
+        );
         let report = w.close();
         let mut thawed = ops.thaws();
         thawed.sort_unstable();
@@ -1270,8 +1258,11 @@ mod tests {
         o.per_call = Duration::from_millis(100);
         let mut w = FreezeWindow::prepare(t, ops.clone(), o).unwrap();
         let err = w.freeze_all().unwrap_err();
-        assert_eq!(err.code, ErrorCode::FsFreezeTimeout);
-        assert!(err.detail.contains("/m1"), "{}", err.detail);
+        assert_eq!(err.code(), ErrorCode::FsFreezeTimeout);
+        assert!(
+            matches!(&err, FreezeError::Timeout { paths, .. } if paths.contains(&"/m1".into())),
+            "{err:?}"
+        );
         let report = w.close();
         let mut thawed = ops.thaws();
         thawed.sort_unstable();
@@ -1337,8 +1328,8 @@ mod tests {
         });
         let mut w = FreezeWindow::prepare(t, rec.clone(), opts()).unwrap();
         let err = w.freeze_all().unwrap_err();
-        assert_eq!(err.code, ErrorCode::FsFreezeFailed);
-        assert!(err.detail.contains("already frozen"));
+        assert_eq!(err.code(), ErrorCode::FsFreezeFailed);
+        assert!(matches!(err, FreezeError::Busy { .. }), "{err:?}");
         let report = w.close();
         // Only the first mount was frozen, so only it is reported thawed;
         // the third was never attempted.
@@ -1364,7 +1355,17 @@ mod tests {
         });
         let mut w = FreezeWindow::prepare(t, rec, opts()).unwrap();
         let err = w.freeze_all().unwrap_err();
-        assert_eq!(err.code, ErrorCode::FsFreezeFailed);
+        assert_eq!(err.code(), ErrorCode::FsFreezeFailed);
+        assert!(
+            matches!(
+                err,
+                FreezeError::Ioctl {
+                    errno: Errno::EIO,
+                    ..
+                }
+            ),
+            "{err:?}"
+        );
         assert!(w.close().mounts.is_empty());
     }
 
@@ -1390,7 +1391,7 @@ mod tests {
         o.per_call = Duration::from_millis(50);
         let mut w = FreezeWindow::prepare(targets(1), ops.clone(), o).unwrap();
         let err = w.freeze_all().unwrap_err();
-        assert_eq!(err.code, ErrorCode::FsFreezeTimeout);
+        assert_eq!(err.code(), ErrorCode::FsFreezeTimeout);
         drop(w);
         thread::sleep(Duration::from_millis(500));
         assert_eq!(*ops.0.lock().unwrap(), vec!["freeze", "thaw"]);
@@ -1429,8 +1430,12 @@ mod tests {
         assert_eq!(thaws_of(stuck), THAW_ATTEMPTS as usize);
         assert_eq!(thaws_of(ok), 1);
         assert_eq!(report.problems.len(), 1, "{:?}", report.problems);
-        assert_eq!(report.problems[0].code, ErrorCode::FsFreezeFailed);
-        assert!(report.problems[0].detail.contains("/m1"));
+        assert_eq!(report.problems[0].code(), ErrorCode::FsFreezeFailed);
+        assert!(
+            matches!(&report.problems[0], FreezeError::Thaw { path, attempts: THAW_ATTEMPTS, .. } if path == Path::new("/m1")),
+            "{:?}",
+            report.problems[0]
+        );
         assert_eq!(shared.state(1), watchdog::FROZEN);
         assert_eq!(shared.state(0), watchdog::THAWED);
         assert!(RunDir::new(&dir).read_state().unwrap().is_some());

@@ -169,7 +169,10 @@ pub fn open_targets(plan: &MountPlan) -> Result<Vec<MountTarget>, Problem> {
             "no filesystem to freeze was found (name mounts with --mount; quiesce check lists why each mount is skipped)",
         ));
     }
-    order.into_iter().map(MountTarget::open_planned).collect()
+    order
+        .into_iter()
+        .map(|e| MountTarget::open_planned(e).map_err(Problem::from))
+        .collect()
 }
 
 /// How the snapshot command ended, as the window sees it.
@@ -321,6 +324,7 @@ impl WindowSteps for KernelWindow<'_> {
         self.hold = Some(trail::Hold::start());
         let started = Instant::now();
         let frozen = w.freeze_all();
+        let frozen = frozen.map_err(Problem::from);
         freeze_records(w, &names, started, frozen.as_ref().err());
         frozen
     }
@@ -550,7 +554,7 @@ fn open_window(
         watchdog: true,
         watchdog_filter: filter,
     };
-    FreezeWindow::prepare(targets, Arc::new(KernelFreeze), opts)
+    FreezeWindow::prepare(targets, Arc::new(KernelFreeze), opts).map_err(Problem::from)
 }
 
 /// The command's exit in the run: whether the snapshot counts, its record.
@@ -643,7 +647,8 @@ fn finish_window(run: &mut SnapshotRun, report: Option<WindowReport>) {
     }
     run.warnings.append(&mut report.warnings);
     // A thaw that failed after its retries: the mount is still frozen.
-    run.problems.append(&mut report.problems);
+    run.problems
+        .extend(report.problems.drain(..).map(Problem::from));
     run.window = Some(report);
 }
 
