@@ -105,29 +105,11 @@ impl PostGuard {
         };
         // Every signal stays blocked in the guard until its exec (the
         // runner's handlers must never run there).
-        // SAFETY: sigset_t is plain old data; it is filled before use.
-        let mut all: libc::sigset_t = unsafe { std::mem::zeroed() };
-        // SAFETY: as above.
-        let mut saved: libc::sigset_t = unsafe { std::mem::zeroed() };
-        // SAFETY: valid pointers to sigset_t values on this stack frame.
-        unsafe {
-            libc::sigfillset(&mut all);
-            libc::pthread_sigmask(libc::SIG_SETMASK, &all, &mut saved);
-        }
-        // SAFETY: fork(2); the child only runs `watch`, which keeps to
+        // SAFETY: the child only runs `watch`, which keeps to
         // async-signal-safe calls on the prebuilt plan and never returns.
-        let pid = unsafe { libc::fork() };
-        if pid == 0 {
-            // SAFETY: we are the child of fork().
-            unsafe { watch(&plan) }
-        }
-        let fork_errno = Errno::last();
-        // SAFETY: restores the mask saved above; valid pointer.
-        unsafe { libc::pthread_sigmask(libc::SIG_SETMASK, &saved, std::ptr::null_mut()) };
+        let forked = unsafe { crate::supervise::fork_signals_blocked(|| watch(&plan)) };
         drop((runner, exe, null, argv_owned, env_owned));
-        if pid < 0 {
-            return Err(fork_errno);
-        }
+        let pid = forked?;
         match pidfd_open(pid) {
             Ok(pidfd) => Ok(PostGuard { pid, pidfd }),
             Err(e) => {

@@ -64,6 +64,7 @@ pub use spawn::{
 };
 pub use supervised::{ExitStatus, Finished, Progress, Supervised, WaitOutcome};
 pub use tree::{reap_orphans, terminate_leftovers, KillReport, Leftover};
+pub(crate) use sys::fork_signals_blocked;
 
 use nix::errno::Errno;
 use std::os::fd::BorrowedFd;
