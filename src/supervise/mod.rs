@@ -63,8 +63,8 @@ pub use spawn::{
     DEFAULT_STARTUP_TIMEOUT, EXEC_FD, EXEC_FD_PATH,
 };
 pub use supervised::{ExitStatus, Finished, Progress, Supervised, WaitOutcome};
-pub use tree::{reap_orphans, terminate_leftovers, KillReport, Leftover};
 pub(crate) use sys::fork_signals_blocked;
+pub use tree::{reap_orphans, terminate_leftovers, KillReport, Leftover};
 
 use nix::errno::Errno;
 use std::os::fd::BorrowedFd;
