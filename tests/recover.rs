@@ -366,3 +366,51 @@ fn a_whole_snapshot_leaves_no_record_and_no_guard() {
     assert_eq!(pids_with(&due), Vec::<i32>::new(), "a guard survived");
     assert_eq!(t.posts(), vec!["post none".to_string()]);
 }
+
+/// Found by the soak: a signal to the runner while its own post-script runs
+/// kills that post-script before it finishes. The record must stay pending
+/// and the guard armed, so the post-script runs again, to its end, once the
+/// runner is gone (QUIESCE_RECOVERY=runner-died) -- not be counted as run.
+#[test]
+fn a_post_script_cut_short_by_a_signal_runs_again_once_the_runner_is_gone() {
+    require_root!();
+    let t = t("rec-cutshort");
+    let m = MarkerGuard::new(139);
+    // The runner's own post-script hangs (marked) until killed; the
+    // recovered one ends at once.
+    fs::write(
+        &t.s.post,
+        format!(
+            "#!/bin/sh\nif [ -z \"$QUIESCE_RECOVERY\" ]; then echo started >> {marker}; sleep {m}; fi\necho \"post ${{QUIESCE_RECOVERY:-none}}\" >> {marker}\n",
+            marker = t.s.marker.display(),
+            m = m.0
+        ),
+    )
+    .unwrap();
+    fs::set_permissions(&t.s.post, fs::Permissions::from_mode(0o700)).unwrap();
+    t.s.config_with(|c| {
+        c.insert("fsFreezeEnabled".into(), serde_json::json!(false));
+    });
+    let mut child = t.spawn(&["snapshot", "--", "true"]);
+    assert!(
+        wait_until(Duration::from_secs(10), || t
+            .s
+            .scripts_ran()
+            .contains("started")),
+        "the post-script never started: {:?}",
+        t.s.scripts_ran()
+    );
+    signal(child.id() as i32, Signal::SIGTERM);
+    let st = child.wait().unwrap();
+    assert_eq!(st.code(), Some(143));
+    assert!(
+        t.wait_posts(1, Duration::from_secs(20)),
+        "the cut-short post-script was not run again: {:?}",
+        t.s.scripts_ran()
+    );
+    assert!(wait_until(Duration::from_secs(20), || t
+        .records()
+        .is_empty()));
+    assert_eq!(t.posts(), vec!["post runner-died".to_string()]);
+    assert_eq!(m.survivors(), Vec::<i32>::new());
+}

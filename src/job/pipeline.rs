@@ -81,7 +81,7 @@ pub fn run_script(
     }
     let settling = super::recover::before_phase(&job.pending, phase);
     let res = script::run_phase(ctx, script, config);
-    super::recover::after_phase(job, phase, settling);
+    super::recover::after_phase(job, phase, settling, res.interrupted.is_some());
     let mut s = res.status.clone();
     match phase {
         Phase::Pre => {

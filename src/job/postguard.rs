@@ -124,6 +124,10 @@ impl PostGuard {
     }
 
     /// The post-script ran (or a `post` call is now awaited): stop guarding.
+    /// Leaves the guard watching: when this runner exits it runs `quiesce
+    /// recover`, which runs what is still pending.
+    pub fn leave_armed(self) {}
+
     pub fn stop(self) {
         // SAFETY: pidfd_send_signal on our pidfd with a null siginfo (as kill).
         unsafe {

@@ -36,6 +36,9 @@ pub struct PendingState {
     config: std::path::PathBuf,
     /// This run's own record and its guard, from before its pre-script.
     own: Option<(PendingPost, Option<PostGuard>)>,
+    /// The post-script was cut short by a signal: the guard stays armed
+    /// when the run ends, and runs it again once this runner is gone.
+    keep_guard: bool,
 }
 
 /// The start of a run that executes anything: the state directory is
@@ -179,7 +182,11 @@ fn run_record(
     let res = script::run_phase(&ctx, script, config);
     let (killed, warnings) = super::holders::terminate(&ctx);
     job.warn_all(warnings);
-    claim.done();
+    // Killed before it could finish (a signal to this runner): the record
+    // stays, so the next recovery runs it again (post-scripts are idempotent).
+    if res.interrupted.is_none() {
+        claim.done();
+    }
     let mut phase = res.status.clone();
     phase.holders_terminated = killed;
     job.status.recovered.push(json!({
@@ -384,9 +391,20 @@ pub fn before_phase(state: &PendingState, phase: Phase) -> Settling {
     Settling { claims }
 }
 
-/// After a script phase: a post phase removes what it settled and stops the
-/// guard; a separate `pre` leaves its record awaiting the `post` call.
-pub fn after_phase(job: &mut Job, phase: Phase, settling: Settling) {
+/// After a script phase: a post phase that ran to its end removes what it
+/// settled and stops the guard; one that a signal to the runner cut short
+/// leaves the record pending and the guard armed, so the post-script runs
+/// again once this runner is gone. A separate `pre` leaves its record
+/// awaiting the `post` call.
+pub fn after_phase(job: &mut Job, phase: Phase, settling: Settling, interrupted: bool) {
+    if phase == Phase::Post && interrupted {
+        // Dropping the claims unlocks the records and keeps them.
+        drop(settling);
+        if job.pending.own.is_some() {
+            job.pending.keep_guard = true;
+        }
+        return;
+    }
     let done = settling.claims.len();
     settling.claims.into_iter().for_each(Claim::done);
     if phase == Phase::Post {
@@ -425,7 +443,13 @@ pub fn after_phase(job: &mut Job, phase: Phase, settling: Settling) {
 /// e.g. its checks failed) is stopped; the record stays for `recover`.
 pub fn at_finish(state: &mut PendingState) {
     if let Some((_, Some(guard))) = state.own.take() {
-        guard.stop();
+        if state.keep_guard {
+            // The post-script was cut short: the guard runs it again as soon
+            // as this runner has exited.
+            guard.leave_armed();
+        } else {
+            guard.stop();
+        }
     }
 }
 
