@@ -3,7 +3,9 @@
 # xfs + btrfs mounts (one stage of four, frozen concurrently: issue 14), each with one fault injected at a random moment, and after
 # each run three checks: every mount writable again (a probe write that
 # completes), no process of the run left, the exit status the contract gives
-# for the fault. Fault kinds, cycled in random order:
+# for the fault, and -- once a run's pre-script started -- its post-script run
+# exactly once, by the runner or, after a kill, by the post guard's
+# `quiesce recover` (SPEC §6.6). Fault kinds, cycled in random order:
 #
 #   sigterm sigint sighup   to the runner, at a random delay (0-300 ms) or when
 #                           the pre-script / snapshot command / post-script
@@ -33,10 +35,13 @@
 #                           (all four scratch mounts are independent: one
 #                           stage) are in flight or just returned; every one
 #                           must be thawed (exit 143, or the watchdog's thaw)
+#   prepost                 SIGKILL to the runner 0-100 ms after the pre-script
+#                           ran: the post guard must run the pending post-script
+#                           (once), the watchdog thaw what froze
 #   none                    control: exit 0
 #
-# Ends with `runs=N frozen_after=N leaked=N wrong_status=N`; exits 1 if any of
-# the last three is non-zero.
+# Ends with `runs=N frozen_after=N leaked=N wrong_status=N skipped_post=N
+# double_post=N`; exits 1 if any count but runs is non-zero.
 #
 #   SOAK_RUNS=N      number of runs (default 200)
 #   SOAK_SECONDS=S   time budget of the runs (default 540)
@@ -121,6 +126,7 @@ done
 cat >"$D/etc/scripts/pre.sh" <<'EOF'
 #!/bin/bash
 # soak pre-script: a short pause, as a database flush would take
+echo "$1" >> "$(dirname "$0")/../../pre.log"
 (exec -a "$1-pre" sleep 0.05)
 echo "pre done"
 EOF
@@ -128,6 +134,7 @@ cat >"$D/etc/scripts/post.sh" <<'EOF'
 #!/bin/bash
 # soak post-script
 (exec -a "$1-post" sleep 0.05)
+echo "$1 ${QUIESCE_RECOVERY:-runner}" >> "$(dirname "$0")/../../post.log"
 echo "post done"
 EOF
 cat >"$D/etc/scripts/pre-hang.sh" <<'EOF'
@@ -141,7 +148,7 @@ chmod 700 "$D"/etc/scripts/*.sh
 for c in config.json config-hang.json; do
     install -m 600 /dev/null "$D/etc/$c"
 done
-mkdir -m 700 "$D/run"
+mkdir -m 700 "$D/run" "$D/state"
 
 echo "$prog: scratch filesystems ${MNTS[*]}" >&2
 set +e
@@ -150,7 +157,7 @@ python3 scripts/soak/driver.py \
     --config "$D/etc/config.json" --config-hang "$D/etc/config-hang.json" \
     --pre "$D/etc/scripts/pre.sh" --pre-hang "$D/etc/scripts/pre-hang.sh" \
     --post "$D/etc/scripts/post.sh" \
-    --run-dir "$D/run" \
+    --run-dir "$D/run" --state-dir "$D/state" --script-log "$D" \
     --runs "$RUNS" --max-seconds "$SECONDS_BUDGET" \
     ${SOAK_SEED:+--seed "$SOAK_SEED"} ${SOAK_VERBOSE:+-v} \
     "${MNTS[@]/#/--mount=}" &
@@ -162,7 +169,7 @@ set -e
 
 # Whatever a dead run may have recorded: thaw it (must have nothing to do).
 "$BIN" --config "$D/etc/config.json" --host-config /nonexistent \
-    --run-dir "$D/run" --syslog-socket /nonexistent thaw >/dev/null 2>"$D/thaw.err" \
+    --run-dir "$D/run" --state-dir "$D/state" --syslog-socket /nonexistent thaw >/dev/null 2>"$D/thaw.err" \
     || { echo "$prog: final quiesce thaw failed:" >&2; cat "$D/thaw.err" >&2; status=1; }
 rm -rf "$D/run"
 exit "$status"

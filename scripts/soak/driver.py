@@ -14,7 +14,8 @@ with one fault injected at a random moment, and checks after every run:
   (c) the exit status (and the status JSON) is the one the contract gives for
       the fault; anything else counts as WRONG_STATUS.
 
-Ends with the line `runs=N frozen_after=N leaked=N wrong_status=N`; exits 1
+Ends with the line `runs=N frozen_after=N leaked=N wrong_status=N
+skipped_post=N double_post=N`; exits 1
 if any of those three is non-zero. Only ever freezes the mounts it is given.
 """
 
@@ -47,6 +48,7 @@ KINDS = [
     "late",  # a FIFREEZE held by fanotify completes after its deadline (122)
     "ebusysig",  # another tool froze a mount (EBUSY), then a signal
     "midstage",  # TERM/KILL while the calls of the stage are in flight
+    "prepost",  # SIGKILL between the pre-script and the post-script
     "none",  # control
 ]
 FANOTIFY_HOLD = os.path.join(
@@ -61,6 +63,7 @@ HUNG_SECONDS = "30"  # a hung one (the marker keeps it findable)
 PROBE_WITHIN = 3.0  # seconds for a probe write to complete
 RUN_TIMEOUT = 30.0  # a runner still alive after this is a failure
 SETTLE_AFTER_KILL = 1.5  # watchdog thaw + its kill of the command group
+POST_WITHIN = 15.0  # seconds for a pending post-script to run after a kill
 LATE_SIGNAL = 0.10  # a signal this close to a completed run may miss it
 
 
@@ -194,6 +197,8 @@ class Soak:
         self.notes = collections.Counter()
         self.frozen_after = 0
         self.leaked = 0
+        self.skipped_post = 0
+        self.double_post = 0
         self.wrong = 0
         self.cgroups_left = 0
         self.failures = []
@@ -233,6 +238,8 @@ class Soak:
             "/nonexistent",
             "--run-dir",
             self.a.run_dir,
+            "--state-dir",
+            self.a.state_dir,
             "--syslog-socket",
             "/nonexistent",
         ]
@@ -339,6 +346,26 @@ class Soak:
                 r.fault_note = "(run already over: no-op)"
                 return
             os.kill(p.pid, r.signal)
+            r.fault_sent = time.monotonic() - t0
+            return
+        if kind == "prepost":
+            # The pre-script has run, the post-script not yet: the post guard
+            # must run the pending post-script (SPEC §6.6).
+            end = time.monotonic() + 3.0
+            while (
+                time.monotonic() < end
+                and p.poll() is None
+                and self.script_log_count("pre", r.marker) == 0
+            ):
+                time.sleep(0.001)
+            delay = self.rng.uniform(0.0, 0.1)
+            r.trigger = f"SIGKILL {delay * 1000:.0f}ms after the pre-script"
+            time.sleep(delay)
+            if p.poll() is not None or self.script_log_count("post", r.marker):
+                r.fault_note = "(post-script already ran: no-op)"
+                return
+            r.signal = signal.SIGKILL
+            os.kill(p.pid, signal.SIGKILL)
             r.fault_sent = time.monotonic() - t0
             return
         if kind in ("hung", "pretimeout", "none"):
@@ -654,6 +681,12 @@ class Soak:
                 ok = r.rc == -signal.SIGKILL or late_ok
             else:
                 ok = (r.rc == 128 + r.signal and v.get("result") == "failure") or late_ok
+        elif kind == "prepost":
+            if r.fault_sent is None:
+                ok = r.rc == 0 and v.get("result") == "success"
+                self.notes["prepost: post-script before the kill (no-op)"] += 1
+            else:
+                ok = r.rc == -signal.SIGKILL or late_ok
         elif kind == "pretimeout":
             ok = r.rc == 1 and 308 in codes
         elif kind == "none":
@@ -664,9 +697,39 @@ class Soak:
             log(f"WRONG_STATUS: {r.describe()}")
             log(f"  stderr tail: {r.stderr.decode('utf-8', 'replace')[-1500:]}")
 
+    def script_log_count(self, phase, marker):
+        """How many times the sample `phase`-script of run `marker` ran."""
+        try:
+            with open(os.path.join(self.a.script_log, f"{phase}.log")) as f:
+                return sum(1 for line in f if line.split()[:1] == [f"{marker}-s"])
+        except FileNotFoundError:
+            return 0
+
+    def check_post(self, r):
+        """SPEC §6.6: once its pre-script started, a run's post-script runs
+        exactly once -- by the runner, or after a kill by the post guard's
+        `quiesce recover` (waited for, bounded)."""
+        if self.script_log_count("pre", r.marker) == 0:
+            return
+        end = time.monotonic() + POST_WITHIN
+        while self.script_log_count("post", r.marker) == 0 and time.monotonic() < end:
+            time.sleep(0.01)
+        time.sleep(0.05)  # a second run of it would be under way by now
+        n = self.script_log_count("post", r.marker)
+        if n == 0:
+            self.skipped_post += 1
+            r.problems.append("SKIPPED_POST: the pre-script ran, the post-script never did")
+            log(f"SKIPPED_POST: {r.describe()}")
+        elif n > 1:
+            self.double_post += 1
+            r.problems.append(f"the post-script ran {n} times")
+            log(f"DOUBLE_POST ({n}): {r.describe()}")
+
     def after(self, r, runner_pid):
         self.check_foreign(r)
         self.check_frozen(r)
+        # Before the leak check: a recovered post-script is the runner's own.
+        self.check_post(r)
         self.check_leaks(r, runner_pid)
         self.check_status(r)
 
@@ -701,9 +764,11 @@ class Soak:
         log(f"cgroups left by killed runners (removed by the soak): {self.cgroups_left}")
         log(
             f"runs={n} frozen_after={self.frozen_after} leaked={self.leaked} "
-            f"wrong_status={self.wrong}"
+            f"wrong_status={self.wrong} skipped_post={self.skipped_post} "
+            f"double_post={self.double_post}"
         )
-        return 1 if (self.frozen_after or self.leaked or self.wrong) else 0
+        bad = self.frozen_after or self.leaked or self.wrong
+        return 1 if (bad or self.skipped_post or self.double_post) else 0
 
 
 def main():
@@ -715,6 +780,8 @@ def main():
     ap.add_argument("--pre-hang", required=True)
     ap.add_argument("--post", required=True)
     ap.add_argument("--run-dir", required=True)
+    ap.add_argument("--state-dir", required=True)
+    ap.add_argument("--script-log", required=True, help="where pre.log and post.log are")
     ap.add_argument("--mount", action="append", required=True)
     ap.add_argument("--runs", type=int, default=200)
     ap.add_argument("--max-seconds", type=float, default=540)
