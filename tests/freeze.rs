@@ -497,6 +497,45 @@ fn quiesce_cmd(s: &Setup, fault: Option<&str>, args: &[&str]) -> Command {
     c
 }
 
+/// The status document `quiesce --json` writes to `out_path` (bounded wait:
+/// it is printed once the window gave up on a blocked call).
+fn wait_status(out_path: &std::path::Path) -> Value {
+    let end = Instant::now() + Duration::from_secs(60);
+    loop {
+        if let Ok(v) = serde_json::from_slice::<Value>(&std::fs::read(out_path).unwrap()) {
+            return v;
+        }
+        assert!(Instant::now() < end, "no status from quiesce");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// Releases the writer the fanotify holder keeps inside `open()`, so the
+/// blocked FIFREEZE completes late; waits (bounded) for the writer and the
+/// runner. Returns the runner's exit code and whether `fs` then takes a
+/// write: whoever completes the thaw (the runner's freeze thread or the
+/// watchdog) does it within moments of the late freeze. On a filesystem
+/// left frozen the released writer blocks until the test's guard thaws it.
+fn release_late_freeze(
+    holder: &mut Holder,
+    writer: &mut std::process::Child,
+    runner: &mut std::process::Child,
+    fs: &ScratchFs,
+) -> (Option<i32>, bool) {
+    holder.release();
+    let _ = wait_bounded(writer, Duration::from_secs(10));
+    let code = wait_bounded(runner, Duration::from_secs(30));
+    if code.is_none() {
+        let _ = runner.kill();
+    }
+    let end = Instant::now() + Duration::from_secs(10);
+    let mut writable = false;
+    while !writable && Instant::now() < end {
+        writable = fs.writable_within(Duration::from_secs(1));
+    }
+    (code, writable)
+}
+
 /// Waits (bounded) for a child to exit; kills it if it does not.
 fn wait_bounded(child: &mut std::process::Child, within: Duration) -> Option<i32> {
     let end = Instant::now() + within;
@@ -599,33 +638,12 @@ fn freeze_completing_after_its_deadline_is_thawed() {
     .spawn()
     .unwrap();
     // The status is printed once the window gave up on the call.
-    let end = Instant::now() + Duration::from_secs(60);
-    let v: Value = loop {
-        if let Ok(v) = serde_json::from_slice::<Value>(&std::fs::read(&out_path).unwrap()) {
-            break v;
-        }
-        assert!(Instant::now() < end, "no status from quiesce");
-        std::thread::sleep(Duration::from_millis(50));
-    };
+    let v = wait_status(&out_path);
     assert_eq!(v["errors"][0]["code"], 122, "{v}");
     // Past every deadline of the run (the watchdog's included), then the
     // writer is released and the blocked FIFREEZE completes.
     std::thread::sleep(Duration::from_secs(3));
-    holder.release();
-    // Bounded: on a filesystem left frozen, the released writer's write
-    // blocks until the guard thaws it.
-    let _ = wait_bounded(&mut writer, Duration::from_secs(10));
-    let code = wait_bounded(&mut runner, Duration::from_secs(30));
-    if code.is_none() {
-        let _ = runner.kill();
-    }
-    // Whoever completes the thaw (the runner's worker or the watchdog) does
-    // it within moments of the late freeze: a write must then complete.
-    let end = Instant::now() + Duration::from_secs(10);
-    let mut writable = false;
-    while !writable && Instant::now() < end {
-        writable = fs.writable_within(Duration::from_secs(1));
-    }
+    let (code, writable) = release_late_freeze(&mut holder, &mut writer, &mut runner, &fs);
     assert!(writable, "the late freeze left the filesystem frozen");
     assert_eq!(code, Some(2), "runner exit");
 }
@@ -961,28 +979,11 @@ fn one_call_of_a_stage_past_its_deadline_is_122_and_everything_is_thawed() {
         .stderr(std::fs::File::create(s.s.path("stagelate.err")).unwrap())
         .spawn()
         .unwrap();
-    let end = Instant::now() + Duration::from_secs(60);
-    let v: Value = loop {
-        if let Ok(v) = serde_json::from_slice::<Value>(&std::fs::read(&out_path).unwrap()) {
-            break v;
-        }
-        assert!(Instant::now() < end, "no status from quiesce");
-        std::thread::sleep(Duration::from_millis(50));
-    };
+    let v = wait_status(&out_path);
     assert_eq!(v["errors"][0]["code"], 122, "{v}");
     // The other mounts of the stage are thawed while the held one is not.
     assert!(all_writable(&fss[1..]).is_empty());
-    holder.release();
-    let _ = wait_bounded(&mut writer, Duration::from_secs(10));
-    let code = wait_bounded(&mut runner, Duration::from_secs(30));
-    if code.is_none() {
-        let _ = runner.kill();
-    }
-    let end = Instant::now() + Duration::from_secs(10);
-    let mut writable = false;
-    while !writable && Instant::now() < end {
-        writable = held.writable_within(Duration::from_secs(1));
-    }
+    let (code, writable) = release_late_freeze(&mut holder, &mut writer, &mut runner, held);
     assert!(writable, "the late freeze left the filesystem frozen");
     assert_eq!(code, Some(2), "runner exit");
 }
