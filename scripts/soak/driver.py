@@ -307,6 +307,15 @@ class Soak:
             except subprocess.TimeoutExpired:
                 r.problems.append("held writer never finished")
 
+    @staticmethod
+    def send(r, p, t0, sig):
+        """Sends `sig` to the runner `p` unless its run is already over."""
+        if p.poll() is not None:
+            r.fault_note = "(run already over: no-op)"
+            return
+        os.kill(p.pid, sig)
+        r.fault_sent = time.monotonic() - t0
+
     def inject(self, r, p, t0):
         """Injects r.kind's fault into the runner `p` started at `t0`."""
         kind = r.kind
@@ -324,11 +333,7 @@ class Soak:
             delay = self.rng.uniform(0.0, 0.3)
             r.trigger = f"{signal.Signals(r.signal).name} at {delay * 1000:.0f}ms"
             time.sleep(delay)
-            if p.poll() is not None:
-                r.fault_note = "(run already over: no-op)"
-                return
-            os.kill(p.pid, r.signal)
-            r.fault_sent = time.monotonic() - t0
+            self.send(r, p, t0, r.signal)
             return
         if kind == "midstage":
             # The recovery record is written just before the first FIFREEZE:
@@ -342,11 +347,7 @@ class Soak:
             delay = self.rng.uniform(0.0, MIDSTAGE_WITHIN)
             r.trigger = f"{signal.Signals(r.signal).name} {delay * 1000:.0f}ms into the window"
             time.sleep(delay)
-            if p.poll() is not None:
-                r.fault_note = "(run already over: no-op)"
-                return
-            os.kill(p.pid, r.signal)
-            r.fault_sent = time.monotonic() - t0
+            self.send(r, p, t0, r.signal)
             return
         if kind == "prepost":
             # The pre-script has run, the post-script not yet: the post guard
@@ -385,11 +386,7 @@ class Soak:
                     r.trigger += " (never seen)"
                 extra = self.rng.uniform(0.0, 0.02)
                 time.sleep(extra)
-            if p.poll() is not None:
-                r.fault_note = "(run already over: no-op)"
-                return
-            os.kill(p.pid, SIGNAL_KINDS[kind])
-            r.fault_sent = time.monotonic() - t0
+            self.send(r, p, t0, SIGNAL_KINDS[kind])
             return
         # wdkill / bothkill: only while a window (and so a watchdog) exists.
         r.trigger = "window"
