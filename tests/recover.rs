@@ -118,17 +118,24 @@ fn snapshot_args<'a>(fs: &'a ScratchFs, m: &'a MarkerGuard) -> Vec<&'a str> {
     ]
 }
 
+/// Starts a snapshot of `fs` whose command is `sleep MARKER`, and waits
+/// (bounded) until that command runs: the window is open.
+fn snapshot_in_window(t: &T, fs: &ScratchFs, m: &MarkerGuard) -> std::process::Child {
+    let child = t.spawn(&snapshot_args(fs, m));
+    assert!(
+        wait_until(Duration::from_secs(10), || !sleepers(&m.0).is_empty()),
+        "snapshot command never started"
+    );
+    child
+}
+
 #[test]
 fn sigkill_of_the_runner_mid_window_runs_the_post_script_once() {
     require_root!();
     let t = t("rec-kill");
     let fs = ScratchFs::new(&t.s.s.dir, "data", "ext4");
     let m = MarkerGuard::new(131);
-    let mut child = t.spawn(&snapshot_args(&fs, &m));
-    assert!(
-        wait_until(Duration::from_secs(10), || !sleepers(&m.0).is_empty()),
-        "snapshot command never started"
-    );
+    let mut child = snapshot_in_window(&t, &fs, &m);
     signal(child.id() as i32, Signal::SIGKILL);
     let _ = child.wait();
     assert!(
@@ -152,11 +159,7 @@ fn sigkill_of_every_quiesce_process_leaves_it_to_recover_once() {
     let t = t("rec-killall");
     let fs = ScratchFs::new(&t.s.s.dir, "data", "ext4");
     let m = MarkerGuard::new(132);
-    let mut child = t.spawn(&snapshot_args(&fs, &m));
-    assert!(
-        wait_until(Duration::from_secs(10), || !sleepers(&m.0).is_empty()),
-        "snapshot command never started"
-    );
+    let mut child = snapshot_in_window(&t, &fs, &m);
     // Runner, watchdog and post guard all carry the runner's argv: stop
     // every one of them at once, then kill them.
     let quiesce: Vec<i32> = pids_with(&m.0)
@@ -245,11 +248,7 @@ fn racing_recoveries_run_the_post_script_once() {
         ),
     )
     .unwrap();
-    let mut child = t.spawn(&snapshot_args(&fs, &m));
-    assert!(
-        wait_until(Duration::from_secs(10), || !sleepers(&m.0).is_empty()),
-        "snapshot command never started"
-    );
+    let mut child = snapshot_in_window(&t, &fs, &m);
     // The guard (watcher), two `recover`s and the next run, all at once.
     signal(child.id() as i32, Signal::SIGKILL);
     let _ = child.wait();
