@@ -1104,16 +1104,25 @@ impl Maria {
         chown_user(datadir, "mysql");
         chmod(datadir, 0o700);
         let dd = format!("--datadir={}", datadir.display());
+        // A private tmpdir: two servers are installed in parallel, and a
+        // shared /tmp has been seen to lose an install's temp table.
+        let tmp = datadir.with_file_name("mysql-install-tmp");
+        fs::create_dir_all(&tmp).unwrap();
+        chown_user(&tmp, "mysql");
+        chmod(&tmp, 0o700);
+        let td = format!("--tmpdir={}", tmp.display());
         let mut argv = vec![
             "mariadb-install-db",
             "--no-defaults",
             "--user=mysql",
             &dd,
+            &td,
             "--skip-test-db",
             "--auth-root-authentication-method=socket",
         ];
         argv.extend(MARIADB_OPTS);
         run_bounded(90, &argv).unwrap_or_else(|e| panic!("mariadb-install-db: {e}"));
+        let _ = fs::remove_dir_all(&tmp);
     }
 
     fn start(name: &str, dir: &Dir, mnt: &Path, datadir: &Path) -> Maria {
@@ -1124,6 +1133,8 @@ impl Maria {
             .arg("--no-defaults")
             .arg("--user=mysql")
             .arg(format!("--datadir={}", datadir.display()))
+            // Its own tmpdir, on /run (never on a filesystem it freezes).
+            .arg(format!("--tmpdir={}", rundir.display()))
             .arg(format!("--socket={}", sock.display()))
             .arg("--skip-networking")
             .arg(format!(
