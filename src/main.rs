@@ -6,12 +6,12 @@ use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand};
 use quiesce::commands;
-use quiesce::config::{DEFAULT_CONFIG_PATH, DEFAULT_HOST_CONFIG_PATH};
+use quiesce::config::{DEFAULT_APPS_DIR, DEFAULT_HOST_CONFIG_PATH};
 use quiesce::error::Exit;
 use quiesce::freeze::{mounts, state};
+use quiesce::job::apps::AppSources;
 use quiesce::job::metrics::{MetricsDir, Outputs};
 use quiesce::job::pending::{self, PendingOptions};
-use quiesce::job::preflight::InputPaths;
 use quiesce::job::snapshot::WindowRequest;
 use quiesce::job::Common;
 use quiesce::job::Phase;
@@ -32,12 +32,25 @@ struct Cli {
 
 #[derive(Args, Debug)]
 struct GlobalArgs {
-    /// The scripts' configuration (the extension's format).
-    #[arg(long, global = true, value_name = "PATH", default_value = DEFAULT_CONFIG_PATH)]
-    config: PathBuf,
-    /// The extension's plugin-host file; its timeoutInSeconds caps the config's.
+    /// An application's configuration (the extension's format). Repeatable:
+    /// the applications, in order; then nothing else is read [default:
+    /// the plugin-host file's numberOfPlugins list, else every *.json of
+    /// --apps-dir, else /etc/azure/VMSnapshotScriptPluginConfig.json].
+    #[arg(long, global = true, value_name = "PATH")]
+    config: Vec<PathBuf>,
+    /// quiesce's own applications, one config each: every *.json, in
+    /// lexical order (used when the plugin-host file lists no plugins).
+    #[arg(long, global = true, value_name = "DIR", default_value = DEFAULT_APPS_DIR)]
+    apps_dir: PathBuf,
+    /// The extension's plugin-host file: its timeoutInSeconds caps every
+    /// config's; its numberOfPlugins/pluginConfigPath<i> list the applications.
     #[arg(long, global = true, value_name = "PATH", default_value = DEFAULT_HOST_CONFIG_PATH)]
     host_config: PathBuf,
+    /// Bridge mode, as the extension hook runs quiesce: quiesce's own set
+    /// (--apps-dir, else /etc/quiesce/VMSnapshotScriptPluginConfig.json);
+    /// the plugin-host file's list is the extension's and is not read.
+    #[arg(long, global = true)]
+    bridge: bool,
     /// Print the status document as JSON on stdout (human text stays on stderr).
     #[arg(long, global = true)]
     json: bool,
@@ -99,27 +112,31 @@ fn parse_facility(s: &str) -> Result<Facility, String> {
 
 #[derive(Subcommand, Debug)]
 enum Command {
-    /// Verify config, plugin-host file and both scripts, and list the mounts
-    /// that would be frozen (and why others are skipped); runs nothing.
+    /// Verify every application (config and both scripts), the plugin-host
+    /// file, and list the mounts that would be frozen (and why others are
+    /// skipped); runs nothing.
     /// Exit 0 only if a snapshot would be application-consistent.
     Check {
         /// Plan these mounts instead of discovering them (repeatable).
         #[arg(long = "mount", value_name = "M")]
         mounts: Vec<PathBuf>,
     },
-    /// Run the pre-script with its retries and timeout (supervised, sandboxed).
-    /// What it leaves running is kept until the next post phase.
+    /// Run every application's pre-script, in order, with its retries and
+    /// timeout (supervised, sandboxed). What it leaves running is kept until
+    /// that application's next post phase.
     Pre,
-    /// Run the post-script with its retries and timeout, then terminate what
-    /// the pre-script left running.
+    /// Run every application's post-script, in reverse order, with its
+    /// retries and timeout, each followed by ending what its pre-script left
+    /// running.
     Post,
     /// Freeze the filesystems, run CMD, thaw. No scripts.
     Freeze {
         #[command(flatten)]
         window: WindowArgs,
     },
-    /// The whole job: pre-script, freeze, CMD (takes the snapshot), thaw,
-    /// post-script; every failure decided by continueBackupOnFailure.
+    /// The whole job: pre-scripts (in application order), freeze, CMD (takes
+    /// the snapshot), thaw, post-scripts (in reverse); every failure decided
+    /// by the continueBackupOnFailure of the application it belongs to.
     Snapshot {
         #[command(flatten)]
         window: WindowArgs,
@@ -192,7 +209,8 @@ fn main() -> ExitCode {
     let abs = |p: PathBuf| std::path::absolute(&p).unwrap_or(p);
     let cli = Cli {
         global: GlobalArgs {
-            config: abs(cli.global.config),
+            config: cli.global.config.into_iter().map(abs).collect(),
+            apps_dir: abs(cli.global.apps_dir),
             host_config: abs(cli.global.host_config),
             policy: cli.global.policy.map(abs),
             run_dir: abs(cli.global.run_dir),
@@ -203,9 +221,11 @@ fn main() -> ExitCode {
         ..cli
     };
     let common = Common {
-        paths: InputPaths {
-            config: cli.global.config,
+        apps: AppSources {
+            explicit: cli.global.config,
+            apps_dir: cli.global.apps_dir,
             host_config: cli.global.host_config,
+            bridge: cli.global.bridge,
         },
         verbose: cli.global.verbose,
         run_dir: state::RunDir::new(cli.global.run_dir),

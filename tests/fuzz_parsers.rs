@@ -168,14 +168,25 @@ fn host_config_parser_never_panics() {
     let line = prop_oneof![
         Just("[pre_post]".to_string()),
         Just("timeoutInSeconds: 30".to_string()),
+        Just("numberOfPlugins: 2".to_string()),
+        "plugin(Name|Path|ConfigPath)[0-9x]{0,2}: /?[a-z]{0,6}",
         "[a-zA-Z_]{0,10}[:=]? ?[0-9a-z]{0,6}",
         ".{0,20}",
     ];
     r.run(&prop::collection::vec(line, 0..8), |lines| {
         let text = lines.join("\n");
         match config::parse_host_config(Path::new("/h.conf"), text.as_bytes()) {
-            Ok(Some(t)) => prop_assert!(t >= 1),
-            Ok(None) => {}
+            Ok(h) => {
+                prop_assert!(h.timeout.is_none_or(|t| t >= 1));
+                match h.plugins(Path::new("/h.conf")) {
+                    Ok(Some(list)) => {
+                        prop_assert!(!list.is_empty());
+                        prop_assert!(list.iter().all(|p| p.config.is_absolute()));
+                    }
+                    Ok(None) => {}
+                    Err(e) => prop_assert!(e.to_string().starts_with("/h.conf"), "{e}"),
+                }
+            }
             Err(e) => prop_assert!(e.to_string().starts_with("/h.conf"), "{e}"),
         }
         Ok(())

@@ -426,22 +426,34 @@ fn hook_execs_quiesce_with_its_own_config_from_root_and_passes_the_status_throug
     .unwrap();
     fs::set_permissions(&fake, fs::Permissions::from_mode(0o755)).unwrap();
     let config = Path::new("/some/where/own.json");
+    let apps = Path::new("/some/where/apps.d");
     for phase in ["pre", "post"] {
-        let o = run_hook(
-            &hook_source(),
-            &[phase, ""],
-            &[("QUIESCE_BIN", &fake), ("QUIESCE_CONFIG", config)],
-        );
-        assert_eq!(o.status.code(), Some(7), "{}", text(&o.stderr));
-        assert_eq!(
-            fs::read_to_string(&report).unwrap(),
-            format!("--config|/some/where/own.json|{phase}|/\n")
-        );
+        for (env, args) in [
+            (vec![], "--bridge|"),
+            (
+                vec![("QUIESCE_CONFIG", config)],
+                "--bridge|--config|/some/where/own.json|",
+            ),
+            (
+                vec![("QUIESCE_APPS_DIR", apps)],
+                "--bridge|--apps-dir|/some/where/apps.d|",
+            ),
+        ] {
+            let mut env = env;
+            env.push(("QUIESCE_BIN", &fake));
+            let o = run_hook(&hook_source(), &[phase, ""], &env);
+            assert_eq!(o.status.code(), Some(7), "{}", text(&o.stderr));
+            assert_eq!(
+                fs::read_to_string(&report).unwrap(),
+                format!("{args}{phase}|/\n")
+            );
+        }
     }
-    // The defaults are the packaged paths.
+    // The binary's default is the packaged path; quiesce's own set is what
+    // --bridge reads by default (/etc/quiesce/apps.d, else OWN_CONFIG).
     let src = fs::read_to_string(hook_source()).unwrap();
     assert!(src.contains("bin=${QUIESCE_BIN:-/usr/sbin/quiesce}"));
-    assert!(src.contains(&format!("config=${{QUIESCE_CONFIG:-{OWN_CONFIG}}}")));
+    assert!(src.contains(OWN_CONFIG) && src.contains("/etc/quiesce/apps.d"));
     let _ = fs::remove_dir_all(&dir);
 }
 
@@ -541,6 +553,7 @@ fn bridge_check_accepts_a_correct_setup_and_refuses_a_loop() {
     let paths = BridgePaths {
         hook: hook.clone(),
         own_config: s.config.clone(),
+        own_apps_dir: s.s.path("no-apps.d"),
     };
     let grace = Duration::from_secs(5);
 

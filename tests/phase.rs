@@ -230,6 +230,7 @@ fn argv_environment_cwd_and_descriptors() {
             "LANG",
             "PATH",
             "PWD",
+            "QUIESCE_APP",
             "QUIESCE_ATTEMPT",
             "QUIESCE_DEADLINE_SECONDS",
             "QUIESCE_OPERATION_ID",
@@ -239,6 +240,7 @@ fn argv_environment_cwd_and_descriptors() {
         "{env:?}"
     );
     assert!(env.contains(&"QUIESCE_PHASE=pre"));
+    assert!(env.contains(&"QUIESCE_APP=ScriptRunner"), "{env:?}");
     assert!(env.contains(&"QUIESCE_ATTEMPT=1"));
     assert!(env.contains(
         &format!(

@@ -26,7 +26,7 @@ _quiesce() {
     fi
 
     local commands="check pre post freeze snapshot thaw recover audit help"
-    local global_opts="--config --host-config --json -v --verbose --run-dir
+    local global_opts="--config --apps-dir --host-config --bridge --json -v --verbose --run-dir
         --state-dir --post-due --vmbackup-conf --policy --no-sandbox --syslog-socket --syslog-facility
         --trail --journal-socket --metrics-dir -h --help"
 
@@ -37,7 +37,7 @@ _quiesce() {
             _quiesce_files
             return
             ;;
-        --run-dir | --mount | --state-dir | --metrics-dir)
+        --run-dir | --mount | --state-dir | --metrics-dir | --apps-dir)
             _quiesce_files -d
             return
             ;;
@@ -62,7 +62,7 @@ _quiesce() {
             --config | --host-config | --vmbackup-conf | --policy | \
                 --syslog-socket | --run-dir | --mount | --syslog-facility | \
                 --trail | --journal-socket | --state-dir | --metrics-dir | \
-                --max-freeze | --post-due)
+                --apps-dir | --max-freeze | --post-due)
                 ((i++))
                 ;;
             --)

@@ -24,14 +24,15 @@ use std::time::Duration;
 
 use crate::config::Config;
 use crate::error::{ErrorCode, Problem};
+use crate::job::apps;
 use crate::job::preflight as precheck;
 use crate::job::Phase;
 
 /// Where the packages install the hook.
 pub const HOOK_PATH: &str = "/usr/lib/quiesce/extension-hook";
-/// quiesce's own config in bridge mode (the extension's format); the hook
-/// passes it with `--config`.
-pub const BRIDGE_CONFIG_PATH: &str = "/etc/quiesce/VMSnapshotScriptPluginConfig.json";
+/// quiesce's own config in bridge mode (the extension's format), when it
+/// has no apps directory.
+pub use crate::config::BRIDGE_CONFIG_PATH;
 /// A line every copy of the hook carries, so a copy at another path is still
 /// recognised as the hook (and still refused as quiesce's own script).
 pub const HOOK_MARKER_LINE: &str = "# quiesce: extension-hook (bridge mode, see quiesce(8))";
@@ -49,6 +50,8 @@ const MARKER_SEARCH_BYTES: u64 = 4096;
 pub struct BridgePaths {
     pub hook: PathBuf,
     pub own_config: PathBuf,
+    /// quiesce's own applications, when the directory exists.
+    pub own_apps_dir: PathBuf,
 }
 
 impl Default for BridgePaths {
@@ -56,6 +59,7 @@ impl Default for BridgePaths {
         BridgePaths {
             hook: HOOK_PATH.into(),
             own_config: BRIDGE_CONFIG_PATH.into(),
+            own_apps_dir: crate::config::DEFAULT_APPS_DIR.into(),
         }
     }
 }
@@ -114,13 +118,68 @@ pub fn verify(
     own: &Config,
     kill_grace: Duration,
 ) -> Findings {
+    verify_set(setup, &[(own_path.to_path_buf(), own.clone())], kill_grace)
+}
+
+/// Verifies a recognised set-up against quiesce's own applications (SPEC
+/// §3.1: the hook's `pre` runs all of them in order, its `post` all of them
+/// in reverse, inside one extension timeout each).
+pub fn verify_set(
+    setup: &BridgeSetup,
+    own: &[(PathBuf, Config)],
+    kill_grace: Duration,
+) -> Findings {
     let mut out = Findings::default();
     let ext = &setup.extension;
     let ext_path = setup.extension_path.display();
-    let own_disp = own_path.display();
     let bad = |detail: String| Problem::new(ErrorCode::IncorrectJSONConfigFile, detail);
+    verify_hook_params(setup, own, &mut out);
 
-    // Both phases through the hook, each with its own phase name.
+    for (own_path, own) in own {
+        let own_disp = own_path.display();
+        // A loop: quiesce's own config runs the hook, which runs quiesce again.
+        for phase in [Phase::Pre, Phase::Post] {
+            let loc = &own_script(own, phase).location;
+            if names_hook(loc, &setup.hook) {
+                out.problems.push(bad(format!(
+                    "{own_disp}: {}ScriptLocation {} is the quiesce extension hook: quiesce would run the hook, which runs quiesce again (a loop); point it at the application's {}-script",
+                    phase.name(),
+                    loc.display(),
+                    phase.name()
+                )));
+            }
+        }
+        // The extension decides what follows a failure and whether to freeze.
+        if own.continue_on_failure != ext.continue_on_failure {
+            out.warnings.push(format!(
+                "{own_disp}: continueBackupOnFailure={} is not used in bridge mode; the extension's ({}, in {ext_path}) decides what follows a failed script",
+                own.continue_on_failure, ext.continue_on_failure
+            ));
+        }
+        if own.fs_freeze_enabled != ext.fs_freeze_enabled {
+            out.warnings.push(format!(
+                "{own_disp}: fsFreezeEnabled={} is not used in bridge mode; the extension freezes (fsFreezeEnabled={} in {ext_path})",
+                own.fs_freeze_enabled, ext.fs_freeze_enabled
+            ));
+        }
+    }
+
+    let need = verify_budget(setup, own, kill_grace, &mut out);
+    let own_disp: Vec<String> = own.iter().map(|(p, _)| p.display().to_string()).collect();
+    out.notes.push(format!(
+        "bridge mode: the extension ({ext_path}) runs {} pre|post, which runs quiesce --bridge ({}); budget per phase {need} s of the extension's {} s",
+        setup.hook.display(),
+        own_disp.join(", "),
+        ext.timeout_secs
+    ));
+    out
+}
+
+/// Both phases through the hook, each with its own phase name.
+fn verify_hook_params(setup: &BridgeSetup, own: &[(PathBuf, Config)], out: &mut Findings) {
+    let ext = &setup.extension;
+    let ext_path = setup.extension_path.display();
+    let bad = |detail: String| Problem::new(ErrorCode::IncorrectJSONConfigFile, detail);
     for (phase, hooked, other_hooked, script) in [
         (Phase::Pre, setup.pre_hooked, setup.post_hooked, &ext.pre),
         (Phase::Post, setup.post_hooked, setup.pre_hooked, &ext.post),
@@ -148,71 +207,77 @@ pub fn verify(
             )));
         }
         if script.retries > 0 {
+            let own_retries = own
+                .iter()
+                .map(|(_, c)| own_script(c, phase).retries)
+                .max()
+                .unwrap_or(0);
+            let where_ = match own {
+                [(p, _)] => p.display().to_string(),
+                _ => "quiesce's own configs".to_string(),
+            };
             out.warnings.push(format!(
-                "{ext_path}: {name}ScriptNoOfRetries is {}: in bridge mode set the retries in {own_disp} and 0 in the extension's config, or a failing {name}-script runs {} times",
+                "{ext_path}: {name}ScriptNoOfRetries is {}: in bridge mode set the retries in {where_} and 0 in the extension's config, or a failing {name}-script runs {} times",
                 script.retries,
-                (u64::from(script.retries) + 1) * (u64::from(own_script(own, phase).retries) + 1)
+                (u64::from(script.retries) + 1) * (u64::from(own_retries) + 1)
             ));
         }
     }
+}
 
-    // A loop: quiesce's own config runs the hook, which runs quiesce again.
-    for phase in [Phase::Pre, Phase::Post] {
-        let loc = &own_script(own, phase).location;
-        if names_hook(loc, &setup.hook) {
-            out.problems.push(bad(format!(
-                "{own_disp}: {}ScriptLocation {} is the quiesce extension hook: quiesce would run the hook, which runs quiesce again (a loop); point it at the application's {}-script",
-                phase.name(),
-                loc.display(),
-                phase.name()
-            )));
+/// One budget per phase, all attempts included (SPEC §3), then the kill
+/// grace of a timeout — for each application, as they run one after
+/// another — then start and stop. Returns what the phase needs.
+fn verify_budget(
+    setup: &BridgeSetup,
+    own: &[(PathBuf, Config)],
+    kill_grace: Duration,
+    out: &mut Findings,
+) -> u64 {
+    let ext_path = setup.extension_path.display();
+    let grace = kill_grace.as_secs();
+    let margin = START_STOP_MARGIN.as_secs();
+    let need: u64 = own.iter().map(|(_, c)| c.timeout_secs + grace).sum::<u64>() + margin;
+    let room = setup.extension.timeout_secs;
+    if need <= room {
+        return need;
+    }
+    let problem = match own {
+        [(own_path, c)] => {
+            let fit = room.saturating_sub(grace + margin);
+            let fix = if fit >= 1 {
+                format!("lower it to at most {fit} or raise the extension's to at least {need}")
+            } else {
+                format!("raise the extension's timeoutInSeconds to at least {need}")
+            };
+            format!(
+                "{}: timeoutInSeconds {} plus the kill grace ({grace} s) and {margin} s to start and stop needs {need} s, but the extension's timeoutInSeconds in {ext_path} is {room} s: the extension would kill quiesce before it has reaped and reported; {fix}",
+                own_path.display(),
+                c.timeout_secs,
+            )
         }
-    }
-
-    // One budget per phase, all attempts included (SPEC §3), then the kill
-    // grace of a timeout, then start and stop.
-    let need = own.timeout_secs + kill_grace.as_secs() + START_STOP_MARGIN.as_secs();
-    let room = ext.timeout_secs;
-    if need > room {
-        let fit = room.saturating_sub(kill_grace.as_secs() + START_STOP_MARGIN.as_secs());
-        let fix = if fit >= 1 {
-            format!("lower it to at most {fit} or raise the extension's to at least {need}")
-        } else {
-            format!("raise the extension's timeoutInSeconds to at least {need}")
-        };
-        out.problems.push(bad(format!(
-            "{own_disp}: timeoutInSeconds {} plus the kill grace ({} s) and {} s to start and stop needs {need} s, but the extension's timeoutInSeconds in {ext_path} is {room} s: the extension would kill quiesce before it has reaped and reported; {fix}",
-            own.timeout_secs,
-            kill_grace.as_secs(),
-            START_STOP_MARGIN.as_secs()
-        )));
-    }
-
-    // The extension decides what follows a failure and whether to freeze.
-    if own.continue_on_failure != ext.continue_on_failure {
-        out.warnings.push(format!(
-            "{own_disp}: continueBackupOnFailure={} is not used in bridge mode; the extension's ({}, in {ext_path}) decides what follows a failed script",
-            own.continue_on_failure, ext.continue_on_failure
-        ));
-    }
-    if own.fs_freeze_enabled != ext.fs_freeze_enabled {
-        out.warnings.push(format!(
-            "{own_disp}: fsFreezeEnabled={} is not used in bridge mode; the extension freezes (fsFreezeEnabled={} in {ext_path})",
-            own.fs_freeze_enabled, ext.fs_freeze_enabled
-        ));
-    }
-
-    out.notes.push(format!(
-        "bridge mode: the extension ({ext_path}) runs {} pre|post, which runs quiesce --config {own_disp}; budget per phase {need} s of the extension's {room} s",
-        setup.hook.display()
-    ));
-    out
+        _ => {
+            let each: Vec<String> = own
+                .iter()
+                .map(|(p, c)| format!("{} {} s", p.display(), c.timeout_secs))
+                .collect();
+            format!(
+                "quiesce's {} applications run one after another in each phase: their timeoutInSeconds ({}) plus the kill grace ({grace} s) of each and {margin} s to start and stop need {need} s, but the extension's timeoutInSeconds in {ext_path} is {room} s: the extension would kill quiesce before the last application's script has run; raise the extension's timeoutInSeconds to at least {need} or lower the applications' timeouts",
+                own.len(),
+                each.join(", ")
+            )
+        }
+    };
+    out.problems
+        .push(Problem::new(ErrorCode::IncorrectJSONConfigFile, problem));
+    need
 }
 
 /// The whole bridge check for `quiesce check`: recognise the set-up, load
-/// and trust-check quiesce's own config and both of its scripts, verify.
+/// and trust-check quiesce's own applications (the apps directory when it
+/// exists, else quiesce's own config) and both scripts of each, verify.
 /// `None` in standalone mode. `host_timeout` is the plugin-host file's cap
-/// (it applies to both configs, as both runs read the same file).
+/// (it applies to both sets, as both runs read the same file).
 pub fn check(
     extension_path: &Path,
     extension: &Config,
@@ -222,39 +287,54 @@ pub fn check(
 ) -> Option<Findings> {
     let setup = detect(extension_path, extension, paths)?;
     let mut out = Findings::default();
-    let own = match precheck::load_config(&paths.own_config, host_timeout) {
-        Ok((loaded, _digest)) => {
-            out.warnings.extend(loaded.warnings);
-            loaded.config
-        }
+    let unusable = |p: Problem| {
+        Problem::new(
+            p.code,
+            format!(
+                "bridge mode: {} runs the quiesce hook, but quiesce's own configuration cannot be used: {}",
+                extension_path.display(),
+                p.detail
+            ),
+        )
+    };
+    let own_paths = match apps::own_set(&paths.own_apps_dir, &paths.own_config) {
+        Ok(p) => p,
         Err(p) => {
-            out.problems.push(Problem::new(
-                p.code,
-                format!(
-                    "bridge mode: {} runs the quiesce hook, but quiesce's own configuration cannot be used: {}",
-                    extension_path.display(),
-                    p.detail
-                ),
-            ));
+            out.problems.push(unusable(p));
             return Some(out);
         }
     };
-    let verified = verify(&setup, &paths.own_config, &own, kill_grace);
+    let mut own = Vec::new();
+    for path in own_paths {
+        match precheck::load_config(&path, host_timeout) {
+            Ok((loaded, _digest)) => {
+                out.warnings.extend(loaded.warnings);
+                own.push((path, loaded.config));
+            }
+            Err(p) => out.problems.push(unusable(p)),
+        }
+    }
+    if own.is_empty() {
+        return Some(out);
+    }
+    let verified = verify_set(&setup, &own, kill_grace);
     out.problems.extend(verified.problems);
     out.warnings.extend(verified.warnings);
     out.notes.extend(verified.notes);
-    for phase in [Phase::Pre, Phase::Post] {
-        match precheck::check_script(phase, own_script(&own, phase)) {
-            Ok(s) => out.notes.push(format!(
-                "bridge mode: quiesce's {}-script ok: {} (sha256 {})",
-                phase.name(),
-                s.file.path.display(),
-                s.sha256
-            )),
-            Err(p) => out.problems.push(Problem::new(
-                p.code,
-                format!("{}: {}", paths.own_config.display(), p.detail),
-            )),
+    for (path, config) in &own {
+        for phase in [Phase::Pre, Phase::Post] {
+            match precheck::check_script(phase, own_script(config, phase)) {
+                Ok(s) => out.notes.push(format!(
+                    "bridge mode: quiesce's {}-script ok: {} (sha256 {})",
+                    phase.name(),
+                    s.file.path.display(),
+                    s.sha256
+                )),
+                Err(p) => out.problems.push(Problem::new(
+                    p.code,
+                    format!("{}: {}", path.display(), p.detail),
+                )),
+            }
         }
     }
     Some(out)
@@ -376,6 +456,7 @@ mod tests {
         BridgePaths {
             hook: hook.to_path_buf(),
             own_config: "/etc/quiesce/VMSnapshotScriptPluginConfig.json".into(),
+            own_apps_dir: "/nonexistent/apps.d".into(),
         }
     }
 
@@ -587,6 +668,39 @@ mod tests {
     }
 
     #[test]
+    fn several_own_applications_share_the_extensions_timeout() {
+        let t = Tmp::new();
+        let (_, setup) = bridged(&t, r#","timeoutInSeconds":60"#);
+        let a = (
+            PathBuf::from("/etc/quiesce/apps.d/10-app.json"),
+            own(&t, r#","timeoutInSeconds":20"#),
+        );
+        let b = (
+            PathBuf::from("/etc/quiesce/apps.d/20-db.json"),
+            own(&t, r#","timeoutInSeconds":27"#),
+        );
+        // (20 + 5) + (27 + 5) + 3 = 60: exactly fits.
+        let f = verify_set(&setup, &[a.clone(), b.clone()], GRACE);
+        assert_eq!(f.problems, vec![], "{f:?}");
+        assert!(
+            f.notes[0].contains("10-app.json, /etc/quiesce/apps.d/20-db.json"),
+            "{:?}",
+            f.notes
+        );
+        let b = (b.0, own(&t, r#","timeoutInSeconds":28"#));
+        let f = verify_set(&setup, &[a, b], GRACE);
+        assert_eq!(names(&f), ["IncorrectJSONConfigFile"]);
+        let d = &f.problems[0].detail;
+        assert!(
+            d.contains("2 applications run one after another")
+                && d.contains("10-app.json 20 s, /etc/quiesce/apps.d/20-db.json 28 s")
+                && d.contains("need 61 s")
+                && d.contains("at least 61"),
+            "{d}"
+        );
+    }
+
+    #[test]
     fn extension_retries_and_unused_own_flags_are_warnings() {
         let t = Tmp::new();
         let (_, setup) = bridged(
@@ -613,6 +727,7 @@ mod tests {
         let p = BridgePaths {
             hook,
             own_config: t.0.join("absent.json"),
+            own_apps_dir: t.0.join("no-apps.d"),
         };
         let f = check(Path::new(EXT), &setup.extension, &p, None, GRACE).unwrap();
         assert_eq!(names(&f), ["IncorrectJSONConfigFile"]);

@@ -3,9 +3,10 @@
 
 use std::path::PathBuf;
 
+use crate::job::apps::Apps;
 use crate::job::bridge::{self, BridgePaths};
-use crate::job::preflight::{Prechecked, Readiness};
-use crate::job::status::say;
+use crate::job::preflight::{CheckedScript, Prechecked, Readiness};
+use crate::job::status::{say, CheckedScriptStatus};
 use crate::job::{mount_plan, Common, Finished, Job, RunnerOptions};
 use crate::job::{pipeline, recover};
 use crate::supervise::DEFAULT_GRACE;
@@ -13,16 +14,25 @@ use crate::supervise::DEFAULT_GRACE;
 /// The check run.
 pub fn check(common: &Common, ropts: &RunnerOptions, mounts: &[PathBuf]) -> Finished {
     let mut job = Job::observe("check", ropts);
-    say(format!(
-        "check {}: configuration {}",
-        job.operation_id(),
-        common.paths.config.display()
-    ));
-    let pc = pipeline::precheck(&mut job, common);
-    say_inputs(&pc);
-    let mut problems = pc.problems.clone();
+    say(format!("check {}", job.operation_id()));
+    let mut problems = Vec::new();
+    let apps = match pipeline::precheck(&mut job, common) {
+        Ok(apps) => {
+            say_apps(&mut job, &apps);
+            for app in &apps.list {
+                problems.extend(app.pc.problems.iter().cloned());
+            }
+            Some(apps)
+        }
+        Err(p) => {
+            problems.push(p);
+            None
+        }
+    };
     // What a snapshot would refuse on before running anything.
-    let freezes = pc.config.as_ref().is_none_or(|c| c.fs_freeze_enabled);
+    let freezes = apps
+        .as_ref()
+        .is_none_or(|a| a.list.iter().all(|a| a.fs_freeze_enabled()));
     let ready = Readiness::of(ropts, freezes);
     if let Some(p) = &ready.policy {
         say(format!(
@@ -33,13 +43,15 @@ pub fn check(common: &Common, ropts: &RunnerOptions, mounts: &[PathBuf]) -> Fini
     }
     problems.extend(ready.problems);
     // Bridge mode: the extension's config points at quiesce's hook.
-    if let Some(c) = &pc.config {
+    for app in apps.iter().flat_map(|a| &a.list) {
+        let Some(c) = &app.pc.config else { continue };
         let grace = ready
             .policy
             .as_ref()
             .map_or(DEFAULT_GRACE, |p| p.kill_grace());
         let paths = BridgePaths::default();
-        if let Some(f) = bridge::check(&common.paths.config, c, &paths, pc.host_timeout, grace) {
+        let host_timeout = app.pc.host_timeout;
+        if let Some(f) = bridge::check(&app.config_path, c, &paths, host_timeout, grace) {
             f.notes.iter().for_each(say);
             for w in &f.warnings {
                 say(format!("warning: {w}"));
@@ -101,7 +113,9 @@ pub fn check(common: &Common, ropts: &RunnerOptions, mounts: &[PathBuf]) -> Fini
         Err(p) => problems.push(p),
     }
     for p in &problems {
-        job.problem(p);
+        if !job.status.has_error(p) {
+            job.problem(p);
+        }
     }
     say(if problems.is_empty() {
         "a snapshot would be application-consistent"
@@ -131,17 +145,52 @@ fn say_stages(plan: &crate::freeze::mounts::MountPlan) {
     }
 }
 
+/// Where the applications come from, then one block per application: what
+/// passed (and, in the status, the scripts that passed their checks).
+fn say_apps(job: &mut Job, apps: &Apps) {
+    apps.source.notes.iter().for_each(say);
+    let indent = if apps.several() { "  " } else { "" };
+    for app in &apps.list {
+        if apps.several() {
+            say(format!(
+                "application {} of {}: {} ({})",
+                app.index + 1,
+                apps.list.len(),
+                app.name,
+                app.config_path.display()
+            ));
+        } else {
+            say(format!("configuration {}", app.config_path.display()));
+        }
+        say_inputs(&app.pc, indent);
+        let entry = &mut job.status.applications[app.index];
+        let checked = |s: &CheckedScript| CheckedScriptStatus {
+            script: s.file.path.display().to_string(),
+            sha256: s.sha256.clone(),
+            pinned: s.pinned,
+        };
+        entry.pre_script = app.pc.pre.as_ref().map(checked);
+        entry.post_script = app.pc.post.as_ref().map(checked);
+        if apps.several() {
+            // Said again, with its action, among the run's errors below.
+            for p in &app.pc.problems {
+                say(format!("{indent}error: {p}"));
+            }
+        }
+    }
+}
+
 /// One line per input that passed.
-fn say_inputs(pc: &Prechecked) {
+fn say_inputs(pc: &Prechecked, indent: &str) {
     if let Some(c) = &pc.config {
         say(format!(
-            "configuration ok: timeout {} s per phase, continueBackupOnFailure={}, fsFreezeEnabled={}",
+            "{indent}configuration ok: timeout {} s per phase, continueBackupOnFailure={}, fsFreezeEnabled={}",
             c.timeout_secs, c.continue_on_failure, c.fs_freeze_enabled
         ));
     }
     for s in [&pc.pre, &pc.post].into_iter().flatten() {
         say(format!(
-            "{}-script ok: {} (sha256 {}{})",
+            "{indent}{}-script ok: {} (sha256 {}{})",
             s.phase.name(),
             s.file.path.display(),
             s.sha256,

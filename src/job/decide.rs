@@ -5,7 +5,7 @@
 //! and the outcome and consistency follow from what happened; the steps of
 //! the job only carry the decisions out.
 
-use super::preflight::Prechecked;
+use super::apps::{App, Apps};
 use crate::job::status::{Consistency, Outcome};
 
 /// The settings that decide the table (from the config, or the extension's
@@ -17,12 +17,18 @@ pub struct Settings {
 }
 
 impl Settings {
-    /// The config's settings; when it could not be read, the extension's
-    /// defaults (`continueBackupOnFailure` is then taken as true, loudly).
-    pub fn of(pc: &Prechecked) -> Settings {
+    /// The settings of several applications (SPEC §3.1): the freeze is on
+    /// only if every application allows it (one that depends on no freeze
+    /// wins); a failure is let through only if every application that
+    /// `failed` allows it.
+    pub fn of_apps(apps: &Apps, failed: impl Fn(&App) -> bool) -> Settings {
         Settings {
-            continue_on_failure: pc.continue_on_failure(),
-            fs_freeze_enabled: pc.config.as_ref().is_none_or(|c| c.fs_freeze_enabled),
+            continue_on_failure: apps
+                .list
+                .iter()
+                .filter(|a| failed(a))
+                .all(App::continue_on_failure),
+            fs_freeze_enabled: apps.list.iter().all(App::fs_freeze_enabled),
         }
     }
 
@@ -32,6 +38,13 @@ impl Settings {
         continue_on_failure: false,
         fs_freeze_enabled: true,
     };
+}
+
+/// Whether any script may run after the pre-check: not when an application
+/// whose pre-check failed does not allow going on (then nothing runs and no
+/// snapshot is taken).
+pub fn scripts_may_run(apps: &Apps) -> bool {
+    Settings::of_apps(apps, |a| !a.pc.passed()).continue_on_failure
 }
 
 /// What to do once the pre-check and the pre-script are over.

@@ -47,6 +47,11 @@ pub struct Holder {
     pub runner_pid: i32,
     #[serde(default)]
     pub runner_start: u64,
+    /// The config of the application whose pre-script left it (SPEC §3.1):
+    /// it is ended after that application's own post-script, not another's.
+    /// Absent in records of older versions (any post phase may end it).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub app_config: Option<std::path::PathBuf>,
 }
 
 /// Lock file serialising read-modify-write of [`HOLDERS_FILE`].
@@ -60,14 +65,44 @@ fn this_runner() -> (i32, u64) {
 }
 
 impl Holder {
-    /// Whether this run may end the holder now: it recorded it itself, or
-    /// the run that did is over.
-    fn releasable_by(&self, me: (i32, u64)) -> bool {
-        if (self.runner_pid, self.runner_start) == me {
-            return true;
-        }
+    fn recorded_by(&self, me: (i32, u64)) -> bool {
+        (self.runner_pid, self.runner_start) == me
+    }
+
+    /// The run that recorded it is over.
+    fn orphaned(&self) -> bool {
         !supervise::procfs::read_stat(self.runner_pid)
             .is_some_and(|s| s.start == self.runner_start && !s.is_zombie())
+    }
+
+    /// It belongs to the application of `ctx` (or no application is named
+    /// on either side).
+    fn of_app(&self, ctx: &RunContext<'_>) -> bool {
+        match (&self.app_config, &ctx.app) {
+            (Some(mine), Some(app)) => *mine == app.config,
+            _ => true,
+        }
+    }
+}
+
+/// Which holders a call ends.
+#[derive(Clone, Copy)]
+enum Ending {
+    /// Before a pre-script: those of runs that are over, whatever their
+    /// application (never this run's own: another application's may be
+    /// holding its lock until its post-script).
+    Stale,
+    /// After a post-script: this run's and those of runs that are over, of
+    /// the application of the post-script.
+    AfterPost,
+}
+
+impl Holder {
+    fn ended_by(&self, ctx: &RunContext<'_>, me: (i32, u64), ending: Ending) -> bool {
+        match ending {
+            Ending::Stale => !self.recorded_by(me) && self.orphaned(),
+            Ending::AfterPost => (self.recorded_by(me) || self.orphaned()) && self.of_app(ctx),
+        }
     }
 }
 
@@ -97,6 +132,7 @@ pub fn record(ctx: &RunContext<'_>, leftovers: &[Leftover]) -> Vec<String> {
             leftover: l.clone(),
             runner_pid,
             runner_start,
+            app_config: ctx.app.as_ref().map(|a| a.config.clone()),
         }));
         ctx.run_dir.write_json(HOLDERS_FILE, &all)
     })();
@@ -123,7 +159,7 @@ pub fn record(ctx: &RunContext<'_>, leftovers: &[Leftover]) -> Vec<String> {
 /// it. Holders of a run still in progress are left alone. Returns the
 /// warnings to report.
 pub fn end_stale(ctx: &RunContext<'_>) -> Vec<String> {
-    let (ops, killed, mut warnings) = end_holders(ctx);
+    let (ops, killed, mut warnings) = end_holders(ctx, Ending::Stale);
     if ops.is_empty() {
         return warnings;
     }
@@ -142,21 +178,21 @@ pub fn end_stale(ctx: &RunContext<'_>) -> Vec<String> {
 /// still in progress stay recorded for that run. Returns the pids
 /// terminated.
 pub fn terminate(ctx: &RunContext<'_>) -> (Vec<i32>, Vec<String>) {
-    let (_, killed, warnings) = end_holders(ctx);
+    let (_, killed, warnings) = end_holders(ctx, Ending::AfterPost);
     (killed, warnings)
 }
 
 /// Takes the holders this run may end out of the record (under its lock)
 /// and terminates them. Returns their operation ids, the pids terminated
 /// and the warnings.
-fn end_holders(ctx: &RunContext<'_>) -> (Vec<String>, Vec<i32>, Vec<String>) {
+fn end_holders(ctx: &RunContext<'_>, ending: Ending) -> (Vec<String>, Vec<i32>, Vec<String>) {
     let mut warnings = Vec::new();
     let me = this_runner();
     let taken = (|| {
         let _lock = ctx.run_dir.lock(HOLDERS_LOCK)?;
         let all: Vec<Holder> = ctx.run_dir.read_json(HOLDERS_FILE)?.unwrap_or_default();
         let (mine, others): (Vec<Holder>, Vec<Holder>) =
-            all.into_iter().partition(|h| h.releasable_by(me));
+            all.into_iter().partition(|h| h.ended_by(ctx, me, ending));
         if mine.is_empty() {
             // Nothing of ours: the record stays exactly as the others left it.
         } else if others.is_empty() {

@@ -318,7 +318,7 @@ fn render(runs: &[Value]) -> String {
         if let Some(w) = phases["freeze"]["windowMs"].as_f64() {
             fams[4].add(l(vec![]), w / 1000.0);
         }
-        for (phase, ms) in phase_durations(phases) {
+        for (phase, ms) in phase_durations(run) {
             fams[5].add(l(vec![("phase", phase.into())]), ms / 1000.0);
         }
         let errors = run["errors"].as_array().cloned().unwrap_or_default();
@@ -348,14 +348,28 @@ fn render(runs: &[Value]) -> String {
     out
 }
 
-/// Each phase that ran and how long it took, in milliseconds.
-fn phase_durations(phases: &Value) -> Vec<(&'static str, f64)> {
+/// Each phase that ran and how long it took, in milliseconds. A script
+/// phase of several applications is all of theirs (they run one after
+/// another).
+fn phase_durations(run: &Value) -> Vec<(&'static str, f64)> {
+    let phases = &run["phases"];
     let attempts = |p: &Value| -> Option<f64> {
         let a = p["attempts"].as_array()?;
         Some(a.iter().filter_map(|x| x["durationMs"].as_f64()).sum())
     };
+    let script = |name: &str| -> Option<f64> {
+        if let Some(ms) = attempts(&phases[name]) {
+            return Some(ms);
+        }
+        let per_app: Vec<f64> = run["applications"]
+            .as_array()?
+            .iter()
+            .filter_map(|a| attempts(&a[name]))
+            .collect();
+        (!per_app.is_empty()).then(|| per_app.iter().sum())
+    };
     let mut out = Vec::new();
-    if let Some(ms) = attempts(&phases["pre"]) {
+    if let Some(ms) = script("pre") {
         out.push(("pre", ms));
     }
     if let Some(ms) = phases["freeze"]["windowMs"].as_f64() {
@@ -364,7 +378,7 @@ fn phase_durations(phases: &Value) -> Vec<(&'static str, f64)> {
     if let Some(ms) = phases["snapshot"]["durationMs"].as_f64() {
         out.push(("snapshot", ms));
     }
-    if let Some(ms) = attempts(&phases["post"]) {
+    if let Some(ms) = script("post") {
         out.push(("post", ms));
     }
     out
@@ -406,6 +420,21 @@ mod tests {
         ] {
             assert!(text.contains(want), "{want:?} missing from:\n{text}");
         }
+    }
+
+    #[test]
+    fn script_phases_of_several_applications_add_up() {
+        let run = serde_json::json!({
+            "phases": {"freeze": {"windowMs": 40.0}},
+            "applications": [
+                {"pre": {"attempts": [{"durationMs": 1500.0}]}, "post": {"attempts": [{"durationMs": 250.0}]}},
+                {"pre": {"attempts": [{"durationMs": 500.0}]}},
+            ]
+        });
+        assert_eq!(
+            phase_durations(&run),
+            vec![("pre", 2000.0), ("freeze", 40.0), ("post", 250.0)]
+        );
     }
 
     #[test]

@@ -20,6 +20,7 @@
 //! - [`pipeline`]: the runs themselves (`pre`/`post`, `freeze`, `snapshot`);
 //! - [`status`]: the status document; [`bridge`]: the extension's hook.
 
+pub mod apps;
 pub mod bridge;
 pub mod check;
 pub mod decide;
@@ -49,13 +50,13 @@ use crate::error::{ErrorCode, Exit, Problem};
 use crate::freeze::mounts::{self, MountPlan, SysBlockInfo};
 use crate::freeze::state::RunDir;
 use crate::trail::{self, Record, TrailConfig};
-use preflight::InputPaths;
 use status::{Consistency, Outcome, Status};
 
 /// Options every subcommand shares.
 #[derive(Debug, Clone)]
 pub struct Common {
-    pub paths: InputPaths,
+    /// Where the applications come from (SPEC §3.1).
+    pub apps: apps::AppSources,
     pub verbose: bool,
     /// `/run/quiesce`: lock, recovery state, pre-script holders.
     pub run_dir: RunDir,
@@ -68,7 +69,7 @@ pub struct Common {
 impl Default for Common {
     fn default() -> Self {
         Common {
-            paths: InputPaths::default(),
+            apps: apps::AppSources::default(),
             verbose: false,
             run_dir: RunDir::default(),
             vmbackup_conf: mounts::VMBACKUP_CONF_PATH.into(),

@@ -76,8 +76,12 @@ pub struct PendingPost {
     pub operation_id: String,
     /// The run that wrote it (`snapshot`, `pre`).
     pub operation: String,
-    /// The config's `appName`, when it has one.
+    /// The application's name (SPEC §3.1).
     pub application: Option<String>,
+    /// Its place in application order: a dead runner's post-scripts are run
+    /// in reverse order. 0 for a single application (and older records).
+    #[serde(default)]
+    pub app_index: usize,
     pub config: PathBuf,
     pub config_sha256: String,
     pub host_config: PathBuf,
@@ -166,7 +170,7 @@ impl PendingPost {
 
     /// The record's name in the state directory.
     pub fn name(&self) -> String {
-        record_name(&self.operation_id)
+        record_name(&self.operation_id, self.app_index)
     }
 
     fn compute_seal(&self) -> String {
@@ -188,6 +192,7 @@ pub struct Writer<'a> {
     pub operation: &'a str,
     pub operation_id: &'a str,
     pub application: Option<String>,
+    pub app_index: usize,
     pub config: &'a Path,
     pub config_sha256: &'a str,
     pub host_config: &'a Path,
@@ -196,8 +201,15 @@ pub struct Writer<'a> {
     pub run_dir: &'a Path,
 }
 
-pub fn record_name(operation_id: &str) -> String {
-    format!("{PREFIX}{operation_id}{SUFFIX}")
+/// `pending-post-OPID.json` for the first application (the name a single
+/// application's record always had), `pending-post-OPID.N.json` for the
+/// N-th (0-based) of several.
+pub fn record_name(operation_id: &str, app_index: usize) -> String {
+    if app_index == 0 {
+        format!("{PREFIX}{operation_id}{SUFFIX}")
+    } else {
+        format!("{PREFIX}{operation_id}.{app_index}{SUFFIX}")
+    }
 }
 
 fn lock_name(record: &str) -> String {
@@ -256,6 +268,7 @@ impl PendingOptions {
             operation_id: w.operation_id.to_string(),
             operation: w.operation.to_string(),
             application: w.application.clone(),
+            app_index: w.app_index,
             config: w.config.to_path_buf(),
             config_sha256: w.config_sha256.to_string(),
             host_config: w.host_config.to_path_buf(),
@@ -315,7 +328,9 @@ impl PendingOptions {
         Ok(Some(rec))
     }
 
-    /// Every record of the state directory, oldest first.
+    /// Every record of the state directory, oldest run first; the records of
+    /// one run in reverse application order (the order its post-scripts
+    /// run in).
     pub fn list(&self) -> Result<Vec<Entry>, Problem> {
         self.check()?;
         let dir = fs::read_dir(&self.state_dir.path)
@@ -334,9 +349,22 @@ impl PendingOptions {
                 Err(d) => Some(Entry::Damaged(d)),
             })
             .collect();
+        let mut started: std::collections::HashMap<String, u64> = Default::default();
+        for e in &out {
+            if let Entry::Record(r) = e {
+                let t = started
+                    .entry(r.operation_id.clone())
+                    .or_insert(r.created_unix);
+                *t = (*t).min(r.created_unix);
+            }
+        }
         out.sort_by_key(|e| match e {
-            Entry::Record(r) => r.created_unix,
-            Entry::Damaged(_) => 0,
+            Entry::Record(r) => (
+                started[&r.operation_id],
+                r.operation_id.clone(),
+                std::cmp::Reverse(r.app_index),
+            ),
+            Entry::Damaged(_) => (0, String::new(), std::cmp::Reverse(0)),
         });
         Ok(out)
     }
@@ -399,6 +427,7 @@ mod tests {
             operation_id: "op".into(),
             operation: "pre".into(),
             application: None,
+            app_index: 0,
             config: "/etc/c.json".into(),
             config_sha256: "00".into(),
             host_config: "/etc/h".into(),

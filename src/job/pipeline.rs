@@ -1,27 +1,94 @@
-//! The runs, each a short sequence of steps (SPEC.md §1, §2): one script
-//! phase (`pre`, `post`), and the checks every run starts with.
+//! The runs, each a short sequence of steps (SPEC.md §1, §2): the script
+//! phases (`pre`, `post`) over every application, and the steps every run
+//! shares — the pre-check of the applications, one application's script
+//! phase, its holders.
 
-use super::preflight::{self, CheckedScript, Prechecked};
-use super::script::{self, PhaseResult, RunContext};
-use super::status::{self, Outcome, ScriptPhaseStatus};
+use super::apps::{self, App, Apps};
+use super::decide;
+use super::script::{self, AppTag, PhaseResult, RunContext};
+use super::status::{self, ApplicationStatus, Outcome, ScriptPhaseStatus};
 use super::{holders, Common, Finished, Job, Phase, RunnerOptions};
-use crate::config::Config;
+use crate::error::Problem;
+use crate::trail;
 
-/// The pre-check of the inputs: each check recorded in the trail, each
-/// warning said and kept.
-pub fn precheck(job: &mut Job, common: &Common) -> Prechecked {
-    let pc = preflight::run(&common.paths);
-    preflight::record(job.status.operation, &pc);
-    for w in &pc.warnings {
+/// The pre-check of every application: each check recorded in the trail
+/// (naming its application), each warning said and kept, and one entry per
+/// application in the status. A source that fails closed is the error.
+pub fn precheck(job: &mut Job, common: &Common) -> Result<Apps, Problem> {
+    let apps = apps::precheck(&common.apps)?;
+    job.status.application_source =
+        Some(serde_json::to_value(&apps.source).expect("source serialises"));
+    for app in &apps.list {
+        enter(&apps, app);
+        super::preflight::record(job.status.operation, &app.pc);
+        for w in &app.pc.warnings {
+            status::say(format!("warning: {w}"));
+        }
+        job.warn_all(app.pc.warnings.iter().cloned());
+        job.status.applications.push(application_status(app));
+    }
+    leave(&apps);
+    for w in &apps.warnings {
         status::say(format!("warning: {w}"));
     }
-    job.warn_all(pc.warnings.iter().cloned());
-    pc
+    job.warn_all(apps.warnings.iter().cloned());
+    Ok(apps)
 }
 
-/// `quiesce pre` / `quiesce post`: one script with its retries and timeout,
-/// as the extension calls them. Pre-script leftovers are recorded; the post
-/// phase ends them once it is over.
+/// The status entry of an application, before any of its scripts ran.
+fn application_status(app: &App) -> ApplicationStatus {
+    let c = app.pc.config.as_ref();
+    ApplicationStatus {
+        name: app.name.clone(),
+        config: app.config_path.display().to_string(),
+        config_sha256: app.pc.config_sha256.clone(),
+        continue_backup_on_failure: app.continue_on_failure(),
+        fs_freeze_enabled: app.fs_freeze_enabled(),
+        timeout_in_seconds: c.map(|c| c.timeout_secs),
+        errors: app.pc.problems.iter().map(Into::into).collect(),
+        ..ApplicationStatus::default()
+    }
+}
+
+/// From here the trail names `app` on every record (with one application,
+/// it names it throughout the run).
+pub fn enter(apps: &Apps, app: &App) {
+    trail::set_application(app.name.clone());
+    if apps.several() {
+        status::say(format!(
+            "application {} of {}: {} ({})",
+            app.index + 1,
+            apps.list.len(),
+            app.name,
+            app.config_path.display()
+        ));
+    }
+}
+
+/// The records that follow belong to the run, not to one of several
+/// applications.
+pub fn leave(apps: &Apps) {
+    if apps.several() {
+        trail::set_application("");
+    }
+}
+
+/// Every application's pre-check problems in the status, in application
+/// order (a problem they share, the plugin-host file's, once).
+pub fn report_precheck(job: &mut Job, apps: &Apps) {
+    for app in &apps.list {
+        for p in &app.pc.problems {
+            if !job.status.has_error(p) {
+                job.problem(p);
+            }
+        }
+    }
+}
+
+/// `quiesce pre` / `quiesce post`: every application's script with its
+/// retries and timeout, as the extension calls them — pre-scripts in
+/// application order, post-scripts in reverse. Pre-script leftovers are
+/// recorded; each application's post phase ends its own.
 pub fn script_phase(common: &Common, opts: &RunnerOptions, phase: Phase) -> Finished {
     let (mut job, runner) = match Job::start(phase.name(), opts, &common.run_dir, false) {
         Ok(started) => started,
@@ -31,77 +98,181 @@ pub fn script_phase(common: &Common, opts: &RunnerOptions, phase: Phase) -> Fini
         return job.fail(&p);
     }
     let ctx = runner.context();
-    let pc = precheck(&mut job, common);
-    match pc.ready(phase) {
-        Some((script, config)) => {
-            super::recover::arm(&mut job, common, opts, &pc, phase);
-            let res = run_script(&mut job, &ctx, phase, script, config);
-            if let Some(sig) = res.interrupted {
-                status::say(format!(
-                    "stopped by signal {sig}; the script's process tree was killed"
-                ));
-                job.interrupted(sig);
-            }
-        }
-        None => {
-            // The pre-check failed: nothing runs. A post phase still releases
-            // what an earlier pre-script left holding (a database lock must
-            // not outlive the backup because the post-script is broken).
-            for p in &pc.problems {
-                job.problem(p);
-            }
+    let apps = match precheck(&mut job, common) {
+        Ok(apps) => apps,
+        Err(p) => {
             if phase == Phase::Post {
-                let killed = release_holders(&mut job, &ctx);
-                if !killed.is_empty() {
-                    job.status.phases.post = Some(ScriptPhaseStatus {
-                        holders_terminated: killed,
-                        ..Default::default()
-                    });
-                }
+                // Nothing may run, but what earlier pre-scripts left holding
+                // must not outlive the backup.
+                release_holders(&mut job, &ctx);
             }
-            job.status.result = Outcome::Failure;
+            return job.fail(&p);
         }
+    };
+    report_precheck(&mut job, &apps);
+    match phase {
+        Phase::Pre => {
+            if decide::scripts_may_run(&apps) {
+                pres(&mut job, common, opts, &ctx, &apps);
+            }
+        }
+        Phase::Post => {
+            let order: Vec<&App> = apps.list.iter().rev().collect();
+            posts(&mut job, &ctx, &apps, &order);
+        }
+    }
+    if !job.status.errors.is_empty() {
+        job.status.result = Outcome::Failure;
     }
     job.finish()
 }
 
-/// Runs one script phase of the job and files its outcome in the status:
-/// before a pre-script, the holders of runs that are over are ended; after
-/// it, what it left running is recorded; after a post-script, the holders
-/// are ended. A failure is the phase's error, and the run's result.
+/// The pre-scripts, one after another in application order, of every
+/// application that passed its pre-check; a failure whose application does
+/// not allow going on stops the later ones, and so does a signal. Returns
+/// the applications whose pre-script started.
+pub fn pres<'a>(
+    job: &mut Job,
+    common: &Common,
+    opts: &RunnerOptions,
+    ctx: &RunContext<'_>,
+    apps: &'a Apps,
+) -> Vec<&'a App> {
+    let mut started = Vec::new();
+    for app in &apps.list {
+        if app.pc.ready(Phase::Pre).is_none() {
+            continue;
+        }
+        super::recover::arm(job, common, opts, app);
+        started.push(app);
+        let res = run_script(job, ctx, Phase::Pre, apps, app);
+        if let Some(sig) = res.interrupted {
+            status::say(format!(
+                "stopped by signal {sig}; the script's process tree was killed"
+            ));
+            job.interrupted(sig);
+            break;
+        }
+        if !res.ok() && !app.continue_on_failure() {
+            let later = apps.list.len() - app.index - 1;
+            if later > 0 {
+                status::say(format!(
+                    "{}: continueBackupOnFailure=false, so the pre-scripts of the {later} later application(s) do not run",
+                    app.name
+                ));
+            }
+            break;
+        }
+    }
+    started
+}
+
+/// The post-scripts of `order` (reverse application order), each whatever
+/// the others did; an application that did not pass its pre-check runs
+/// none, but its holders are still ended. A signal during one stops the
+/// rest: they stay pending, and the post guard runs them once this runner
+/// is gone. Returns whether any post-script failed.
+pub fn posts(job: &mut Job, ctx: &RunContext<'_>, apps: &Apps, order: &[&App]) -> bool {
+    let mut failed = false;
+    for app in order {
+        let actx = ctx.for_app(tag(app));
+        if app.pc.ready(Phase::Post).is_none() {
+            let killed = release_holders(job, &actx);
+            if !killed.is_empty() {
+                file_phase(
+                    job,
+                    apps,
+                    app,
+                    Phase::Post,
+                    ScriptPhaseStatus {
+                        holders_terminated: killed,
+                        ..Default::default()
+                    },
+                );
+            }
+            continue;
+        }
+        let res = run_script(job, ctx, Phase::Post, apps, app);
+        failed |= !res.ok();
+        if let Some(sig) = res.interrupted {
+            job.interrupted(sig);
+            break;
+        }
+    }
+    failed
+}
+
+/// The application of a script phase, as its context carries it.
+pub fn tag(app: &App) -> AppTag {
+    AppTag {
+        index: app.index,
+        name: app.name.clone(),
+        config: app.config_path.clone(),
+    }
+}
+
+/// Runs one application's script phase and files its outcome in the
+/// status: before a pre-script, the holders of runs that are over are ended;
+/// after it, what it left running is recorded; after a post-script, the
+/// application's holders are ended. A failure is the phase's error, and the
+/// run's result.
 pub fn run_script(
     job: &mut Job,
     ctx: &RunContext<'_>,
     phase: Phase,
-    script: &CheckedScript,
-    config: &Config,
+    apps: &Apps,
+    app: &App,
 ) -> PhaseResult {
+    let Some((script, config)) = app.pc.ready(phase) else {
+        unreachable!("run_script is called for applications that passed their pre-check");
+    };
+    enter(apps, app);
+    let ctx = ctx.for_app(tag(app));
     if phase == Phase::Pre {
-        job.warn_all(holders::end_stale(ctx));
+        job.warn_all(holders::end_stale(&ctx));
     }
-    let settling = super::recover::before_phase(&job.pending, phase);
-    let res = script::run_phase(ctx, script, config);
-    super::recover::after_phase(job, phase, settling, res.interrupted.is_some());
+    let settling = super::recover::before_phase(&job.pending, phase, app);
+    let res = script::run_phase(&ctx, script, config);
+    super::recover::after_phase(job, phase, settling, res.interrupted.is_some(), app);
     let mut s = res.status.clone();
     match phase {
-        Phase::Pre => {
-            job.warn_all(holders::record(ctx, &res.leftovers));
-            job.status.phases.pre = Some(s);
-        }
-        Phase::Post => {
-            s.holders_terminated = release_holders(job, ctx);
-            job.status.phases.post = Some(s);
-        }
+        Phase::Pre => job.warn_all(holders::record(&ctx, &res.leftovers)),
+        Phase::Post => s.holders_terminated = release_holders(job, &ctx),
     }
+    file_phase(job, apps, app, phase, s);
     if let Some(p) = &res.problem {
         job.problem(p);
+        job.status.applications[app.index].errors.push(p.into());
         job.status.result = Outcome::Failure;
     }
+    leave(apps);
     res
 }
 
+/// Files a script phase of `app` in the status: in its `applications`
+/// entry, and — with one application — in `phases`, as always.
+fn file_phase(job: &mut Job, apps: &Apps, app: &App, phase: Phase, s: ScriptPhaseStatus) {
+    let single = !apps.several();
+    let entry = &mut job.status.applications[app.index];
+    match phase {
+        Phase::Pre => {
+            entry.pre = Some(s.clone());
+            if single {
+                job.status.phases.pre = Some(s);
+            }
+        }
+        Phase::Post => {
+            entry.post = Some(s.clone());
+            if single {
+                job.status.phases.post = Some(s);
+            }
+        }
+    }
+}
+
 /// Ends the holders this run may end (its own, and those of runs that are
-/// over); returns their pids.
+/// over; of the context's application when it names one); returns their
+/// pids.
 pub fn release_holders(job: &mut Job, ctx: &RunContext<'_>) -> Vec<i32> {
     let (killed, warnings) = holders::terminate(ctx);
     job.warn_all(warnings);

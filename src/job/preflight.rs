@@ -204,7 +204,6 @@ impl Prechecked {
 /// code.
 pub fn record(operation: &str, pc: &Prechecked) {
     if let Some(c) = &pc.config {
-        trail::set_application(c.app_name.clone().unwrap_or_else(|| c.plugin_name.clone()));
         trail::event(
             Level::Info,
             Record::Check,
@@ -258,20 +257,64 @@ pub fn record(operation: &str, pc: &Prechecked) {
     }
 }
 
-/// Runs the whole pre-check.
-pub fn run(paths: &InputPaths) -> Prechecked {
-    let mut out = Prechecked::default();
+/// The plugin-host file, loaded once for every application of a run.
+#[derive(Debug, Clone, Default)]
+pub struct HostFile {
+    pub path: PathBuf,
+    /// Parsed, when it exists and passed its checks.
+    pub parsed: Option<config::HostConfig>,
+    /// `timeoutInSeconds`, when it has one.
+    pub timeout: Option<u64>,
+    /// Insecure, unreadable or malformed: the pre-check result of every
+    /// application (`IncorrectPluginhostFile`).
+    pub problem: Option<Problem>,
+}
 
-    let host_timeout = match load_host_config(&paths.host_config) {
-        Ok(t) => t,
-        Err(p) => {
-            out.problems.push(p);
-            None
+impl HostFile {
+    /// The extension's plugin list (SPEC §3.1), when the file has one. A
+    /// file that failed its checks has none: its problem fails the pre-check
+    /// of every application instead.
+    pub fn plugins(&self) -> Result<Option<Vec<config::HostPlugin>>, config::HostConfigError> {
+        match &self.parsed {
+            Some(h) => h.plugins(&self.path),
+            None => Ok(None),
         }
-    };
-    out.host_timeout = host_timeout;
+    }
+}
 
-    match load_config(&paths.config, host_timeout) {
+/// Loads the optional plugin-host file: absent is fine, anything else wrong
+/// is `IncorrectPluginhostFile`.
+pub fn load_host(path: &Path) -> HostFile {
+    let mut out = HostFile {
+        path: path.to_path_buf(),
+        ..HostFile::default()
+    };
+    match load_host_config(path) {
+        Ok(parsed) => {
+            out.timeout = parsed.as_ref().and_then(|h| h.timeout);
+            out.parsed = parsed;
+        }
+        Err(p) => out.problem = Some(p),
+    }
+    out
+}
+
+/// Runs the whole pre-check of one config with its plugin-host file.
+pub fn run(paths: &InputPaths) -> Prechecked {
+    check_app(&paths.config, &load_host(&paths.host_config))
+}
+
+/// The pre-check of one application: its config (with the plugin-host
+/// file's cap and problem), then both scripts.
+pub fn check_app(config_path: &Path, host: &HostFile) -> Prechecked {
+    let mut out = Prechecked {
+        host_timeout: host.timeout,
+        ..Prechecked::default()
+    };
+    if let Some(p) = &host.problem {
+        out.problems.push(p.clone());
+    }
+    match load_config(config_path, host.timeout) {
         Ok((loaded, digest)) => {
             out.warnings.extend(loaded.warnings);
             out.config_sha256 = Some(digest);
@@ -279,10 +322,10 @@ pub fn run(paths: &InputPaths) -> Prechecked {
         }
         Err(p) => {
             out.problems.push(p);
-            out.warnings.push(
-                "the configuration could not be loaded, so continueBackupOnFailure is unknown and taken as true (the extension's default); no script will run"
-                    .to_string(),
-            );
+            out.warnings.push(format!(
+                "{} could not be loaded, so its continueBackupOnFailure is unknown and taken as true (the extension's default); none of its scripts will run",
+                config_path.display()
+            ));
             return out;
         }
     }
@@ -298,9 +341,9 @@ pub fn run(paths: &InputPaths) -> Prechecked {
     out
 }
 
-/// Loads the optional plugin-host file: absent is fine, anything else wrong
-/// is `IncorrectPluginhostFile`.
-pub fn load_host_config(path: &Path) -> Result<Option<u64>, Problem> {
+/// Loads the optional plugin-host file: absent is `None`, anything else
+/// wrong is `IncorrectPluginhostFile`.
+pub fn load_host_config(path: &Path) -> Result<Option<config::HostConfig>, Problem> {
     let bad = |detail: String| Problem::new(ErrorCode::IncorrectPluginhostFile, detail);
     match std::fs::symlink_metadata(path) {
         Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
@@ -311,7 +354,9 @@ pub fn load_host_config(path: &Path) -> Result<Option<u64>, Problem> {
     let bytes = file
         .read_limited(config::MAX_CONFIG_BYTES)
         .map_err(|e| bad(format!("plugin-host file: {e}")))?;
-    config::parse_host_config(path, &bytes).map_err(|e| bad(e.to_string()))
+    config::parse_host_config(path, &bytes)
+        .map(Some)
+        .map_err(|e| bad(e.to_string()))
 }
 
 /// Opens, checks and parses the configuration; every failure is

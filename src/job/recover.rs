@@ -18,10 +18,11 @@ use std::path::Path;
 use log::Level;
 use serde_json::json;
 
+use super::apps::App;
 use super::pending::{self, Claim, Damaged, Due, Entry, PendingOptions, PendingPost, Writer};
 use super::postguard::PostGuard;
 use super::preflight::{self, InputPaths, Prechecked};
-use super::script::{self, RunContext};
+use super::script::{self, AppTag, RunContext};
 use super::status::say;
 use super::{Common, Finished, Job, Phase, Runner, RunnerOptions};
 use crate::error::{ErrorCode, Problem};
@@ -32,12 +33,13 @@ use crate::trail::{self, Record};
 #[derive(Default)]
 pub struct PendingState {
     opts: Option<PendingOptions>,
-    /// The run's config: a separate `post` settles the `pre` records of it.
-    config: std::path::PathBuf,
-    /// This run's own record and its guard, from before its pre-script.
-    own: Option<(PendingPost, Option<PostGuard>)>,
-    /// The post-script was cut short by a signal: the guard stays armed
-    /// when the run ends, and runs it again once this runner is gone.
+    /// This run's own records, one per application whose pre-script
+    /// started and whose post-script has not yet run to its end.
+    own: Vec<PendingPost>,
+    /// The guard, from before the first pre-script to the end of the run.
+    guard: Option<PostGuard>,
+    /// A post-script was cut short by a signal: the guard stays armed when
+    /// the run ends, and runs what is left once this runner is gone.
     keep_guard: bool,
 }
 
@@ -46,7 +48,6 @@ pub struct PendingState {
 pub fn at_start(job: &mut Job, runner: &Runner, common: &Common) -> Result<(), Problem> {
     common.pending.check()?;
     job.pending.opts = Some(common.pending.clone());
-    job.pending.config = common.paths.config.clone();
     run_due(job, runner, &common.pending, None);
     Ok(())
 }
@@ -173,13 +174,24 @@ fn run_record(
         why.name()
     ));
     let base = runner.context();
+    let name = rec
+        .application
+        .clone()
+        .unwrap_or_else(|| config.plugin_name.clone());
     let ctx = RunContext {
         operation_id: rec.operation_id.clone(),
         run_dir: RunDir::new(&rec.run_dir),
         recovery: Some(why.name()),
+        app: Some(AppTag {
+            index: rec.app_index,
+            name: name.clone(),
+            config: rec.config.clone(),
+        }),
         ..base
     };
+    trail::set_application(name);
     let res = script::run_phase(&ctx, script, config);
+    trail::set_application("");
     let (killed, warnings) = super::holders::terminate(&ctx);
     job.warn_all(warnings);
     // Killed before it could finish (a signal to this runner): the record
@@ -282,28 +294,30 @@ fn verified<'a>(
     Ok((script, config))
 }
 
-/// Before a pre-script starts: the durable record of its post-script, and
-/// the guard that runs it if this runner dies. A record that cannot be
-/// written is said loudly; the pre-script still runs (the runner itself
-/// still runs the post-script on every path it survives).
-pub fn arm(job: &mut Job, common: &Common, opts: &RunnerOptions, pc: &Prechecked, phase: Phase) {
-    if phase != Phase::Pre || pc.ready(Phase::Pre).is_none() {
+/// Before an application's pre-script starts: the durable record of its
+/// post-script, and — before the first — the guard that runs what is pending
+/// if this runner dies. A record that cannot be written is said loudly; the
+/// pre-script still runs (the runner itself still runs the post-script on
+/// every path it survives).
+pub fn arm(job: &mut Job, common: &Common, opts: &RunnerOptions, app: &App) {
+    if app.pc.ready(Phase::Pre).is_none() {
         return;
     }
     let (Some(popts), Some(post), Some(sha)) = (
         job.pending.opts.clone(),
-        pc.post.as_ref(),
-        pc.config_sha256.as_ref(),
+        app.pc.post.as_ref(),
+        app.pc.config_sha256.as_ref(),
     ) else {
         return;
     };
     let w = Writer {
         operation: job.status.operation,
         operation_id: &job.status.operation_id,
-        application: pc.config.as_ref().and_then(|c| c.app_name.clone()),
-        config: &common.paths.config,
+        application: Some(app.name.clone()),
+        app_index: app.index,
+        config: &app.config_path,
         config_sha256: sha,
-        host_config: &common.paths.host_config,
+        host_config: &common.apps.host_config,
         post_script: &post.file.path,
         post_sha256: &post.sha256,
         run_dir: &common.run_dir.path,
@@ -311,22 +325,24 @@ pub fn arm(job: &mut Job, common: &Common, opts: &RunnerOptions, pc: &Prechecked
     let rec = match popts.begin(&w) {
         Ok(r) => r,
         Err(e) => {
-            let w = format!("cannot record the pending post-script ({e}); if this runner dies before the post-script, run it by hand");
+            let w = format!("cannot record the pending post-script of {} ({e}); if this runner dies before the post-script, run it by hand", app.name);
             say(format!("WARNING: {w}"));
             job.warn(w);
             return;
         }
     };
-    let guard = match PostGuard::start(&guard_args(common, opts)) {
-        Ok(g) => Some(g),
+    job.pending.own.push(rec);
+    if job.pending.guard.is_some() {
+        return;
+    }
+    match PostGuard::start(&guard_args(common, opts)) {
+        Ok(g) => job.pending.guard = Some(g),
         Err(e) => {
             let w = format!("cannot start the post guard ({e}); if this runner dies before the post-script, `quiesce recover` runs it");
             say(format!("warning: {w}"));
             job.warn(w);
-            None
         }
-    };
-    job.pending.own = Some((rec, guard));
+    }
 }
 
 /// The command line the guard executes: `quiesce recover` with this run's
@@ -357,31 +373,40 @@ fn guard_args(common: &Common, opts: &RunnerOptions) -> Vec<CString> {
 }
 
 /// The records a script phase of this run settles, locked while it runs:
-/// for a post phase, the run's own record, or — for a separate `quiesce
-/// post` — every record of a `pre` of the same config awaiting it.
+/// for a post phase, the application's own record of this run, or — for a
+/// separate `quiesce post` — every record of a `pre` of the same config
+/// awaiting it.
 pub struct Settling {
     claims: Vec<Claim>,
 }
 
-/// Before a script phase: which records its end settles (claimed now).
-pub fn before_phase(state: &PendingState, phase: Phase) -> Settling {
+/// Before a script phase of `app`: which records its end settles (claimed
+/// now).
+pub fn before_phase(state: &PendingState, phase: Phase, app: &App) -> Settling {
     let mut claims = Vec::new();
     if let (Phase::Post, Some(opts)) = (phase, state.opts.as_ref()) {
-        let names: Vec<String> = match &state.own {
-            Some((rec, _)) => vec![rec.name()],
-            None => opts
-                .list()
+        let own: Vec<String> = state
+            .own
+            .iter()
+            .filter(|r| r.app_index == app.index)
+            .map(PendingPost::name)
+            .collect();
+        let names: Vec<String> = if !own.is_empty() || !state.own.is_empty() {
+            own
+        } else {
+            opts.list()
                 .unwrap_or_default()
                 .into_iter()
                 .filter_map(|e| match e {
                     Entry::Record(r)
-                        if r.awaits == pending::Awaits::PostCommand && r.config == state.config =>
+                        if r.awaits == pending::Awaits::PostCommand
+                            && r.config == app.config_path =>
                     {
                         Some(r.name())
                     }
                     _ => None,
                 })
-                .collect(),
+                .collect()
         };
         claims = names
             .iter()
@@ -391,16 +416,16 @@ pub fn before_phase(state: &PendingState, phase: Phase) -> Settling {
     Settling { claims }
 }
 
-/// After a script phase: a post phase that ran to its end removes what it
-/// settled and stops the guard; one that a signal to the runner cut short
-/// leaves the record pending and the guard armed, so the post-script runs
-/// again once this runner is gone. A separate `pre` leaves its record
-/// awaiting the `post` call.
-pub fn after_phase(job: &mut Job, phase: Phase, settling: Settling, interrupted: bool) {
+/// After a script phase of `app`: a post phase that ran to its end removes
+/// what it settled; one that a signal to the runner cut short leaves the
+/// record pending and the guard armed, so the post-script runs again once
+/// this runner is gone. A separate `pre` leaves its record awaiting the
+/// `post` call.
+pub fn after_phase(job: &mut Job, phase: Phase, settling: Settling, interrupted: bool, app: &App) {
     if phase == Phase::Post && interrupted {
         // Dropping the claims unlocks the records and keeps them.
         drop(settling);
-        if job.pending.own.is_some() {
+        if !job.pending.own.is_empty() {
             job.pending.keep_guard = true;
         }
         return;
@@ -408,9 +433,7 @@ pub fn after_phase(job: &mut Job, phase: Phase, settling: Settling, interrupted:
     let done = settling.claims.len();
     settling.claims.into_iter().for_each(Claim::done);
     if phase == Phase::Post {
-        if let Some((_, Some(guard))) = job.pending.own.take() {
-            guard.stop();
-        }
+        job.pending.own.retain(|r| r.app_index != app.index);
         if done > 0 {
             trail::event(
                 Level::Info,
@@ -425,27 +448,31 @@ pub fn after_phase(job: &mut Job, phase: Phase, settling: Settling, interrupted:
     if job.status.operation != "pre" {
         return;
     }
-    let (Some(opts), Some((mut rec, guard))) = (job.pending.opts.clone(), job.pending.own.take())
+    let Some(opts) = job.pending.opts.clone() else {
+        return;
+    };
+    let Some(rec) = job
+        .pending
+        .own
+        .iter_mut()
+        .find(|r| r.app_index == app.index)
     else {
         return;
     };
-    if let Err(e) = opts.await_post_command(&mut rec) {
+    if let Err(e) = opts.await_post_command(rec) {
         let w = format!("cannot record that the post-script awaits `quiesce post` ({e})");
         say(format!("warning: {w}"));
         job.warn(w);
     }
-    if let Some(g) = guard {
-        g.stop();
-    }
 }
 
-/// The end of a run: a guard still armed (the post-script could not run,
-/// e.g. its checks failed) is stopped; the record stays for `recover`.
+/// The end of a run: the guard is stopped — unless a post-script was cut
+/// short, then it runs what is left as soon as this runner has exited. A
+/// record still pending (its post-script could not run) stays for
+/// `recover`.
 pub fn at_finish(state: &mut PendingState) {
-    if let Some((_, Some(guard))) = state.own.take() {
+    if let Some(guard) = state.guard.take() {
         if state.keep_guard {
-            // The post-script was cut short: the guard runs it again as soon
-            // as this runner has exited.
             guard.leave_armed();
         } else {
             guard.stop();

@@ -160,6 +160,7 @@ impl Runner {
             output_cap: self.policy.output_cap(),
             pids_max: Some(PIDS_MAX),
             recovery: None,
+            app: None,
         }
     }
 }

@@ -40,6 +40,35 @@ pub struct RunContext<'a> {
     /// A recovered post-script (SPEC §6.6): its `QUIESCE_RECOVERY`
     /// (`runner-died`, `reboot`, `post-overdue`).
     pub recovery: Option<&'static str>,
+    /// The application whose script runs (SPEC §3.1): its `QUIESCE_APP`,
+    /// and the key of the holders its pre-script leaves.
+    pub app: Option<AppTag>,
+}
+
+/// Which application a script phase belongs to.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AppTag {
+    /// Its place in application order (0-based).
+    pub index: usize,
+    pub name: String,
+    pub config: std::path::PathBuf,
+}
+
+impl RunContext<'_> {
+    /// The same context, for one application's scripts.
+    pub fn for_app(&self, app: AppTag) -> RunContext<'_> {
+        RunContext {
+            operation_id: self.operation_id.clone(),
+            interrupt: self.interrupt,
+            run_dir: self.run_dir.clone(),
+            sandbox: self.sandbox.clone(),
+            grace: self.grace,
+            output_cap: self.output_cap,
+            pids_max: self.pids_max,
+            recovery: self.recovery,
+            app: Some(app),
+        }
+    }
 }
 
 /// How a script phase ended.
@@ -101,10 +130,25 @@ fn spawn_spec(
     ]
     .iter()
     .chain(ctx.recovery.map(|r| format!("QUIESCE_RECOVERY={r}")).iter())
+    .chain(
+        ctx.app
+            .as_ref()
+            .map(|a| format!("QUIESCE_APP={}", a.name))
+            .iter(),
+    )
     .map(|e| cstr(e))
     .collect::<Result<_, _>>()?;
+    // One cgroup per application, phase and attempt of the run.
+    let app = ctx
+        .app
+        .as_ref()
+        .map_or(String::new(), |a| format!("{}-", a.index));
     spec.cgroup = Some(CgroupRequest::new(
-        format!("{}-{}-{attempt}", ctx.operation_id, script.phase.name()),
+        format!(
+            "{}-{app}{}-{attempt}",
+            ctx.operation_id,
+            script.phase.name()
+        ),
         ctx.pids_max,
     ));
     if let Some(sandbox) = &ctx.sandbox {

@@ -10,14 +10,14 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
+use super::apps::{App, Apps};
 use super::decide::{self, Facts, Next, Settings};
 use super::pipeline;
-use super::preflight::Prechecked;
 use super::runner::Runner;
 use super::script::RunContext;
 use super::status::{self, say};
 use super::window::{self, freeze_phase_json, SnapshotRun};
-use super::{mount_plan, Common, Finished, Job, Phase, RunnerOptions};
+use super::{mount_plan, Common, Finished, Job, RunnerOptions};
 use crate::error::Problem;
 use crate::freeze::lock::RunLock;
 use crate::freeze::mounts::MountPlan;
@@ -34,8 +34,9 @@ pub struct WindowRequest {
     pub cmd: Vec<String>,
 }
 
-/// `quiesce snapshot -- CMD`: preflight → pre-script → window → post-script
-/// → conclude.
+/// `quiesce snapshot -- CMD`: preflight → pre-scripts → window →
+/// post-scripts → conclude. The pre-scripts run in application order, the
+/// post-scripts in reverse, for every application whose pre-script started.
 pub fn snapshot(common: &Common, opts: &RunnerOptions, req: &WindowRequest) -> Finished {
     let (mut job, runner) = match Job::start("snapshot", opts, &common.run_dir, true) {
         Ok(started) => started,
@@ -44,36 +45,60 @@ pub fn snapshot(common: &Common, opts: &RunnerOptions, req: &WindowRequest) -> F
     if let Err(p) = super::recover::at_start(&mut job, &runner, common) {
         return job.fail(&p);
     }
-    let pc = pipeline::precheck(&mut job, common);
-    let settings = Settings::of(&pc);
+    let apps = match pipeline::precheck(&mut job, common) {
+        Ok(apps) => apps,
+        Err(p) => return job.fail(&p),
+    };
+    let settings = Settings::of_apps(&apps, |a| !a.pc.passed());
     // What can fail fast does so before any script runs: the mount plan and
     // the lock. Nothing is left half done.
     let (plan, _lock) = match prepare(&mut job, common, settings, &req.mounts) {
         Ok(ready) => ready,
         Err(p) => return job.fail(&p),
     };
-    report_precheck(&mut job, &pc, settings);
+    report_precheck(&mut job, &apps, settings);
     let ctx = runner.context();
-    super::recover::arm(&mut job, common, opts, &pc, Phase::Pre);
-    let pre_ok = pre(&mut job, &ctx, &pc);
+    let started = if decide::scripts_may_run(&apps) {
+        pipeline::pres(&mut job, common, opts, &ctx, &apps)
+    } else {
+        Vec::new()
+    };
+    // An application failed when its pre-check or its pre-script did.
+    let settings = Settings::of_apps(&apps, |a| failed(&job, a));
+    let pres_ok = apps.list.iter().all(|a| started_ok(&job, a));
     let next = if job.status.signal.is_some() {
         decide::after_signal()
     } else {
-        decide::after_pre(settings, pc.passed(), pre_ok)
+        decide::after_pre(settings, apps.passed(), pres_ok)
     };
-    if !next.snapshot && pc.passed() && job.status.signal.is_none() {
+    if !next.snapshot && apps.passed() && job.status.signal.is_none() {
         say("no snapshot is taken (see the errors above)");
     }
-    let shot = window_step(&mut job, &runner, settings, next, plan.as_ref(), req);
-    let post_failed = post(&mut job, &runner, &ctx, &pc);
+    // A failed freeze is every application's: the snapshot is then taken
+    // without it only if every application allows it.
+    let everyone = Settings::of_apps(&apps, |_| true);
+    let shot = window_step(&mut job, &runner, everyone, next, plan.as_ref(), req);
+    let post_failed = post(&mut job, &runner, &ctx, &apps, &started);
+    let settings = Settings::of_apps(&apps, |a| failed(&job, a));
     let facts = Facts {
-        pre_ok: pc.passed() && pre_ok,
+        pre_ok: apps.passed() && pres_ok,
         froze: shot.froze,
         snapshot_ok: shot.snapshot_ok,
         post_failed,
         any_error: !job.status.errors.is_empty(),
     };
     conclude(job, settings, facts)
+}
+
+/// The application has an error: its pre-check, or a script that failed.
+fn failed(job: &Job, app: &App) -> bool {
+    !job.status.applications[app.index].errors.is_empty()
+}
+
+/// The application's pre-script ran and succeeded.
+fn started_ok(job: &Job, app: &App) -> bool {
+    let entry = &job.status.applications[app.index];
+    entry.pre.is_some() && entry.errors.is_empty()
 }
 
 /// `quiesce freeze -- CMD`: freeze, run CMD, thaw. No scripts.
@@ -138,29 +163,15 @@ fn prepare(
 }
 
 /// The pre-check's problems in the status, and what they mean for the run.
-fn report_precheck(job: &mut Job, pc: &Prechecked, settings: Settings) {
-    for p in &pc.problems {
-        job.problem(p);
-    }
-    if !pc.passed() {
+fn report_precheck(job: &mut Job, apps: &Apps, settings: Settings) {
+    pipeline::report_precheck(job, apps);
+    if !apps.passed() {
         say(if settings.continue_on_failure {
-            "pre-check failed: no script runs; continuing without application consistency (continueBackupOnFailure)"
+            "pre-check failed: no script of that application runs; continuing without application consistency (continueBackupOnFailure)"
         } else {
             "pre-check failed: no script runs and no snapshot is taken (continueBackupOnFailure=false)"
         });
     }
-}
-
-/// The pre-script, when the pre-check passed: whether it succeeded.
-fn pre(job: &mut Job, ctx: &RunContext<'_>, pc: &Prechecked) -> bool {
-    let Some((script, config)) = pc.ready(Phase::Pre) else {
-        return false;
-    };
-    let res = pipeline::run_script(job, ctx, Phase::Pre, script, config);
-    if let Some(sig) = res.interrupted {
-        job.interrupted(sig);
-    }
-    res.ok()
 }
 
 /// What the window achieved.
@@ -234,23 +245,34 @@ fn file_window(job: &mut Job, run: SnapshotRun) -> Shot {
     }
 }
 
-/// The post-script: always, once the pre-check passed. Whether it failed.
-fn post(job: &mut Job, runner: &Runner, ctx: &RunContext<'_>, pc: &Prechecked) -> bool {
-    let Some((script, config)) = pc.ready(Phase::Post) else {
-        pipeline::release_holders(job, ctx);
-        return false;
-    };
+/// The post-scripts, in reverse application order: always, for every
+/// application whose pre-script started; the holders of the others are
+/// still ended. Whether any post-script failed.
+fn post(
+    job: &mut Job,
+    runner: &Runner,
+    ctx: &RunContext<'_>,
+    apps: &Apps,
+    started: &[&App],
+) -> bool {
     if let Some(sig) = job.status.signal {
-        say(format!(
-            "signal {sig} received: running the post-script to resume the application, then stopping (a second signal stops it)"
-        ));
+        if !started.is_empty() {
+            say(format!(
+                "signal {sig} received: running the post-script(s) to resume the application(s), then stopping (a second signal stops them)"
+            ));
+        }
         runner.signals.drain();
     }
-    let res = pipeline::run_script(job, ctx, Phase::Post, script, config);
-    if let Some(sig) = res.interrupted {
-        job.interrupted(sig);
+    let order: Vec<&App> = started.iter().rev().copied().collect();
+    let failed = pipeline::posts(job, ctx, apps, &order);
+    // An application whose pre-script did not start runs no post-script,
+    // but what an earlier run of it left holding is still ended.
+    for app in apps.list.iter().rev() {
+        if !started.iter().any(|s| s.index == app.index) {
+            pipeline::release_holders(job, &ctx.for_app(pipeline::tag(app)));
+        }
     }
-    !res.ok()
+    failed
 }
 
 /// The result and consistency, from what happened (§5).

@@ -118,6 +118,39 @@ pub struct Phases {
     pub post: Option<ScriptPhaseStatus>,
 }
 
+/// A checked script of `check` (`applications[].preScript`).
+#[derive(Debug, Clone, Serialize)]
+pub struct CheckedScriptStatus {
+    pub script: String,
+    pub sha256: String,
+    pub pinned: bool,
+}
+
+/// One entry of `applications` (SPEC §3.1): the application, its config,
+/// its script phases and its errors.
+#[derive(Debug, Clone, Serialize, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct ApplicationStatus {
+    pub name: String,
+    pub config: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub config_sha256: Option<String>,
+    pub continue_backup_on_failure: bool,
+    pub fs_freeze_enabled: bool,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub timeout_in_seconds: Option<u64>,
+    /// `check`: the scripts that passed their checks.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub pre_script: Option<CheckedScriptStatus>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub post_script: Option<CheckedScriptStatus>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub pre: Option<ScriptPhaseStatus>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub post: Option<ScriptPhaseStatus>,
+    pub errors: Vec<ErrorEntry>,
+}
+
 /// The whole status document.
 #[derive(Debug, Clone, Serialize)]
 #[serde(rename_all = "camelCase")]
@@ -130,6 +163,12 @@ pub struct Status {
     pub errors: Vec<ErrorEntry>,
     pub warnings: Vec<String>,
     pub phases: Phases,
+    /// The applications of the run, in application order (SPEC §3.1).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub applications: Vec<ApplicationStatus>,
+    /// Where they came from.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub application_source: Option<serde_json::Value>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub mounts: Option<serde_json::Value>,
     /// `quiesce audit`: the sandbox rules, the runner's and a probe's
@@ -161,6 +200,8 @@ impl Status {
             errors: Vec::new(),
             warnings: Vec::new(),
             phases: Phases::default(),
+            applications: Vec::new(),
+            application_source: None,
             mounts: None,
             audit: None,
             recovered: Vec::new(),
@@ -182,6 +223,15 @@ impl Status {
 
     pub fn push_error(&mut self, p: &Problem) {
         self.errors.push(ErrorEntry::from(p));
+    }
+
+    /// Whether `p` is already listed (the plugin-host file's problem is the
+    /// pre-check result of every application, and listed once).
+    pub fn has_error(&self, p: &Problem) -> bool {
+        let e = ErrorEntry::from(p);
+        self.errors
+            .iter()
+            .any(|x| x.code == e.code && x.message == e.message)
     }
 
     pub fn to_json(&self) -> String {

@@ -234,7 +234,7 @@ mod tests {
         assert_eq!(get(&f, "QUIESCE_OP_PARAM"), b"x");
         assert_eq!(
             get(&f, "SYSLOG_STRUCTURED_DATA"),
-            br#"[quiesce@32473 op="op-1" phase="pre" exit="1" capEff="cap_sys_admin" op_="x"]"#
+            br#"[quiesce@32473 op="op-1" phase="pre" app="ScriptRunner" exit="1" capEff="cap_sys_admin" op_="x"]"#
         );
     }
 

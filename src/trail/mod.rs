@@ -321,8 +321,9 @@ pub fn init(config: TrailConfig) -> Result<(), TrailError> {
     }
 }
 
-/// Sets `QUIESCE_APP` of records emitted from now on: the configuration's
-/// application, once the configuration is loaded.
+/// Names the application of records emitted from now on (`QUIESCE_APP`,
+/// `app=`): the application whose work follows; empty for the run's own
+/// records between the applications of several.
 pub fn set_application(name: impl Into<String>) {
     if let Some(t) = trail().as_mut() {
         t.header.application = cap_value(&name.into(), MAX_OPERATION_ID_BYTES);
@@ -517,7 +518,7 @@ struct Header {
     app_name: String,
     procid: String,
     operation_id: String,
-    /// `QUIESCE_APP` (the journal only; RFC 5424 has no place for it).
+    /// `QUIESCE_APP` in the journal, `app` in the RFC 5424 structured data.
     application: String,
 }
 

@@ -166,7 +166,8 @@ pub(super) fn hostname() -> String {
 // RFC 5424 formatting. Pure functions, unit-tested below.
 
 /// `<PRI>1 TIMESTAMP HOSTNAME APP-NAME PROCID MSGID [SD] MSG`, at most
-/// MAX_RECORD_BYTES long. `op` and `phase` always come first in the SD.
+/// MAX_RECORD_BYTES long. `op` and `phase` (and `app`) always come first in
+/// the SD.
 pub(super) fn format_record(h: &Header, ev: &Event) -> Vec<u8> {
     let pri = u16::from(h.facility.code()) * 8 + u16::from(severity(ev.level));
     let msgid = header_field(ev.kind.msgid(), 32);
@@ -188,7 +189,7 @@ pub(super) fn format_record(h: &Header, ev: &Event) -> Vec<u8> {
     let mut kept = params.len();
     let mut truncated = params.iter().any(|(_, v)| v.ends_with(TRUNCATED_MARK));
     loop {
-        let sd = structured_data(&h.operation_id, &phase, &params[..kept], truncated);
+        let sd = structured_data(h, &phase, &params[..kept], truncated);
         let room = MAX_RECORD_BYTES.saturating_sub(head.len() + sd.len() + 1);
         if msg.len() <= room {
             return assemble(&head, &sd, &msg);
@@ -218,7 +219,7 @@ pub(super) fn sd_element(h: &Header, ev: &Event) -> String {
         .map(|(k, v)| (param_name(k), v.as_str()))
         .collect();
     let truncated = params.iter().any(|(_, v)| v.ends_with(TRUNCATED_MARK));
-    structured_data(&h.operation_id, &phase, &params, truncated)
+    structured_data(h, &phase, &params, truncated)
 }
 
 fn assemble(head: &str, sd: &str, msg: &str) -> Vec<u8> {
@@ -232,12 +233,17 @@ fn assemble(head: &str, sd: &str, msg: &str) -> Vec<u8> {
     out.into_bytes()
 }
 
-fn structured_data(op: &str, phase: &str, params: &[(String, &str)], truncated: bool) -> String {
+/// `op`, `phase` and — while one of the run's applications is at work
+/// (SPEC §3.1) — `app` come first.
+fn structured_data(h: &Header, phase: &str, params: &[(String, &str)], truncated: bool) -> String {
     let mut sd = format!(
         "[{SD_ID} op=\"{}\" phase=\"{}\"",
-        escape_param_value(op),
+        escape_param_value(&h.operation_id),
         escape_param_value(phase)
     );
+    if !h.application.is_empty() {
+        let _ = write!(sd, " app=\"{}\"", escape_param_value(&h.application));
+    }
     for (k, v) in params {
         let _ = write!(sd, " {k}=\"{}\"", escape_param_value(v));
     }
@@ -300,7 +306,7 @@ fn param_name(k: &str) -> String {
     if name.is_empty() {
         name.push('_');
     }
-    if name == "op" || name == "phase" || name == TRUNCATED_PARAM {
+    if name == "op" || name == "phase" || name == "app" || name == TRUNCATED_PARAM {
         name.push('_');
     }
     name

@@ -1,0 +1,432 @@
+//! The applications of a run (SPEC.md §3.1): where they come from, their
+//! order and names, and each one's pre-check.
+//!
+//! Without `--config` on the command line, in this order of precedence:
+//! the plugin-host file's `numberOfPlugins` list (the extension's own
+//! multi-plugin model), else every `*.json` of the apps directory in lexical
+//! order, else the single default config. `--config` given once or more
+//! names the applications explicitly, in order, and nothing else is read.
+//! In bridge mode (`--bridge`, the extension hook) the plugin-host list is
+//! the extension's own — its configs run the hook — so it is not read.
+//!
+//! What decides which scripts run as root fails closed: an apps directory
+//! that anyone but root could change, or a plugin list the extension itself
+//! could not load, refuses the run before anything runs.
+
+use std::collections::BTreeMap;
+use std::ffi::OsStr;
+use std::os::fd::IntoRawFd;
+use std::os::unix::ffi::OsStrExt;
+use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
+use std::path::{Path, PathBuf};
+
+use serde::Serialize;
+
+use super::preflight::{self, HostFile, Prechecked};
+use crate::config;
+use crate::error::{ErrorCode, Problem};
+
+pub use crate::config::DEFAULT_APPS_DIR;
+
+/// Where a run's applications may come from (the command line).
+#[derive(Debug, Clone)]
+pub struct AppSources {
+    /// `--config`, as given (empty: not given).
+    pub explicit: Vec<PathBuf>,
+    /// `--apps-dir`.
+    pub apps_dir: PathBuf,
+    /// `--host-config`.
+    pub host_config: PathBuf,
+    /// `--bridge`: quiesce's own set, run by the extension hook.
+    pub bridge: bool,
+}
+
+impl Default for AppSources {
+    fn default() -> Self {
+        AppSources {
+            explicit: Vec::new(),
+            apps_dir: DEFAULT_APPS_DIR.into(),
+            host_config: config::DEFAULT_HOST_CONFIG_PATH.into(),
+            bridge: false,
+        }
+    }
+}
+
+impl AppSources {
+    /// The single config used when no other source applies.
+    pub fn default_config(&self) -> PathBuf {
+        if self.bridge {
+            config::BRIDGE_CONFIG_PATH.into()
+        } else {
+            config::DEFAULT_CONFIG_PATH.into()
+        }
+    }
+}
+
+/// Which source the applications came from (`applicationSource` in the
+/// status).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum SourceKind {
+    /// `--config`, given or the default.
+    Config,
+    /// The plugin-host file's `numberOfPlugins` list.
+    PluginHost,
+    /// The apps directory.
+    AppsDir,
+}
+
+/// The source, and what it skipped.
+#[derive(Debug, Clone, Serialize)]
+pub struct Source {
+    pub source: SourceKind,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub path: Option<PathBuf>,
+    /// Entries of the apps directory that are not applications.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub ignored: Vec<PathBuf>,
+    /// Human lines about the choice (said by `check`).
+    #[serde(skip)]
+    pub notes: Vec<String>,
+}
+
+/// One application of the run, pre-checked.
+#[derive(Debug)]
+pub struct App {
+    /// Its place in application order (0-based).
+    pub index: usize,
+    pub name: String,
+    pub config_path: PathBuf,
+    pub pc: Prechecked,
+}
+
+impl App {
+    /// `continueBackupOnFailure`, or `true` when the config could not be read.
+    pub fn continue_on_failure(&self) -> bool {
+        self.pc.continue_on_failure()
+    }
+
+    /// `fsFreezeEnabled`, or `true` when the config could not be read.
+    pub fn fs_freeze_enabled(&self) -> bool {
+        self.pc.config.as_ref().is_none_or(|c| c.fs_freeze_enabled)
+    }
+}
+
+/// The applications of a run, in application order.
+#[derive(Debug)]
+pub struct Apps {
+    pub source: Source,
+    pub list: Vec<App>,
+    /// The plugin-host file's `timeoutInSeconds`, when it has one.
+    pub host_timeout: Option<u64>,
+    /// Warnings about the set itself (two applications, one script pair).
+    pub warnings: Vec<String>,
+}
+
+impl Apps {
+    /// More than one application: the status keeps them in `applications`
+    /// only, and the trail names each on its own records.
+    pub fn several(&self) -> bool {
+        self.list.len() > 1
+    }
+
+    /// Every application passed its pre-check.
+    pub fn passed(&self) -> bool {
+        self.list.iter().all(|a| a.pc.passed())
+    }
+}
+
+/// Finds the applications and pre-checks each (nothing is executed). A
+/// source that fails closed is the error: nothing may run.
+pub fn precheck(sources: &AppSources) -> Result<Apps, Problem> {
+    let host = preflight::load_host(&sources.host_config);
+    let (source, listed) = list(sources, &host)?;
+    let single = listed.len() == 1;
+    let mut list: Vec<App> = listed
+        .into_iter()
+        .enumerate()
+        .map(|(index, (host_name, config_path))| {
+            let pc = preflight::check_app(&config_path, &host);
+            let name = app_name(&pc, host_name.as_deref(), &config_path, single);
+            App {
+                index,
+                name,
+                config_path,
+                pc,
+            }
+        })
+        .collect();
+    disambiguate(&mut list);
+    let warnings = shared_script_pairs(&list);
+    Ok(Apps {
+        source,
+        list,
+        host_timeout: host.timeout,
+        warnings,
+    })
+}
+
+/// The listed applications (with the plugin-host name, when any) and the
+/// source they came from.
+type Listed = Vec<(Option<String>, PathBuf)>;
+
+fn list(sources: &AppSources, host: &HostFile) -> Result<(Source, Listed), Problem> {
+    let source = |kind, path: Option<&Path>| Source {
+        source: kind,
+        path: path.map(Path::to_path_buf),
+        ignored: Vec::new(),
+        notes: Vec::new(),
+    };
+    if !sources.explicit.is_empty() {
+        let listed = sources.explicit.iter().map(|p| (None, p.clone())).collect();
+        return Ok((source(SourceKind::Config, None), listed));
+    }
+    if !sources.bridge {
+        let plugins = host.plugins().map_err(|e| {
+            Problem::new(
+                ErrorCode::IncorrectPluginhostFile,
+                format!("plugin-host file: {e}; nothing was run"),
+            )
+        })?;
+        if let Some(plugins) = plugins {
+            let mut s = source(SourceKind::PluginHost, Some(&sources.host_config));
+            s.notes.push(format!(
+                "applications ({}) from the plugin-host file {} (numberOfPlugins)",
+                plugins.len(),
+                sources.host_config.display()
+            ));
+            let listed = plugins.into_iter().map(|p| (p.name, p.config)).collect();
+            return Ok((s, listed));
+        }
+    }
+    dir_or_single(&sources.apps_dir, &sources.default_config())
+}
+
+/// quiesce's own set in bridge mode, for `check`: the apps directory's
+/// applications when it has any, else the single config.
+pub fn own_set(apps_dir: &Path, single: &Path) -> Result<Vec<PathBuf>, Problem> {
+    Ok(dir_or_single(apps_dir, single)?
+        .1
+        .into_iter()
+        .map(|(_, p)| p)
+        .collect())
+}
+
+/// The applications of the apps directory when it exists and has any, else
+/// the single config.
+fn dir_or_single(apps_dir: &Path, single_config: &Path) -> Result<(Source, Listed), Problem> {
+    let source = |kind, path: Option<&Path>| Source {
+        source: kind,
+        path: path.map(Path::to_path_buf),
+        ignored: Vec::new(),
+        notes: Vec::new(),
+    };
+    let mut s = source(SourceKind::AppsDir, Some(apps_dir));
+    if let Some(files) = read_apps_dir(apps_dir, &mut s)? {
+        if !files.is_empty() {
+            let names: Vec<String> = files.iter().map(|f| stem(f)).collect();
+            s.notes.insert(
+                0,
+                format!(
+                    "applications ({}) from the apps directory {}: {}",
+                    files.len(),
+                    apps_dir.display(),
+                    names.join(", ")
+                ),
+            );
+            return Ok((s, files.into_iter().map(|f| (None, f)).collect()));
+        }
+        s.notes.push(format!(
+            "the apps directory {} holds no *.json application; using the single configuration",
+            apps_dir.display()
+        ));
+    }
+    let mut single = source(SourceKind::Config, None);
+    single.notes = s.notes;
+    single.ignored = s.ignored;
+    Ok((single, vec![(None, single_config.to_path_buf())]))
+}
+
+/// Why an entry of the apps directory is not an application, if it is not.
+fn ignored_because(name: &OsStr) -> Option<&'static str> {
+    let n = name.as_bytes();
+    let ends = |s: &str| n.ends_with(s.as_bytes());
+    let has = |s: &str| n.windows(s.len()).any(|w| w == s.as_bytes());
+    if n.starts_with(b".") {
+        Some("a hidden file")
+    } else if ends("~") || ends(".bak") || ends(".sample") || has(".dpkg-") || has(".rpm") {
+        Some("a package-manager leftover or backup")
+    } else if !ends(".json") {
+        Some("not a *.json file")
+    } else {
+        None
+    }
+}
+
+/// The applications of the apps directory, in lexical order; `None` when
+/// it does not exist. The directory decides which scripts run as root: it
+/// must be a real directory, root-owned and not group- or world-writable,
+/// like every directory above it (305, naming it, refuses the run).
+fn read_apps_dir(dir: &Path, source: &mut Source) -> Result<Option<Vec<PathBuf>>, Problem> {
+    let bad = |why: String| {
+        Problem::new(
+            ErrorCode::IncorrectJSONConfigFile,
+            format!("apps directory {}: {why}; nothing was run", dir.display()),
+        )
+    };
+    match std::fs::symlink_metadata(dir) {
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(bad(format!("cannot inspect it ({e})"))),
+        Ok(md) if md.file_type().is_symlink() => {
+            return Err(bad("it is a symbolic link; configure the real path".into()))
+        }
+        Ok(_) => {}
+    }
+    if !dir.is_absolute() {
+        return Err(bad("it is not an absolute path".into()));
+    }
+    // Checked on the descriptor that is then listed.
+    let file = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_DIRECTORY | libc::O_NOFOLLOW | libc::O_CLOEXEC)
+        .open(dir)
+        .map_err(|e| bad(format!("cannot open it as a directory ({e})")))?;
+    let md = file
+        .metadata()
+        .map_err(|e| bad(format!("cannot inspect it ({e})")))?;
+    if md.uid() != 0 {
+        return Err(bad(format!(
+            "it is owned by uid {}, not root (uid 0)",
+            md.uid()
+        )));
+    }
+    if md.mode() & 0o022 != 0 {
+        return Err(bad(format!(
+            "it has mode {:04o}; it must not be group- or world-writable",
+            md.mode() & 0o7777
+        )));
+    }
+    crate::integrity::check_parents(dir).map_err(|e| bad(e.to_string()))?;
+    let entries = nix::dir::Dir::from_fd(file.into_raw_fd())
+        .map_err(|e| bad(format!("cannot list it ({e})")))?;
+    let mut apps = BTreeMap::new();
+    for entry in entries {
+        let entry = entry.map_err(|e| bad(format!("cannot list it ({e})")))?;
+        let name = OsStr::from_bytes(entry.file_name().to_bytes());
+        if name == "." || name == ".." {
+            continue;
+        }
+        let path = dir.join(name);
+        match ignored_because(name) {
+            None => {
+                apps.insert(name.as_bytes().to_vec(), path);
+            }
+            Some(why) => {
+                source
+                    .notes
+                    .push(format!("ignored {} ({why})", path.display()));
+                source.ignored.push(path);
+            }
+        }
+    }
+    source.ignored.sort();
+    source.notes[..].sort();
+    Ok(Some(apps.into_values().collect()))
+}
+
+/// A config file's name without `.json`.
+fn stem(path: &Path) -> String {
+    let name = path.file_name().map_or_else(
+        || path.display().to_string(),
+        |n| n.to_string_lossy().into_owned(),
+    );
+    name.strip_suffix(".json").unwrap_or(&name).to_string()
+}
+
+/// The application's name: the config's `appName`; else the plugin-host
+/// file's `pluginName<i>` unless it is the extension's module name; else,
+/// alone, the config's `pluginName` (what it always was); else the file's.
+fn app_name(pc: &Prechecked, host_name: Option<&str>, config: &Path, single: bool) -> String {
+    if let Some(n) = pc.config.as_ref().and_then(|c| c.app_name.clone()) {
+        return n;
+    }
+    if let Some(n) = host_name.filter(|n| *n != "ScriptRunner") {
+        return n.to_string();
+    }
+    match &pc.config {
+        Some(c) if single => c.plugin_name.clone(),
+        _ => stem(config),
+    }
+}
+
+/// Names that two applications share get their position: `db #2`.
+fn disambiguate(list: &mut [App]) {
+    let mut counts: BTreeMap<String, usize> = BTreeMap::new();
+    for a in list.iter() {
+        *counts.entry(a.name.clone()).or_default() += 1;
+    }
+    for a in list.iter_mut() {
+        if counts[&a.name] > 1 {
+            a.name = format!("{} #{}", a.name, a.index + 1);
+        }
+    }
+}
+
+/// Two applications that name the same pre/post script pair: each cycle
+/// would pause and resume that application twice.
+fn shared_script_pairs(list: &[App]) -> Vec<String> {
+    let mut warnings = Vec::new();
+    for (i, a) in list.iter().enumerate() {
+        let Some(ca) = &a.pc.config else { continue };
+        for b in &list[i + 1..] {
+            let Some(cb) = &b.pc.config else { continue };
+            if ca.pre.location == cb.pre.location && ca.post.location == cb.post.location {
+                warnings.push(format!(
+                    "applications {} ({}) and {} ({}) name the same scripts ({} and {}): each runs them, so every backup pauses and resumes that application twice",
+                    a.name,
+                    a.config_path.display(),
+                    b.name,
+                    b.config_path.display(),
+                    ca.pre.location.display(),
+                    ca.post.location.display()
+                ));
+            }
+        }
+    }
+    warnings
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn leftovers_and_other_files_are_not_applications() {
+        for name in [
+            "10-app.json~",
+            "10-app.json.bak",
+            "10-app.json.dpkg-old",
+            "10-app.json.dpkg-dist",
+            "10-app.json.dpkg-new",
+            "10-app.json.rpmnew",
+            "10-app.json.rpmsave",
+            "10-app.json.sample",
+            ".10-app.json",
+            "README",
+        ] {
+            assert!(ignored_because(OsStr::new(name)).is_some(), "{name}");
+        }
+        for name in ["10-app.json", "db.json", "a.b.json"] {
+            assert_eq!(ignored_because(OsStr::new(name)), None, "{name}");
+        }
+    }
+
+    #[test]
+    fn names_follow_app_name_host_name_then_file() {
+        let pc = Prechecked::default();
+        let cfg = Path::new("/etc/quiesce/apps.d/20-db.json");
+        assert_eq!(app_name(&pc, Some("ScriptRunner"), cfg, false), "20-db");
+        assert_eq!(app_name(&pc, Some("orders-db"), cfg, false), "orders-db");
+        assert_eq!(app_name(&pc, None, cfg, true), "20-db");
+    }
+}
