@@ -90,6 +90,17 @@ pub struct Source {
     pub notes: Vec<String>,
 }
 
+impl Source {
+    fn new(source: SourceKind, path: Option<&Path>) -> Source {
+        Source {
+            source,
+            path: path.map(Path::to_path_buf),
+            ignored: Vec::new(),
+            notes: Vec::new(),
+        }
+    }
+}
+
 /// One application of the run, pre-checked.
 #[derive(Debug)]
 pub struct App {
@@ -171,15 +182,9 @@ pub fn precheck(sources: &AppSources) -> Result<Apps, Problem> {
 type Listed = Vec<(Option<String>, PathBuf)>;
 
 fn list(sources: &AppSources, host: &HostFile) -> Result<(Source, Listed), Problem> {
-    let source = |kind, path: Option<&Path>| Source {
-        source: kind,
-        path: path.map(Path::to_path_buf),
-        ignored: Vec::new(),
-        notes: Vec::new(),
-    };
     if !sources.explicit.is_empty() {
         let listed = sources.explicit.iter().map(|p| (None, p.clone())).collect();
-        return Ok((source(SourceKind::Config, None), listed));
+        return Ok((Source::new(SourceKind::Config, None), listed));
     }
     if !sources.bridge {
         let plugins = host.plugins().map_err(|e| {
@@ -189,7 +194,7 @@ fn list(sources: &AppSources, host: &HostFile) -> Result<(Source, Listed), Probl
             )
         })?;
         if let Some(plugins) = plugins {
-            let mut s = source(SourceKind::PluginHost, Some(&sources.host_config));
+            let mut s = Source::new(SourceKind::PluginHost, Some(&sources.host_config));
             s.notes.push(format!(
                 "applications ({}) from the plugin-host file {} (numberOfPlugins)",
                 plugins.len(),
@@ -215,13 +220,7 @@ pub fn own_set(apps_dir: &Path, single: &Path) -> Result<Vec<PathBuf>, Problem> 
 /// The applications of the apps directory when it exists and has any, else
 /// the single config.
 fn dir_or_single(apps_dir: &Path, single_config: &Path) -> Result<(Source, Listed), Problem> {
-    let source = |kind, path: Option<&Path>| Source {
-        source: kind,
-        path: path.map(Path::to_path_buf),
-        ignored: Vec::new(),
-        notes: Vec::new(),
-    };
-    let mut s = source(SourceKind::AppsDir, Some(apps_dir));
+    let mut s = Source::new(SourceKind::AppsDir, Some(apps_dir));
     if let Some(files) = read_apps_dir(apps_dir, &mut s)? {
         if !files.is_empty() {
             let names: Vec<String> = files.iter().map(|f| stem(f)).collect();
@@ -241,7 +240,7 @@ fn dir_or_single(apps_dir: &Path, single_config: &Path) -> Result<(Source, Liste
             apps_dir.display()
         ));
     }
-    let mut single = source(SourceKind::Config, None);
+    let mut single = Source::new(SourceKind::Config, None);
     single.notes = s.notes;
     single.ignored = s.ignored;
     Ok((single, vec![(None, single_config.to_path_buf())]))
