@@ -128,8 +128,6 @@ impl App {
 pub struct Apps {
     pub source: Source,
     pub list: Vec<App>,
-    /// The plugin-host file's `timeoutInSeconds`, when it has one.
-    pub host_timeout: Option<u64>,
     /// Warnings about the set itself (two applications, one script pair).
     pub warnings: Vec<String>,
 }
@@ -172,7 +170,6 @@ pub fn precheck(sources: &AppSources) -> Result<Apps, Problem> {
     Ok(Apps {
         source,
         list,
-        host_timeout: host.timeout,
         warnings,
     })
 }
@@ -273,6 +270,9 @@ fn read_apps_dir(dir: &Path, source: &mut Source) -> Result<Option<Vec<PathBuf>>
             format!("apps directory {}: {why}; nothing was run", dir.display()),
         )
     };
+    if !dir.is_absolute() {
+        return Err(bad("it is not an absolute path".into()));
+    }
     match std::fs::symlink_metadata(dir) {
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
         Err(e) => return Err(bad(format!("cannot inspect it ({e})"))),
@@ -280,9 +280,6 @@ fn read_apps_dir(dir: &Path, source: &mut Source) -> Result<Option<Vec<PathBuf>>
             return Err(bad("it is a symbolic link; configure the real path".into()))
         }
         Ok(_) => {}
-    }
-    if !dir.is_absolute() {
-        return Err(bad("it is not an absolute path".into()));
     }
     // Checked on the descriptor that is then listed.
     let file = std::fs::OpenOptions::new()
@@ -329,7 +326,7 @@ fn read_apps_dir(dir: &Path, source: &mut Source) -> Result<Option<Vec<PathBuf>>
         }
     }
     source.ignored.sort();
-    source.notes[..].sort();
+    source.notes.sort();
     Ok(Some(apps.into_values().collect()))
 }
 

@@ -43,13 +43,13 @@ pub fn check(common: &Common, ropts: &RunnerOptions, mounts: &[PathBuf]) -> Fini
     }
     problems.extend(ready.problems);
     // Bridge mode: the extension's config points at quiesce's hook.
+    let grace = ready
+        .policy
+        .as_ref()
+        .map_or(DEFAULT_GRACE, |p| p.kill_grace());
+    let paths = BridgePaths::default();
     for app in apps.iter().flat_map(|a| &a.list) {
         let Some(c) = &app.pc.config else { continue };
-        let grace = ready
-            .policy
-            .as_ref()
-            .map_or(DEFAULT_GRACE, |p| p.kill_grace());
-        let paths = BridgePaths::default();
         let host_timeout = app.pc.host_timeout;
         if let Some(f) = bridge::check(&app.config_path, c, &paths, host_timeout, grace) {
             f.notes.iter().for_each(say);

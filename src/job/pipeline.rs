@@ -117,8 +117,7 @@ pub fn script_phase(common: &Common, opts: &RunnerOptions, phase: Phase) -> Fini
             }
         }
         Phase::Post => {
-            let order: Vec<&App> = apps.list.iter().rev().collect();
-            posts(&mut job, &ctx, &apps, &order);
+            posts(&mut job, &ctx, &apps, |_| true);
         }
     }
     if !job.status.errors.is_empty() {
@@ -167,16 +166,21 @@ pub fn pres<'a>(
     started
 }
 
-/// The post-scripts of `order` (reverse application order), each whatever
-/// the others did; an application that did not pass its pre-check runs
-/// none, but its holders are still ended. A signal during one stops the
-/// rest: they stay pending, and the post guard runs them once this runner
-/// is gone. Returns whether any post-script failed.
-pub fn posts(job: &mut Job, ctx: &RunContext<'_>, apps: &Apps, order: &[&App]) -> bool {
+/// The post-scripts, in reverse application order, of every application
+/// that `runs` (whatever the others did); the others run none, but their
+/// holders are still ended in their place in the order. A signal during
+/// one stops the rest: they stay pending, and the post guard runs them once
+/// this runner is gone. Returns whether any post-script failed.
+pub fn posts(
+    job: &mut Job,
+    ctx: &RunContext<'_>,
+    apps: &Apps,
+    runs: impl Fn(&App) -> bool,
+) -> bool {
     let mut failed = false;
-    for app in order {
+    for app in apps.list.iter().rev() {
         let actx = ctx.for_app(tag(app));
-        if app.pc.ready(Phase::Post).is_none() {
+        if !runs(app) || app.pc.ready(Phase::Post).is_none() {
             let killed = release_holders(job, &actx);
             if !killed.is_empty() {
                 file_phase(

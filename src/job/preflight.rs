@@ -121,20 +121,11 @@ pub fn load_policy(named: Option<&Path>) -> Result<ScriptPolicy, Problem> {
     }
 }
 
-/// Where the inputs live (defaults are the extension's paths).
+/// Where one application's inputs live (a recovered post-script's).
 #[derive(Debug, Clone)]
 pub struct InputPaths {
     pub config: PathBuf,
     pub host_config: PathBuf,
-}
-
-impl Default for InputPaths {
-    fn default() -> Self {
-        InputPaths {
-            config: config::DEFAULT_CONFIG_PATH.into(),
-            host_config: config::DEFAULT_HOST_CONFIG_PATH.into(),
-        }
-    }
 }
 
 /// Largest script accepted: scripts are read into memory once (hashed, and

@@ -391,7 +391,7 @@ pub fn before_phase(state: &PendingState, phase: Phase, app: &App) -> Settling {
             .filter(|r| r.app_index == app.index)
             .map(PendingPost::name)
             .collect();
-        let names: Vec<String> = if !own.is_empty() || !state.own.is_empty() {
+        let names: Vec<String> = if !state.own.is_empty() {
             own
         } else {
             opts.list()

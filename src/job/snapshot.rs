@@ -246,8 +246,8 @@ fn file_window(job: &mut Job, run: SnapshotRun) -> Shot {
 }
 
 /// The post-scripts, in reverse application order: always, for every
-/// application whose pre-script started; the holders of the others are
-/// still ended. Whether any post-script failed.
+/// application whose pre-script started; what earlier runs of the others
+/// left holding is still ended. Whether any post-script failed.
 fn post(
     job: &mut Job,
     runner: &Runner,
@@ -263,16 +263,9 @@ fn post(
         }
         runner.signals.drain();
     }
-    let order: Vec<&App> = started.iter().rev().copied().collect();
-    let failed = pipeline::posts(job, ctx, apps, &order);
-    // An application whose pre-script did not start runs no post-script,
-    // but what an earlier run of it left holding is still ended.
-    for app in apps.list.iter().rev() {
-        if !started.iter().any(|s| s.index == app.index) {
-            pipeline::release_holders(job, &ctx.for_app(pipeline::tag(app)));
-        }
-    }
-    failed
+    pipeline::posts(job, ctx, apps, |a| {
+        started.iter().any(|s| s.index == a.index)
+    })
 }
 
 /// The result and consistency, from what happened (§5).
