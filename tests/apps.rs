@@ -953,6 +953,61 @@ fn the_apps_dir_in_lexical_order_beats_the_default_and_ignores_leftovers() {
     assert_eq!(e.ran(), lines(&["b pre", "a pre", "a post", "b post"]));
 }
 
+/// `check`'s text: where the applications come from, what was ignored,
+/// then one block per application in order (its heading once, its findings
+/// indented under it), then the rest of the check.
+#[test]
+fn check_says_each_application_once_with_its_findings_under_it() {
+    require_root!();
+    let e = Env::new("apps-check-text");
+    e.make_apps_dir();
+    let a = e.write_json("etc/apps.d/10-app.json", &e.app("a"));
+    let b = e.write_json("etc/apps.d/20-db.json", &e.app("b"));
+    let left = e.write_json("etc/apps.d/20-db.json.dpkg-old", &e.app("b"));
+    let check = e.run(&[], &["check"]);
+    assert_eq!(check.code, 0, "{}", ctx(&check));
+    let said: Vec<&str> = check
+        .stderr
+        .lines()
+        .filter_map(|l| l.strip_prefix("quiesce: "))
+        .skip_while(|l| !l.starts_with("applications (2)"))
+        .take(10)
+        .collect();
+    let heading =
+        |i: usize, name: &str, p: &Path| format!("application {i} of 2: {name} ({})", p.display());
+    let want = [
+        format!(
+            "applications (2) from the apps directory {}: 10-app, 20-db",
+            e.apps_dir().display()
+        ),
+        format!(
+            "ignored {} (a package-manager leftover or backup)",
+            left.display()
+        ),
+        heading(1, "10-app", &a),
+        "  configuration ok".into(),
+        "  pre-script ok".into(),
+        "  post-script ok".into(),
+        heading(2, "20-db", &b),
+        "  configuration ok".into(),
+        "  pre-script ok".into(),
+        "  post-script ok".into(),
+    ];
+    assert_eq!(said.len(), want.len(), "{}", check.stderr);
+    for (got, want) in said.iter().zip(&want) {
+        assert!(
+            got.starts_with(want.as_str()),
+            "{got:?} is not {want:?}\n{}",
+            check.stderr
+        );
+    }
+    for (i, name, p) in [(1, "10-app", &a), (2, "20-db", &b)] {
+        let h = heading(i, name, p);
+        let n = check.stderr.lines().filter(|l| l.ends_with(&h)).count();
+        assert_eq!(n, 1, "{h:?} said {n} times:\n{}", check.stderr);
+    }
+}
+
 /// No plugin list and no apps dir: the single default config, named in
 /// `check` (which runs and creates nothing; nothing is written under /etc).
 #[test]

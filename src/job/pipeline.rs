@@ -19,12 +19,21 @@ pub fn precheck(job: &mut Job, common: &Common) -> Result<Apps, Problem> {
     job.status.application_source =
         Some(serde_json::to_value(&apps.source).expect("source serialises"));
     for app in &apps.list {
-        enter(&apps, app);
+        trail::set_application(app.name.clone());
         super::preflight::record(job.status.operation, &app.pc);
-        for w in &app.pc.warnings {
+        let warnings: Vec<String> = app
+            .pc
+            .warnings
+            .iter()
+            .map(|w| match apps.several() {
+                true => format!("{}: {w}", app.name),
+                false => w.clone(),
+            })
+            .collect();
+        for w in &warnings {
             status::say(format!("warning: {w}"));
         }
-        job.warn_all(app.pc.warnings.iter().cloned());
+        job.warn_all(warnings);
         job.status.applications.push(application_status(app));
     }
     leave(&apps);
