@@ -8,7 +8,9 @@
 //! every B-tree index and the heap; MariaDB: CHECK TABLE on every table) and
 //! hold every row the writer saw committed before the freeze. After every
 //! run, also a failed post-script and a runner killed with SIGKILL in the
-//! freeze window, the live database must accept writes again.
+//! freeze window, the live database must accept writes again. Last, both
+//! servers on their own filesystems as two applications of one apps
+//! directory (SPEC §3.1), quiesced and copied by one `snapshot`.
 //!
 //! Servers are separate instances (initdb/postgres, mariadb-install-db/
 //! mariadbd) on their own sockets; the distro's default services are never
@@ -458,14 +460,27 @@ struct Job {
     config: PathBuf,
     env_file: PathBuf,
     sample_env: String,
-    run_dir: PathBuf,
     dir: PathBuf,
 }
 
 impl Job {
     fn install(dir: &Dir, db: &str, env_name: &str, overrides: &str) -> Job {
+        let config = dir.join("VMSnapshotScriptPluginConfig.json");
+        Job::install_as(dir, "scripts", &config, db, env_name, overrides)
+    }
+
+    /// The samples of `db` with their scripts in `dir/<scripts>` and their
+    /// config at `config` (in an apps directory, for several applications).
+    fn install_as(
+        dir: &Dir,
+        scripts: &str,
+        config_path: &Path,
+        db: &str,
+        env_name: &str,
+        overrides: &str,
+    ) -> Job {
         let src = Path::new(EXAMPLES).join(db);
-        let scripts = dir.mkdir("scripts", 0o700, None);
+        let scripts = dir.mkdir(scripts, 0o700, None);
         for s in ["pre-script.sh", "post-script.sh"] {
             let to = scripts.join(s);
             fs::copy(src.join(s), &to).unwrap();
@@ -480,10 +495,9 @@ impl Job {
         config["postScriptLocation"] = scripts.join("post-script.sh").display().to_string().into();
         let job = Job {
             env_file: scripts.join(env_name),
-            config: dir.join("VMSnapshotScriptPluginConfig.json"),
+            config: config_path.to_path_buf(),
             scripts,
             sample_env,
-            run_dir: dir.join("run"),
             dir: dir.path.clone(),
         };
         job.write_config(&config);
@@ -554,19 +568,8 @@ impl Job {
     }
 
     fn command(&self, args: &[&str]) -> Command {
-        let mut cmd = common::quiesce_bin();
-        cmd.arg("--config")
-            .arg(&self.config)
-            .arg("--host-config")
-            .arg(self.dir.join("no-host.conf"))
-            .arg("--run-dir")
-            .arg(&self.run_dir)
-            .arg("--state-dir")
-            .arg(self.run_dir.join("state"))
-            .arg("--syslog-socket")
-            .arg(self.dir.join("no-syslog.sock"))
-            .args(args)
-            .current_dir("/");
+        let mut cmd = runner_command(&self.dir);
+        cmd.arg("--config").arg(&self.config).args(args);
         cmd
     }
 
@@ -613,17 +616,38 @@ impl Job {
     }
 }
 
+/// quiesce with its run and state directories in `dir/run`, no plugin-host
+/// file and no syslog; the caller names the applications.
+fn runner_command(dir: &Path) -> Command {
+    let run_dir = dir.join("run");
+    let mut cmd = common::quiesce_bin();
+    cmd.arg("--host-config")
+        .arg(dir.join("no-host.conf"))
+        .arg("--run-dir")
+        .arg(&run_dir)
+        .arg("--state-dir")
+        .arg(run_dir.join("state"))
+        .arg("--syslog-socket")
+        .arg(dir.join("no-syslog.sock"))
+        .current_dir("/");
+    cmd
+}
+
 fn ctx(run: &Run) -> String {
     format!("stdout:\n{}\nstderr:\n{}", run.stdout, run.stderr)
 }
 
-/// The first attempt of a phase.
-fn attempt<'a>(v: &'a Value, phase: &str) -> &'a Value {
-    &v["phases"][phase]["attempts"][0]
+/// The first attempt of a phase. `scripts` holds `pre` and `post`: the
+/// document's `phases` (one application), or one of its `applications`.
+fn attempt<'a>(scripts: &'a Value, phase: &str) -> &'a Value {
+    &scripts[phase]["attempts"][0]
 }
 
-fn tail(v: &Value, phase: &str, stream: &str) -> String {
-    attempt(v, phase)[stream].as_str().unwrap_or("").to_string()
+fn tail(scripts: &Value, phase: &str, stream: &str) -> String {
+    attempt(scripts, phase)[stream]
+        .as_str()
+        .unwrap_or("")
+        .to_string()
 }
 
 fn error_names(v: &Value) -> Vec<String> {
@@ -637,8 +661,8 @@ fn error_names(v: &Value) -> Vec<String> {
         .unwrap_or_default()
 }
 
-fn holders_terminated(v: &Value) -> Vec<i64> {
-    v["phases"]["post"]["holdersTerminated"]
+fn holders_terminated(scripts: &Value) -> Vec<i64> {
+    scripts["post"]["holdersTerminated"]
         .as_array()
         .map(|a| a.iter().filter_map(Value::as_i64).collect())
         .unwrap_or_default()
@@ -652,34 +676,53 @@ fn assert_application(run: &Run, fs: &ScratchFs) -> Value {
     assert_eq!(v["result"], "success", "{c}");
     assert_eq!(v["consistency"], "application", "{c}");
     assert_eq!(error_names(&v), Vec::<String>::new(), "{c}");
-    assert_eq!(attempt(&v, "pre")["exitCode"], 0, "pre-script\n{c}");
-    assert_eq!(attempt(&v, "post")["exitCode"], 0, "post-script\n{c}");
-    assert_eq!(v["phases"]["snapshot"]["exitCode"], 0, "{c}");
-    assert_eq!(v["phases"]["snapshot"]["frozen"], true, "{c}");
-    // The samples ran sandboxed (runuser, the DB clients and the holder all
-    // work under no_new_privs and the seccomp filter).
+    assert_scripts_ran(&v["phases"], &c);
+    assert_window(&v, &[fs], &c);
+    v
+}
+
+/// Both samples of one application ran to exit 0, sandboxed (runuser, the
+/// DB clients and the holder all work under no_new_privs and the seccomp
+/// filter).
+fn assert_scripts_ran(scripts: &Value, c: &str) {
     for phase in ["pre", "post"] {
-        let sb = &attempt(&v, phase)["sandbox"];
+        let a = attempt(scripts, phase);
+        assert_eq!(a["exitCode"], 0, "{phase}-script\n{c}");
+        let sb = &a["sandbox"];
         assert_eq!(sb["noNewPrivs"], true, "{phase} sandbox: {sb}");
         assert_eq!(sb["seccomp"], 2, "{phase} sandbox: {sb}");
     }
-    let mounts = v["phases"]["freeze"]["mounts"].as_array().unwrap();
-    assert_eq!(mounts.len(), 1, "{c}");
-    assert_eq!(mounts[0]["path"], fs.path(), "{c}");
-    v
+}
+
+/// The snapshot command ran with exactly `filesystems` frozen.
+fn assert_window(v: &Value, filesystems: &[&ScratchFs], c: &str) {
+    assert_eq!(v["phases"]["snapshot"]["exitCode"], 0, "{c}");
+    assert_eq!(v["phases"]["snapshot"]["frozen"], true, "{c}");
+    let mut frozen: Vec<&str> = v["phases"]["freeze"]["mounts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|m| m["path"].as_str())
+        .collect();
+    let mut want: Vec<&str> = filesystems.iter().map(|f| f.path()).collect();
+    frozen.sort_unstable();
+    want.sort_unstable();
+    assert_eq!(frozen, want, "{c}");
 }
 
 fn report_timings(what: &str, v: &Value) {
     eprintln!(
         "{what}: pre {:.0} ms, freeze window {:.0} ms, snapshot command {:.0} ms, post {:.0} ms",
-        attempt(v, "pre")["durationMs"].as_f64().unwrap_or(f64::NAN),
+        attempt(&v["phases"], "pre")["durationMs"]
+            .as_f64()
+            .unwrap_or(f64::NAN),
         v["phases"]["freeze"]["windowMs"]
             .as_f64()
             .unwrap_or(f64::NAN),
         v["phases"]["snapshot"]["durationMs"]
             .as_f64()
             .unwrap_or(f64::NAN),
-        attempt(v, "post")["durationMs"]
+        attempt(&v["phases"], "post")["durationMs"]
             .as_f64()
             .unwrap_or(f64::NAN),
     );
@@ -760,6 +803,8 @@ struct Pg {
 const PG_PORT_COPY_TEST: u16 = 55432;
 const PG_PORT_COPY: u16 = 55433;
 const PG_PORT_FAIL_TEST: u16 = 55434;
+const PG_PORT_BOTH_TEST: u16 = 55435;
+const PG_PORT_BOTH_COPY: u16 = 55436;
 
 fn as_postgres(argv: &[&str]) -> Vec<String> {
     let mut v: Vec<String> = [
@@ -959,14 +1004,14 @@ fn postgresql_snapshot_copy_starts_and_has_every_committed_row() {
     let v = assert_application(&run, &live_fs);
     report_timings("PostgreSQL snapshot", &v);
     assert!(
-        tail(&v, "pre", "stdoutTail").contains("CHECKPOINT done"),
+        tail(&v["phases"], "pre", "stdoutTail").contains("CHECKPOINT done"),
         "pre-script output: {}",
-        tail(&v, "pre", "stdoutTail")
+        tail(&v["phases"], "pre", "stdoutTail")
     );
     assert!(
-        tail(&v, "post", "stdoutTail").contains("accepts connections"),
+        tail(&v["phases"], "post", "stdoutTail").contains("accepts connections"),
         "post-script output: {}",
-        tail(&v, "post", "stdoutTail")
+        tail(&v["phases"], "post", "stdoutTail")
     );
 
     // The live database takes writes again at once.
@@ -979,14 +1024,32 @@ fn postgresql_snapshot_copy_starts_and_has_every_committed_row() {
     );
     writer.stop();
 
-    // A second server on the copy.
-    let copy_fs = ScratchFs::mount_image(&dir.path, &copy_img, "copy");
+    let summary = pg_check_copy(&dir, &copy_img, "copy", PG_PORT_COPY, &at_snapshot, &before);
+    eprintln!(
+        "PostgreSQL copy: {summary}; total {:.1} s",
+        t0.elapsed().as_secs_f64()
+    );
+}
+
+/// A second server on the copy `copy_img` of the live image: it starts,
+/// amcheck passes on every B-tree index and the heap of `t`, and every id
+/// the writer had seen committed at the snapshot (the ids in `at_snapshot`)
+/// is there. Returns what it checked.
+fn pg_check_copy(
+    dir: &Dir,
+    copy_img: &Path,
+    name: &str,
+    port: u16,
+    at_snapshot: &Path,
+    before: &[u64],
+) -> String {
+    let copy_fs = ScratchFs::mount_image(&dir.path, copy_img, name);
     let copy_data = copy_fs.mnt.join("pgdata");
     // The copy carries the live server's lock file naming a pid that is
     // running here (a restored VM would not have it): remove it, as a
     // restore onto the same machine must.
     let _ = fs::remove_file(copy_data.join("postmaster.pid"));
-    let copy = Pg::start("copy", &dir, &copy_fs.mnt, &copy_data, PG_PORT_COPY);
+    let copy = Pg::start(name, dir, &copy_fs.mnt, &copy_data, port);
     let recovery: Vec<String> = copy
         .server
         .log_text()
@@ -994,7 +1057,7 @@ fn postgresql_snapshot_copy_starts_and_has_every_committed_row() {
         .filter(|l| l.contains("recovery") || l.contains("redo") || l.contains("interrupted"))
         .map(str::to_string)
         .collect();
-    eprintln!("copy server log:\n{}", recovery.join("\n"));
+    eprintln!("{name} server log:\n{}", recovery.join("\n"));
     assert_eq!(copy.must("SELECT count(*) > 0 FROM t"), "t\n");
     copy.must("CREATE EXTENSION IF NOT EXISTS amcheck");
     // Every B-tree index of the database (catalog and t_pkey), with
@@ -1012,14 +1075,13 @@ fn postgresql_snapshot_copy_starts_and_has_every_committed_row() {
         "verify_heapam found corruption in t"
     );
     let copy_ids = copy.ids();
-    let at = ids_in(&at_snapshot);
-    assert_all_committed_present(&at, &before, &copy_ids);
-    eprintln!(
-        "PostgreSQL copy: {} rows, amcheck on {checked} indexes ok; {} rows committed before the freeze all present; total {:.1} s",
+    let at = ids_in(at_snapshot);
+    assert_all_committed_present(&at, before, &copy_ids);
+    format!(
+        "{} rows, amcheck on {checked} indexes ok; {} rows committed before the freeze all present",
         copy_ids.len(),
-        at.len(),
-        t0.elapsed().as_secs_f64()
-    );
+        at.len()
+    )
 }
 
 #[test]
@@ -1044,7 +1106,7 @@ fn postgresql_live_database_writable_after_failed_post_and_killed_runner() {
     let v = run.json();
     assert_eq!(error_names(&v), ["Post-ScriptExecutionFailed"], "{c}");
     assert_eq!(v["consistency"], "application", "{c}");
-    assert_eq!(attempt(&v, "pre")["exitCode"], 0, "{c}");
+    assert_eq!(attempt(&v["phases"], "pre")["exitCode"], 0, "{c}");
     live.writable(-1)
         .unwrap_or_else(|e| panic!("not writable after a failed post-script: {e}"));
     writer.progresses(PROMPT).unwrap();
@@ -1075,7 +1137,8 @@ fn postgresql_live_database_writable_after_failed_post_and_killed_runner() {
     let run = job.snapshot(&live_fs, "true");
     let v = assert_application(&run, &live_fs);
     assert!(
-        tail(&v, "pre", "stdoutTail").contains(&format!("CHECKPOINT on {}", live.sock.display())),
+        tail(&v["phases"], "pre", "stdoutTail")
+            .contains(&format!("CHECKPOINT on {}", live.sock.display())),
         "pinned pre-script did not use the settings given as parameter: {}",
         ctx(&run)
     );
@@ -1191,6 +1254,17 @@ impl Maria {
         )
     }
 
+    /// A shell command that tries to insert id 0, giving up after 1 s of
+    /// lock wait, and writes its output and exit code to `to`.
+    fn try_write_cmd(&self, to: &Path) -> String {
+        format!(
+            "{{ timeout 10 mariadb --no-defaults --user=root --socket='{sock}' \
+               -e 'SET SESSION lock_wait_timeout = 1; INSERT INTO qt.t (id) VALUES (0)'; echo \"rc=$?\"; }} > '{to}' 2>&1",
+            sock = self.sock.display(),
+            to = to.display()
+        )
+    }
+
     fn ids(&self) -> Vec<u64> {
         self.must("SELECT id FROM qt.t ORDER BY id")
             .lines()
@@ -1239,9 +1313,19 @@ fn maria_live(dir: &Dir, fs: &ScratchFs) -> Maria {
     m
 }
 
+/// The write of [`Maria::try_write_cmd`] (in the window) waited on the read
+/// lock and gave up.
+fn assert_write_blocked(during: &Path) {
+    let during = fs::read_to_string(during).unwrap();
+    assert!(
+        during.contains("Lock wait timeout") && !during.contains("rc=0"),
+        "a write in the window was not blocked by the read lock: {during}"
+    );
+}
+
 /// The holder's pid, from the pre-script's own report.
-fn holder_pid(v: &Value) -> i64 {
-    let out = tail(v, "pre", "stdoutTail");
+fn holder_pid(scripts: &Value) -> i64 {
+    let out = tail(scripts, "pre", "stdoutTail");
     out.split("holder pid ")
         .nth(1)
         .and_then(|s| s.split(')').next())
@@ -1280,14 +1364,10 @@ fn mariadb_snapshot_copy_starts_and_has_every_committed_row() {
     let at_snapshot = dir.join("committed-at-snapshot");
     let during = dir.join("write-during-window");
     let cmd = format!(
-        "cp '{log}' '{at}' && \
-         {{ timeout 10 mariadb --no-defaults --user=root --socket='{sock}' \
-            -e 'SET SESSION lock_wait_timeout = 1; INSERT INTO qt.t (id) VALUES (0)'; echo \"rc=$?\"; }} > '{during}' 2>&1; \
-         cp --sparse=always '{img}' '{copy}'",
+        "cp '{log}' '{at}' && {try_write}; cp --sparse=always '{img}' '{copy}'",
         log = writer.committed_file().display(),
         at = at_snapshot.display(),
-        sock = live.sock.display(),
-        during = during.display(),
+        try_write = live.try_write_cmd(&during),
         img = live_fs.image.display(),
         copy = copy_img.display()
     );
@@ -1295,35 +1375,31 @@ fn mariadb_snapshot_copy_starts_and_has_every_committed_row() {
     let run = job.snapshot(&live_fs, &cmd);
     let v = assert_application(&run, &live_fs);
     report_timings("MariaDB snapshot", &v);
-    let pre_out = tail(&v, "pre", "stdoutTail");
+    let pre_out = tail(&v["phases"], "pre", "stdoutTail");
     assert!(
         pre_out.contains("FLUSH TABLES WITH READ LOCK held"),
         "pre-script output: {pre_out}"
     );
-    let during = fs::read_to_string(&during).unwrap();
-    assert!(
-        during.contains("Lock wait timeout") && !during.contains("rc=0"),
-        "a write in the window was not blocked by the read lock: {during}"
-    );
+    assert_write_blocked(&during);
     // The holder: recorded after the pre-script, alive through the window,
     // released by the post-script, terminated by quiesce after it.
-    let holder = holder_pid(&v);
+    let holder = holder_pid(&v["phases"]);
     assert!(
-        attempt(&v, "pre")["leftRunningPids"]
+        attempt(&v["phases"], "pre")["leftRunningPids"]
             .as_array()
             .is_some_and(|a| a.iter().any(|p| p.as_i64() == Some(holder))),
         "holder {holder} not among the pre-script's leftovers\n{}",
         ctx(&run)
     );
-    let post_out = tail(&v, "post", "stdoutTail");
+    let post_out = tail(&v["phases"], "post", "stdoutTail");
     assert!(
         post_out.contains("UNLOCK TABLES done") && post_out.contains("accepts writes"),
         "post-script output: {post_out}"
     );
     assert!(
-        holders_terminated(&v).contains(&holder),
+        holders_terminated(&v["phases"]).contains(&holder),
         "holdersTerminated {:?} lacks the holder {holder}\n{}",
-        holders_terminated(&v),
+        holders_terminated(&v["phases"]),
         ctx(&run)
     );
     assert!(!pid_alive(holder), "holder {holder} still running");
@@ -1337,10 +1413,28 @@ fn mariadb_snapshot_copy_starts_and_has_every_committed_row() {
     );
     writer.stop();
 
-    // A second server on the copy.
-    let copy_fs = ScratchFs::mount_image(&dir.path, &copy_img, "copy");
+    let summary = maria_check_copy(&dir, &copy_img, "copy", &at_snapshot, &before);
+    eprintln!(
+        "MariaDB copy: {summary}; total {:.1} s",
+        t0.elapsed().as_secs_f64()
+    );
+}
+
+/// A second server on the copy `copy_img` of the live image: it starts,
+/// CHECK TABLE passes on every table, the write the snapshot command tried
+/// in the window (id 0) is not there, and every id the writer had seen
+/// committed at the snapshot (the ids in `at_snapshot`) is. Returns what it
+/// checked.
+fn maria_check_copy(
+    dir: &Dir,
+    copy_img: &Path,
+    name: &str,
+    at_snapshot: &Path,
+    before: &[u64],
+) -> String {
+    let copy_fs = ScratchFs::mount_image(&dir.path, copy_img, name);
     let copy_data = copy_fs.mnt.join("mysql");
-    let copy = Maria::start("copy", &dir, &copy_fs.mnt, &copy_data);
+    let copy = Maria::start(name, dir, &copy_fs.mnt, &copy_data);
     let recovery: Vec<String> = copy
         .server
         .log_text()
@@ -1348,7 +1442,7 @@ fn mariadb_snapshot_copy_starts_and_has_every_committed_row() {
         .filter(|l| l.contains("recovery") || l.contains("crash") || l.contains("[ERROR]"))
         .map(str::to_string)
         .collect();
-    eprintln!("copy server log:\n{}", recovery.join("\n"));
+    eprintln!("{name} server log:\n{}", recovery.join("\n"));
     let check = run_bounded(
         60,
         &[
@@ -1382,15 +1476,14 @@ fn mariadb_snapshot_copy_starts_and_has_every_committed_row() {
         !copy_ids.contains(&0),
         "the write blocked in the window is in the copy"
     );
-    let at = ids_in(&at_snapshot);
-    assert_all_committed_present(&at, &before, &copy_ids);
-    eprintln!(
-        "MariaDB copy: {} rows, CHECK TABLE ok on {} tables; {} rows committed before the lock all present; total {:.1} s",
+    let at = ids_in(at_snapshot);
+    assert_all_committed_present(&at, before, &copy_ids);
+    format!(
+        "{} rows, CHECK TABLE ok on {} tables; {} rows committed before the lock all present",
         copy_ids.len(),
         tables.len(),
-        at.len(),
-        t0.elapsed().as_secs_f64()
-    );
+        at.len()
+    )
 }
 
 #[test]
@@ -1433,12 +1526,13 @@ fn mariadb_live_database_writable_after_failed_post_and_killed_runner() {
     assert_eq!(error_names(&v), ["Pre-ScriptExecutionFailed"], "{c}");
     assert_eq!(v["consistency"], "filesystem", "{c}");
     assert!(
-        tail(&v, "pre", "stderrTail").contains("could not take FLUSH TABLES WITH READ LOCK"),
+        tail(&v["phases"], "pre", "stderrTail")
+            .contains("could not take FLUSH TABLES WITH READ LOCK"),
         "pre-script stderr: {c}"
     );
-    assert_eq!(attempt(&v, "post")["exitCode"], 0, "{c}");
+    assert_eq!(attempt(&v["phases"], "post")["exitCode"], 0, "{c}");
     assert!(
-        tail(&v, "post", "stdoutTail").contains("nothing to release"),
+        tail(&v["phases"], "post", "stdoutTail").contains("nothing to release"),
         "post-script output: {c}"
     );
     let t = wait_until("writes after a failed pre-script", PROMPT, || {
@@ -1446,7 +1540,7 @@ fn mariadb_live_database_writable_after_failed_post_and_killed_runner() {
     });
     eprintln!(
         "0. pre-script could not lock (long query): gave up after {:.1} s, writable {:.0} ms after the run, with the long query still running",
-        attempt(&v, "pre")["durationMs"].as_f64().unwrap_or(f64::NAN) / 1e3,
+        attempt(&v["phases"], "pre")["durationMs"].as_f64().unwrap_or(f64::NAN) / 1e3,
         t.as_secs_f64() * 1e3
     );
     assert!(
@@ -1471,11 +1565,11 @@ fn mariadb_live_database_writable_after_failed_post_and_killed_runner() {
     let v = run.json();
     assert_eq!(error_names(&v), ["Post-ScriptExecutionFailed"], "{c}");
     assert_eq!(v["consistency"], "application", "{c}");
-    let holder = holder_pid(&v);
+    let holder = holder_pid(&v["phases"]);
     assert!(
-        holders_terminated(&v).contains(&holder),
+        holders_terminated(&v["phases"]).contains(&holder),
         "holdersTerminated {:?} lacks the holder {holder}\n{c}",
-        holders_terminated(&v)
+        holders_terminated(&v["phases"])
     );
     let t = wait_until("writes after a failed post-script", PROMPT, || {
         live.writable(-1).is_ok()
@@ -1517,7 +1611,7 @@ fn mariadb_live_database_writable_after_failed_post_and_killed_runner() {
     let c = ctx(&run);
     assert_eq!(run.code, 0, "quiesce post after the recovery\n{c}");
     assert!(
-        !holders_terminated(&run.json()).contains(&holder),
+        !holders_terminated(&run.json()["phases"]).contains(&holder),
         "the holder {holder} was still recorded after the recovery\n{c}"
     );
     drop(m);
@@ -1526,10 +1620,194 @@ fn mariadb_live_database_writable_after_failed_post_and_killed_runner() {
     job.set_env(&live.env(&state));
     let run = job.snapshot(&live_fs, "true");
     let v = assert_application(&run, &live_fs);
-    assert!(!holders_terminated(&v).is_empty(), "{}", ctx(&run));
+    assert!(
+        !holders_terminated(&v["phases"]).is_empty(),
+        "{}",
+        ctx(&run)
+    );
     live.writable(-4).unwrap();
     eprintln!(
         "MariaDB failure paths: total {:.1} s",
+        t0.elapsed().as_secs_f64()
+    );
+}
+
+// ---------------------------------------------------------------------------
+// Both, as two applications of one job (SPEC §3.1)
+
+/// PostgreSQL and MariaDB on their own filesystems, each its own application
+/// of one apps directory (`10-postgresql.json`, `20-mariadb.json`, the
+/// shipped samples), quiesced by one `snapshot` that freezes both
+/// filesystems: the pre-scripts run in that order, the post-scripts in
+/// reverse, each with its own settings; both copies start, pass their
+/// checks and hold every row committed before the freeze, and both live
+/// servers take writes after the run.
+#[test]
+fn postgresql_and_mariadb_quiesced_together_in_one_snapshot() {
+    let mut tools = pg_tools();
+    tools.extend(MARIADB_TOOLS.iter().map(|t| t.to_string()));
+    require_db!(
+        "PostgreSQL and MariaDB",
+        &tools.iter().map(String::as_str).collect::<Vec<_>>()
+    );
+    let t0 = Instant::now();
+    let dir = Dir::new("both");
+    let pg_fs = ScratchFs::with_size(&dir.path, "pg", "ext4", IMAGE_SIZE);
+    let maria_fs = ScratchFs::with_size(&dir.path, "maria", "ext4", IMAGE_SIZE);
+    let pg = pg_live(&dir, &pg_fs, PG_PORT_BOTH_TEST);
+    let maria = maria_live(&dir, &maria_fs);
+
+    // The operator's apps directory: root-owned 0755, one config per
+    // application, each naming its own scripts and settings.
+    let apps = dir.mkdir("apps.d", 0o755, None);
+    let state = dir.join("holder-state");
+    Job::install_as(
+        &dir,
+        "pg-scripts",
+        &apps.join("10-postgresql.json"),
+        "postgresql",
+        "pg.env",
+        &pg.env(),
+    );
+    Job::install_as(
+        &dir,
+        "maria-scripts",
+        &apps.join("20-mariadb.json"),
+        "mariadb",
+        "mariadb.env",
+        &maria.env(&state),
+    );
+    let mut pg_writer = pg_writer(&dir, &pg);
+    let mut maria_writer = Writer::start(
+        dir.mkdir("maria-writer", 0o700, None),
+        None,
+        &maria.insert_cmd(),
+    );
+    pg_writer.wait_rows(30, Duration::from_secs(30));
+    maria_writer.wait_rows(30, Duration::from_secs(30));
+
+    // In the window: note what both writers had seen committed, try a
+    // MariaDB write (the read lock blocks it), copy both images.
+    let (pg_copy, maria_copy) = (dir.join("pg-copy.img"), dir.join("maria-copy.img"));
+    let (pg_at, maria_at) = (dir.join("pg-at-snapshot"), dir.join("maria-at-snapshot"));
+    let during = dir.join("write-during-window");
+    let cmd = format!(
+        "cp '{pg_log}' '{pg_at}' && cp '{maria_log}' '{maria_at}' && {try_write}; \
+         cp --sparse=always '{pg_img}' '{pg_copy}' && cp --sparse=always '{maria_img}' '{maria_copy}'",
+        pg_log = pg_writer.committed_file().display(),
+        pg_at = pg_at.display(),
+        maria_log = maria_writer.committed_file().display(),
+        maria_at = maria_at.display(),
+        try_write = maria.try_write_cmd(&during),
+        pg_img = pg_fs.image.display(),
+        pg_copy = pg_copy.display(),
+        maria_img = maria_fs.image.display(),
+        maria_copy = maria_copy.display(),
+    );
+    let (pg_before, maria_before) = (pg_writer.committed(), maria_writer.committed());
+    let start = Instant::now();
+    let mut quiesce = runner_command(&dir.path);
+    quiesce.arg("--apps-dir").arg(&apps).args([
+        "snapshot",
+        "--json",
+        "--max-freeze",
+        "30",
+        "--mount",
+        pg_fs.path(),
+        "--mount",
+        maria_fs.path(),
+        "--",
+        "sh",
+        "-c",
+        &cmd,
+    ]);
+    let run = Run::from(quiesce.output().unwrap());
+    eprintln!(
+        "quiesce snapshot (two applications) -> exit {} in {:.2} s",
+        run.code,
+        start.elapsed().as_secs_f64()
+    );
+
+    let c = ctx(&run);
+    assert_eq!(run.code, 0, "exit code\n{c}");
+    let v = run.json();
+    assert_eq!(v["result"], "success", "{c}");
+    assert_eq!(v["consistency"], "application", "{c}");
+    assert_eq!(error_names(&v), Vec::<String>::new(), "{c}");
+    assert_eq!(v["applicationSource"]["source"], "apps-dir", "{c}");
+    assert_window(&v, &[&pg_fs, &maria_fs], &c);
+    // Several applications: their phases are in `applications`, in order.
+    assert!(
+        v["phases"]["pre"].is_null() && v["phases"]["post"].is_null(),
+        "{c}"
+    );
+    let names: Vec<&str> = v["applications"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|a| a["name"].as_str())
+        .collect();
+    assert_eq!(names, ["PostgreSQL", "MariaDB"], "{c}");
+    let (pg_app, maria_app) = (&v["applications"][0], &v["applications"][1]);
+    for app in [pg_app, maria_app] {
+        assert_scripts_ran(app, &c);
+        assert_eq!(app["errors"], serde_json::json!([]), "{c}");
+    }
+    for (app, phase, want) in [
+        (pg_app, "pre", "CHECKPOINT done"),
+        (maria_app, "pre", "FLUSH TABLES WITH READ LOCK held"),
+        (maria_app, "post", "UNLOCK TABLES done"),
+        (pg_app, "post", "accepts connections"),
+    ] {
+        let out = tail(app, phase, "stdoutTail");
+        assert!(
+            out.contains(want),
+            "{} {phase}-script output: {out}",
+            app["name"]
+        );
+    }
+    assert_write_blocked(&during);
+    // MariaDB's holder is ended after MariaDB's own post-script; PostgreSQL
+    // left nothing running.
+    let holder = holder_pid(maria_app);
+    assert!(
+        holders_terminated(maria_app).contains(&holder),
+        "MariaDB holdersTerminated {:?} lacks the holder {holder}\n{c}",
+        holders_terminated(maria_app)
+    );
+    assert!(holders_terminated(pg_app).is_empty(), "{c}");
+    assert!(!pid_alive(holder), "holder {holder} still running");
+    eprintln!(
+        "two applications: pre PostgreSQL {:.0} ms, pre MariaDB {:.0} ms, freeze window {:.0} ms, post MariaDB {:.0} ms, post PostgreSQL {:.0} ms",
+        attempt(pg_app, "pre")["durationMs"].as_f64().unwrap_or(f64::NAN),
+        attempt(maria_app, "pre")["durationMs"].as_f64().unwrap_or(f64::NAN),
+        v["phases"]["freeze"]["windowMs"].as_f64().unwrap_or(f64::NAN),
+        attempt(maria_app, "post")["durationMs"].as_f64().unwrap_or(f64::NAN),
+        attempt(pg_app, "post")["durationMs"].as_f64().unwrap_or(f64::NAN),
+    );
+
+    // Both live servers take writes again at once.
+    pg.writable(-1)
+        .unwrap_or_else(|e| panic!("live PostgreSQL not writable after the run: {e}"));
+    maria
+        .writable(-1)
+        .unwrap_or_else(|e| panic!("live MariaDB not writable after the run: {e}"));
+    pg_writer.progresses(PROMPT).unwrap();
+    maria_writer.progresses(PROMPT).unwrap();
+    pg_writer.stop();
+    maria_writer.stop();
+
+    let pg_summary = pg_check_copy(
+        &dir,
+        &pg_copy,
+        "pg-copy",
+        PG_PORT_BOTH_COPY,
+        &pg_at,
+        &pg_before,
+    );
+    let maria_summary = maria_check_copy(&dir, &maria_copy, "maria-copy", &maria_at, &maria_before);
+    eprintln!(
+        "PostgreSQL copy: {pg_summary}\nMariaDB copy: {maria_summary}\ntotal {:.1} s",
         t0.elapsed().as_secs_f64()
     );
 }
