@@ -74,6 +74,13 @@ const FILES: &[(&str, u32)] = &[
         0o644,
     ),
     ("/usr/share/doc/quiesce/examples/mariadb/mariadb.env", 0o644),
+    // The two-application set in apps.d form (issue 12).
+    ("/usr/share/doc/quiesce/examples/apps.d/10-app.json", 0o644),
+    (
+        "/usr/share/doc/quiesce/examples/apps.d/20-postgresql.json",
+        0o644,
+    ),
+    ("/usr/share/doc/quiesce/examples/apps.d/README", 0o644),
     // The journal-forwarding drop-ins and the journal catalog (issue 15).
     (
         "/usr/share/doc/quiesce/examples/rsyslog-quiesce.conf",
