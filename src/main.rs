@@ -127,7 +127,8 @@ enum Command {
     Pre,
     /// Run every application's post-script, in reverse order, with its
     /// retries and timeout, each followed by ending what its pre-script left
-    /// running.
+    /// running. After a separate `pre`: only those whose pre-script it
+    /// started.
     Post,
     /// Freeze the filesystems, run CMD, thaw. No scripts.
     Freeze {

@@ -1614,10 +1614,13 @@ fn pre_and_post_as_separate_commands_run_in_order_and_in_reverse() {
 }
 
 /// `quiesce pre` keeps the stop rule: a failed pre-script with
-/// continueBackupOnFailure=false stops the later ones, exit 2. `quiesce
-/// post` runs every application that passed its pre-check, in reverse.
+/// continueBackupOnFailure=false stops the later ones, exit 2. The `quiesce
+/// post` that completes it runs the post-scripts of the applications whose
+/// pre-script started (their records await it), in reverse, and not of the
+/// one that never started. A `post` on its own (nothing awaits it: by hand,
+/// or a second time) runs every application that passed its pre-check.
 #[test]
-fn separate_pre_stops_at_a_fatal_failure_and_post_runs_all_in_reverse() {
+fn separate_pre_stops_at_a_fatal_failure_and_post_runs_the_started_in_reverse() {
     require_root!();
     let e = Env::new("apps-pre-stop");
     let a = e.write_json("conf/a.json", &e.app("a"));
@@ -1635,11 +1638,31 @@ fn separate_pre_stops_at_a_fatal_failure_and_post_runs_all_in_reverse() {
         "{v}"
     );
     assert!(applications(&v)[2].get("pre").is_none(), "{v}");
+
     let post = e.run(&[&a, &b, &c], &["post", "--json"]);
     assert_eq!(post.code, 0, "{}", ctx(&post));
     assert_eq!(
         e.ran(),
-        lines(&["a pre", "b pre", "c post", "b post", "a post"])
+        lines(&["a pre", "b pre", "b post", "a post"]),
+        "{}",
+        ctx(&post)
+    );
+    assert!(
+        post.stderr
+            .lines()
+            .any(|l| l.contains("c: its pre-script did not start")),
+        "{}",
+        post.stderr
+    );
+    assert!(applications(&post.json())[2].get("post").is_none());
+
+    let alone = e.run(&[&a, &b, &c], &["post", "--json"]);
+    assert_eq!(alone.code, 0, "post on its own\n{}", ctx(&alone));
+    assert_eq!(
+        e.ran()[4..].to_vec(),
+        lines(&["c post", "b post", "a post"]),
+        "{}",
+        ctx(&alone)
     );
 }
 

@@ -126,7 +126,15 @@ pub fn script_phase(common: &Common, opts: &RunnerOptions, phase: Phase) -> Fini
             }
         }
         Phase::Post => {
-            posts(&mut job, &ctx, &apps, |_| true);
+            let started = super::recover::started_by_pre(&job.pending, &apps);
+            let runs = |a: &App| started.as_ref().is_none_or(|s| s.contains(&a.index));
+            for app in apps.list.iter().filter(|a| !runs(a)) {
+                status::say(format!(
+                    "{}: its pre-script did not start in the pre run this post completes, so its post-script does not run",
+                    app.name
+                ));
+            }
+            posts(&mut job, &ctx, &apps, runs);
         }
     }
     if !job.status.errors.is_empty() {

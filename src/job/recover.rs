@@ -13,12 +13,12 @@
 
 use std::ffi::CString;
 use std::os::unix::ffi::OsStrExt;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use log::Level;
 use serde_json::json;
 
-use super::apps::App;
+use super::apps::{App, Apps};
 use super::pending::{self, Claim, Damaged, Due, Entry, PendingOptions, PendingPost, Writer};
 use super::postguard::PostGuard;
 use super::preflight::{self, InputPaths, Prechecked};
@@ -372,6 +372,35 @@ fn guard_args(common: &Common, opts: &RunnerOptions) -> Vec<CString> {
     args
 }
 
+/// The records of finished `pre` runs whose post-scripts await a separate
+/// `quiesce post`.
+fn awaiting_post_command(opts: &PendingOptions) -> impl Iterator<Item = Box<PendingPost>> {
+    opts.list()
+        .unwrap_or_default()
+        .into_iter()
+        .filter_map(|e| match e {
+            Entry::Record(r) if r.awaits == pending::Awaits::PostCommand => Some(r),
+            _ => None,
+        })
+}
+
+/// For a separate `quiesce post`: the applications whose pre-script a
+/// separate `pre` started, by their records awaiting this call (SPEC §3.1:
+/// only those run their post-script). `None` when no application of `apps`
+/// has one — a `post` on its own (by hand, or after the records were
+/// settled) runs every post-script, as the extension does.
+pub fn started_by_pre(state: &PendingState, apps: &Apps) -> Option<Vec<usize>> {
+    let opts = state.opts.as_ref()?;
+    let configs: Vec<PathBuf> = awaiting_post_command(opts).map(|r| r.config).collect();
+    let started: Vec<usize> = apps
+        .list
+        .iter()
+        .filter(|a| configs.contains(&a.config_path))
+        .map(|a| a.index)
+        .collect();
+    (!started.is_empty()).then_some(started)
+}
+
 /// The records a script phase of this run settles, locked while it runs:
 /// for a post phase, the application's own record of this run, or — for a
 /// separate `quiesce post` — every record of a `pre` of the same config
@@ -394,18 +423,9 @@ pub fn before_phase(state: &PendingState, phase: Phase, app: &App) -> Settling {
         let names: Vec<String> = if !state.own.is_empty() {
             own
         } else {
-            opts.list()
-                .unwrap_or_default()
-                .into_iter()
-                .filter_map(|e| match e {
-                    Entry::Record(r)
-                        if r.awaits == pending::Awaits::PostCommand
-                            && r.config == app.config_path =>
-                    {
-                        Some(r.name())
-                    }
-                    _ => None,
-                })
+            awaiting_post_command(opts)
+                .filter(|r| r.config == app.config_path)
+                .map(|r| r.name())
                 .collect()
         };
         claims = names
