@@ -1657,26 +1657,8 @@ fn postgresql_and_mariadb_quiesced_together_in_one_snapshot() {
     let pg = pg_live(&dir, &pg_fs, PG_PORT_BOTH_TEST);
     let maria = maria_live(&dir, &maria_fs);
 
-    // The operator's apps directory: root-owned 0755, one config per
-    // application, each naming its own scripts and settings.
-    let apps = dir.mkdir("apps.d", 0o755, None);
     let state = dir.join("holder-state");
-    Job::install_as(
-        &dir,
-        "pg-scripts",
-        &apps.join("10-postgresql.json"),
-        "postgresql",
-        "pg.env",
-        &pg.env(),
-    );
-    Job::install_as(
-        &dir,
-        "maria-scripts",
-        &apps.join("20-mariadb.json"),
-        "mariadb",
-        "mariadb.env",
-        &maria.env(&state),
-    );
+    let apps = install_both(&dir, &pg, &maria, &state);
     let mut pg_writer = pg_writer(&dir, &pg);
     let mut maria_writer = Writer::start(
         dir.mkdir("maria-writer", 0o700, None),
@@ -1705,37 +1687,61 @@ fn postgresql_and_mariadb_quiesced_together_in_one_snapshot() {
         maria_copy = maria_copy.display(),
     );
     let (pg_before, maria_before) = (pg_writer.committed(), maria_writer.committed());
-    let start = Instant::now();
-    let mut quiesce = runner_command(&dir.path);
-    quiesce.arg("--apps-dir").arg(&apps).args([
-        "snapshot",
-        "--json",
-        "--max-freeze",
-        "30",
-        "--mount",
-        pg_fs.path(),
-        "--mount",
-        maria_fs.path(),
-        "--",
-        "sh",
-        "-c",
-        &cmd,
-    ]);
-    let run = Run::from(quiesce.output().unwrap());
-    eprintln!(
-        "quiesce snapshot (two applications) -> exit {} in {:.2} s",
-        run.code,
-        start.elapsed().as_secs_f64()
-    );
-
+    let run = snapshot_both(&dir, &apps, &[&pg_fs, &maria_fs], &cmd);
+    let v = assert_two_applications(&run, &[&pg_fs, &maria_fs]);
     let c = ctx(&run);
+    let (pg_app, maria_app) = (&v["applications"][0], &v["applications"][1]);
+    assert_write_blocked(&during);
+    // MariaDB's holder is ended after MariaDB's own post-script; PostgreSQL
+    // left nothing running.
+    let holder = holder_pid(maria_app);
+    assert!(
+        holders_terminated(maria_app).contains(&holder),
+        "MariaDB holdersTerminated {:?} lacks the holder {holder}\n{c}",
+        holders_terminated(maria_app)
+    );
+    assert!(holders_terminated(pg_app).is_empty(), "{c}");
+    assert!(!pid_alive(holder), "holder {holder} still running");
+    report_app_timings(&v);
+
+    // Both live servers take writes again at once.
+    pg.writable(-1)
+        .unwrap_or_else(|e| panic!("live PostgreSQL not writable after the run: {e}"));
+    maria
+        .writable(-1)
+        .unwrap_or_else(|e| panic!("live MariaDB not writable after the run: {e}"));
+    pg_writer.progresses(PROMPT).unwrap();
+    maria_writer.progresses(PROMPT).unwrap();
+    pg_writer.stop();
+    maria_writer.stop();
+
+    let pg_summary = pg_check_copy(
+        &dir,
+        &pg_copy,
+        "pg-copy",
+        PG_PORT_BOTH_COPY,
+        &pg_at,
+        &pg_before,
+    );
+    let maria_summary = maria_check_copy(&dir, &maria_copy, "maria-copy", &maria_at, &maria_before);
+    eprintln!(
+        "PostgreSQL copy: {pg_summary}\nMariaDB copy: {maria_summary}\ntotal {:.1} s",
+        t0.elapsed().as_secs_f64()
+    );
+}
+
+/// Asserts a whole, application-consistent snapshot of the two applications
+/// PostgreSQL then MariaDB (from the apps directory), each with both samples
+/// run, and `filesystems` frozen for the snapshot command.
+fn assert_two_applications(run: &Run, filesystems: &[&ScratchFs]) -> Value {
+    let c = ctx(run);
     assert_eq!(run.code, 0, "exit code\n{c}");
     let v = run.json();
     assert_eq!(v["result"], "success", "{c}");
     assert_eq!(v["consistency"], "application", "{c}");
     assert_eq!(error_names(&v), Vec::<String>::new(), "{c}");
     assert_eq!(v["applicationSource"]["source"], "apps-dir", "{c}");
-    assert_window(&v, &[&pg_fs, &maria_fs], &c);
+    assert_window(&v, filesystems, &c);
     // Several applications: their phases are in `applications`, in order.
     assert!(
         v["phases"]["pre"].is_null() && v["phases"]["post"].is_null(),
@@ -1766,17 +1772,12 @@ fn postgresql_and_mariadb_quiesced_together_in_one_snapshot() {
             app["name"]
         );
     }
-    assert_write_blocked(&during);
-    // MariaDB's holder is ended after MariaDB's own post-script; PostgreSQL
-    // left nothing running.
-    let holder = holder_pid(maria_app);
-    assert!(
-        holders_terminated(maria_app).contains(&holder),
-        "MariaDB holdersTerminated {:?} lacks the holder {holder}\n{c}",
-        holders_terminated(maria_app)
-    );
-    assert!(holders_terminated(pg_app).is_empty(), "{c}");
-    assert!(!pid_alive(holder), "holder {holder} still running");
+    v
+}
+
+/// Each application's script phases, in the order they ran, and the window.
+fn report_app_timings(v: &Value) {
+    let (pg_app, maria_app) = (&v["applications"][0], &v["applications"][1]);
     eprintln!(
         "two applications: pre PostgreSQL {:.0} ms, pre MariaDB {:.0} ms, freeze window {:.0} ms, post MariaDB {:.0} ms, post PostgreSQL {:.0} ms",
         attempt(pg_app, "pre")["durationMs"].as_f64().unwrap_or(f64::NAN),
@@ -1785,29 +1786,49 @@ fn postgresql_and_mariadb_quiesced_together_in_one_snapshot() {
         attempt(maria_app, "post")["durationMs"].as_f64().unwrap_or(f64::NAN),
         attempt(pg_app, "post")["durationMs"].as_f64().unwrap_or(f64::NAN),
     );
+}
 
-    // Both live servers take writes again at once.
-    pg.writable(-1)
-        .unwrap_or_else(|e| panic!("live PostgreSQL not writable after the run: {e}"));
-    maria
-        .writable(-1)
-        .unwrap_or_else(|e| panic!("live MariaDB not writable after the run: {e}"));
-    pg_writer.progresses(PROMPT).unwrap();
-    maria_writer.progresses(PROMPT).unwrap();
-    pg_writer.stop();
-    maria_writer.stop();
-
-    let pg_summary = pg_check_copy(
-        &dir,
-        &pg_copy,
-        "pg-copy",
-        PG_PORT_BOTH_COPY,
-        &pg_at,
-        &pg_before,
+/// The operator's apps directory for both: root-owned 0755, one config per
+/// application (`10-postgresql.json`, `20-mariadb.json`), each naming its
+/// own scripts and settings.
+fn install_both(dir: &Dir, pg: &Pg, maria: &Maria, state: &Path) -> PathBuf {
+    let apps = dir.mkdir("apps.d", 0o755, None);
+    Job::install_as(
+        dir,
+        "pg-scripts",
+        &apps.join("10-postgresql.json"),
+        "postgresql",
+        "pg.env",
+        &pg.env(),
     );
-    let maria_summary = maria_check_copy(&dir, &maria_copy, "maria-copy", &maria_at, &maria_before);
+    Job::install_as(
+        dir,
+        "maria-scripts",
+        &apps.join("20-mariadb.json"),
+        "mariadb",
+        "mariadb.env",
+        &maria.env(state),
+    );
+    apps
+}
+
+/// `quiesce --apps-dir APPS snapshot` freezing `filesystems` around
+/// `sh -c CMD`.
+fn snapshot_both(dir: &Dir, apps: &Path, filesystems: &[&ScratchFs], cmd: &str) -> Run {
+    let start = Instant::now();
+    let mut quiesce = runner_command(&dir.path);
+    quiesce
+        .arg("--apps-dir")
+        .arg(apps)
+        .args(["snapshot", "--json", "--max-freeze", "30"]);
+    for fs in filesystems {
+        quiesce.arg("--mount").arg(fs.path());
+    }
+    let run = Run::from(quiesce.args(["--", "sh", "-c", cmd]).output().unwrap());
     eprintln!(
-        "PostgreSQL copy: {pg_summary}\nMariaDB copy: {maria_summary}\ntotal {:.1} s",
-        t0.elapsed().as_secs_f64()
+        "quiesce snapshot (two applications) -> exit {} in {:.2} s",
+        run.code,
+        start.elapsed().as_secs_f64()
     );
+    run
 }
