@@ -15,6 +15,7 @@
 
 mod common;
 
+use common::rsyslog::{parse_5424, Syslog5424, TestSyslog};
 use common::scratchfs::ScratchFs;
 use common::{chown, quiesce_bin, MarkerGuard, Run, Scratch, NOBODY};
 use serde_json::{json, Value};
@@ -39,6 +40,8 @@ struct Env {
     fs: Option<ScratchFs>,
     s: Scratch,
     marker: PathBuf,
+    /// A private rsyslogd the runs send their trail to, when a test reads it.
+    syslog: Option<TestSyslog>,
 }
 
 impl Env {
@@ -50,6 +53,7 @@ impl Env {
             fs: None,
             s,
             marker,
+            syslog: None,
         }
     }
 
@@ -145,7 +149,11 @@ impl Env {
         opt("--host-config", &self.host());
         opt("--apps-dir", &self.apps_dir());
         opt("--run-dir", &self.s.path("run"));
-        opt("--syslog-socket", &self.s.path("no-syslog.sock"));
+        let syslog = match &self.syslog {
+            Some(d) => d.socket.clone(),
+            None => self.s.path("no-syslog.sock"),
+        };
+        opt("--syslog-socket", &syslog);
         opt("--journal-socket", &self.s.path("no-journal.sock"));
         opt("--state-dir", &self.s.path("state"));
         args
@@ -1664,6 +1672,99 @@ fn separate_pre_stops_at_a_fatal_failure_and_post_runs_the_started_in_reverse() 
         "{}",
         ctx(&alone)
     );
+}
+
+/// The audit trail names the application on every record of its work (its
+/// checks, script start, output and exit, holders), in the order the
+/// scripts ran; the run's own records between them (freeze, thaw, window,
+/// run-end) name none.
+#[test]
+fn the_trail_names_the_application_on_every_script_record() {
+    require_root!("trust checks need uid 0 ownership; freezing needs CAP_SYS_ADMIN; rsyslogd's socket dir is root-owned");
+    if let Err(why) = TestSyslog::prerequisites() {
+        eprintln!("SKIPPED: {why}");
+        return;
+    }
+    let mut e = Env::with_fs("apps-trail");
+    e.syslog = Some(TestSyslog::start().expect("start rsyslogd"));
+    let m = MarkerGuard::new(170);
+    let hold = format!(
+        "echo a-pre-says-hello\nsetsid sleep {} >/dev/null 2>&1 &",
+        m.0
+    );
+    let a = e.write_json(
+        "conf/a.json",
+        &e.app_with("a", &hold, "echo a-post-says-bye"),
+    );
+    let b = e.write_json("conf/b.json", &e.app_with("b", "echo b-pre", "echo b-post"));
+    let run = e.snapshot(&[&a, &b], &[]);
+    assert_eq!(run.code, 0, "{}", ctx(&run));
+    e.assert_writable();
+    let syslog = e.syslog.as_ref().unwrap();
+    let raw = syslog.wait_for("the run-end record", |ls| {
+        ls.iter()
+            .filter_map(|l| parse_5424(l).ok())
+            .any(|r| r.msgid == "run-end")
+    });
+    let recs: Vec<Syslog5424> = raw
+        .iter()
+        .map(|l| parse_5424(l).unwrap_or_else(|e| panic!("not RFC 5424: {e}")))
+        .collect();
+    let app_of = |r: &Syslog5424| r.param("app").unwrap_or("").to_string();
+    const WORK: &[&str] = &[
+        "check",
+        "script-start",
+        "script-output",
+        "script-exit",
+        "holder-recorded",
+        "holder-terminated",
+    ];
+    const RUN: &[&str] = &["freeze", "freeze-complete", "thaw", "window", "run-end"];
+    for r in &recs {
+        let app = app_of(r);
+        if WORK.contains(&r.msgid.as_str()) {
+            assert!(
+                app == "a" || app == "b",
+                "a {} record naming no application: {r:?}",
+                r.msgid
+            );
+        } else if RUN.contains(&r.msgid.as_str()) {
+            assert_eq!(app, "", "the run's own {} record names {app:?}", r.msgid);
+        }
+    }
+    let seen = |msgid: &str| -> Vec<String> {
+        recs.iter()
+            .filter(|r| r.msgid == msgid)
+            .map(|r| format!("{} {}", app_of(r), r.param("phase").unwrap_or("")))
+            .collect()
+    };
+    assert_eq!(
+        seen("script-start"),
+        lines(&["a pre", "b pre", "b post", "a post"]),
+        "{raw:#?}"
+    );
+    assert_eq!(seen("script-exit"), seen("script-start"), "{raw:#?}");
+    for (text, app) in [
+        ("a-pre-says-hello", "a"),
+        ("b-pre", "b"),
+        ("b-post", "b"),
+        ("a-post-says-bye", "a"),
+    ] {
+        assert!(
+            recs.iter()
+                .any(|r| r.msgid == "script-output" && r.msg.contains(text) && app_of(r) == app),
+            "no script-output {text:?} naming {app}: {raw:#?}"
+        );
+    }
+    for msgid in ["holder-recorded", "holder-terminated"] {
+        let apps: Vec<String> = recs
+            .iter()
+            .filter(|r| r.msgid == msgid)
+            .map(app_of)
+            .collect();
+        assert_eq!(apps, ["a"], "{msgid}: {raw:#?}");
+    }
+    assert!(m.survivors().is_empty(), "a's holder survived the run");
 }
 
 // ---------------------------------------------------------------------------
