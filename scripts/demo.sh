@@ -2,7 +2,8 @@
 # Builds quiesce and runs the whole job on scratch filesystems with sample
 # scripts: check, then snapshot (pre-script, freeze, a snapshot command that
 # copies a filesystem image, thaw, post-script), the status JSON, a verified
-# copy, the audit trail, and a run that degrades. Run as root on Debian.
+# copy, the audit trail, two applications of an apps directory, and a run
+# that degrades. Run as root on Debian.
 #
 # It never freezes / or the work tree's filesystem: it makes two scratch
 # filesystems on loop devices under /run and passes them with --mount. A
@@ -96,9 +97,10 @@ else
     echo "   (systemd-journald not installed: the trail goes to syslog only; apt-get install systemd)"
 fi
 mkdir -m 755 "$demo/metrics"
-common=(--config "$demo/config.json" --host-config "$demo/no-plugin-host.conf"
+runner=(--host-config "$demo/no-plugin-host.conf"
         --run-dir "$demo/run" --syslog-socket "$socket" "${journal[@]}"
         --state-dir "$demo/state" --metrics-dir "$demo/metrics")
+common=(--config "$demo/config.json" "${runner[@]}")
 window=(--mount "$demo/data" --mount "$demo/logs")
 
 echo
@@ -161,6 +163,35 @@ echo
 echo "== after the run: its status kept as last-snapshot.json, and the node-exporter textfile"
 ls -l "$demo/state/last-snapshot.json"
 grep -v '^#' "$demo/metrics/quiesce.prom" | grep 'operation="snapshot"' | head -20
+
+echo
+echo "== several applications: an apps directory with two (packaging/examples/apps.d)"
+# The sample app twice, each with its own scripts; pre-scripts run in
+# lexical order, post-scripts in reverse.
+mkdir -m 755 "$demo/apps.d"
+mkdir -m 700 "$demo/cache-scripts"
+install -m 700 packaging/examples/pre-script.sh packaging/examples/post-script.sh "$demo/cache-scripts/"
+sed -e "s#/etc/quiesce/app/#$demo/scripts/#" packaging/examples/apps.d/10-app.json > "$demo/apps.d/10-app.json"
+sed -e "s#/etc/quiesce/app/#$demo/cache-scripts/#" packaging/examples/apps.d/10-app.json > "$demo/apps.d/20-cache.json"
+cp "$demo/apps.d/20-cache.json" "$demo/apps.d/20-cache.json.dpkg-old"
+chmod 600 "$demo"/apps.d/*
+apps=(--apps-dir "$demo/apps.d" "${runner[@]}")
+"$q" "${apps[@]}" check "${window[@]}" 2>&1 | sed -n '/applications (2)/,/a snapshot would be/p' | grep -v '^quiesce: mount '
+set +e
+"$q" "${apps[@]}" snapshot --json "${window[@]}" -- true > "$demo/apps-status.json" 2> "$demo/apps-stderr"
+rc=$?
+set -e
+grep -E 'application [0-9] of|script (ok|exited)|thawed' "$demo/apps-stderr" | head -20
+python3 - "$demo/apps-status.json" <<'PY'
+import json, sys
+s = json.load(open(sys.argv[1]))
+print(f"result {s['result']}, consistency {s.get('consistency')}")
+for a in s["applications"]:
+    pre = a.get("pre", {}).get("attempts", [{}])[0].get("exitCode")
+    post = a.get("post", {}).get("attempts", [{}])[0].get("exitCode")
+    print(f"   {a['name']:<10} {a['config']}: pre exit {pre}, post exit {post}")
+PY
+echo "exit status: $rc"
 
 echo
 echo "== a careless chmod 755 of the pre-script: the run degrades, it does not break"

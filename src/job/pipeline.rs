@@ -25,9 +25,12 @@ pub fn precheck(job: &mut Job, common: &Common) -> Result<Apps, Problem> {
             .pc
             .warnings
             .iter()
-            .map(|w| match apps.several() {
-                true => format!("{}: {w}", app.name),
-                false => w.clone(),
+            .map(|w| {
+                if apps.several() {
+                    format!("{}: {w}", app.name)
+                } else {
+                    w.clone()
+                }
             })
             .collect();
         for w in &warnings {
