@@ -670,14 +670,21 @@ fn holders_terminated(scripts: &Value) -> Vec<i64> {
 
 /// Asserts a whole, application-consistent snapshot with both samples run.
 fn assert_application(run: &Run, fs: &ScratchFs) -> Value {
+    let v = assert_success(run, &[fs]);
+    assert_scripts_ran(&v["phases"], &ctx(run));
+    v
+}
+
+/// Exit 0, an application-consistent success without errors, and the
+/// snapshot command ran with exactly `filesystems` frozen.
+fn assert_success(run: &Run, filesystems: &[&ScratchFs]) -> Value {
     let c = ctx(run);
     assert_eq!(run.code, 0, "exit code\n{c}");
     let v = run.json();
     assert_eq!(v["result"], "success", "{c}");
     assert_eq!(v["consistency"], "application", "{c}");
     assert_eq!(error_names(&v), Vec::<String>::new(), "{c}");
-    assert_scripts_ran(&v["phases"], &c);
-    assert_window(&v, &[fs], &c);
+    assert_window(&v, filesystems, &c);
     v
 }
 
@@ -1734,14 +1741,9 @@ fn postgresql_and_mariadb_quiesced_together_in_one_snapshot() {
 /// PostgreSQL then MariaDB (from the apps directory), each with both samples
 /// run, and `filesystems` frozen for the snapshot command.
 fn assert_two_applications(run: &Run, filesystems: &[&ScratchFs]) -> Value {
+    let v = assert_success(run, filesystems);
     let c = ctx(run);
-    assert_eq!(run.code, 0, "exit code\n{c}");
-    let v = run.json();
-    assert_eq!(v["result"], "success", "{c}");
-    assert_eq!(v["consistency"], "application", "{c}");
-    assert_eq!(error_names(&v), Vec::<String>::new(), "{c}");
     assert_eq!(v["applicationSource"]["source"], "apps-dir", "{c}");
-    assert_window(&v, filesystems, &c);
     // Several applications: their phases are in `applications`, in order.
     assert!(
         v["phases"]["pre"].is_null() && v["phases"]["post"].is_null(),
