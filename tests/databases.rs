@@ -616,19 +616,13 @@ impl Job {
     }
 }
 
-/// quiesce with its run and state directories in `dir/run`, no plugin-host
-/// file and no syslog; the caller names the applications.
+/// quiesce kept inside `dir` ([`common::private_args`]), with no
+/// plugin-host file; the caller names the applications.
 fn runner_command(dir: &Path) -> Command {
-    let run_dir = dir.join("run");
     let mut cmd = common::quiesce_bin();
     cmd.arg("--host-config")
         .arg(dir.join("no-host.conf"))
-        .arg("--run-dir")
-        .arg(&run_dir)
-        .arg("--state-dir")
-        .arg(run_dir.join("state"))
-        .arg("--syslog-socket")
-        .arg(dir.join("no-syslog.sock"))
+        .args(common::private_args(dir))
         .current_dir("/");
     cmd
 }

@@ -189,17 +189,13 @@ impl Setup {
     /// The global options of [`Setup::command`], for a test that runs the
     /// binary through a wrapper (`unshare`, a shell that joins a cgroup).
     pub fn global_args(&self) -> Vec<std::ffi::OsString> {
-        let mut args: Vec<std::ffi::OsString> = Vec::new();
-        let mut opt = |name: &str, value: &Path| {
-            args.push(name.into());
-            args.push(value.into());
-        };
-        opt("--config", &self.config);
-        opt("--host-config", &self.host_config);
-        opt("--run-dir", &self.s.path("run"));
-        opt("--syslog-socket", &self.s.path("no-syslog.sock"));
-        opt("--journal-socket", &self.s.path("no-journal.sock"));
-        opt("--state-dir", &self.s.path("state"));
+        let mut args: Vec<std::ffi::OsString> = vec![
+            "--config".into(),
+            self.config.clone().into(),
+            "--host-config".into(),
+            self.host_config.clone().into(),
+        ];
+        args.extend(private_args(&self.s.dir));
         args
     }
 
@@ -210,6 +206,21 @@ impl Setup {
     pub fn scripts_ran(&self) -> String {
         fs::read_to_string(&self.marker).unwrap_or_default()
     }
+}
+
+/// The global options that keep a run inside `dir`: its run and state
+/// directories there, and trail sockets that do not exist, so `--trail
+/// auto` picks syslog and nothing reaches the machine's syslog or journal.
+pub fn private_args(dir: &Path) -> Vec<std::ffi::OsString> {
+    [
+        ("--run-dir", "run"),
+        ("--state-dir", "state"),
+        ("--syslog-socket", "no-syslog.sock"),
+        ("--journal-socket", "no-journal.sock"),
+    ]
+    .iter()
+    .flat_map(|(opt, name)| [(*opt).into(), dir.join(name).into()])
+    .collect()
 }
 
 /// What a run of the binary showed a user.
