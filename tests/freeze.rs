@@ -5,6 +5,7 @@
 
 mod common;
 
+use common::fanotify::Holder;
 use common::scratchfs::{have_mkfs, writable_within, ScratchFs};
 use common::{signal, MarkerGuard, Run, Setup};
 use nix::sys::signal::Signal;
@@ -546,54 +547,6 @@ fn wait_bounded(child: &mut std::process::Child, within: Duration) -> Option<i32
         std::thread::sleep(Duration::from_millis(20));
     }
     None
-}
-
-/// A fanotify permission listener on a mount that holds writers inside
-/// open() (tests/helpers/fanotify_hold.py); released (every event allowed)
-/// on drop, on every path.
-struct Holder {
-    child: std::process::Child,
-    ready: std::path::PathBuf,
-}
-
-impl Holder {
-    fn start(s: &Setup, mnt: &str) -> Holder {
-        let ready = s.s.path("fanotify-ready");
-        let child = Command::new("python3")
-            .arg(concat!(
-                env!("CARGO_MANIFEST_DIR"),
-                "/tests/helpers/fanotify_hold.py"
-            ))
-            .arg(mnt)
-            .arg(&ready)
-            .spawn()
-            .unwrap();
-        let h = Holder { child, ready };
-        assert!(h.wait_for("marked"), "fanotify listener did not start");
-        h
-    }
-
-    fn wait_for(&self, what: &str) -> bool {
-        let end = Instant::now() + PROMPT;
-        while Instant::now() < end {
-            if std::fs::read_to_string(&self.ready).is_ok_and(|s| s.contains(what)) {
-                return true;
-            }
-            std::thread::sleep(Duration::from_millis(10));
-        }
-        false
-    }
-
-    fn release(&mut self) {
-        signal(self.child.id() as i32, Signal::SIGTERM);
-        let _ = self.child.wait();
-    }
-}
-
-impl Drop for Holder {
-    fn drop(&mut self) {
-        self.release();
-    }
 }
 
 /// Issue 10 item 1, for real: a writer held inside open(O_TRUNC) by an

@@ -47,6 +47,19 @@ pub enum FreezeError {
     /// A freeze the window had given up on completed, and its thaw failed.
     #[error("the freeze of {} completed after the window gave up on it and its thaw failed: {errno}; it is still frozen and recorded for recovery: run `quiesce thaw`", path.display())]
     LateThaw { path: PathBuf, errno: Errno },
+    /// The runner could not thaw by the deadline (stopped, stuck, killed):
+    /// the watchdog did (122; SPEC §6.4 point 6).
+    #[error("{} not thawed by the runner within --max-freeze ({} s) (it was stopped, stuck or killed): the watchdog thawed {} at its deadline, so the snapshot command may have run on thawed filesystems; the snapshot is at most crash-consistent", paths.iter().map(|p| p.display().to_string()).collect::<Vec<_>>().join(", "), max_freeze.as_secs(), if paths.len() == 1 { "it" } else { "them" })]
+    WatchdogThawed {
+        paths: Vec<PathBuf>,
+        max_freeze: Duration,
+    },
+    /// The runner's own thaw came after the deadline (122).
+    #[error("the filesystems stayed frozen past --max-freeze ({} s): the runner thawed them {} ms late (it was stopped or starved); a window that exceeds its deadline is not reported consistent", max_freeze.as_secs(), late.as_millis())]
+    Overran {
+        max_freeze: Duration,
+        late: Duration,
+    },
     /// The window could not be set up (too many mounts, the shared page,
     /// the watchdog, a thread): nothing was frozen.
     #[error("{0}")]
@@ -60,7 +73,9 @@ impl FreezeError {
             FreezeError::Open { .. } | FreezeError::MountChanged { .. } => {
                 ErrorCode::UnableToOpenMount
             }
-            FreezeError::Timeout { .. } => ErrorCode::FsFreezeTimeout,
+            FreezeError::Timeout { .. }
+            | FreezeError::WatchdogThawed { .. }
+            | FreezeError::Overran { .. } => ErrorCode::FsFreezeTimeout,
             _ => ErrorCode::FsFreezeFailed,
         }
     }

@@ -5,6 +5,7 @@
 //! ([`watchdog`]), the recovery record ([`state`]) and the runner's signal
 //! handlers, which thaw before anything else ([`signals`]).
 
+pub mod crew;
 pub mod error;
 pub mod guard;
 pub mod ioctl;

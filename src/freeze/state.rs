@@ -432,13 +432,38 @@ pub struct Recovery {
     pub mounts: Vec<ThawResult>,
 }
 
+/// Removes the watchdog pages (`window-PID.page`) of runners that are gone
+/// and whose window no record names: a run killed before its window left
+/// its page behind (its watchdog was started before its scripts).
+pub fn remove_stale_pages(run_dir: &RunDir, keep: Option<&str>) {
+    let Ok(entries) = fs::read_dir(&run_dir.path) else {
+        return;
+    };
+    for e in entries.flatten() {
+        let name = e.file_name().to_string_lossy().into_owned();
+        let Some(pid) = name
+            .strip_prefix("window-")
+            .and_then(|n| n.strip_suffix(".page"))
+            .and_then(|n| n.parse::<i32>().ok())
+        else {
+            continue;
+        };
+        if Some(name.as_str()) != keep && procfs::read_stat(pid).is_none() {
+            run_dir.remove(&name);
+        }
+    }
+}
+
 /// If a dead runner left a record, thaws its mounts (newest first) and
 /// removes the record. A record of a live runner is left alone and returned
 /// as `Err` with that runner's pid.
 pub fn recover(run_dir: &RunDir) -> Result<Option<Recovery>, RecoverError> {
     let record = match run_dir.read_state() {
         Ok(Some(r)) => r,
-        Ok(None) => return Ok(None),
+        Ok(None) => {
+            remove_stale_pages(run_dir, None);
+            return Ok(None);
+        }
         Err(e) => return Err(RecoverError::State(e)),
     };
     if record.runner_alive() {
@@ -473,6 +498,7 @@ pub fn recover(run_dir: &RunDir) -> Result<Option<Recovery>, RecoverError> {
             run_dir.remove(name);
         }
     }
+    remove_stale_pages(run_dir, record.page.as_deref());
     Ok(Some(Recovery { record, mounts }))
 }
 

@@ -1,20 +1,33 @@
 //! The watchdog (SPEC.md §6.4 point 4): the layer of the thaw guarantee that
-//! survives a SIGKILL or an OOM kill of the runner.
+//! acts when the runner cannot — killed (SIGKILL, OOM), stopped (SIGSTOP, a
+//! debugger, a cgroup freezer) or stuck.
 //!
-//! Forked before the first freeze, in its own session (outside the runner's
-//! process group, so a group-wide signal does not take both), holding its own
-//! copies of the mount descriptors and a pidfd of the runner. It shares one
-//! anonymous page with the runner in which the runner marks each mount
-//! attempting / frozen / thawed; when the runner dies, or the window's deadline
-//! (plus a margin) passes, the watchdog thaws every mount marked attempting or
+//! It is forked before the run's first script, idle, so that every script's
+//! guard filter can name it (SPEC §8: a script, or a holder it leaves
+//! running, must not be able to kill it), in its own session (outside the
+//! runner's process group, so a group-wide signal does not take both), with
+//! a pidfd of the runner. Just before the first freeze the runner *arms* it:
+//! it writes the mount descriptors' numbers and the window's deadline into
+//! the page they share and says so on the control socket; the watchdog
+//! takes its own copies of those descriptors from the runner
+//! (`pidfd_getfd`) and answers. The runner marks each mount attempting /
+//! frozen / thawed in the page.
+//!
+//! When the runner dies the watchdog thaws every mount marked attempting or
 //! frozen, newest first, then kills the snapshot command's process group.
+//! At the window's deadline (plus a margin) it thaws every mount whose
+//! `FIFREEZE` the runner issued — frozen, or attempting: a call still in
+//! flight may complete at any moment, in a runner that is stopped and will
+//! never look — and from then on keeps thawing, every few tens of
+//! milliseconds, whatever becomes frozen, until the runner dismisses it or is
+//! gone. What it thawed, and when, is in the page, for the runner's status.
 //!
 //! INVARIANT: the watchdog child makes only async-signal-safe raw syscalls and
 //! never allocates: it is forked from a process that may have other threads.
 
 use std::io;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
-use std::sync::atomic::{AtomicI32, AtomicU8, Ordering};
+use std::sync::atomic::{AtomicI32, AtomicI64, AtomicU64, AtomicU8, Ordering};
 use std::time::{Duration, Instant};
 
 use super::guard::MAX_MOUNTS;
@@ -42,6 +55,14 @@ struct Page {
     /// How many mounts the watchdog thawed.
     thawed: AtomicI32,
     states: [AtomicU8; MAX_MOUNTS],
+    /// Set by the runner when it arms the watchdog: how many mounts, the
+    /// runner's descriptor of each, and the window's deadline
+    /// (CLOCK_MONOTONIC nanoseconds, the margin included).
+    armed_mounts: AtomicI32,
+    deadline_ns: AtomicI64,
+    runner_fds: [AtomicI32; MAX_MOUNTS],
+    /// When the watchdog thawed mount i (CLOCK_MONOTONIC ns; 0: it did not).
+    thawed_at_ns: [AtomicU64; MAX_MOUNTS],
 }
 
 /// The page shared by the runner and its watchdog (`MAP_SHARED|MAP_ANONYMOUS`
@@ -54,6 +75,39 @@ pub struct SharedState {
 unsafe impl Send for SharedState {}
 // SAFETY: as above.
 unsafe impl Sync for SharedState {}
+
+/// CLOCK_MONOTONIC now, in nanoseconds (the clock `Instant` reads).
+pub fn monotonic_ns() -> i64 {
+    let mut t = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: clock_gettime writes into the timespec we own.
+    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut t) };
+    t.tv_sec * 1_000_000_000 + t.tv_nsec
+}
+
+/// `at` as CLOCK_MONOTONIC nanoseconds.
+pub fn instant_ns(at: Instant) -> i64 {
+    let now = Instant::now();
+    let ns = monotonic_ns();
+    if at >= now {
+        ns + at.duration_since(now).as_nanos() as i64
+    } else {
+        ns - now.duration_since(at).as_nanos() as i64
+    }
+}
+
+/// CLOCK_MONOTONIC nanoseconds as an `Instant`.
+pub fn ns_instant(ns: i64) -> Instant {
+    let now = Instant::now();
+    let delta = monotonic_ns() - ns;
+    if delta >= 0 {
+        now - Duration::from_nanos(delta as u64)
+    } else {
+        now + Duration::from_nanos((-delta) as u64)
+    }
+}
 
 impl SharedState {
     pub fn new() -> io::Result<SharedState> {
@@ -142,6 +196,22 @@ impl SharedState {
         self.page().snapshot_pgid.store(pgid, Ordering::SeqCst);
     }
 
+    /// When the watchdog thawed mount `i`, if it did.
+    pub fn watchdog_thawed_at(&self, i: usize) -> Option<Instant> {
+        match self.page().thawed_at_ns[i].load(Ordering::SeqCst) {
+            0 => None,
+            ns => Some(ns_instant(ns as i64)),
+        }
+    }
+
+    /// Marks mount `i` frozen, unless the watchdog got there first (it
+    /// thawed a call still marked attempting): whether it did.
+    pub fn mark_frozen(&self, i: usize) -> bool {
+        self.page().states[i]
+            .compare_exchange(ATTEMPTING, FROZEN, Ordering::SeqCst, Ordering::SeqCst)
+            .is_ok()
+    }
+
     /// ACTED_* and how many mounts the watchdog thawed.
     pub fn acted(&self) -> (i32, i32) {
         (
@@ -174,13 +244,24 @@ pub struct Watchdog {
 /// runner's own deadline thaws first; the watchdog is the backstop.
 pub const DEADLINE_MARGIN: Duration = Duration::from_millis(1000);
 
-/// How long the runner waits for the watchdog's ready byte.
+/// How long the runner waits for the watchdog's ready and armed answers.
 pub const READY_TIMEOUT: Duration = Duration::from_secs(5);
 
-/// Waits for the child's ready byte: EOF or silence means it is not there.
-fn wait_ready(ready: &OwnedFd) -> io::Result<()> {
+/// Past the deadline, how often the watchdog thaws what became frozen (a
+/// `FIFREEZE` completing late in a stopped runner is thawed within this).
+pub const POLICING_INTERVAL_MS: i32 = 20;
+
+/// Control bytes: runner → watchdog "armed, take the descriptors" and
+/// "dismissed"; watchdog → runner "ready" and "holding them".
+const ARM: u8 = b'A';
+const DISMISS: u8 = b'D';
+const READY: u8 = b'R';
+
+/// Waits for one byte `want` on `fd`: EOF, silence or another byte means
+/// the watchdog is not there.
+fn wait_byte(fd: RawFd, want: u8, what: &str) -> io::Result<()> {
     let mut pfd = libc::pollfd {
-        fd: ready.as_raw_fd(),
+        fd,
         events: libc::POLLIN,
         revents: 0,
     };
@@ -188,12 +269,12 @@ fn wait_ready(ready: &OwnedFd) -> io::Result<()> {
     // SAFETY: one pollfd on our stack.
     let n = unsafe { libc::poll(&mut pfd, 1, ms) };
     let mut b = [0u8; 1];
-    if n == 1 && nix::unistd::read(ready.as_raw_fd(), &mut b) == Ok(1) && b[0] == b'R' {
+    if n == 1 && nix::unistd::read(fd, &mut b) == Ok(1) && b[0] == want {
         return Ok(());
     }
-    Err(io::Error::other(
-        "the watchdog did not report ready (it died or hung while starting)",
-    ))
+    Err(io::Error::other(format!(
+        "the watchdog did not report {what} (it died or hung)"
+    )))
 }
 
 fn pidfd_open(pid: libc::pid_t) -> io::Result<OwnedFd> {
@@ -206,22 +287,23 @@ fn pidfd_open(pid: libc::pid_t) -> io::Result<OwnedFd> {
     Ok(unsafe { OwnedFd::from_raw_fd(fd as RawFd) })
 }
 
+/// Sets `pid`'s `oom_score_adj` to -1000: the OOM killer must not take the
+/// watchdog while a window may open (the runner lowers its own for the
+/// window; the watchdog, forked earlier, does not inherit that).
+fn shield_from_oom(pid: libc::pid_t) -> io::Result<()> {
+    std::fs::write(format!("/proc/{pid}/oom_score_adj"), "-1000")
+}
+
 impl Watchdog {
-    /// Forks the watchdog. `mounts` are the descriptors in freeze order (index
-    /// i matches state i of `shared`); `deadline` is the window's deadline.
-    pub fn spawn(
-        shared: &SharedState,
-        mounts: &[RawFd],
-        deadline: Instant,
-        filter: Option<ChildFilter<'_>>,
-    ) -> io::Result<Watchdog> {
-        assert!(mounts.len() <= MAX_MOUNTS);
+    /// Forks the watchdog, idle until [`Watchdog::arm`]: before the run's
+    /// first script, so every script's filter protects it.
+    pub fn spawn(shared: &SharedState, filter: Option<ChildFilter<'_>>) -> io::Result<Watchdog> {
         // Everything the child needs is prepared here, before the fork.
         let runner_pidfd = pidfd_open(std::process::id() as libc::pid_t)?;
-        // A socket pair, not a pipe: the runner's "done" is sent with
-        // MSG_NOSIGNAL, so a watchdog that was killed costs an EPIPE, never
-        // a SIGPIPE (a terminating signal for the runner).
-        let (ctl_read, ctl_write) = nix::sys::socket::socketpair(
+        // A socket pair, not a pipe: both ways (arm, its answer), and the
+        // runner's bytes are sent with MSG_NOSIGNAL, so a watchdog that was
+        // killed costs an EPIPE, never a SIGPIPE.
+        let (ctl_child, ctl_runner) = nix::sys::socket::socketpair(
             nix::sys::socket::AddressFamily::Unix,
             nix::sys::socket::SockType::Stream,
             None,
@@ -236,33 +318,9 @@ impl Watchdog {
         .map_err(io::Error::from)?;
         // SAFETY: `open` just returned it.
         let devnull = unsafe { OwnedFd::from_raw_fd(devnull) };
-        let mut mount_fds = [-1 as RawFd; MAX_MOUNTS];
-        mount_fds[..mounts.len()].copy_from_slice(mounts);
-        let n_mounts = mounts.len();
-        // Descriptors to keep, sorted, for closing the gaps between them.
-        let mut keep = [-1 as RawFd; MAX_MOUNTS + 3];
-        keep[..n_mounts].copy_from_slice(mounts);
-        keep[n_mounts] = runner_pidfd.as_raw_fd();
-        keep[n_mounts + 1] = ctl_read.as_raw_fd();
-        let keep_len = n_mounts + 2;
-        let remaining = deadline.saturating_duration_since(Instant::now()) + DEADLINE_MARGIN;
-        let mut wake = libc::timespec {
-            tv_sec: 0,
-            tv_nsec: 0,
-        };
-        // SAFETY: clock_gettime writes into the timespec we own.
-        unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut wake) };
-        let total_ns = wake.tv_nsec as i128 + remaining.as_nanos() as i128;
-        wake.tv_sec += (total_ns / 1_000_000_000) as libc::time_t;
-        wake.tv_nsec = (total_ns % 1_000_000_000) as libc::c_long;
+        let mut keep = [runner_pidfd.as_raw_fd(), ctl_child.as_raw_fd()];
+        keep.sort_unstable();
         let page = shared.page;
-        // The child tells it is set up (signals ignored, descriptors closed,
-        // filter installed) with one byte: no freeze before that.
-        let (ready_read, ready_write) =
-            nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).map_err(io::Error::from)?;
-        keep[keep_len] = ready_write.as_raw_fd();
-        let keep_len = keep_len + 1;
-        keep[..keep_len].sort_unstable();
         let never_ready = crate::fault::active("watchdog-not-ready");
 
         // Every signal blocked across the fork: until the child has ignored
@@ -283,18 +341,14 @@ impl Watchdog {
             unsafe {
                 watchdog_main(ChildArgs {
                     page,
-                    mount_fds: &mount_fds,
-                    n_mounts,
-                    keep: &keep[..keep_len],
+                    keep: &keep,
                     runner_pidfd: runner_pidfd.as_raw_fd(),
-                    ctl_read: ctl_read.as_raw_fd(),
-                    ready_write: if never_ready {
+                    ctl: if never_ready {
                         -1
                     } else {
-                        ready_write.as_raw_fd()
+                        ctl_child.as_raw_fd()
                     },
                     devnull: devnull.as_raw_fd(),
-                    wake,
                     filter,
                 })
             }
@@ -310,21 +364,78 @@ impl Watchdog {
             None,
         );
         forked?;
-        drop(ctl_read);
-        drop(ready_write);
+        drop(ctl_child);
         let mut w = Watchdog {
             pid,
             pidfd: pidfd_open(pid)?,
-            control: Some(ctl_write),
+            control: Some(ctl_runner),
             reaped: false,
         };
-        if let Err(e) = wait_ready(&ready_read) {
-            // SAFETY: kill(2) of our own unreaped child.
-            unsafe { libc::kill(pid, libc::SIGKILL) };
-            w.control = None;
-            w.reap();
+        let ready = w.control_fd().and_then(|fd| wait_byte(fd, READY, "ready"));
+        if let Err(e) = ready {
+            w.abandon();
             return Err(e);
         }
+        // Best effort, like the runner's own (which the window reports when
+        // it fails: without CAP_SYS_RESOURCE neither can be lowered).
+        let _ = shield_from_oom(pid);
+        Ok(w)
+    }
+
+    fn control_fd(&self) -> io::Result<RawFd> {
+        self.control
+            .as_ref()
+            .map(|c| c.as_raw_fd())
+            .ok_or_else(|| io::Error::other("the watchdog was dismissed"))
+    }
+
+    /// Kills and reaps a watchdog that failed to start or arm.
+    fn abandon(&mut self) {
+        // SAFETY: kill(2) of our own unreaped child.
+        unsafe { libc::kill(self.pid, libc::SIGKILL) };
+        self.control = None;
+        self.reap();
+    }
+
+    /// Arms the watchdog for a window: `mounts` are the runner's descriptors
+    /// in freeze order (index i matches state i of `shared`), `deadline` the
+    /// window's. Returns once the watchdog holds its own copies; nothing may
+    /// be frozen before that.
+    pub fn arm(
+        &mut self,
+        shared: &SharedState,
+        mounts: &[RawFd],
+        deadline: Instant,
+    ) -> io::Result<()> {
+        assert!(mounts.len() <= MAX_MOUNTS);
+        let page = shared.page();
+        for (i, &fd) in mounts.iter().enumerate() {
+            page.runner_fds[i].store(fd, Ordering::SeqCst);
+            page.thawed_at_ns[i].store(0, Ordering::SeqCst);
+        }
+        page.armed_mounts
+            .store(mounts.len() as i32, Ordering::SeqCst);
+        let wake = instant_ns(deadline + DEADLINE_MARGIN);
+        page.deadline_ns.store(wake, Ordering::SeqCst);
+        let fd = self.control_fd()?;
+        nix::sys::socket::send(fd, &[ARM], nix::sys::socket::MsgFlags::MSG_NOSIGNAL)
+            .map_err(io::Error::from)?;
+        let armed = wait_byte(fd, ARM, "that it holds the mounts");
+        if armed.is_err() {
+            self.abandon();
+        }
+        armed
+    }
+
+    /// Forks and arms at once (a window with no script before it).
+    pub fn spawn_armed(
+        shared: &SharedState,
+        mounts: &[RawFd],
+        deadline: Instant,
+        filter: Option<ChildFilter<'_>>,
+    ) -> io::Result<Watchdog> {
+        let mut w = Watchdog::spawn(shared, filter)?;
+        w.arm(shared, mounts, deadline)?;
         Ok(w)
     }
 
@@ -344,13 +455,13 @@ impl Watchdog {
         n == 0
     }
 
-    /// The window is closed and every mount thawed: tell the watchdog to exit
-    /// and reap it.
+    /// The window is closed and every mount thawed (or no window came):
+    /// tell the watchdog to exit and reap it.
     pub fn dismiss(mut self) {
         if let Some(ctl) = self.control.take() {
             let _ = nix::sys::socket::send(
                 ctl.as_raw_fd(),
-                b"D",
+                &[DISMISS],
                 nix::sys::socket::MsgFlags::MSG_NOSIGNAL,
             );
         }
@@ -361,7 +472,7 @@ impl Watchdog {
     /// ioctl is still pending in the kernel and only the watchdog can thaw
     /// the mount once it completes (it acts when the runner is gone).
     pub fn leave_armed(self) {
-        // Drop keeps the control pipe open until the runner exits.
+        // Drop keeps the control socket open until the runner exits.
     }
 
     fn reap(&mut self) {
@@ -374,7 +485,7 @@ impl Watchdog {
 
 impl Drop for Watchdog {
     fn drop(&mut self) {
-        // Closing the control pipe without "D" means the runner is going
+        // Closing the control socket without "D" means the runner is going
         // away: the watchdog then waits for the runner's death and thaws
         // whatever is still marked frozen. So never wait for it here.
         if let Some(ctl) = self.control.take() {
@@ -385,77 +496,91 @@ impl Drop for Watchdog {
 
 struct ChildArgs<'a> {
     page: *mut Page,
-    mount_fds: &'a [RawFd; MAX_MOUNTS],
-    n_mounts: usize,
-    keep: &'a [RawFd],
+    keep: &'a [RawFd; 2],
     runner_pidfd: RawFd,
-    ctl_read: RawFd,
     /// -1: never report ready (fault injection).
-    ready_write: RawFd,
+    ctl: RawFd,
     devnull: RawFd,
-    wake: libc::timespec,
     filter: Option<ChildFilter<'a>>,
 }
 
-/// Thaws every mount in one of the states `which` (newest first), marking it
-/// THAWED only when `FITHAW` said so (or EINVAL: not frozen any more); a
-/// failing thaw is retried a few times and otherwise left marked as it was.
-/// Returns how many it thawed.
+/// The mounts the watchdog holds: its own descriptors, by page index.
+struct Held {
+    fds: [RawFd; MAX_MOUNTS],
+    n: usize,
+}
+
+/// Thaws mount `i`: whether `FITHAW` said so (`EINVAL`: not frozen).
 ///
 /// # Safety
-/// Async-signal-safe; call with the page and descriptors of [`ChildArgs`].
-unsafe fn thaw_marked(a: &ChildArgs<'_>, page: &Page, which: &[u8]) -> i32 {
-    let mut thawed = 0;
-    for i in (0..a.n_mounts).rev() {
+/// Async-signal-safe; a descriptor the watchdog holds.
+unsafe fn fithaw(fd: RawFd) -> Result<(), i32> {
+    // SAFETY: one ioctl on a descriptor we hold; errno is read from this
+    // thread's errno location.
+    unsafe {
+        if libc::ioctl(fd, FITHAW as _, 0) == 0 {
+            Ok(())
+        } else {
+            Err(*libc::__errno_location())
+        }
+    }
+}
+
+/// Records that the watchdog thawed mount `i` now, for the runner's status.
+fn record_thaw(page: &Page, i: usize, acted: i32) {
+    page.thawed_at_ns[i].store(monotonic_ns() as u64, Ordering::SeqCst);
+    page.thawed.fetch_add(1, Ordering::SeqCst);
+    page.acted.store(acted, Ordering::SeqCst);
+}
+
+/// One pass over the mounts, newest first, thawing those in the states
+/// `which`. A frozen mount is marked THAWED once `FITHAW` said so (or
+/// EINVAL: someone thawed it already); a failing thaw is retried a few
+/// times. An attempting mount is a `FIFREEZE` that may not have returned:
+/// EINVAL then means "not frozen yet", so it stays attempting for the next
+/// pass. Every thaw that succeeded is recorded with its time.
+///
+/// # Safety
+/// Async-signal-safe; call with the page and descriptors of the watchdog.
+unsafe fn thaw_pass(held: &Held, page: &Page, which: &[u8], acted: i32) {
+    for i in (0..held.n).rev() {
         let s = page.states[i].load(Ordering::SeqCst);
         if !which.contains(&s) {
             continue;
         }
         for attempt in 0..3 {
-            // SAFETY: one ioctl on a descriptor we hold; errno is read from
-            // this thread's errno location.
-            let ok = unsafe {
-                libc::ioctl(a.mount_fds[i], FITHAW as _, 0) == 0
-                    || *libc::__errno_location() == libc::EINVAL
-            };
-            if ok {
-                page.states[i].store(THAWED, Ordering::SeqCst);
-                thawed += 1;
-                break;
+            // SAFETY: a descriptor the watchdog holds.
+            match unsafe { fithaw(held.fds[i]) } {
+                Ok(()) => {
+                    page.states[i].store(THAWED, Ordering::SeqCst);
+                    record_thaw(page, i, acted);
+                }
+                Err(libc::EINVAL) if s == ATTEMPTING => {}
+                Err(libc::EINVAL) => page.states[i].store(THAWED, Ordering::SeqCst),
+                Err(_) if s == ATTEMPTING || attempt == 2 => {}
+                Err(_) => {
+                    let pause = libc::timespec {
+                        tv_sec: 0,
+                        tv_nsec: 100_000_000,
+                    };
+                    // SAFETY: nanosleep with a timespec on our stack.
+                    unsafe { libc::nanosleep(&pause, std::ptr::null_mut()) };
+                    continue;
+                }
             }
-            if attempt < 2 {
-                let pause = libc::timespec {
-                    tv_sec: 0,
-                    tv_nsec: 100_000_000,
-                };
-                // SAFETY: nanosleep with a timespec on our stack.
-                unsafe { libc::nanosleep(&pause, std::ptr::null_mut()) };
-            }
+            break;
         }
     }
-    thawed
 }
 
-/// Whether any mount is marked attempting: a `FIFREEZE` of the runner may
-/// still be in the kernel.
-fn any_attempting(a: &ChildArgs<'_>, page: &Page) -> bool {
-    (0..a.n_mounts).any(|i| page.states[i].load(Ordering::SeqCst) == ATTEMPTING)
-}
-
-/// The watchdog's whole life.
-///
-/// At the window's deadline (plus a margin) it thaws what is marked frozen.
-/// A mount still marked attempting then is a `FIFREEZE` blocked in the kernel
-/// past its deadline: the runner's thread group cannot end before that call
-/// returns, so the watchdog keeps waiting, without a deadline, for the
-/// runner's pidfd, thawing anything marked frozen meanwhile (every 100 ms),
-/// and thaws the attempting mount once the runner is gone.
+/// Sets the watchdog up after the fork: its own session, signals ignored,
+/// stdio on /dev/null, every descriptor but the kept ones closed, its
+/// filter, then "ready".
 ///
 /// # Safety
-/// Call only in a freshly forked child. Only async-signal-safe syscalls.
-unsafe fn watchdog_main(a: ChildArgs<'_>) -> ! {
-    // SAFETY: all calls below are raw async-signal-safe syscalls on
-    // descriptors and memory prepared before the fork.
+/// Only in the freshly forked child (see [`watchdog_main`]).
+unsafe fn set_up(a: &ChildArgs<'_>) {
+    // SAFETY: raw async-signal-safe syscalls on prepared values.
     unsafe {
         libc::setsid();
         // The runner's handlers would act on the runner's thaw table; the
@@ -492,38 +617,100 @@ unsafe fn watchdog_main(a: ChildArgs<'_>) -> ! {
                 // sandbox must not cost the thaw guarantee.
             }
         }
-        if a.ready_write < 0 {
+        if a.ctl < 0 {
             libc::_exit(1);
         }
-        let b = [b'R'];
-        libc::write(a.ready_write, b.as_ptr().cast(), 1);
-        libc::close(a.ready_write);
+        libc::write(a.ctl, [READY].as_ptr().cast(), 1);
+    }
+}
+
+/// Waits to be armed: takes copies of the runner's mount descriptors
+/// (`pidfd_getfd`) and answers. Exits when dismissed or when the runner is
+/// gone before any window (nothing of its can be frozen then).
+///
+/// # Safety
+/// Only in the watchdog (see [`watchdog_main`]).
+unsafe fn await_arming(a: &ChildArgs<'_>, page: &Page) -> Held {
+    let mut held = Held {
+        fds: [-1; MAX_MOUNTS],
+        n: 0,
+    };
+    // SAFETY: raw async-signal-safe syscalls on the page and descriptors.
+    unsafe {
+        loop {
+            let mut fds = [
+                libc::pollfd {
+                    fd: a.runner_pidfd,
+                    events: libc::POLLIN,
+                    revents: 0,
+                },
+                libc::pollfd {
+                    fd: a.ctl,
+                    events: libc::POLLIN,
+                    revents: 0,
+                },
+            ];
+            if libc::poll(fds.as_mut_ptr(), 2, -1) <= 0 {
+                continue;
+            }
+            if fds[0].revents != 0 {
+                libc::_exit(0);
+            }
+            let mut b = [0u8; 1];
+            if libc::read(a.ctl, b.as_mut_ptr().cast(), 1) != 1 || b[0] != ARM {
+                libc::_exit(0); // dismissed, or the runner is exiting
+            }
+            let n = page
+                .armed_mounts
+                .load(Ordering::SeqCst)
+                .clamp(0, MAX_MOUNTS as i32) as usize;
+            for i in 0..n {
+                let theirs = page.runner_fds[i].load(Ordering::SeqCst);
+                let fd = libc::syscall(libc::SYS_pidfd_getfd, a.runner_pidfd, theirs, 0);
+                if fd < 0 {
+                    // No answer: the runner freezes nothing.
+                    libc::_exit(1);
+                }
+                held.fds[i] = fd as RawFd;
+            }
+            held.n = n;
+            libc::write(a.ctl, [ARM].as_ptr().cast(), 1);
+            return held;
+        }
+    }
+}
+
+/// The watchdog's whole life.
+///
+/// Armed, it waits for the runner's death, its dismissal, or the window's
+/// deadline (plus a margin). At the deadline it thaws what is frozen and
+/// what is attempting, and from then on polices the page every
+/// [`POLICING_INTERVAL_MS`]: a call that completes late — the runner stopped
+/// with a `FIFREEZE` in the kernel, a stage issued after the deadline — is
+/// thawed as soon as it lands. When the runner dies it thaws what is
+/// attempting or frozen (a call still in the kernel keeps the runner's
+/// thread group alive, so the pidfd reports the death only once every call
+/// has returned) and kills the snapshot command's process group.
+///
+/// # Safety
+/// Call only in a freshly forked child. Only async-signal-safe syscalls.
+unsafe fn watchdog_main(a: ChildArgs<'_>) -> ! {
+    // SAFETY: all calls below are raw async-signal-safe syscalls on
+    // descriptors and memory prepared before the fork.
+    unsafe {
+        set_up(&a);
         let page = &*a.page;
-        let mut ctl = a.ctl_read;
-        let mut past_deadline = false;
-        let mut thawed = 0;
+        let held = await_arming(&a, page);
+        let wake = page.deadline_ns.load(Ordering::SeqCst);
+        let mut ctl = a.ctl;
         let acted;
         loop {
-            let mut now = libc::timespec {
-                tv_sec: 0,
-                tv_nsec: 0,
-            };
-            libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut now);
-            let left_ms: i64 =
-                (a.wake.tv_sec - now.tv_sec) * 1000 + (a.wake.tv_nsec - now.tv_nsec) / 1_000_000;
-            if left_ms <= 0 && !past_deadline {
-                past_deadline = true;
-                thawed += thaw_marked(&a, page, &[FROZEN]);
-                if !any_attempting(&a, page) {
-                    acted = ACTED_DEADLINE;
-                    break;
-                }
-            }
+            let past_deadline = monotonic_ns() >= wake;
             let timeout = if past_deadline {
-                thawed += thaw_marked(&a, page, &[FROZEN]);
-                100
+                thaw_pass(&held, page, &[FROZEN, ATTEMPTING], ACTED_DEADLINE);
+                POLICING_INTERVAL_MS
             } else {
-                left_ms.min(i32::MAX as i64) as i32
+                ((wake - monotonic_ns()) / 1_000_000 + 1).min(i32::MAX as i64) as i32
             };
             let mut fds = [
                 libc::pollfd {
@@ -547,8 +734,8 @@ unsafe fn watchdog_main(a: ChildArgs<'_>) -> ! {
             }
             if fds[1].revents != 0 {
                 let mut b = [0u8; 1];
-                let r = libc::read(a.ctl_read, b.as_mut_ptr().cast(), 1);
-                if r == 1 && b[0] == b'D' {
+                let r = libc::read(ctl, b.as_mut_ptr().cast(), 1);
+                if r == 1 && b[0] == DISMISS {
                     libc::_exit(0);
                 }
                 // EOF: the runner is exiting, but a thread of it may still be
@@ -557,16 +744,13 @@ unsafe fn watchdog_main(a: ChildArgs<'_>) -> ! {
                 ctl = -1;
             }
         }
-        thawed += thaw_marked(&a, page, &[ATTEMPTING, FROZEN]);
-        page.thawed.store(thawed, Ordering::SeqCst);
-        page.acted.store(
-            if thawed > 0 { acted } else { ACTED_NONE },
-            Ordering::SeqCst,
-        );
+        thaw_pass(&held, page, &[ATTEMPTING, FROZEN], acted);
+        // Every call has returned (the thread group is gone): what is still
+        // attempting froze and was thawed just now, or never froze.
         // Thaw first, then kill: the snapshot command may have been blocked
         // on a frozen filesystem and can only die now.
         let pgid = page.snapshot_pgid.load(Ordering::SeqCst);
-        if pgid > 1 && acted == ACTED_RUNNER_DIED {
+        if pgid > 1 {
             libc::kill(-pgid, libc::SIGKILL);
         }
         libc::_exit(0)

@@ -16,7 +16,7 @@
 use std::ops::Range;
 use std::os::fd::{AsRawFd, OwnedFd, RawFd};
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicI32, AtomicU64, AtomicU8, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::thread;
 use std::time::{Duration, Instant};
@@ -24,6 +24,10 @@ use std::time::{Duration, Instant};
 use nix::errno::Errno;
 use serde::Serialize;
 
+use super::crew::{
+    thaw_retrying, Call, Crew, FreezeThreads, FreezeWorkers, ABANDONED, DONE, ISSUED, LATE,
+    NEVER_RAN, NO_JOB, NO_THAW, RUNNING, THAW_ATTEMPTS,
+};
 use super::error::FreezeError;
 use super::guard::{self, Slot, Taken};
 use super::ioctl::FreezeOps;
@@ -154,301 +158,44 @@ pub struct MountReport {
     /// How long its `FIFREEZE` call took (writeback of dirty data, the RCU
     /// grace periods of a cold freeze).
     pub freeze_ms: f64,
-    /// Time between its freeze and its thaw.
+    /// Time between its freeze and its thaw (by the runner, or by the
+    /// watchdog when that came first).
     pub frozen_ms: f64,
+    /// The watchdog thawed it at its deadline: the runner could not.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub thawed_by_watchdog: bool,
     /// Set when its thaw still failed after every retry: it is still frozen.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub thaw_error: Option<String>,
 }
 
 /// What the caller chooses for a window.
-pub struct WindowOptions<'a> {
+pub struct WindowOptions {
     pub max_freeze: Duration,
     pub per_call: Duration,
     /// Where `state.json` goes; `None` only in tests of the call order.
     pub run_dir: Option<RunDir>,
     pub operation_id: String,
-    /// Fork a watchdog (always, except in tests of the call order).
-    pub watchdog: bool,
-    pub watchdog_filter: Option<ChildFilter<'a>>,
+    /// The page, watchdog and threads started for it (a watchdog always,
+    /// except in tests of the call order).
+    pub standby: WindowStandby,
 }
 
-/// How many times a `FITHAW` that fails is issued before the mount is
-/// reported still frozen (`FsFreezeFailed`), and the pause between tries.
-pub const THAW_ATTEMPTS: u32 = 3;
-const THAW_RETRY_PAUSE: Duration = Duration::from_millis(100);
 /// How long closing a window waits for a `FIFREEZE` that passed its deadline
 /// (or was still in flight when the window gave up) before handing that
 /// mount to the watchdog (see [`FreezeWindow::finish`]).
 pub const PENDING_GRACE: Duration = Duration::from_secs(2);
-/// The file on tmpfs that holds the page shared with the watchdog.
-pub const PAGE_FILE: &str = "window.page";
-/// Stack of a freeze thread: it makes one ioctl at a time.
-const FREEZE_THREAD_STACK: usize = 128 * 1024;
+/// The file on tmpfs that holds the page shared with the watchdog, one per
+/// runner (`window-PID.page`): a run starts its watchdog before its first
+/// script, while the page of a dead run's window may still be waiting for
+/// recovery, which reads the name `state.json` records.
+pub fn page_file() -> String {
+    format!("window-{}.page", std::process::id())
+}
 /// The longest the window sleeps between two looks at its calls: the freeze
 /// threads wake it on every return, this only bounds how late it notices a
 /// signal (whose handler has already thawed everything armed).
 const WAIT_SLICE: Duration = Duration::from_millis(10);
-
-/// Thaws `fd`, retrying a failure a bounded number of times. `EINVAL` (not
-/// frozen: someone thawed it already) counts as thawed.
-pub fn thaw_retrying(ops: &dyn FreezeOps, fd: RawFd) -> Result<(), Errno> {
-    let mut last = Ok(());
-    for attempt in 0..THAW_ATTEMPTS {
-        if attempt > 0 {
-            thread::sleep(THAW_RETRY_PAUSE);
-        }
-        match ops.thaw(fd) {
-            Ok(()) | Err(Errno::EINVAL) => return Ok(()),
-            Err(e) => last = Err(e),
-        }
-    }
-    last
-}
-
-// One freeze call's life (`Call::state`). The window hands a call out
-// (ISSUED), its thread takes it (RUNNING) and returns (DONE: the window
-// owns the result). When the window gives up on it first (a failure, a
-// deadline or a signal in its stage) it is ABANDONED: its thread then owns a
-// success and thaws it itself, and marks the call LATE once it returned.
-const UNUSED: u8 = 0;
-const ISSUED: u8 = 1;
-const RUNNING: u8 = 2;
-const DONE: u8 = 3;
-const ABANDONED: u8 = 4;
-const LATE: u8 = 5;
-
-const NO_SLOT: usize = usize::MAX;
-const NO_THAW: i32 = -1;
-/// What a call abandoned before its thread took it answers: it never ran.
-const NEVER_RAN: i32 = libc::ECANCELED;
-
-/// One mount's freeze call, shared by the window and the freeze threads;
-/// plain atomics, so neither side allocates or locks inside the window.
-struct Call {
-    state: AtomicU8,
-    /// 0, or the errno `FIFREEZE` returned (valid from DONE or LATE on).
-    errno: AtomicI32,
-    /// The guard slot armed on success ([`NO_SLOT`] otherwise).
-    slot: AtomicUsize,
-    /// Nanoseconds since [`Crew::base`]: the ioctl issued, and returned.
-    began: AtomicU64,
-    ended: AtomicU64,
-    /// What its thread's own thaw said ([`NO_THAW`], 0 or the errno).
-    self_thaw: AtomicI32,
-}
-
-impl Call {
-    fn new() -> Call {
-        Call {
-            state: AtomicU8::new(UNUSED),
-            errno: AtomicI32::new(0),
-            slot: AtomicUsize::new(NO_SLOT),
-            began: AtomicU64::new(0),
-            ended: AtomicU64::new(0),
-            self_thaw: AtomicI32::new(NO_THAW),
-        }
-    }
-
-    fn self_thaw(&self) -> Option<Result<(), Errno>> {
-        match self.self_thaw.load(Ordering::SeqCst) {
-            NO_THAW => None,
-            0 => Some(Ok(())),
-            e => Some(Err(Errno::from_raw(e))),
-        }
-    }
-}
-
-const NO_JOB: usize = usize::MAX;
-const STOP: usize = usize::MAX - 1;
-
-/// What the freeze threads share with the window, built in `prepare`.
-struct Crew {
-    ops: Arc<dyn FreezeOps>,
-    shared: Arc<SharedState>,
-    /// The threads' own references to the descriptors (index = target): a
-    /// `FIFREEZE` still blocked in the kernel keeps its descriptor, so its
-    /// number can never be closed or reused under it.
-    fds: Vec<Arc<OwnedFd>>,
-    calls: Vec<Call>,
-    /// One per thread: the target it is to freeze next, [`NO_JOB`] or [`STOP`].
-    mailboxes: Vec<AtomicUsize>,
-    /// The thread that waits for the calls (the one that prepared the window).
-    waiter: thread::Thread,
-    base: Instant,
-}
-
-impl Crew {
-    fn now_ns(&self) -> u64 {
-        self.base.elapsed().as_nanos() as u64
-    }
-
-    fn at(&self, ns: u64) -> Instant {
-        self.base + Duration::from_nanos(ns)
-    }
-}
-
-/// One `FIFREEZE`, recorded the instant it returns, in the thread that made
-/// it: the watchdog's page and the signal guard learn of a freeze of ours
-/// only when it succeeded, and of nothing else (EBUSY: another tool's).
-fn run_call(crew: &Crew, i: usize) {
-    let call = &crew.calls[i];
-    if call
-        .state
-        .compare_exchange(ISSUED, RUNNING, Ordering::SeqCst, Ordering::SeqCst)
-        .is_err()
-    {
-        // The window gave up on it before it began: no freeze of this mount.
-        crew.shared.set_state(i, watchdog::IDLE);
-        call.errno.store(NEVER_RAN, Ordering::SeqCst);
-        call.state.store(LATE, Ordering::SeqCst);
-        return;
-    }
-    let fd = crew.fds[i].as_raw_fd();
-    call.began.store(crew.now_ns(), Ordering::SeqCst);
-    let result = crew.ops.freeze(fd);
-    call.ended.store(crew.now_ns(), Ordering::SeqCst);
-    if crate::fault::active("freeze-return-delay") {
-        // Widens the gap between the call's return and its record, which a
-        // signal or a SIGKILL could otherwise only hit by luck.
-        thread::sleep(Duration::from_secs(1));
-    }
-    let slot = match result {
-        Ok(()) => {
-            crew.shared.set_state(i, watchdog::FROZEN);
-            guard::arm(fd)
-        }
-        Err(Errno::EBUSY) => {
-            crew.shared.set_state(i, watchdog::NOT_OURS);
-            None
-        }
-        Err(_) => {
-            crew.shared.set_state(i, watchdog::IDLE);
-            None
-        }
-    };
-    call.slot
-        .store(slot.map_or(NO_SLOT, Slot::raw), Ordering::SeqCst);
-    call.errno
-        .store(result.err().map_or(0, |e| e as i32), Ordering::SeqCst);
-    // A signal is thawing everything (it raised `closing` before it thawed
-    // the table, and the slot was armed before this look): thaw it now.
-    let closing = result.is_ok() && guard::closing();
-    if closing {
-        self_thaw(crew, i, slot);
-    }
-    let owned_by_window = call
-        .state
-        .compare_exchange(RUNNING, DONE, Ordering::SeqCst, Ordering::SeqCst)
-        .is_ok();
-    if !owned_by_window {
-        // The window gave up on this call: nobody else thaws it in time.
-        if result.is_ok() && !closing {
-            self_thaw(crew, i, slot);
-        }
-        call.state.store(LATE, Ordering::SeqCst);
-    }
-}
-
-/// The freeze thread's own thaw of mount `i`, whose `FIFREEZE` succeeded.
-fn self_thaw(crew: &Crew, i: usize, slot: Option<Slot>) {
-    let fd = crew.fds[i].as_raw_fd();
-    let r = match slot.map(guard::take) {
-        Some(Taken::Thawed(Ok(()))) => Ok(()),
-        _ => thaw_retrying(&*crew.ops, fd),
-    };
-    if r.is_ok() {
-        crew.shared.set_state(i, watchdog::THAWED);
-    } else {
-        // Still frozen: armed again for a later signal, and the descriptor
-        // kept open for the life of the process so that number stays this
-        // mount's. The watchdog still sees FROZEN.
-        guard::arm(fd);
-        std::mem::forget(crew.fds[i].clone());
-    }
-    crew.calls[i]
-        .self_thaw
-        .store(r.err().map_or(0, |e| e as i32), Ordering::SeqCst);
-}
-
-/// A freeze thread's life: wait for a call, make it, wake the window.
-fn worker_main(crew: &Crew, me: usize) {
-    // Signals are for the main thread, whose handler thaws.
-    let _ = nix::sys::signal::pthread_sigmask(
-        nix::sys::signal::SigmaskHow::SIG_BLOCK,
-        Some(&nix::sys::signal::SigSet::all()),
-        None,
-    );
-    loop {
-        match crew.mailboxes[me].swap(NO_JOB, Ordering::SeqCst) {
-            NO_JOB => thread::park(),
-            STOP => return,
-            i => {
-                run_call(crew, i);
-                crew.waiter.unpark();
-            }
-        }
-    }
-}
-
-/// The freeze threads: as many as the widest stage, started before the
-/// window, so a stage's calls are all in flight at once and a call that
-/// blocks can be abandoned at its deadline. If an abandoned call later
-/// succeeds while the runner lives, its thread thaws that mount itself;
-/// once the runner is gone, the watchdog does (it waits for the whole
-/// thread group).
-struct FreezeWorkers {
-    crew: Arc<Crew>,
-    threads: Vec<thread::JoinHandle<()>>,
-}
-
-impl FreezeWorkers {
-    fn start(crew: Arc<Crew>) -> std::io::Result<FreezeWorkers> {
-        if crate::fault::active("freeze-thread-spawn") {
-            // What TasksMax or RLIMIT_NPROC make of a thread spawn.
-            return Err(std::io::Error::from_raw_os_error(libc::EAGAIN));
-        }
-        let mut workers = FreezeWorkers {
-            crew: crew.clone(),
-            threads: Vec::with_capacity(crew.mailboxes.len()),
-        };
-        for me in 0..crew.mailboxes.len() {
-            let crew = crew.clone();
-            let spawned = thread::Builder::new()
-                .name("quiesce-freeze".into())
-                .stack_size(FREEZE_THREAD_STACK)
-                .spawn(move || worker_main(&crew, me));
-            match spawned {
-                Ok(h) => workers.threads.push(h),
-                Err(e) => {
-                    workers.stop(&[]);
-                    return Err(e);
-                }
-            }
-        }
-        Ok(workers)
-    }
-
-    /// Hands mount `i` to thread `k`.
-    fn issue(&self, k: usize, i: usize) {
-        self.crew.mailboxes[k].store(i, Ordering::SeqCst);
-        self.threads[k].thread().unpark();
-    }
-
-    /// Stops the threads and joins those not blocked in the kernel (`stuck`:
-    /// targets whose call has not returned; their thread ends once it does).
-    fn stop(&mut self, stuck: &[usize]) {
-        for (k, h) in self.threads.iter().enumerate() {
-            self.crew.mailboxes[k].store(STOP, Ordering::SeqCst);
-            h.thread().unpark();
-        }
-        if stuck.is_empty() {
-            for h in self.threads.drain(..) {
-                let _ = h.join();
-            }
-        }
-    }
-}
 
 /// Why a stage was aborted.
 enum Abort {
@@ -501,6 +248,8 @@ pub struct FreezeWindow {
     oom_restore: Option<String>,
     /// `finish` ran (by `close`, or by `Drop` on an early way out).
     finished: bool,
+    /// When the runner's own last thaw returned.
+    last_thaw: Option<Instant>,
     pub warnings: Vec<String>,
     problems: Vec<FreezeError>,
 }
@@ -526,15 +275,87 @@ fn stage_ranges(targets: &[MountTarget]) -> Result<Vec<Range<usize>>, String> {
     }
     Ok(stages)
 }
+/// What a window needs running before the run's first script: the page it
+/// shares with its watchdog, the watchdog (idle until the window arms it)
+/// and the freeze threads. A script can only be kept from signalling the
+/// processes and threads that exist when it is forked (SPEC §8), so a
+/// `snapshot` starts these before its pre-scripts; a `freeze` starts them
+/// just before its window.
+pub struct WindowStandby {
+    shared: Arc<SharedState>,
+    watchdog: Option<Watchdog>,
+    threads: FreezeThreads,
+}
+
+impl WindowStandby {
+    /// Starts `threads` freeze threads and, when `watchdog`, the watchdog
+    /// (under `filter`). The page lives in a file on tmpfs when there is a
+    /// run directory, so that recovery sees what the watchdog did after both
+    /// are gone (stores to a shared mapping of tmpfs: memory, no write, no
+    /// disk).
+    pub fn start(
+        run_dir: Option<&RunDir>,
+        threads: usize,
+        watchdog: bool,
+        filter: Option<ChildFilter<'_>>,
+    ) -> Result<WindowStandby, FreezeError> {
+        let internal = FreezeError::Setup;
+        let shared = match run_dir {
+            Some(dir) => {
+                let _ = dir.ensure();
+                SharedState::in_file(&dir.file(&page_file()))
+            }
+            None => SharedState::new(),
+        };
+        let shared = Arc::new(shared.map_err(|e| internal(format!("shared page: {e}")))?);
+        let watchdog = watchdog
+            .then(|| Watchdog::spawn(&shared, filter))
+            .transpose()
+            .map_err(|e| {
+                internal(format!(
+                    "cannot start the watchdog: {e}; nothing was frozen"
+                ))
+            })?;
+        let threads = FreezeThreads::start(threads).map_err(|e| {
+            internal(format!(
+                "cannot start the freeze threads ({e}); nothing was frozen (TasksMax or RLIMIT_NPROC too low?)"
+            ))
+        })?;
+        Ok(WindowStandby {
+            shared,
+            watchdog,
+            threads,
+        })
+    }
+
+    pub fn watchdog_pid(&self) -> Option<i32> {
+        self.watchdog.as_ref().map(|w| w.pid())
+    }
+
+    /// No window came: the watchdog and the threads end.
+    pub fn dismiss(self) {
+        if let Some(w) = self.watchdog {
+            w.dismiss();
+        }
+        self.threads.dismiss();
+    }
+}
+
 impl FreezeWindow {
-    /// Prepares the window: records `state.json`, raises the OOM shield and
-    /// forks the watchdog. Nothing is frozen yet.
+    /// Prepares the window with what `opts.standby` started: records
+    /// `state.json`, raises the OOM shield, hands the freeze threads their
+    /// calls and arms the watchdog. Nothing is frozen yet.
     pub fn prepare(
         targets: Vec<MountTarget>,
         ops: Arc<dyn FreezeOps>,
-        opts: WindowOptions<'_>,
+        opts: WindowOptions,
     ) -> Result<FreezeWindow, FreezeError> {
         let internal = FreezeError::Setup;
+        let WindowStandby {
+            shared,
+            mut watchdog,
+            threads,
+        } = opts.standby;
         if targets.len() > guard::MAX_MOUNTS {
             return Err(internal(format!(
                 "{} mounts to freeze; at most {} are supported",
@@ -544,20 +365,20 @@ impl FreezeWindow {
         }
         let stages = stage_ranges(&targets).map_err(internal)?;
         let max_freeze = opts.max_freeze.min(MAX_MAX_FREEZE);
-        // The page lives in a file on tmpfs when there is a run directory, so
-        // that recovery sees what the watchdog did after both are gone
-        // (stores to a shared mapping of tmpfs: memory, no write, no disk).
-        let shared = match &opts.run_dir {
-            Some(dir) => {
-                let _ = dir.ensure();
-                SharedState::in_file(&dir.file(PAGE_FILE))
-            }
-            None => SharedState::new(),
+        let width = stages.iter().map(|r| r.len()).max().unwrap_or(0);
+        let threads = if threads.len() >= width {
+            threads
+        } else {
+            threads.dismiss();
+            FreezeThreads::start(width).map_err(|e| {
+                internal(format!(
+                    "cannot start the freeze threads ({e}); nothing was frozen (TasksMax or RLIMIT_NPROC too low?)"
+                ))
+            })?
         };
-        let shared = Arc::new(shared.map_err(|e| internal(format!("shared page: {e}")))?);
         let mut warnings = Vec::new();
         // Neither the runner nor its watchdog may be the OOM killer's choice
-        // while filesystems are frozen (the watchdog inherits the value).
+        // while filesystems are frozen (the watchdog set its own at its start).
         let oom_restore = match std::fs::read_to_string("/proc/self/oom_score_adj") {
             Ok(old) => match std::fs::write("/proc/self/oom_score_adj", "-1000") {
                 Ok(()) => Some(old.trim().to_string()),
@@ -577,30 +398,26 @@ impl FreezeWindow {
             shared: shared.clone(),
             fds: targets.iter().map(|t| t.fd.clone()).collect(),
             calls: (0..n).map(|_| Call::new()).collect(),
-            mailboxes: (0..stages.iter().map(|r| r.len()).max().unwrap_or(0))
+            mailboxes: (0..threads.len())
                 .map(|_| AtomicUsize::new(NO_JOB))
                 .collect(),
             waiter: thread::current(),
             base: Instant::now(),
         });
-        let workers = match FreezeWorkers::start(crew) {
-            Ok(w) => w,
-            Err(e) => {
-                if let Some(old) = oom_restore {
-                    let _ = std::fs::write("/proc/self/oom_score_adj", old);
-                }
-                return Err(internal(format!(
-                    "cannot start the freeze threads ({e}); nothing was frozen (TasksMax or RLIMIT_NPROC too low?)"
-                )));
-            }
-        };
-        let mut window = FreezeWindow {
+        let fds: Vec<RawFd> = targets.iter().map(|t| t.fd.as_raw_fd()).collect();
+        // The watchdog's own deadline is the window's longest possible one
+        // (counted from now, before the first freeze); it adds its margin.
+        let armed = watchdog
+            .as_mut()
+            .map(|w| w.arm(&shared, &fds, Instant::now() + max_freeze))
+            .transpose();
+        let window = FreezeWindow {
             targets,
             stages,
             ops,
             shared,
-            workers,
-            watchdog: None,
+            workers: FreezeWorkers::start(crew, threads),
+            watchdog,
             run_dir: opts.run_dir,
             frozen: Vec::with_capacity(n),
             pending: Vec::with_capacity(n),
@@ -614,25 +431,13 @@ impl FreezeWindow {
             finished: false,
             warnings,
             problems: Vec::new(),
+            last_thaw: None,
         };
-        if opts.watchdog {
-            let fds: Vec<RawFd> = window.targets.iter().map(|t| t.fd.as_raw_fd()).collect();
-            // The watchdog's own deadline is the window's longest possible
-            // one (counted from now, before the first freeze), plus a margin.
-            let deadline = Instant::now() + max_freeze;
-            let w = Watchdog::spawn(&window.shared, &fds, deadline, opts.watchdog_filter).map_err(
-                |e| {
-                    internal(format!(
-                        "cannot start the watchdog: {e}; nothing was frozen"
-                    ))
-                },
-            )?;
-            window.watchdog = Some(w);
-        }
+        // On failure the window is dropped: its Drop dismisses the watchdog
+        // and restores oom_score_adj.
+        armed.map_err(|e| internal(format!("cannot arm the watchdog: {e}; nothing was frozen")))?;
         if let Some(dir) = &window.run_dir {
             let record = window.record(&opts.operation_id);
-            // On failure the window is dropped: its Drop dismisses the
-            // watchdog and restores oom_score_adj.
             dir.write_state(&record)
                 .map_err(|e| internal(format!("recovery state: {e}")))?;
         }
@@ -640,7 +445,7 @@ impl FreezeWindow {
     }
 
     /// The recovery record: every planned mount in freeze order (index i is
-    /// state i of the page in [`PAGE_FILE`], which says what became of it).
+    /// state i of the page in [`page_file`], which says what became of it).
     fn record(&self, operation_id: &str) -> WindowRecord {
         let me = crate::supervise::procfs::read_stat(std::process::id() as i32)
             .map(|s| s.start)
@@ -663,7 +468,7 @@ impl FreezeWindow {
                         .unwrap_or_else(|_| t.device.clone()),
                 })
                 .collect(),
-            page: self.run_dir.as_ref().map(|_| PAGE_FILE.to_string()),
+            page: self.run_dir.as_ref().map(|_| page_file()),
         }
     }
 
@@ -891,6 +696,13 @@ impl FreezeWindow {
         });
         let ms = |d: Duration| d.as_secs_f64() * 1000.0;
         let start = self.started.unwrap_or(crew.base);
+        self.last_thaw = self.last_thaw.max(Some(t.at));
+        // Frozen until whoever thawed first: the runner, or its watchdog
+        // when the runner could not act in time (SPEC §6.4 point 6).
+        let by_watchdog = self
+            .shared
+            .watchdog_thawed_at(f.index)
+            .filter(|&w| w < t.at);
         self.reports.push(MountReport {
             path: target.path.clone(),
             device: target.device.clone(),
@@ -898,7 +710,10 @@ impl FreezeWindow {
             stage: target.stage,
             freeze_start_ms: ms(crew.at(f.began_ns).saturating_duration_since(start)),
             freeze_ms: ms(Duration::from_nanos(f.ended_ns.saturating_sub(f.began_ns))),
-            frozen_ms: ms(t.at.saturating_duration_since(crew.at(f.ended_ns))),
+            frozen_ms: ms(by_watchdog
+                .unwrap_or(t.at)
+                .saturating_duration_since(crew.at(f.ended_ns))),
+            thawed_by_watchdog: by_watchdog.is_some(),
             thaw_error,
         });
     }
@@ -971,12 +786,7 @@ impl FreezeWindow {
             .started
             .map(|s| s.elapsed().as_secs_f64() * 1000.0)
             .unwrap_or(0.0);
-        let (acted, thawed_by_watchdog) = self.shared.acted();
-        if acted != watchdog::ACTED_NONE {
-            self.warnings.push(format!(
-                "the watchdog thawed {thawed_by_watchdog} mount(s) at its deadline"
-            ));
-        }
+        let broke = self.broke();
         // Something may still be frozen: the watchdog stays (it thaws when
         // the runner is gone), and the record stays for `quiesce thaw`.
         let handover = !self.pending.is_empty() || !self.still_frozen.is_empty();
@@ -990,7 +800,7 @@ impl FreezeWindow {
         if let Some(dir) = &self.run_dir {
             if !handover {
                 dir.clear_state();
-                dir.remove(PAGE_FILE);
+                dir.remove(&page_file());
             }
         }
         if let Some(old) = self.oom_restore.take() {
@@ -1013,7 +823,30 @@ impl FreezeWindow {
             window_ms,
             warnings: std::mem::take(&mut self.warnings),
             problems: std::mem::take(&mut self.problems),
+            broke,
         }
+    }
+
+    /// Why the freeze did not hold for the whole window, as SPEC §6.4
+    /// point 6 judges it: the watchdog thawed a mount (the runner could not
+    /// act by the deadline: stopped, stuck or killed), or the runner's own
+    /// last thaw came after `--max-freeze`. `None`: it held.
+    fn broke(&self) -> Option<FreezeError> {
+        let paths: Vec<PathBuf> = (0..self.targets.len())
+            .filter(|&i| self.shared.watchdog_thawed_at(i).is_some())
+            .map(|i| self.targets[i].path.clone())
+            .collect();
+        if !paths.is_empty() {
+            return Some(FreezeError::WatchdogThawed {
+                paths,
+                max_freeze: self.max_freeze,
+            });
+        }
+        let late = self.last_thaw?.checked_duration_since(self.deadline()?)?;
+        (!late.is_zero()).then_some(FreezeError::Overran {
+            max_freeze: self.max_freeze,
+            late,
+        })
     }
 }
 
@@ -1035,6 +868,10 @@ pub struct WindowReport {
     /// Thaws that failed (`FsFreezeFailed`): those mounts are still frozen.
     #[serde(skip)]
     pub problems: Vec<FreezeError>,
+    /// Why the freeze did not hold until the runner's own thaw, in time
+    /// (FsFreezeTimeout), when it did not.
+    #[serde(skip)]
+    pub broke: Option<FreezeError>,
 }
 
 #[cfg(test)]
@@ -1273,14 +1110,15 @@ mod tests {
         assert!(!guard::any_armed());
     }
 
-    fn opts() -> WindowOptions<'static> {
+    /// A window with no watchdog and no thread yet (prepare starts as many
+    /// as the widest stage), as tests of the call order need.
+    fn opts() -> WindowOptions {
         WindowOptions {
             max_freeze: Duration::from_secs(5),
             per_call: Duration::from_secs(5),
             run_dir: None,
             operation_id: "t".into(),
-            watchdog: false,
-            watchdog_filter: None,
+            standby: WindowStandby::start(None, 0, false, None).unwrap(),
         }
     }
 

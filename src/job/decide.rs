@@ -154,6 +154,10 @@ pub fn outcome(p: Settings, f: Facts) -> Outcome {
         // error, except a post-script failure: the snapshot stands, but the
         // run is reported as a failure with the post error.
         _ if f.post_failed && !p.continue_on_failure => Outcome::Failure,
+        // A snapshot taken while the freeze did not hold (a window the
+        // watchdog thawed, SPEC §6.4 point 6): it exists, but the operator
+        // asked to fail closed.
+        Consistency::Crash if p.fs_freeze_enabled && !p.continue_on_failure => Outcome::Failure,
         Consistency::Application if !f.any_error => Outcome::Success,
         _ => Outcome::Degraded,
     }
@@ -290,6 +294,19 @@ mod tests {
         };
         assert_eq!(consistency(CONT, f), Consistency::Crash);
         assert_eq!(outcome(CONT, f), Outcome::Degraded);
+    }
+
+    #[test]
+    fn a_window_that_did_not_hold_is_crash_consistent_and_fails_closed_when_asked() {
+        // The snapshot command succeeded, but the watchdog thawed mid-window.
+        let f = Facts {
+            any_error: true,
+            ..facts(true, false, true, false)
+        };
+        assert_eq!(consistency(CONT, f), Consistency::Crash);
+        assert_eq!(outcome(CONT, f), Outcome::Degraded);
+        assert_eq!(consistency(STOP, f), Consistency::Crash);
+        assert_eq!(outcome(STOP, f), Outcome::Failure);
     }
 
     #[test]

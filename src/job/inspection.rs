@@ -10,6 +10,7 @@ use crate::error::{ErrorCode, Problem};
 use crate::job::preflight::Readiness;
 use crate::job::status::say;
 use crate::job::{Finished, Job, RunnerOptions};
+use crate::sandbox::guards::GuardFilter;
 use crate::sandbox::inspect::{describe_for, ProcessSandboxState, SandboxDescription};
 use crate::sandbox::PreparedSandbox;
 use crate::supervise::{self, Exec, RunOptions, SpawnSpec};
@@ -137,8 +138,9 @@ fn probe(sandbox: &PreparedSandbox) -> Result<ProcessSandboxState, String> {
     );
     spec.env = vec![CString::new("PATH=/usr/sbin:/usr/bin:/sbin:/bin").expect("no NUL")];
     let shared = std::sync::Arc::new(sandbox.clone());
+    let guards = GuardFilter::now().map_err(|e| e.to_string())?;
     spec.pre_exec = Some(Box::new(move || {
-        shared.apply_in_child().map_err(Into::into)
+        shared.apply_in_child(Some(&guards)).map_err(Into::into)
     }));
     let mut state = None;
     let mut on_spawn = |pid: i32| {

@@ -106,6 +106,10 @@ pub fn script_phase(common: &Common, opts: &RunnerOptions, phase: Phase) -> Fini
         Ok(started) => started,
         Err(refused) => return *refused,
     };
+    if phase == Phase::Pre {
+        // Before any script, the post-scripts of dead runs included (SPEC §8).
+        super::recover::start_guard(&mut job, common, opts);
+    }
     if let Err(p) = super::recover::at_start(&mut job, &runner, common) {
         return job.fail(&p);
     }

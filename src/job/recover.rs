@@ -27,6 +27,7 @@ use super::status::say;
 use super::{Common, Finished, Job, Phase, Runner, RunnerOptions};
 use crate::error::{ErrorCode, Problem};
 use crate::freeze::state::RunDir;
+use crate::sandbox::guards;
 use crate::trail::{self, Record};
 
 /// What a run keeps about pending post-scripts.
@@ -332,11 +333,22 @@ pub fn arm(job: &mut Job, common: &Common, opts: &RunnerOptions, app: &App) {
         }
     };
     job.pending.own.push(rec);
+    start_guard(job, common, opts);
+}
+
+/// Starts the post guard, unless it runs: at the start of a run that may
+/// run pre-scripts, before any script of the run (the post-scripts of dead
+/// runs it runs first included), so every script's filter names it (SPEC
+/// §8). It is protected from the scripts from here on.
+pub fn start_guard(job: &mut Job, common: &Common, opts: &RunnerOptions) {
     if job.pending.guard.is_some() {
         return;
     }
     match PostGuard::start(&guard_args(common, opts)) {
-        Ok(g) => job.pending.guard = Some(g),
+        Ok(g) => {
+            guards::protect(g.pid, "post guard");
+            job.pending.guard = Some(g);
+        }
         Err(e) => {
             let w = format!("cannot start the post guard ({e}); if this runner dies before the post-script, `quiesce recover` runs it");
             say(format!("warning: {w}"));
@@ -495,7 +507,9 @@ pub fn at_finish(state: &mut PendingState) {
         if state.keep_guard {
             guard.leave_armed();
         } else {
+            let pid = guard.pid;
             guard.stop();
+            guards::release(pid);
         }
     }
 }

@@ -96,6 +96,14 @@ impl Runner {
                 format!("cannot install signal handlers: {e}"),
             )
         })?;
+        // The run sentinel, before the run's first child: one of the guards
+        // every script's filter must name (SPEC §8).
+        match supervise::sentinel::start() {
+            Ok(pid) => crate::sandbox::guards::protect(pid, "run sentinel"),
+            Err(e) => warnings.push(format!(
+                "cannot start the run sentinel ({e}); if the runner dies, only each script's main process is killed with it"
+            )),
+        }
         // Cgroups of runners that were killed mid-script.
         supervise::sweep_stale_cgroups();
         if let Err(e) = supervise::become_subreaper() {

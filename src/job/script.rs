@@ -18,6 +18,7 @@ use crate::freeze::state::RunDir;
 use crate::job::preflight::CheckedScript;
 use crate::job::status::{AttemptStatus, ScriptPhaseStatus};
 use crate::job::Phase;
+use crate::sandbox::guards::GuardFilter;
 use crate::sandbox::inspect::ProcessSandboxState;
 use crate::sandbox::PreparedSandbox;
 use crate::supervise::{self, CgroupRequest, Leftover, RunOptions, SpawnError, SpawnSpec};
@@ -153,9 +154,12 @@ fn spawn_spec(
     ));
     if let Some(sandbox) = &ctx.sandbox {
         let sandbox = Arc::clone(sandbox);
+        // Built now, from the guards that exist now (SPEC §8): every guard
+        // of the run was started before its first script.
+        let guards = GuardFilter::now().map_err(|e| e.to_string())?;
         // INVARIANT: apply_in_child is async-signal-safe and allocation-free.
         spec.pre_exec = Some(Box::new(move || {
-            sandbox.apply_in_child().map_err(Into::into)
+            sandbox.apply_in_child(Some(&guards)).map_err(Into::into)
         }));
     }
     Ok((spec, launch.how))

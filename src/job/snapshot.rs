@@ -21,6 +21,7 @@ use super::{mount_plan, Common, Finished, Job, RunnerOptions};
 use crate::error::Problem;
 use crate::freeze::lock::RunLock;
 use crate::freeze::mounts::MountPlan;
+use crate::freeze::window::WindowStandby;
 use crate::trail;
 
 /// What the operator asked of the window.
@@ -42,6 +43,7 @@ pub fn snapshot(common: &Common, opts: &RunnerOptions, req: &WindowRequest) -> F
         Ok(started) => started,
         Err(refused) => return *refused,
     };
+    let (early, standby) = guards_first(&mut job, &runner, common, opts, &req.mounts);
     if let Err(p) = super::recover::at_start(&mut job, &runner, common) {
         return job.fail(&p);
     }
@@ -52,7 +54,7 @@ pub fn snapshot(common: &Common, opts: &RunnerOptions, req: &WindowRequest) -> F
     let settings = Settings::of_apps(&apps, |a| !a.pc.passed());
     // What can fail fast does so before any script runs: the mount plan and
     // the lock. Nothing is left half done.
-    let (plan, _lock) = match prepare(&mut job, common, settings, &req.mounts) {
+    let (plan, _lock) = match prepare(&mut job, common, settings, early) {
         Ok(ready) => ready,
         Err(p) => return job.fail(&p),
     };
@@ -77,7 +79,15 @@ pub fn snapshot(common: &Common, opts: &RunnerOptions, req: &WindowRequest) -> F
     // A failed freeze is every application's: the snapshot is then taken
     // without it only if every application allows it.
     let everyone = Settings::of_apps(&apps, |_| true);
-    let shot = window_step(&mut job, &runner, everyone, next, plan.as_ref(), req);
+    let shot = window_step(
+        &mut job,
+        &runner,
+        everyone,
+        next,
+        plan.as_ref(),
+        standby,
+        req,
+    );
     let post_failed = post(&mut job, &runner, &ctx, &apps, &started);
     let settings = Settings::of_apps(&apps, |a| failed(&job, a));
     let facts = Facts {
@@ -111,7 +121,7 @@ pub fn freeze(common: &Common, opts: &RunnerOptions, req: &WindowRequest) -> Fin
         return job.fail(&p);
     }
     let settings = Settings::FREEZE_ONLY;
-    let (plan, _lock) = match prepare(&mut job, common, settings, &req.mounts) {
+    let (plan, _lock) = match prepare(&mut job, common, settings, mount_plan(common, &req.mounts)) {
         Ok(ready) => ready,
         Err(p) => return job.fail(&p),
     };
@@ -120,7 +130,12 @@ pub fn freeze(common: &Common, opts: &RunnerOptions, req: &WindowRequest) -> Fin
         Ok(t) => t,
         Err(p) => return job.fail(&p),
     };
-    let run = window::take_snapshot(&runner, targets, &req.cmd, req.max_freeze, settings);
+    let ready = match (targets, plan.as_ref().map(|p| window::standby(&runner, p))) {
+        (Some(t), Some(Ok(standby))) => Some((t, standby)),
+        (_, Some(Err(p))) => return job.fail(&p),
+        _ => None,
+    };
+    let run = window::take_snapshot(&runner, ready, &req.cmd, req.max_freeze, settings);
     let shot = file_window(&mut job, run);
     if let Some(sig) = job.status.signal {
         say(format!("stopped by signal {sig} after thawing"));
@@ -141,16 +156,38 @@ pub fn freeze(common: &Common, opts: &RunnerOptions, req: &WindowRequest) -> Fin
     job.finish()
 }
 
+/// Every guard of a `snapshot` exists before its first script — the
+/// post-scripts of dead runs that the start of the run executes included —
+/// so that every script's filter names them (SPEC §8): the post guard, and
+/// for the freeze the watchdog and the freeze threads, which need the mount
+/// plan (its widest stage). The plan is kept for later; a plan that cannot
+/// be made is reported only if the freeze is on.
+fn guards_first(
+    job: &mut Job,
+    runner: &Runner,
+    common: &Common,
+    opts: &RunnerOptions,
+    mounts: &[PathBuf],
+) -> (
+    Result<MountPlan, Problem>,
+    Option<Result<WindowStandby, Problem>>,
+) {
+    let early = mount_plan(common, mounts);
+    let standby = early.as_ref().ok().map(|p| window::standby(runner, p));
+    super::recover::start_guard(job, common, opts);
+    (early, standby)
+}
+
 /// The mount plan (when the freeze is on) and the freeze lock, before
 /// anything runs; what a dead runner left frozen is recovered here.
 fn prepare(
     job: &mut Job,
     common: &Common,
     settings: Settings,
-    mounts: &[PathBuf],
+    plan: Result<MountPlan, Problem>,
 ) -> Result<(Option<MountPlan>, RunLock), Problem> {
     let plan = if settings.fs_freeze_enabled {
-        let plan = mount_plan(common, mounts)?;
+        let plan = plan?;
         job.warn_all(plan.warnings.iter().cloned());
         Some(plan)
     } else {
@@ -189,22 +226,33 @@ fn window_step(
     settings: Settings,
     next: Next,
     plan: Option<&MountPlan>,
+    standby: Option<Result<WindowStandby, Problem>>,
     req: &WindowRequest,
 ) -> Shot {
+    let freeze = next.snapshot && next.freeze;
+    let (ready, failed) = match (plan.filter(|_| freeze), standby) {
+        (Some(plan), Some(Ok(standby))) => match window::open_targets(plan) {
+            Ok(t) => (Some((t, standby)), None),
+            Err(p) => {
+                window::dismiss(standby);
+                (None, Some(p))
+            }
+        },
+        (Some(_), Some(Err(p))) => (None, Some(p)),
+        (_, standby) => {
+            if let Some(Ok(standby)) = standby {
+                window::dismiss(standby);
+            }
+            (None, None)
+        }
+    };
     if !next.snapshot {
         return Shot::default();
     }
-    let mut targets = None;
-    if next.freeze {
-        match plan.map(window::open_targets) {
-            Some(Ok(t)) => targets = Some(t),
-            Some(Err(p)) => {
-                job.problem(&p);
-                if !decide::snapshot_after_freeze_failure(settings, false) {
-                    return Shot::default();
-                }
-            }
-            None => {}
+    if let Some(p) = failed {
+        job.problem(&p);
+        if !decide::snapshot_after_freeze_failure(settings, false) {
+            return Shot::default();
         }
     }
     // A panic in the window or the snapshot is contained here, so the
@@ -212,7 +260,7 @@ fn window_step(
     // guard and the window's Drop closed it while unwinding. The run then
     // exits 70.
     let taken = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-        window::take_snapshot(runner, targets, &req.cmd, req.max_freeze, settings)
+        window::take_snapshot(runner, ready, &req.cmd, req.max_freeze, settings)
     }));
     let run = taken.unwrap_or_else(|_| {
         trail::release();

@@ -24,9 +24,10 @@ use crate::freeze::mounts::MountPlan;
 use crate::freeze::signals;
 use crate::freeze::state::{self, RecoverError};
 use crate::freeze::window::{
-    FreezeWindow, MountTarget, WindowOptions, WindowReport, PER_CALL_DEADLINE,
+    FreezeWindow, MountTarget, WindowOptions, WindowReport, WindowStandby, PER_CALL_DEADLINE,
 };
 use crate::job::status as report;
+use crate::sandbox::guards;
 use crate::supervise::{self, Exec, SpawnSpec, WaitOutcome};
 use crate::trail::{self, Record};
 
@@ -469,11 +470,11 @@ fn freeze_records(w: &FreezeWindow, names: &[String], started: Instant, failed: 
     );
 }
 
-/// Runs the snapshot command, inside a freeze window when `targets` is
-/// given (see [`carry_out`]).
+/// Runs the snapshot command, inside a freeze window of the given targets
+/// when there is one (see [`carry_out`]).
 pub fn take_snapshot(
     runner: &Runner,
-    targets: Option<Vec<MountTarget>>,
+    window: Option<(Vec<MountTarget>, WindowStandby)>,
     cmd: &[String],
     max_freeze: Duration,
     settings: Settings,
@@ -484,14 +485,20 @@ pub fn take_snapshot(
     {
         Ok(s) => s,
         Err(p) => {
+            if let Some((_, standby)) = window {
+                dismiss(standby);
+            }
             run.problems.push(p);
             return run;
         }
     };
-    let (window, prepared) = match targets.map(|t| open_window(runner, t, max_freeze)) {
+    let watchdog = window.as_ref().and_then(|(_, s)| s.watchdog_pid());
+    let (window, prepared) = match window {
+        Some((t, standby)) => match open_window(runner, t, standby, max_freeze) {
+            Ok(w) => (Some(w), None),
+            Err(p) => (None, Some(p)),
+        },
         None => (None, None),
-        Some(Ok(w)) => (Some(w), None),
-        Some(Err(p)) => (None, Some(p)),
     };
     let mut k = KernelWindow {
         runner,
@@ -510,7 +517,6 @@ pub fn take_snapshot(
     let started = Instant::now();
     let carried = carry_out(&mut k, settings, max_freeze, prepared);
     signals::track_child_group(0);
-    k.status.frozen = carried.froze;
     let finished = k.child.take().map(|c| c.finish());
     if let Some(f) = &finished {
         k.status.duration_ms = started.elapsed().as_secs_f64() * 1000.0;
@@ -524,6 +530,8 @@ pub fn take_snapshot(
     run.problems = carried.problems;
     run.warnings = std::mem::take(&mut k.warnings);
     finish_window(&mut run, k.report.take());
+    watchdog.into_iter().for_each(guards::release);
+    k.status.frozen = run.froze;
     if carried.ran {
         command_exit(&mut run, k.status, carried.killed);
     } else if carried.start_failed {
@@ -532,12 +540,16 @@ pub fn take_snapshot(
     run
 }
 
-/// Prepares the window: state record, OOM shield, the watchdog.
-fn open_window(
-    runner: &Runner,
-    targets: Vec<MountTarget>,
-    max_freeze: Duration,
-) -> Result<FreezeWindow, Problem> {
+/// Starts what the window of `plan` needs before the run's first script:
+/// the watchdog (under its filter) and the freeze threads (SPEC §8: every
+/// script's guard filter names them). The watchdog is protected from the
+/// scripts from here on.
+pub fn standby(runner: &Runner, plan: &MountPlan) -> Result<WindowStandby, Problem> {
+    let mut widths = std::collections::BTreeMap::new();
+    for e in plan.freeze_order() {
+        *widths.entry(e.stage.unwrap_or(1)).or_insert(0usize) += 1;
+    }
+    let threads = widths.values().copied().max().unwrap_or(0);
     let filter_fn;
     let filter: Option<crate::freeze::watchdog::ChildFilter<'_>> = match &runner.watchdog_filter {
         Some(f) => {
@@ -546,13 +558,33 @@ fn open_window(
         }
         None => None,
     };
+    let standby = WindowStandby::start(Some(&runner.run_dir), threads, true, filter)?;
+    if let Some(pid) = standby.watchdog_pid() {
+        guards::protect(pid, "watchdog");
+    }
+    Ok(standby)
+}
+
+/// A standby no window used: the watchdog and the threads end.
+pub fn dismiss(standby: WindowStandby) {
+    let pid = standby.watchdog_pid();
+    standby.dismiss();
+    pid.into_iter().for_each(guards::release);
+}
+
+/// Prepares the window: state record, OOM shield, the watchdog armed.
+fn open_window(
+    runner: &Runner,
+    targets: Vec<MountTarget>,
+    standby: WindowStandby,
+    max_freeze: Duration,
+) -> Result<FreezeWindow, Problem> {
     let opts = WindowOptions {
         max_freeze,
         per_call: PER_CALL_DEADLINE,
         run_dir: Some(runner.run_dir.clone()),
         operation_id: runner.operation_id.clone(),
-        watchdog: true,
-        watchdog_filter: filter,
+        standby,
     };
     FreezeWindow::prepare(targets, Arc::new(KernelFreeze), opts).map_err(Problem::from)
 }
@@ -649,6 +681,19 @@ fn finish_window(run: &mut SnapshotRun, report: Option<WindowReport>) {
     // A thaw that failed after its retries: the mount is still frozen.
     run.problems
         .extend(report.problems.drain(..).map(Problem::from));
+    // The freeze did not hold for the whole window (SPEC §6.4 point 6):
+    // whatever the command did, the snapshot is not consistent.
+    if let Some(e) = report.broke.take() {
+        run.froze = false;
+        if !run
+            .problems
+            .iter()
+            .any(|p| p.code == ErrorCode::FsFreezeTimeout)
+        {
+            report::say(format!("error: {e}"));
+            run.problems.push(Problem::from(e));
+        }
+    }
     run.window = Some(report);
 }
 

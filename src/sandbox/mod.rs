@@ -20,6 +20,8 @@
 //! capability inspection and the `quiesce audit` description.
 
 pub mod caps;
+pub mod confine;
+pub mod guards;
 pub mod inspect;
 pub mod policy;
 pub mod rlimits;
@@ -147,6 +149,11 @@ pub enum SandboxStep {
     Rlimit(RlimitResource),
     /// `prctl(PR_SET_NO_NEW_PRIVS, 1)`.
     NoNewPrivs,
+    /// The script's own mount namespace: the cgroup tree read-only, the
+    /// guards' `/proc/PID` masked.
+    Confine,
+    /// `seccomp(SECCOMP_SET_MODE_FILTER)` of the guard filter.
+    GuardFilter,
     /// `seccomp(SECCOMP_SET_MODE_FILTER)`.
     Seccomp,
 }
@@ -161,6 +168,8 @@ impl fmt::Display for SandboxStep {
             SandboxStep::AmbientLower(cap) => write!(f, "lower ambient capability {cap}"),
             SandboxStep::Rlimit(r) => write!(f, "set rlimit {}", r.name()),
             SandboxStep::NoNewPrivs => f.write_str("set no_new_privs"),
+            SandboxStep::Confine => f.write_str("set up the script's mount namespace"),
+            SandboxStep::GuardFilter => f.write_str("install the guard filter"),
             SandboxStep::Seccomp => f.write_str("install the seccomp filter"),
         }
     }
@@ -197,6 +206,8 @@ pub struct PreparedSandbox {
     rlimits: Vec<rlimits::PreparedRlimit>,
     no_new_privs: bool,
     seccomp: seccomp::PreparedProgram,
+    /// The script's mount namespace (SPEC §8: the cgroup tree read-only).
+    pub confinement: confine::PreparedConfinement,
 }
 
 impl PreparedSandbox {
@@ -216,6 +227,9 @@ impl PreparedSandbox {
                 policy::SCRIPT_FILTER_NAME,
                 &policy.seccomp,
             )?,
+            confinement: confine::PreparedConfinement::prepare(
+                &std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default(),
+            ),
         })
     }
 
@@ -224,13 +238,17 @@ impl PreparedSandbox {
     /// inherited by everything the process starts.
     ///
     /// Order: bounding-set drops, inheritable/ambient lowering, rlimits,
-    /// `no_new_privs`, seccomp last. The first failure stops and is returned;
-    /// the caller must then `_exit` without exec.
+    /// `no_new_privs`, then with `guards` the script's mount namespace and
+    /// the guard filter (which refuses `mount`: the namespace is set up
+    /// before it), the policy's seccomp filter last (an operator's
+    /// allow-list might not allow the calls of the steps before it). The
+    /// first failure stops and is returned; the caller must then `_exit`
+    /// without exec.
     ///
     /// The dropped capabilities leave the effective and permitted sets at the
     /// `execve` (root's new permitted set is masked by the bounding set), not
     /// before — so this process still holds them until it execs.
-    pub fn apply_in_child(&self) -> Result<(), ApplyError> {
+    pub fn apply_in_child(&self, guards: Option<&guards::GuardFilter>) -> Result<(), ApplyError> {
         // INVARIANT: no allocation — runs between fork and exec. Everything
         // below reads prepared data and makes raw syscalls.
         self.capabilities.apply()?;
@@ -239,6 +257,13 @@ impl PreparedSandbox {
         }
         if self.no_new_privs {
             set_no_new_privs()?;
+        }
+        if let Some(g) = guards {
+            self.confinement.apply(&g.masks)?;
+            g.install().map_err(|e| ApplyError {
+                step: SandboxStep::GuardFilter,
+                errno: e.errno,
+            })?;
         }
         self.seccomp.install()
     }

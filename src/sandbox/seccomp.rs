@@ -485,16 +485,43 @@ pub(crate) fn native_arch() -> Option<(&'static str, TargetArch)> {
         .find(|(name, _)| *name == std::env::consts::ARCH)
 }
 
-// Classic BPF opcodes (linux/bpf_common.h) for the x32 guard.
-const BPF_LD_W_ABS: u16 = 0x20; // BPF_LD (0x00) | BPF_W (0x00) | BPF_ABS (0x20)
-const BPF_JEQ_K: u16 = 0x15; // BPF_JMP (0x05) | BPF_JEQ (0x10) | BPF_K (0x00)
-const BPF_JGE_K: u16 = 0x35; // BPF_JMP (0x05) | BPF_JGE (0x30) | BPF_K (0x00)
-const BPF_RET_K: u16 = 0x06; // BPF_RET (0x06) | BPF_K (0x00)
-/// `offsetof(struct seccomp_data, nr)` and `arch`.
-const SECCOMP_DATA_NR: u32 = 0;
-const SECCOMP_DATA_ARCH: u32 = 4;
+/// Classic BPF opcodes (linux/bpf_common.h) and `struct seccomp_data`
+/// offsets, for the programs built by hand: the x32 guard here and the
+/// guard filter (guards.rs).
+pub(crate) mod bpf {
+    /// BPF_LD (0x00) | BPF_W (0x00) | BPF_ABS (0x20)
+    pub const LD_W_ABS: u16 = 0x20;
+    /// BPF_JMP (0x05) | BPF_JEQ (0x10) | BPF_K (0x00)
+    pub const JEQ_K: u16 = 0x15;
+    /// BPF_JMP (0x05) | BPF_JGE (0x30) | BPF_K (0x00)
+    pub const JGE_K: u16 = 0x35;
+    /// BPF_JMP (0x05) | BPF_JSET (0x40) | BPF_K (0x00): `A & k != 0`.
+    pub const JSET_K: u16 = 0x45;
+    /// BPF_JMP (0x05) | BPF_JA (0x00): an unconditional jump by `k`.
+    pub const JA: u16 = 0x05;
+    /// BPF_RET (0x06) | BPF_K (0x00)
+    pub const RET_K: u16 = 0x06;
+    /// `offsetof(struct seccomp_data, nr)` and `arch`.
+    pub const SECCOMP_DATA_NR: u32 = 0;
+    pub const SECCOMP_DATA_ARCH: u32 = 4;
+}
+use bpf::{
+    JEQ_K as BPF_JEQ_K, JGE_K as BPF_JGE_K, LD_W_ABS as BPF_LD_W_ABS, RET_K as BPF_RET_K,
+    SECCOMP_DATA_ARCH, SECCOMP_DATA_NR,
+};
 /// `AUDIT_ARCH_X86_64` = EM_X86_64 | __AUDIT_ARCH_64BIT | __AUDIT_ARCH_LE.
 const AUDIT_ARCH_X86_64: u32 = 0xC000_003E;
+/// `AUDIT_ARCH_AARCH64` = EM_AARCH64 | __AUDIT_ARCH_64BIT | __AUDIT_ARCH_LE.
+const AUDIT_ARCH_AARCH64: u32 = 0xC000_00B7;
+
+/// The `seccomp_data.arch` of this machine's native system calls.
+pub(crate) fn native_audit_arch() -> u32 {
+    if cfg!(target_arch = "aarch64") {
+        AUDIT_ARCH_AARCH64
+    } else {
+        AUDIT_ARCH_X86_64
+    }
+}
 /// `__X32_SYSCALL_BIT` (arch/x86/include/uapi/asm/unistd.h).
 const X32_SYSCALL_BIT: u32 = 0x4000_0000;
 
@@ -570,6 +597,13 @@ impl PreparedProgram {
             });
         }
         Ok(PreparedProgram { program })
+    }
+
+    /// A program built by hand (the guard filter); `None` when the kernel
+    /// would refuse its length.
+    pub(crate) fn from_instructions(program: Vec<sock_filter>) -> Option<PreparedProgram> {
+        (!program.is_empty() && program.len() <= BPF_MAXINSNS)
+            .then_some(PreparedProgram { program })
     }
 
     /// Number of BPF instructions.

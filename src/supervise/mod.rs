@@ -12,9 +12,9 @@
 //!   descriptor ([`Exec::Fd`]). A failure before exec comes back as a
 //!   [`SpawnError`] naming the step and errno, with the child reaped; a
 //!   child that does not reach its exec within
-//!   [`SpawnSpec::startup_timeout`] is killed. A sentinel process
-//!   (sentinel.rs) ends the tree if the runner dies before the attempt is
-//!   over.
+//!   [`SpawnSpec::startup_timeout`] is killed. The run sentinel
+//!   ([`sentinel`], one process for the run, started before its first
+//!   child) ends the tree if the runner dies before the attempt is over.
 //! - [`Supervised`]: the handle. [`Supervised::wait`] is one `ppoll` over the
 //!   child's pidfd, its stdout/stderr pipes (drained into bounded
 //!   [`Captured`] buffers) and the runner's signal pipe; exit is noticed at
@@ -50,7 +50,7 @@ mod capture;
 mod cgroup;
 mod live;
 pub mod procfs;
-mod sentinel;
+pub mod sentinel;
 mod spawn;
 mod supervised;
 mod sys;

@@ -5,7 +5,7 @@
 use super::cgroup::{self, CgroupRequest, CgroupStatus, ScriptCgroup};
 use super::live;
 use super::procfs;
-use super::sentinel::{self, Sentinel};
+use super::sentinel::{self, Watched};
 use super::supervised::{Started, Supervised};
 use super::sys;
 use nix::errno::Errno;
@@ -857,17 +857,17 @@ fn judge_reports(
     Ok((joined, notes))
 }
 
-/// The sentinel of the tree led by `pid` (see sentinel.rs); a failure to
-/// start one is a note, not a failed spawn.
+/// The run sentinel's watch on the tree led by `pid` (see sentinel.rs); a
+/// failure is a note, not a failed spawn.
 fn start_sentinel(
     pid: i32,
     cgroup_joined: bool,
     cgroup_dir: Option<&std::path::Path>,
-) -> (Option<Sentinel>, Option<String>) {
+) -> (Option<Watched>, Option<String>) {
     let kill_fd = cgroup_dir
         .filter(|_| cgroup_joined)
         .and_then(sentinel::open_cgroup_kill);
-    match Sentinel::start(pid, kill_fd) {
+    match sentinel::watch(pid, kill_fd) {
         Ok(s) => (Some(s), None),
         Err(e) => (
             None,

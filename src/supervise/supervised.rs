@@ -5,7 +5,7 @@ use super::capture::{CaptureBuffer, Captured};
 use super::cgroup::{CgroupStatus, ScriptCgroup};
 use super::live;
 use super::procfs::{self, Adopt, Membership, ProcStat};
-use super::sentinel::Sentinel;
+use super::sentinel::Watched;
 use super::sys;
 use super::tree::{terminate, KillReport, Leftover, Tree};
 use nix::errno::Errno;
@@ -99,7 +99,7 @@ pub(crate) struct Started {
     /// Why joining failed, when it did.
     pub join_notes: Vec<String>,
     /// Ends the tree if the runner dies before the attempt is over.
-    pub sentinel: Option<Sentinel>,
+    pub sentinel: Option<Watched>,
 }
 
 struct Stream {
@@ -170,7 +170,7 @@ pub struct Supervised {
     /// Ends the tree if the runner dies before the attempt is over; stopped
     /// by `finish` or drop (leftovers that are meant to outlive the runner,
     /// pre-script holders, are then left alone).
-    sentinel: Option<Sentinel>,
+    sentinel: Option<Watched>,
 }
 
 const READ_CHUNK: usize = 64 * 1024;
@@ -211,8 +211,8 @@ impl Supervised {
             runner: s.runner,
             preexisting: s.preexisting,
             lineage: HashSet::new(),
-            // The sentinel is the runner's child, forked after the spawn:
-            // never an orphan of this tree.
+            // The run sentinel is the runner's child: never an orphan of
+            // this tree.
             excluded: s.sentinel.iter().map(|t| t.pid).collect(),
             sentinel: s.sentinel,
         }
