@@ -229,11 +229,12 @@ fn main() -> ExitCode {
             bridge: cli.global.bridge,
         },
         verbose: cli.global.verbose,
-        run_dir: state::RunDir::new(cli.global.run_dir),
+        run_dir: state::RunDir::new(cli.global.run_dir.clone()),
         vmbackup_conf: cli.global.vmbackup_conf,
         pending: PendingOptions {
             state_dir: state::RunDir::new(cli.global.state_dir.clone()),
             post_due: Duration::from_secs(cli.global.post_due),
+            run_dir: state::RunDir::new(cli.global.run_dir),
         },
     };
     let ropts = RunnerOptions {

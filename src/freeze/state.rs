@@ -259,6 +259,64 @@ impl RunDir {
         Ok(RecordLock { _held: held })
     }
 
+    /// Locks the existing file `name` itself with an exclusive `flock`
+    /// (blocking), creating nothing — so it works on a filesystem that is
+    /// full, out of inodes or read-only. `None` when there is no such file.
+    /// The lock is on the file the name names once it is held: a file
+    /// renamed over the name meanwhile is locked in its turn.
+    pub fn lock_existing(&self, name: &str) -> Result<Option<RecordLock>, StateError> {
+        let dir = self.open_checked()?;
+        let path = self.file(name);
+        loop {
+            let fd = match openat(
+                Some(dir.as_raw_fd()),
+                name,
+                OFlag::O_RDONLY | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC,
+                Mode::empty(),
+            ) {
+                Ok(fd) => fd,
+                Err(Errno::ENOENT) => return Ok(None),
+                Err(e) => return Err(StateError::Lock(path, e.into())),
+            };
+            // SAFETY: `openat` just returned this descriptor and nothing else owns it.
+            let file = unsafe { <fs::File as std::os::fd::FromRawFd>::from_raw_fd(fd) };
+            let held = nix::fcntl::Flock::lock(file, nix::fcntl::FlockArg::LockExclusive)
+                .map_err(|(_, e)| StateError::Lock(path.clone(), e.into()))?;
+            let mine = held.metadata().map(|m| m.ino()).ok();
+            let now = nix::sys::stat::fstatat(
+                Some(dir.as_raw_fd()),
+                name,
+                nix::fcntl::AtFlags::AT_SYMLINK_NOFOLLOW,
+            );
+            match now {
+                Ok(st) if Some(st.st_ino) == mine => return Ok(Some(RecordLock { _held: held })),
+                Err(Errno::ENOENT) => return Ok(None),
+                _ => continue, // replaced while we waited: lock the new one
+            }
+        }
+    }
+
+    /// Removes `name`; the error when it could not (a read-only filesystem).
+    pub fn try_remove(&self, name: &str) -> Result<(), StateError> {
+        let dir = self.open_checked()?;
+        match unlinkat(Some(dir.as_raw_fd()), name, UnlinkatFlags::NoRemoveDir) {
+            Ok(()) | Err(Errno::ENOENT) => Ok(()),
+            Err(e) => Err(StateError::Write(self.file(name), e.into())),
+        }
+    }
+
+    /// Whether `name` exists in the directory.
+    pub fn has(&self, name: &str) -> bool {
+        self.open_checked().is_ok_and(|dir| {
+            nix::sys::stat::fstatat(
+                Some(dir.as_raw_fd()),
+                name,
+                nix::fcntl::AtFlags::AT_SYMLINK_NOFOLLOW,
+            )
+            .is_ok()
+        })
+    }
+
     /// Removes `name`, when the directory is still trusted.
     pub fn remove(&self, name: &str) {
         if let Ok(dir) = self.open_checked() {

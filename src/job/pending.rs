@@ -45,6 +45,10 @@ pub struct PendingOptions {
     /// `--post-due`: after a separate `quiesce pre`, how long the `post`
     /// call may take to come before recovery runs the post-script.
     pub post_due: Duration,
+    /// The run directory (tmpfs): where a record whose post-script ran but
+    /// which could not be removed (the state directory went read-only) is
+    /// marked settled, so that it never runs again as a recovery.
+    pub run_dir: RunDir,
 }
 
 impl Default for PendingOptions {
@@ -52,8 +56,14 @@ impl Default for PendingOptions {
         PendingOptions {
             state_dir: RunDir::new(DEFAULT_STATE_DIR),
             post_due: Duration::from_secs(DEFAULT_POST_DUE_SECS),
+            run_dir: RunDir::default(),
         }
     }
+}
+
+/// The name of the mark of a record that is settled but not yet removed.
+fn settled_name(record: &str) -> String {
+    format!("settled-{record}")
 }
 
 /// Who is expected to run the post-script.
@@ -212,10 +222,6 @@ pub fn record_name(operation_id: &str, app_index: usize) -> String {
     }
 }
 
-fn lock_name(record: &str) -> String {
-    format!("{}.lock", record.trim_end_matches(SUFFIX))
-}
-
 pub fn now_unix() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
@@ -242,6 +248,9 @@ pub struct Damaged {
 pub enum Entry {
     Record(Box<PendingPost>),
     Damaged(Damaged),
+    /// Its post-script ran, but the record could not be removed (the state
+    /// directory is read-only): it never runs again; why it is still there.
+    Settled(Damaged),
 }
 
 /// The state directory failed its trust check, or cannot be created: 304,
@@ -343,10 +352,15 @@ impl PendingOptions {
         names.sort();
         let mut out: Vec<Entry> = names
             .iter()
-            .filter_map(|n| match self.read(n) {
-                Ok(Some(r)) => Some(Entry::Record(Box::new(r))),
-                Ok(None) => None,
-                Err(d) => Some(Entry::Damaged(d)),
+            .filter_map(|n| {
+                if self.run_dir.has(&settled_name(n)) {
+                    return self.finish_settling(n).err().map(Entry::Settled);
+                }
+                match self.read(n) {
+                    Ok(Some(r)) => Some(Entry::Record(Box::new(r))),
+                    Ok(None) => None,
+                    Err(d) => Some(Entry::Damaged(d)),
+                }
             })
             .collect();
         let mut started: std::collections::HashMap<String, u64> = Default::default();
@@ -364,19 +378,49 @@ impl PendingOptions {
                 r.operation_id.clone(),
                 std::cmp::Reverse(r.app_index),
             ),
-            Entry::Damaged(_) => (0, String::new(), std::cmp::Reverse(0)),
+            Entry::Damaged(_) | Entry::Settled(_) => (0, String::new(), std::cmp::Reverse(0)),
         });
         Ok(out)
     }
 
+    /// Removes a record marked settled, then its mark; why it could not.
+    fn finish_settling(&self, name: &str) -> Result<(), Damaged> {
+        match self.state_dir.try_remove(name) {
+            Ok(()) => {
+                self.run_dir.remove(&settled_name(name));
+                Ok(())
+            }
+            Err(e) => Err(Damaged {
+                name: name.to_string(),
+                why: format!(
+                    "its post-script has run, but the record cannot be removed ({e}); it is marked settled in {} and never runs again as a recovery: remove it once the state directory is writable",
+                    self.run_dir.path.display()
+                ),
+            }),
+        }
+    }
+
     /// Locks record `name` for running its post-script (blocking: whoever
     /// holds it is running that post-script right now), then re-reads it:
-    /// `None` when someone else ran it meanwhile.
+    /// `None` when someone else ran it meanwhile, or it is settled. The lock
+    /// is the record file's own (`flock`): claiming creates nothing, so it
+    /// works when the state directory's filesystem is full or out of
+    /// inodes.
     pub fn claim(&self, name: &str) -> Result<Option<Claim>, Damaged> {
-        let lock = self.state_dir.lock(&lock_name(name)).map_err(|e| Damaged {
+        let damaged = |why: String| Damaged {
             name: name.to_string(),
-            why: e.to_string(),
-        })?;
+            why,
+        };
+        let Some(lock) = self
+            .state_dir
+            .lock_existing(name)
+            .map_err(|e| damaged(e.to_string()))?
+        else {
+            return Ok(None);
+        };
+        if self.run_dir.has(&settled_name(name)) {
+            return Ok(None);
+        }
         let claim = Claim {
             opts: self.clone(),
             name: name.to_string(),
@@ -384,10 +428,7 @@ impl PendingOptions {
         };
         match self.read(name)? {
             Some(rec) => Ok(Some(claim).filter(|_| rec.name() == name)),
-            None => {
-                claim.release();
-                Ok(None)
-            }
+            None => Ok(None),
         }
     }
 }
@@ -405,15 +446,31 @@ impl Claim {
         self.opts.read(&self.name)
     }
 
-    /// The post-script has run: the record goes, then its lock file (still
-    /// held: a waiter on the old lock finds the record gone).
-    pub fn done(self) {
-        self.opts.state_dir.remove(&self.name);
-        self.release();
-    }
-
-    fn release(self) {
-        self.opts.state_dir.remove(&lock_name(&self.name));
+    /// The post-script has run: the record goes (still locked: a waiter
+    /// finds it gone). An unlink needs no free block or inode, so only a
+    /// read-only (or failing) filesystem keeps it: then it is marked
+    /// settled in the run directory, so that it never runs again as a
+    /// recovery, and why is returned, for the caller to report loudly.
+    pub fn done(self) -> Result<(), String> {
+        let Err(e) = self.opts.state_dir.try_remove(&self.name) else {
+            return Ok(());
+        };
+        let mark = settled_name(&self.name);
+        let marked = self.opts.run_dir.write_json(
+            &mark,
+            &serde_json::json!({"record": self.name, "why": e.to_string()}),
+        );
+        Err(match marked {
+            Ok(()) => format!(
+                "the pending post-script record {} could not be removed ({e}); its post-script ran, and {} marks it settled so that it never runs again as a recovery: remove the record once the state directory is writable",
+                self.opts.state_dir.file(&self.name).display(),
+                self.opts.run_dir.file(&mark).display()
+            ),
+            Err(m) => format!(
+                "the pending post-script record {} could not be removed ({e}) nor marked settled ({m}); its post-script ran: remove the record by hand, or a recovery runs the post-script again",
+                self.opts.state_dir.file(&self.name).display()
+            ),
+        })
     }
 }
 

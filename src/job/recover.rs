@@ -95,6 +95,8 @@ fn run_due(job: &mut Job, runner: &Runner, opts: &PendingOptions, strict: Option
     for entry in entries {
         match entry {
             Entry::Damaged(d) => report(job, strict.is_some(), damaged(opts, &d)),
+            // Its post-script ran: never again; said each time until removed.
+            Entry::Settled(d) => unsettled(job, &d.why),
             Entry::Record(rec) => {
                 let Due::Now(_) = rec.due(&boot, pending::now_unix()) else {
                     continue;
@@ -108,6 +110,21 @@ fn run_due(job: &mut Job, runner: &Runner, opts: &PendingOptions, strict: Option
         }
     }
     ran
+}
+
+/// A post-script ran but its record could not be removed: said loudly, on
+/// stderr, in the status and in the trail (SPEC §6.6: a record that cannot
+/// be settled never makes its post-script run again).
+fn unsettled(job: &mut Job, why: &str) {
+    trail::event(
+        Level::Error,
+        Record::PostUnsettled,
+        job.status.operation,
+        &[],
+        why,
+    );
+    say(format!("WARNING: {why}"));
+    job.warn(why.to_string());
 }
 
 fn report(job: &mut Job, strict: bool, p: Problem) {
@@ -198,7 +215,9 @@ fn run_record(
     // Killed before it could finish (a signal to this runner): the record
     // stays, so the next recovery runs it again (post-scripts are idempotent).
     if res.interrupted.is_none() {
-        claim.done();
+        if let Err(why) = claim.done() {
+            unsettled(job, &why);
+        }
     }
     let mut phase = res.status.clone();
     phase.holders_terminated = killed;
@@ -419,12 +438,15 @@ pub fn started_by_pre(state: &PendingState, apps: &Apps) -> Option<Vec<usize>> {
 /// awaiting it.
 pub struct Settling {
     claims: Vec<Claim>,
+    /// Records that could not be locked: why, said before the post-script.
+    unlocked: Vec<String>,
 }
 
 /// Before a script phase of `app`: which records its end settles (claimed
 /// now).
 pub fn before_phase(state: &PendingState, phase: Phase, app: &App) -> Settling {
     let mut claims = Vec::new();
+    let mut unlocked = Vec::new();
     if let (Phase::Post, Some(opts)) = (phase, state.opts.as_ref()) {
         let own: Vec<String> = state
             .own
@@ -440,12 +462,19 @@ pub fn before_phase(state: &PendingState, phase: Phase, app: &App) -> Settling {
                 .map(|r| r.name())
                 .collect()
         };
-        claims = names
-            .iter()
-            .filter_map(|n| opts.claim(n).ok().flatten())
-            .collect();
+        for n in &names {
+            match opts.claim(n) {
+                Ok(Some(c)) => claims.push(c),
+                Ok(None) => {}
+                Err(d) => unlocked.push(format!(
+                    "cannot lock the pending post-script record {} ({}): the post-script runs all the same; if a recovery races it, it may run twice",
+                    opts.state_dir.file(&d.name).display(),
+                    d.why
+                )),
+            }
+        }
     }
-    Settling { claims }
+    Settling { claims, unlocked }
 }
 
 /// After a script phase of `app`: a post phase that ran to its end removes
@@ -462,8 +491,16 @@ pub fn after_phase(job: &mut Job, phase: Phase, settling: Settling, interrupted:
         }
         return;
     }
+    for why in &settling.unlocked {
+        say(format!("WARNING: {why}"));
+        job.warn(why.clone());
+    }
     let done = settling.claims.len();
-    settling.claims.into_iter().for_each(Claim::done);
+    for claim in settling.claims {
+        if let Err(why) = claim.done() {
+            unsettled(job, &why);
+        }
+    }
     if phase == Phase::Post {
         job.pending.own.retain(|r| r.app_index != app.index);
         if done > 0 {
@@ -540,6 +577,10 @@ pub fn describe(opts: &PendingOptions) -> Result<Vec<serde_json::Value>, Problem
             Entry::Damaged(d) => json!({
                 "record": opts.state_dir.file(&d.name),
                 "state": format!("damaged: {}", d.why),
+            }),
+            Entry::Settled(d) => json!({
+                "record": opts.state_dir.file(&d.name),
+                "state": format!("settled: {}", d.why),
             }),
         })
         .collect())

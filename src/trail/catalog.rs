@@ -35,6 +35,7 @@ fn subject(kind: Record) -> &'static str {
         Record::PostRecovery => {
             "quiesce ran the post-script a dead run left pending (@QUIESCE_RECOVERY@)"
         }
+        Record::PostUnsettled => "a post-script ran, but its pending record could not be removed",
         Record::Freeze => "quiesce froze @QUIESCE_MOUNT@",
         Record::FreezeComplete => "every planned filesystem is frozen",
         Record::FreezeFailed => "quiesce could not freeze the filesystems; all were thawed",
@@ -65,6 +66,7 @@ fn body(kind: Record) -> &'static str {
         Record::HolderTerminated => "A process the pre-script left running was ended after the post-script, as the pre-script's contract says.",
         Record::Recovery => "A runner died with filesystems frozen, and this run found its recovery record and thawed them before doing anything else. Find out why the earlier runner died (kernel log, OOM killer, a kill by an operator).",
         Record::PostRecovery => "A run started a pre-script and did not live to run its post-script (the runner was killed, the machine rebooted, or a separate quiesce post never came). quiesce ran that post-script now, under the same checks, sandbox and supervision, with QUIESCE_RECOVERY set to runner-died, reboot or post-overdue, so the application is resumed without anyone acting. Post-scripts must therefore be idempotent. If the script or its configuration changed since the pre-script, nothing runs and the pending record is kept: run the post-script's resume step by hand, then remove the record named in the message.",
+        Record::PostUnsettled => "The post-script of a pending record ran, but the record could not be removed from the state directory (/var/lib/quiesce, --state-dir): its filesystem is read-only or failing. So that the post-script never runs a second time as a recovery, the record is marked settled in the run directory (/run/quiesce, settled-<record>), and every later run and quiesce recover skip it and retry the removal. The mark lives on tmpfs: make the state directory writable (or remove the record named in the message) before the next reboot, or the recovery at boot runs the post-script again.",
         Record::Freeze => "One filesystem was frozen (FIFREEZE): mount, device, type and how long the ioctl took. Writes to it block until the thaw.",
         Record::FreezeComplete => "Every planned filesystem is frozen; the snapshot command runs now, bounded by --max-freeze.",
         Record::FreezeFailed => "Freezing failed; every filesystem already frozen was thawed, in reverse order, before this record was written.",

@@ -48,6 +48,18 @@ impl ScratchFs {
 
     /// [`ScratchFs::new`] with an image of `size` (`truncate -s` syntax).
     pub fn with_size(dir: &Path, name: &str, fs_type: &'static str, size: &str) -> ScratchFs {
+        ScratchFs::with_mkfs(dir, name, fs_type, size, &[])
+    }
+
+    /// [`ScratchFs::with_size`] with more `mkfs` options (`-N 64`: an ext4
+    /// with 64 inodes, which a test fills).
+    pub fn with_mkfs(
+        dir: &Path,
+        name: &str,
+        fs_type: &'static str,
+        size: &str,
+        extra: &[&str],
+    ) -> ScratchFs {
         let image = dir.join(format!("{name}.img"));
         sh(Command::new("truncate").args(["-s", size]).arg(&image));
         let mut mkfs = Command::new(format!("mkfs.{fs_type}"));
@@ -57,7 +69,7 @@ impl ScratchFs {
             "btrfs" => mkfs.args(["-q", "-f"]),
             _ => &mut mkfs,
         };
-        sh(mkfs.arg(&image));
+        sh(mkfs.args(extra).arg(&image));
         let mut fs = ScratchFs::mount_image(dir, &image, name);
         fs.fs_type = fs_type;
         fs
