@@ -17,6 +17,7 @@ use crate::error::{ErrorCode, Problem};
 use crate::freeze::signals::{self, SignalPipe};
 use crate::freeze::state::RunDir;
 use crate::sandbox::inspect::RunnerCaps;
+use crate::sandbox::env::ScriptEnv;
 use crate::sandbox::{PreparedFilter, PreparedSandbox, ScriptPolicy};
 use crate::supervise;
 use crate::trail::{self, Facility, Record, TrailMode};
@@ -68,6 +69,8 @@ pub struct Runner {
     /// The watchdog's seccomp filter, for runs that freeze.
     pub watchdog_filter: Option<PreparedFilter>,
     pub caps: Option<RunnerCaps>,
+    /// `HOME` and `LANG` every script of the run gets (SPEC §7).
+    pub script_env: ScriptEnv,
 }
 
 impl Runner {
@@ -105,6 +108,11 @@ impl Runner {
         }
         let ready = Readiness::of(opts, freezes);
         warnings.extend(ready.warnings.iter().cloned());
+        let (script_env, env_warnings) = ScriptEnv::of_caller();
+        for w in env_warnings {
+            status::say(format!("warning: {w}"));
+            warnings.push(w);
+        }
         trail::event(
             Level::Info,
             Record::RunStart,
@@ -146,6 +154,7 @@ impl Runner {
             sandbox: ready.sandbox.map(Arc::new),
             watchdog_filter: ready.watchdog_filter,
             caps: ready.caps,
+            script_env,
         })
     }
 
@@ -159,6 +168,7 @@ impl Runner {
             grace: self.policy.kill_grace(),
             output_cap: self.policy.output_cap(),
             pids_max: Some(PIDS_MAX),
+            env: self.script_env.clone(),
             recovery: None,
             app: None,
         }
