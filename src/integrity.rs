@@ -76,6 +76,18 @@ pub enum TrustError {
 }
 
 impl TrustError {
+    /// Whether the check failed because the runner ran out of file
+    /// descriptors (EMFILE, ENFILE): then nothing is known about the file,
+    /// and the failure is not the file's (issue 26).
+    pub fn is_out_of_descriptors(&self) -> bool {
+        match self {
+            TrustError::Open(_, e) | TrustError::Dir(_, e) | TrustError::Read(_, e) => {
+                crate::error::is_out_of_descriptors(e)
+            }
+            _ => false,
+        }
+    }
+
     /// Whether the failure means "not found" (else it is a permission failure).
     /// Fixed by the §4 table, never by the order the checks ran in.
     pub fn is_not_found(&self) -> bool {
@@ -143,7 +155,24 @@ impl CheckedFile {
     /// Whether the owner execute bit is set: such a script is executed
     /// directly (its `#!` honoured), others through `/bin/sh`.
     pub fn owner_executable(&self) -> bool {
-        self.mode & 0o100 != 0
+        self.identity().owner_executable()
+    }
+
+    /// What the check established, without the descriptor.
+    pub fn identity(&self) -> CheckedIdentity {
+        CheckedIdentity {
+            path: self.path.clone(),
+            dev: self.dev,
+            ino: self.ino,
+            mode: self.mode,
+            size: self.size,
+        }
+    }
+
+    /// Closes the descriptor once what was needed was read through it,
+    /// keeping what the check established.
+    pub fn into_identity(self) -> CheckedIdentity {
+        self.identity()
     }
 
     /// Opens the checked inode for reading, through its descriptor.
@@ -201,6 +230,33 @@ impl CheckedFile {
             hasher.update(&buf[..n]);
         }
         Ok(hex(&hasher.finalize()))
+    }
+
+    /// See [`CheckedIdentity::still_names_checked_file`].
+    pub fn still_names_checked_file(&self) -> bool {
+        self.identity().still_names_checked_file()
+    }
+}
+
+/// What a trust check established about a file, once its descriptor is
+/// closed. A script's bytes are read once through the checked descriptor
+/// and kept in memory; holding the descriptor for the rest of the run would
+/// make a run's descriptors grow with its applications (issue 26: two per
+/// application ran out at ~500 under a soft limit of 1024).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CheckedIdentity {
+    pub path: PathBuf,
+    pub dev: u64,
+    pub ino: u64,
+    pub mode: u32,
+    pub size: u64,
+}
+
+impl CheckedIdentity {
+    /// Whether the owner execute bit is set: such a script is executed
+    /// directly (its `#!` honoured), others through `/bin/sh`.
+    pub fn owner_executable(&self) -> bool {
+        self.mode & 0o100 != 0
     }
 
     /// Whether `path` still names the checked (device, inode) and is not a

@@ -16,8 +16,8 @@ use super::status;
 use crate::error::{ErrorCode, Problem};
 use crate::freeze::signals::{self, SignalPipe};
 use crate::freeze::state::RunDir;
-use crate::sandbox::inspect::RunnerCaps;
 use crate::sandbox::env::ScriptEnv;
+use crate::sandbox::inspect::RunnerCaps;
 use crate::sandbox::{PreparedFilter, PreparedSandbox, ScriptPolicy};
 use crate::supervise;
 use crate::trail::{self, Facility, Record, TrailMode};
@@ -94,9 +94,10 @@ impl Runner {
             )
         })?;
         let signals = signals::install().map_err(|e| {
-            Problem::new(
+            crate::error::problem_or_out_of_descriptors(
                 ErrorCode::FsFreezeFailed,
                 format!("cannot install signal handlers: {e}"),
+                Some(&e),
             )
         })?;
         // Cgroups of runners that were killed mid-script.

@@ -23,8 +23,8 @@ use crate::sandbox::PreparedSandbox;
 use crate::supervise::{self, CgroupRequest, Leftover, RunOptions, SpawnError, SpawnSpec};
 use crate::trail::{self, Record};
 
-pub use crate::sandbox::env::SCRIPT_PATH;
 use crate::sandbox::env::ScriptEnv;
+pub use crate::sandbox::env::SCRIPT_PATH;
 
 /// What every phase of one run shares.
 pub struct RunContext<'a> {
@@ -169,8 +169,21 @@ fn spawn_spec(
 /// not look: the file that would run has not passed the §4 trust checks, a
 /// permission failure (306/307), as a symbolic link is at the pre-check.
 /// (312 is only for a configured pin, whose sealed copy cannot change.)
-/// Anything else is the script failing to start (300/301).
+/// Running out of descriptors (a pipe, /dev/null, a pidfd) is what it is,
+/// never the script's failure. Anything else is the script failing to
+/// start (300/301).
 fn spawn_error_code(phase: Phase, e: &SpawnError) -> crate::error::ErrorCode {
+    use nix::errno::Errno::{EMFILE, ENFILE};
+    let errno = match e {
+        SpawnError::OpenDevNull(n) | SpawnError::Pipe(n) | SpawnError::Descriptor(n) => Some(*n),
+        SpawnError::PidfdOpen { errno, .. }
+        | SpawnError::Exec { errno, .. }
+        | SpawnError::ChildSetup { errno, .. } => Some(*errno),
+        _ => None,
+    };
+    if matches!(errno, Some(EMFILE | ENFILE)) {
+        return crate::error::ErrorCode::TooManyOpenFiles;
+    }
     match e {
         SpawnError::IdentityCheck {
             errno: nix::errno::Errno::ENOENT | nix::errno::Errno::ENOTDIR,

@@ -91,6 +91,7 @@ fn errors(kind: Record) -> &'static [ErrorCode] {
             InsufficientPermissionforPreScript,
             InsufficientPermissionforPostScript,
             ScriptChecksumMismatch,
+            TooManyOpenFiles,
         ],
         Record::ScriptExit => &[
             PreScriptExecutionFailed,
@@ -98,7 +99,11 @@ fn errors(kind: Record) -> &'static [ErrorCode] {
             PreScriptTimeout,
             PostScriptTimeout,
         ],
-        Record::ScriptSpawnFailed => &[PreScriptExecutionFailed, PostScriptExecutionFailed],
+        Record::ScriptSpawnFailed => &[
+            PreScriptExecutionFailed,
+            PostScriptExecutionFailed,
+            TooManyOpenFiles,
+        ],
         Record::PostRecovery => &[
             PostScriptExecutionFailed,
             PostScriptTimeout,
