@@ -145,8 +145,8 @@ impl ErrorCode {
             PostScriptExecutionFailed => {
                 "check the script's error log and the state of the application"
             }
-            PreScriptNotFound => "make sure the pre-script exists at the path given in the configuration file",
-            PostScriptNotFound => "make sure the post-script exists at the path given in the configuration file",
+            PreScriptNotFound => "make sure the pre-script exists at the path given in the configuration file, and the interpreter its #! line names",
+            PostScriptNotFound => "make sure the post-script exists at the path given in the configuration file, and the interpreter its #! line names",
             IncorrectPluginhostFile => {
                 "reinstall the file named in the message (root-owned, not group/world-writable, well-formed)"
             }
@@ -154,7 +154,7 @@ impl ErrorCode {
                 "fix the key named in the message, or start again from the sample VMSnapshotScriptPluginConfig.json (owner root, mode 600)"
             }
             InsufficientPermissionforPreScript | InsufficientPermissionforPostScript => {
-                "chown root:root the script and its directories, chmod 700 the script, chmod go-w its directories"
+                "chown root:root the script and its directories, chmod 700 the script, chmod go-w its directories; the same for the interpreter named in the message (chmod go-w), or name a root-owned interpreter by its absolute path"
             }
             PreScriptTimeout | PostScriptTimeout => {
                 "check the script and raise timeoutInSeconds in VMSnapshotScriptPluginConfig.json"

@@ -23,6 +23,7 @@ use crate::sandbox::inspect::RunnerCaps;
 use crate::sandbox::{PreparedFilter, PreparedSandbox, ScriptPolicy, WatchdogPolicy};
 use crate::trail::{self, Record};
 
+use super::interpreter::{self, Interpreter};
 use super::{Phase, RunnerOptions};
 
 /// The installed sandbox policy, used when `--policy` is not given.
@@ -152,6 +153,9 @@ pub struct CheckedScript {
     pub content: Vec<u8>,
     /// Whether a pin was configured (then the sealed copy of `content` runs).
     pub pinned: bool,
+    /// What runs as root before its bytes, in order, each checked like the
+    /// script (SPEC §4); empty for an ELF binary.
+    pub interpreters: Vec<Interpreter>,
     pub settings: ScriptConfig,
 }
 
@@ -228,6 +232,14 @@ pub fn record(operation: &str, pc: &Prechecked) {
                 ("script", s.file.path.display().to_string()),
                 ("sha256", s.sha256.clone()),
                 ("pinned", s.pinned.to_string()),
+                (
+                    "interpreters",
+                    s.interpreters
+                        .iter()
+                        .map(|i| i.resolved.display().to_string())
+                        .collect::<Vec<_>>()
+                        .join(" "),
+                ),
             ],
             &format!("{}-script verified", s.phase.name()),
         );
@@ -399,7 +411,8 @@ fn trust_problem(e: &TrustError, code: ErrorCode, detail: String) -> Problem {
     }
 }
 
-/// Checks one script: found, permissions, then its pin.
+/// Checks one script: found, permissions, its pin, then its interpreter
+/// (a pin covers the script's bytes, not what runs them: SPEC §4).
 pub fn check_script(phase: Phase, settings: &ScriptConfig) -> Result<CheckedScript, Problem> {
     let key = format!("{}ScriptLocation", phase.name());
     let file = CheckedFile::open(&settings.location, FileRole::Script).map_err(|e| {
@@ -433,9 +446,21 @@ pub fn check_script(phase: Phase, settings: &ScriptConfig) -> Result<CheckedScri
             ));
         }
     }
+    let file = file.into_identity();
+    let interpreters = interpreter::check(&file, &content).map_err(|e| {
+        let detail = format!("{key} {}: {e}", file.path.display());
+        if e.is_out_of_descriptors() {
+            crate::error::out_of_descriptors(detail)
+        } else if e.is_not_found() {
+            Problem::new(phase.not_found(), detail)
+        } else {
+            Problem::new(phase.permission(), detail)
+        }
+    })?;
     Ok(CheckedScript {
         phase,
-        file: file.into_identity(),
+        file,
+        interpreters,
         sha256,
         content,
         pinned: settings.sha256.is_some(),
