@@ -77,10 +77,16 @@ fn a_program_is_checked_through_every_link_on_the_way() {
     // The middle hop's directory belongs to a user: they could repoint it.
     common::chown(&hop, common::NOBODY);
     let e = CheckedFile::open_program(&link1).unwrap_err().to_string();
-    assert!(e.contains(&hop.display().to_string()) && e.contains("uid 65534"), "{e}");
+    assert!(
+        e.contains(&hop.display().to_string()) && e.contains("uid 65534"),
+        "{e}"
+    );
     common::chown(&hop, 0);
 
-    for (mode, says) in [(0o775, "group- or world-writable"), (0o644, "no execute bit")] {
+    for (mode, says) in [
+        (0o775, "group- or world-writable"),
+        (0o644, "no execute bit"),
+    ] {
         fs::set_permissions(&real, fs::Permissions::from_mode(mode)).unwrap();
         let e = CheckedFile::open_program(&link1).unwrap_err();
         assert!(e.to_string().contains(says), "{mode:o}: {e}");

@@ -114,6 +114,10 @@ pub fn parse_shebang(content: &[u8]) -> Option<Result<Shebang, BadShebang>> {
     };
     let sep = (name..end).find(|i| blank(buf[*i]) || buf[*i] == 0);
     let name_end = sep.unwrap_or(end);
+    if name_end == name {
+        // "#!\0…": the kernel looks up an empty name (ENOENT).
+        return Some(Err(BadShebang::NoInterpreter));
+    }
     let arg = match sep {
         Some(sep) if buf[sep] != 0 => (sep..end).find(|i| !blank(buf[*i])).map(|a| {
             let raw = &buf[a..end];
@@ -409,6 +413,9 @@ fn env_program(line_of: &Path, arg: Option<&OsStr>) -> Result<OsString, Interpre
     } else {
         bytes
     };
+    if name.is_empty() {
+        return Err(refuse("no program name (env would run the script itself)"));
+    }
     if name.starts_with(b"-") {
         return Err(refuse("an env option other than -S"));
     }
@@ -498,6 +505,9 @@ mod tests {
         assert_eq!(line(b"#!/bin/sh -x\0y\n"), ok("/bin/sh", Some("-x")));
         assert_eq!(line(b"#!\n"), Err(BadShebang::NoInterpreter));
         assert_eq!(line(b"#!   \t\n"), Err(BadShebang::NoInterpreter));
+        assert_eq!(line(b"#!\0/bin/sh\n"), Err(BadShebang::NoInterpreter));
+        // A blank then the buffer's NUL padding: the kernel passes "".
+        assert_eq!(line(b"#!/bin/sh "), ok("/bin/sh", Some("")));
         assert_eq!(parse_shebang(b"echo hi\n"), None);
         // Not UTF-8 is still a path.
         assert_eq!(
@@ -558,6 +568,7 @@ mod tests {
             let e = name(arg).unwrap_err();
             assert!(e.contains(says), "{arg}: {e}");
         }
+        assert!(name("").unwrap_err().contains("no program name"));
         assert!(env_program(Path::new("/s"), None)
             .unwrap_err()
             .to_string()
