@@ -405,3 +405,41 @@ fn a_script_without_the_execute_bit_has_bin_sh_checked() {
         fs::canonicalize("/bin/sh").unwrap().display().to_string()
     );
 }
+
+/// The post-script's interpreter maps to the post-script's rows (307, 303),
+/// in the extension's pre-check order after the pre-script's.
+#[test]
+fn a_post_scripts_interpreter_is_307_or_303() {
+    require_root!();
+    let s = Setup::new("interp-post");
+    let tools = s.s.mkdir("opt/tools", 0o755);
+    symlink("/bin/sh", tools.join("sh")).unwrap();
+    chown(&tools, NOBODY);
+    fs::write(&s.post, format!("#!{}/sh\necho post\n", tools.display())).unwrap();
+    let check = s.quiesce(&["check", "--json"]);
+    assert_eq!(check.code, 2, "{}", ctx(&check));
+    assert_eq!(
+        errors(&check),
+        want(("InsufficientPermissionforPost-Script", Some(307)))
+    );
+    write_pre(&s, "#!/opt/nowhere/sh\n");
+    let check = s.quiesce(&["check", "--json"]);
+    assert_eq!(
+        errors(&check),
+        vec![
+            ("Pre-ScriptNotFound".to_string(), Some(302)),
+            (
+                "InsufficientPermissionforPost-Script".to_string(),
+                Some(307)
+            ),
+        ],
+        "{}",
+        ctx(&check)
+    );
+    fs::write(&s.post, "#!/opt/nowhere/sh\n").unwrap();
+    let check = s.quiesce(&["check", "--json"]);
+    assert_eq!(
+        errors(&check)[1],
+        ("Post-ScriptNotFound".to_string(), Some(303))
+    );
+}
