@@ -163,22 +163,22 @@ fn a_plugin_count_the_file_cannot_back_is_304_before_any_allocation() {
 
 /// Each application held its two scripts' descriptors for the whole run:
 /// from ~500 applications on a 1024 soft limit, EMFILE was reported as
-/// `IncorrectJSONConfigFile` and nothing ran. Here 150 applications, each
-/// with its own scripts, check and run their pre- and post-scripts under a
-/// limit of 64 descriptors.
+/// `IncorrectJSONConfigFile` and nothing ran. Here 60 applications, each
+/// with its own scripts (120 files), check and run their pre- and
+/// post-scripts under a limit of 32 descriptors.
 #[test]
 fn descriptors_stay_flat_in_the_number_of_applications() {
     require_root!();
     let m = Many::new("bounds-fds");
-    m.apps(150, false);
-    let run = m.run(Some(64), &["check", "--json"]);
+    m.apps(60, false);
+    let run = m.run(Some(32), &["check", "--json"]);
     assert_eq!(run.code, 0, "{}", ctx(&run));
-    assert_eq!(run.json()["applications"].as_array().unwrap().len(), 150);
+    assert_eq!(run.json()["applications"].as_array().unwrap().len(), 60);
     for phase in ["pre", "post"] {
-        let run = m.run(Some(64), &[phase, "--json"]);
+        let run = m.run(Some(32), &[phase, "--json"]);
         assert_eq!(run.code, 0, "{phase}: {}", ctx(&run));
     }
-    assert_eq!(m.ran(), 300, "every pre- and post-script ran once");
+    assert_eq!(m.ran(), 120, "every pre- and post-script ran once");
 }
 
 /// Running out of descriptors is said as what it is, never as a bad
