@@ -498,42 +498,35 @@ impl HostConfig {
             line,
             rule,
         };
-        let count = match &self.number_of_plugins {
-            None => {
-                if let Some((key, _, line)) = self.plugin_keys.first() {
-                    return Err(syntax(
-                        *line,
-                        format!("{key}: unknown index, the file has no numberOfPlugins"),
-                    ));
-                }
-                return Ok(None);
-            }
-            Some((value, line)) => {
-                value
-                    .parse::<usize>()
-                    .ok()
-                    .filter(|n| *n >= 1)
-                    .ok_or_else(|| {
-                        syntax(
-                            *line,
-                            format!("numberOfPlugins must be a positive integer, not \"{value}\""),
-                        )
-                    })?
-            }
+        let Some(count) = self.plugin_count(path)? else {
+            return Ok(None);
         };
+        // Every index is checked against the count, and the count against
+        // the keys the file has, before anything is allocated for it: a
+        // count no file could back (10,000,000,000 once asked for 240 GB and
+        // aborted the run) is refused naming the first index it lacks.
+        let mut present = std::collections::BTreeSet::new();
+        for (key, _, line) in &self.plugin_keys {
+            let (stem, i) = plugin_index(key, count).map_err(|rule| syntax(*line, rule))?;
+            if stem == "pluginConfigPath" {
+                present.insert(i);
+            }
+        }
+        let line = self.number_of_plugins.as_ref().map_or(0, |(_, l)| *l);
+        if present.len() < count {
+            // The indices are all below `count`, so one of 0..=len is absent.
+            let first = (0..=present.len())
+                .find(|i| !present.contains(i))
+                .unwrap_or(0);
+            return Err(syntax(
+                line,
+                format!("pluginConfigPath{first} is missing (numberOfPlugins is {count})"),
+            ));
+        }
         let mut names = vec![None; count];
         let mut configs: Vec<Option<PathBuf>> = vec![None; count];
         for (key, value, line) in &self.plugin_keys {
-            let (stem, index) = split_plugin_key(key).expect("only plugin keys are kept");
-            let Some(i) = index.parse::<usize>().ok().filter(|i| *i < count) else {
-                return Err(syntax(
-                    *line,
-                    format!(
-                        "{key}: unknown index (numberOfPlugins is {count}, so 0..{})",
-                        count - 1
-                    ),
-                ));
-            };
+            let (stem, i) = plugin_index(key, count).map_err(|rule| syntax(*line, rule))?;
             match stem {
                 "pluginConfigPath" => {
                     if !Path::new(value).is_absolute() {
@@ -548,22 +541,58 @@ impl HostConfig {
                 _ => {} // pluginPath<i>: the extension's python module directory.
             }
         }
-        let line = self.number_of_plugins.as_ref().map_or(0, |(_, l)| *l);
-        names
-            .into_iter()
-            .zip(configs)
-            .enumerate()
-            .map(|(i, (name, config))| {
-                let config = config.ok_or_else(|| {
+        Ok(Some(
+            names
+                .into_iter()
+                .zip(configs)
+                .map(|(name, config)| HostPlugin {
+                    name,
+                    config: config.expect("every index below the count is present"),
+                })
+                .collect(),
+        ))
+    }
+
+    /// `numberOfPlugins`, when the file has it: a positive integer. Plugin
+    /// keys without it are refused, naming the first.
+    fn plugin_count(&self, path: &Path) -> Result<Option<usize>, HostConfigError> {
+        let syntax = |line: usize, rule: String| HostConfigError::Syntax {
+            path: path.to_path_buf(),
+            line,
+            rule,
+        };
+        match &self.number_of_plugins {
+            None => match self.plugin_keys.first() {
+                Some((key, _, line)) => Err(syntax(
+                    *line,
+                    format!("{key}: unknown index, the file has no numberOfPlugins"),
+                )),
+                None => Ok(None),
+            },
+            Some((value, line)) => value
+                .parse::<usize>()
+                .ok()
+                .filter(|n| *n >= 1)
+                .map(Some)
+                .ok_or_else(|| {
                     syntax(
-                        line,
-                        format!("pluginConfigPath{i} is missing (numberOfPlugins is {count})"),
+                        *line,
+                        format!("numberOfPlugins must be a positive integer, not \"{value}\""),
                     )
-                })?;
-                Ok(HostPlugin { name, config })
-            })
-            .collect::<Result<Vec<_>, _>>()
-            .map(Some)
+                }),
+        }
+    }
+}
+
+/// The stem and index of plugin key `key`, when the index is in 0..count.
+fn plugin_index(key: &str, count: usize) -> Result<(&'static str, usize), String> {
+    let (stem, index) = split_plugin_key(key).expect("only plugin keys are kept");
+    match index.parse::<usize>().ok().filter(|i| *i < count) {
+        Some(i) => Ok((stem, i)),
+        None => Err(format!(
+            "{key}: unknown index (numberOfPlugins is {count}, so 0..{})",
+            count - 1
+        )),
     }
 }
 
@@ -812,6 +841,15 @@ mod tests {
             (
                 "numberOfPlugins: 2\npluginConfigPath0: /a.json",
                 "pluginConfigPath1 is missing (numberOfPlugins is 2)",
+            ),
+            // Refused before 10,000,000,000 entries are allocated.
+            (
+                "numberOfPlugins: 10000000000\npluginConfigPath0: /a.json",
+                "pluginConfigPath1 is missing (numberOfPlugins is 10000000000)",
+            ),
+            (
+                "numberOfPlugins: 3\npluginConfigPath0: /a.json\npluginConfigPath2: /c.json",
+                "pluginConfigPath1 is missing (numberOfPlugins is 3)",
             ),
             (
                 "numberOfPlugins: 1\npluginConfigPath0: /a.json\npluginConfigPath1: /b.json",

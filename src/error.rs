@@ -26,11 +26,12 @@ pub enum ErrorCode {
     FsFreezeTimeout,
     UnableToOpenMount,
     SnapshotCommandFailed,
+    TooManyOpenFiles,
 }
 
 impl ErrorCode {
     /// Every row, in table order (used by docs and tests).
-    pub const ALL: [ErrorCode; 15] = [
+    pub const ALL: [ErrorCode; 16] = [
         ErrorCode::PreScriptExecutionFailed,
         ErrorCode::PostScriptExecutionFailed,
         ErrorCode::PreScriptNotFound,
@@ -46,6 +47,7 @@ impl ErrorCode {
         ErrorCode::FsFreezeTimeout,
         ErrorCode::UnableToOpenMount,
         ErrorCode::SnapshotCommandFailed,
+        ErrorCode::TooManyOpenFiles,
     ];
 
     /// The public name, exactly as the product document spells it.
@@ -67,6 +69,7 @@ impl ErrorCode {
             FsFreezeTimeout => "FsFreezeTimeout",
             UnableToOpenMount => "UnableToOpenMount",
             SnapshotCommandFailed => "SnapshotCommandFailed",
+            TooManyOpenFiles => "TooManyOpenFiles",
         }
     }
 
@@ -88,7 +91,7 @@ impl ErrorCode {
             FsFreezeFailed => 121,
             FsFreezeTimeout => 122,
             UnableToOpenMount => 123,
-            SnapshotCommandFailed => return None,
+            SnapshotCommandFailed | TooManyOpenFiles => return None,
         })
     }
 
@@ -128,6 +131,9 @@ impl ErrorCode {
             }
             UnableToOpenMount => "a mount point to freeze could not be opened",
             SnapshotCommandFailed => "the snapshot command failed, so no snapshot was taken",
+            TooManyOpenFiles => {
+                "quiesce ran out of file descriptors (EMFILE/ENFILE) while opening the file named; the file itself was not found at fault"
+            }
         }
     }
 
@@ -139,8 +145,8 @@ impl ErrorCode {
             PostScriptExecutionFailed => {
                 "check the script's error log and the state of the application"
             }
-            PreScriptNotFound => "make sure the pre-script exists at the path given in the configuration file",
-            PostScriptNotFound => "make sure the post-script exists at the path given in the configuration file",
+            PreScriptNotFound => "make sure the pre-script exists at the path given in the configuration file, and the interpreter its #! line names",
+            PostScriptNotFound => "make sure the post-script exists at the path given in the configuration file, and the interpreter its #! line names",
             IncorrectPluginhostFile => {
                 "reinstall the file named in the message (root-owned, not group/world-writable, well-formed)"
             }
@@ -148,7 +154,7 @@ impl ErrorCode {
                 "fix the key named in the message, or start again from the sample VMSnapshotScriptPluginConfig.json (owner root, mode 600)"
             }
             InsufficientPermissionforPreScript | InsufficientPermissionforPostScript => {
-                "chown root:root the script and its directories, chmod 700 the script, chmod go-w its directories"
+                "chown root:root the script and its directories, chmod 700 the script, chmod go-w its directories; the same for the interpreter named in the message (chmod go-w), or name a root-owned interpreter by its absolute path"
             }
             PreScriptTimeout | PostScriptTimeout => {
                 "check the script and raise timeoutInSeconds in VMSnapshotScriptPluginConfig.json"
@@ -162,6 +168,9 @@ impl ErrorCode {
             }
             UnableToOpenMount => "check that the mount point exists and is mounted",
             SnapshotCommandFailed => "check the snapshot command's output in the status",
+            TooManyOpenFiles => {
+                "raise the descriptor limit quiesce runs under (LimitNOFILE= of its unit, ulimit -n of its caller), or find what leaks descriptors into it or exhausts the system's (fs.file-max)"
+            }
         }
     }
 }
@@ -199,6 +208,36 @@ impl fmt::Display for Problem {
 }
 
 impl std::error::Error for Problem {}
+
+/// Whether `e` is running out of file descriptors — the process's
+/// (`EMFILE`) or the system's (`ENFILE`) — which is never the fault of the
+/// file being opened.
+pub fn is_out_of_descriptors(e: &std::io::Error) -> bool {
+    matches!(e.raw_os_error(), Some(libc::EMFILE) | Some(libc::ENFILE))
+}
+
+/// `code` with `detail`, unless `cause` is running out of descriptors:
+/// then that, said as what it is (issue 26), whatever was being opened.
+pub fn problem_or_out_of_descriptors(
+    code: ErrorCode,
+    detail: impl fmt::Display,
+    cause: Option<&std::io::Error>,
+) -> Problem {
+    match cause {
+        Some(e) if is_out_of_descriptors(e) => out_of_descriptors(detail),
+        _ => Problem::new(code, detail.to_string()),
+    }
+}
+
+/// The problem of running out of descriptors while `doing`, with the
+/// limit quiesce runs under, so that the operator sees what to raise.
+pub fn out_of_descriptors(doing: impl fmt::Display) -> Problem {
+    let limit = nix::sys::resource::getrlimit(nix::sys::resource::Resource::RLIMIT_NOFILE)
+        .map_or(String::new(), |(soft, hard)| {
+            format!(" (quiesce's RLIMIT_NOFILE: soft {soft}, hard {hard})")
+        });
+    Problem::new(ErrorCode::TooManyOpenFiles, format!("{doing}{limit}"))
+}
 
 /// The process's public exit contract (SPEC.md §2). The only place exit
 /// numbers are written down in code.

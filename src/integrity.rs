@@ -19,6 +19,10 @@ use std::path::{Component, Path, PathBuf};
 use nix::fcntl::{open, OFlag};
 use nix::sys::stat::{fstat, FileStat, Mode, SFlag};
 
+/// Symbolic links followed to reach a program, as the kernel's path walk
+/// allows (`MAXSYMLINKS`).
+pub const MAX_SYMLINKS: usize = 40;
+
 /// What a file is trusted for; decides the mode rules of the §4 table.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum FileRole {
@@ -28,6 +32,9 @@ pub enum FileRole {
     Script,
     /// Policy or plugin-host file: not group- or world-writable.
     Policy,
+    /// A program that runs as root on a script's behalf, its interpreter
+    /// (SPEC §4): not group- or world-writable, and executable.
+    Program,
 }
 
 /// Why a file failed its trust check. The caller maps each variant to the
@@ -73,9 +80,25 @@ pub enum TrustError {
     Read(PathBuf, io::Error),
     #[error("{path} is larger than {limit} bytes")]
     TooLarge { path: PathBuf, limit: usize },
+    #[error("{0} has no execute bit; the kernel would refuse to run it (EACCES)")]
+    NotExecutable(PathBuf),
+    #[error("{0}: more than {MAX_SYMLINKS} symbolic links to follow (ELOOP)")]
+    TooManyLinks(PathBuf),
 }
 
 impl TrustError {
+    /// Whether the check failed because the runner ran out of file
+    /// descriptors (EMFILE, ENFILE): then nothing is known about the file,
+    /// and the failure is not the file's (issue 26).
+    pub fn is_out_of_descriptors(&self) -> bool {
+        match self {
+            TrustError::Open(_, e) | TrustError::Dir(_, e) | TrustError::Read(_, e) => {
+                crate::error::is_out_of_descriptors(e)
+            }
+            _ => false,
+        }
+    }
+
     /// Whether the failure means "not found" (else it is a permission failure).
     /// Fixed by the §4 table, never by the order the checks ran in.
     pub fn is_not_found(&self) -> bool {
@@ -85,6 +108,8 @@ impl TrustError {
                 | TrustError::NotAbsolute(_)
                 | TrustError::Missing(_)
                 | TrustError::NotRegular(..)
+                | TrustError::NotExecutable(_)
+                | TrustError::TooManyLinks(_)
         )
     }
 }
@@ -140,10 +165,69 @@ impl CheckedFile {
         })
     }
 
+    /// Opens a program that runs as root on a script's behalf — its
+    /// interpreter — following symbolic links the way `execve` does, and
+    /// checks it: every link on the way is only as safe as the directories
+    /// holding it, so each hop's directories are checked as written and
+    /// resolved; the file it ends at must be a root-owned executable regular
+    /// file, not group- or world-writable (SPEC §4). Returns the checked
+    /// file, named by its path with every link resolved.
+    pub fn open_program(path: &Path) -> Result<CheckedFile, TrustError> {
+        if !path.is_absolute() {
+            return Err(TrustError::NotAbsolute(path.to_path_buf()));
+        }
+        let mut hop = path.to_path_buf();
+        for _ in 0..=MAX_SYMLINKS {
+            check_parents(&hop)?;
+            let md = match std::fs::symlink_metadata(&hop) {
+                Ok(md) => md,
+                Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                    return Err(TrustError::Missing(hop))
+                }
+                Err(e) => return Err(TrustError::Open(hop, e)),
+            };
+            if !md.file_type().is_symlink() {
+                let real = std::fs::canonicalize(&hop).map_err(|e| TrustError::Open(hop, e))?;
+                return CheckedFile::open(&real, FileRole::Program);
+            }
+            let target = std::fs::read_link(&hop).map_err(|e| TrustError::Open(hop.clone(), e))?;
+            hop = hop.parent().unwrap_or(Path::new("/")).join(target);
+        }
+        Err(TrustError::TooManyLinks(path.to_path_buf()))
+    }
+
     /// Whether the owner execute bit is set: such a script is executed
     /// directly (its `#!` honoured), others through `/bin/sh`.
     pub fn owner_executable(&self) -> bool {
-        self.mode & 0o100 != 0
+        self.identity().owner_executable()
+    }
+
+    /// The first `limit` bytes (fewer when the file is shorter): what the
+    /// kernel reads to choose how to run a program.
+    pub fn read_head(&self, limit: usize) -> Result<Vec<u8>, TrustError> {
+        let mut buf = Vec::with_capacity(limit);
+        self.reader()?
+            .take(limit as u64)
+            .read_to_end(&mut buf)
+            .map_err(|e| TrustError::Read(self.path.clone(), e))?;
+        Ok(buf)
+    }
+
+    /// What the check established, without the descriptor.
+    pub fn identity(&self) -> CheckedIdentity {
+        CheckedIdentity {
+            path: self.path.clone(),
+            dev: self.dev,
+            ino: self.ino,
+            mode: self.mode,
+            size: self.size,
+        }
+    }
+
+    /// Closes the descriptor once what was needed was read through it,
+    /// keeping what the check established.
+    pub fn into_identity(self) -> CheckedIdentity {
+        self.identity()
     }
 
     /// Opens the checked inode for reading, through its descriptor.
@@ -201,6 +285,33 @@ impl CheckedFile {
             hasher.update(&buf[..n]);
         }
         Ok(hex(&hasher.finalize()))
+    }
+
+    /// See [`CheckedIdentity::still_names_checked_file`].
+    pub fn still_names_checked_file(&self) -> bool {
+        self.identity().still_names_checked_file()
+    }
+}
+
+/// What a trust check established about a file, once its descriptor is
+/// closed. A script's bytes are read once through the checked descriptor
+/// and kept in memory; holding the descriptor for the rest of the run would
+/// make a run's descriptors grow with its applications (issue 26: two per
+/// application ran out at ~500 under a soft limit of 1024).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CheckedIdentity {
+    pub path: PathBuf,
+    pub dev: u64,
+    pub ino: u64,
+    pub mode: u32,
+    pub size: u64,
+}
+
+impl CheckedIdentity {
+    /// Whether the owner execute bit is set: such a script is executed
+    /// directly (its `#!` honoured), others through `/bin/sh`.
+    pub fn owner_executable(&self) -> bool {
+        self.mode & 0o100 != 0
     }
 
     /// Whether `path` still names the checked (device, inode) and is not a
@@ -265,7 +376,9 @@ fn check_file_stat(path: &Path, st: &FileStat, role: FileRole) -> Result<(), Tru
         FileRole::Script if mode & 0o077 != 0 => {
             Some("only root may have permissions on it (700; 600/500 are accepted)")
         }
-        FileRole::Policy if mode & 0o022 != 0 => Some("it must not be group- or world-writable"),
+        FileRole::Policy | FileRole::Program if mode & 0o022 != 0 => {
+            Some("it must not be group- or world-writable")
+        }
         _ => None,
     };
     match bad {
@@ -274,6 +387,10 @@ fn check_file_stat(path: &Path, st: &FileStat, role: FileRole) -> Result<(), Tru
             mode,
             rule,
         }),
+        // Root may execute a file with any execute bit, and none without.
+        None if role == FileRole::Program && mode & 0o111 == 0 => {
+            Err(TrustError::NotExecutable(path.to_path_buf()))
+        }
         None => Ok(()),
     }
 }
@@ -337,6 +454,40 @@ pub fn check_parents(file: &Path) -> Result<(), TrustError> {
         }
     }
     Ok(())
+}
+
+/// Checks a directory a program is searched in (a PATH entry), for a
+/// program `name` there: only root may be able to put `name` in it. An
+/// existing directory must pass [`check_parents`] as written and resolved;
+/// a missing one, the directory that would have to create it; a symbolic
+/// link, the directories holding it and then its target.
+pub fn check_search_dir(dir: &Path, name: &std::ffi::OsStr) -> Result<(), TrustError> {
+    let mut d = dir.to_path_buf();
+    for _ in 0..=MAX_SYMLINKS {
+        match std::fs::symlink_metadata(&d) {
+            Ok(md) if md.file_type().is_symlink() => {
+                check_parents(&d)?;
+                let target = std::fs::read_link(&d).map_err(|e| TrustError::Dir(d.clone(), e))?;
+                d = d.parent().unwrap_or(Path::new("/")).join(target);
+            }
+            Ok(md) if md.is_dir() => return check_parents(&d.join(name)),
+            // A file where a directory is named: nothing can be found in it.
+            Ok(_) => return Ok(()),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                // Whoever may create it decides what it will hold.
+                let Some(parent) = d.parent() else {
+                    return Ok(());
+                };
+                let created = d.clone();
+                d = parent.to_path_buf();
+                if std::fs::symlink_metadata(&d).is_ok_and(|m| m.is_dir()) {
+                    return check_parents(&created);
+                }
+            }
+            Err(e) => return Err(TrustError::Dir(d, e)),
+        }
+    }
+    Err(TrustError::TooManyLinks(dir.to_path_buf()))
 }
 
 /// Whether a path exists as a symbolic link (used to pick 302 vs 306 when a

@@ -11,7 +11,13 @@
 //!   runs (config, scripts, policy, plugin-host file) must be owned by uid 0
 //!   and not writable by others, and so must every directory above it, on
 //!   the path as written and with links resolved ([`integrity`]). The file
-//!   is opened once and checked on the descriptor.
+//!   is opened once and checked on the descriptor. What runs a script runs
+//!   as root too: its interpreter at every `#!` level, `/bin/sh`, and what
+//!   `#!/usr/bin/env` finds on the scripts' PATH (with every PATH directory
+//!   that could shadow it) pass the same checks (`job::interpreter`).
+//! - **The caller's environment.** A script gets a fixed PATH, root's HOME
+//!   from the password database and a LANG that is a plain locale name,
+//!   never the caller's (`sandbox::env`).
 //! - **A change racing the run.** A script is read once from its checked
 //!   descriptor; those bytes are hashed and run from a sealed memfd, never
 //!   re-opened by path (`commands::executable`). A SHA-256 pin makes a

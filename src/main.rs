@@ -112,9 +112,10 @@ fn parse_facility(s: &str) -> Result<Facility, String> {
 
 #[derive(Subcommand, Debug)]
 enum Command {
-    /// Verify every application (config and both scripts), the plugin-host
-    /// file, and list the mounts that would be frozen (and why others are
-    /// skipped); runs nothing.
+    /// Verify every application (config, both scripts and what runs them:
+    /// each #! interpreter, /bin/sh, what #!/usr/bin/env finds on PATH),
+    /// the plugin-host file, and list the mounts that would be frozen (and
+    /// why others are skipped); runs nothing.
     /// Exit 0 only if a snapshot would be application-consistent.
     Check {
         /// Plan these mounts instead of discovering them (repeatable).

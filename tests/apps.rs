@@ -979,7 +979,7 @@ fn check_says_each_application_once_with_its_findings_under_it() {
         .lines()
         .filter_map(|l| l.strip_prefix("quiesce: "))
         .skip_while(|l| !l.starts_with("applications (2)"))
-        .take(10)
+        .take(14)
         .collect();
     let heading =
         |i: usize, name: &str, p: &Path| format!("application {i} of 2: {name} ({})", p.display());
@@ -995,11 +995,15 @@ fn check_says_each_application_once_with_its_findings_under_it() {
         heading(1, "10-app", &a),
         "  configuration ok".into(),
         "  pre-script ok".into(),
+        "    pre-script interpreter ok: /bin/sh".into(),
         "  post-script ok".into(),
+        "    post-script interpreter ok: /bin/sh".into(),
         heading(2, "20-db", &b),
         "  configuration ok".into(),
         "  pre-script ok".into(),
+        "    pre-script interpreter ok: /bin/sh".into(),
         "  post-script ok".into(),
+        "    post-script interpreter ok: /bin/sh".into(),
     ];
     assert_eq!(said.len(), want.len(), "{}", check.stderr);
     for (got, want) in said.iter().zip(&want) {
@@ -1514,9 +1518,17 @@ fn check_lists_every_application_with_its_scripts() {
     for (entry, label) in apps.iter().zip(["a", "b"]) {
         for (key, phase) in [("preScript", "pre"), ("postScript", "post")] {
             let script = e.s.path(&format!("scripts/{label}/{phase}.sh"));
+            // What runs it is listed too, checked (SPEC §4, issue 26).
+            let sh = fs::canonicalize("/bin/sh").unwrap();
+            let interpreters = json!([{
+                "path": "/bin/sh",
+                "resolved": sh,
+                "namedBy": format!("#! line of {}", script.display()),
+            }]);
             assert_eq!(
                 entry[key],
-                json!({"script": script, "sha256": sha256_of(&script), "pinned": false}),
+                json!({"script": script, "sha256": sha256_of(&script), "pinned": false,
+                       "interpreters": interpreters}),
                 "{entry}"
             );
             assert!(entry.get(phase).is_none(), "check ran {label} {phase}");

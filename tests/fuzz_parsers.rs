@@ -1,5 +1,6 @@
 //! Fuzzing the parsers that read operator files (issue 7): the config JSON,
-//! the plugin-host INI, `vmbackup.conf` and mountinfo. Property-based, so it
+//! the plugin-host INI, `vmbackup.conf`, mountinfo, and a script's `#!`
+//! line (issue 26). Property-based, so it
 //! runs in the normal suite: no panic on any input, and every rejection is a
 //! named error that says which key or line and which rule.
 //!
@@ -169,6 +170,9 @@ fn host_config_parser_never_panics() {
         Just("[pre_post]".to_string()),
         Just("timeoutInSeconds: 30".to_string()),
         Just("numberOfPlugins: 2".to_string()),
+        // A count no file backs is refused before it is allocated (issue 26).
+        Just("numberOfPlugins: 10000000000".to_string()),
+        "numberOfPlugins: [0-9]{1,12}",
         "plugin(Name|Path|ConfigPath)[0-9x]{0,2}: /?[a-z]{0,6}",
         "[a-zA-Z_]{0,10}[:=]? ?[0-9a-z]{0,6}",
         ".{0,20}",
@@ -233,4 +237,39 @@ impl mounts::BlockInfo for NoLoops {
     fn loop_backing_file(&self, _major: u32, _minor: u32) -> Option<std::path::PathBuf> {
         None
     }
+}
+
+/// A script's `#!` line, read as the kernel reads it (issue 26): no panic on
+/// any bytes; what it yields is a name of the first 256 bytes with no blank,
+/// NUL or newline in it, and an argument without NUL, newline or blanks at
+/// its ends.
+#[test]
+fn shebang_parser_never_panics_and_yields_what_the_kernel_would() {
+    use quiesce::job::interpreter::{parse_shebang, BINPRM_BUF_SIZE};
+    use std::os::unix::ffi::OsStrExt;
+    let mut r = runner();
+    let line = prop_oneof![
+        prop::collection::vec(any::<u8>(), 0..400),
+        "#![ \t]{0,3}/[a-z/]{0,300}([ \t]{1,2}[ -~]{0,300})?(\r?\n.{0,10})?"
+            .prop_map(String::into_bytes),
+    ];
+    r.run(&line, |bytes| {
+        let mut content = b"#!".to_vec();
+        content.extend(bytes.strip_prefix(b"#!").unwrap_or(&bytes));
+        if let Some(Ok(s)) = parse_shebang(&content) {
+            let name = s.interpreter.as_os_str().as_bytes();
+            prop_assert!(!name.is_empty() && name.len() < BINPRM_BUF_SIZE - 2);
+            prop_assert!(!name.iter().any(|b| matches!(b, b' ' | b'\t' | 0 | b'\n')));
+            if let Some(arg) = &s.arg {
+                // Empty when a blank is followed by the buffer's NUL padding
+                // ("#!/bin/sh " with no newline): the kernel passes "" then.
+                let arg = arg.as_bytes();
+                prop_assert!(arg.len() < BINPRM_BUF_SIZE - 3);
+                prop_assert!(!arg.iter().any(|b| matches!(b, 0 | b'\n')));
+                prop_assert!(arg.first().is_none_or(|b| !matches!(b, b' ' | b'\t')));
+            }
+        }
+        Ok(())
+    })
+    .unwrap();
 }

@@ -752,3 +752,59 @@ fn the_snapshot_command_does_not_inherit_the_windows_oom_score_adj() {
     assert_eq!(std::fs::read_to_string(&out).unwrap(), mine);
     drop(fs);
 }
+
+/// Issue 26 item 9 (SPEC §7): `HOME` is root's, from the password
+/// database, and `LANG` only a plain locale name, whatever the caller's
+/// environment says (a `sudo` that keeps them passes the user's).
+#[test]
+fn home_and_lang_are_never_taken_from_the_caller() {
+    require_root!();
+    let s = Setup::new("env-home-lang");
+    script(&s, "pre", "echo \"HOME=$HOME\"; echo \"LANG=$LANG\"");
+    let root_home = nix::unistd::User::from_uid(nix::unistd::Uid::from_raw(0))
+        .unwrap()
+        .expect("root has a passwd entry")
+        .dir;
+    let pre = |home: &str, lang: &str| {
+        common::Run::from(
+            s.command()
+                .args(["pre", "--json"])
+                .env("HOME", home)
+                .env("LANG", lang)
+                .output()
+                .unwrap(),
+        )
+    };
+    let run = pre("/home/alice", "/home/alice/loc");
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    assert_eq!(
+        attempts(&run.json(), "pre")[0]["stdoutTail"],
+        format!("HOME={}\nLANG=C.UTF-8\n", root_home.display())
+    );
+    let warned: Vec<String> = run
+        .warnings()
+        .into_iter()
+        .filter(|w| w.contains("LANG"))
+        .collect();
+    assert_eq!(warned.len(), 1, "{:?}", run.warnings());
+    assert!(
+        warned[0].contains("\"/home/alice/loc\"") && warned[0].contains("not a plain locale name"),
+        "{warned:?}"
+    );
+    for (lang, seen) in [
+        ("../../home/alice/loc", "C.UTF-8"),
+        ("en_US.UTF-8/../../x", "C.UTF-8"),
+        ("de_DE@euro", "de_DE@euro"),
+        ("C", "C"),
+    ] {
+        let run = pre("/home/alice", lang);
+        assert_eq!(run.code, 0, "{}", run.stderr);
+        assert_eq!(
+            attempts(&run.json(), "pre")[0]["stdoutTail"],
+            format!("HOME={}\nLANG={seen}\n", root_home.display()),
+            "LANG={lang}"
+        );
+        let warned = run.warnings().iter().any(|w| w.contains("LANG"));
+        assert_eq!(warned, seen != lang, "LANG={lang}: {:?}", run.warnings());
+    }
+}

@@ -168,6 +168,7 @@ fn say_apps(job: &mut Job, apps: &Apps) {
             script: s.file.path.display().to_string(),
             sha256: s.sha256.clone(),
             pinned: s.pinned,
+            interpreters: s.interpreters.iter().map(Into::into).collect(),
         };
         entry.pre_script = app.pc.pre.as_ref().map(checked);
         entry.post_script = app.pc.post.as_ref().map(checked);
@@ -190,11 +191,45 @@ fn say_inputs(pc: &Prechecked, indent: &str) {
     }
     for s in [&pc.pre, &pc.post].into_iter().flatten() {
         say(format!(
-            "{indent}{}-script ok: {} (sha256 {}{})",
+            "{indent}{}-script ok: {} (sha256 {}{}{})",
             s.phase.name(),
             s.file.path.display(),
             s.sha256,
-            if s.pinned { ", pinned" } else { "" }
+            if s.pinned { ", pinned" } else { "" },
+            if s.interpreters.is_empty() {
+                "; an ELF binary, no interpreter"
+            } else {
+                ""
+            }
         ));
+        say_interpreters(s, indent);
+    }
+}
+
+/// What runs a script, and what was checked of it (SPEC §4).
+fn say_interpreters(s: &CheckedScript, indent: &str) {
+    for i in &s.interpreters {
+        let resolved = if i.resolved == i.path {
+            String::new()
+        } else {
+            format!(" -> {}", i.resolved.display())
+        };
+        say(format!(
+            "{indent}  {}-script interpreter ok: {}{resolved} ({}): root-owned, not group- or world-writable, nor any directory above it",
+            s.phase.name(),
+            i.path.display(),
+            i.named_by
+        ));
+        if !i.shadowing.is_empty() {
+            let dirs: Vec<String> = i
+                .shadowing
+                .iter()
+                .map(|d| d.display().to_string())
+                .collect();
+            say(format!(
+                "{indent}  PATH directories searched before it, where a program of that name would run instead, ok: {}: only root can add to them",
+                dirs.join(", ")
+            ));
+        }
     }
 }

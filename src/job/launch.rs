@@ -1,4 +1,7 @@
-//! How a checked script is executed (SPEC.md §4).
+//! How a checked script is executed (SPEC.md §4). How it starts — an ELF
+//! binary, a `#!` line as the kernel reads it, or `/bin/sh` — is decided by
+//! `interpreter::start`, the rule the pre-check checked its interpreters
+//! by, so what runs is what was checked.
 //!
 //! Unpinned scripts are executed **by their configured path**: `$0`,
 //! `${BASH_SOURCE[0]}`, Python's `__file__` and `dirname "$0"` are what they
@@ -33,12 +36,11 @@ use std::ffi::CString;
 use std::io;
 use std::os::fd::{FromRawFd, OwnedFd};
 
+use std::os::unix::ffi::OsStrExt;
+
+use crate::job::interpreter::{self, Start, SHELL};
 use crate::job::preflight::CheckedScript;
 use crate::supervise::{Exec, IdentityCheck, EXEC_FD_PATH};
-
-/// The shell that runs a script without the owner execute bit, as the
-/// extension does.
-const SHELL: &str = "/bin/sh";
 
 /// The script's bytes in a sealed memfd (read-only for everyone, forever).
 /// `executable`: the copy itself is to be executed (a pinned binary);
@@ -89,26 +91,6 @@ pub fn sealed_copy(name: &str, content: &[u8], executable: bool) -> io::Result<O
     Ok(fd)
 }
 
-/// The `#!` line: interpreter and its optional single argument (the
-/// kernel's rule: everything after the first run of blanks is one argument).
-pub fn shebang(content: &[u8]) -> Option<(String, Option<String>)> {
-    let rest = content.strip_prefix(b"#!")?;
-    let line = rest.split(|b| *b == b'\n').next()?;
-    let line = std::str::from_utf8(line).ok()?.trim();
-    let (interp, arg) = match line.find([' ', '\t']) {
-        Some(i) => (&line[..i], Some(line[i..].trim().to_string())),
-        None => (line, None),
-    };
-    if interp.is_empty() {
-        return None;
-    }
-    Some((interp.to_string(), arg.filter(|a| !a.is_empty())))
-}
-
-fn is_elf(content: &[u8]) -> bool {
-    content.starts_with(b"\x7fELF")
-}
-
 /// What to execute, and the argv, for one run of a checked script.
 pub struct Launch {
     pub program: Exec,
@@ -122,7 +104,18 @@ pub struct Launch {
 /// Whether a pinned script's sealed copy must itself be executable (a
 /// binary) or is only read by an interpreter.
 pub fn needs_executable_copy(script: &CheckedScript) -> bool {
-    script.file.owner_executable() && shebang(&script.content).is_none() && is_elf(&script.content)
+    how_it_starts(script).is_ok_and(|s| s == Start::Binary)
+}
+
+/// How the script starts: the same rule the pre-check checked its
+/// interpreters by (interpreter.rs), so what runs is what was checked.
+fn how_it_starts(script: &CheckedScript) -> io::Result<Start> {
+    interpreter::start(script.file.owner_executable(), &script.content).map_err(|why| {
+        io::Error::new(
+            io::ErrorKind::InvalidInput,
+            format!("its #! line {why} (the pre-check refuses such a script)"),
+        )
+    })
 }
 
 /// Plans the launch of `script` with `params`. `sealed` is the sealed copy
@@ -135,8 +128,7 @@ pub fn plan(
     let c = |s: &str| CString::new(s).map_err(io::Error::other);
     let real =
         CString::new(script.file.path.as_os_str().as_encoded_bytes()).map_err(io::Error::other)?;
-    let content = &script.content;
-    let owner_exec = script.file.owner_executable();
+    let starts = how_it_starts(script)?;
     let with_params = |mut argv: Vec<CString>| {
         argv.extend(params.iter().cloned());
         argv
@@ -147,8 +139,7 @@ pub fn plan(
             dev: script.file.dev,
             ino: script.file.ino,
         });
-        let direct = owner_exec && (shebang(content).is_some() || is_elf(content));
-        return Ok(if direct {
+        return Ok(if starts != Start::Shell {
             Launch {
                 program: Exec::Path(real.clone()),
                 argv: with_params(vec![real]),
@@ -168,7 +159,7 @@ pub fn plan(
         });
     };
     let fd_path = EXEC_FD_PATH.to_owned();
-    if owner_exec && is_elf(content) && shebang(content).is_none() {
+    if starts == Start::Binary {
         return Ok(Launch {
             program: Exec::Fd(copy),
             argv: with_params(vec![real]),
@@ -176,24 +167,27 @@ pub fn plan(
             how: "pinned binary executed from its sealed copy".into(),
         });
     }
-    let (interp, arg) = match shebang(content).filter(|_| owner_exec) {
-        Some((interp, arg)) => (interp, arg),
-        None => (SHELL.to_string(), None),
+    let (interp, arg) = match starts {
+        Start::Shebang(line) => (line.interpreter, line.arg),
+        _ => (SHELL.into(), None),
     };
-    let mut argv = vec![c(&interp)?];
+    let bytes = |s: &std::ffi::OsStr| CString::new(s.as_bytes()).map_err(io::Error::other);
+    let program = bytes(interp.as_os_str())?;
+    let mut argv = vec![program.clone()];
     if let Some(a) = &arg {
-        argv.push(c(a)?);
+        argv.push(bytes(a)?);
     }
     argv.push(fd_path);
     Ok(Launch {
         program: Exec::Interpreter {
-            program: c(&interp)?,
+            program,
             script: copy,
         },
         argv: with_params(argv),
         identity: None,
         how: format!(
-            "pinned: {interp} reading the sealed copy at {}",
+            "pinned: {} reading the sealed copy at {}",
+            interp.display(),
             EXEC_FD_PATH.to_string_lossy()
         ),
     })
@@ -206,21 +200,6 @@ pub const SCRIPT_PATH_VAR: &str = "QUIESCE_SCRIPT_PATH";
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn shebang_forms() {
-        assert_eq!(shebang(b"#!/bin/sh\n"), Some(("/bin/sh".into(), None)));
-        assert_eq!(
-            shebang(b"#! /bin/bash -eu\necho"),
-            Some(("/bin/bash".into(), Some("-eu".into())))
-        );
-        assert_eq!(
-            shebang(b"#!/usr/bin/env python3\n"),
-            Some(("/usr/bin/env".into(), Some("python3".into())))
-        );
-        assert_eq!(shebang(b"echo hi\n"), None);
-        assert_eq!(shebang(b"#!\n"), None);
-    }
 
     #[test]
     fn sealed_copy_cannot_be_written() {

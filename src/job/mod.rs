@@ -26,6 +26,7 @@ pub mod check;
 pub mod decide;
 pub mod holders;
 pub mod inspection;
+pub mod interpreter;
 pub mod launch;
 pub mod metrics;
 pub mod pending;

@@ -256,9 +256,17 @@ pub enum Entry {
 /// The state directory failed its trust check, or cannot be created: 304,
 /// naming it; nothing is run.
 pub fn untrusted(e: &StateError) -> Problem {
-    Problem::new(
+    let cause = match e {
+        StateError::RunDir(_, io)
+        | StateError::Write(_, io)
+        | StateError::Read(_, io)
+        | StateError::Lock(_, io) => Some(io),
+        _ => None,
+    };
+    crate::error::problem_or_out_of_descriptors(
         ErrorCode::IncorrectPluginhostFile,
         format!("state directory: {e}; nothing was run"),
+        cause,
     )
 }
 

@@ -18,11 +18,12 @@ use log::Level;
 
 use crate::config::{self, Config, ScriptConfig};
 use crate::error::{ErrorCode, Problem};
-use crate::integrity::{CheckedFile, FileRole, TrustError};
+use crate::integrity::{CheckedFile, CheckedIdentity, FileRole, TrustError};
 use crate::sandbox::inspect::RunnerCaps;
 use crate::sandbox::{PreparedFilter, PreparedSandbox, ScriptPolicy, WatchdogPolicy};
 use crate::trail::{self, Record};
 
+use super::interpreter::{self, Interpreter};
 use super::{Phase, RunnerOptions};
 
 /// The installed sandbox policy, used when `--policy` is not given.
@@ -111,11 +112,15 @@ pub fn load_policy(named: Option<&Path>) -> Result<ScriptPolicy, Problem> {
     match path {
         None => ScriptPolicy::builtin().map_err(|e| bad(format!("built-in policy: {e}"))),
         Some(p) => {
-            let file = CheckedFile::open(&p, FileRole::Policy)
-                .map_err(|e| bad(format!("policy file: {e}")))?;
-            let bytes = file
-                .read_limited(1024 * 1024)
-                .map_err(|e| bad(format!("policy file: {e}")))?;
+            let untrusted = |e: TrustError| {
+                trust_problem(
+                    &e,
+                    ErrorCode::IncorrectPluginhostFile,
+                    format!("policy file: {e}"),
+                )
+            };
+            let file = CheckedFile::open(&p, FileRole::Policy).map_err(untrusted)?;
+            let bytes = file.read_limited(1024 * 1024).map_err(untrusted)?;
             ScriptPolicy::from_bytes(&p, &bytes).map_err(|e| bad(e.to_string()))
         }
     }
@@ -136,7 +141,9 @@ pub const MAX_SCRIPT_BYTES: usize = 64 * 1024 * 1024;
 #[derive(Debug)]
 pub struct CheckedScript {
     pub phase: Phase,
-    pub file: CheckedFile,
+    /// The checked file; its descriptor was closed once `content` was read
+    /// through it (a run's descriptors stay flat in its applications).
+    pub file: CheckedIdentity,
     /// SHA-256 of `content` (recorded in the audit trail).
     pub sha256: String,
     /// The bytes read once from the checked descriptor and hashed. A pinned
@@ -146,6 +153,9 @@ pub struct CheckedScript {
     pub content: Vec<u8>,
     /// Whether a pin was configured (then the sealed copy of `content` runs).
     pub pinned: bool,
+    /// What runs as root before its bytes, in order, each checked like the
+    /// script (SPEC §4); empty for an ELF binary.
+    pub interpreters: Vec<Interpreter>,
     pub settings: ScriptConfig,
 }
 
@@ -222,6 +232,14 @@ pub fn record(operation: &str, pc: &Prechecked) {
                 ("script", s.file.path.display().to_string()),
                 ("sha256", s.sha256.clone()),
                 ("pinned", s.pinned.to_string()),
+                (
+                    "interpreters",
+                    s.interpreters
+                        .iter()
+                        .map(|i| i.resolved.display().to_string())
+                        .collect::<Vec<_>>()
+                        .join(" "),
+                ),
             ],
             &format!("{}-script verified", s.phase.name()),
         );
@@ -340,11 +358,17 @@ pub fn load_host_config(path: &Path) -> Result<Option<config::HostConfig>, Probl
         Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
         _ => {}
     }
-    let file = CheckedFile::open(path, FileRole::Policy)
-        .map_err(|e| bad(format!("plugin-host file: {e}")))?;
+    let untrusted = |e: TrustError| {
+        trust_problem(
+            &e,
+            ErrorCode::IncorrectPluginhostFile,
+            format!("plugin-host file: {e}"),
+        )
+    };
+    let file = CheckedFile::open(path, FileRole::Policy).map_err(untrusted)?;
     let bytes = file
         .read_limited(config::MAX_CONFIG_BYTES)
-        .map_err(|e| bad(format!("plugin-host file: {e}")))?;
+        .map_err(untrusted)?;
     config::parse_host_config(path, &bytes)
         .map(Some)
         .map_err(|e| bad(e.to_string()))
@@ -357,11 +381,17 @@ pub fn load_config(
     host_timeout: Option<u64>,
 ) -> Result<(config::Loaded, String), Problem> {
     let bad = |detail: String| Problem::new(ErrorCode::IncorrectJSONConfigFile, detail);
-    let file = CheckedFile::open(path, FileRole::Config)
-        .map_err(|e| bad(format!("configuration file: {e}")))?;
+    let untrusted = |e: TrustError| {
+        trust_problem(
+            &e,
+            ErrorCode::IncorrectJSONConfigFile,
+            format!("configuration file: {e}"),
+        )
+    };
+    let file = CheckedFile::open(path, FileRole::Config).map_err(untrusted)?;
     let bytes = file
         .read_limited(config::MAX_CONFIG_BYTES)
-        .map_err(|e| bad(format!("configuration file: {e}")))?;
+        .map_err(untrusted)?;
     let digest = {
         use sha2::{Digest, Sha256};
         crate::integrity::hex(&Sha256::digest(&bytes))
@@ -370,7 +400,19 @@ pub fn load_config(
     Ok((loaded, digest))
 }
 
-/// Checks one script: found, permissions, then its pin.
+/// The problem of a trusted file that failed its check: the row of the
+/// file's role (`code`), unless the runner ran out of descriptors, which
+/// is said as what it is — never the file's fault (issue 26).
+fn trust_problem(e: &TrustError, code: ErrorCode, detail: String) -> Problem {
+    if e.is_out_of_descriptors() {
+        crate::error::out_of_descriptors(detail)
+    } else {
+        Problem::new(code, detail)
+    }
+}
+
+/// Checks one script: found, permissions, its pin, then its interpreter
+/// (a pin covers the script's bytes, not what runs them: SPEC §4).
 pub fn check_script(phase: Phase, settings: &ScriptConfig) -> Result<CheckedScript, Problem> {
     let key = format!("{}ScriptLocation", phase.name());
     let file = CheckedFile::open(&settings.location, FileRole::Script).map_err(|e| {
@@ -381,13 +423,13 @@ pub fn check_script(phase: Phase, settings: &ScriptConfig) -> Result<CheckedScri
         };
         let detail = match e {
             TrustError::EmptyPath => format!("{key} is empty"),
-            e => format!("{key}: {e}"),
+            ref e => format!("{key}: {e}"),
         };
-        Problem::new(code, detail)
+        trust_problem(&e, code, detail)
     })?;
     let content = file
         .read_limited(MAX_SCRIPT_BYTES)
-        .map_err(|e| Problem::new(phase.permission(), format!("{key}: {e}")))?;
+        .map_err(|e| trust_problem(&e, phase.permission(), format!("{key}: {e}")))?;
     let sha256 = {
         use sha2::{Digest, Sha256};
         crate::integrity::hex(&Sha256::digest(&content))
@@ -404,9 +446,21 @@ pub fn check_script(phase: Phase, settings: &ScriptConfig) -> Result<CheckedScri
             ));
         }
     }
+    let file = file.into_identity();
+    let interpreters = interpreter::check(&file, &content).map_err(|e| {
+        let detail = format!("{key} {}: {e}", file.path.display());
+        if e.is_out_of_descriptors() {
+            crate::error::out_of_descriptors(detail)
+        } else if e.is_not_found() {
+            Problem::new(phase.not_found(), detail)
+        } else {
+            Problem::new(phase.permission(), detail)
+        }
+    })?;
     Ok(CheckedScript {
         phase,
         file,
+        interpreters,
         sha256,
         content,
         pinned: settings.sha256.is_some(),

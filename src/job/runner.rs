@@ -16,6 +16,7 @@ use super::status;
 use crate::error::{ErrorCode, Problem};
 use crate::freeze::signals::{self, SignalPipe};
 use crate::freeze::state::RunDir;
+use crate::sandbox::env::ScriptEnv;
 use crate::sandbox::inspect::RunnerCaps;
 use crate::sandbox::{PreparedFilter, PreparedSandbox, ScriptPolicy};
 use crate::supervise;
@@ -68,6 +69,8 @@ pub struct Runner {
     /// The watchdog's seccomp filter, for runs that freeze.
     pub watchdog_filter: Option<PreparedFilter>,
     pub caps: Option<RunnerCaps>,
+    /// `HOME` and `LANG` every script of the run gets (SPEC §7).
+    pub script_env: ScriptEnv,
 }
 
 impl Runner {
@@ -91,9 +94,10 @@ impl Runner {
             )
         })?;
         let signals = signals::install().map_err(|e| {
-            Problem::new(
+            crate::error::problem_or_out_of_descriptors(
                 ErrorCode::FsFreezeFailed,
                 format!("cannot install signal handlers: {e}"),
+                Some(&e),
             )
         })?;
         // The run sentinel, before the run's first child: one of the guards
@@ -113,6 +117,11 @@ impl Runner {
         }
         let ready = Readiness::of(opts, freezes);
         warnings.extend(ready.warnings.iter().cloned());
+        let (script_env, env_warnings) = ScriptEnv::of_caller();
+        for w in env_warnings {
+            status::say(format!("warning: {w}"));
+            warnings.push(w);
+        }
         trail::event(
             Level::Info,
             Record::RunStart,
@@ -154,6 +163,7 @@ impl Runner {
             sandbox: ready.sandbox.map(Arc::new),
             watchdog_filter: ready.watchdog_filter,
             caps: ready.caps,
+            script_env,
         })
     }
 
@@ -167,6 +177,7 @@ impl Runner {
             grace: self.policy.kill_grace(),
             output_cap: self.policy.output_cap(),
             pids_max: Some(PIDS_MAX),
+            env: self.script_env.clone(),
             recovery: None,
             app: None,
         }

@@ -24,8 +24,8 @@ use crate::sandbox::PreparedSandbox;
 use crate::supervise::{self, CgroupRequest, Leftover, RunOptions, SpawnError, SpawnSpec};
 use crate::trail::{self, Record};
 
-/// The PATH scripts get: the system directories only, never the caller's.
-pub const SCRIPT_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
+use crate::sandbox::env::ScriptEnv;
+pub use crate::sandbox::env::SCRIPT_PATH;
 
 /// What every phase of one run shares.
 pub struct RunContext<'a> {
@@ -38,6 +38,8 @@ pub struct RunContext<'a> {
     pub grace: Duration,
     pub output_cap: usize,
     pub pids_max: Option<u64>,
+    /// `HOME` and `LANG` of every script (SPEC §7), decided once per run.
+    pub env: ScriptEnv,
     /// A recovered post-script (SPEC §6.6): its `QUIESCE_RECOVERY`
     /// (`runner-died`, `reboot`, `post-overdue`).
     pub recovery: Option<&'static str>,
@@ -66,6 +68,7 @@ impl RunContext<'_> {
             grace: self.grace,
             output_cap: self.output_cap,
             pids_max: self.pids_max,
+            env: self.env.clone(),
             recovery: self.recovery,
             app: Some(app),
         }
@@ -114,12 +117,11 @@ fn spawn_spec(
     spec.identity_check = launch.identity;
     // A child stuck before its exec must not outlast the phase.
     spec.startup_timeout = left.clamp(Duration::from_secs(1), supervise::DEFAULT_STARTUP_TIMEOUT);
-    let lang = std::env::var("LANG").unwrap_or_else(|_| "C.UTF-8".into());
-    let home = std::env::var("HOME").unwrap_or_else(|_| "/root".into());
+    // Never the caller's HOME or LANG (SPEC §7): see sandbox/env.rs.
     spec.env = [
         format!("PATH={SCRIPT_PATH}"),
-        format!("LANG={lang}"),
-        format!("HOME={home}"),
+        format!("LANG={}", ctx.env.lang),
+        format!("HOME={}", ctx.env.home.display()),
         format!("QUIESCE_PHASE={}", script.phase.name()),
         format!("QUIESCE_OPERATION_ID={}", ctx.operation_id),
         format!("QUIESCE_ATTEMPT={attempt}"),
@@ -171,8 +173,21 @@ fn spawn_spec(
 /// not look: the file that would run has not passed the §4 trust checks, a
 /// permission failure (306/307), as a symbolic link is at the pre-check.
 /// (312 is only for a configured pin, whose sealed copy cannot change.)
-/// Anything else is the script failing to start (300/301).
+/// Running out of descriptors (a pipe, /dev/null, a pidfd) is what it is,
+/// never the script's failure. Anything else is the script failing to
+/// start (300/301).
 fn spawn_error_code(phase: Phase, e: &SpawnError) -> crate::error::ErrorCode {
+    use nix::errno::Errno::{EMFILE, ENFILE};
+    let errno = match e {
+        SpawnError::OpenDevNull(n) | SpawnError::Pipe(n) | SpawnError::Descriptor(n) => Some(*n),
+        SpawnError::PidfdOpen { errno, .. }
+        | SpawnError::Exec { errno, .. }
+        | SpawnError::ChildSetup { errno, .. } => Some(*errno),
+        _ => None,
+    };
+    if matches!(errno, Some(EMFILE | ENFILE)) {
+        return crate::error::ErrorCode::TooManyOpenFiles;
+    }
     match e {
         SpawnError::IdentityCheck {
             errno: nix::errno::Errno::ENOENT | nix::errno::Errno::ENOTDIR,

@@ -124,6 +124,40 @@ pub struct CheckedScriptStatus {
     pub script: String,
     pub sha256: String,
     pub pinned: bool,
+    /// What runs as root before its bytes, in order, each checked (SPEC §4);
+    /// empty for an ELF binary.
+    pub interpreters: Vec<InterpreterStatus>,
+}
+
+/// One interpreter of a checked script (`applications[].preScript.interpreters`).
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct InterpreterStatus {
+    /// As named (a `#!` line, the launch's `/bin/sh`, where env finds it).
+    pub path: String,
+    /// With every symbolic link resolved.
+    pub resolved: String,
+    /// Who names it: `#! line of FILE`, the shell, or env and the name.
+    pub named_by: String,
+    /// For a program env finds: the PATH directories before its own,
+    /// checked because a program of that name there would run instead.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub shadowing: Vec<String>,
+}
+
+impl From<&crate::job::interpreter::Interpreter> for InterpreterStatus {
+    fn from(i: &crate::job::interpreter::Interpreter) -> Self {
+        InterpreterStatus {
+            path: i.path.display().to_string(),
+            resolved: i.resolved.display().to_string(),
+            named_by: i.named_by.to_string(),
+            shadowing: i
+                .shadowing
+                .iter()
+                .map(|d| d.display().to_string())
+                .collect(),
+        }
+    }
 }
 
 /// One entry of `applications` (SPEC §3.1): the application, its config,

@@ -16,11 +16,13 @@
 //!   in, `prctl`/`capset` could themselves be filtered).
 //!
 //! One module per kernel feature, like youki's libcontainer: [`caps`],
-//! [`rlimits`], [`seccomp`]; [`policy`] holds the file format and [`inspect`] the
-//! capability inspection and the `quiesce audit` description.
+//! [`rlimits`], [`seccomp`]; [`policy`] holds the file format, [`env`] the
+//! environment a script starts with, and [`inspect`] the capability
+//! inspection and the `quiesce audit` description.
 
 pub mod caps;
 pub mod confine;
+pub mod env;
 pub mod guards;
 pub mod inspect;
 pub mod policy;

@@ -93,6 +93,7 @@ fn errors(kind: Record) -> &'static [ErrorCode] {
             InsufficientPermissionforPreScript,
             InsufficientPermissionforPostScript,
             ScriptChecksumMismatch,
+            TooManyOpenFiles,
         ],
         Record::ScriptExit => &[
             PreScriptExecutionFailed,
@@ -100,7 +101,11 @@ fn errors(kind: Record) -> &'static [ErrorCode] {
             PreScriptTimeout,
             PostScriptTimeout,
         ],
-        Record::ScriptSpawnFailed => &[PreScriptExecutionFailed, PostScriptExecutionFailed],
+        Record::ScriptSpawnFailed => &[
+            PreScriptExecutionFailed,
+            PostScriptExecutionFailed,
+            TooManyOpenFiles,
+        ],
         Record::PostRecovery => &[
             PostScriptExecutionFailed,
             PostScriptTimeout,
