@@ -703,3 +703,68 @@ fn a_record_that_cannot_be_removed_is_reported_and_never_run_again() {
         "the settled record was not removed"
     );
 }
+
+/// SPEC §6.4 point 4: a runner stopped by a cgroup freezer on its unit
+/// (`systemctl freeze`, `cgroup.freeze`), not by a signal. The watchdog
+/// leaves the runner's cgroup when it starts, so it is not frozen with it,
+/// and thaws at the deadline while the unit is still frozen. (It used to
+/// stay in the unit and freeze with it: the mount stayed frozen for as long
+/// as the unit.)
+#[test]
+fn a_frozen_unit_cgroup_does_not_freeze_the_watchdog() {
+    require_root!();
+    let Some(cg) = TestCgroup::new("unitfreeze") else {
+        eprintln!("SKIPPED: no writable cgroup v2 hierarchy to make a test cgroup in");
+        return;
+    };
+    let s = Setup::new("unitfreeze");
+    let fs = ScratchFs::new(&s.s.dir, "a", "ext4");
+    let started = s.s.path("started");
+    let mut runner = Command::new("sh");
+    runner
+        .arg("-c")
+        .arg(format!(
+            "echo $$ > '{}/cgroup.procs' && exec \"$0\" \"$@\"",
+            cg.0.display()
+        ))
+        .arg(env!("CARGO_BIN_EXE_quiesce"))
+        .args(s.global_args())
+        .args([
+            "freeze",
+            "--json",
+            "--max-freeze",
+            "3",
+            "--mount",
+            fs.path(),
+            "--",
+            "sh",
+            "-c",
+        ])
+        .arg(format!("touch '{}'; sleep 30", started.display()))
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    let child = runner.spawn().unwrap();
+    assert!(
+        wait_until(Duration::from_secs(10), || started.exists()),
+        "the snapshot command never started"
+    );
+    std::fs::write(cg.0.join("cgroup.freeze"), "1").unwrap();
+    assert!(
+        wait_until(Duration::from_secs(5), || cg.frozen()),
+        "the unit did not freeze"
+    );
+    let thawed = wait_until(Duration::from_secs(8), || {
+        fs.writable_within(Duration::from_millis(300))
+    });
+    let still = cg.frozen();
+    std::fs::write(cg.0.join("cgroup.freeze"), "0").unwrap();
+    assert!(
+        still,
+        "the unit must still be frozen when the mount is checked"
+    );
+    assert!(thawed, "the mount stayed frozen with the runner's unit");
+    let run = finish(child, Duration::from_secs(30));
+    assert_eq!(run.code, 2, "{}\n{}", run.stdout, run.stderr);
+    assert_eq!(run.json()["errors"][0]["code"], 122, "{}", run.stdout);
+    drop(cg);
+}

@@ -1061,6 +1061,34 @@ fn audit_lists_the_rules_that_keep_scripts_out_of_the_runner() {
         !observed.iter().any(|c| c == "CAP_SYS_PTRACE"),
         "{observed:?}"
     );
+    // SPEC §8: the guards out of the scripts' reach, each rule with its reason.
+    let guards = &v["audit"]["guards"];
+    let rules = guards["rules"].as_array().unwrap();
+    for syscall in [
+        "kill",
+        "tgkill",
+        "pidfd_send_signal",
+        "setpriority",
+        "prlimit64",
+        "mount",
+        "setns",
+    ] {
+        assert!(
+            rules.iter().any(|r| r["syscall"] == syscall
+                && !r["comment"].as_str().unwrap_or("").trim().is_empty()
+                && !r["refuses"].as_str().unwrap_or("").is_empty()),
+            "{syscall} is not listed with its reason: {guards}"
+        );
+    }
+    assert!(
+        guards["readOnlyInScripts"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|p| p.as_str().unwrap_or("").starts_with("/sys/fs/cgroup")),
+        "{guards}"
+    );
+    assert!(run.stderr.contains("refuse kill"), "{}", run.stderr);
 }
 
 // ---- script cgroups stay inside the caller's cgroup (SPEC §7) -------------------

@@ -33,7 +33,8 @@ pub fn check(common: &Common, ropts: &RunnerOptions, mounts: &[PathBuf]) -> Fini
     let freezes = apps
         .as_ref()
         .is_none_or(|a| a.list.iter().all(|a| a.fs_freeze_enabled()));
-    let ready = Readiness::of(ropts, freezes);
+    let mut ready = Readiness::of(ropts, freezes);
+    ready.probe_confinement();
     if let Some(p) = &ready.policy {
         say(format!(
             "sandbox policy ok: {} (sha256 {})",

@@ -10,7 +10,7 @@ use crate::error::{ErrorCode, Problem};
 use crate::job::preflight::Readiness;
 use crate::job::status::say;
 use crate::job::{Finished, Job, RunnerOptions};
-use crate::sandbox::guards::GuardFilter;
+use crate::sandbox::guards::{self, GuardFilter};
 use crate::sandbox::inspect::{describe_for, ProcessSandboxState, SandboxDescription};
 use crate::sandbox::PreparedSandbox;
 use crate::supervise::{self, Exec, RunOptions, SpawnSpec};
@@ -20,13 +20,14 @@ pub fn audit(ropts: &RunnerOptions) -> Finished {
     let mut job = Job::observe("audit", ropts);
     // What a script would get: the sandbox is described and probed even
     // when this run was given --no-sandbox.
-    let ready = Readiness::of(
+    let mut ready = Readiness::of(
         &RunnerOptions {
             no_sandbox: false,
             ..ropts.clone()
         },
         true,
     );
+    ready.probe_confinement();
     match &ready.caps {
         Some(c) => say(format!(
             "runner effective capabilities: {}",
@@ -72,8 +73,16 @@ pub fn audit(ropts: &RunnerOptions) -> Finished {
             None
         }
     };
+    let guards = ready
+        .sandbox
+        .as_ref()
+        .map(|s| guards::describe(&s.confinement));
+    if let Some(g) = &guards {
+        say_guards(g);
+    }
     job.status.audit = Some(serde_json::json!({
         "sandbox": description,
+        "guards": guards,
         "observedScript": observed,
     }));
     for p in &problems {
@@ -126,6 +135,26 @@ fn say_description(description: &SandboxDescription) {
             l.comment
         ));
     }
+}
+
+/// The guards of SPEC §8, one line a rule with its reason.
+fn say_guards(g: &guards::GuardsDescription) {
+    say(format!(
+        "guards out of the scripts' reach ({} BPF instructions for what runs now: {})",
+        g.instructions,
+        g.protected_now.join(", ")
+    ));
+    for r in &g.rules {
+        say(format!(
+            "  refuse {} ({}) with {}: {}",
+            r.syscall, r.refuses, r.answer, r.comment
+        ));
+    }
+    say(format!(
+        "  in every script's own mount namespace: read-only {}; masked {}",
+        g.read_only_in_scripts.join(", "),
+        g.masked_in_scripts.join(", ")
+    ));
 }
 
 /// Starts `/bin/sleep` under the sandbox, exactly as a script would be, and

@@ -90,6 +90,22 @@ impl Readiness {
     }
 }
 
+impl Readiness {
+    /// For `check` and `audit`: whether a script's own mount namespace (SPEC
+    /// §8) can be set up here, by a probe process; a run would refuse to
+    /// start its scripts otherwise.
+    pub fn probe_confinement(&mut self) {
+        if let Some(s) = &self.sandbox {
+            if let Err(why) = crate::sandbox::confine::probe(&s.confinement) {
+                self.problems.push(Problem::new(
+                    ErrorCode::IncorrectPluginhostFile,
+                    crate::sandbox::confine::unavailable(&why),
+                ));
+            }
+        }
+    }
+}
+
 /// The runner lacks `CAP_SYS_ADMIN`, which `FIFREEZE` needs (SPEC §8): a
 /// run that may freeze refuses before anything runs.
 pub fn no_sys_admin() -> Problem {

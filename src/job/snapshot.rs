@@ -130,7 +130,12 @@ pub fn freeze(common: &Common, opts: &RunnerOptions, req: &WindowRequest) -> Fin
         Ok(t) => t,
         Err(p) => return job.fail(&p),
     };
-    let ready = match (targets, plan.as_ref().map(|p| window::standby(&runner, p))) {
+    let mut warnings = Vec::new();
+    let standby = plan
+        .as_ref()
+        .map(|p| window::standby(&runner, p, &mut warnings));
+    job.warn_all(warnings);
+    let ready = match (targets, standby) {
         (Some(t), Some(Ok(standby))) => Some((t, standby)),
         (_, Some(Err(p))) => return job.fail(&p),
         _ => None,
@@ -173,7 +178,12 @@ fn guards_first(
     Option<Result<WindowStandby, Problem>>,
 ) {
     let early = mount_plan(common, mounts);
-    let standby = early.as_ref().ok().map(|p| window::standby(runner, p));
+    let mut warnings = Vec::new();
+    let standby = early
+        .as_ref()
+        .ok()
+        .map(|p| window::standby(runner, p, &mut warnings));
+    job.warn_all(warnings);
     super::recover::start_guard(job, common, opts);
     (early, standby)
 }

@@ -544,7 +544,11 @@ pub fn take_snapshot(
 /// the watchdog (under its filter) and the freeze threads (SPEC §8: every
 /// script's guard filter names them). The watchdog is protected from the
 /// scripts from here on.
-pub fn standby(runner: &Runner, plan: &MountPlan) -> Result<WindowStandby, Problem> {
+pub fn standby(
+    runner: &Runner,
+    plan: &MountPlan,
+    warnings: &mut Vec<String>,
+) -> Result<WindowStandby, Problem> {
     let mut widths = std::collections::BTreeMap::new();
     for e in plan.freeze_order() {
         *widths.entry(e.stage.unwrap_or(1)).or_insert(0usize) += 1;
@@ -561,6 +565,14 @@ pub fn standby(runner: &Runner, plan: &MountPlan) -> Result<WindowStandby, Probl
     let standby = WindowStandby::start(Some(&runner.run_dir), threads, true, filter)?;
     if let Some(pid) = standby.watchdog_pid() {
         guards::protect(pid, "watchdog");
+        // Out of the runner's cgroup: a freeze of the runner's unit must
+        // not freeze the watchdog with it.
+        if let Err(e) = supervise::move_to_root_cgroup(pid) {
+            let w = format!("the watchdog stays in the runner's cgroup ({e}): a freeze of that cgroup (systemctl freeze) would stop it too");
+            report::say(format!("warning: {w}"));
+            trail::event(Level::Warn, Record::Log, "freeze", &[], &w);
+            warnings.push(w);
+        }
     }
     Ok(standby)
 }

@@ -175,6 +175,39 @@ impl PreparedConfinement {
     }
 }
 
+/// Whether a script's mount namespace can be set up here: a child is
+/// forked and does exactly what a script's does, then exits. For `check`
+/// and `audit` (runs fail closed instead: a script whose namespace cannot
+/// be set up does not start).
+pub fn probe(c: &PreparedConfinement) -> Result<(), String> {
+    let masks = ProcMasks::of(&[std::process::id() as i32]);
+    // SAFETY: the child only applies prepared data with raw syscalls and
+    // exits; fork_signals_blocked keeps the runner's handlers out of it.
+    let pid = unsafe {
+        crate::supervise::fork_signals_blocked(|| {
+            let code = match c.apply(&masks) {
+                Ok(()) => 0,
+                Err(e) => e.errno as i32,
+            };
+            libc::_exit(code)
+        })
+    }
+    .map_err(|e| format!("cannot fork a probe: {e}"))?;
+    let mut status = 0;
+    // SAFETY: our own child, waited for once.
+    unsafe { libc::waitpid(pid, &mut status, 0) };
+    match libc::WIFEXITED(status).then(|| libc::WEXITSTATUS(status)) {
+        Some(0) => Ok(()),
+        Some(errno) => Err(Errno::from_raw(errno).to_string()),
+        None => Err("the probe was killed".into()),
+    }
+}
+
+/// What a failed probe means for the operator.
+pub fn unavailable(why: &str) -> String {
+    format!("a script's own mount namespace cannot be set up here ({why}): scripts would not start (the sandbox fails closed); the cgroup tree and the guards' /proc entries are kept out of a script's reach this way (SPEC §8). Run quiesce where it may create mount namespaces (CAP_SYS_ADMIN, no seccomp profile refusing unshare or mount), or pass --no-sandbox (loudly logged)")
+}
+
 /// An empty tmpfs over `dir` (made read-only by the caller).
 fn mask_dir(dir: &CStr) -> Result<(), Errno> {
     // SAFETY: mount(2) with static and prepared NUL-terminated strings.

@@ -412,6 +412,84 @@ impl GuardFilter {
     }
 }
 
+/// What `quiesce audit` shows of the guards (SPEC §8): every rule with its
+/// reason, the processes protected right now, and the script's view of the
+/// mounts.
+#[derive(Debug, Clone, serde::Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct GuardsDescription {
+    pub comment: &'static str,
+    pub rules: Vec<RuleDescription>,
+    /// `pid role` of what a script forked now could not reach.
+    pub protected_now: Vec<String>,
+    pub instructions: usize,
+    /// Made read-only in every script's mount namespace.
+    pub read_only_in_scripts: Vec<String>,
+    pub masked_in_scripts: Vec<String>,
+}
+
+#[derive(Debug, Clone, serde::Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct RuleDescription {
+    pub syscall: &'static str,
+    pub refuses: String,
+    pub answer: String,
+    pub comment: &'static str,
+}
+
+impl Target {
+    /// The refused arguments, in words.
+    fn describe(self) -> String {
+        match self {
+            Target::Signal(a) => format!("arg{a} a guarded pid or thread, -pgid of a guard's group, or -1"),
+            Target::Pid(a) => format!("arg{a} a guarded pid or thread"),
+            Target::Which(w, who, p, g, u) => format!(
+                "arg{w} = {p} with arg{who} a guarded pid; = {g} with a guard's group; = {u} with uid 0"
+            ),
+            Target::OwnerWhen(a, v, o) => format!(
+                "arg{a} = {v:#x} with arg{o} a guarded pid or -pgid of a guard's group"
+            ),
+            Target::Always(a, vals) => format!(
+                "arg{a} one of {}",
+                vals.iter().map(|v| format!("{v:#x}")).collect::<Vec<_>>().join(", ")
+            ),
+            Target::ZeroOrBits(a, bits) => format!("arg{a} = 0 or with any bit of {bits:#x}"),
+            Target::Any => "every call".into(),
+        }
+    }
+}
+
+/// The guards as `audit` shows them, with `confinement` (the script's
+/// namespace) and the filter a script forked now would get.
+pub fn describe(confinement: &super::confine::PreparedConfinement) -> GuardsDescription {
+    let now = GuardFilter::now().ok();
+    GuardsDescription {
+        comment: "a second seccomp filter, built before each script's fork from the guards that exist then (every guard of a run is started before its first script), and the script's own mount namespace; together a script, or anything it starts, cannot signal, stop, slow, re-prioritise, limit or re-cgroup the runner, its threads, the watchdog, the post guard or the run sentinel, and can still manage every other process",
+        rules: RULES
+            .iter()
+            .map(|r| RuleDescription {
+                syscall: r.syscall,
+                refuses: r.target.describe(),
+                answer: Errno::from_raw(r.errno).to_string(),
+                comment: r.comment,
+            })
+            .collect(),
+        protected_now: now
+            .as_ref()
+            .map(|f| f.set.roles.iter().map(|(p, r)| format!("{p} {r}")).collect())
+            .unwrap_or_default(),
+        instructions: now.as_ref().map_or(0, GuardFilter::instructions),
+        read_only_in_scripts: confinement
+            .read_only
+            .iter()
+            .map(|p| p.to_string_lossy().into_owned())
+            .collect(),
+        masked_in_scripts: std::iter::once("/proc/PID of every guard (empty, read-only)".to_string())
+            .chain(confinement.masked_files.iter().map(|p| p.to_string_lossy().into_owned()))
+            .collect(),
+    }
+}
+
 /// `SECCOMP_RET_ERRNO | errno`.
 fn ret_errno(errno: i32) -> u32 {
     0x0005_0000 | (errno as u32 & 0xffff)

@@ -109,6 +109,36 @@ pub(crate) fn find_mounts(mountinfo: &str) -> (Option<PathBuf>, Option<PathBuf>)
     (v2, v1_pids)
 }
 
+/// Moves `pid` into the root cgroup of the v2 hierarchy and of a v1
+/// `freezer` hierarchy, out of the cgroup (the unit) of the runner: a freeze
+/// of that cgroup (`systemctl freeze`, `cgroup.freeze`, the v1 freezer) must
+/// not stop the process that guards against a stopped runner (SPEC §6.4
+/// point 4). The root cgroup cannot be frozen. Why not, when it could not.
+pub fn move_to_root(pid: i32) -> Result<(), String> {
+    let mountinfo = std::fs::read_to_string("/proc/self/mountinfo")
+        .map_err(|e| format!("read /proc/self/mountinfo: {}", errno_of(&e)))?;
+    let (v2, _) = find_mounts(&mountinfo);
+    let freezer = mountinfo.lines().find_map(|line| {
+        let (left, right) = line.split_once(" - ")?;
+        let mut r = right.split(' ');
+        let (fstype, opts) = (r.next()?, r.nth(1)?);
+        let point = left.split(' ').nth(4)?;
+        (fstype == "cgroup" && opts.split(',').any(|o| o == "freezer"))
+            .then(|| PathBuf::from(point.replace("\\040", " ")))
+    });
+    let mut failed = Vec::new();
+    for root in v2.iter().chain(freezer.iter()) {
+        if let Err(e) = write_file(&root.join("cgroup.procs"), &pid.to_string()) {
+            failed.push(e);
+        }
+    }
+    if failed.is_empty() {
+        Ok(())
+    } else {
+        Err(failed.join("; "))
+    }
+}
+
 fn sanitize(name: &str) -> String {
     let s: String = name
         .chars()

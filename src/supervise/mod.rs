@@ -57,7 +57,10 @@ mod sys;
 mod tree;
 
 pub use capture::{Captured, DEFAULT_OUTPUT_CAP};
-pub use cgroup::{sweep_stale as sweep_stale_cgroups, CgroupRequest, CgroupStatus};
+pub use cgroup::{
+    move_to_root as move_to_root_cgroup, sweep_stale as sweep_stale_cgroups, CgroupRequest,
+    CgroupStatus,
+};
 pub use spawn::{
     record_oom_score_adj, spawn, Exec, IdentityCheck, PreExecHook, SpawnError, SpawnSpec,
     DEFAULT_STARTUP_TIMEOUT, EXEC_FD, EXEC_FD_PATH,
