@@ -6,6 +6,9 @@ route SPEC.md section 8 names, and records what each route answered.
 Usage: hostile_holder.py probe DIR    (waits for DIR/targets.json)
        hostile_holder.py destroy DIR  (inside a private pid namespace; waits
                                        for DIR/cmd-started: the window)
+       hostile_holder.py attack RUNNER DIR MARKER
+                                      (scripts/soak.sh: waits for a process
+                                       carrying MARKER-c-run, the window)
 
 probe: every route is tried in a form that changes nothing even where it is
 allowed (signal 0, the current priority, limits and affinity set again,
@@ -139,7 +142,64 @@ def own_application():
     results["own child ended by SIGHUP"] = 0 if os.WIFSIGNALED(status) and os.WTERMSIG(status) == signal.SIGHUP else 1
 
 
+def guards_of(runner):
+    """The runner's children, and every pid whose /proc entry is masked
+    (an empty directory: what a script's namespace makes of a guard's)."""
+    out = set()
+    for name in os.listdir("/proc"):
+        if not name.isdigit() or int(name) == os.getpid():
+            continue
+        try:
+            entries = os.listdir(f"/proc/{name}")
+        except OSError:
+            continue
+        if not entries:
+            out.add(int(name))
+            continue
+        try:
+            with open(f"/proc/{name}/stat") as f:
+                if int(f.read().rsplit(")", 1)[-1].split()[1]) == runner:
+                    out.add(int(name))
+        except (OSError, ValueError, IndexError):
+            pass
+    out.discard(runner)
+    return sorted(out)
+
+
+def attack(runner, d, marker):
+    """The soak's hostile holder: for real, against the guards of a run on
+    this machine (never -1, never a cgroup: those are the pid-namespace
+    test's), once the snapshot command runs."""
+    end = time.time() + 10
+    while time.time() < end:
+        if any(marker + "-c-run" in open(f"/proc/{n}/cmdline", "rb").read().decode("utf-8", "replace")
+               for n in os.listdir("/proc") if n.isdigit() and os.path.exists(f"/proc/{n}/cmdline")):
+            break
+        time.sleep(0.01)
+    for g in guards_of(runner):
+        call(f"SIGKILL guard {g}", lambda g=g: os.kill(g, signal.SIGKILL))
+        call(f"tgkill SIGKILL guard {g}", lambda g=g: sys_("tgkill", g, g, signal.SIGKILL))
+
+        def pidfd_kill(g=g):
+            fd = sys_("pidfd_open", g, 0)
+            return fd if fd < 0 else sys_("pidfd_send_signal", fd, signal.SIGKILL, None, 0)
+        call(f"pidfd SIGKILL guard {g}", pidfd_kill)
+    call("SIGSTOP runner", lambda: os.kill(runner, signal.SIGSTOP))
+    call("tkill SIGSTOP runner", lambda: sys_("tkill", runner, signal.SIGSTOP))
+    call("renice runner", lambda: os.setpriority(os.PRIO_PROCESS, runner, 19))
+    call("SCHED_IDLE runner", lambda: os.sched_setscheduler(runner, os.SCHED_IDLE, os.sched_param(0)))
+
+    def oom():
+        with open(f"/proc/{runner}/oom_score_adj", "w") as f:
+            f.write("1000")
+    call("oom_score_adj runner", oom)
+    with open(os.path.join(d, f"holder-{marker}.json"), "w") as f:
+        json.dump(results, f, sort_keys=True)
+
+
 def main():
+    if sys.argv[1] == "attack":
+        return attack(int(sys.argv[2]), sys.argv[3], sys.argv[4])
     mode, d = sys.argv[1], sys.argv[2]
     if mode == "probe":
         path = os.path.join(d, "targets.json")
