@@ -457,7 +457,7 @@ pub fn after_phase(job: &mut Job, phase: Phase, settling: Settling, interrupted:
         if done > 0 {
             trail::event(
                 Level::Info,
-                Record::PostRecovery,
+                Record::PostSettled,
                 job.status.operation,
                 &[("settled", done.to_string())],
                 "the pending post-script record was settled",

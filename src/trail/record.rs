@@ -34,8 +34,12 @@ pub enum Record {
     /// A dead runner's window was recovered (thawed) at the start of a run.
     Recovery,
     /// A pending post-script of a dead runner (or of a `pre` whose `post`
-    /// never came) is run, or a run's own pending record was settled.
+    /// never came) is run.
     PostRecovery,
+    /// A run's own post-script ran, so the record of it as pending (written
+    /// before its pre-script) was removed: the normal end of every pre/post
+    /// pair, never a recovery.
+    PostSettled,
     /// One filesystem was frozen: mount, device, type, duration.
     Freeze,
     /// Every planned filesystem is frozen.
@@ -62,7 +66,7 @@ pub enum Record {
 
 impl Record {
     /// Every kind, in the order of a run.
-    pub const ALL: [Record; 24] = [
+    pub const ALL: [Record; 25] = [
         Record::RunStart,
         Record::Check,
         Record::CheckWarning,
@@ -76,6 +80,7 @@ impl Record {
         Record::HolderTerminated,
         Record::Recovery,
         Record::PostRecovery,
+        Record::PostSettled,
         Record::Freeze,
         Record::FreezeComplete,
         Record::FreezeFailed,
@@ -105,6 +110,7 @@ impl Record {
             Record::HolderTerminated => "holder-terminated",
             Record::Recovery => "recovery",
             Record::PostRecovery => "post-recovery",
+            Record::PostSettled => "post-settled",
             Record::Freeze => "freeze",
             Record::FreezeComplete => "freeze-complete",
             Record::FreezeFailed => "freeze-failed",
@@ -138,6 +144,7 @@ impl Record {
             Record::HolderTerminated => "e44905aa86a54e938ad0dc7d8ea1979a",
             Record::Recovery => "d4e70a1f63cf4b748a6459c9e89c8b22",
             Record::PostRecovery => "0602c5b42eb741e592a525a37f5dbc7f",
+            Record::PostSettled => "c67545ac6089401c96aff209823dd35b",
             Record::Freeze => "06bcb70c76174537ae131d70e953c0e7",
             Record::FreezeComplete => "81a9dbed7de846118f881c87dd1d3d2b",
             Record::FreezeFailed => "acf67e3142754131af59b98ea90f09eb",
