@@ -561,6 +561,7 @@ fn bridge_check_accepts_a_correct_setup_and_refuses_a_loop() {
         hook: hook.clone(),
         own_config: s.config.clone(),
         own_apps_dir: s.s.path("no-apps.d"),
+        own_explicit: Vec::new(),
     };
     let grace = Duration::from_secs(5);
 

@@ -251,6 +251,7 @@ pub fn untrusted(e: &StateError) -> Problem {
         ErrorCode::IncorrectPluginhostFile,
         format!("state directory: {e}; nothing was run"),
     )
+    .with_fix(e.fix("--state-dir"))
 }
 
 impl PendingOptions {

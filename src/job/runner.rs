@@ -13,7 +13,7 @@ use super::metrics::Outputs;
 use super::preflight::{self, Readiness};
 use super::script::RunContext;
 use super::status;
-use crate::error::{ErrorCode, Problem};
+use crate::error::{ErrorCode, Fix, Problem};
 use crate::freeze::signals::{self, SignalPipe};
 use crate::freeze::state::RunDir;
 use crate::sandbox::inspect::RunnerCaps;
@@ -87,23 +87,29 @@ impl Runner {
         run_dir.check().map_err(|e| {
             Problem::new(
                 ErrorCode::IncorrectPluginhostFile,
-                format!("{e}; nothing was run"),
+                format!("run directory: {e}; nothing was run"),
             )
+            .with_fix(e.fix("--run-dir"))
         })?;
         let signals = signals::install().map_err(|e| {
             Problem::new(
                 ErrorCode::FsFreezeFailed,
                 format!("cannot install signal handlers: {e}"),
             )
+            .with_fix(Fix::Report)
         })?;
         // Cgroups of runners that were killed mid-script.
         supervise::sweep_stale_cgroups();
         if let Err(e) = supervise::become_subreaper() {
-            warnings.push(format!(
-                "cannot become a child subreaper ({e}); escaped descendants may be missed"
-            ));
+            let w =
+                format!("cannot become a child subreaper ({e}); escaped descendants may be missed");
+            status::say(format!("warning: {w}"));
+            warnings.push(w);
         }
         let ready = Readiness::of(opts, freezes);
+        for w in &ready.warnings {
+            status::say(format!("warning: {w}"));
+        }
         warnings.extend(ready.warnings.iter().cloned());
         trail::event(
             Level::Info,
@@ -137,6 +143,7 @@ impl Runner {
                 ErrorCode::IncorrectPluginhostFile,
                 "no sandbox policy was loaded",
             )
+            .with_fix(Fix::Report)
         })?;
         Ok(Runner {
             operation_id: operation_id.to_string(),
