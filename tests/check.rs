@@ -1079,3 +1079,64 @@ fn a_run_still_goes_on_past_a_near_miss_with_a_warning() {
     let check = s.quiesce(&["check", "--json"]);
     assert_eq!(check.code, 2, "{}", check.stderr);
 }
+
+// ---------------------------------------------------------------------------
+// Smaller things an operator reads (issue 25).
+
+/// `--help` gives each default once.
+#[test]
+fn help_gives_the_post_due_default_once() {
+    let s = Setup::new("help-default");
+    let run = s.quiesce(&["--help"]);
+    assert_eq!(run.code, 0);
+    assert_eq!(
+        run.stdout.matches("[default: 1860").count(),
+        1,
+        "{}",
+        run.stdout
+    );
+}
+
+/// A phase of 3 s starts with "3 s left", not 2 (the microseconds already
+/// spent are not a whole second gone).
+#[test]
+fn a_phase_starts_with_its_whole_timeout_left() {
+    require_root!();
+    let s = Setup::new("secs-left");
+    set(&s, "timeoutInSeconds", json!(3));
+    let run = s.quiesce(&["pre"]);
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    assert!(
+        run.stderr.contains("attempt 1/1 (3 s left)"),
+        "{}",
+        run.stderr
+    );
+}
+
+/// `check --mount M` lists the mounts it skips, so it does not also say
+/// that -v would list them.
+#[test]
+fn check_with_mount_lists_the_skipped_mounts_without_pointing_at_v() {
+    require_root!();
+    if !common::scratchfs::have_mkfs("ext4") {
+        eprintln!("SKIPPED: mkfs.ext4 not installed (scripts/test.sh installs e2fsprogs)");
+        return;
+    }
+    let s = Setup::new("check-mount-list");
+    let fs_ = common::scratchfs::ScratchFs::new(&s.s.dir, "a", "ext4");
+    let run = s.quiesce(&["check", "--mount", fs_.path()]);
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    let skipped = run
+        .stderr
+        .lines()
+        .filter(|l| l.contains(": skip — "))
+        .count();
+    assert!(
+        run.stderr.contains(&format!(
+            "1 filesystem(s) would be frozen, {skipped} mount(s) skipped\n"
+        )),
+        "{}",
+        run.stderr
+    );
+    assert!(!run.stderr.contains("-v lists them"), "{}", run.stderr);
+}
