@@ -196,6 +196,35 @@ fn cli_surface() -> (Vec<String>, BTreeSet<String>) {
     (commands, options)
 }
 
+/// The README's "Common options" names every option `--help` shows
+/// (issue 25: it lacked --trail, --journal-socket and --metrics-dir).
+#[test]
+fn readme_names_every_global_option() {
+    let readme = fs::read_to_string(repo().join("README.md")).unwrap();
+    let common = readme
+        .split("Common options (before or after the command)")
+        .nth(1)
+        .and_then(|s| s.split("\n## ").next())
+        .expect("a Common options paragraph");
+    let top = quiesce_help(&["--help"]);
+    let options = top.split("Options:").nth(1).expect("an Options: section");
+    for line in options.lines() {
+        let Some(opt) = line
+            .split(|c: char| c.is_whitespace() || c == ',')
+            .find(|w| w.starts_with("--"))
+        else {
+            continue;
+        };
+        if ["--help", "--version"].contains(&opt) {
+            continue;
+        }
+        assert!(
+            common.contains(&format!("`{opt}")) || common.contains(&format!("/{opt}`")),
+            "README's Common options lack {opt}"
+        );
+    }
+}
+
 // ---------------------------------------------------------------- man page
 
 fn man_page() -> PathBuf {
