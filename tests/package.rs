@@ -1373,3 +1373,35 @@ fn removing_the_packages_never_drops_a_pending_post_script_silently() {
     assert!(!o.inside("/usr/sbin/quiesce").exists());
     assert_eq!(o.records().len(), 1, "rpm -e keeps the record");
 }
+
+/// Benchmarks, like tests, keep a run's state in their scratch directory:
+/// every place scripts/bench.sh and its helpers build a quiesce command
+/// line names the state, metrics and journal options (a bench run once
+/// left 52 pending post-script records in the machine's /var/lib/quiesce,
+/// with configs in a scratch directory it then deleted). (issue 25)
+#[test]
+fn the_benchmarks_keep_their_state_in_their_scratch_directory() {
+    for (file, builder) in [
+        ("scripts/bench.sh", "quiesce_argv()"),
+        ("scripts/bench/freeze.py", "def isolated(run_dir)"),
+        ("scripts/bench/presync.py", "def isolated(run_dir)"),
+    ] {
+        let text = fs::read_to_string(repo().join(file)).unwrap();
+        let body = text
+            .split(builder)
+            .nth(1)
+            .unwrap_or_else(|| panic!("{file} has no {builder}"));
+        let body = &body[..body.find("\n}").or(body.find("\n\n")).unwrap()];
+        for opt in [
+            "--state-dir",
+            "--metrics-dir",
+            "--journal-socket",
+            "--run-dir",
+        ] {
+            assert!(body.contains(opt), "{file}: {builder} lacks {opt}");
+        }
+        // Every quiesce command line is built by it.
+        let uses = text.matches("isolated(").count() + text.matches("QARGV[@]").count();
+        assert!(uses >= 2, "{file}: quiesce run without {builder}?");
+    }
+}
