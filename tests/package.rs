@@ -1293,11 +1293,109 @@ exec sleep 2147483647"#;
     }
 }
 
+impl Overlay {
+    /// Kills every process in the overlay's mount namespace but its holder
+    /// (the post guards a `pre` leaves armed), found by the namespace, not
+    /// by name: nothing outside it is touched.
+    fn kill_inside(&self) {
+        let ns = |pid: &str| fs::read_link(format!("/proc/{pid}/ns/mnt")).ok();
+        let ours = ns(&self.holder.id().to_string());
+        for e in fs::read_dir("/proc").unwrap().flatten() {
+            let name = e.file_name().to_string_lossy().into_owned();
+            let Ok(pid) = name.parse::<i32>() else {
+                continue;
+            };
+            if pid as u32 != self.holder.id() && ours.is_some() && ns(&name) == ours {
+                common::signal(pid, nix::sys::signal::Signal::SIGKILL);
+            }
+        }
+    }
+}
+
 impl Drop for Overlay {
     fn drop(&mut self) {
+        self.kill_inside();
         let _ = self.holder.kill();
         let _ = self.holder.wait();
     }
+}
+
+/// The ```sh block of README.md that follows `after`.
+fn readme_block(after: &str) -> String {
+    let readme = fs::read_to_string(repo().join("README.md")).unwrap();
+    let rest = readme
+        .split(after)
+        .nth(1)
+        .unwrap_or_else(|| panic!("README has no {after:?}"));
+    let block = rest.split("```sh\n").nth(1).expect("a ```sh block");
+    block.split("```").next().unwrap().to_string()
+}
+
+/// An operator following only the README, on the installed package: the
+/// single config's sample, the PostgreSQL sample and the apps.d set are
+/// installed by the README's own commands and pass `check`; with no
+/// PostgreSQL server running, `check` still passes (it runs nothing, as the
+/// README says) and `pre` fails with 300, showing the client's error and
+/// naming last-pre.json. In an overlay root. (issue 25)
+#[test]
+fn the_readme_set_ups_work_as_written() {
+    let Some(p) = packages() else { return };
+    require_root!("it mounts an overlay root in a mount namespace");
+    let o = Overlay::new("pkg-readme");
+    let r = o.run(
+        &[],
+        &["dpkg", "-i", "--no-triggers", p.deb.to_str().unwrap()],
+    );
+    assert!(r.status.success(), "dpkg -i: {}", text(&r.stderr));
+    let src = repo().display().to_string();
+    let sh = |block: &str| {
+        let script = format!("set -e\ncd '{src}'\n{block}");
+        o.run(&[], &["sh", "-c", &script])
+    };
+    let quiet = [
+        "--syslog-socket",
+        "/nonexistent",
+        "--journal-socket",
+        "/nonexistent",
+    ];
+
+    let r = sh(&readme_block(
+        "Installed as the single config (for PostgreSQL",
+    ));
+    assert!(
+        r.status.success(),
+        "PostgreSQL set-up:\n{}",
+        text(&r.stderr)
+    );
+    let mut pre = vec!["/usr/sbin/quiesce"];
+    pre.extend(quiet);
+    pre.extend(["pre", "--json"]);
+    let r = o.run(&[], &pre);
+    let err = text(&r.stderr);
+    assert_eq!(r.status.code(), Some(2), "{err}");
+    assert!(
+        err.contains("pre-script stderr, last")
+            && err.contains("  | pre-script (PostgreSQL): error:")
+            && err.contains("Pre-ScriptExecutionFailed (300)")
+            && err.contains("its whole tail in /var/lib/quiesce/last-pre.json"),
+        "{err}"
+    );
+    let mut post = vec!["/usr/sbin/quiesce"];
+    post.extend(quiet);
+    post.push("post");
+    o.run(&[], &post);
+
+    let r = sh(&readme_block("**Set-up with one application**"));
+    assert!(r.status.success(), "one application:\n{}", text(&r.stderr));
+    assert!(text(&r.stderr).contains("a snapshot would be application-consistent"));
+
+    let r = sh(&readme_block("**Set-up with `apps.d`.**"));
+    let err = text(&r.stderr);
+    assert!(r.status.success(), "apps.d:\n{err}");
+    assert!(
+        err.contains("applications (2) from the apps directory /etc/quiesce/apps.d"),
+        "{err}"
+    );
 }
 
 /// dpkg -r refuses while a post-script is pending; forced, it removes the
