@@ -20,13 +20,14 @@ fi
 # private mount namespace, not as the host's logger) and systemd-analyze
 # verify of quiesce-recover.service; python3: lock-holder fixtures.
 # lintian/rpm/man-db/groff-base/binutils: the package tests.
-# rsyslog-gnutls, openssl and the libraries of syslog-ng-core (libivykis0,
-# libnet1, libpcre3; it conflicts with rsyslog, so it is unpacked below, not
-# installed): tests/forward.rs runs the shipped forwarding drop-ins in the
-# real daemons, over TLS with certificates made by openssl.
+# rsyslog-gnutls, openssl and the libraries syslog-ng-core depends on (it
+# conflicts with rsyslog, so it is unpacked below, not installed; its
+# Depends: are these): tests/forward.rs runs the shipped forwarding drop-ins
+# in the real daemons, over TLS with certificates made by openssl.
 packages=(e2fsprogs xfsprogs btrfs-progs util-linux procps rsyslog systemd python3 psmisc
           lintian rpm man-db groff-base binutils gzip
-          rsyslog-gnutls openssl libivykis0 libnet1 libpcre3)
+          rsyslog-gnutls openssl libcap2 libglib2.0-0 libivykis0 libjson-c5 libnet1
+          libpcre3 libssl3 libsystemd0 libwrap0)
 missing=()
 for p in "${packages[@]}"; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
