@@ -130,8 +130,10 @@ fn parse_facility(s: &str) -> Result<Facility, String> {
 #[derive(Subcommand, Debug)]
 enum Command {
     /// Verify every application (config and both scripts), the plugin-host
-    /// file, and list the mounts that would be frozen (and why others are
-    /// skipped); runs nothing.
+    /// file, bridge mode when the extension's config runs quiesce's hook,
+    /// and list the mounts that would be frozen (and why others are
+    /// skipped); runs nothing. A misspelt key (a near miss of a known one)
+    /// fails it, though runs only warn.
     /// Exit 0 only if a snapshot would be application-consistent.
     Check {
         /// Plan these mounts instead of discovering them (repeatable; absolute paths).
