@@ -52,6 +52,12 @@ fn action(run: &Run, name: &str, code: Option<u64>) -> String {
     a
 }
 
+/// The action of the error `name` (with `code`) names every one of
+/// `wants`.
+fn expect(run: &Run, name: &str, code: Option<u64>, wants: &[&str], case: &str) {
+    names(&action(run, name, code), wants, case);
+}
+
 /// `action` contains every one of `wants`.
 fn names(action: &str, wants: &[&str], case: &str) {
     for w in wants {
@@ -79,24 +85,31 @@ fn the_configuration_file_errors_name_their_own_fix() {
     let e305 = Some(305);
 
     chmod(&s.config, 0o644);
-    let a = action(&check(&s), "IncorrectJSONConfigFile", e305);
-    names(
-        &a,
+    expect(
+        &check(&s),
+        "IncorrectJSONConfigFile",
+        e305,
         &[&format!("chown root:root {cfg} && chmod 600 {cfg}")],
         "mode 0644",
     );
     chmod(&s.config, 0o600);
 
     s.write_config_text("{\"preScriptLocation\": ");
-    let a = action(&check(&s), "IncorrectJSONConfigFile", e305);
-    names(&a, &[&format!("fix the JSON of {cfg}")], "malformed");
+    expect(
+        &check(&s),
+        "IncorrectJSONConfigFile",
+        e305,
+        &[&format!("fix the JSON of {cfg}")],
+        "malformed",
+    );
 
     s.config_with(|c| {
         c.insert("timeoutInSeconds".into(), json!("30"));
     });
-    let a = action(&check(&s), "IncorrectJSONConfigFile", e305);
-    names(
-        &a,
+    expect(
+        &check(&s),
+        "IncorrectJSONConfigFile",
+        e305,
         &[&format!("fix \"timeoutInSeconds\" in {cfg}")],
         "wrong type",
     );
@@ -104,9 +117,10 @@ fn the_configuration_file_errors_name_their_own_fix() {
     s.config_with(|c| {
         c.insert("continueBackupOnFailur".into(), json!(false));
     });
-    let a = action(&check(&s), "IncorrectJSONConfigFile", e305);
-    names(
-        &a,
+    expect(
+        &check(&s),
+        "IncorrectJSONConfigFile",
+        e305,
         &[&format!(
             "rename \"continueBackupOnFailur\" to \"continueBackupOnFailure\" in {cfg}"
         )],
@@ -115,9 +129,10 @@ fn the_configuration_file_errors_name_their_own_fix() {
     s.write_config(&s.default_config());
 
     fs::remove_file(&s.config).unwrap();
-    let a = action(&check(&s), "IncorrectJSONConfigFile", e305);
-    names(
-        &a,
+    expect(
+        &check(&s),
+        "IncorrectJSONConfigFile",
+        e305,
         &[
             &format!("create {cfg}"),
             "/usr/share/doc/quiesce/examples/VMSnapshotScriptPluginConfig.json",
@@ -129,36 +144,39 @@ fn the_configuration_file_errors_name_their_own_fix() {
     let dir = s.s.mkdir("conf", 0o775);
     let inner =
         s.s.write("conf/c.json", s.default_config().to_string(), 0o600);
-    let run = common::quiesce_bin()
-        .args(["--config", inner.to_str().unwrap()])
-        .args(common::private_args(&s.s.dir))
-        .args(["check", "--json"])
-        .output()
-        .unwrap();
-    let a = action(&Run::from(run), "IncorrectJSONConfigFile", e305);
-    names(
-        &a,
+    expect(
+        &check_config(&s, &inner),
+        "IncorrectJSONConfigFile",
+        e305,
         &[&format!("chown root {0} && chmod go-w {0}", disp(&dir))],
         "group-writable directory",
     );
     chmod(&dir, 0o700);
     let link = s.s.symlink(&inner, "link.json");
-    let run = common::quiesce_bin()
-        .args(["--config", link.to_str().unwrap()])
-        .args(common::private_args(&s.s.dir))
-        .args(["check", "--json"])
-        .output()
-        .unwrap();
-    let a = action(&Run::from(run), "IncorrectJSONConfigFile", e305);
-    names(
-        &a,
+    expect(
+        &check_config(&s, &link),
+        "IncorrectJSONConfigFile",
+        e305,
         &[&format!("the symbolic link {}", disp(&link))],
         "symlink",
     );
 }
 
-/// `quiesce check` with the applications of an apps directory.
-fn check_apps(s: &Setup, apps: &Path) -> Run {
+/// `quiesce check` of the configuration `config`.
+fn check_config(s: &Setup, config: &Path) -> Run {
+    Run::from(
+        common::quiesce_bin()
+            .arg("--config")
+            .arg(config)
+            .args(common::private_args(&s.s.dir))
+            .args(["check", "--json"])
+            .output()
+            .unwrap(),
+    )
+}
+
+/// `quiesce ARGS` with the applications of an apps directory.
+fn with_apps(s: &Setup, apps: &Path, args: &[&str]) -> Run {
     Run::from(
         common::quiesce_bin()
             .args(common::private_args(&s.s.dir))
@@ -168,10 +186,14 @@ fn check_apps(s: &Setup, apps: &Path) -> Run {
             .arg(apps)
             .arg("--extension-config")
             .arg(s.s.path("no-extension.json"))
-            .args(["check", "--json"])
+            .args(args)
             .output()
             .unwrap(),
     )
+}
+
+fn check_apps(s: &Setup, apps: &Path) -> Run {
+    with_apps(s, apps, &["check", "--json"])
 }
 
 #[test]
@@ -180,9 +202,10 @@ fn an_apps_directory_anyone_else_may_change_names_its_fix() {
     let s = Setup::new("act-apps");
     let apps = s.s.mkdir("apps.d", 0o770);
     s.s.write("apps.d/10-app.json", s.default_config().to_string(), 0o600);
-    let a = action(&check_apps(&s, &apps), "IncorrectJSONConfigFile", Some(305));
-    names(
-        &a,
+    expect(
+        &check_apps(&s, &apps),
+        "IncorrectJSONConfigFile",
+        Some(305),
         &[&format!(
             "chown root:root {0} && chmod 700 {0}",
             disp(&apps)
@@ -191,9 +214,10 @@ fn an_apps_directory_anyone_else_may_change_names_its_fix() {
     );
     chmod(&apps, 0o700);
     let link = s.s.symlink(&apps, "apps-link");
-    let a = action(&check_apps(&s, &link), "IncorrectJSONConfigFile", Some(305));
-    names(
-        &a,
+    expect(
+        &check_apps(&s, &link),
+        "IncorrectJSONConfigFile",
+        Some(305),
         &[&format!("make {} a real directory", disp(&link))],
         "apps.d link",
     );
@@ -207,9 +231,10 @@ fn script_errors_name_the_script_and_its_key() {
     let pre = disp(&s.pre);
 
     chmod(&s.pre, 0o755);
-    let a = action(&check(&s), "InsufficientPermissionforPre-Script", Some(306));
-    names(
-        &a,
+    expect(
+        &check(&s),
+        "InsufficientPermissionforPre-Script",
+        Some(306),
         &[&format!("chown root:root {pre} && chmod 700 {pre}")],
         "mode 0755",
     );
@@ -219,19 +244,21 @@ fn script_errors_name_the_script_and_its_key() {
     s.config_with(|c| {
         c.insert("postScriptLocation".into(), json!(link));
     });
-    let a = action(
+    expect(
         &check(&s),
         "InsufficientPermissionforPost-Script",
         Some(307),
+        &[&format!("the symbolic link {}", disp(&link))],
+        "link",
     );
-    names(&a, &[&format!("the symbolic link {}", disp(&link))], "link");
 
     s.config_with(|c| {
         c.insert("preScriptLocation".into(), json!(s.s.path("gone.sh")));
     });
-    let a = action(&check(&s), "Pre-ScriptNotFound", Some(302));
-    names(
-        &a,
+    expect(
+        &check(&s),
+        "Pre-ScriptNotFound",
+        Some(302),
         &[
             &format!("put the script at {}", disp(&s.s.path("gone.sh"))),
             "preScriptLocation",
@@ -242,9 +269,10 @@ fn script_errors_name_the_script_and_its_key() {
     s.config_with(|c| {
         c.insert("postScriptLocation".into(), json!(""));
     });
-    let a = action(&check(&s), "Post-ScriptNotFound", Some(303));
-    names(
-        &a,
+    expect(
+        &check(&s),
+        "Post-ScriptNotFound",
+        Some(303),
         &["set postScriptLocation to the script's absolute path"],
         "empty",
     );
@@ -252,8 +280,13 @@ fn script_errors_name_the_script_and_its_key() {
     s.config_with(|c| {
         c.insert("preScriptSha256".into(), json!("0".repeat(64)));
     });
-    let a = action(&check(&s), "ScriptChecksumMismatch", Some(312));
-    names(&a, &[&pre, "set preScriptSha256"], "pin");
+    expect(
+        &check(&s),
+        "ScriptChecksumMismatch",
+        Some(312),
+        &[&pre, "set preScriptSha256"],
+        "pin",
+    );
 }
 
 #[test]
@@ -267,24 +300,22 @@ fn policy_host_file_state_and_run_directory_errors_name_their_file() {
         "[pre_post]\ntimeoutInSeconds: 60\n",
         0o666,
     );
-    let a = action(
+    expect(
         &s.quiesce(&["check", "--json"]),
         "IncorrectPluginhostFile",
         e304,
+        &[&format!("chmod go-w {host}")],
+        "host file 0666",
     );
-    names(&a, &[&format!("chmod go-w {host}")], "host file 0666");
     s.s.write(
         "VMSnapshotPluginHost.conf",
         "[pre_post]\nno separator here\n",
         0o600,
     );
-    let a = action(
+    expect(
         &s.quiesce(&["check", "--json"]),
         "IncorrectPluginhostFile",
         e304,
-    );
-    names(
-        &a,
         &[&format!("fix {host} at the line")],
         "host file syntax",
     );
@@ -292,17 +323,19 @@ fn policy_host_file_state_and_run_directory_errors_name_their_file() {
 
     let missing = s.s.path("no-policy.json");
     let policy = |p: &Path| s.quiesce(&["check", "--json", "--policy", p.to_str().unwrap()]);
-    let a = action(&policy(&missing), "IncorrectPluginhostFile", e304);
-    names(
-        &a,
+    expect(
+        &policy(&missing),
+        "IncorrectPluginhostFile",
+        e304,
         &[&format!("--policy names {}", disp(&missing))],
         "missing policy",
     );
     let good = fs::read_to_string("policies/script-policy.json").unwrap();
     let insecure = s.s.write("insecure.json", &good, 0o666);
-    let a = action(&policy(&insecure), "IncorrectPluginhostFile", e304);
-    names(
-        &a,
+    expect(
+        &policy(&insecure),
+        "IncorrectPluginhostFile",
+        e304,
         &[&format!(
             "chown root:root {0} && chmod go-w {0}",
             disp(&insecure)
@@ -314,22 +347,20 @@ fn policy_host_file_state_and_run_directory_errors_name_their_file() {
         good.replacen("\"comment\"", "\"note\"", 1),
         0o644,
     );
-    let a = action(&policy(&broken), "IncorrectPluginhostFile", e304);
-    names(
-        &a,
+    expect(
+        &policy(&broken),
+        "IncorrectPluginhostFile",
+        e304,
         &[&format!("fix {} at the field", disp(&broken))],
         "policy field",
     );
 
     // The state directory (check, any run) and the run directory (a run).
     let state = s.s.mkdir("state", 0o777);
-    let a = action(
+    expect(
         &s.quiesce(&["check", "--json"]),
         "IncorrectPluginhostFile",
         e304,
-    );
-    names(
-        &a,
         &[&format!(
             "chown root:root {0} && chmod 700 {0}",
             disp(&state)
@@ -338,13 +369,10 @@ fn policy_host_file_state_and_run_directory_errors_name_their_file() {
     );
     chmod(&state, 0o700);
     let run_dir = s.s.mkdir("run", 0o777);
-    let a = action(
+    expect(
         &s.quiesce(&["pre", "--json"]),
         "IncorrectPluginhostFile",
         e304,
-    );
-    names(
-        &a,
         &[&format!(
             "chown root:root {0} && chmod 700 {0}",
             disp(&run_dir)
@@ -370,10 +398,20 @@ fn check_without_root_says_run_as_root() {
             .unwrap(),
     );
     assert_eq!(run.code, 2, "{}", run.stderr);
-    let a = action(&run, "FsFreezeFailed", Some(121));
-    names(&a, &["run quiesce as root"], "CAP_SYS_ADMIN");
-    let a = action(&run, "IncorrectPluginhostFile", Some(304));
-    names(&a, &["run quiesce as root"], "state directory");
+    expect(
+        &run,
+        "FsFreezeFailed",
+        Some(121),
+        &["run quiesce as root"],
+        "CAP_SYS_ADMIN",
+    );
+    expect(
+        &run,
+        "IncorrectPluginhostFile",
+        Some(304),
+        &["run quiesce as root"],
+        "state directory",
+    );
     for e in run.json()["errors"].as_array().unwrap() {
         assert!(
             !e["action"].as_str().unwrap().contains("check the mount"),
@@ -397,8 +435,13 @@ fn a_failed_script_shows_its_stderr_and_a_timeout_names_its_config() {
     let run = s.quiesce(&["pre", "--json"]);
     assert_eq!(run.code, 2, "{}", run.stderr);
     let last = s.s.path("state/last-pre.json");
-    let a = action(&run, "Pre-ScriptExecutionFailed", Some(300));
-    names(&a, &[&disp(&last), "last lines are above"], "failed pre");
+    expect(
+        &run,
+        "Pre-ScriptExecutionFailed",
+        Some(300),
+        &[&disp(&last), "last lines are above"],
+        "failed pre",
+    );
     assert!(last.is_file(), "the action names a file that exists");
     let shown = run
         .stderr
@@ -429,17 +472,7 @@ fn a_failed_script_shows_its_stderr_and_a_timeout_names_its_config() {
     db["timeoutInSeconds"] = json!(1);
     let db_cfg = s.s.write("apps.d/20-db.json", db.to_string(), 0o600);
     fs::write(&s.pre, "#!/bin/sh\nexit 0\n").unwrap();
-    let run = Run::from(
-        common::quiesce_bin()
-            .args(common::private_args(&s.s.dir))
-            .arg("--host-config")
-            .arg(&s.host_config)
-            .arg("--apps-dir")
-            .arg(&apps)
-            .args(["pre", "--json"])
-            .output()
-            .unwrap(),
-    );
+    let run = with_apps(&s, &apps, &["pre", "--json"]);
     let a = action(&run, "Pre-ScriptTimeout", Some(308));
     names(
         &a,
@@ -448,17 +481,7 @@ fn a_failed_script_shows_its_stderr_and_a_timeout_names_its_config() {
     );
     assert!(!a.contains("VMSnapshotScriptPluginConfig.json"), "{a}");
     // (post releases what the pre run left pending.)
-    let _ = Run::from(
-        common::quiesce_bin()
-            .args(common::private_args(&s.s.dir))
-            .arg("--host-config")
-            .arg(&s.host_config)
-            .arg("--apps-dir")
-            .arg(&apps)
-            .args(["post", "--json"])
-            .output()
-            .unwrap(),
-    );
+    with_apps(&s, &apps, &["post", "--json"]);
 }
 
 /// A relative `--mount` is a bad command line (64), for every command that
@@ -510,21 +533,32 @@ fn freeze_errors_name_the_mount_the_holder_or_the_command() {
     assert!(frozen.success());
     let run = freeze_run(&s, &["--mount", m, "--", "true"]);
     fs_.thaw();
-    let a = action(&run, "FsFreezeFailed", Some(121));
-    names(&a, &[&format!("fsfreeze -u {m}")], "EBUSY");
+    expect(
+        &run,
+        "FsFreezeFailed",
+        Some(121),
+        &[&format!("fsfreeze -u {m}")],
+        "EBUSY",
+    );
 
     let plain = s.s.mkdir("not-a-mount", 0o700);
     let run = freeze_run(&s, &["--mount", plain.to_str().unwrap(), "--", "true"]);
-    let a = action(&run, "UnableToOpenMount", Some(123));
-    names(
-        &a,
+    expect(
+        &run,
+        "UnableToOpenMount",
+        Some(123),
         &[&format!("{} is mounted", disp(&plain))],
         "not a mount",
     );
 
     let run = freeze_run(&s, &["--mount", m, "--", "no-such-snapshot-tool-25"]);
-    let a = action(&run, "SnapshotCommandFailed", None);
-    names(&a, &["no-such-snapshot-tool-25 is installed"], "command");
+    expect(
+        &run,
+        "SnapshotCommandFailed",
+        None,
+        &["no-such-snapshot-tool-25 is installed"],
+        "command",
+    );
 
     // Another run holds the lock (inside its window).
     let inside = s.s.path("inside");
@@ -540,8 +574,13 @@ fn freeze_errors_name_the_mount_the_holder_or_the_command() {
     }
     let run = freeze_run(&s, &["--mount", m, "--", "true"]);
     let _ = first.wait();
-    let a = action(&run, "FsFreezeFailed", Some(121));
-    names(&a, &[&format!("wait for pid {}", first.id())], "lock held");
+    expect(
+        &run,
+        "FsFreezeFailed",
+        Some(121),
+        &[&format!("wait for pid {}", first.id())],
+        "lock held",
+    );
     fs_.assert_writable();
 
     // Without CAP_SYS_RESOURCE the window cannot lower oom_score_adj: a
@@ -560,7 +599,12 @@ fn freeze_errors_name_the_mount_the_holder_or_the_command() {
         "{}",
         run.stderr
     );
-    let a = action(&run, "SnapshotCommandFailed", None);
-    names(&a, &["stderrTail"], "command failed");
+    expect(
+        &run,
+        "SnapshotCommandFailed",
+        None,
+        &["stderrTail"],
+        "command failed",
+    );
     fs_.assert_writable();
 }

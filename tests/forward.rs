@@ -610,26 +610,30 @@ fn lines_of_64(tag: &str, lines: usize) -> String {
 
 /// A whole `snapshot` with the trail in the private journal: its status.
 fn snapshot(s: &Setup, j: &TestJournal, mount: &str) -> Run {
-    let out = common::quiesce_bin()
-        .arg("--config")
-        .arg(&s.config)
-        .arg("--host-config")
-        .arg(&s.host_config)
-        .arg("--run-dir")
-        .arg(s.s.path("run"))
-        .arg("--state-dir")
-        .arg(s.s.path("state"))
-        .arg("--syslog-socket")
-        .arg(s.s.path("no-syslog.sock"))
-        .arg("--trail")
-        .arg("journal")
-        .arg("--journal-socket")
-        .arg(j.socket())
-        .args(["snapshot", "--json", "--max-freeze", "10", "--mount", mount])
-        .args(["--", "sh", "-c", "echo snap"])
-        .output()
-        .unwrap();
-    Run::from(out)
+    let socket = j.socket();
+    let state = s.s.path("state");
+    s.quiesce_with(
+        &[
+            "--state-dir",
+            state.to_str().unwrap(),
+            "--trail",
+            "journal",
+            "--journal-socket",
+            socket.to_str().unwrap(),
+        ],
+        &[
+            "snapshot",
+            "--json",
+            "--max-freeze",
+            "10",
+            "--mount",
+            mount,
+            "--",
+            "sh",
+            "-c",
+            "echo snap",
+        ],
+    )
 }
 
 /// One record as the collector received it.

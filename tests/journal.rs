@@ -46,23 +46,9 @@ fn skip(test: &str, with_fs: bool) -> bool {
 }
 
 /// The binary with this set-up's paths and `globals` (trail, state and
-/// metrics options) before `args`. Built by hand: `Setup::quiesce` already
-/// names the sockets and the state directory.
+/// metrics options) before `args` ([`Setup::quiesce_with`]).
 fn quiesce(s: &Setup, globals: &[&str], args: &[&str]) -> Run {
-    let out = common::quiesce_bin()
-        .arg("--config")
-        .arg(&s.config)
-        .arg("--host-config")
-        .arg(&s.host_config)
-        .arg("--run-dir")
-        .arg(s.s.path("run"))
-        .arg("--syslog-socket")
-        .arg(s.s.path("no-syslog.sock"))
-        .args(globals)
-        .args(args)
-        .output()
-        .unwrap();
-    Run::from(out)
+    s.quiesce_with(globals, args)
 }
 
 fn write_script(path: &Path, body: &str) {
