@@ -47,6 +47,7 @@ pub fn check(common: &Common, ropts: &RunnerOptions, mounts: &[PathBuf]) -> Fini
         ));
     }
     problems.extend(ready.problems);
+    job.say_warnings(ready.warnings);
     let grace = ready
         .policy
         .as_ref()
