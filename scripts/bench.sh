@@ -132,6 +132,7 @@ make_case() {
     local name=$1 timeout=$2 body=$3
     CASE_DIR="$scratch/$name"
     mkdir -m 700 "$CASE_DIR" "$CASE_DIR/run"
+    mkdir -m 755 "$CASE_DIR/metrics"
     printf '#!/bin/sh\n%s\n' "$body" > "$CASE_DIR/pre.sh"
     printf '#!/bin/sh\nexit 0\n' > "$CASE_DIR/post.sh"
     chmod 700 "$CASE_DIR/pre.sh" "$CASE_DIR/post.sh"
@@ -143,11 +144,16 @@ make_case() {
 }
 
 # quiesce_argv CASE_DIR PHASE -> QARGV (array): the full quiesce command line,
-# isolated from the machine (no plugin-host file, own run dir, no syslog).
+# isolated from the machine: no plugin-host file, its own run and state
+# directories and metrics directory in the scratch directory (never the
+# machine's /var/lib/quiesce: a pending post-script recorded there would be
+# run by every later quiesce on this machine), no syslog, no journal.
 quiesce_argv() {
     QARGV=("$Q" --config "$1/VMSnapshotScriptPluginConfig.json"
         --host-config /nonexistent/host.conf --run-dir "$1/run"
-        --syslog-socket /nonexistent/sock "$2" --json)
+        --state-dir "$1/state" --metrics-dir "$1/metrics"
+        --syslog-socket /nonexistent/sock --journal-socket /nonexistent/journal
+        "$2" --json)
 }
 
 # measure RUNS MINUS_MS -- RC CMD... --- RC CMD...

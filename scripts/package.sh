@@ -33,6 +33,7 @@ done
 # Files from git keep the mode of the checkout; packages set their own, but a
 # wrong source mode must not hide a mistake in the metadata, so check syntax.
 sh -n packaging/extension-hook
+sh -n packaging/before-remove packaging/debian/prerm packaging/debian/postrm
 bash -n packaging/completions/quiesce.bash
 
 echo "== cargo build --release"

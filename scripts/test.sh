@@ -20,8 +20,14 @@ fi
 # private mount namespace, not as the host's logger) and systemd-analyze
 # verify of quiesce-recover.service; python3: lock-holder fixtures.
 # lintian/rpm/man-db/groff-base/binutils: the package tests.
+# rsyslog-gnutls, openssl and the libraries syslog-ng-core depends on (it
+# conflicts with rsyslog, so it is unpacked below, not installed; its
+# Depends: are these): tests/forward.rs runs the shipped forwarding drop-ins
+# in the real daemons, over TLS with certificates made by openssl.
 packages=(e2fsprogs xfsprogs btrfs-progs util-linux procps rsyslog systemd python3 psmisc
-          lintian rpm man-db groff-base binutils gzip)
+          lintian rpm man-db groff-base binutils gzip
+          rsyslog-gnutls openssl libcap2 libglib2.0-0 libivykis0 libjson-c5 libnet1
+          libpcre3 libssl3 libsystemd0 libwrap0)
 missing=()
 for p in "${packages[@]}"; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
@@ -36,6 +42,31 @@ if command -v rustup >/dev/null 2>&1; then
     rustup component add rustfmt clippy >/dev/null 2>&1 || true
 fi
 command -v cargo >/dev/null || { echo "scripts/test.sh: cargo not found (install Rust with rustup)" >&2; exit 2; }
+
+# --- syslog-ng for tests/forward.rs --------------------------------------------
+# Debian's syslog-ng-core conflicts with rsyslog, so the package is fetched
+# and unpacked into target/syslog-ng (never installed, nothing runs from it
+# but the tests). A binary that cannot find a library fails here, not in the
+# test.
+syslog_ng_root="$PWD/target/syslog-ng"
+if [ ! -x "$syslog_ng_root/usr/sbin/syslog-ng" ]; then
+    echo "scripts/test.sh: unpacking syslog-ng-core into $syslog_ng_root"
+    fetch=$(mktemp -d)
+    chmod 755 "$fetch"   # apt-get download runs as _apt where it can
+    (cd "$fetch" && apt-get download -q syslog-ng-core >/dev/null 2>&1 ||
+        { apt-get update -qq && apt-get download -q syslog-ng-core >/dev/null; })
+    rm -rf "$syslog_ng_root"
+    dpkg-deb -x "$fetch"/syslog-ng-core_*.deb "$syslog_ng_root"
+    rm -rf "$fetch"
+fi
+if LD_LIBRARY_PATH="$syslog_ng_root/usr/lib/syslog-ng" ldd "$syslog_ng_root/usr/sbin/syslog-ng" | grep -q "not found"; then
+    echo "scripts/test.sh: syslog-ng lacks libraries:" >&2
+    LD_LIBRARY_PATH="$syslog_ng_root/usr/lib/syslog-ng" ldd "$syslog_ng_root/usr/sbin/syslog-ng" | grep "not found" >&2
+    exit 2
+fi
+export QUIESCE_SYSLOG_NG_ROOT="$syslog_ng_root"
+# The forwarding tests fail, instead of skipping, when a daemon is missing.
+export QUIESCE_FORWARD_TESTS=1
 
 # --- safety net: whatever happens, no scratch filesystem stays frozen ----------
 # Tests mount their scratch filesystems under /run/quiesce-* (tests, sandbox

@@ -94,6 +94,18 @@ pub enum ConfigError {
 pub struct Loaded {
     pub config: Config,
     pub warnings: Vec<String>,
+    /// Unknown keys that are a near miss of a known one (a typo). A run
+    /// ignores them with a warning, as the extension does; `check` refuses
+    /// them (SPEC §3): `continueBackupOnFailur` silently leaves
+    /// `continueBackupOnFailure` at its default.
+    pub near_misses: Vec<NearMiss>,
+}
+
+/// An unknown key and the known key it is a near miss of.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NearMiss {
+    pub key: String,
+    pub known: &'static str,
 }
 
 /// A JSON object that refuses duplicate keys (serde_json keeps the last one
@@ -140,7 +152,7 @@ pub fn parse(path: &Path, bytes: &[u8], host_timeout: Option<u64>) -> Result<Loa
 
     let mut warnings = Vec::new();
     read_as_the_extension_does(path, &mut entries, &mut warnings);
-    warn_unknown_keys(path, &entries, &mut warnings);
+    let near_misses = warn_unknown_keys(path, &entries, &mut warnings);
     let f = Fields {
         path,
         entries: &entries,
@@ -165,15 +177,31 @@ pub fn parse(path: &Path, bytes: &[u8], host_timeout: Option<u64>) -> Result<Loa
         fs_freeze_enabled: f.boolean("fsFreezeEnabled", true)?,
         app_name: f.string("appName")?,
     };
-    Ok(Loaded { config, warnings })
+    Ok(Loaded {
+        config,
+        warnings,
+        near_misses,
+    })
 }
 
-/// A warning per unknown key, naming the closest known one (typo help).
-fn warn_unknown_keys(path: &Path, entries: &[(String, Value)], warnings: &mut Vec<String>) {
+/// A warning per unknown key, naming the closest known one (typo help);
+/// returns the keys that have one.
+fn warn_unknown_keys(
+    path: &Path,
+    entries: &[(String, Value)],
+    warnings: &mut Vec<String>,
+) -> Vec<NearMiss> {
+    let mut near = Vec::new();
     for (key, _) in entries {
         if !KNOWN_KEYS.contains(&key.as_str()) {
             let hint = match closest_key(key) {
-                Some(k) => format!("; did you mean \"{k}\"?"),
+                Some(k) => {
+                    near.push(NearMiss {
+                        key: key.clone(),
+                        known: k,
+                    });
+                    format!("; did you mean \"{k}\"?")
+                }
                 None => String::new(),
             };
             warnings.push(format!(
@@ -182,6 +210,7 @@ fn warn_unknown_keys(path: &Path, entries: &[(String, Value)], warnings: &mut Ve
             ));
         }
     }
+    near
 }
 
 /// The config's keys, read with the types and rules of SPEC §3; every

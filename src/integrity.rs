@@ -16,6 +16,7 @@ use std::os::fd::{AsFd, AsRawFd, OwnedFd};
 use std::os::unix::fs::MetadataExt;
 use std::path::{Component, Path, PathBuf};
 
+use crate::error::Fix;
 use nix::fcntl::{open, OFlag};
 use nix::sys::stat::{fstat, FileStat, Mode, SFlag};
 
@@ -111,6 +112,49 @@ impl TrustError {
                 | TrustError::NotExecutable(_)
                 | TrustError::TooManyLinks(_)
         )
+    }
+}
+
+impl TrustError {
+    /// What the operator does about this failure of a file trusted as
+    /// `role`. A file that does not exist has a fix only its caller knows
+    /// (create a config, place a script, correct `--policy`): here
+    /// [`Fix::Row`].
+    pub fn fix(&self, role: FileRole) -> Fix {
+        let mode = match role {
+            FileRole::Config => "600",
+            FileRole::Script => "700",
+            FileRole::Policy => "go-w",
+            FileRole::Program => "755",
+        };
+        match self {
+            TrustError::EmptyPath | TrustError::NotAbsolute(_) | TrustError::Missing(_) => Fix::Row,
+            TrustError::NotRegular(p, _) => Fix::NotRegular(p.clone()),
+            TrustError::Symlink(p) | TrustError::TooManyLinks(p) => Fix::Symlink(p.clone()),
+            TrustError::NotExecutable(path) => Fix::OwnerMode {
+                path: path.clone(),
+                mode,
+            },
+            TrustError::NotRootOwned { path, .. } | TrustError::BadMode { path, .. } => {
+                Fix::OwnerMode {
+                    path: path.clone(),
+                    mode,
+                }
+            }
+            TrustError::DirNotRootOwned { path, .. } | TrustError::DirWritable { path, .. } => {
+                Fix::Directory(path.clone())
+            }
+            TrustError::Open(_, e) | TrustError::Dir(_, e) | TrustError::Read(_, e)
+                if e.kind() == io::ErrorKind::PermissionDenied
+                    && !nix::unistd::geteuid().is_root() =>
+            {
+                Fix::RunAsRoot
+            }
+            TrustError::Open(p, _) | TrustError::Dir(p, _) | TrustError::Read(p, _) => {
+                Fix::Unreadable(p.clone())
+            }
+            TrustError::TooLarge { path, .. } => Fix::TooLarge(path.clone()),
+        }
     }
 }
 

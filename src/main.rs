@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand};
 use quiesce::commands;
-use quiesce::config::{DEFAULT_APPS_DIR, DEFAULT_HOST_CONFIG_PATH};
+use quiesce::config::{DEFAULT_APPS_DIR, DEFAULT_CONFIG_PATH, DEFAULT_HOST_CONFIG_PATH};
 use quiesce::error::Exit;
 use quiesce::freeze::{mounts, state};
 use quiesce::job::apps::AppSources;
@@ -51,6 +51,10 @@ struct GlobalArgs {
     /// the plugin-host file's list is the extension's and is not read.
     #[arg(long, global = true)]
     bridge: bool,
+    /// The Azure extension's own config: check reads it to recognise
+    /// bridge mode (its scripts are quiesce's hook) and verify the set-up.
+    #[arg(long, global = true, value_name = "PATH", default_value = DEFAULT_CONFIG_PATH)]
+    extension_config: PathBuf,
     /// Print the status document as JSON on stdout (human text stays on stderr).
     #[arg(long, global = true)]
     json: bool,
@@ -68,8 +72,8 @@ struct GlobalArgs {
     state_dir: PathBuf,
     /// After a separate `quiesce pre`, how long the `quiesce post` call may
     /// take to come; after that `quiesce recover` (or the next run) runs the
-    /// post-script [default: 1860 = the 1800 s script cap + the 60 s freeze
-    /// maximum].
+    /// post-script (the default is the 1800 s script cap plus the 60 s
+    /// freeze maximum).
     #[arg(long, global = true, value_name = "SECS", default_value_t = pending::DEFAULT_POST_DUE_SECS,
           value_parser = clap::value_parser!(u64).range(1..))]
     post_due: u64,
@@ -102,6 +106,19 @@ struct GlobalArgs {
     metrics_dir: Option<PathBuf>,
 }
 
+/// A mount point on the command line: absolute, because it is compared
+/// with the kernel's mount table, which has no working directory.
+fn parse_mount(s: &str) -> Result<PathBuf, String> {
+    let p = PathBuf::from(s);
+    if p.is_absolute() {
+        Ok(p)
+    } else {
+        Err(format!(
+            "{s} is not an absolute path: give the mount point as /proc/self/mountinfo lists it"
+        ))
+    }
+}
+
 fn parse_trail(s: &str) -> Result<TrailMode, String> {
     s.parse::<TrailMode>().map_err(|e| e.to_string())
 }
@@ -114,12 +131,14 @@ fn parse_facility(s: &str) -> Result<Facility, String> {
 enum Command {
     /// Verify every application (config, both scripts and what runs them:
     /// each #! interpreter, /bin/sh, what #!/usr/bin/env finds on PATH),
-    /// the plugin-host file, and list the mounts that would be frozen (and
-    /// why others are skipped); runs nothing.
+    /// the plugin-host file, bridge mode when the extension's config runs
+    /// quiesce's hook, and list the mounts that would be frozen (and why
+    /// others are skipped); runs nothing. A misspelt key (a near miss of a
+    /// known one) fails it, though runs only warn.
     /// Exit 0 only if a snapshot would be application-consistent.
     Check {
-        /// Plan these mounts instead of discovering them (repeatable).
-        #[arg(long = "mount", value_name = "M")]
+        /// Plan these mounts instead of discovering them (repeatable; absolute paths).
+        #[arg(long = "mount", value_name = "M", value_parser = parse_mount)]
         mounts: Vec<PathBuf>,
     },
     /// Run every application's pre-script, in order, with its retries and
@@ -149,8 +168,8 @@ enum Command {
     /// Emergency thaw: thaws what a dead runner recorded as frozen, or the
     /// given mounts. Safe to run at any time.
     Thaw {
-        /// Thaw exactly these mounts (repeatable).
-        #[arg(long = "mount", value_name = "M")]
+        /// Thaw exactly these mounts (repeatable; absolute paths).
+        #[arg(long = "mount", value_name = "M", value_parser = parse_mount)]
         mounts: Vec<PathBuf>,
     },
     /// Run what dead runners left pending: every due post-script recorded
@@ -162,8 +181,8 @@ enum Command {
 
 #[derive(Args, Debug)]
 struct WindowArgs {
-    /// Freeze these mounts instead of discovering them (repeatable).
-    #[arg(long = "mount", value_name = "M")]
+    /// Freeze these mounts instead of discovering them (repeatable; absolute paths).
+    #[arg(long = "mount", value_name = "M", value_parser = parse_mount)]
     mounts: Vec<PathBuf>,
     /// Longest time filesystems may stay frozen; then they are thawed first
     /// and the command is killed (FsFreezeTimeout).
@@ -214,6 +233,7 @@ fn main() -> ExitCode {
             config: cli.global.config.into_iter().map(abs).collect(),
             apps_dir: abs(cli.global.apps_dir),
             host_config: abs(cli.global.host_config),
+            extension_config: abs(cli.global.extension_config),
             policy: cli.global.policy.map(abs),
             run_dir: abs(cli.global.run_dir),
             state_dir: abs(cli.global.state_dir),
@@ -228,6 +248,7 @@ fn main() -> ExitCode {
             apps_dir: cli.global.apps_dir,
             host_config: cli.global.host_config,
             bridge: cli.global.bridge,
+            extension_config: cli.global.extension_config,
         },
         verbose: cli.global.verbose,
         run_dir: state::RunDir::new(cli.global.run_dir.clone()),

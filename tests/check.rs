@@ -336,12 +336,31 @@ fn cases() -> Vec<Case> {
             warning: None,
             message: Some("appName"),
         },
+        // SPEC §3 (revised, issue 25): a run ignores an unknown key, as the
+        // extension does; check, the operator's gate, refuses a near miss
+        // of a known key — the setting it meant is silently lost.
         Case {
-            name: "unknown key names the closest known key",
+            name: "a near miss of a known key fails check",
             arrange: |s| set(s, "timeoutInSecond", json!(5)),
+            exit: 2,
+            errors: E305,
+            warning: Some("did you mean \"timeoutInSeconds\""),
+            message: Some("\"timeoutInSecond\" is a near miss of \"timeoutInSeconds\""),
+        },
+        Case {
+            name: "a misspelt continueBackupOnFailure fails check, naming what a run uses",
+            arrange: |s| set(s, "continueBackupOnFailur", json!(false)),
+            exit: 2,
+            errors: E305,
+            warning: Some("did you mean \"continueBackupOnFailure\""),
+            message: Some("a run uses continueBackupOnFailure=true"),
+        },
+        Case {
+            name: "an unknown key near no known key is only a warning",
+            arrange: |s| set(s, "ourTicketNumber", json!("OPS-1234")),
             exit: 0,
             errors: OK,
-            warning: Some("did you mean \"timeoutInSeconds\""),
+            warning: Some("unknown key \"ourTicketNumber\" ignored"),
             message: None,
         },
         Case {
@@ -888,4 +907,236 @@ fn check_refuses_a_broken_or_insecure_policy_with_304() {
         assert_eq!(run.json()["errors"][0]["code"], 304);
         assert_eq!(s.scripts_ran(), "");
     }
+}
+
+// ---------------------------------------------------------------------------
+// Bridge mode with an apps directory (issue 25): `quiesce check` and
+// `quiesce --bridge check`, whose applications are quiesce's own set,
+// recognise the extension's config pointing at the hook and verify it.
+
+/// README "Bridge mode" steps 1-2 with the two-application set: quiesce's
+/// own apps directory (timeouts 30 and 60), the extension's config naming
+/// a copy of the packaged hook, with `ext_timeout`.
+struct Bridge {
+    s: Setup,
+    apps_dir: std::path::PathBuf,
+    ext: std::path::PathBuf,
+}
+
+impl Bridge {
+    fn new(tag: &str, ext_timeout: u64) -> Bridge {
+        let s = Setup::new(tag);
+        let apps_dir = s.s.mkdir("apps.d", 0o700);
+        for (name, timeout) in [("10-app.json", 30), ("20-postgresql.json", 60)] {
+            let mut c = s.default_config();
+            c["timeoutInSeconds"] = json!(timeout);
+            s.s.write(&format!("apps.d/{name}"), c.to_string(), 0o600);
+        }
+        let hook = s.s.write(
+            "lib/extension-hook",
+            std::fs::read("packaging/extension-hook").unwrap(),
+            0o700,
+        );
+        let ext = s.s.write(
+            "azure/VMSnapshotScriptPluginConfig.json",
+            json!({
+                "pluginName": "ScriptRunner",
+                "preScriptLocation": hook, "preScriptParams": ["pre"],
+                "postScriptLocation": hook, "postScriptParams": ["post"],
+                "preScriptNoOfRetries": 0, "postScriptNoOfRetries": 0,
+                "timeoutInSeconds": ext_timeout
+            })
+            .to_string(),
+            0o600,
+        );
+        Bridge { s, apps_dir, ext }
+    }
+
+    /// `quiesce [--bridge] check --json`, with no --config: the applications
+    /// come from the apps directory, as on the operator's machine.
+    fn check(&self, bridge: bool) -> common::Run {
+        let mut cmd = common::quiesce_bin();
+        cmd.args(common::private_args(&self.s.s.dir))
+            .arg("--host-config")
+            .arg(&self.s.host_config)
+            .arg("--apps-dir")
+            .arg(&self.apps_dir)
+            .arg("--extension-config")
+            .arg(&self.ext);
+        if bridge {
+            cmd.arg("--bridge");
+        }
+        common::Run::from(cmd.args(["check", "--json"]).output().unwrap())
+    }
+}
+
+#[test]
+fn check_verifies_bridge_mode_with_an_apps_directory() {
+    require_root!();
+    // (30 + 5) + (60 + 5) + 3 = 103 s, but the extension gives 50.
+    let b = Bridge::new("bridge-apps-short", 50);
+    for bridge in [false, true] {
+        let run = b.check(bridge);
+        let ctx = format!("--bridge={bridge}\n{}", run.stderr);
+        assert_eq!(run.code, 2, "{ctx}");
+        assert_eq!(run.error_names(), ["IncorrectJSONConfigFile"], "{ctx}");
+        let e = &run.json()["errors"][0];
+        let msg = e["message"].as_str().unwrap();
+        assert!(
+            msg.contains("need 103 s")
+                && msg.contains(&format!("timeoutInSeconds in {} is 50 s", b.ext.display())),
+            "{ctx}"
+        );
+        assert_eq!(
+            e["action"],
+            format!("fix \"timeoutInSeconds\" in {}", b.ext.display()),
+            "{ctx}"
+        );
+        assert!(run.stderr.contains("bridge mode: the extension"), "{ctx}");
+        assert!(
+            run.stderr
+                .contains("a snapshot would NOT be application-consistent"),
+            "{ctx}"
+        );
+        assert_eq!(b.s.scripts_ran(), "");
+    }
+    // The README's 103 s fits: ready, and check says it is bridge mode.
+    let b = Bridge::new("bridge-apps-fits", 103);
+    for bridge in [false, true] {
+        let run = b.check(bridge);
+        assert_eq!(run.code, 0, "--bridge={bridge}\n{}", run.stderr);
+        assert!(
+            run.stderr
+                .contains("budget per phase 103 s of the extension's 103 s"),
+            "{}",
+            run.stderr
+        );
+    }
+}
+
+/// A typo in the extension's own config is the operator's too: check, in
+/// bridge mode, refuses it as it refuses one in quiesce's configs; an
+/// insecure hook is refused like any script the extension runs as root.
+#[test]
+fn check_in_bridge_mode_refuses_a_typo_or_an_insecure_hook_in_the_extensions_config() {
+    require_root!();
+    let b = Bridge::new("bridge-ext-typo", 103);
+    let mut ext: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&b.ext).unwrap()).unwrap();
+    ext["fsFreezeEnabeld"] = json!(false);
+    std::fs::write(&b.ext, ext.to_string()).unwrap();
+    let run = b.check(false);
+    assert_eq!(run.code, 2, "{}", run.stderr);
+    let e = &run.json()["errors"][0];
+    assert!(
+        e["message"]
+            .as_str()
+            .unwrap()
+            .contains("\"fsFreezeEnabeld\" is a near miss of \"fsFreezeEnabled\""),
+        "{}",
+        run.stderr
+    );
+    assert_eq!(
+        e["action"],
+        format!(
+            "rename \"fsFreezeEnabeld\" to \"fsFreezeEnabled\" in {}",
+            b.ext.display()
+        )
+    );
+
+    let b = Bridge::new("bridge-ext-hook", 103);
+    let hook = b.s.s.path("lib/extension-hook");
+    chmod(&hook, 0o755);
+    let run = b.check(false);
+    assert_eq!(run.code, 2, "{}", run.stderr);
+    assert_eq!(
+        run.error_names(),
+        [
+            "InsufficientPermissionforPre-Script",
+            "InsufficientPermissionforPost-Script"
+        ],
+        "{}",
+        run.stderr
+    );
+}
+
+/// Runs keep the extension's behaviour: an unknown key, a near miss
+/// included, is ignored with a warning naming the known key.
+#[test]
+fn a_run_still_goes_on_past_a_near_miss_with_a_warning() {
+    require_root!();
+    let s = Setup::new("typo-run");
+    set(&s, "continueBackupOnFailur", json!(false));
+    let run = s.quiesce(&["pre", "--json"]);
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    assert_eq!(s.scripts_ran(), "pre\n");
+    assert!(
+        run.stderr
+            .contains("unknown key \"continueBackupOnFailur\" ignored; did you mean \"continueBackupOnFailure\"?"),
+        "{}",
+        run.stderr
+    );
+    let check = s.quiesce(&["check", "--json"]);
+    assert_eq!(check.code, 2, "{}", check.stderr);
+}
+
+// ---------------------------------------------------------------------------
+// Smaller things an operator reads (issue 25).
+
+/// `--help` gives each default once.
+#[test]
+fn help_gives_the_post_due_default_once() {
+    let s = Setup::new("help-default");
+    let run = s.quiesce(&["--help"]);
+    assert_eq!(run.code, 0);
+    assert_eq!(
+        run.stdout.matches("[default: 1860").count(),
+        1,
+        "{}",
+        run.stdout
+    );
+}
+
+/// A phase of 3 s starts with "3 s left", not 2 (the microseconds already
+/// spent are not a whole second gone).
+#[test]
+fn a_phase_starts_with_its_whole_timeout_left() {
+    require_root!();
+    let s = Setup::new("secs-left");
+    set(&s, "timeoutInSeconds", json!(3));
+    let run = s.quiesce(&["pre"]);
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    assert!(
+        run.stderr.contains("attempt 1/1 (3 s left)"),
+        "{}",
+        run.stderr
+    );
+}
+
+/// `check --mount M` lists the mounts it skips, so it does not also say
+/// that -v would list them.
+#[test]
+fn check_with_mount_lists_the_skipped_mounts_without_pointing_at_v() {
+    require_root!();
+    if !common::scratchfs::have_mkfs("ext4") {
+        eprintln!("SKIPPED: mkfs.ext4 not installed (scripts/test.sh installs e2fsprogs)");
+        return;
+    }
+    let s = Setup::new("check-mount-list");
+    let fs_ = common::scratchfs::ScratchFs::new(&s.s.dir, "a", "ext4");
+    let run = s.quiesce(&["check", "--mount", fs_.path()]);
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    let skipped = run
+        .stderr
+        .lines()
+        .filter(|l| l.contains(": skip — "))
+        .count();
+    assert!(
+        run.stderr.contains(&format!(
+            "1 filesystem(s) would be frozen, {skipped} mount(s) skipped\n"
+        )),
+        "{}",
+        run.stderr
+    );
+    assert!(!run.stderr.contains("-v lists them"), "{}", run.stderr);
 }

@@ -17,12 +17,13 @@ mod common;
 use std::fs;
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::os::unix::net::UnixDatagram;
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::path::Path;
+use std::process::Command;
 use std::sync::{Mutex, MutexGuard, PoisonError};
 use std::thread::sleep;
 use std::time::{Duration, Instant};
 
+use common::journald::{field, field_bytes, is_socket, TestJournal};
 use common::rsyslog::{parse_5424, timestamp_micros};
 use common::scratchfs::{self, ScratchFs};
 use common::{Run, Setup};
@@ -30,174 +31,7 @@ use log::Level;
 use quiesce::trail::{self, Record, TrailConfig, TrailMode};
 use serde_json::{Map, Value};
 
-const JOURNALD: &str = "/lib/systemd/systemd-journald";
 const SD_ID: &str = "quiesce@32473";
-
-// ---------------------------------------------------------------------------
-// A private journald.
-
-/// systemd-journald in its own mount namespace; killed on drop. The
-/// namespace is held by `child` (a `sleep`), so journald can be stopped
-/// with its socket file left behind, as on a host where it died.
-struct TestJournal {
-    child: Child,
-    journald: Option<i32>,
-}
-
-impl TestJournal {
-    fn prerequisites() -> Result<(), String> {
-        if !common::is_root() {
-            return Err("needs root (mount namespace, tmpfs, journald's sockets)".into());
-        }
-        if !Path::new(JOURNALD).is_file() {
-            return Err(format!(
-                "{JOURNALD} not installed (apt-get install systemd; scripts/test.sh does)"
-            ));
-        }
-        Ok(())
-    }
-
-    /// Starts journald and waits (bounded) for its native socket.
-    fn start() -> TestJournal {
-        // A tmpfs over all of /run (not /run/systemd/journal, which may not
-        // exist on the host and would have to be created there first).
-        let script = "mount -t tmpfs -o mode=0755 tmpfs /run && \
-                      { [ ! -d /var/log/journal ] || mount -t tmpfs tmpfs /var/log/journal; } && \
-                      { \"$0\" & echo $! > /run/test-journald.pid; exec sleep 2147483647; }";
-        let child = Command::new("unshare")
-            .args([
-                "-m",
-                "--propagation",
-                "private",
-                "sh",
-                "-c",
-                script,
-                JOURNALD,
-            ])
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("spawn unshare");
-        let mut j = TestJournal {
-            child,
-            journald: None,
-        };
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while !is_socket(&j.socket()) {
-            assert!(
-                Instant::now() < deadline,
-                "journald did not start within 10 s"
-            );
-            sleep(Duration::from_millis(20));
-        }
-        let pid = fs::read_to_string(j.root().join("run/test-journald.pid")).unwrap();
-        j.journald = Some(pid.trim().parse().unwrap());
-        j
-    }
-
-    fn root(&self) -> PathBuf {
-        PathBuf::from(format!("/proc/{}/root", self.child.id()))
-    }
-
-    /// The native socket, as seen from outside the namespace.
-    fn socket(&self) -> PathBuf {
-        self.root().join("run/systemd/journal/socket")
-    }
-
-    fn dir(&self) -> PathBuf {
-        self.root().join("run/log/journal")
-    }
-
-    /// Every quiesce entry stored so far, in order of arrival.
-    fn entries(&self) -> Vec<Map<String, Value>> {
-        journal_entries(&self.dir())
-    }
-
-    /// The entries of operation `op`, once its run-end has arrived.
-    fn wait_for_run(&self, op: &str) -> Vec<Map<String, Value>> {
-        let deadline = Instant::now() + Duration::from_secs(10);
-        loop {
-            let ops: Vec<Map<String, Value>> = self
-                .entries()
-                .into_iter()
-                .filter(|e| field(e, "QUIESCE_OP") == op)
-                .collect();
-            if ops.iter().any(|e| field(e, "SYSLOG_MSGID") == "run-end") {
-                return ops;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "no run-end of {op} in the journal within 10 s: {ops:?}"
-            );
-            sleep(Duration::from_millis(50));
-        }
-    }
-
-    /// Stops journald (SIGKILL, like a crash); its socket file stays.
-    fn stop_journald(&mut self) {
-        if let Some(pid) = self.journald.take() {
-            let pid = nix::unistd::Pid::from_raw(pid);
-            let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGKILL);
-            // Not our child (sh's, then sleep's): wait until it is gone.
-            let deadline = Instant::now() + Duration::from_secs(10);
-            while Path::new(&format!("/proc/{pid}/exe")).exists() && Instant::now() < deadline {
-                sleep(Duration::from_millis(20));
-            }
-        }
-    }
-}
-
-impl Drop for TestJournal {
-    fn drop(&mut self) {
-        self.stop_journald();
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn is_socket(p: &Path) -> bool {
-    use std::os::unix::fs::FileTypeExt;
-    fs::metadata(p).is_ok_and(|m| m.file_type().is_socket())
-}
-
-/// `journalctl -D DIR -o json --all` (--all: long and binary fields in full).
-fn journal_entries(dir: &Path) -> Vec<Map<String, Value>> {
-    let out = Command::new("journalctl")
-        .arg("-D")
-        .arg(dir)
-        .args([
-            "-o",
-            "json",
-            "--all",
-            "--no-pager",
-            "SYSLOG_IDENTIFIER=quiesce",
-        ])
-        .output()
-        .expect("run journalctl");
-    String::from_utf8_lossy(&out.stdout)
-        .lines()
-        .filter(|l| !l.trim().is_empty())
-        .map(|l| match serde_json::from_str(l) {
-            Ok(Value::Object(m)) => m,
-            other => panic!("journalctl printed {l:?}: {other:?}"),
-        })
-        .collect()
-}
-
-/// A field's bytes: journalctl prints a string, or an array of byte values
-/// for a value that is not printable UTF-8.
-fn field_bytes(e: &Map<String, Value>, name: &str) -> Option<Vec<u8>> {
-    match e.get(name)? {
-        Value::String(s) => Some(s.as_bytes().to_vec()),
-        Value::Array(a) => Some(a.iter().map(|b| b.as_u64().unwrap() as u8).collect()),
-        other => panic!("{name} is {other:?}"),
-    }
-}
-
-fn field(e: &Map<String, Value>, name: &str) -> String {
-    field_bytes(e, name).map_or_else(String::new, |b| String::from_utf8_lossy(&b).into_owned())
-}
 
 fn skip(test: &str, with_fs: bool) -> bool {
     if let Err(why) = TestJournal::prerequisites() {
@@ -212,23 +46,9 @@ fn skip(test: &str, with_fs: bool) -> bool {
 }
 
 /// The binary with this set-up's paths and `globals` (trail, state and
-/// metrics options) before `args`. Built by hand: `Setup::quiesce` already
-/// names the sockets and the state directory.
+/// metrics options) before `args` ([`Setup::quiesce_with`]).
 fn quiesce(s: &Setup, globals: &[&str], args: &[&str]) -> Run {
-    let out = common::quiesce_bin()
-        .arg("--config")
-        .arg(&s.config)
-        .arg("--host-config")
-        .arg(&s.host_config)
-        .arg("--run-dir")
-        .arg(s.s.path("run"))
-        .arg("--syslog-socket")
-        .arg(s.s.path("no-syslog.sock"))
-        .args(globals)
-        .args(args)
-        .output()
-        .unwrap();
-    Run::from(out)
+    s.quiesce_with(globals, args)
 }
 
 fn write_script(path: &Path, body: &str) {

@@ -94,6 +94,8 @@ const FILES: &[(&str, u32)] = &[
     ("/usr/share/bash-completion/completions/quiesce", 0o644),
     // 0700: the extension and quiesce's trust checks refuse anything looser.
     (HOOK, 0o700),
+    // Run by the .deb's prerm and the .rpm's %preun (issue 25).
+    ("/usr/lib/quiesce/before-remove", 0o755),
 ];
 
 /// Debian's own additions.
@@ -194,6 +196,35 @@ fn cli_surface() -> (Vec<String>, BTreeSet<String>) {
         "{options:?}"
     );
     (commands, options)
+}
+
+/// The README's "Common options" names every option `--help` shows
+/// (issue 25: it lacked --trail, --journal-socket and --metrics-dir).
+#[test]
+fn readme_names_every_global_option() {
+    let readme = fs::read_to_string(repo().join("README.md")).unwrap();
+    let common = readme
+        .split("Common options (before or after the command)")
+        .nth(1)
+        .and_then(|s| s.split("\n## ").next())
+        .expect("a Common options paragraph");
+    let top = quiesce_help(&["--help"]);
+    let options = top.split("Options:").nth(1).expect("an Options: section");
+    for line in options.lines() {
+        let Some(opt) = line
+            .split(|c: char| c.is_whitespace() || c == ',')
+            .find(|w| w.starts_with("--"))
+        else {
+            continue;
+        };
+        if ["--help", "--version"].contains(&opt) {
+            continue;
+        }
+        assert!(
+            common.contains(&format!("`{opt}")) || common.contains(&format!("/{opt}`")),
+            "README's Common options lack {opt}"
+        );
+    }
 }
 
 // ---------------------------------------------------------------- man page
@@ -561,6 +592,7 @@ fn bridge_check_accepts_a_correct_setup_and_refuses_a_loop() {
         hook: hook.clone(),
         own_config: s.config.clone(),
         own_apps_dir: s.s.path("no-apps.d"),
+        own_explicit: Vec::new(),
     };
     let grace = Duration::from_secs(5);
 
@@ -1047,5 +1079,427 @@ fn recover_unit_passes_systemd_analyze_verify() {
         "WantedBy=multi-user.target",
     ] {
         assert!(body.contains(line), "unit lacks {line}");
+    }
+}
+
+// ------------------------------------------------- removal with pending posts
+
+/// packaging/before-remove (the .deb's prerm and the .rpm's %preun on
+/// removal, issue 25) against the built binary and a scratch state
+/// directory: nothing pending, it says nothing; a post-script awaiting its
+/// `post` refuses the removal, naming the record and the way out; with
+/// QUIESCE_REMOVE_WITH_PENDING=yes it goes on, loudly, keeping the record;
+/// a due post-script is run first, and then the removal goes on.
+#[test]
+fn before_remove_runs_what_is_due_and_refuses_to_drop_the_rest() {
+    require_root!();
+    let s = Setup::new("pkg-pending");
+    fs::write(
+        &s.post,
+        format!(
+            "#!/bin/sh\necho \"post ${{QUIESCE_RECOVERY:-none}}\" >> {}\n",
+            s.marker.display()
+        ),
+    )
+    .unwrap();
+    // The post guard a separate `pre` leaves armed: ended with the test.
+    let _guards = common::MarkerGuard(s.config.display().to_string());
+    let state = s.s.path("state");
+    let helper = |env: Option<&str>| {
+        let mut cmd = Command::new("sh");
+        cmd.arg(repo().join("packaging/before-remove"))
+            .arg(&state)
+            .arg(env!("CARGO_BIN_EXE_quiesce"))
+            .args(common::private_args(&s.s.dir).into_iter().skip(4));
+        cmd.arg("--run-dir").arg(s.s.path("run"));
+        if let Some(v) = env {
+            cmd.env("QUIESCE_REMOVE_WITH_PENDING", v);
+        }
+        run(&mut cmd)
+    };
+    let records = || -> Vec<String> {
+        fs::read_dir(&state)
+            .map(|d| {
+                d.flatten()
+                    .map(|e| e.file_name().to_string_lossy().into_owned())
+                    .filter(|n| n.starts_with("pending-post-") && n.ends_with(".json"))
+                    .collect()
+            })
+            .unwrap_or_default()
+    };
+
+    let o = helper(None);
+    assert!(o.status.success(), "{}", text(&o.stderr));
+    assert_eq!(text(&o.stderr), "", "nothing pending, nothing said");
+
+    assert_eq!(s.quiesce(&["pre"]).code, 0);
+    assert_eq!(records().len(), 1);
+    let o = helper(None);
+    let err = text(&o.stderr);
+    assert_eq!(o.status.code(), Some(1), "{err}");
+    assert!(
+        err.contains("REFUSING TO BE REMOVED")
+            && err.contains(&records()[0])
+            && err.contains("QUIESCE_REMOVE_WITH_PENDING=yes")
+            && err.contains("quiesce post"),
+        "{err}"
+    );
+    assert_eq!(records().len(), 1, "the record is kept");
+    assert_eq!(s.scripts_ran(), "pre\n", "its post is not due yet");
+
+    let o = helper(Some("yes"));
+    let err = text(&o.stderr);
+    assert!(o.status.success(), "{err}");
+    assert!(
+        err.contains("WARNING") && err.contains(&records()[0]),
+        "{err}"
+    );
+    assert_eq!(records().len(), 1, "forced: the record is still kept");
+
+    // Settle it; then a pre whose post is due in a second, its guard gone
+    // (as when the machine went down): the removal runs it first.
+    assert_eq!(s.quiesce(&["post"]).code, 0);
+    assert!(records().is_empty());
+    assert_eq!(s.quiesce(&["--post-due", "1", "pre"]).code, 0);
+    for pid in common::pids_with(&s.config.display().to_string()) {
+        common::signal(pid, nix::sys::signal::Signal::SIGKILL);
+    }
+    std::thread::sleep(std::time::Duration::from_millis(1100));
+    let o = helper(None);
+    assert!(o.status.success(), "{}", text(&o.stderr));
+    assert!(records().is_empty(), "{}", text(&o.stderr));
+    assert!(
+        s.scripts_ran().ends_with("pre\npost post-overdue\n"),
+        "{}",
+        s.scripts_ran()
+    );
+}
+
+/// This machine's root seen through an overlay, in a mount namespace of its
+/// own: dpkg and rpm install, refuse and purge there for real, and nothing
+/// of it reaches the machine (the changes land in a scratch upper layer).
+/// /proc, a few /dev nodes and tmpfs /run and /tmp are mounted inside; no
+/// syslog or journal socket is there, so the trail goes nowhere.
+struct Overlay {
+    /// Holds the upper layer; removed once the namespace is gone.
+    _s: Scratch,
+    holder: std::process::Child,
+    root: PathBuf,
+}
+
+impl Overlay {
+    fn new(tag: &str) -> Overlay {
+        let s = Scratch::new(tag);
+        for d in ["upper", "work", "root"] {
+            fs::create_dir(s.path(d)).unwrap();
+        }
+        let root = s.path("root");
+        let script = r#"set -e
+r=$1
+mount -t overlay overlay -o lowerdir=/,upperdir=$2,workdir=$3 "$r"
+mount -t proc proc "$r/proc"
+mount -t tmpfs -o mode=0755 tmpfs "$r/dev"
+for d in null zero full random urandom; do touch "$r/dev/$d"; mount --bind "/dev/$d" "$r/dev/$d"; done
+mount -t tmpfs -o mode=0755 tmpfs "$r/run"
+mount -t tmpfs -o mode=1777 tmpfs "$r/tmp"
+touch "$r/run/overlay-ready"
+exec sleep 2147483647"#;
+        let holder = Command::new("unshare")
+            .args(["-m", "--propagation", "private", "sh", "-c", script, "sh"])
+            .arg(&root)
+            .arg(s.path("upper"))
+            .arg(s.path("work"))
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        let o = Overlay {
+            _s: s,
+            holder,
+            root,
+        };
+        let end = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        while !o.inside("/run/overlay-ready").exists() {
+            assert!(std::time::Instant::now() < end, "overlay root not ready");
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+        o
+    }
+
+    /// `path` (absolute inside the overlay root) from outside.
+    fn inside(&self, path: &str) -> PathBuf {
+        PathBuf::from(format!("/proc/{}/root", self.holder.id()))
+            .join(self.root.strip_prefix("/").unwrap())
+            .join(path.trim_start_matches('/'))
+    }
+
+    /// Runs `args` chrooted into the overlay root, with `env`.
+    fn run(&self, env: &[(&str, &str)], args: &[&str]) -> Output {
+        let mut cmd = Command::new("nsenter");
+        cmd.arg(format!("--mount=/proc/{}/ns/mnt", self.holder.id()))
+            .arg("--")
+            .arg("chroot")
+            .arg(&self.root)
+            .args(args)
+            .env_clear()
+            .env("PATH", "/usr/sbin:/usr/bin:/sbin:/bin")
+            .env("DEBIAN_FRONTEND", "noninteractive");
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
+        run(&mut cmd)
+    }
+
+    fn records(&self) -> Vec<String> {
+        fs::read_dir(self.inside("/var/lib/quiesce"))
+            .map(|d| {
+                d.flatten()
+                    .map(|e| e.file_name().to_string_lossy().into_owned())
+                    .filter(|n| n.starts_with("pending-post-"))
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+
+    /// An application inside, and a `pre` run of it (its post now awaits a
+    /// `post`: a pending record). Returns what finds its post guard.
+    fn pending_pre(&self, tag: &str) -> common::MarkerGuard {
+        let dir = format!("/etc/{tag}-{}", std::process::id());
+        fs::create_dir(self.inside(&dir)).unwrap();
+        fs::set_permissions(self.inside(&dir), fs::Permissions::from_mode(0o700)).unwrap();
+        for (name, body) in [
+            ("pre.sh", "#!/bin/sh\nexit 0\n"),
+            ("post.sh", "#!/bin/sh\nexit 0\n"),
+        ] {
+            let p = self.inside(&format!("{dir}/{name}"));
+            fs::write(&p, body).unwrap();
+            fs::set_permissions(&p, fs::Permissions::from_mode(0o700)).unwrap();
+        }
+        let config = format!("{dir}/c.json");
+        let c = self.inside(&config);
+        fs::write(
+            &c,
+            json!({"preScriptLocation": format!("{dir}/pre.sh"),
+                   "postScriptLocation": format!("{dir}/post.sh")})
+            .to_string(),
+        )
+        .unwrap();
+        fs::set_permissions(&c, fs::Permissions::from_mode(0o600)).unwrap();
+        let o = self.run(&[], &["/usr/sbin/quiesce", "--config", &config, "pre"]);
+        assert!(o.status.success(), "pre: {}", text(&o.stderr));
+        assert_eq!(self.records().len(), 1);
+        common::MarkerGuard(config)
+    }
+}
+
+impl Overlay {
+    /// Kills every process in the overlay's mount namespace but its holder
+    /// (the post guards a `pre` leaves armed), found by the namespace, not
+    /// by name: nothing outside it is touched.
+    fn kill_inside(&self) {
+        let ns = |pid: &str| fs::read_link(format!("/proc/{pid}/ns/mnt")).ok();
+        let ours = ns(&self.holder.id().to_string());
+        for e in fs::read_dir("/proc").unwrap().flatten() {
+            let name = e.file_name().to_string_lossy().into_owned();
+            let Ok(pid) = name.parse::<i32>() else {
+                continue;
+            };
+            if pid as u32 != self.holder.id() && ours.is_some() && ns(&name) == ours {
+                common::signal(pid, nix::sys::signal::Signal::SIGKILL);
+            }
+        }
+    }
+}
+
+impl Drop for Overlay {
+    fn drop(&mut self) {
+        self.kill_inside();
+        let _ = self.holder.kill();
+        let _ = self.holder.wait();
+    }
+}
+
+/// The ```sh block of README.md that follows `after`.
+fn readme_block(after: &str) -> String {
+    let readme = fs::read_to_string(repo().join("README.md")).unwrap();
+    let rest = readme
+        .split(after)
+        .nth(1)
+        .unwrap_or_else(|| panic!("README has no {after:?}"));
+    let block = rest.split("```sh\n").nth(1).expect("a ```sh block");
+    block.split("```").next().unwrap().to_string()
+}
+
+/// An operator following only the README, on the installed package: the
+/// single config's sample, the PostgreSQL sample and the apps.d set are
+/// installed by the README's own commands and pass `check`; with no
+/// PostgreSQL server running, `check` still passes (it runs nothing, as the
+/// README says) and `pre` fails with 300, showing the client's error and
+/// naming last-pre.json. In an overlay root. (issue 25)
+#[test]
+fn the_readme_set_ups_work_as_written() {
+    let Some(p) = packages() else { return };
+    require_root!("it mounts an overlay root in a mount namespace");
+    let o = Overlay::new("pkg-readme");
+    let r = o.run(
+        &[],
+        &["dpkg", "-i", "--no-triggers", p.deb.to_str().unwrap()],
+    );
+    assert!(r.status.success(), "dpkg -i: {}", text(&r.stderr));
+    let src = repo().display().to_string();
+    let sh = |block: &str| {
+        let script = format!("set -e\ncd '{src}'\n{block}");
+        o.run(&[], &["sh", "-c", &script])
+    };
+    let quiet = [
+        "--syslog-socket",
+        "/nonexistent",
+        "--journal-socket",
+        "/nonexistent",
+    ];
+
+    let r = sh(&readme_block(
+        "Installed as the single config (for PostgreSQL",
+    ));
+    assert!(
+        r.status.success(),
+        "PostgreSQL set-up:\n{}",
+        text(&r.stderr)
+    );
+    let mut pre = vec!["/usr/sbin/quiesce"];
+    pre.extend(quiet);
+    pre.extend(["pre", "--json"]);
+    let r = o.run(&[], &pre);
+    let err = text(&r.stderr);
+    assert_eq!(r.status.code(), Some(2), "{err}");
+    assert!(
+        err.contains("pre-script stderr, last")
+            && err.contains("  | pre-script (PostgreSQL): error:")
+            && err.contains("Pre-ScriptExecutionFailed (300)")
+            && err.contains("its whole tail in /var/lib/quiesce/last-pre.json"),
+        "{err}"
+    );
+    let mut post = vec!["/usr/sbin/quiesce"];
+    post.extend(quiet);
+    post.push("post");
+    o.run(&[], &post);
+
+    let r = sh(&readme_block("**Set-up with one application**"));
+    assert!(r.status.success(), "one application:\n{}", text(&r.stderr));
+    assert!(text(&r.stderr).contains("a snapshot would be application-consistent"));
+
+    let r = sh(&readme_block("**Set-up with `apps.d`.**"));
+    let err = text(&r.stderr);
+    assert!(r.status.success(), "apps.d:\n{err}");
+    assert!(
+        err.contains("applications (2) from the apps directory /etc/quiesce/apps.d"),
+        "{err}"
+    );
+}
+
+/// dpkg -r refuses while a post-script is pending; forced, it removes the
+/// binary with a loud warning and keeps the record; dpkg -P keeps it too,
+/// and says so. The .rpm does what the .deb does. In an overlay root: the
+/// machine's own packages are untouched. (issue 25)
+#[test]
+fn removing_the_packages_never_drops_a_pending_post_script_silently() {
+    let Some(p) = packages() else { return };
+    require_root!("it mounts an overlay root in a mount namespace");
+    if !have("rpm", "rpm") {
+        return;
+    }
+    let o = Overlay::new("pkg-overlay");
+    let deb = p.deb.to_str().unwrap();
+    let r = o.run(&[], &["dpkg", "-i", "--no-triggers", deb]);
+    assert!(r.status.success(), "dpkg -i: {}", text(&r.stderr));
+    let _guard = o.pending_pre("qdeb");
+    let status = || {
+        text(
+            &o.run(&[], &["dpkg-query", "-W", "-f=${Status}", "quiesce"])
+                .stdout,
+        )
+    };
+
+    let r = o.run(&[], &["dpkg", "-r", "quiesce"]);
+    let err = text(&r.stderr);
+    assert!(!r.status.success(), "dpkg -r went ahead: {err}");
+    assert!(
+        err.contains("REFUSING TO BE REMOVED") && err.contains(&o.records()[0]),
+        "{err}"
+    );
+    // dpkg marks it for removal ("deinstall"), but it stays installed.
+    assert!(status().ends_with(" ok installed"), "{}: {err}", status());
+    assert!(o.inside("/usr/sbin/quiesce").is_file());
+
+    let force = [("QUIESCE_REMOVE_WITH_PENDING", "yes")];
+    let r = o.run(&force, &["dpkg", "-r", "quiesce"]);
+    let err = text(&r.stderr);
+    assert!(r.status.success(), "forced dpkg -r: {err}");
+    assert!(
+        err.contains("WARNING: removing quiesce with 1 post-script(s) still pending"),
+        "{err}"
+    );
+    assert!(!o.inside("/usr/sbin/quiesce").exists());
+    assert_eq!(o.records().len(), 1, "remove keeps the record");
+
+    let r = o.run(&[], &["dpkg", "-P", "quiesce"]);
+    let err = text(&r.stderr);
+    assert!(r.status.success(), "dpkg -P: {err}");
+    assert!(err.contains("purge keeps /var/lib/quiesce"), "{err}");
+    assert_eq!(o.records().len(), 1, "purge keeps the record");
+    assert!(fs::read_dir(o.inside("/var/lib/quiesce"))
+        .unwrap()
+        .flatten()
+        .all(|e| !e.file_name().to_string_lossy().starts_with("last-")));
+    fs::remove_dir_all(o.inside("/var/lib/quiesce")).unwrap();
+
+    // The RPM: the same refusal, the same way past it.
+    let rpm = p.rpm.to_str().unwrap();
+    let r = o.run(&[], &["rpm", "-i", "--nodeps", rpm]);
+    assert!(r.status.success(), "rpm -i: {}", text(&r.stderr));
+    let _guard = o.pending_pre("qrpm");
+    let r = o.run(&[], &["rpm", "-e", "quiesce"]);
+    let err = text(&r.stderr);
+    assert!(!r.status.success(), "rpm -e went ahead: {err}");
+    assert!(err.contains("REFUSING TO BE REMOVED"), "{err}");
+    assert!(o.inside("/usr/sbin/quiesce").is_file());
+    let r = o.run(&force, &["rpm", "-e", "quiesce"]);
+    let err = text(&r.stderr);
+    assert!(r.status.success(), "forced rpm -e: {err}");
+    assert!(err.contains("WARNING"), "{err}");
+    assert!(!o.inside("/usr/sbin/quiesce").exists());
+    assert_eq!(o.records().len(), 1, "rpm -e keeps the record");
+}
+
+/// Benchmarks, like tests, keep a run's state in their scratch directory:
+/// every place scripts/bench.sh and its helpers build a quiesce command
+/// line names the state, metrics and journal options (a bench run once
+/// left 52 pending post-script records in the machine's /var/lib/quiesce,
+/// with configs in a scratch directory it then deleted). (issue 25)
+#[test]
+fn the_benchmarks_keep_their_state_in_their_scratch_directory() {
+    for (file, builder) in [
+        ("scripts/bench.sh", "quiesce_argv()"),
+        ("scripts/bench/freeze.py", "def isolated(run_dir)"),
+        ("scripts/bench/presync.py", "def isolated(run_dir)"),
+    ] {
+        let text = fs::read_to_string(repo().join(file)).unwrap();
+        let body = text
+            .split(builder)
+            .nth(1)
+            .unwrap_or_else(|| panic!("{file} has no {builder}"));
+        let body = &body[..body.find("\n}").or(body.find("\n\n")).unwrap()];
+        for opt in [
+            "--state-dir",
+            "--metrics-dir",
+            "--journal-socket",
+            "--run-dir",
+        ] {
+            assert!(body.contains(opt), "{file}: {builder} lacks {opt}");
+        }
+        // Every quiesce command line is built by it.
+        let uses = text.matches("isolated(").count() + text.matches("QARGV[@]").count();
+        assert!(uses >= 2, "{file}: quiesce run without {builder}?");
     }
 }

@@ -464,6 +464,16 @@ fn snapshot_run_leaves_the_whole_trail_in_rfc5424() {
     ] {
         one(&recs, msgid, phase);
     }
+    // Settling the run's own pending post-script record is the normal end
+    // of a pre/post pair, not a recovery: a SIEM rule on post-recovery
+    // must not fire on every snapshot (issue 25).
+    assert!(
+        !recs.iter().any(|r| r.msgid == "post-recovery"),
+        "a normal run sent post-recovery:\n{}",
+        summary(&recs)
+    );
+    let settled = one(&recs, "post-settled", "snapshot");
+    assert_eq!(settled.param("settled"), Some("1"), "{settled:?}");
     for r in &recs {
         let want = if r.msgid == "script-output" {
             DEBUG

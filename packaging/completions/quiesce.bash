@@ -26,14 +26,14 @@ _quiesce() {
     fi
 
     local commands="check pre post freeze snapshot thaw recover audit help"
-    local global_opts="--config --apps-dir --host-config --bridge --json -v --verbose --run-dir
+    local global_opts="--config --apps-dir --host-config --extension-config --bridge --json -v --verbose --run-dir
         --state-dir --post-due --vmbackup-conf --policy --no-sandbox --syslog-socket --syslog-facility
         --trail --journal-socket --metrics-dir -h --help"
 
     # Options that take a value: complete the value, not another option.
     case $prev in
-        --config | --host-config | --vmbackup-conf | --policy | --syslog-socket | \
-            --journal-socket)
+        --config | --host-config | --extension-config | --vmbackup-conf | --policy | \
+            --syslog-socket | --journal-socket)
             _quiesce_files
             return
             ;;
@@ -59,7 +59,7 @@ _quiesce() {
     local i command="" dashdash=""
     for ((i = 1; i < cword; i++)); do
         case ${words[i]} in
-            --config | --host-config | --vmbackup-conf | --policy | \
+            --config | --host-config | --extension-config | --vmbackup-conf | --policy | \
                 --syslog-socket | --run-dir | --mount | --syslog-facility | \
                 --trail | --journal-socket | --state-dir | --metrics-dir | \
                 --apps-dir | --max-freeze | --post-due)

@@ -75,11 +75,19 @@ READY_TIMEOUT = 10.0     # s: a window must be open within this
 SAFETY_THAW = 10.0       # s: thaw ourselves if the probe write blocks longer
 EXIT_TIMEOUT = 10.0      # s: a signalled runner must exit within this
 RUN_TIMEOUT = 120.0      # s: one freeze-all-thaw-all command, at most
-# quiesce isolated from the machine: no plugin-host file, no vmbackup.conf,
-# no syslog (the run dir is given per call).
-ISOLATED = ["--host-config", "/nonexistent/host.conf",
+
+
+def isolated(run_dir):
+    """quiesce's options that keep a run off the machine: no plugin-host
+    file or MountsToSkip, and its run, state and metrics directories in the
+    scratch directory (never /var/lib/quiesce), no syslog, no journal."""
+    return ["--host-config", "/nonexistent/host.conf",
             "--vmbackup-conf", "/nonexistent/vmbackup.conf",
-            "--syslog-socket", "/nonexistent/sock"]
+            "--run-dir", run_dir,
+            "--state-dir", os.path.join(run_dir, "state"),
+            "--metrics-dir", os.path.join(run_dir, "state"),
+            "--syslog-socket", "/nonexistent/sock",
+            "--journal-socket", "/nonexistent/journal"]
 
 
 def die(msg):
@@ -227,7 +235,7 @@ def window(args):
             k in o for k in ("quiesce", "run_dir", "raw", "shell_loop")):
         die("window --runs N --quiesce Q --run-dir D --raw R --shell-loop S "
             "-- MOUNT...")
-    qargv = [o["quiesce"], *ISOLATED, "--run-dir", o["run_dir"],
+    qargv = [o["quiesce"], *isolated(o["run_dir"]),
              "freeze", "--json"]
     for m in mounts:
         qargv += ["--mount", m]
@@ -352,7 +360,7 @@ def probe_once(how, sig, o, mount, fd, pids, n):
     if how == "quiesce":
         run_dir = os.path.join(o["scratch"], f"thaw-run-{os.getpid()}-{n}")
         os.mkdir(run_dir, 0o700)
-        argv = [o["quiesce"], *ISOLATED, "--run-dir", run_dir,
+        argv = [o["quiesce"], *isolated(run_dir),
                 "freeze", "--json",
                 "--max-freeze", "30", "--mount", mount, "--", "sleep", "60"]
     else:

@@ -21,9 +21,20 @@ import sys
 import threading
 import time
 
-ISOLATED = ["--host-config", "/nonexistent/host.conf",
+
+def isolated(run_dir):
+    """quiesce's options that keep a run off the machine: no plugin-host
+    file or MountsToSkip, and its run, state and metrics directories in the
+    scratch directory (never /var/lib/quiesce), no syslog, no journal."""
+    return ["--host-config", "/nonexistent/host.conf",
             "--vmbackup-conf", "/nonexistent/vmbackup.conf",
-            "--syslog-socket", "/nonexistent/sock"]
+            "--run-dir", run_dir,
+            "--state-dir", os.path.join(run_dir, "state"),
+            "--metrics-dir", os.path.join(run_dir, "state"),
+            "--syslog-socket", "/nonexistent/sock",
+            "--journal-socket", "/nonexistent/journal"]
+
+
 CHUNK = b"w" * 65536
 REWRITE_AT = 8 << 20
 
@@ -46,7 +57,7 @@ def main():
     opts, mounts = args[:args.index("--")], args[args.index("--") + 1:]
     o = dict(zip(opts[::2], opts[1::2]))
     runs, q, run_dir = int(o["--runs"]), o["--quiesce"], o["--run-dir"]
-    qargv = [q, *ISOLATED, "--run-dir", run_dir, "freeze", "--json"]
+    qargv = [q, *isolated(run_dir), "freeze", "--json"]
     for m in mounts:
         qargv += ["--mount", m]
     qargv += ["--", "true"]

@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use nix::errno::Errno;
 
-use crate::error::{ErrorCode, Problem};
+use crate::error::{ErrorCode, Fix, Problem};
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum FreezeError {
@@ -81,8 +81,31 @@ impl FreezeError {
     }
 }
 
+impl FreezeError {
+    /// What the operator does about it.
+    pub fn fix(&self) -> Fix {
+        match self {
+            FreezeError::Open { path, .. } | FreezeError::MountChanged { path, .. } => {
+                Fix::Mount(path.clone())
+            }
+            FreezeError::Busy { path } => Fix::FrozenElsewhere(path.clone()),
+            FreezeError::Ioctl { path, errno } => match errno {
+                Errno::EOPNOTSUPP | Errno::ENOTTY | Errno::EINVAL => Fix::Unfreezable(path.clone()),
+                Errno::EPERM => Fix::RunAsRoot,
+                _ => Fix::Row,
+            },
+            FreezeError::Timeout { .. } => Fix::Row,
+            FreezeError::WatchdogThawed { .. } | FreezeError::Overran { .. } => Fix::RunnerStalled,
+            FreezeError::Interrupted(sig) => Fix::Interrupted(*sig),
+            FreezeError::Thaw { .. } | FreezeError::LateThaw { .. } => Fix::Thaw,
+            FreezeError::Setup(_) => Fix::WindowSetup,
+        }
+    }
+}
+
 impl From<FreezeError> for Problem {
     fn from(e: FreezeError) -> Problem {
-        Problem::new(e.code(), e.to_string())
+        let fix = e.fix();
+        Problem::new(e.code(), e.to_string()).with_fix(fix)
     }
 }

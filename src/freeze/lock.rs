@@ -95,6 +95,33 @@ pub enum LockError {
     HeldByThisProcess(PathBuf),
 }
 
+impl LockError {
+    /// What the operator does about it.
+    pub fn fix(&self) -> crate::error::Fix {
+        use crate::error::Fix;
+        match self {
+            LockError::Held { pid, .. } => Fix::Wait(*pid),
+            LockError::HeldByThisProcess(_) => Fix::Row,
+            LockError::CreateDir(_, e) | LockError::Open(_, e) | LockError::Lock(_, e)
+                if matches!(e.raw_os_error(), Some(libc::EACCES | libc::EPERM))
+                    && !nix::unistd::geteuid().is_root() =>
+            {
+                Fix::RunAsRoot
+            }
+            LockError::UnsafeDir { path, .. } => Fix::OwnerMode {
+                path: path.clone(),
+                mode: "go-w",
+            },
+            LockError::NotRegularFile(p) => Fix::NotRegular(p.clone()),
+            LockError::CreateDir(p, _)
+            | LockError::StatDir(p, _)
+            | LockError::Open(p, _)
+            | LockError::Stat(p, _)
+            | LockError::Lock(p, _) => Fix::Unreadable(p.clone()),
+        }
+    }
+}
+
 fn held_message(path: &Path, pid: Option<i32>) -> String {
     let holder = match pid {
         Some(pid) => format!("pid {pid}"),

@@ -165,6 +165,16 @@ impl PlanError {
     pub fn code(&self) -> ErrorCode {
         ErrorCode::UnableToOpenMount
     }
+
+    /// What the operator does about it.
+    pub fn fix(&self) -> crate::error::Fix {
+        use crate::error::Fix;
+        match self {
+            PlanError::NotAbsolute(p) | PlanError::NotAMountPoint(p) => Fix::Mount(p.clone()),
+            PlanError::Hidden { path, .. } => Fix::Mount(path.clone()),
+            PlanError::CannotFreeze { path, .. } => Fix::Unfreezable(path.clone()),
+        }
+    }
 }
 
 /// One mount of the input and the verdict on it (SPEC.md §9 `mounts`).

@@ -17,6 +17,7 @@ use nix::fcntl::{openat, renameat, OFlag};
 use nix::sys::stat::Mode;
 use nix::unistd::{unlinkat, UnlinkatFlags};
 
+use crate::error::Fix;
 use serde::{Deserialize, Serialize};
 
 use super::ioctl::thaw_fd;
@@ -66,10 +67,15 @@ impl WindowRecord {
 
 #[derive(Debug, thiserror::Error)]
 pub enum StateError {
-    #[error("cannot create run directory {0}: {1}")]
+    #[error("cannot create directory {0}: {1}")]
     RunDir(PathBuf, io::Error),
-    #[error("run directory {path} is not trusted: {rule}")]
-    Untrusted { path: PathBuf, rule: String },
+    #[error("directory {path} is not trusted: {rule}")]
+    Untrusted {
+        path: PathBuf,
+        rule: String,
+        /// What makes it trusted.
+        fix: Fix,
+    },
     #[error("cannot write {0}: {1}")]
     Write(PathBuf, io::Error),
     #[error("cannot read {0}: {1}")]
@@ -85,6 +91,29 @@ impl StateError {
     /// decides what quiesce does, here which processes it ends).
     pub fn is_untrusted(&self) -> bool {
         matches!(self, StateError::Untrusted { .. })
+    }
+
+    /// What the operator does about it. `option` names the directory's
+    /// command-line option (`--run-dir`, `--state-dir`).
+    pub fn fix(&self, option: &'static str) -> Fix {
+        match self {
+            StateError::Untrusted { fix, .. } => fix.clone(),
+            StateError::RunDir(path, e) => {
+                let denied = matches!(e.raw_os_error(), Some(libc::EACCES | libc::EPERM));
+                if denied && !nix::unistd::geteuid().is_root() {
+                    Fix::RunAsRoot
+                } else {
+                    Fix::CreateDirectory {
+                        path: path.clone(),
+                        option,
+                    }
+                }
+            }
+            StateError::Write(p, _)
+            | StateError::Read(p, _)
+            | StateError::Parse(p, _)
+            | StateError::Lock(p, _) => Fix::Unreadable(p.clone()),
+        }
     }
 }
 
@@ -136,9 +165,15 @@ impl RunDir {
 
     /// The checked directory descriptor every record is reached through.
     fn open_checked(&self) -> Result<OwnedFd, StateError> {
-        let untrusted = |rule: String| StateError::Untrusted {
+        let untrusted = |rule: String, fix: Fix| StateError::Untrusted {
             path: self.path.clone(),
             rule,
+            fix,
+        };
+        let real = || Fix::RealDirectory(self.path.clone());
+        let owner = || Fix::OwnerMode {
+            path: self.path.clone(),
+            mode: "700",
         };
         match fs::DirBuilder::new().mode(0o700).create(&self.path) {
             Ok(()) => {}
@@ -150,26 +185,32 @@ impl RunDir {
             .custom_flags(libc::O_DIRECTORY | libc::O_NOFOLLOW | libc::O_CLOEXEC)
             .open(&self.path)
             .map_err(|e| match e.raw_os_error() {
-                Some(libc::ELOOP) => untrusted("it is a symbolic link".into()),
-                Some(libc::ENOTDIR) => untrusted("it is not a directory".into()),
+                Some(libc::ELOOP) => untrusted("it is a symbolic link".into(), real()),
+                Some(libc::ENOTDIR) => untrusted("it is not a directory".into(), real()),
                 _ => StateError::RunDir(self.path.clone(), e),
             })?;
         let md = dir
             .metadata()
             .map_err(|e| StateError::RunDir(self.path.clone(), e))?;
         if md.uid() != 0 {
-            return Err(untrusted(format!(
-                "it is owned by uid {}, not root (uid 0)",
-                md.uid()
-            )));
+            return Err(untrusted(
+                format!("it is owned by uid {}, not root (uid 0)", md.uid()),
+                owner(),
+            ));
         }
         if md.mode() & 0o022 != 0 {
-            return Err(untrusted(format!(
-                "it has mode {:04o}; it must not be group- or world-writable",
-                md.mode() & 0o7777
-            )));
+            return Err(untrusted(
+                format!(
+                    "it has mode {:04o}; it must not be group- or world-writable",
+                    md.mode() & 0o7777
+                ),
+                owner(),
+            ));
         }
-        crate::integrity::check_parents(&self.path).map_err(|e| untrusted(e.to_string()))?;
+        crate::integrity::check_parents(&self.path).map_err(|e| {
+            let fix = e.fix(crate::integrity::FileRole::Policy);
+            untrusted(e.to_string(), fix)
+        })?;
         Ok(OwnedFd::from(dir))
     }
 

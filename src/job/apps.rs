@@ -24,7 +24,7 @@ use serde::Serialize;
 
 use super::preflight::{self, HostFile, Prechecked};
 use crate::config;
-use crate::error::{ErrorCode, Problem};
+use crate::error::{ErrorCode, Fix, Problem};
 
 pub use crate::config::DEFAULT_APPS_DIR;
 
@@ -39,6 +39,10 @@ pub struct AppSources {
     pub host_config: PathBuf,
     /// `--bridge`: quiesce's own set, run by the extension hook.
     pub bridge: bool,
+    /// `--extension-config`: the Azure extension's own config. It is no
+    /// application of quiesce's own set; `check` reads it to recognise
+    /// bridge mode (its script locations naming quiesce's hook).
+    pub extension_config: PathBuf,
 }
 
 impl Default for AppSources {
@@ -48,6 +52,7 @@ impl Default for AppSources {
             apps_dir: DEFAULT_APPS_DIR.into(),
             host_config: config::DEFAULT_HOST_CONFIG_PATH.into(),
             bridge: false,
+            extension_config: config::DEFAULT_CONFIG_PATH.into(),
         }
     }
 }
@@ -189,6 +194,7 @@ fn list(sources: &AppSources, host: &HostFile) -> Result<(Source, Listed), Probl
                 ErrorCode::IncorrectPluginhostFile,
                 format!("plugin-host file: {e}; nothing was run"),
             )
+            .with_fix(Fix::HostFile(sources.host_config.clone()))
         })?;
         if let Some(plugins) = plugins {
             let mut s = Source::new(SourceKind::PluginHost, Some(&sources.host_config));
@@ -264,21 +270,28 @@ fn ignored_because(name: &OsStr) -> Option<&'static str> {
 /// must be a real directory, root-owned and not group- or world-writable,
 /// like every directory above it (305, naming it, refuses the run).
 fn read_apps_dir(dir: &Path, source: &mut Source) -> Result<Option<Vec<PathBuf>>, Problem> {
-    let bad = |why: String| {
+    let bad = |why: String, fix: Fix| {
         Problem::new(
             ErrorCode::IncorrectJSONConfigFile,
             format!("apps directory {}: {why}; nothing was run", dir.display()),
         )
+        .with_fix(fix)
     };
+    let unreadable = || Fix::Unreadable(dir.to_path_buf());
+    let real = || Fix::RealDirectory(dir.to_path_buf());
     if !dir.is_absolute() {
-        return Err(bad("it is not an absolute path".into()));
+        return Err(bad("it is not an absolute path".into(), real()));
     }
     match std::fs::symlink_metadata(dir) {
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
-        Err(e) => return Err(bad(format!("cannot inspect it ({e})"))),
+        Err(e) => return Err(bad(format!("cannot inspect it ({e})"), unreadable())),
         Ok(md) if md.file_type().is_symlink() => {
-            return Err(bad("it is a symbolic link; configure the real path".into()))
+            return Err(bad(
+                "it is a symbolic link; configure the real path".into(),
+                real(),
+            ))
         }
+        Ok(md) if !md.is_dir() => return Err(bad("it is not a directory".into(), real())),
         Ok(_) => {}
     }
     // Checked on the descriptor that is then listed.
@@ -286,28 +299,38 @@ fn read_apps_dir(dir: &Path, source: &mut Source) -> Result<Option<Vec<PathBuf>>
         .read(true)
         .custom_flags(libc::O_DIRECTORY | libc::O_NOFOLLOW | libc::O_CLOEXEC)
         .open(dir)
-        .map_err(|e| bad(format!("cannot open it as a directory ({e})")))?;
+        .map_err(|e| bad(format!("cannot open it as a directory ({e})"), unreadable()))?;
     let md = file
         .metadata()
-        .map_err(|e| bad(format!("cannot inspect it ({e})")))?;
+        .map_err(|e| bad(format!("cannot inspect it ({e})"), unreadable()))?;
+    let owner = || Fix::OwnerMode {
+        path: dir.to_path_buf(),
+        mode: "700",
+    };
     if md.uid() != 0 {
-        return Err(bad(format!(
-            "it is owned by uid {}, not root (uid 0)",
-            md.uid()
-        )));
+        return Err(bad(
+            format!("it is owned by uid {}, not root (uid 0)", md.uid()),
+            owner(),
+        ));
     }
     if md.mode() & 0o022 != 0 {
-        return Err(bad(format!(
-            "it has mode {:04o}; it must not be group- or world-writable",
-            md.mode() & 0o7777
-        )));
+        return Err(bad(
+            format!(
+                "it has mode {:04o}; it must not be group- or world-writable",
+                md.mode() & 0o7777
+            ),
+            owner(),
+        ));
     }
-    crate::integrity::check_parents(dir).map_err(|e| bad(e.to_string()))?;
+    crate::integrity::check_parents(dir).map_err(|e| {
+        let fix = e.fix(crate::integrity::FileRole::Policy);
+        bad(e.to_string(), fix)
+    })?;
     let entries = nix::dir::Dir::from_fd(file.into_raw_fd())
-        .map_err(|e| bad(format!("cannot list it ({e})")))?;
+        .map_err(|e| bad(format!("cannot list it ({e})"), unreadable()))?;
     let mut apps = BTreeMap::new();
     for entry in entries {
-        let entry = entry.map_err(|e| bad(format!("cannot list it ({e})")))?;
+        let entry = entry.map_err(|e| bad(format!("cannot list it ({e})"), unreadable()))?;
         let name = OsStr::from_bytes(entry.file_name().to_bytes());
         if name == "." || name == ".." {
             continue;

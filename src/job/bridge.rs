@@ -23,7 +23,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use crate::config::Config;
-use crate::error::{ErrorCode, Problem};
+use crate::error::{ErrorCode, Fix, Problem};
 use crate::job::apps;
 use crate::job::preflight as precheck;
 use crate::job::Phase;
@@ -52,6 +52,10 @@ pub struct BridgePaths {
     pub own_config: PathBuf,
     /// quiesce's own applications, when the directory exists.
     pub own_apps_dir: PathBuf,
+    /// quiesce's own applications named on the command line of a
+    /// `--bridge` run (the hook passes `QUIESCE_CONFIG` on as `--config`);
+    /// when given, they are the set, as for that run.
+    pub own_explicit: Vec<PathBuf>,
 }
 
 impl Default for BridgePaths {
@@ -60,6 +64,24 @@ impl Default for BridgePaths {
             hook: HOOK_PATH.into(),
             own_config: BRIDGE_CONFIG_PATH.into(),
             own_apps_dir: crate::config::DEFAULT_APPS_DIR.into(),
+            own_explicit: Vec::new(),
+        }
+    }
+}
+
+impl BridgePaths {
+    /// The set a `quiesce --bridge` run with these sources would run: the
+    /// packaged hook's, with the run's `--apps-dir` (and `--config`, when
+    /// the run is `--bridge`).
+    pub fn of(sources: &apps::AppSources) -> BridgePaths {
+        BridgePaths {
+            own_apps_dir: sources.apps_dir.clone(),
+            own_explicit: if sources.bridge {
+                sources.explicit.clone()
+            } else {
+                Vec::new()
+            },
+            ..BridgePaths::default()
         }
     }
 }
@@ -132,7 +154,12 @@ pub fn verify_set(
     let mut out = Findings::default();
     let ext = &setup.extension;
     let ext_path = setup.extension_path.display();
-    let bad = |detail: String| Problem::new(ErrorCode::IncorrectJSONConfigFile, detail);
+    let bad = |detail: String, path: &Path, key: String| {
+        Problem::new(ErrorCode::IncorrectJSONConfigFile, detail).with_fix(Fix::Key {
+            path: path.to_path_buf(),
+            key,
+        })
+    };
     verify_hook_params(setup, own, &mut out);
 
     for (own_path, own) in own {
@@ -141,12 +168,16 @@ pub fn verify_set(
         for phase in [Phase::Pre, Phase::Post] {
             let loc = &own_script(own, phase).location;
             if names_hook(loc, &setup.hook) {
-                out.problems.push(bad(format!(
-                    "{own_disp}: {}ScriptLocation {} is the quiesce extension hook: quiesce would run the hook, which runs quiesce again (a loop); point it at the application's {}-script",
-                    phase.name(),
-                    loc.display(),
-                    phase.name()
-                )));
+                out.problems.push(bad(
+                    format!(
+                        "{own_disp}: {}ScriptLocation {} is the quiesce extension hook: quiesce would run the hook, which runs quiesce again (a loop); point it at the application's {}-script",
+                        phase.name(),
+                        loc.display(),
+                        phase.name()
+                    ),
+                    own_path,
+                    format!("{}ScriptLocation", phase.name()),
+                ));
             }
         }
         // The extension decides what follows a failure and whether to freeze.
@@ -179,7 +210,12 @@ pub fn verify_set(
 fn verify_hook_params(setup: &BridgeSetup, own: &[(PathBuf, Config)], out: &mut Findings) {
     let ext = &setup.extension;
     let ext_path = setup.extension_path.display();
-    let bad = |detail: String| Problem::new(ErrorCode::IncorrectJSONConfigFile, detail);
+    let bad = |detail: String, key: String| {
+        Problem::new(ErrorCode::IncorrectJSONConfigFile, detail).with_fix(Fix::Key {
+            path: setup.extension_path.clone(),
+            key,
+        })
+    };
     for (phase, hooked, other_hooked, script) in [
         (Phase::Pre, setup.pre_hooked, setup.post_hooked, &ext.pre),
         (Phase::Post, setup.post_hooked, setup.pre_hooked, &ext.post),
@@ -192,19 +228,25 @@ fn verify_hook_params(setup: &BridgeSetup, own: &[(PathBuf, Config)], out: &mut 
             // Half a bridge leaves quiesce's pre and post unpaired: what
             // quiesce's pre-script paused (and the holders it left) would
             // never be resumed by quiesce's post-script.
-            out.problems.push(bad(format!(
-                "{ext_path}: {name}ScriptLocation is {} but the other phase runs the quiesce hook {}; in bridge mode both phases must run the hook (params [\"pre\"] and [\"post\"]), or neither",
-                script.location.display(),
-                setup.hook.display()
-            )));
+            out.problems.push(bad(
+                format!(
+                    "{ext_path}: {name}ScriptLocation is {} but the other phase runs the quiesce hook {}; in bridge mode both phases must run the hook (params [\"pre\"] and [\"post\"]), or neither",
+                    script.location.display(),
+                    setup.hook.display()
+                ),
+                format!("{name}ScriptLocation"),
+            ));
             continue;
         }
         let args = phase_args(&script.params);
         if args != [name] {
-            out.problems.push(bad(format!(
-                "{ext_path}: {name}ScriptLocation runs the quiesce hook, so {name}ScriptParams must be [\"{name}\"], not {:?}",
-                script.params
-            )));
+            out.problems.push(bad(
+                format!(
+                    "{ext_path}: {name}ScriptLocation runs the quiesce hook, so {name}ScriptParams must be [\"{name}\"], not {:?}",
+                    script.params
+                ),
+                format!("{name}ScriptParams"),
+            ));
         }
         if script.retries > 0 {
             let own_retries = own
@@ -268,8 +310,12 @@ fn verify_budget(
             )
         }
     };
-    out.problems
-        .push(Problem::new(ErrorCode::IncorrectJSONConfigFile, problem));
+    out.problems.push(
+        Problem::new(ErrorCode::IncorrectJSONConfigFile, problem).with_fix(Fix::Key {
+            path: setup.extension_path.clone(),
+            key: "timeoutInSeconds".into(),
+        }),
+    );
     need
 }
 
@@ -288,16 +334,21 @@ pub fn check(
     let setup = detect(extension_path, extension, paths)?;
     let mut out = Findings::default();
     let unusable = |p: Problem| {
-        Problem::new(
-            p.code,
-            format!(
-                "bridge mode: {} runs the quiesce hook, but quiesce's own configuration cannot be used: {}",
-                extension_path.display(),
-                p.detail
-            ),
-        )
+        Problem {
+        detail: format!(
+            "bridge mode: {} runs the quiesce hook, but quiesce's own configuration cannot be used: {}",
+            extension_path.display(),
+            p.detail
+        ),
+        ..p
+    }
     };
-    let own_paths = match apps::own_set(&paths.own_apps_dir, &paths.own_config) {
+    let own_set = if paths.own_explicit.is_empty() {
+        apps::own_set(&paths.own_apps_dir, &paths.own_config)
+    } else {
+        Ok(paths.own_explicit.clone())
+    };
+    let own_paths = match own_set {
         Ok(p) => p,
         Err(p) => {
             out.problems.push(unusable(p));
@@ -308,6 +359,7 @@ pub fn check(
     for path in own_paths {
         match precheck::load_config(&path, host_timeout) {
             Ok((loaded, _digest)) => {
+                out.problems.extend(precheck::typos(&path, &loaded));
                 out.warnings.extend(loaded.warnings);
                 own.push((path, loaded.config));
             }
@@ -330,10 +382,10 @@ pub fn check(
                     s.file.path.display(),
                     s.sha256
                 )),
-                Err(p) => out.problems.push(Problem::new(
-                    p.code,
-                    format!("{}: {}", path.display(), p.detail),
-                )),
+                Err(p) => out.problems.push(Problem {
+                    detail: format!("{}: {}", path.display(), p.detail),
+                    ..p
+                }),
             }
         }
     }
@@ -457,6 +509,7 @@ mod tests {
             hook: hook.to_path_buf(),
             own_config: "/etc/quiesce/VMSnapshotScriptPluginConfig.json".into(),
             own_apps_dir: "/nonexistent/apps.d".into(),
+            own_explicit: Vec::new(),
         }
     }
 
@@ -728,6 +781,7 @@ mod tests {
             hook,
             own_config: t.0.join("absent.json"),
             own_apps_dir: t.0.join("no-apps.d"),
+            own_explicit: Vec::new(),
         };
         let f = check(Path::new(EXT), &setup.extension, &p, None, GRACE).unwrap();
         assert_eq!(names(&f), ["IncorrectJSONConfigFile"]);

@@ -1,13 +1,15 @@
 //! The run of `quiesce check`: every check, nothing executed, nothing frozen.
-//! only if a snapshot would be application-consistent.
+//! Exit 0 only if a snapshot would be application-consistent.
 
 use std::path::PathBuf;
 
+use crate::error::Problem;
+use crate::freeze::mounts::MountPlan;
 use crate::job::apps::Apps;
 use crate::job::bridge::{self, BridgePaths};
-use crate::job::preflight::{CheckedScript, Prechecked, Readiness};
+use crate::job::preflight::{self, CheckedScript, Prechecked, Readiness};
 use crate::job::status::{say, CheckedScriptStatus};
-use crate::job::{mount_plan, Common, Finished, Job, RunnerOptions};
+use crate::job::{mount_plan, Common, Finished, Job, Phase, RunnerOptions};
 use crate::job::{pipeline, recover};
 use crate::supervise::DEFAULT_GRACE;
 
@@ -21,6 +23,9 @@ pub fn check(common: &Common, ropts: &RunnerOptions, mounts: &[PathBuf]) -> Fini
             say_apps(&mut job, &apps);
             for app in &apps.list {
                 problems.extend(app.pc.problems.iter().cloned());
+                // A misspelt key loses a setting a run would silently
+                // ignore: the operator's gate refuses it (SPEC §3).
+                problems.extend(app.pc.typos.iter().cloned());
             }
             Some(apps)
         }
@@ -43,59 +48,137 @@ pub fn check(common: &Common, ropts: &RunnerOptions, mounts: &[PathBuf]) -> Fini
         ));
     }
     problems.extend(ready.problems);
-    // Bridge mode: the extension's config points at quiesce's hook.
+    job.say_warnings(ready.warnings);
     let grace = ready
         .policy
         .as_ref()
         .map_or(DEFAULT_GRACE, |p| p.kill_grace());
-    let paths = BridgePaths::default();
-    for app in apps.iter().flat_map(|a| &a.list) {
-        let Some(c) = &app.pc.config else { continue };
-        let host_timeout = app.pc.host_timeout;
-        if let Some(f) = bridge::check(&app.config_path, c, &paths, host_timeout, grace) {
-            f.notes.iter().for_each(say);
-            for w in &f.warnings {
-                say(format!("warning: {w}"));
-            }
-            job.warn_all(f.warnings);
-            problems.extend(f.problems);
-        }
-    }
+    problems.extend(check_bridge(&mut job, common, apps.as_ref(), grace));
     match mount_plan(common, mounts) {
-        Ok(plan) => {
-            for e in &plan.entries {
-                if e.freeze || common.verbose || !mounts.is_empty() {
-                    say(format!(
-                        "mount {} ({}, {}): {} — {}",
-                        e.path.display(),
-                        e.fs_type,
-                        e.device,
-                        if e.freeze { "freeze" } else { "skip" },
-                        e.reason
-                    ));
-                }
-            }
-            let n = plan.freeze_order().len();
-            say_stages(&plan);
-            let hint = if common.verbose {
-                ""
-            } else {
-                " (-v lists them)"
-            };
-            say(format!(
-                "{n} filesystem(s) would be frozen, {} mount(s) skipped{hint}",
-                plan.entries.len() - n,
-            ));
-            for w in &plan.warnings {
-                say(format!("warning: {w}"));
-            }
-            job.warn_all(plan.warnings.iter().cloned());
-            job.status.mounts = Some(serde_json::to_value(&plan.entries).expect("plan serialises"));
-        }
+        Ok(plan) => say_plan(&mut job, common, &plan, !mounts.is_empty()),
         Err(p) => problems.push(p),
     }
-    // Pending post-scripts (SPEC §6.6): a run would refuse an untrusted
-    // state directory, and would first run what is due.
+    problems.extend(say_pending(&mut job, common));
+    for p in &problems {
+        if !job.status.has_error(p) {
+            job.problem(p);
+        }
+    }
+    say(if problems.is_empty() {
+        "a snapshot would be application-consistent"
+    } else {
+        "a snapshot would NOT be application-consistent"
+    });
+    job.conclude()
+}
+
+/// Bridge mode (the extension's config runs quiesce's hook), recognised
+/// from the run's own applications (`check --config
+/// /etc/azure/VMSnapshotScriptPluginConfig.json`) or else from the
+/// extension's config itself (`--extension-config`): plain `check` and
+/// `--bridge check`, whose applications are quiesce's own set, verify the
+/// set-up the hook will run. Returns its problems; says its notes.
+fn check_bridge(
+    job: &mut Job,
+    common: &Common,
+    apps: Option<&Apps>,
+    grace: std::time::Duration,
+) -> Vec<Problem> {
+    let paths = BridgePaths::of(&common.apps);
+    let ext_path = &common.apps.extension_config;
+    let mut found = Vec::new();
+    let mut host_timeout = None;
+    for app in apps.iter().flat_map(|a| &a.list) {
+        host_timeout = host_timeout.or(app.pc.host_timeout);
+        let Some(c) = &app.pc.config else { continue };
+        if let Some(f) = bridge::check(&app.config_path, c, &paths, app.pc.host_timeout, grace) {
+            found.push(f);
+        }
+    }
+    let among_apps = apps.is_some_and(|a| a.list.iter().any(|a| &a.config_path == ext_path));
+    if found.is_empty() && !among_apps && ext_path.exists() {
+        match preflight::load_config(ext_path, host_timeout) {
+            Ok((loaded, _)) => {
+                if let Some(mut f) =
+                    bridge::check(ext_path, &loaded.config, &paths, host_timeout, grace)
+                {
+                    // What the extension runs as root: the hook, checked
+                    // like any script.
+                    for phase in [Phase::Pre, Phase::Post] {
+                        let script = match phase {
+                            Phase::Pre => &loaded.config.pre,
+                            Phase::Post => &loaded.config.post,
+                        };
+                        if let Err(p) = preflight::check_script(phase, script) {
+                            f.problems.push(Problem {
+                                detail: format!("{}: {}", ext_path.display(), p.detail),
+                                ..p
+                            });
+                        }
+                    }
+                    f.problems.extend(preflight::typos(ext_path, &loaded));
+                    found.push(f);
+                }
+            }
+            Err(p) => {
+                let w = format!(
+                    "cannot tell whether the extension's config runs quiesce's hook (bridge mode): {}",
+                    p.detail
+                );
+                say(format!("warning: {w}"));
+                job.warn(w);
+            }
+        }
+    }
+    let mut problems = Vec::new();
+    for f in found {
+        f.notes.iter().for_each(say);
+        for w in &f.warnings {
+            say(format!("warning: {w}"));
+        }
+        job.warn_all(f.warnings);
+        problems.extend(f.problems);
+    }
+    problems
+}
+
+/// Every mount with the verdict on it: those that would be frozen, and
+/// the skipped ones too with `-v` or when `--mount` named them.
+fn say_plan(job: &mut Job, common: &Common, plan: &MountPlan, named: bool) {
+    let listed = common.verbose || named;
+    for e in &plan.entries {
+        if e.freeze || listed {
+            say(format!(
+                "mount {} ({}, {}): {} — {}",
+                e.path.display(),
+                e.fs_type,
+                e.device,
+                if e.freeze { "freeze" } else { "skip" },
+                e.reason
+            ));
+        }
+    }
+    let n = plan.freeze_order().len();
+    say_stages(plan);
+    let skipped = plan.entries.len() - n;
+    let hint = if listed || skipped == 0 {
+        ""
+    } else {
+        " (-v lists them)"
+    };
+    say(format!(
+        "{n} filesystem(s) would be frozen, {skipped} mount(s) skipped{hint}"
+    ));
+    for w in &plan.warnings {
+        say(format!("warning: {w}"));
+    }
+    job.warn_all(plan.warnings.iter().cloned());
+    job.status.mounts = Some(serde_json::to_value(&plan.entries).expect("plan serialises"));
+}
+
+/// Pending post-scripts (SPEC §6.6): a run would refuse an untrusted state
+/// directory, and would first run what is due.
+fn say_pending(job: &mut Job, common: &Common) -> Option<Problem> {
     match recover::describe(&common.pending) {
         Ok(pending) => {
             for p in &pending {
@@ -110,20 +193,10 @@ pub fn check(common: &Common, ropts: &RunnerOptions, mounts: &[PathBuf]) -> Fini
                 ));
             }
             job.status.pending = Some(serde_json::Value::Array(pending));
+            None
         }
-        Err(p) => problems.push(p),
+        Err(p) => Some(p),
     }
-    for p in &problems {
-        if !job.status.has_error(p) {
-            job.problem(p);
-        }
-    }
-    say(if problems.is_empty() {
-        "a snapshot would be application-consistent"
-    } else {
-        "a snapshot would NOT be application-consistent"
-    });
-    job.conclude()
 }
 
 /// The plan as numbered stages (SPEC.md §6.1): the filesystems of a stage
@@ -173,9 +246,10 @@ fn say_apps(job: &mut Job, apps: &Apps) {
         };
         entry.pre_script = app.pc.pre.as_ref().map(checked);
         entry.post_script = app.pc.post.as_ref().map(checked);
+        entry.errors.extend(app.pc.typos.iter().map(Into::into));
         if apps.several() {
             // Said again, with its action, among the run's errors below.
-            for p in &app.pc.problems {
+            for p in app.pc.problems.iter().chain(&app.pc.typos) {
                 say(format!("{indent}error: {p}"));
             }
         }

@@ -6,7 +6,7 @@
 use std::ffi::CString;
 use std::time::{Duration, Instant};
 
-use crate::error::{ErrorCode, Problem};
+use crate::error::{ErrorCode, Fix, Problem};
 use crate::job::preflight::Readiness;
 use crate::job::status::say;
 use crate::job::{Finished, Job, RunnerOptions};
@@ -39,6 +39,7 @@ pub fn audit(ropts: &RunnerOptions) -> Finished {
         let first = ready.problems.first().cloned();
         return job.fail(&first.unwrap_or_else(|| {
             Problem::new(ErrorCode::IncorrectPluginhostFile, "no sandbox policy")
+                .with_fix(Fix::Report)
         }));
     };
     let mut problems = ready.problems;
@@ -66,10 +67,13 @@ pub fn audit(ropts: &RunnerOptions) -> Finished {
             Some(state)
         }
         Err(e) => {
-            problems.push(Problem::new(
-                ErrorCode::IncorrectPluginhostFile,
-                format!("the sandbox could not be applied to a probe process: {e}"),
-            ));
+            problems.push(
+                Problem::new(
+                    ErrorCode::IncorrectPluginhostFile,
+                    format!("the sandbox could not be applied to a probe process: {e}"),
+                )
+                .with_fix(Fix::Policy(policy.origin.clone())),
+            );
             None
         }
     };

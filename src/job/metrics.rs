@@ -284,7 +284,7 @@ fn render(runs: &[Value]) -> String {
         Family::new("quiesce_last_freeze_window_seconds", "How long filesystems were frozen in the last run of the operation."),
         Family::new("quiesce_last_phase_duration_seconds", "How long each phase of the last run took (script phases: all attempts)."),
         Family::new("quiesce_last_run_errors", "How many errors the last run of the operation reported."),
-        Family::new("quiesce_last_run_error", "1 for each error of the table (SPEC.md section 4) the last run reported."),
+        Family::new("quiesce_last_run_error", "1 for each error the last run reported, by its name and code (man quiesce, ERRORS)."),
         Family::new("quiesce_last_run_trail_records_dropped", "Audit-trail records of the last run that no sink accepted."),
     ];
     for run in runs {
@@ -419,6 +419,26 @@ mod tests {
             "quiesce_last_run_timestamp_seconds{operation=\"snapshot\"} 1700000000.5\n",
         ] {
             assert!(text.contains(want), "{want:?} missing from:\n{text}");
+        }
+        // HELP is read by whoever scrapes the host: it cites what they
+        // have (the man page), not this repository's SPEC.md.
+        for help in text.lines().filter(|l| l.starts_with("# HELP")) {
+            assert!(!help.contains("SPEC"), "{help}");
+        }
+    }
+
+    /// Every metric the journal catalog names exists under that name.
+    #[test]
+    fn the_catalog_names_real_metrics() {
+        let text = render(&[serde_json::json!({"operation": "pre"})]);
+        let catalog = crate::trail::catalog::render();
+        for word in catalog.split(|c: char| !(c.is_ascii_alphanumeric() || c == '_')) {
+            if word.starts_with("quiesce_") {
+                assert!(
+                    text.contains(&format!("# TYPE {word} ")),
+                    "the catalog names {word}, which quiesce.prom does not have"
+                );
+            }
         }
     }
 

@@ -47,7 +47,7 @@ use log::Level;
 
 pub use runner::{Runner, RunnerOptions, PIDS_MAX};
 
-use crate::error::{ErrorCode, Exit, Problem};
+use crate::error::{ErrorCode, Exit, Fix, Problem};
 use crate::freeze::mounts::{self, MountPlan, SysBlockInfo};
 use crate::freeze::state::RunDir;
 use crate::trail::{self, Record, TrailConfig};
@@ -82,13 +82,21 @@ impl Default for Common {
 /// The mount plan: the `--mount` list when given (it replaces discovery),
 /// else discovery from `/proc/self/mountinfo` minus `MountsToSkip`.
 pub fn mount_plan(common: &Common, requested: &[PathBuf]) -> Result<MountPlan, Problem> {
-    let cannot = |e: String| Problem::new(ErrorCode::UnableToOpenMount, e);
+    let cannot = |e: String, path: &str| {
+        Problem::new(ErrorCode::UnableToOpenMount, e).with_fix(Fix::Unreadable(path.into()))
+    };
     if requested.is_empty() {
-        return mounts::discover_system(&common.vmbackup_conf).map_err(|e| cannot(e.to_string()));
+        return mounts::discover_system(&common.vmbackup_conf).map_err(|e| {
+            let path = match &e {
+                mounts::DiscoverError::ReadVmbackupConf(p, _) => p.display().to_string(),
+                _ => "/proc/self/mountinfo".into(),
+            };
+            cannot(e.to_string(), &path)
+        });
     }
-    let infos = mounts::load_mounts().map_err(|e| cannot(e.to_string()))?;
+    let infos = mounts::load_mounts().map_err(|e| cannot(e.to_string(), "/proc/self/mountinfo"))?;
     mounts::plan_explicit(&infos, requested, &SysBlockInfo::default())
-        .map_err(|e| Problem::new(e.code(), e.to_string()))
+        .map_err(|e| Problem::new(e.code(), e.to_string()).with_fix(e.fix()))
 }
 
 /// Which script: decides the error-table rows and the environment's phase name.
@@ -189,7 +197,9 @@ impl Job {
         cfg.verbose = opts.verbose;
         let mut warnings = Vec::new();
         if let Err(e) = trail::init(cfg) {
-            warnings.push(format!("audit trail: {e}"));
+            let w = format!("audit trail: {e}");
+            status::say(format!("warning: {w}"));
+            warnings.push(w);
         }
         Job {
             status: Status::new(operation, &operation_id),
@@ -210,6 +220,19 @@ impl Job {
         self.status.push_error(p);
     }
 
+    /// `p`, its fix naming the file that will keep this run's status (a
+    /// failed script's whole stderr tail is there).
+    pub fn naming_last_result(&self, mut p: Problem) -> Problem {
+        if let Fix::ScriptLog { last_result, .. } = &mut p.fix {
+            *last_result = self
+                .outputs
+                .state_dir
+                .as_ref()
+                .map(|d| d.join(format!("last-{}.json", self.status.operation)));
+        }
+        p
+    }
+
     /// A warning of the run (already said where it arose).
     pub fn warn(&mut self, w: impl Into<String>) {
         self.warnings.push(w.into());
@@ -217,6 +240,15 @@ impl Job {
 
     pub fn warn_all(&mut self, ws: impl IntoIterator<Item = String>) {
         self.warnings.extend(ws);
+    }
+
+    /// Warnings not yet said: each on stderr as `warning: …`, then in the
+    /// status (the README's promise: warnings go to both).
+    pub fn say_warnings(&mut self, ws: impl IntoIterator<Item = String>) {
+        for w in ws {
+            status::say(format!("warning: {w}"));
+            self.warnings.push(w);
+        }
     }
 
     /// The runner was stopped by `sig`: the run fails and exits 128+N.

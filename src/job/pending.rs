@@ -268,6 +268,7 @@ pub fn untrusted(e: &StateError) -> Problem {
         format!("state directory: {e}; nothing was run"),
         cause,
     )
+    .with_fix(e.fix("--state-dir"))
 }
 
 impl PendingOptions {

@@ -269,8 +269,9 @@ pub fn run_script(
     }
     file_phase(job, apps, app, phase, s);
     if let Some(p) = &res.problem {
-        job.problem(p);
-        job.status.applications[app.index].errors.push(p.into());
+        let p = job.naming_last_result(p.clone());
+        job.problem(&p);
+        job.status.applications[app.index].errors.push((&p).into());
         job.status.result = Outcome::Failure;
     }
     leave(apps);

@@ -17,7 +17,7 @@ use std::path::{Path, PathBuf};
 use log::Level;
 
 use crate::config::{self, Config, ScriptConfig};
-use crate::error::{ErrorCode, Problem};
+use crate::error::{ErrorCode, Fix, Problem};
 use crate::integrity::{CheckedFile, CheckedIdentity, FileRole, TrustError};
 use crate::sandbox::inspect::RunnerCaps;
 use crate::sandbox::{PreparedFilter, PreparedSandbox, ScriptPolicy, WatchdogPolicy};
@@ -64,7 +64,9 @@ impl Readiness {
                 if !opts.no_sandbox {
                     match PreparedSandbox::prepare(&policy) {
                         Ok(s) => r.sandbox = Some(s),
-                        Err(e) => r.problems.push(bad(e.to_string())),
+                        Err(e) => r
+                            .problems
+                            .push(bad(e.to_string()).with_fix(Fix::Policy(policy.origin.clone()))),
                     }
                 }
                 r.policy = Some(policy);
@@ -74,7 +76,7 @@ impl Readiness {
         if freezes {
             match WatchdogPolicy::builtin().and_then(|wp| PreparedFilter::prepare(&wp)) {
                 Ok(f) => r.watchdog_filter = Some(f),
-                Err(e) => r.problems.push(bad(e.to_string())),
+                Err(e) => r.problems.push(bad(e.to_string()).with_fix(Fix::Report)),
             }
         }
         match RunnerCaps::current() {
@@ -111,8 +113,9 @@ impl Readiness {
 pub fn no_sys_admin() -> Problem {
     Problem::new(
         ErrorCode::FsFreezeFailed,
-        "the runner lacks CAP_SYS_ADMIN, which freezing needs; a run that freezes refuses to start (run quiesce as root; nothing was run or frozen)",
+        "the runner lacks CAP_SYS_ADMIN, which freezing needs; a run that freezes refuses to start (nothing was run or frozen)",
     )
+    .with_fix(Fix::RunAsRoot)
 }
 
 /// Loads the script policy: the named file, else the installed one, else
@@ -126,18 +129,25 @@ pub fn load_policy(named: Option<&Path>) -> Result<ScriptPolicy, Problem> {
         None => None,
     };
     match path {
-        None => ScriptPolicy::builtin().map_err(|e| bad(format!("built-in policy: {e}"))),
+        None => ScriptPolicy::builtin()
+            .map_err(|e| bad(format!("built-in policy: {e}")).with_fix(Fix::Report)),
         Some(p) => {
-            let untrusted = |e: TrustError| {
+            let trust = |e: TrustError| {
+                let fix = match e {
+                    TrustError::Missing(_) => Fix::NamedPolicyMissing(p.clone()),
+                    ref e => e.fix(FileRole::Policy),
+                };
                 trust_problem(
                     &e,
                     ErrorCode::IncorrectPluginhostFile,
                     format!("policy file: {e}"),
+                    fix,
                 )
             };
-            let file = CheckedFile::open(&p, FileRole::Policy).map_err(untrusted)?;
-            let bytes = file.read_limited(1024 * 1024).map_err(untrusted)?;
-            ScriptPolicy::from_bytes(&p, &bytes).map_err(|e| bad(e.to_string()))
+            let file = CheckedFile::open(&p, FileRole::Policy).map_err(trust)?;
+            let bytes = file.read_limited(1024 * 1024).map_err(trust)?;
+            ScriptPolicy::from_bytes(&p, &bytes)
+                .map_err(|e| bad(e.to_string()).with_fix(Fix::Policy(p.clone())))
         }
     }
 }
@@ -188,6 +198,9 @@ pub struct Prechecked {
     /// In pre-check order; the first is the pre-check result.
     pub problems: Vec<Problem>,
     pub warnings: Vec<String>,
+    /// Unknown keys that are near misses of known ones: a run goes on
+    /// (the warning says it), `check` fails on them (SPEC §3).
+    pub typos: Vec<Problem>,
 }
 
 impl Prechecked {
@@ -341,6 +354,7 @@ pub fn check_app(config_path: &Path, host: &HostFile) -> Prechecked {
     }
     match load_config(config_path, host.timeout) {
         Ok((loaded, digest)) => {
+            out.typos = typos(config_path, &loaded);
             out.warnings.extend(loaded.warnings);
             out.config_sha256 = Some(digest);
             out.config = Some(loaded.config);
@@ -366,6 +380,49 @@ pub fn check_app(config_path: &Path, host: &HostFile) -> Prechecked {
     out
 }
 
+/// One problem per unknown key of `loaded` that is a near miss of a known
+/// key: what `check` refuses, though a run ignores it as the extension does.
+pub fn typos(path: &Path, loaded: &config::Loaded) -> Vec<Problem> {
+    loaded
+        .near_misses
+        .iter()
+        .map(|m| {
+            let uses = match in_effect(&loaded.config, m.known) {
+                Some(v) => format!("a run uses {}={v}", m.known),
+                None => format!("\"{}\" is not set by it", m.known),
+            };
+            Problem::new(
+                ErrorCode::IncorrectJSONConfigFile,
+                format!(
+                    "{}: unknown key \"{}\" is a near miss of \"{}\": runs ignore it, as the extension does, so {uses}",
+                    path.display(),
+                    m.key,
+                    m.known,
+                ),
+            )
+            .with_fix(Fix::Rename {
+                path: path.to_path_buf(),
+                key: m.key.clone(),
+                known: m.known,
+            })
+        })
+        .collect()
+}
+
+/// The value a run uses for a known key, for the settings a typo most
+/// often loses.
+fn in_effect(c: &Config, key: &str) -> Option<String> {
+    Some(match key {
+        "continueBackupOnFailure" => c.continue_on_failure.to_string(),
+        "fsFreezeEnabled" => c.fs_freeze_enabled.to_string(),
+        "timeoutInSeconds" => c.timeout_secs.to_string(),
+        "preScriptNoOfRetries" => c.pre.retries.to_string(),
+        "postScriptNoOfRetries" => c.post.retries.to_string(),
+        "ScriptsExecutionPollTimeSeconds" => c.poll_secs.to_string(),
+        _ => return None,
+    })
+}
+
 /// Loads the optional plugin-host file: absent is `None`, anything else
 /// wrong is `IncorrectPluginhostFile`.
 pub fn load_host_config(path: &Path) -> Result<Option<config::HostConfig>, Problem> {
@@ -374,20 +431,20 @@ pub fn load_host_config(path: &Path) -> Result<Option<config::HostConfig>, Probl
         Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
         _ => {}
     }
-    let untrusted = |e: TrustError| {
+    let trust = |e: TrustError| {
+        let fix = e.fix(FileRole::Policy);
         trust_problem(
             &e,
             ErrorCode::IncorrectPluginhostFile,
             format!("plugin-host file: {e}"),
+            fix,
         )
     };
-    let file = CheckedFile::open(path, FileRole::Policy).map_err(untrusted)?;
-    let bytes = file
-        .read_limited(config::MAX_CONFIG_BYTES)
-        .map_err(untrusted)?;
+    let file = CheckedFile::open(path, FileRole::Policy).map_err(trust)?;
+    let bytes = file.read_limited(config::MAX_CONFIG_BYTES).map_err(trust)?;
     config::parse_host_config(path, &bytes)
         .map(Some)
-        .map_err(|e| bad(e.to_string()))
+        .map_err(|e| bad(e.to_string()).with_fix(Fix::HostFile(path.to_path_buf())))
 }
 
 /// Opens, checks and parses the configuration; every failure is
@@ -397,33 +454,45 @@ pub fn load_config(
     host_timeout: Option<u64>,
 ) -> Result<(config::Loaded, String), Problem> {
     let bad = |detail: String| Problem::new(ErrorCode::IncorrectJSONConfigFile, detail);
-    let untrusted = |e: TrustError| {
+    let trust = |e: TrustError| {
+        let fix = match e {
+            TrustError::Missing(_) => Fix::CreateConfig(path.to_path_buf()),
+            ref e => e.fix(FileRole::Config),
+        };
         trust_problem(
             &e,
             ErrorCode::IncorrectJSONConfigFile,
             format!("configuration file: {e}"),
+            fix,
         )
     };
-    let file = CheckedFile::open(path, FileRole::Config).map_err(untrusted)?;
-    let bytes = file
-        .read_limited(config::MAX_CONFIG_BYTES)
-        .map_err(untrusted)?;
+    let file = CheckedFile::open(path, FileRole::Config).map_err(trust)?;
+    let bytes = file.read_limited(config::MAX_CONFIG_BYTES).map_err(trust)?;
     let digest = {
         use sha2::{Digest, Sha256};
         crate::integrity::hex(&Sha256::digest(&bytes))
     };
-    let loaded = config::parse(path, &bytes, host_timeout).map_err(|e| bad(e.to_string()))?;
+    let loaded = config::parse(path, &bytes, host_timeout).map_err(|e| {
+        let fix = match &e {
+            config::ConfigError::Field { path, key, .. } => Fix::Key {
+                path: path.clone(),
+                key: key.clone(),
+            },
+            _ => Fix::Json(path.to_path_buf()),
+        };
+        bad(e.to_string()).with_fix(fix)
+    })?;
     Ok((loaded, digest))
 }
 
 /// The problem of a trusted file that failed its check: the row of the
 /// file's role (`code`), unless the runner ran out of descriptors, which
 /// is said as what it is — never the file's fault (issue 26).
-fn trust_problem(e: &TrustError, code: ErrorCode, detail: String) -> Problem {
+fn trust_problem(e: &TrustError, code: ErrorCode, detail: String, fix: Fix) -> Problem {
     if e.is_out_of_descriptors() {
         crate::error::out_of_descriptors(detail)
     } else {
-        Problem::new(code, detail)
+        Problem::new(code, detail).with_fix(fix)
     }
 }
 
@@ -432,20 +501,30 @@ fn trust_problem(e: &TrustError, code: ErrorCode, detail: String) -> Problem {
 pub fn check_script(phase: Phase, settings: &ScriptConfig) -> Result<CheckedScript, Problem> {
     let key = format!("{}ScriptLocation", phase.name());
     let file = CheckedFile::open(&settings.location, FileRole::Script).map_err(|e| {
-        let code = if e.is_not_found() {
-            phase.not_found()
+        let (code, fix) = if e.is_not_found() {
+            // Not absolute or empty: the key is what needs the fix.
+            let path = match e {
+                TrustError::Missing(_) | TrustError::NotRegular(..) => settings.location.clone(),
+                _ => PathBuf::new(),
+            };
+            let fix = Fix::PlaceScript {
+                key: key.clone(),
+                path,
+            };
+            (phase.not_found(), fix)
         } else {
-            phase.permission()
+            (phase.permission(), e.fix(FileRole::Script))
         };
         let detail = match e {
             TrustError::EmptyPath => format!("{key} is empty"),
             ref e => format!("{key}: {e}"),
         };
-        trust_problem(&e, code, detail)
+        trust_problem(&e, code, detail, fix)
     })?;
-    let content = file
-        .read_limited(MAX_SCRIPT_BYTES)
-        .map_err(|e| trust_problem(&e, phase.permission(), format!("{key}: {e}")))?;
+    let content = file.read_limited(MAX_SCRIPT_BYTES).map_err(|e| {
+        let fix = e.fix(FileRole::Script);
+        trust_problem(&e, phase.permission(), format!("{key}: {e}"), fix)
+    })?;
     let sha256 = {
         use sha2::{Digest, Sha256};
         crate::integrity::hex(&Sha256::digest(&content))
@@ -459,7 +538,11 @@ pub fn check_script(phase: Phase, settings: &ScriptConfig) -> Result<CheckedScri
                     settings.location.display(),
                     phase.name()
                 ),
-            ));
+            )
+            .with_fix(Fix::Pin {
+                key: format!("{}ScriptSha256", phase.name()),
+                path: settings.location.clone(),
+            }));
         }
     }
     let file = file.into_identity();

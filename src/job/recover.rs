@@ -495,10 +495,11 @@ pub fn after_phase(job: &mut Job, phase: Phase, settling: Settling, interrupted:
         say(format!("WARNING: {why}"));
         job.warn(why.clone());
     }
-    let done = settling.claims.len();
+    let mut done = 0;
     for claim in settling.claims {
-        if let Err(why) = claim.done() {
-            unsettled(job, &why);
+        match claim.done() {
+            Ok(()) => done += 1,
+            Err(why) => unsettled(job, &why),
         }
     }
     if phase == Phase::Post {
@@ -506,7 +507,7 @@ pub fn after_phase(job: &mut Job, phase: Phase, settling: Settling, interrupted:
         if done > 0 {
             trail::event(
                 Level::Info,
-                Record::PostRecovery,
+                Record::PostSettled,
                 job.status.operation,
                 &[("settled", done.to_string())],
                 "the pending post-script record was settled",

@@ -13,7 +13,7 @@ use super::metrics::Outputs;
 use super::preflight::{self, Readiness};
 use super::script::RunContext;
 use super::status;
-use crate::error::{ErrorCode, Problem};
+use crate::error::{ErrorCode, Fix, Problem};
 use crate::freeze::signals::{self, SignalPipe};
 use crate::freeze::state::RunDir;
 use crate::sandbox::env::ScriptEnv;
@@ -90,8 +90,9 @@ impl Runner {
         run_dir.check().map_err(|e| {
             Problem::new(
                 ErrorCode::IncorrectPluginhostFile,
-                format!("{e}; nothing was run"),
+                format!("run directory: {e}; nothing was run"),
             )
+            .with_fix(e.fix("--run-dir"))
         })?;
         let signals = signals::install().map_err(|e| {
             crate::error::problem_or_out_of_descriptors(
@@ -99,6 +100,7 @@ impl Runner {
                 format!("cannot install signal handlers: {e}"),
                 Some(&e),
             )
+            .with_fix(Fix::Report)
         })?;
         // The run sentinel, before the run's first child: one of the guards
         // every script's filter must name (SPEC §8).
@@ -111,11 +113,15 @@ impl Runner {
         // Cgroups of runners that were killed mid-script.
         supervise::sweep_stale_cgroups();
         if let Err(e) = supervise::become_subreaper() {
-            warnings.push(format!(
-                "cannot become a child subreaper ({e}); escaped descendants may be missed"
-            ));
+            let w =
+                format!("cannot become a child subreaper ({e}); escaped descendants may be missed");
+            status::say(format!("warning: {w}"));
+            warnings.push(w);
         }
         let ready = Readiness::of(opts, freezes);
+        for w in &ready.warnings {
+            status::say(format!("warning: {w}"));
+        }
         warnings.extend(ready.warnings.iter().cloned());
         let (script_env, env_warnings) = ScriptEnv::of_caller();
         for w in env_warnings {
@@ -154,6 +160,7 @@ impl Runner {
                 ErrorCode::IncorrectPluginhostFile,
                 "no sandbox policy was loaded",
             )
+            .with_fix(Fix::Report)
         })?;
         Ok(Runner {
             operation_id: operation_id.to_string(),

@@ -6,6 +6,7 @@
 
 use std::ffi::CString;
 use std::os::fd::{BorrowedFd, OwnedFd};
+use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -13,7 +14,7 @@ use log::Level;
 
 use super::launch;
 use crate::config::Config;
-use crate::error::Problem;
+use crate::error::{Fix, Problem};
 use crate::freeze::state::RunDir;
 use crate::job::preflight::CheckedScript;
 use crate::job::status::{AttemptStatus, ScriptPhaseStatus};
@@ -254,7 +255,14 @@ pub fn run_phase(ctx: &RunContext<'_>, script: &CheckedScript, config: &Config) 
             }
         };
         result.leftovers.extend(report.left_running.iter().cloned());
-        match judge(&report, script, config, attempt, attempts_allowed) {
+        let config_path = ctx.app.as_ref().map(|a| a.config.as_path());
+        match judge(
+            &report,
+            script,
+            config,
+            config_path,
+            (attempt, attempts_allowed),
+        ) {
             Verdict::Succeeded => {
                 result.problem = None;
                 break;
@@ -291,6 +299,7 @@ fn sealed_copy(script: &CheckedScript) -> Result<Option<OwnedFd>, Problem> {
                     script.file.path.display()
                 ),
             )
+            .with_fix(Fix::ScriptStart(script.file.path.clone()))
         })
 }
 
@@ -306,12 +315,15 @@ enum Verdict {
     },
 }
 
+/// The attempt's verdict. `config_path` is the application's config file
+/// (the timeout's fix names it); `(attempt, allowed)` its place among the
+/// attempts.
 fn judge(
     report: &supervise::AttemptReport,
     script: &CheckedScript,
     config: &Config,
-    attempt: u32,
-    allowed: u32,
+    config_path: Option<&Path>,
+    (attempt, allowed): (u32, u32),
 ) -> Verdict {
     let phase = script.phase;
     let path = script.file.path.display();
@@ -319,13 +331,21 @@ fn judge(
         return Verdict::Interrupted;
     }
     if report.timed_out {
+        let fix = match config_path {
+            Some(c) => Fix::Timeout {
+                phase: phase.name(),
+                config: c.to_path_buf(),
+            },
+            None => Fix::Row,
+        };
         let problem = Problem::new(
             phase.timeout(),
             format!(
                 "{path} ran past timeoutInSeconds ({} s); its process tree was killed (pids {:?})",
                 config.timeout_secs, report.killed_pids
             ),
-        );
+        )
+        .with_fix(fix);
         return Verdict::Failed {
             problem,
             retry: false,
@@ -343,7 +363,11 @@ fn judge(
         problem: Problem::new(
             phase.execution_failed(),
             format!("{path} {how} (attempt {attempt} of {allowed})"),
-        ),
+        )
+        .with_fix(Fix::ScriptLog {
+            phase: phase.name(),
+            last_result: None,
+        }),
         retry: true,
     }
 }
@@ -370,13 +394,17 @@ impl Attempts<'_, '_> {
         let (ctx, script) = (self.ctx, self.script);
         let name = script.phase.name();
         let left = self.deadline.saturating_duration_since(Instant::now());
-        let (spec, how) = spawn_spec(ctx, script, self.sealed, attempt, left)
-            .map_err(|e| Problem::new(script.phase.execution_failed(), e))?;
+        let (spec, how) = spawn_spec(ctx, script, self.sealed, attempt, left).map_err(|e| {
+            Problem::new(script.phase.execution_failed(), e)
+                .with_fix(Fix::ScriptStart(script.file.path.clone()))
+        })?;
+        // Rounded up, as QUIESCE_DEADLINE_SECONDS is: a 3 s phase starts
+        // with 3 s left, not 2 (the microseconds already spent).
         trail::human(format!(
             "{name}-script {} attempt {attempt}/{} ({} s left)",
             status.script,
             self.allowed,
-            left.as_secs()
+            left.as_secs_f64().ceil() as u64
         ));
         let mut on_tick = |p: &supervise::Progress| {
             trail::event(
@@ -430,7 +458,18 @@ impl Attempts<'_, '_> {
                     ..Default::default()
                 });
                 let code = spawn_error_code(script.phase, &e);
-                Err(Problem::new(code, format!("{}: {e}", status.script)))
+                let path = script.file.path.clone();
+                let fix = if code == script.phase.not_found() {
+                    Fix::PlaceScript {
+                        key: format!("{name}ScriptLocation"),
+                        path,
+                    }
+                } else if code == script.phase.permission() {
+                    Fix::ScriptChanged(path)
+                } else {
+                    Fix::ScriptStart(path)
+                };
+                Err(Problem::new(code, format!("{}: {e}", status.script)).with_fix(fix))
             }
         }
     }
@@ -554,10 +593,36 @@ fn audit_exit(script: &CheckedScript, r: &supervise::AttemptReport) {
         _ => format!("{name}-script ended"),
     };
     trail::human(human);
+    let failed = r.timed_out || r.exit_code != Some(0);
+    if failed && r.stderr.total > 0 {
+        say_stderr_tail(name, &r.stderr);
+    }
     for l in &r.left_running {
         trail::human(format!(
             "{name}-script left pid {} running: {}",
             l.pid, l.cmdline
         ));
+    }
+}
+
+/// How many of the last lines of a failed script's stderr the human output
+/// shows (the status and the trail keep the whole tail).
+pub const STDERR_LINES: usize = 10;
+
+/// The last lines of a failed attempt's stderr, on the human output, each
+/// cut at 300 characters: what an operator reads first.
+fn say_stderr_tail(name: &str, stderr: &supervise::Captured) {
+    let text = stderr.tail_text(16 * 1024);
+    let lines: Vec<&str> = text.lines().filter(|l| !l.trim().is_empty()).collect();
+    let shown = &lines[lines.len().saturating_sub(STDERR_LINES)..];
+    trail::human(format!(
+        "{name}-script stderr, last {} line(s) of {} byte(s):",
+        shown.len(),
+        stderr.total
+    ));
+    for l in shown {
+        let cut: String = l.chars().take(300).collect();
+        let more = if cut.len() < l.len() { " …" } else { "" };
+        trail::human(format!("  | {cut}{more}"));
     }
 }

@@ -198,7 +198,7 @@ fn prepare(
 ) -> Result<(Option<MountPlan>, RunLock), Problem> {
     let plan = if settings.fs_freeze_enabled {
         let plan = plan?;
-        job.warn_all(plan.warnings.iter().cloned());
+        job.say_warnings(plan.warnings.iter().cloned());
         Some(plan)
     } else {
         None
@@ -284,7 +284,8 @@ fn window_step(
 
 /// Files what the window did in the job: warnings, errors, phases.
 fn file_window(job: &mut Job, run: SnapshotRun) -> Shot {
-    job.warn_all(run.warnings.iter().cloned());
+    // Gathered in the window, where nothing is said: said now.
+    job.say_warnings(run.warnings.iter().cloned());
     for p in &run.problems {
         job.problem(p);
     }

@@ -59,7 +59,7 @@ pub struct ErrorEntry {
     pub name: &'static str,
     pub code: Option<u16>,
     pub message: String,
-    pub action: &'static str,
+    pub action: String,
 }
 
 impl From<&Problem> for ErrorEntry {
@@ -68,7 +68,7 @@ impl From<&Problem> for ErrorEntry {
             name: p.code.name(),
             code: p.code.code(),
             message: p.detail.clone(),
-            action: p.code.action(),
+            action: p.action(),
         }
     }
 }
@@ -319,5 +319,5 @@ pub fn say(line: impl AsRef<str>) {
 /// Human output for a problem: the line, then the recommended action.
 pub fn say_problem(p: &Problem) {
     say(format!("error: {p}"));
-    say(format!("  action: {}", p.code.action()));
+    say(format!("  action: {}", p.action()));
 }

@@ -11,8 +11,8 @@ use std::path::PathBuf;
 
 use log::Level;
 
-use crate::error::{ErrorCode, Problem};
-use crate::freeze::lock::{LockPaths, RunLock};
+use crate::error::{ErrorCode, Fix, Problem};
+use crate::freeze::lock::{LockError, LockPaths, RunLock};
 use crate::freeze::state::{self, RecoverError, ThawResult};
 use crate::job::status as report;
 use crate::job::{Common, Finished, Job, RunnerOptions};
@@ -43,10 +43,13 @@ pub fn emergency_thaw(common: &Common, ropts: &RunnerOptions, mounts: &[PathBuf]
                     "emergency thaw",
                 );
                 if failed {
-                    job.status.push_error(&Problem::new(
-                        ErrorCode::FsFreezeFailed,
-                        format!("cannot thaw {}: {}", r.path.display(), r.outcome),
-                    ));
+                    job.status.push_error(
+                        &Problem::new(
+                            ErrorCode::FsFreezeFailed,
+                            format!("cannot thaw {}: {}", r.path.display(), r.outcome),
+                        )
+                        .with_fix(Fix::ThawByHand(r.path.clone())),
+                    );
                 }
             }
             job.status.phases.freeze = Some(serde_json::json!({ "thawed": results }));
@@ -65,10 +68,15 @@ fn thaw(common: &Common, mounts: &[PathBuf]) -> Result<Vec<ThawResult>, Problem>
         ..LockPaths::default()
     };
     let _lock = RunLock::acquire(&paths).map_err(|e| {
+        let fix = match e {
+            LockError::Held { .. } => Fix::ThawNamed,
+            ref e => e.fix(),
+        };
         Problem::new(
             ErrorCode::FsFreezeFailed,
-            format!("not thawing from the record: {e} (name mounts with --mount to thaw them now)"),
+            format!("not thawing from the record: {e}"),
         )
+        .with_fix(fix)
     })?;
     match state::recover(&common.run_dir) {
         Ok(None) => {
@@ -87,8 +95,12 @@ fn thaw(common: &Common, mounts: &[PathBuf]) -> Result<Vec<ThawResult>, Problem>
         }
         Err(RecoverError::RunnerAlive(pid)) => Err(Problem::new(
             ErrorCode::FsFreezeFailed,
-            format!("runner pid {pid} is alive and inside its freeze window; it thaws by its own deadline (name mounts with --mount to thaw them now)"),
-        )),
-        Err(RecoverError::State(e)) => Err(Problem::new(ErrorCode::FsFreezeFailed, e.to_string())),
+            format!("runner pid {pid} is alive and inside its freeze window; it thaws by its own deadline"),
+        )
+        .with_fix(Fix::ThawNamed)),
+        Err(RecoverError::State(e)) => {
+            let fix = e.fix("--run-dir");
+            Err(Problem::new(ErrorCode::FsFreezeFailed, e.to_string()).with_fix(fix))
+        }
     }
 }

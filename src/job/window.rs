@@ -17,7 +17,7 @@ use serde::Serialize;
 use super::decide::{self, Settings};
 use super::Common;
 use super::Runner;
-use crate::error::{ErrorCode, Problem};
+use crate::error::{ErrorCode, Fix, Problem};
 use crate::freeze::ioctl::KernelFreeze;
 use crate::freeze::lock::{LockPaths, RunLock};
 use crate::freeze::mounts::MountPlan;
@@ -63,7 +63,10 @@ pub struct SnapshotRun {
 /// Resolves the snapshot command before the window opens, so nothing is
 /// looked up on a frozen filesystem: a bare name is searched in `PATH`.
 pub fn resolve_program(name: &str) -> Result<PathBuf, Problem> {
-    let not_found = |why: String| Problem::new(ErrorCode::SnapshotCommandFailed, why);
+    let not_found = |why: String| {
+        Problem::new(ErrorCode::SnapshotCommandFailed, why)
+            .with_fix(Fix::SnapshotCommand(name.to_string()))
+    };
     let is_exec = |p: &Path| {
         use std::os::unix::fs::PermissionsExt;
         p.metadata()
@@ -123,7 +126,7 @@ pub fn lock_and_recover(common: &Common, warnings: &mut Vec<String>) -> Result<R
         ..LockPaths::default()
     };
     let lock = RunLock::acquire(&paths)
-        .map_err(|e| Problem::new(ErrorCode::FsFreezeFailed, e.to_string()))?;
+        .map_err(|e| Problem::new(ErrorCode::FsFreezeFailed, e.to_string()).with_fix(e.fix()))?;
     match state::recover(&common.run_dir) {
         Ok(None) => {}
         Ok(Some(r)) => {
@@ -153,9 +156,14 @@ pub fn lock_and_recover(common: &Common, warnings: &mut Vec<String>) -> Result<R
             return Err(Problem::new(
                 ErrorCode::FsFreezeFailed,
                 format!("runner pid {pid} is inside a freeze window; not freezing twice"),
-            ))
+            )
+            .with_fix(Fix::Wait(Some(pid))))
         }
-        Err(RecoverError::State(e)) => warnings.push(format!("recovery state unreadable: {e}")),
+        Err(RecoverError::State(e)) => {
+            let w = format!("recovery state unreadable: {e}");
+            report::say(format!("warning: {w}"));
+            warnings.push(w);
+        }
     }
     Ok(lock)
 }
@@ -167,8 +175,9 @@ pub fn open_targets(plan: &MountPlan) -> Result<Vec<MountTarget>, Problem> {
     if order.is_empty() {
         return Err(Problem::new(
             ErrorCode::FsFreezeFailed,
-            "no filesystem to freeze was found (name mounts with --mount; quiesce check lists why each mount is skipped)",
-        ));
+            "no filesystem to freeze was found",
+        )
+        .with_fix(Fix::NameMounts));
     }
     order
         .into_iter()
@@ -350,6 +359,7 @@ impl WindowSteps for KernelWindow<'_> {
                     ErrorCode::SnapshotCommandFailed,
                     format!("cannot start {}: {e}", self.status.command[0]),
                 )
+                .with_fix(Fix::SnapshotCommand(self.status.command[0].clone()))
             })?;
         if let Some(w) = &self.window {
             if let Some(wd) = w.watchdog_pid() {

@@ -36,6 +36,9 @@ fn subject(kind: Record) -> &'static str {
             "quiesce ran the post-script a dead run left pending (@QUIESCE_RECOVERY@)"
         }
         Record::PostUnsettled => "a post-script ran, but its pending record could not be removed",
+        Record::PostSettled => {
+            "the @QUIESCE_PHASE@ run's own post-script ran; its pending record was removed"
+        }
         Record::Freeze => "quiesce froze @QUIESCE_MOUNT@",
         Record::FreezeComplete => "every planned filesystem is frozen",
         Record::FreezeFailed => "quiesce could not freeze the filesystems; all were thawed",
@@ -67,6 +70,7 @@ fn body(kind: Record) -> &'static str {
         Record::Recovery => "A runner died with filesystems frozen, and this run found its recovery record and thawed them before doing anything else. Find out why the earlier runner died (kernel log, OOM killer, a kill by an operator).",
         Record::PostRecovery => "A run started a pre-script and did not live to run its post-script (the runner was killed, the machine rebooted, or a separate quiesce post never came). quiesce ran that post-script now, under the same checks, sandbox and supervision, with QUIESCE_RECOVERY set to runner-died, reboot or post-overdue, so the application is resumed without anyone acting. Post-scripts must therefore be idempotent. If the script or its configuration changed since the pre-script, nothing runs and the pending record is kept: run the post-script's resume step by hand, then remove the record named in the message.",
         Record::PostUnsettled => "The post-script of a pending record ran, but the record could not be removed from the state directory (/var/lib/quiesce, --state-dir): its filesystem is read-only or failing. So that the post-script never runs a second time as a recovery, the record is marked settled in the run directory (/run/quiesce, settled-<record>), and every later run and quiesce recover skip it and retry the removal. The mark lives on tmpfs: make the state directory writable (or remove the record named in the message) before the next reboot, or the recovery at boot runs the post-script again.",
+        Record::PostSettled => "Before a pre-script starts, quiesce records its post-script as pending, so that the post-script still runs if the runner dies (see the post-recovery record). This run's own post-script has now run, so that record was removed: the normal end of every pre/post pair, in one snapshot or in a separate quiesce post. QUIESCE_SETTLED is how many records were removed. Nothing was recovered and nothing needs doing.",
         Record::Freeze => "One filesystem was frozen (FIFREEZE): mount, device, type and how long the ioctl took. Writes to it block until the thaw.",
         Record::FreezeComplete => "Every planned filesystem is frozen; the snapshot command runs now, bounded by --max-freeze.",
         Record::FreezeFailed => "Freezing failed; every filesystem already frozen was thawed, in reverse order, before this record was written.",
@@ -75,7 +79,7 @@ fn body(kind: Record) -> &'static str {
         Record::SnapshotProgress => "The snapshot command is still running inside the freeze window.",
         Record::SnapshotExit => "The snapshot command ended: exit status or signal and duration. A non-zero exit means no snapshot was taken.",
         Record::EmergencyThaw => "quiesce thaw thawed (or failed to thaw) a mount recorded as frozen by a dead runner, or named with --mount.",
-        Record::TrailOverflow => "More records were produced while filesystems were frozen than the hold queue keeps; the excess was dropped and counted. The status document and the metric quiesce_trail_records_dropped say how many.",
+        Record::TrailOverflow => "More records were produced while filesystems were frozen than the hold queue keeps; the excess was dropped and counted. The status document and the metric quiesce_last_run_trail_records_dropped say how many.",
         Record::Log => "A warning or error from quiesce or one of its libraries that is not one of the audit events; QUIESCE_TARGET names where it came from.",
         Record::RunEnd => "The run ended. QUIESCE_RESULT is success, degraded or failure, QUIESCE_CONSISTENCY the consistency of the snapshot, and QUIESCE_ERRORS every error name with its code, in pre-check order. The same result is kept in /var/lib/quiesce/last-<operation>.json and in the Prometheus textfile quiesce.prom.",
     }

@@ -34,11 +34,15 @@ pub enum Record {
     /// A dead runner's window was recovered (thawed) at the start of a run.
     Recovery,
     /// A pending post-script of a dead runner (or of a `pre` whose `post`
-    /// never came) is run, or a run's own pending record was settled.
+    /// never came) is run.
     PostRecovery,
     /// A post-script ran but its pending record could not be removed (the
     /// state directory is read-only or failing): marked settled instead.
     PostUnsettled,
+    /// A run's own post-script ran, so the record of it as pending (written
+    /// before its pre-script) was removed: the normal end of every pre/post
+    /// pair, never a recovery.
+    PostSettled,
     /// One filesystem was frozen: mount, device, type, duration.
     Freeze,
     /// Every planned filesystem is frozen.
@@ -65,7 +69,7 @@ pub enum Record {
 
 impl Record {
     /// Every kind, in the order of a run.
-    pub const ALL: [Record; 25] = [
+    pub const ALL: [Record; 26] = [
         Record::RunStart,
         Record::Check,
         Record::CheckWarning,
@@ -80,6 +84,7 @@ impl Record {
         Record::Recovery,
         Record::PostRecovery,
         Record::PostUnsettled,
+        Record::PostSettled,
         Record::Freeze,
         Record::FreezeComplete,
         Record::FreezeFailed,
@@ -110,6 +115,7 @@ impl Record {
             Record::Recovery => "recovery",
             Record::PostRecovery => "post-recovery",
             Record::PostUnsettled => "post-unsettled",
+            Record::PostSettled => "post-settled",
             Record::Freeze => "freeze",
             Record::FreezeComplete => "freeze-complete",
             Record::FreezeFailed => "freeze-failed",
@@ -144,6 +150,7 @@ impl Record {
             Record::Recovery => "d4e70a1f63cf4b748a6459c9e89c8b22",
             Record::PostRecovery => "0602c5b42eb741e592a525a37f5dbc7f",
             Record::PostUnsettled => "42d0ab89b20c41929ed7a507fde9022c",
+            Record::PostSettled => "c67545ac6089401c96aff209823dd35b",
             Record::Freeze => "06bcb70c76174537ae131d70e953c0e7",
             Record::FreezeComplete => "81a9dbed7de846118f881c87dd1d3d2b",
             Record::FreezeFailed => "acf67e3142754131af59b98ea90f09eb",

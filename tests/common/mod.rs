@@ -4,6 +4,7 @@
 #![allow(dead_code)]
 
 pub mod fanotify;
+pub mod journald;
 pub mod rsyslog;
 pub mod scratchfs;
 
@@ -202,6 +203,27 @@ impl Setup {
 
     pub fn quiesce(&self, args: &[&str]) -> Run {
         Run::from(self.command().args(args).output().unwrap())
+    }
+
+    /// The binary with this set-up's config, plugin-host file and run
+    /// directory and a syslog socket that does not exist, then `globals`
+    /// (the trail, journal socket, state and metrics options a test names
+    /// itself), then `args`.
+    pub fn quiesce_with(&self, globals: &[&str], args: &[&str]) -> Run {
+        let out = quiesce_bin()
+            .arg("--config")
+            .arg(&self.config)
+            .arg("--host-config")
+            .arg(&self.host_config)
+            .arg("--run-dir")
+            .arg(self.s.path("run"))
+            .arg("--syslog-socket")
+            .arg(self.s.path("no-syslog.sock"))
+            .args(globals)
+            .args(args)
+            .output()
+            .unwrap();
+        Run::from(out)
     }
 
     pub fn scripts_ran(&self) -> String {
