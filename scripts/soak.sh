@@ -38,7 +38,28 @@
 #   prepost                 SIGKILL to the runner 0-100 ms after the pre-script
 #                           ran: the post guard must run the pending post-script
 #                           (once), the watchdog thaw what froze
+#   stop                    SIGSTOP to the runner at a random moment, held
+#                           3.6 s (past --max-freeze 2 and the watchdog's
+#                           margin); every mount must take a write WHILE the
+#                           runner is still stopped; then SIGCONT: exit 1 with
+#                           FsFreezeTimeout (122) and crash consistency if the
+#                           window was stopped, else exit 0
+#   stoplate                as stop, while the runner's FIFREEZE is blocked in
+#                           the kernel by a fanotify-held writer (released
+#                           once the runner is stopped): exit 1, 122
+#   hostile                 the pre-script leaves a holder that, during the
+#                           window, sends SIGKILL to every guard (kill, tgkill,
+#                           pidfd), SIGSTOP to the runner (kill, tkill),
+#                           renices it, makes it SCHED_IDLE and raises its
+#                           oom_score_adj: every route must be refused, exit 0
+#   fullstate               the pre-script fills every inode of the state
+#                           filesystem (a small ext4, -N 64): the post-script
+#                           runs exactly once, also after a `quiesce recover`
 #   none                    control: exit 0
+#
+# Every status is also held to the truth: `application` or `filesystem`
+# consistency only when no mount was thawed by the watchdog and none was
+# frozen past --max-freeze.
 #
 # Ends with `runs=N frozen_after=N leaked=N wrong_status=N skipped_post=N
 # double_post=N`; exits 1 if any count but runs is non-zero.
@@ -59,7 +80,7 @@ cd "$(dirname "$0")/.."
 
 prog=scripts/soak.sh
 case "${1:-}" in
-    -h|--help) sed -n '2,46p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+    -h|--help) sed -n '2,70p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
     "") ;;
     *) echo "$prog: unknown argument $1 (see $prog --help)" >&2; exit 64 ;;
 esac
@@ -121,6 +142,16 @@ for spec in ext4:ext4:32M ext4b:ext4:32M xfs:xfs:320M btrfs:btrfs:128M; do
     MNTS+=("$mnt")
 done
 
+# The state directory on a small ext4 of 64 inodes, which the fullstate
+# fault's pre-script fills (the trap thaws and unmounts it with the others).
+truncate -s 8M "$D/img/statefs.img"
+mkfs.ext4 -q -F -N 64 "$D/img/statefs.img"
+mkdir -m 700 "$D/statefs"
+mount -o loop "$D/img/statefs.img" "$D/statefs"
+MNTS+=("$D/statefs")
+mkdir -m 700 "$D/statefs/state" "$D/statefs/fill"
+FREEZE_MNTS=("${MNTS[@]:0:4}")
+
 # Sample scripts (root, 0700). $1 is "<run marker>-s": every process a script
 # starts carries the run's marker, so a survivor is found by it.
 cat >"$D/etc/scripts/pre.sh" <<'EOF'
@@ -143,24 +174,41 @@ cat >"$D/etc/scripts/pre-hang.sh" <<'EOF'
 (exec -a "$1-prehang" sleep 30)
 echo "never reached"
 EOF
+cat >"$D/etc/scripts/pre-hostile.sh" <<EOF
+#!/bin/bash
+# soak pre-script that leaves a hostile holder behind (issue 20 item 2)
+echo "\$1" >> "\$(dirname "\$0")/../../pre.log"
+python3 $PWD/tests/helpers/hostile_holder.py attack "\$PPID" "$D" "\${1%-s}" >/dev/null 2>&1 &
+echo "holder left"
+EOF
+cat >"$D/etc/scripts/pre-fill.sh" <<EOF
+#!/bin/bash
+# soak pre-script that fills every inode of the state filesystem
+echo "\$1" >> "\$(dirname "\$0")/../../pre.log"
+i=0
+while : > "$D/statefs/fill/f\$i" 2>/dev/null; do i=\$((i+1)); done
+echo "filled after \$i files"
+EOF
 chmod 700 "$D"/etc/scripts/*.sh
 # The driver rewrites the configs (0600) before each run with the run's marker.
 for c in config.json config-hang.json; do
     install -m 600 /dev/null "$D/etc/$c"
 done
-mkdir -m 700 "$D/run" "$D/state"
+mkdir -m 700 "$D/run"
 
-echo "$prog: scratch filesystems ${MNTS[*]}" >&2
+echo "$prog: scratch filesystems ${FREEZE_MNTS[*]}; state directory on $D/statefs" >&2
 set +e
 python3 scripts/soak/driver.py \
     --bin "$BIN" \
     --config "$D/etc/config.json" --config-hang "$D/etc/config-hang.json" \
     --pre "$D/etc/scripts/pre.sh" --pre-hang "$D/etc/scripts/pre-hang.sh" \
     --post "$D/etc/scripts/post.sh" \
-    --run-dir "$D/run" --state-dir "$D/state" --script-log "$D" \
+    --pre-hostile "$D/etc/scripts/pre-hostile.sh" --pre-fill "$D/etc/scripts/pre-fill.sh" \
+    --statefs "$D/statefs" \
+    --run-dir "$D/run" --state-dir "$D/statefs/state" --script-log "$D" \
     --runs "$RUNS" --max-seconds "$SECONDS_BUDGET" \
     ${SOAK_SEED:+--seed "$SOAK_SEED"} ${SOAK_VERBOSE:+-v} \
-    "${MNTS[@]/#/--mount=}" &
+    "${FREEZE_MNTS[@]/#/--mount=}" &
 DRIVER=$!
 wait "$DRIVER"
 status=$?
@@ -169,7 +217,7 @@ set -e
 
 # Whatever a dead run may have recorded: thaw it (must have nothing to do).
 "$BIN" --config "$D/etc/config.json" --host-config /nonexistent \
-    --run-dir "$D/run" --state-dir "$D/state" --syslog-socket /nonexistent thaw >/dev/null 2>"$D/thaw.err" \
+    --run-dir "$D/run" --state-dir "$D/statefs/state" --syslog-socket /nonexistent thaw >/dev/null 2>"$D/thaw.err" \
     || { echo "$prog: final quiesce thaw failed:" >&2; cat "$D/thaw.err" >&2; status=1; }
 rm -rf "$D/run"
 exit "$status"

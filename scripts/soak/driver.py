@@ -49,8 +49,16 @@ KINDS = [
     "ebusysig",  # another tool froze a mount (EBUSY), then a signal
     "midstage",  # TERM/KILL while the calls of the stage are in flight
     "prepost",  # SIGKILL between the pre-script and the post-script
+    "stop",  # SIGSTOP of the runner held past the deadline (issue 20)
+    "stoplate",  # SIGSTOP while its FIFREEZE is blocked in the kernel
+    "hostile",  # a pre-script holder attacks every guard by every route
+    "fullstate",  # the pre-script fills the state filesystem's inodes
     "none",  # control
 ]
+STOP_HOLD = 3.6  # --max-freeze 2 + the watchdog's 1 s margin + its policing
+HOLDER = os.path.join(
+    os.path.dirname(os.path.abspath(__file__)), "..", "..", "tests", "helpers", "hostile_holder.py"
+)
 FANOTIFY_HOLD = os.path.join(
     os.path.dirname(os.path.abspath(__file__)), "..", "..", "tests", "helpers", "fanotify_hold.py"
 )
@@ -206,10 +214,10 @@ class Soak:
 
     # -- configuration --------------------------------------------------
 
-    def write_config(self, marker, hang):
+    def write_config(self, marker, hang, pre=None):
         cfg = {
             "pluginName": "ScriptRunner",
-            "preScriptLocation": self.a.pre_hang if hang else self.a.pre,
+            "preScriptLocation": pre or (self.a.pre_hang if hang else self.a.pre),
             "postScriptLocation": self.a.post,
             # The scripts name their own processes "<marker>-s-<phase>".
             "preScriptParams": [f"{marker}-s"],
@@ -369,7 +377,9 @@ class Soak:
             os.kill(p.pid, signal.SIGKILL)
             r.fault_sent = time.monotonic() - t0
             return
-        if kind in ("hung", "pretimeout", "none"):
+        if kind in ("stop", "stoplate"):
+            return self.stop_and_probe(r, p, t0)
+        if kind in ("hung", "pretimeout", "none", "hostile", "fullstate"):
             r.trigger = "none"
             return
         if kind in SIGNAL_KINDS:
@@ -412,6 +422,107 @@ class Soak:
             else:
                 r.fault_note += " (runner already over)"
 
+    @staticmethod
+    def task_states(pid, comm=None):
+        """The one-letter state of each thread of `pid` (named `comm`)."""
+        out = []
+        try:
+            for t in os.listdir(f"/proc/{pid}/task"):
+                with open(f"/proc/{pid}/task/{t}/stat") as f:
+                    stat = f.read()
+                name = stat[stat.find("(") + 1:stat.rfind(")")]
+                if comm is None or name == comm:
+                    out.append(stat.rsplit(")", 1)[-1].split()[0])
+        except OSError:
+            pass
+        return out
+
+    def stop_and_probe(self, r, p, t0):
+        """stop / stoplate (issue 20): SIGSTOP the runner — at a random
+        moment, or while its FIFREEZE is blocked in the kernel (stoplate:
+        the fanotify listener holds a writer; released once it is stopped)
+        — hold it past the deadline, and, while it is still stopped, check
+        that every mount takes a write: the watchdog thaws at the deadline
+        whatever state the runner is in. Then SIGCONT."""
+        if r.kind == "stoplate":
+            end = time.monotonic() + 3.0
+            while (
+                time.monotonic() < end
+                and p.poll() is None
+                and "D" not in self.task_states(p.pid, "quiesce-freeze")
+            ):
+                time.sleep(0.001)
+            r.trigger = "FIFREEZE blocked"
+        elif self.rng.random() < 0.5:
+            delay = self.rng.uniform(0.0, 0.3)
+            r.trigger = f"delay {delay * 1000:.0f}ms"
+            time.sleep(delay)
+        else:
+            which = self.rng.choice(["s-pre", "c-run", "s-post"])
+            r.trigger = f"marker {which}"
+            if not wait_marked(f"{r.marker}-{which}", 2.0, stop=lambda: p.poll() is not None):
+                r.trigger += " (never seen)"
+        if p.poll() is not None:
+            r.fault_note = "(run already over: no-op)"
+            return
+        os.kill(p.pid, signal.SIGSTOP)
+        r.fault_sent = time.monotonic() - t0
+        r.signal = signal.SIGSTOP
+        try:
+            if r.kind == "stoplate":
+                self.release_writer(r)
+            time.sleep(STOP_HOLD)
+            still_stopped = all(s in ("T", "t") for s in self.task_states(p.pid))
+            blocked = [m for m in self.mounts if not probe(m, 1.0)[0]]
+            if blocked and still_stopped:
+                self.frozen_after += len(blocked)
+                r.problems.append(f"FROZEN_WHILE_STOPPED {blocked}")
+                log(f"FROZEN_WHILE_STOPPED {blocked} {STOP_HOLD}s after SIGSTOP: {r.describe()}")
+                for m in blocked:
+                    fsfreeze_unfreeze(m)
+            elif not still_stopped:
+                r.fault_note += " (runner not stopped at the probe)"
+        finally:
+            os.kill(p.pid, signal.SIGCONT)
+
+    def truthful(self, r):
+        """A status that claims `application` only for a window that held:
+        no mount thawed by the watchdog, none frozen past --max-freeze."""
+        v = r.json()
+        mounts = v.get("phases", {}).get("freeze", {}).get("mounts", [])
+        if v.get("consistency") in ("application", "filesystem"):
+            return not any(
+                m.get("thawedByWatchdog") or m.get("frozenMs", 0) > 2000 + 100 for m in mounts
+            )
+        return True
+
+    def check_hostile(self, r):
+        """hostile: every route of the holder must have been refused."""
+        path = os.path.join(self.a.script_log, f"holder-{r.marker}.json")
+        try:
+            with open(path) as f:
+                got = json.load(f)
+        except (OSError, ValueError):
+            r.problems.append("the hostile holder left no result")
+            return False
+        reached = [k for k, v in got.items() if v == 0]
+        if reached:
+            r.problems.append(f"the holder reached a guard: {reached}")
+            return False
+        return True
+
+    def after_fullstate(self, r):
+        """fullstate: empty the state filesystem again, then `quiesce
+        recover`, which must not run the post-script a second time."""
+        fill = os.path.join(self.a.statefs, "fill")
+        for n in os.listdir(fill) if os.path.isdir(fill) else []:
+            os.unlink(os.path.join(fill, n))
+        subprocess.run(
+            self.base_args(self.a.config) + ["recover", "--json"],
+            capture_output=True,
+            timeout=60,
+        )
+
     # -- one run --------------------------------------------------------
 
     def one(self, n, kind):
@@ -419,8 +530,9 @@ class Soak:
         r = Run(n, kind, marker)
         hang_pre = kind == "pretimeout"
         r.hung_cmd = kind == "hung" or (kind == "wdkill" and self.rng.random() < 0.3)
-        config = self.write_config(marker, hang_pre)
-        if kind == "late":
+        pre = {"hostile": self.a.pre_hostile, "fullstate": self.a.pre_fill}.get(kind)
+        config = self.write_config(marker, hang_pre, pre)
+        if kind in ("late", "stoplate"):
             self.hold_writer(r)
         if kind == "ebusysig":
             r.foreign = self.rng.choice(self.mounts)
@@ -491,6 +603,8 @@ class Soak:
             r.exit_after_fault = r.elapsed - r.fault_sent
         r.stdout = outs.get("out", b"")
         r.stderr = outs.get("err", b"")
+        if kind == "fullstate":
+            self.after_fullstate(r)
         self.after(r, p.pid)
         return r
 
@@ -686,8 +800,24 @@ class Soak:
                 ok = r.rc == -signal.SIGKILL or late_ok
         elif kind == "pretimeout":
             ok = r.rc == 1 and 308 in codes
+        elif kind == "stop":
+            # Stopped past the deadline inside the window: FsFreezeTimeout,
+            # crash-consistent (exit 1); anywhere else the run is unharmed.
+            timed_out = r.rc == 1 and 122 in codes and v.get("consistency") in ("crash", "none")
+            clean = r.rc == 0 and v.get("result") == "success"
+            ok = (timed_out or clean) and self.truthful(r)
+            self.notes[f"stop: {'FsFreezeTimeout' if timed_out else 'unharmed'}"] += 1
+        elif kind == "stoplate":
+            ok = r.rc == 1 and 122 in codes and self.truthful(r)
+        elif kind == "hostile":
+            ok = r.rc == 0 and v.get("result") == "success" and self.check_hostile(r)
+        elif kind == "fullstate":
+            ok = r.rc == 0 and v.get("result") == "success"
         elif kind == "none":
             ok = r.rc == 0 and v.get("result") == "success" and not codes
+        if ok and not self.truthful(r):
+            ok = False
+            r.problems.append("the status claims a consistency the window did not hold")
         if not ok:
             self.wrong += 1
             r.problems.append("WRONG_STATUS")
@@ -776,6 +906,9 @@ def main():
     ap.add_argument("--pre", required=True)
     ap.add_argument("--pre-hang", required=True)
     ap.add_argument("--post", required=True)
+    ap.add_argument("--pre-hostile", required=True)
+    ap.add_argument("--pre-fill", required=True)
+    ap.add_argument("--statefs", required=True, help="the small filesystem of --state-dir")
     ap.add_argument("--run-dir", required=True)
     ap.add_argument("--state-dir", required=True)
     ap.add_argument("--script-log", required=True, help="where pre.log and post.log are")

@@ -143,24 +143,17 @@ def own_application():
 
 
 def guards_of(runner):
-    """The runner's children, and every pid whose /proc entry is masked
-    (an empty directory: what a script's namespace makes of a guard's)."""
+    """Every pid whose /proc entry is masked (an empty directory: what a
+    script's namespace makes of a guard's), the runner's threads included.
+    A process that is not a guard (the snapshot command) is left alone."""
     out = set()
     for name in os.listdir("/proc"):
         if not name.isdigit() or int(name) == os.getpid():
             continue
         try:
-            entries = os.listdir(f"/proc/{name}")
+            if not os.listdir(f"/proc/{name}"):
+                out.add(int(name))
         except OSError:
-            continue
-        if not entries:
-            out.add(int(name))
-            continue
-        try:
-            with open(f"/proc/{name}/stat") as f:
-                if int(f.read().rsplit(")", 1)[-1].split()[1]) == runner:
-                    out.add(int(name))
-        except (OSError, ValueError, IndexError):
             pass
     out.discard(runner)
     return sorted(out)
