@@ -138,6 +138,51 @@ impl Default for RunDir {
     }
 }
 
+/// A run or state directory opened once through [`RunDir::open`], its trust
+/// checks done then: several reads through one descriptor.
+pub struct CheckedDir {
+    fd: OwnedFd,
+    path: PathBuf,
+}
+
+impl CheckedDir {
+    /// Reads `name`; `None` when absent.
+    pub fn read_json<T: for<'de> Deserialize<'de>>(
+        &self,
+        name: &str,
+    ) -> Result<Option<T>, StateError> {
+        let path = self.path.join(name);
+        let fd = match openat(
+            Some(self.fd.as_raw_fd()),
+            name,
+            OFlag::O_RDONLY | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC | OFlag::O_NOCTTY,
+            Mode::empty(),
+        ) {
+            Ok(fd) => fd,
+            Err(Errno::ENOENT) => return Ok(None),
+            Err(e) => return Err(StateError::Read(path, e.into())),
+        };
+        // SAFETY: `openat` just returned this descriptor and nothing else owns it.
+        let mut file = unsafe { <fs::File as std::os::fd::FromRawFd>::from_raw_fd(fd) };
+        let mut bytes = Vec::new();
+        file.read_to_end(&mut bytes)
+            .map_err(|e| StateError::Read(path.clone(), e))?;
+        serde_json::from_slice(&bytes)
+            .map(Some)
+            .map_err(|e| StateError::Parse(path, e.to_string()))
+    }
+
+    /// Whether `name` exists in the directory.
+    pub fn has(&self, name: &str) -> bool {
+        nix::sys::stat::fstatat(
+            Some(self.fd.as_raw_fd()),
+            name,
+            nix::fcntl::AtFlags::AT_SYMLINK_NOFOLLOW,
+        )
+        .is_ok()
+    }
+}
+
 /// An exclusive `flock` on a lock file of the run directory, released on drop.
 pub struct RecordLock {
     _held: nix::fcntl::Flock<fs::File>,
@@ -258,26 +303,15 @@ impl RunDir {
         &self,
         name: &str,
     ) -> Result<Option<T>, StateError> {
-        let dir = self.open_checked()?;
-        let path = self.file(name);
-        let fd = match openat(
-            Some(dir.as_raw_fd()),
-            name,
-            OFlag::O_RDONLY | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC | OFlag::O_NOCTTY,
-            Mode::empty(),
-        ) {
-            Ok(fd) => fd,
-            Err(Errno::ENOENT) => return Ok(None),
-            Err(e) => return Err(StateError::Read(path, e.into())),
-        };
-        // SAFETY: `openat` just returned this descriptor and nothing else owns it.
-        let mut file = unsafe { <fs::File as std::os::fd::FromRawFd>::from_raw_fd(fd) };
-        let mut bytes = Vec::new();
-        file.read_to_end(&mut bytes)
-            .map_err(|e| StateError::Read(path.clone(), e))?;
-        serde_json::from_slice(&bytes)
-            .map(Some)
-            .map_err(|e| StateError::Parse(path, e.to_string()))
+        self.open()?.read_json(name)
+    }
+
+    /// The directory, opened and checked once, for several reads.
+    pub fn open(&self) -> Result<CheckedDir, StateError> {
+        Ok(CheckedDir {
+            fd: self.open_checked()?,
+            path: self.path.clone(),
+        })
     }
 
     /// Holds an exclusive lock on `name` (created 0600 in the checked
@@ -348,14 +382,7 @@ impl RunDir {
 
     /// Whether `name` exists in the directory.
     pub fn has(&self, name: &str) -> bool {
-        self.open_checked().is_ok_and(|dir| {
-            nix::sys::stat::fstatat(
-                Some(dir.as_raw_fd()),
-                name,
-                nix::fcntl::AtFlags::AT_SYMLINK_NOFOLLOW,
-            )
-            .is_ok()
-        })
+        self.open().is_ok_and(|dir| dir.has(name))
     }
 
     /// Removes `name`, when the directory is still trusted.

@@ -54,6 +54,9 @@ pub struct PreparedConfinement {
     /// `/sys/fs/cgroup` when it is a mount of its own (the tmpfs of a
     /// hybrid layout).
     pub read_only: Vec<CString>,
+    /// Per entry of `read_only`: it lies below an earlier one, so a
+    /// recursive `mount_setattr` of that one covered it already.
+    covered: Vec<bool>,
     /// Files masked by an empty read-only file.
     pub masked_files: Vec<CString>,
 }
@@ -106,11 +109,22 @@ impl PreparedConfinement {
         // children already; they are made read-only again, harmlessly.
         read_only.sort();
         read_only.dedup();
+        let covered = read_only
+            .iter()
+            .map(|p| {
+                read_only
+                    .iter()
+                    .any(|q| q != p && std::path::Path::new(p).starts_with(q))
+            })
+            .collect::<Vec<_>>();
+        let (read_only, covered): (Vec<CString>, Vec<bool>) = read_only
+            .into_iter()
+            .zip(covered)
+            .filter_map(|(p, c)| Some((CString::new(p).ok()?, c)))
+            .unzip();
         PreparedConfinement {
-            read_only: read_only
-                .into_iter()
-                .filter_map(|p| CString::new(p).ok())
-                .collect(),
+            read_only,
+            covered,
             // Where the kernel has it (CONFIG_MAGIC_SYSRQ).
             masked_files: [c"/proc/sysrq-trigger"]
                 .into_iter()
@@ -148,8 +162,15 @@ impl PreparedConfinement {
                 return Err(fail(Errno::last()));
             }
         }
-        for p in &self.read_only {
-            read_only(p, true).map_err(fail)?;
+        // Parents come first; once `mount_setattr` made one read-only with
+        // every mount below it, those below need no call of their own (the
+        // remount fallback is not recursive: there each one is done).
+        let mut recursive = false;
+        for (p, covered) in self.read_only.iter().zip(&self.covered) {
+            if *covered && recursive {
+                continue;
+            }
+            recursive = read_only(p, true).map_err(fail)?;
         }
         let Some((first, rest)) = masks.dirs.split_first() else {
             return Ok(());
@@ -167,7 +188,7 @@ impl PreparedConfinement {
         for d in rest {
             match mask_dir(d).and_then(|()| read_only(d, false)) {
                 // The guard was reaped since the mask was built: nothing to hide.
-                Ok(()) | Err(Errno::ENOENT) => {}
+                Ok(_) | Err(Errno::ENOENT) => {}
                 Err(e) => return Err(fail(e)),
             }
         }
@@ -250,12 +271,13 @@ fn mask_file(mask: &CStr, file: &CStr) -> Result<(), Errno> {
             return Err(Errno::last());
         }
     }
-    read_only(file, false)
+    read_only(file, false).map(drop)
 }
 
 /// Makes the mount at `path` read-only (`recursive`: and every mount below
-/// it): `mount_setattr` (Linux 5.12), else a read-only bind remount.
-fn read_only(path: &CStr, recursive: bool) -> Result<(), Errno> {
+/// it): `mount_setattr` (Linux 5.12), else a read-only bind remount of that
+/// one mount. Whether `mount_setattr` did it.
+fn read_only(path: &CStr, recursive: bool) -> Result<bool, Errno> {
     let attr = MountAttr {
         attr_set: MOUNT_ATTR_RDONLY,
         attr_clr: 0,
@@ -276,7 +298,7 @@ fn read_only(path: &CStr, recursive: bool) -> Result<(), Errno> {
         )
     };
     if r == 0 {
-        return Ok(());
+        return Ok(true);
     }
     if Errno::last() != Errno::ENOSYS {
         return Err(Errno::last());
@@ -295,7 +317,7 @@ fn read_only(path: &CStr, recursive: bool) -> Result<(), Errno> {
     if r != 0 {
         return Err(Errno::last());
     }
-    Ok(())
+    Ok(false)
 }
 
 /// Undoes mountinfo's octal escapes (`\040` for a space).
@@ -342,6 +364,8 @@ mod tests {
                 "/sys/fs/cgroup/unified"
             ]
         );
+        // The recursive change of /sys/fs/cgroup covers the two below it.
+        assert_eq!(c.covered, [false, false, true, true]);
     }
 
     #[test]

@@ -605,6 +605,32 @@ pub fn spawn(spec: &SpawnSpec, output_cap: usize) -> Result<Supervised, SpawnErr
     }
 }
 
+/// What the child resets every signal to before its exec: the default
+/// action, and an empty mask (prepared before the fork).
+fn default_signal_state() -> (libc::sigaction, libc::sigset_t) {
+    // SAFETY: sigaction and sigset_t are plain old data; all-zero is valid
+    // and the fields that matter are set below.
+    let mut default_action: libc::sigaction = unsafe { std::mem::zeroed() };
+    default_action.sa_sigaction = libc::SIG_DFL;
+    // SAFETY: as above.
+    let mut empty_mask: libc::sigset_t = unsafe { std::mem::zeroed() };
+    // SAFETY: both point to valid, writable sigset_t values.
+    unsafe {
+        libc::sigemptyset(&mut empty_mask);
+        libc::sigemptyset(&mut default_action.sa_mask);
+    }
+    (default_action, empty_mask)
+}
+
+/// The runner's children now (pid and start time).
+fn children_of(runner: i32) -> HashSet<(i32, u64)> {
+    procfs::scan()
+        .values()
+        .filter(|p| p.ppid == runner)
+        .map(|p| p.id())
+        .collect()
+}
+
 fn spawn_prepared(
     spec: &SpawnSpec,
     output_cap: usize,
@@ -638,18 +664,7 @@ fn spawn_prepared(
     let mut envp: Vec<*const libc::c_char> = spec.env.iter().map(|e| e.as_ptr()).collect();
     envp.push(std::ptr::null());
 
-    // SAFETY: sigaction and sigset_t are plain old data; all-zero is valid
-    // and the fields that matter are set below.
-    let mut default_action: libc::sigaction = unsafe { std::mem::zeroed() };
-    default_action.sa_sigaction = libc::SIG_DFL;
-    // SAFETY: as above.
-    let mut empty_mask: libc::sigset_t = unsafe { std::mem::zeroed() };
-    // SAFETY: both point to valid, writable sigset_t values.
-    unsafe {
-        libc::sigemptyset(&mut empty_mask);
-        libc::sigemptyset(&mut default_action.sa_mask);
-    }
-
+    let (default_action, empty_mask) = default_signal_state();
     let runner = std::process::id() as i32;
     let plan = ChildPlan {
         path: path_ptr,
@@ -679,13 +694,7 @@ fn spawn_prepared(
 
     // Without a cgroup, orphans re-parented to the runner can only be told
     // apart by "not a child of the runner before this spawn".
-    let preexisting = (join_v2.is_none() && join_v1.is_none()).then(|| {
-        procfs::scan()
-            .values()
-            .filter(|p| p.ppid == runner)
-            .map(|p| p.id())
-            .collect::<HashSet<_>>()
-    });
+    let preexisting = (join_v2.is_none() && join_v1.is_none()).then(|| children_of(runner));
 
     let started = Instant::now();
     let pid = fork_child(&plan)?;
