@@ -71,9 +71,9 @@ struct GlobalArgs {
     #[arg(long, global = true, value_name = "DIR", default_value = pending::DEFAULT_STATE_DIR)]
     state_dir: PathBuf,
     /// After a separate `quiesce pre`, how long the `quiesce post` call may
-    /// take to come; after that `quiesce recover` (or the next run) runs the
-    /// post-script (the default is the 1800 s script cap plus the 60 s
-    /// freeze maximum).
+    /// take to come; at that time the pre's post guard runs the overdue
+    /// post-script (as would `quiesce recover` or the next run). The default
+    /// is the 1800 s script cap plus the 60 s freeze maximum.
     #[arg(long, global = true, value_name = "SECS", default_value_t = pending::DEFAULT_POST_DUE_SECS,
           value_parser = clap::value_parser!(u64).range(1..))]
     post_due: u64,
@@ -176,7 +176,14 @@ enum Command {
     /// in --state-dir (QUIESCE_RECOVERY=runner-died, reboot or post-overdue
     /// in its environment), after thawing what they left frozen. Safe at any
     /// time; runs at boot from quiesce-recover.service.
-    Recover,
+    Recover {
+        /// Keep running until no recovered post-script waits for a retry: a
+        /// failed one is retried after a backoff (15 s, doubling, at most
+        /// 10 min) until it succeeds or its record is removed. The recovery
+        /// unit and a dead runner's post guard use it.
+        #[arg(long)]
+        retry: bool,
+    },
 }
 
 #[derive(Args, Debug)]
@@ -287,7 +294,7 @@ fn main() -> ExitCode {
         Command::Snapshot { window: w } => commands::snapshot::run(&common, &ropts, &w.request()),
         Command::Check { mounts } => commands::check::run(&common, &ropts, &mounts),
         Command::Thaw { mounts } => commands::thaw::run(&common, &ropts, &mounts),
-        Command::Recover => commands::recover::run(&common, &ropts),
+        Command::Recover { retry } => commands::recover::run(&common, &ropts, retry),
     }));
     let (status, exit) = match outcome {
         Ok(done) => done,

@@ -1637,8 +1637,8 @@ fn pre_and_post_as_separate_commands_run_in_order_and_in_reverse() {
 /// continueBackupOnFailure=false stops the later ones, exit 2. The `quiesce
 /// post` that completes it runs the post-scripts of the applications whose
 /// pre-script started (their records await it), in reverse, and not of the
-/// one that never started. A `post` on its own (nothing awaits it: by hand,
-/// or a second time) runs every application that passed its pre-check.
+/// one that never started. A second `post` for the same `pre` (a retry, a
+/// late call) runs nothing again: one `pre`, one post-script run (§6.6).
 #[test]
 fn separate_pre_stops_at_a_fatal_failure_and_post_runs_the_started_in_reverse() {
     require_root!();
@@ -1676,14 +1676,24 @@ fn separate_pre_stops_at_a_fatal_failure_and_post_runs_the_started_in_reverse() 
     );
     assert!(applications(&post.json())[2].get("post").is_none());
 
-    let alone = e.run(&[&a, &b, &c], &["post", "--json"]);
-    assert_eq!(alone.code, 0, "post on its own\n{}", ctx(&alone));
+    let again = e.run(&[&a, &b, &c], &["post", "--json"]);
+    assert_eq!(again.code, 0, "a second post\n{}", ctx(&again));
     assert_eq!(
-        e.ran()[4..].to_vec(),
-        lines(&["c post", "b post", "a post"]),
+        e.ran(),
+        lines(&["a pre", "b pre", "b post", "a post"]),
         "{}",
-        ctx(&alone)
+        ctx(&again)
     );
+    for app in ["a", "b"] {
+        assert!(
+            again
+                .stderr
+                .lines()
+                .any(|l| l.contains(&format!("{app}: its post-script already ran for operation"))),
+            "{app}\n{}",
+            again.stderr
+        );
+    }
 }
 
 /// The audit trail names the application on every record of its work (its

@@ -259,6 +259,7 @@ impl Dir {
 
 impl Drop for Dir {
     fn drop(&mut self) {
+        common::end_quiesce_processes_of(&self.path);
         let left = mounts_under(&self.path);
         if left.is_empty() {
             let _ = fs::remove_dir_all(&self.path);
@@ -760,7 +761,15 @@ fn assert_all_committed_present(at_snapshot: &[u64], before: &[u64], copy: &[u64
 /// Runs quiesce and kills the runner with SIGKILL while the filesystem is
 /// frozen (its snapshot command running); returns when the runner died,
 /// once the filesystem is writable again.
-fn kill_runner_in_window(job: &Job, fs: &ScratchFs, dir: &Dir, m: &MarkerGuard) -> Instant {
+/// `in_window` runs once the snapshot command runs, before the kill (the
+/// post guard's recovery may undo what the pre-script left, right after).
+fn kill_runner_in_window(
+    job: &Job,
+    fs: &ScratchFs,
+    dir: &Dir,
+    m: &MarkerGuard,
+    in_window: &mut dyn FnMut(),
+) -> Instant {
     let inwin = dir.join("in-window");
     let _ = fs::remove_file(&inwin);
     let cmd = format!("touch '{}'; exec sleep {}", inwin.display(), m.0);
@@ -774,6 +783,7 @@ fn kill_runner_in_window(job: &Job, fs: &ScratchFs, dir: &Dir, m: &MarkerGuard) 
         !common::scratchfs::writable_within(&fs.mnt, Duration::from_millis(300)),
         "the filesystem is not frozen while the snapshot command runs"
     );
+    in_window();
     signal(runner.0.id() as i32, Signal::SIGKILL);
     let st = runner.0.wait().unwrap();
     let killed = Instant::now();
@@ -1115,7 +1125,7 @@ fn postgresql_live_database_writable_after_failed_post_and_killed_runner() {
     // The runner killed with SIGKILL in the freeze window: the watchdog thaws.
     job.sample_post();
     let m = MarkerGuard::new(91);
-    kill_runner_in_window(&job, &live_fs, &dir, &m);
+    kill_runner_in_window(&job, &live_fs, &dir, &m, &mut || {});
     live.writable(-2)
         .unwrap_or_else(|e| panic!("not writable after the runner's SIGKILL: {e}"));
     writer.progresses(PROMPT).unwrap();
@@ -1588,12 +1598,14 @@ fn mariadb_live_database_writable_after_failed_post_and_killed_runner() {
     // next post phase or the server's MARIADB_MAX_HOLD timeout.)
     job.sample_post();
     let m = MarkerGuard::new(92);
-    let killed = kill_runner_in_window(&job, &live_fs, &dir, &m);
-    let holder = fs::read_to_string(state.join("holder.pid"))
-        .unwrap()
-        .trim()
-        .parse::<i64>()
-        .unwrap();
+    let mut holder = 0;
+    let killed = kill_runner_in_window(&job, &live_fs, &dir, &m, &mut || {
+        holder = fs::read_to_string(state.join("holder.pid"))
+            .unwrap()
+            .trim()
+            .parse::<i64>()
+            .unwrap();
+    });
     wait_until(
         "writes after the runner's SIGKILL, with no one acting",
         Duration::from_secs(20),

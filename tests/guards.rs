@@ -564,17 +564,6 @@ fn with_state_dir(s: &Setup, state: &std::path::Path) -> Command {
     c
 }
 
-fn pending_records(state: &std::path::Path) -> Vec<String> {
-    std::fs::read_dir(state)
-        .map(|d| {
-            d.flatten()
-                .map(|e| e.file_name().to_string_lossy().into_owned())
-                .filter(|n| n.starts_with("pending-post-") && n.ends_with(".json"))
-                .collect()
-        })
-        .unwrap_or_default()
-}
-
 /// Issue 20 item 4: the state directory lives on a small ext4 whose 64
 /// inodes the pre-script fills (a dump next to /var/lib/quiesce). The
 /// post-script must run exactly once: its record is claimed and settled
@@ -619,7 +608,7 @@ fn a_state_disk_out_of_inodes_still_runs_the_post_script_exactly_once() {
     );
     assert_eq!(s.scripts_ran(), "pre\npost\n");
     assert_eq!(
-        pending_records(&state),
+        common::pending_records(&state),
         Vec::<String>::new(),
         "the record stayed"
     );
@@ -668,7 +657,7 @@ fn a_record_that_cannot_be_removed_is_reported_and_never_run_again() {
         .path("pre-started")
         .exists()));
     assert_eq!(
-        pending_records(&state).len(),
+        common::pending_records(&state).len(),
         1,
         "no record before the pre-script"
     );
@@ -714,7 +703,7 @@ fn a_record_that_cannot_be_removed_is_reported_and_never_run_again() {
     assert_eq!(r.code, 0, "{}", r.stderr);
     assert_eq!(s.scripts_ran(), "pre\npost\n");
     assert_eq!(
-        pending_records(&state),
+        common::pending_records(&state),
         Vec::<String>::new(),
         "the settled record was not removed"
     );

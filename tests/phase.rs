@@ -6,6 +6,7 @@ mod common;
 
 use common::{MarkerGuard, Setup};
 use serde_json::{json, Value};
+use std::fs;
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
@@ -413,8 +414,17 @@ fn a_new_pre_ends_holders_no_post_phase_released() {
     let first = s.quiesce(&["pre", "--json"]);
     assert_eq!(first.code, 0, "{}", first.stderr);
     assert!(common::wait_for_marker(&m.0, Duration::from_secs(5)));
-    // The post phase never ran (say the runner was killed). The next
-    // cycle's pre ends the old holder before starting its own.
+    // The post phase never ran and nothing awaits it any more (an
+    // operator cleared the pending record by hand). The next cycle's pre
+    // ends the old holder before starting its own.
+    let mut cleared = 0;
+    for e in fs::read_dir(s.s.path("state")).unwrap().flatten() {
+        if e.file_name().to_string_lossy().starts_with("pending-post-") {
+            fs::remove_file(e.path()).unwrap();
+            cleared += 1;
+        }
+    }
+    assert_eq!(cleared, 1, "the pre left one pending record");
     script(&s, "pre", "exit 0");
     let second = s.quiesce(&["pre", "--json"]);
     assert_eq!(second.code, 0, "{}", second.stderr);

@@ -145,6 +145,8 @@ impl Arena {
 
 impl Drop for Arena {
     fn drop(&mut self) {
+        common::end_quiesce_processes_of(self.config.parent().unwrap());
+        common::end_quiesce_processes_of(&self.base);
         let _ = std::fs::remove_dir_all(&self.base);
         let _ = std::fs::remove_dir_all(self.config.parent().unwrap());
     }

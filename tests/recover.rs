@@ -53,22 +53,10 @@ impl T {
             .unwrap()
     }
     fn posts(&self) -> Vec<String> {
-        self.s
-            .scripts_ran()
-            .lines()
-            .filter(|l| l.starts_with("post"))
-            .map(str::to_string)
-            .collect()
+        self.s.ran_lines("post")
     }
     fn records(&self) -> Vec<String> {
-        fs::read_dir(&self.state)
-            .map(|d| {
-                d.flatten()
-                    .map(|e| e.file_name().to_string_lossy().into_owned())
-                    .filter(|n| n.starts_with("pending-post-") && n.ends_with(".json"))
-                    .collect()
-            })
-            .unwrap_or_default()
+        common::pending_records(&self.state)
     }
     /// Waits (bounded) for `n` post lines.
     fn wait_posts(&self, n: usize, within: Duration) -> bool {

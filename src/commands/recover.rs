@@ -5,6 +5,6 @@
 
 use crate::job::{recover, Common, Finished, RunnerOptions};
 
-pub fn run(common: &Common, ropts: &RunnerOptions) -> Finished {
-    recover::recover(common, ropts)
+pub fn run(common: &Common, ropts: &RunnerOptions, retry: bool) -> Finished {
+    recover::recover(common, ropts, retry)
 }

@@ -120,6 +120,16 @@ impl SignalPipe {
         self.read.as_fd()
     }
 
+    /// Waits up to `d`; whether a signal came (the wait is cut short).
+    pub fn wait(&self, d: std::time::Duration) -> bool {
+        let mut fds = [nix::poll::PollFd::new(
+            self.read.as_fd(),
+            nix::poll::PollFlags::POLLIN,
+        )];
+        let ms = d.as_millis().min(i32::MAX as u128) as i32;
+        matches!(nix::poll::poll(&mut fds, nix::poll::PollTimeout::try_from(ms).unwrap_or(nix::poll::PollTimeout::MAX)), Ok(n) if n > 0)
+    }
+
     /// Consumes the wake-ups received so far, so that only a further signal
     /// interrupts the next wait (the post-script after a first signal).
     pub fn drain(&self) {

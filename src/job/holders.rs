@@ -98,12 +98,32 @@ enum Ending {
 }
 
 impl Holder {
-    fn ended_by(&self, ctx: &RunContext<'_>, me: (i32, u64), ending: Ending) -> bool {
+    /// `awaited`: operations whose post-script is still awaited (a separate
+    /// `pre` whose `post` has not come and is not due): their holders belong
+    /// to them until that record is settled or due, whatever run ends
+    /// (SPEC §7) — a cron `snapshot` must not end the lock session of a
+    /// bridge-mode `pre` while the extension takes its snapshot.
+    fn ended_by(
+        &self,
+        ctx: &RunContext<'_>,
+        me: (i32, u64),
+        ending: Ending,
+        awaited: &[String],
+    ) -> bool {
+        if !self.recorded_by(me) && awaited.contains(&self.operation_id) {
+            return false;
+        }
         match ending {
             Ending::Stale => !self.recorded_by(me) && self.orphaned(),
             Ending::AfterPost => (self.recorded_by(me) || self.orphaned()) && self.of_app(ctx),
         }
     }
+}
+
+/// Whether any holder is recorded at all (most runs have none: then the
+/// pending records need not be read to tell whose they are).
+pub fn any_recorded(ctx: &RunContext<'_>) -> bool {
+    ctx.run_dir.has(HOLDERS_FILE)
 }
 
 /// Records the pre-script's leftovers under the run directory, so the next
@@ -114,6 +134,16 @@ pub fn record(ctx: &RunContext<'_>, leftovers: &[Leftover]) -> Vec<String> {
     let mut warnings = Vec::new();
     if leftovers.is_empty() {
         return warnings;
+    }
+    let mut cgroups: Vec<String> = leftovers.iter().flat_map(|l| l.cgroups.clone()).collect();
+    cgroups.sort();
+    cgroups.dedup();
+    if let Some(how) = supervise::forking(&cgroups, leftovers.len()) {
+        let w = format!(
+            "the pre-script left descendants that keep forking ({how}); everything in its cgroup is ended after its post-script"
+        );
+        trail::human(format!("warning: {w}"));
+        warnings.push(w);
     }
     let fresh: Vec<Leftover> = leftovers.iter().map(refreshed).collect();
     let (runner_pid, runner_start) = this_runner();
@@ -158,8 +188,8 @@ pub fn record(ctx: &RunContext<'_>, leftovers: &[Leftover]) -> Vec<String> {
 /// terminated now, so a lock they hold does not outlive the backup that took
 /// it. Holders of a run still in progress are left alone. Returns the
 /// warnings to report.
-pub fn end_stale(ctx: &RunContext<'_>) -> Vec<String> {
-    let (ops, killed, mut warnings) = end_holders(ctx, Ending::Stale);
+pub fn end_stale(ctx: &RunContext<'_>, awaited: &[String]) -> Vec<String> {
+    let (ops, killed, mut warnings) = end_holders(ctx, Ending::Stale, awaited);
     if ops.is_empty() {
         return warnings;
     }
@@ -177,22 +207,27 @@ pub fn end_stale(ctx: &RunContext<'_>) -> Vec<String> {
 /// and start time), once the post phase is over. Holders of another run
 /// still in progress stay recorded for that run. Returns the pids
 /// terminated.
-pub fn terminate(ctx: &RunContext<'_>) -> (Vec<i32>, Vec<String>) {
-    let (_, killed, warnings) = end_holders(ctx, Ending::AfterPost);
+pub fn terminate(ctx: &RunContext<'_>, awaited: &[String]) -> (Vec<i32>, Vec<String>) {
+    let (_, killed, warnings) = end_holders(ctx, Ending::AfterPost, awaited);
     (killed, warnings)
 }
 
 /// Takes the holders this run may end out of the record (under its lock)
 /// and terminates them. Returns their operation ids, the pids terminated
 /// and the warnings.
-fn end_holders(ctx: &RunContext<'_>, ending: Ending) -> (Vec<String>, Vec<i32>, Vec<String>) {
+fn end_holders(
+    ctx: &RunContext<'_>,
+    ending: Ending,
+    awaited: &[String],
+) -> (Vec<String>, Vec<i32>, Vec<String>) {
     let mut warnings = Vec::new();
     let me = this_runner();
     let taken = (|| {
         let _lock = ctx.run_dir.lock(HOLDERS_LOCK)?;
         let all: Vec<Holder> = ctx.run_dir.read_json(HOLDERS_FILE)?.unwrap_or_default();
-        let (mine, others): (Vec<Holder>, Vec<Holder>) =
-            all.into_iter().partition(|h| h.ended_by(ctx, me, ending));
+        let (mine, others): (Vec<Holder>, Vec<Holder>) = all
+            .into_iter()
+            .partition(|h| h.ended_by(ctx, me, ending, awaited));
         if mine.is_empty() {
             // Nothing of ours: the record stays exactly as the others left it.
         } else if others.is_empty() {
@@ -219,7 +254,19 @@ fn end_holders(ctx: &RunContext<'_>, ending: Ending) -> (Vec<String>, Vec<i32>, 
         .filter(|op| *op != ctx.operation_id)
         .collect();
     let leftovers: Vec<Leftover> = holders.iter().map(|h| refreshed(&h.leftover)).collect();
-    let report = supervise::terminate_leftovers(&leftovers, ctx.grace);
+    let mut report = supervise::terminate_leftovers(&leftovers, ctx.grace);
+    // What escaped the recorded processes — a session a holder started after
+    // the pre-script's scan and then left, a fork bomb's children — is still
+    // in the pre-script's cgroups: ended with them (SPEC §7).
+    let escaped = supervise::end_cgroup_members(&leftovers);
+    if !escaped.is_empty() {
+        let w = format!(
+            "the pre-script's cgroup still held processes its recorded holders did not account for (started later, or forked away): ended {escaped:?}"
+        );
+        trail::human(format!("warning: {w}"));
+        warnings.push(w);
+    }
+    report.killed.extend(escaped);
     for pid in &report.killed {
         let cmdline = leftovers
             .iter()

@@ -120,7 +120,13 @@ fn write_outputs(
         },
     };
     let mut runs: Vec<Value> = Vec::new();
-    if let Some(dir) = &outputs.state_dir {
+    // `recover` never creates the state directory (its filesystem may not
+    // be mounted yet: one made underneath would hide the records).
+    let state_dir = outputs
+        .state_dir
+        .as_ref()
+        .filter(|d| status.operation != "recover" || d.is_dir());
+    if let Some(dir) = state_dir {
         let name = format!("last-{}.json", status.operation);
         match RunDir::new(dir).write_json(&name, &last) {
             Ok(()) => runs = read_last_runs(dir),
@@ -144,13 +150,46 @@ fn write_outputs(
         MetricsDir::Default => PathBuf::from(DEFAULT_METRICS_DIR),
         MetricsDir::Given(d) => d.clone(),
     };
-    if let Err(e) = write_textfile(&dir, &render(&runs)) {
+    let pending = outputs.state_dir.as_ref().map(|d| pending_counts(d));
+    let mut body = render(&runs);
+    if let Some((n, failing)) = pending {
+        body.push_str(&pending_families(n, failing));
+    }
+    if let Err(e) = write_textfile(&dir, &body) {
         warnings.push(format!(
             "metrics not written to {}: {e}",
             dir.join(METRICS_FILE).display()
         ));
     }
     warnings
+}
+
+/// How many post-scripts are pending in the state directory, and how many
+/// of them wait for a retry after a failed recovery (SPEC §6.6).
+fn pending_counts(dir: &Path) -> (usize, usize) {
+    let opts = super::pending::PendingOptions {
+        state_dir: RunDir::new(dir),
+        ..Default::default()
+    };
+    let records: Vec<_> = opts
+        .list()
+        .unwrap_or_default()
+        .into_iter()
+        .filter_map(|e| match e {
+            super::pending::Entry::Record(r) => Some(r),
+            _ => None,
+        })
+        .collect();
+    let failing = records.iter().filter(|r| r.failures > 0).count();
+    (records.len(), failing)
+}
+
+/// The pending post-scripts as metrics: an alert on the second catches a
+/// database that a recovery cannot resume.
+fn pending_families(n: usize, failing: usize) -> String {
+    format!(
+        "# HELP quiesce_pending_post_scripts Post-scripts recorded as pending (their pre-script ran, they did not yet).\n# TYPE quiesce_pending_post_scripts gauge\nquiesce_pending_post_scripts {n}\n# HELP quiesce_pending_post_scripts_failing Pending post-scripts whose recovery failed and is retried with a backoff.\n# TYPE quiesce_pending_post_scripts_failing gauge\nquiesce_pending_post_scripts_failing {failing}\n"
+    )
 }
 
 /// The last result of every operation found in the state directory.

@@ -133,13 +133,19 @@ pub fn script_phase(common: &Common, opts: &RunnerOptions, phase: Phase) -> Fini
             }
         }
         Phase::Post => {
-            let started = super::recover::started_by_pre(&job.pending, &apps);
-            let runs = |a: &App| started.as_ref().is_none_or(|s| s.contains(&a.index));
+            let post_of = super::recover::started_by_pre(&job.pending, &apps);
+            let runs = |a: &App| post_of.runs.as_ref().is_none_or(|s| s.contains(&a.index));
             for app in apps.list.iter().filter(|a| !runs(a)) {
-                status::say(format!(
-                    "{}: its pre-script did not start in the pre run this post completes, so its post-script does not run",
-                    app.name
-                ));
+                match post_of.already_ran.iter().find(|(i, _)| *i == app.index) {
+                    Some((_, how)) => status::say(format!(
+                        "{}: {how}, for the pre run this post completes: not run again",
+                        app.name
+                    )),
+                    None => status::say(format!(
+                        "{}: its pre-script did not start in the pre run this post completes, so its post-script does not run",
+                        app.name
+                    )),
+                }
             }
             posts(&mut job, &ctx, &apps, runs);
         }
@@ -256,11 +262,21 @@ pub fn run_script(
     };
     enter(apps, app);
     let ctx = ctx.for_app(tag(app));
-    if phase == Phase::Pre {
-        job.warn_all(holders::end_stale(&ctx));
+    if phase == Phase::Pre && holders::any_recorded(&ctx) {
+        let awaited = super::recover::awaited_operations(&job.pending);
+        job.warn_all(holders::end_stale(&ctx, &awaited));
     }
-    let settling = super::recover::before_phase(&job.pending, phase, app);
-    let res = script::run_phase(&ctx, script, config);
+    let mut settling = super::recover::before_phase(&job.pending, phase, app);
+    if settling.gone {
+        // Another `post`, or a recovery, ran it while this one waited.
+        status::say(format!(
+            "{}: its post-script already ran for the pre run this post completes (another post or a recovery settled it meanwhile): not run again",
+            app.name
+        ));
+        leave(apps);
+        return PhaseResult::not_run(script);
+    }
+    let res = script::run_phase(&ctx, script, config, &mut settling);
     super::recover::after_phase(job, phase, settling, res.interrupted.is_some(), app);
     let mut s = res.status.clone();
     match phase {
@@ -303,7 +319,11 @@ fn file_phase(job: &mut Job, apps: &Apps, app: &App, phase: Phase, s: ScriptPhas
 /// over; of the context's application when it names one); returns their
 /// pids.
 pub fn release_holders(job: &mut Job, ctx: &RunContext<'_>) -> Vec<i32> {
-    let (killed, warnings) = holders::terminate(ctx);
+    if !holders::any_recorded(ctx) {
+        return Vec::new();
+    }
+    let awaited = super::recover::awaited_operations(&job.pending);
+    let (killed, warnings) = holders::terminate(ctx, &awaited);
     job.warn_all(warnings);
     killed
 }

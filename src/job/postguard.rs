@@ -27,6 +27,8 @@ use nix::errno::Errno;
 pub struct PostGuard {
     pub pid: i32,
     pidfd: OwnedFd,
+    /// Tells the guard when a post-script left awaiting a `post` call is due.
+    control: OwnedFd,
 }
 
 /// Where the guard's descriptors are moved before anything else, so the
@@ -69,6 +71,7 @@ struct Plan {
     runner: RawFd,
     exe: RawFd,
     null: RawFd,
+    control: RawFd,
     argv: Vec<*const libc::c_char>,
     envp: Vec<*const libc::c_char>,
 }
@@ -78,6 +81,9 @@ impl PostGuard {
     /// `args` (argv\[1..\]) and the runner's environment.
     pub fn start(args: &[CString]) -> Result<PostGuard, Errno> {
         let runner = high(pidfd_open(std::process::id() as i32)?)?;
+        let (control_r, control_w) =
+            nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).map_err(|e| e as Errno)?;
+        let control_r = high(control_r)?;
         // Opened now: after an upgrade, or once the runner is gone, the
         // binary that ran this job is still the one that recovers it.
         let exe = open_raw(c"/proc/self/exe", libc::O_PATH)?;
@@ -100,6 +106,7 @@ impl PostGuard {
             runner: runner.as_raw_fd(),
             exe: exe.as_raw_fd(),
             null: null.as_raw_fd(),
+            control: control_r.as_raw_fd(),
             argv,
             envp,
         };
@@ -108,10 +115,14 @@ impl PostGuard {
         // SAFETY: the child only runs `watch`, which keeps to
         // async-signal-safe calls on the prebuilt plan and never returns.
         let forked = unsafe { crate::supervise::fork_signals_blocked(|| watch(&plan)) };
-        drop((runner, exe, null, argv_owned, env_owned));
+        drop((runner, exe, null, control_r, argv_owned, env_owned));
         let pid = forked?;
         match pidfd_open(pid) {
-            Ok(pidfd) => Ok(PostGuard { pid, pidfd }),
+            Ok(pidfd) => Ok(PostGuard {
+                pid,
+                pidfd,
+                control: control_w,
+            }),
             Err(e) => {
                 // SAFETY: kill(2) and waitpid(2) of our own unreaped child.
                 unsafe {
@@ -123,10 +134,18 @@ impl PostGuard {
         }
     }
 
-    /// The post-script ran (or a `post` call is now awaited): stop guarding.
     /// Leaves the guard watching: when this runner exits it runs `quiesce
     /// recover`, which runs what is still pending.
     pub fn leave_armed(self) {}
+
+    /// A separate `pre` is over and its post-scripts await a `quiesce post`
+    /// until `due_unix`: the guard stays, and once this runner has exited it
+    /// waits for that time and runs `quiesce recover`, which runs them if no
+    /// `post` came (SPEC §6.6: at the due time, without waiting for another
+    /// run, and without systemd).
+    pub fn await_post(self, due_unix: u64) {
+        let _ = nix::unistd::write(&self.control, &due_unix.to_ne_bytes());
+    }
 
     pub fn stop(self) {
         // SAFETY: pidfd_send_signal on our pidfd with a null siginfo (as kill).
@@ -149,6 +168,49 @@ impl PostGuard {
     }
 }
 
+/// Waits until the runner (pidfd 3) has exited; returns the due time it
+/// sent on the control pipe (5) before, or 0.
+///
+/// # Safety
+/// Only in the guard, after its descriptors are in place.
+unsafe fn wait_for_runner() -> u64 {
+    let mut due = 0u64;
+    let mut control = 5;
+    loop {
+        let mut fds = [
+            libc::pollfd {
+                fd: 3,
+                events: libc::POLLIN,
+                revents: 0,
+            },
+            libc::pollfd {
+                fd: control,
+                events: libc::POLLIN,
+                revents: 0,
+            },
+        ];
+        // SAFETY: poll/read on descriptors the guard holds, stack buffers.
+        unsafe {
+            if libc::poll(fds.as_mut_ptr(), 2, -1) <= 0 {
+                continue;
+            }
+            // The due time first: the runner sends it just before it exits.
+            if fds[1].revents != 0 {
+                let mut b = [0u8; 8];
+                if libc::read(control, b.as_mut_ptr().cast(), 8) == 8 {
+                    due = u64::from_ne_bytes(b);
+                } else {
+                    control = -1; // the runner closed it: it is exiting
+                }
+            }
+            // A pidfd is readable once its process has exited.
+            if fds[0].revents != 0 {
+                return due;
+            }
+        }
+    }
+}
+
 /// The guard's whole life.
 ///
 /// INVARIANT: async-signal-safe calls only, no allocation (forked from a
@@ -157,9 +219,10 @@ impl PostGuard {
 /// # Safety
 /// Only in the child of `fork()`.
 unsafe fn watch(plan: &Plan) -> ! {
-    // SAFETY: setsid/dup2/fcntl/close_range/open/write/poll/sigaction/
-    // sigprocmask/execveat/_exit are async-signal-safe syscalls on integers,
-    // static strings and the prebuilt, NUL-terminated pointer arrays.
+    // SAFETY: setsid/dup2/fcntl/close_range/open/write/poll/read/
+    // clock_nanosleep/sigaction/sigprocmask/execveat/_exit are
+    // async-signal-safe syscalls on integers, static strings and the
+    // prebuilt, NUL-terminated pointer arrays.
     unsafe {
         libc::setsid();
         // 0–2 on /dev/null: a copy of the runner's stdout would keep its
@@ -169,11 +232,13 @@ unsafe fn watch(plan: &Plan) -> ! {
         }
         libc::dup2(plan.runner, 3);
         libc::dup2(plan.exe, 4);
-        libc::fcntl(3, libc::F_SETFD, libc::FD_CLOEXEC);
-        libc::fcntl(4, libc::F_SETFD, libc::FD_CLOEXEC);
+        libc::dup2(plan.control, 5);
+        for fd in 3..6 {
+            libc::fcntl(fd, libc::F_SETFD, libc::FD_CLOEXEC);
+        }
         libc::syscall(
             libc::SYS_close_range,
-            5 as libc::c_uint,
+            6 as libc::c_uint,
             libc::c_uint::MAX,
             0,
         );
@@ -183,13 +248,22 @@ unsafe fn watch(plan: &Plan) -> ! {
             libc::write(adj, b"-1000".as_ptr().cast(), 5);
             libc::close(adj);
         }
-        let mut pfd = libc::pollfd {
-            fd: 3,
-            events: libc::POLLIN,
-            revents: 0,
-        };
-        // A pidfd is readable once its process has exited.
-        while libc::poll(&mut pfd, 1, -1) <= 0 {}
+        let due = wait_for_runner();
+        if due > 0 {
+            // The runner finished a separate `pre`: its post-scripts await a
+            // `post` call until `due`; recovery runs what is left then.
+            let at = libc::timespec {
+                tv_sec: due as libc::time_t + 1,
+                tv_nsec: 0,
+            };
+            while libc::clock_nanosleep(
+                libc::CLOCK_REALTIME,
+                libc::TIMER_ABSTIME,
+                &at,
+                std::ptr::null_mut(),
+            ) == libc::EINTR
+            {}
+        }
         // The recovery is a fresh quiesce: default dispositions, nothing
         // blocked (exec keeps the mask).
         for sig in 1..libc::SIGRTMAX() {

@@ -88,6 +88,21 @@ pub struct PhaseResult {
 }
 
 impl PhaseResult {
+    /// A phase of `script` with nothing done yet (or nothing to do: its
+    /// post-script already ran).
+    pub fn not_run(script: &CheckedScript) -> PhaseResult {
+        PhaseResult {
+            status: ScriptPhaseStatus {
+                script: script.file.path.display().to_string(),
+                sha256: script.sha256.clone(),
+                ..Default::default()
+            },
+            problem: None,
+            interrupted: None,
+            leftovers: Vec::new(),
+        }
+    }
+
     pub fn ok(&self) -> bool {
         self.problem.is_none() && self.interrupted.is_none()
     }
@@ -98,6 +113,7 @@ fn spawn_spec(
     ctx: &RunContext<'_>,
     script: &CheckedScript,
     sealed: Option<&OwnedFd>,
+    started_mark: Option<Arc<CString>>,
     attempt: u32,
     left: Duration,
 ) -> Result<(SpawnSpec, String), String> {
@@ -155,14 +171,29 @@ fn spawn_spec(
         ),
         ctx.pids_max,
     ));
-    if let Some(sandbox) = &ctx.sandbox {
-        let sandbox = Arc::clone(sandbox);
+    let sandbox = match &ctx.sandbox {
         // Built now, from the guards that exist now (SPEC §8): every guard
         // of the run was started before its first script.
-        let guards = GuardFilter::now().map_err(|e| e.to_string())?;
-        // INVARIANT: apply_in_child is async-signal-safe and allocation-free.
+        Some(sandbox) => Some((
+            Arc::clone(sandbox),
+            GuardFilter::now().map_err(|e| e.to_string())?,
+        )),
+        None => None,
+    };
+    if sandbox.is_some() || started_mark.is_some() {
+        // INVARIANT: unlink(2) and apply_in_child are async-signal-safe and
+        // allocation-free.
         spec.pre_exec = Some(Box::new(move || {
-            sandbox.apply_in_child(Some(&guards)).map_err(Into::into)
+            if let Some(mark) = &started_mark {
+                // SAFETY: a NUL-terminated path prepared before the fork;
+                // unlink is async-signal-safe. Its result does not matter:
+                // the mark is gone, or was never made.
+                unsafe { libc::unlink(mark.as_ptr()) };
+            }
+            match &sandbox {
+                Some((sandbox, guards)) => sandbox.apply_in_child(Some(guards)).map_err(Into::into),
+                None => Ok(()),
+            }
         }));
     }
     Ok((spec, launch.how))
@@ -216,41 +247,84 @@ fn attempt_status(attempt: u32, r: &supervise::AttemptReport) -> AttemptStatus {
     }
 }
 
+/// What a run records at the edges of a script phase, durably and at once,
+/// with nothing in between (SPEC §6.6): the pending post-script record says
+/// the pre-script started right before its first fork; a post-script's
+/// record is settled right after the reap that ends its phase, so a runner
+/// killed a moment later does not have it run a second time.
+pub trait Edges {
+    /// Right before the phase's first attempt is started; returns a file
+    /// the child removes right before its exec: while it exists, the
+    /// script was never started (for a runner killed at this very moment).
+    fn starting(&mut self) -> Option<CString> {
+        None
+    }
+    /// Right after the phase's last attempt was reaped (or could not
+    /// start): `ok` it succeeded, `interrupted` a signal cut it short.
+    fn reaped(&mut self, _ok: bool, _interrupted: bool) {}
+}
+
+/// A phase with nothing to record at its edges.
+pub struct NoEdges;
+impl Edges for NoEdges {}
+
 /// Runs one phase to its end: attempts until success, a timeout, the retries
-/// are used up, or the runner is interrupted.
-pub fn run_phase(ctx: &RunContext<'_>, script: &CheckedScript, config: &Config) -> PhaseResult {
+/// are used up, or the runner is interrupted; `edges` at its start and end.
+pub fn run_phase(
+    ctx: &RunContext<'_>,
+    script: &CheckedScript,
+    config: &Config,
+    edges: &mut dyn Edges,
+) -> PhaseResult {
+    let result = attempt_all(ctx, script, config, edges);
+    if crate::fault::active("post-reaped-delay") && script.phase == Phase::Post {
+        // Widens the moment between the reap and the return, where a runner
+        // killed used to leave the record of a post-script that had run.
+        std::thread::sleep(Duration::from_secs(2));
+    }
+    result
+}
+
+fn attempt_all(
+    ctx: &RunContext<'_>,
+    script: &CheckedScript,
+    config: &Config,
+    edges: &mut dyn Edges,
+) -> PhaseResult {
     let deadline = Instant::now() + Duration::from_secs(config.timeout_secs);
     let attempts_allowed = script.settings.retries.saturating_add(1);
-    let mut result = PhaseResult {
-        status: ScriptPhaseStatus {
-            script: script.file.path.display().to_string(),
-            sha256: script.sha256.clone(),
-            ..Default::default()
-        },
-        problem: None,
-        interrupted: None,
-        leftovers: Vec::new(),
-    };
+    let mut result = PhaseResult::not_run(script);
     let sealed = match sealed_copy(script) {
         Ok(sealed) => sealed,
         Err(p) => {
             result.problem = Some(p);
+            edges.reaped(false, false);
             return result;
         }
     };
+    let started_mark = edges.starting();
     let attempts = Attempts {
         ctx,
         script,
         sealed: sealed.as_ref(),
+        started_mark: started_mark.map(Arc::new),
         allowed: attempts_allowed,
         deadline,
         poll: Duration::from_secs(config.poll_secs),
     };
+    // A success is recorded at its reap (SPEC §6.6): a runner killed a
+    // moment later must not have the post-script run a second time.
+    let mut reaped_ok = false;
     for attempt in 1..=attempts_allowed {
-        let report = match attempts.run(attempt, &mut result.status) {
+        let mut on_success = || {
+            edges.reaped(true, false);
+            reaped_ok = true;
+        };
+        let report = match attempts.run(attempt, &mut result.status, &mut on_success) {
             Ok(r) => r,
             Err(p) => {
                 result.problem = Some(p);
+                edges.reaped(false, false);
                 break;
             }
         };
@@ -264,16 +338,24 @@ pub fn run_phase(ctx: &RunContext<'_>, script: &CheckedScript, config: &Config) 
             (attempt, attempts_allowed),
         ) {
             Verdict::Succeeded => {
+                if !reaped_ok {
+                    edges.reaped(true, false);
+                }
                 result.problem = None;
                 break;
             }
             Verdict::Interrupted => {
+                edges.reaped(false, true);
                 result.interrupted = crate::freeze::signals::pending().or(Some(libc::SIGTERM));
                 break;
             }
             Verdict::Failed { problem, retry } => {
+                let last = !retry || Instant::now() >= deadline || attempt == attempts_allowed;
+                if last {
+                    edges.reaped(false, false);
+                }
                 result.problem = Some(problem);
-                if !retry || Instant::now() >= deadline {
+                if last {
                     break;
                 }
             }
@@ -377,6 +459,8 @@ struct Attempts<'a, 'c> {
     ctx: &'a RunContext<'c>,
     script: &'a CheckedScript,
     sealed: Option<&'a OwnedFd>,
+    /// Removed by the child first thing: see [`Edges::starting`].
+    started_mark: Option<Arc<CString>>,
     allowed: u32,
     deadline: Instant,
     poll: Duration,
@@ -386,15 +470,26 @@ impl Attempts<'_, '_> {
     /// Runs attempt `attempt` under supervision, its start and exit in the
     /// trail, its line in `status`. A script that cannot be started is the
     /// phase's problem.
+    /// `on_success` is called the moment the script is reaped with exit
+    /// status 0, before anything else is done.
     fn run(
         &self,
         attempt: u32,
         status: &mut ScriptPhaseStatus,
+        on_success: &mut dyn FnMut(),
     ) -> Result<supervise::AttemptReport, Problem> {
         let (ctx, script) = (self.ctx, self.script);
         let name = script.phase.name();
         let left = self.deadline.saturating_duration_since(Instant::now());
-        let (spec, how) = spawn_spec(ctx, script, self.sealed, attempt, left).map_err(|e| {
+        let (spec, how) = spawn_spec(
+            ctx,
+            script,
+            self.sealed,
+            self.started_mark.clone(),
+            attempt,
+            left,
+        )
+        .map_err(|e| {
             Problem::new(script.phase.execution_failed(), e)
                 .with_fix(Fix::ScriptStart(script.file.path.clone()))
         })?;
@@ -433,6 +528,11 @@ impl Attempts<'_, '_> {
             interrupt_fd: ctx.interrupt,
             on_tick: Some(&mut on_tick),
             on_spawn: Some(&mut on_spawn),
+            on_exit: Some(&mut |st: supervise::ExitStatus| {
+                if st.code() == Some(0) {
+                    on_success();
+                }
+            }),
         };
         let outcome = supervise::run(&spec, opts);
         crate::freeze::signals::track_child_group(0);
@@ -444,35 +544,45 @@ impl Attempts<'_, '_> {
                 status.attempts.push(a);
                 Ok(report)
             }
-            Err(e) => {
-                trail::event(
-                    Level::Error,
-                    Record::ScriptSpawnFailed,
-                    name,
-                    &[("script", status.script.clone()), ("error", e.to_string())],
-                    &format!("{name}-script could not be started"),
-                );
-                status.attempts.push(AttemptStatus {
-                    attempt,
-                    spawn_error: Some(e.to_string()),
-                    ..Default::default()
-                });
-                let code = spawn_error_code(script.phase, &e);
-                let path = script.file.path.clone();
-                let fix = if code == script.phase.not_found() {
-                    Fix::PlaceScript {
-                        key: format!("{name}ScriptLocation"),
-                        path,
-                    }
-                } else if code == script.phase.permission() {
-                    Fix::ScriptChanged(path)
-                } else {
-                    Fix::ScriptStart(path)
-                };
-                Err(Problem::new(code, format!("{}: {e}", status.script)).with_fix(fix))
-            }
+            Err(e) => Err(spawn_failed(script, attempt, status, &e)),
         }
     }
+}
+
+/// A script that could not be started: in the trail and the status, and
+/// the phase's problem with the row the failure belongs to (SPEC §4).
+fn spawn_failed(
+    script: &CheckedScript,
+    attempt: u32,
+    status: &mut ScriptPhaseStatus,
+    e: &SpawnError,
+) -> Problem {
+    let name = script.phase.name();
+    trail::event(
+        Level::Error,
+        Record::ScriptSpawnFailed,
+        name,
+        &[("script", status.script.clone()), ("error", e.to_string())],
+        &format!("{name}-script could not be started"),
+    );
+    status.attempts.push(AttemptStatus {
+        attempt,
+        spawn_error: Some(e.to_string()),
+        ..Default::default()
+    });
+    let code = spawn_error_code(script.phase, e);
+    let path = script.file.path.clone();
+    let fix = if code == script.phase.not_found() {
+        Fix::PlaceScript {
+            key: format!("{name}ScriptLocation"),
+            path,
+        }
+    } else if code == script.phase.permission() {
+        Fix::ScriptChanged(path)
+    } else {
+        Fix::ScriptStart(path)
+    };
+    Problem::new(code, format!("{}: {e}", status.script)).with_fix(fix)
 }
 
 fn audit_start(

@@ -511,6 +511,16 @@ impl ScriptCgroup {
     }
 }
 
+/// A recorded cgroup directory quiesce made for a script (never another).
+fn is_ours(path: &Path) -> bool {
+    path.file_name()
+        .is_some_and(|n| n.to_string_lossy().starts_with(PREFIX))
+        || path
+            .parent()
+            .and_then(|d| d.file_name())
+            .is_some_and(|n| n == "quiesce")
+}
+
 /// Removes cgroup directories recorded with leftovers, if they are empty now
 /// and look like ours (named `quiesce-…`, or in the `quiesce` parent
 /// directory of earlier versions). Errors are ignored: a populated
@@ -518,17 +528,88 @@ impl ScriptCgroup {
 pub(crate) fn remove_recorded(paths: &[String]) {
     for p in paths {
         let path = Path::new(p);
-        let ours = path
-            .file_name()
-            .is_some_and(|n| n.to_string_lossy().starts_with(PREFIX))
-            || path
-                .parent()
-                .and_then(|d| d.file_name())
-                .is_some_and(|n| n == "quiesce");
-        if ours {
+        if is_ours(path) {
             let _ = std::fs::remove_dir(path);
         }
     }
+}
+
+/// Whether descendants in the recorded script cgroups `paths` keep forking
+/// after their script exited: forks refused at `pids.max` (`pids.events`:
+/// `max N`), or more members now than the `scanned` leftovers found a
+/// moment ago (or than now, 25 ms later). Says how, when so.
+pub fn forking(paths: &[String], scanned: usize) -> Option<String> {
+    let ours: Vec<&Path> = paths.iter().map(Path::new).filter(|p| is_ours(p)).collect();
+    let refused: u64 = ours
+        .iter()
+        .filter_map(|p| std::fs::read_to_string(p.join("pids.events")).ok())
+        .filter_map(|e| {
+            e.lines()
+                .find_map(|l| l.strip_prefix("max ")?.trim().parse::<u64>().ok())
+        })
+        .sum();
+    if refused > 0 {
+        return Some(format!("its cgroup refused {refused} fork(s) at pids.max"));
+    }
+    let count = || -> usize {
+        let mut all: HashSet<i32> = HashSet::new();
+        for p in &ours {
+            all.extend(read_procs(p));
+        }
+        all.len()
+    };
+    let before = count();
+    if before == 0 {
+        return None;
+    }
+    if before > scanned {
+        return Some(format!(
+            "{scanned} left running at the scan, {before} in its cgroup moments later"
+        ));
+    }
+    std::thread::sleep(std::time::Duration::from_millis(25));
+    let after = count();
+    (after > before)
+        .then(|| format!("{before} process(es) in its cgroup became {after} within 25 ms"))
+}
+
+/// Ends every process still in the recorded script cgroups `paths` — what
+/// escaped the recorded holders (SPEC §7): `cgroup.kill` on v2; on a v1
+/// `pids` cgroup, no more forks (`pids.max` 0), then SIGKILL to every member
+/// until none is left. Bounded; returns the pids that were in them.
+pub(crate) fn end_members(paths: &[String]) -> Vec<i32> {
+    let mut seen = Vec::new();
+    for p in paths.iter().map(Path::new).filter(|p| is_ours(p)) {
+        let v2 = p.join("cgroup.kill").exists();
+        if !v2 {
+            let _ = write_file(&p.join("pids.max"), "0");
+        }
+        let end = std::time::Instant::now() + std::time::Duration::from_secs(2);
+        loop {
+            let members = read_procs(p);
+            if members.is_empty() || std::time::Instant::now() > end {
+                break;
+            }
+            for m in &members {
+                if !seen.contains(m) {
+                    seen.push(*m);
+                }
+            }
+            if v2 {
+                let _ = write_file(&p.join("cgroup.kill"), "1");
+            } else {
+                for m in &members {
+                    // Our cgroup's members: a recycled pid cannot be in it.
+                    let _ = nix::sys::signal::kill(
+                        nix::unistd::Pid::from_raw(*m),
+                        nix::sys::signal::Signal::SIGKILL,
+                    );
+                }
+            }
+            std::thread::sleep(std::time::Duration::from_millis(10));
+        }
+    }
+    seen
 }
 
 #[cfg(test)]

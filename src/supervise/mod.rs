@@ -58,8 +58,8 @@ mod tree;
 
 pub use capture::{Captured, DEFAULT_OUTPUT_CAP};
 pub use cgroup::{
-    move_to_root as move_to_root_cgroup, sweep_stale as sweep_stale_cgroups, CgroupRequest,
-    CgroupStatus,
+    forking, move_to_root as move_to_root_cgroup, sweep_stale as sweep_stale_cgroups,
+    CgroupRequest, CgroupStatus,
 };
 pub use spawn::{
     record_oom_score_adj, spawn, Exec, IdentityCheck, PreExecHook, SpawnError, SpawnSpec,
@@ -67,7 +67,9 @@ pub use spawn::{
 };
 pub use supervised::{ExitStatus, Finished, Progress, Supervised, WaitOutcome};
 pub(crate) use sys::fork_signals_blocked;
-pub use tree::{reap_orphans, terminate_leftovers, KillReport, Leftover};
+pub use tree::{
+    end_cgroup_members, kill_if_same, reap_orphans, terminate_leftovers, KillReport, Leftover,
+};
 
 use nix::errno::Errno;
 use std::os::fd::BorrowedFd;
@@ -118,6 +120,11 @@ pub struct RunOptions<'a> {
     /// (it is unreaped until the attempt ends, so `/proc/PID` is its own):
     /// the capability audit reads what the script really holds here.
     pub on_spawn: Option<&'a mut dyn FnMut(i32)>,
+    /// Called right after the main child was reaped, with its status, before
+    /// anything else (leftover scan, output drain): what must be recorded
+    /// the moment a script is over is recorded before the runner can die
+    /// with it undone.
+    pub on_exit: Option<&'a mut dyn FnMut(ExitStatus)>,
 }
 
 impl<'a> RunOptions<'a> {
@@ -131,6 +138,7 @@ impl<'a> RunOptions<'a> {
             interrupt_fd: None,
             on_tick: None,
             on_spawn: None,
+            on_exit: None,
         }
     }
 }
@@ -189,6 +197,9 @@ pub fn run(spec: &SpawnSpec, opts: RunOptions<'_>) -> Result<AttemptReport, Spaw
         opts.interrupt_fd,
         on_tick,
     );
+    if let (WaitOutcome::Exited(status), Some(f)) = (outcome, opts.on_exit) {
+        f(status);
+    }
     let (timed_out, interrupted) = (
         outcome == WaitOutcome::DeadlinePassed,
         outcome == WaitOutcome::Interrupted,

@@ -293,14 +293,52 @@ pub fn terminate_leftovers(leftovers: &[Leftover], grace: Duration) -> KillRepor
     };
     let runner = tree.runner;
     let (report, _) = terminate(&mut tree, runner, grace);
+    let paths = cgroup_paths(leftovers);
+    super::cgroup::remove_recorded(&paths);
+    report
+}
+
+/// The script cgroups recorded with `leftovers`, each once.
+fn cgroup_paths(leftovers: &[Leftover]) -> Vec<String> {
     let mut paths: Vec<String> = leftovers
         .iter()
         .flat_map(|l| l.cgroups.iter().cloned())
         .collect();
     paths.sort();
     paths.dedup();
-    super::cgroup::remove_recorded(&paths);
-    report
+    paths
+}
+
+/// SIGKILLs the process `pid` if it is still the one that started at
+/// `start` (through a pidfd opened before the check, so a recycled pid is
+/// never hit). Not reaped: it need not be our child.
+pub fn kill_if_same(pid: i32, start: u64) {
+    let Ok(fd) = sys::pidfd_open(pid) else {
+        return;
+    };
+    if procfs::read_stat(pid).is_some_and(|s| s.start == start && !s.is_zombie()) {
+        let _ = sys::pidfd_send_signal(std::os::fd::AsFd::as_fd(&fd), libc::SIGKILL, 0);
+    }
+}
+
+/// After the recorded leftovers were terminated: ends whatever is still in
+/// their recorded cgroups (what escaped them), reaps what is ours, removes
+/// the cgroups once empty. Returns the pids ended.
+pub fn end_cgroup_members(leftovers: &[Leftover]) -> Vec<i32> {
+    let paths = cgroup_paths(leftovers);
+    let ended = super::cgroup::end_members(&paths);
+    if !ended.is_empty() {
+        // Only what was in those cgroups: the watchdog's or the guard's
+        // exit status stays for their owners.
+        let me = std::process::id() as i32;
+        for p in procfs::scan().values() {
+            if ended.contains(&p.pid) && p.ppid == me && p.is_zombie() && !live::is_live(p.pid) {
+                reap_zombie(p, None);
+            }
+        }
+        super::cgroup::remove_recorded(&paths);
+    }
+    ended
 }
 
 /// Reaps zombie children of the runner that no live [`Supervised`] handle

@@ -101,7 +101,53 @@ impl Scratch {
 
 impl Drop for Scratch {
     fn drop(&mut self) {
+        end_quiesce_processes_of(&self.dir);
         let _ = fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// The pending post-script records (`pending-post-*.json`) in the state
+/// directory `state`; none when it does not exist.
+pub fn pending_records(state: &Path) -> Vec<String> {
+    names_with(state, "pending-post-")
+}
+
+/// The `*.json` files named `prefix…` in `dir`.
+pub fn names_with(dir: &Path, prefix: &str) -> Vec<String> {
+    fs::read_dir(dir)
+        .map(|d| {
+            d.flatten()
+                .map(|e| e.file_name().to_string_lossy().into_owned())
+                .filter(|n| n.starts_with(prefix) && n.ends_with(".json"))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// Ends the quiesce processes this test started that still name `dir` on
+/// their command line: the post guard a `pre` leaves armed until its post
+/// is due (SPEC §6.6) outlives a test that never runs the `post`.
+pub fn end_quiesce_processes_of(dir: &Path) {
+    let bin = fs::canonicalize(env!("CARGO_BIN_EXE_quiesce")).unwrap_or_default();
+    let needle = dir.as_os_str().as_encoded_bytes();
+    let Ok(procs) = fs::read_dir("/proc") else {
+        return;
+    };
+    for pid in procs
+        .flatten()
+        .filter_map(|e| e.file_name().to_str()?.parse::<i32>().ok())
+    {
+        let proc = Path::new("/proc").join(pid.to_string());
+        if fs::read_link(proc.join("exe")).ok().as_deref() != Some(bin.as_path()) {
+            continue;
+        }
+        let cmdline = fs::read(proc.join("cmdline")).unwrap_or_default();
+        if cmdline.windows(needle.len()).any(|w| w == needle) {
+            let _ = nix::sys::signal::kill(
+                nix::unistd::Pid::from_raw(pid),
+                nix::sys::signal::Signal::SIGKILL,
+            );
+        }
     }
 }
 
@@ -228,6 +274,15 @@ impl Setup {
 
     pub fn scripts_ran(&self) -> String {
         fs::read_to_string(&self.marker).unwrap_or_default()
+    }
+
+    /// The lines of the marker file that start with `prefix`.
+    pub fn ran_lines(&self, prefix: &str) -> Vec<String> {
+        self.scripts_ran()
+            .lines()
+            .filter(|l| l.starts_with(prefix))
+            .map(str::to_string)
+            .collect()
     }
 }
 
