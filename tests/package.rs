@@ -363,6 +363,7 @@ t quiesce -
 t quiesce snapshot -
 t quiesce check -
 t quiesce --syslog-facility auth
+t quiesce recover -
 "#,
         path.display()
     );
@@ -370,20 +371,26 @@ t quiesce --syslog-facility auth
     assert!(o.status.success(), "{}", text(&o.stderr));
     let out = text(&o.stdout);
     let lines: Vec<Vec<&str>> = out.lines().map(|l| l.split(' ').collect()).collect();
-    assert_eq!(lines.len(), 5, "{out}");
+    assert_eq!(lines.len(), 6, "{out}");
     for c in &commands {
         assert!(
             lines[0].contains(&c.as_str()),
             "command {c} not completed: {out}"
         );
     }
-    let all: BTreeSet<&str> = lines[1].iter().chain(&lines[2]).copied().collect();
+    let all: BTreeSet<&str> = lines[1]
+        .iter()
+        .chain(&lines[2])
+        .chain(&lines[5])
+        .copied()
+        .collect();
     for o in &options {
         assert!(all.contains(o.as_str()), "option {o} not completed: {out}");
     }
     assert!(lines[2].contains(&"--max-freeze") && lines[2].contains(&"--mount"));
     assert!(lines[3].contains(&"--mount") && !lines[3].contains(&"--max-freeze"));
     assert_eq!(lines[4], ["authpriv", "auth"]);
+    assert!(lines[5].contains(&"--retry") && !lines[2].contains(&"--retry"));
 }
 
 // ------------------------------------------------------------ the hook
@@ -1072,10 +1079,15 @@ fn recover_unit_passes_systemd_analyze_verify() {
         text(&out.stderr)
     );
     let body = std::fs::read_to_string(&unit).unwrap();
+    // It waits for the state directory's filesystem, retries a post-script
+    // that fails (its database not up yet) instead of dropping it, and
+    // never holds up the boot while it does (SPEC §6.6).
     for line in [
-        "Type=oneshot",
+        "Type=exec",
         "After=local-fs.target",
-        "ExecStart=/usr/sbin/quiesce recover",
+        "RequiresMountsFor=/var/lib/quiesce",
+        "ExecStart=/usr/sbin/quiesce recover --retry",
+        "Restart=on-failure",
         "WantedBy=multi-user.target",
     ] {
         assert!(body.contains(line), "unit lacks {line}");

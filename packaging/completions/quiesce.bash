@@ -98,6 +98,7 @@ _quiesce() {
             ;;
         check | thaw) opts="$opts --mount" ;;
         freeze | snapshot) opts="$opts --mount --max-freeze --" ;;
+        recover) opts="$opts --retry" ;;
         pre | post | audit) ;;
         help)
             COMPREPLY=($(compgen -W "$commands" -- "$cur"))
