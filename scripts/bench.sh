@@ -93,6 +93,12 @@ cleanup() {
         mountpoint -q "$m" 2>/dev/null && fsfreeze -u "$m" 2>/dev/null
     done
     [ -f "$pids_file" ] && python3 "$freeze_helper" reap "$pids_file"
+    # The post guards the `pre` figures leave armed until their post is due
+    # (SPEC §6.6): quiesce processes naming this scratch directory.
+    local pid
+    for pid in $(pgrep -f -- "--run-dir $scratch/"); do
+        [ "$(readlink "/proc/$pid/exe" 2>/dev/null)" = "$Q" ] && kill -KILL "$pid" 2>/dev/null
+    done
     scratch_release "$scratch"/mnt/*
     if mountpoint -q "$scratch/img" 2>/dev/null; then
         for _ in 1 2 3 4 5 6 7 8 9 10; do

@@ -55,6 +55,18 @@
 #   fullstate               the pre-script fills every inode of the state
 #                           filesystem (a small ext4, -N 64): the post-script
 #                           runs exactly once, also after a `quiesce recover`
+#   postkill                SIGKILL to the runner 0-5 ms after it reaped its
+#                           post-script (kill-after-reap): its completion was
+#                           recorded at the reap, so the post-script runs no
+#                           second time (exit -9, or 0 if the run had ended)
+#   bridge                  a separate `pre --post-due 1|2`, then a race for
+#                           its post-script: two `post`s at once; a `post`
+#                           around the due time (racing the guard, which runs
+#                           it at the due time); `recover` and `post` at once
+#                           past it; a `post` SIGKILLed right after its
+#                           post-script, then another. Every call exits 0
+#                           (the killed one excepted), no record is left, and
+#                           the post-script ran exactly once
 #   none                    control: exit 0
 #
 # Every status is also held to the truth: `application` or `filesystem`
@@ -80,7 +92,7 @@ cd "$(dirname "$0")/.."
 
 prog=scripts/soak.sh
 case "${1:-}" in
-    -h|--help) sed -n '2,70p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+    -h|--help) sed -n '2,89p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
     "") ;;
     *) echo "$prog: unknown argument $1 (see $prog --help)" >&2; exit 64 ;;
 esac

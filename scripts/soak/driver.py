@@ -53,8 +53,11 @@ KINDS = [
     "stoplate",  # SIGSTOP while its FIFREEZE is blocked in the kernel
     "hostile",  # a pre-script holder attacks every guard by every route
     "fullstate",  # the pre-script fills the state filesystem's inodes
+    "postkill",  # SIGKILL right after the post-script ran, before its record went
+    "bridge",  # a separate pre, then post/recover/guard racing for its post
     "none",  # control
 ]
+BRIDGE_RACES = ["twoposts", "latepost", "recoverpost", "killedpost"]
 STOP_HOLD = 3.6  # --max-freeze 2 + the watchdog's 1 s margin + its policing
 HOLDER = os.path.join(
     os.path.dirname(os.path.abspath(__file__)), "..", "..", "tests", "helpers", "hostile_holder.py"
@@ -377,6 +380,28 @@ class Soak:
             os.kill(p.pid, signal.SIGKILL)
             r.fault_sent = time.monotonic() - t0
             return
+        if kind == "postkill":
+            # Kill-after-reap: SIGKILL to the runner 0-5 ms after it reaped
+            # its post-script (the post-script's pid is gone from /proc).
+            # Its completion is recorded at the reap: the post-script must
+            # not run a second time as runner-died.
+            end = time.monotonic() + 5.0
+            script = None
+            while script is None and time.monotonic() < end and p.poll() is None:
+                script = next(
+                    (q[0] for q in marked(f"{r.marker}-s") if "post.sh" in q[3]), None
+                )
+                time.sleep(0.0005)
+            while script and os.path.exists(f"/proc/{script}") and time.monotonic() < end:
+                time.sleep(0.0002)
+            delay = self.rng.uniform(0.0, 0.005)
+            r.trigger = f"SIGKILL {delay * 1000:.1f}ms after the post-script's reap"
+            if script is None:
+                r.trigger += " (post-script never seen)"
+            time.sleep(delay)
+            self.send(r, p, t0, signal.SIGKILL)
+            r.signal = signal.SIGKILL
+            return
         if kind in ("stop", "stoplate"):
             return self.stop_and_probe(r, p, t0)
         if kind in ("hung", "pretimeout", "none", "hostile", "fullstate"):
@@ -528,6 +553,8 @@ class Soak:
     def one(self, n, kind):
         marker = f"{self.tag}{n:05d}"
         r = Run(n, kind, marker)
+        if kind == "bridge":
+            return self.one_bridge(r)
         hang_pre = kind == "pretimeout"
         r.hung_cmd = kind == "hung" or (kind == "wdkill" and self.rng.random() < 0.3)
         pre = {"hostile": self.a.pre_hostile, "fullstate": self.a.pre_fill}.get(kind)
@@ -607,6 +634,86 @@ class Soak:
             self.after_fullstate(r)
         self.after(r, p.pid)
         return r
+
+    def one_bridge(self, r):
+        """Bridge mode (issue 26 item 3): a separate `pre` whose post-script
+        is due in 1-2 s, then a race for it -- two `post`s at once; a `post`
+        at about the due time, racing the guard; `recover` and `post` at
+        once past it; a `post` SIGKILLed right after its post-script ran,
+        then another. Every call must exit 0 (the killed one excepted), and
+        the post-script must run exactly once (check_post)."""
+        config = self.write_config(r.marker, False)
+        base = self.base_args(config)
+        due = self.rng.choice([1, 2])
+        race = self.rng.choice(BRIDGE_RACES)
+        r.trigger = f"{race} post-due {due}s"
+        t0 = time.monotonic()
+        pre = subprocess.run(
+            base + ["--post-due", str(due), "pre", "--json"],
+            capture_output=True,
+            timeout=RUN_TIMEOUT,
+        )
+        r.stdout, r.stderr = pre.stdout, pre.stderr
+        if pre.returncode != 0:
+            r.problems.append(f"bridge: pre exited {pre.returncode}")
+        calls = []  # (what, Popen, expected codes)
+
+        def start(what, args, codes=(0,)):
+            p = subprocess.Popen(
+                base + args, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, cwd="/"
+            )
+            self.runner_pids.append(p.pid)
+            calls.append((what, p, codes))
+            return p
+
+        if race == "twoposts":
+            start("post", ["post"])
+            start("post", ["post"])
+        elif race == "latepost":
+            time.sleep(max(0.0, due + self.rng.uniform(-0.2, 0.5) - (time.monotonic() - t0)))
+            start("post", ["post"])
+        elif race == "recoverpost":
+            time.sleep(max(0.0, due + self.rng.uniform(0.0, 0.3) - (time.monotonic() - t0)))
+            start("recover", ["recover"])
+            start("post", ["post"])
+        else:  # killedpost
+            p = start("post", ["post"], codes=(0, -signal.SIGKILL))
+            end = time.monotonic() + 5.0
+            while p.poll() is None and time.monotonic() < end:
+                if self.script_log_count("post", r.marker):
+                    time.sleep(self.rng.uniform(0.0, 0.005))
+                    if p.poll() is None:
+                        p.kill()
+                        r.fault_sent = time.monotonic() - t0
+                    break
+                time.sleep(0.0005)
+            start("post", ["post"])
+        for what, p, codes in calls:
+            try:
+                _, err = p.communicate(timeout=RUN_TIMEOUT)
+            except subprocess.TimeoutExpired:
+                p.kill()
+                _, err = p.communicate()
+                r.problems.append(f"bridge: {what} still alive after {RUN_TIMEOUT}s")
+            if p.returncode not in codes:
+                r.problems.append(f"bridge: {what} exited {p.returncode}")
+                log(f"  {what} stderr: {err.decode('utf-8', 'replace')[-800:]}")
+        r.rc = 0
+        r.elapsed = time.monotonic() - t0
+        # The guard runs the post-script at the due time if nothing did.
+        end = time.monotonic() + due + POST_WITHIN
+        while self.pending_records() and time.monotonic() < end:
+            time.sleep(0.02)
+        if self.pending_records():
+            r.problems.append(f"bridge: records left {self.pending_records()}")
+        self.after(r, calls[0][1].pid if calls else 0)
+        return r
+
+    def pending_records(self):
+        try:
+            return [n for n in os.listdir(self.a.state_dir) if n.startswith("pending-post-")]
+        except OSError:
+            return []
 
     # -- checks ---------------------------------------------------------
 
@@ -798,6 +905,12 @@ class Soak:
                 self.notes["prepost: post-script before the kill (no-op)"] += 1
             else:
                 ok = r.rc == -signal.SIGKILL or late_ok
+        elif kind == "postkill":
+            ok = r.rc == -signal.SIGKILL or (r.rc == 0 and v.get("result") == "success")
+            if r.fault_sent is None:
+                self.notes["postkill: after the run (no-op)"] += 1
+        elif kind == "bridge":
+            ok = not any(p.startswith("bridge:") for p in r.problems)
         elif kind == "pretimeout":
             ok = r.rc == 1 and 308 in codes
         elif kind == "stop":
