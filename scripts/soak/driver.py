@@ -381,24 +381,9 @@ class Soak:
             r.fault_sent = time.monotonic() - t0
             return
         if kind == "postkill":
-            # Kill-after-reap: SIGKILL to the runner 0-5 ms after it reaped
-            # its post-script (the post-script's pid is gone from /proc).
-            # Its completion is recorded at the reap: the post-script must
-            # not run a second time as runner-died.
-            end = time.monotonic() + 5.0
-            script = None
-            while script is None and time.monotonic() < end and p.poll() is None:
-                script = next(
-                    (q[0] for q in marked(f"{r.marker}-s") if "post.sh" in q[3]), None
-                )
-                time.sleep(0.0005)
-            while script and os.path.exists(f"/proc/{script}") and time.monotonic() < end:
-                time.sleep(0.0002)
-            delay = self.rng.uniform(0.0, 0.005)
-            r.trigger = f"SIGKILL {delay * 1000:.1f}ms after the post-script's reap"
-            if script is None:
-                r.trigger += " (post-script never seen)"
-            time.sleep(delay)
+            # Kill-after-reap: its completion is recorded at the reap, so
+            # the post-script must not run a second time as runner-died.
+            r.trigger = self.after_post_reaped(p, r.marker)
             self.send(r, p, t0, signal.SIGKILL)
             r.signal = signal.SIGKILL
             return
@@ -462,6 +447,23 @@ class Soak:
             pass
         return out
 
+    def after_post_reaped(self, p, marker):
+        """Waits (bounded) until runner `p` has reaped the post-script of
+        run `marker` (its pid gone from /proc: a killed runner before that
+        is a runner dying *during* its post-script, which runs it again by
+        design), then 0-5 ms more. Returns the trigger's description."""
+        end = time.monotonic() + 5.0
+        script = None
+        while script is None and time.monotonic() < end and p.poll() is None:
+            script = next((q[0] for q in marked(f"{marker}-s") if "post.sh" in q[3]), None)
+            time.sleep(0.0005)
+        while script and os.path.exists(f"/proc/{script}") and time.monotonic() < end:
+            time.sleep(0.0002)
+        delay = self.rng.uniform(0.0, 0.005)
+        time.sleep(delay)
+        what = f"SIGKILL {delay * 1000:.1f}ms after the post-script's reap"
+        return what + (" (post-script never seen)" if script is None else "")
+
     def stop_and_probe(self, r, p, t0):
         """stop / stoplate (issue 20): SIGSTOP the runner — at a random
         moment, or while its FIFREEZE is blocked in the kernel (stoplate:
@@ -471,13 +473,16 @@ class Soak:
         whatever state the runner is in. Then SIGCONT."""
         if r.kind == "stoplate":
             end = time.monotonic() + 3.0
-            while (
-                time.monotonic() < end
-                and p.poll() is None
-                and "D" not in self.task_states(p.pid, "quiesce-freeze")
-            ):
-                time.sleep(0.001)
-            r.trigger = "FIFREEZE blocked"
+            # Blocked in FIFREEZE: the window's record exists (written
+            # right before the first FIFREEZE) and a freeze thread is in D
+            # twice in a row (the crew threads exist from the run's start
+            # and pass through D on their own now and then).
+            seen = 0
+            while time.monotonic() < end and p.poll() is None and seen < 2:
+                blocked = "D" in self.task_states(p.pid, "quiesce-freeze")
+                seen = seen + 1 if blocked and self.watchdog_pid(p) else 0
+                time.sleep(0.002)
+            r.trigger = "FIFREEZE blocked" if seen >= 2 else "FIFREEZE never seen blocked"
         elif self.rng.random() < 0.5:
             delay = self.rng.uniform(0.0, 0.3)
             r.trigger = f"delay {delay * 1000:.0f}ms"
@@ -676,17 +681,12 @@ class Soak:
             time.sleep(max(0.0, due + self.rng.uniform(0.0, 0.3) - (time.monotonic() - t0)))
             start("recover", ["recover"])
             start("post", ["post"])
-        else:  # killedpost
+        else:  # killedpost: SIGKILL right after it reaped the post-script
             p = start("post", ["post"], codes=(0, -signal.SIGKILL))
-            end = time.monotonic() + 5.0
-            while p.poll() is None and time.monotonic() < end:
-                if self.script_log_count("post", r.marker):
-                    time.sleep(self.rng.uniform(0.0, 0.005))
-                    if p.poll() is None:
-                        p.kill()
-                        r.fault_sent = time.monotonic() - t0
-                    break
-                time.sleep(0.0005)
+            r.trigger += ", " + self.after_post_reaped(p, r.marker)
+            if p.poll() is None:
+                p.kill()
+                r.fault_sent = time.monotonic() - t0
             start("post", ["post"])
         for what, p, codes in calls:
             try:
