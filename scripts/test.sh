@@ -56,6 +56,8 @@ if [ ! -x "$syslog_ng_root/usr/sbin/syslog-ng" ]; then
     (cd "$fetch" && apt-get download -q syslog-ng-core >/dev/null 2>&1 ||
         { apt-get update -qq && apt-get download -q syslog-ng-core >/dev/null; })
     rm -rf "$syslog_ng_root"
+    # A fresh clone has no target/ yet: dpkg-deb makes only the last level.
+    mkdir -p "$syslog_ng_root"
     dpkg-deb -x "$fetch"/syslog-ng-core_*.deb "$syslog_ng_root"
     rm -rf "$fetch"
 fi
