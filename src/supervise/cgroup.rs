@@ -126,8 +126,26 @@ pub fn move_to_root(pid: i32) -> Result<(), String> {
         (fstype == "cgroup" && opts.split(',').any(|o| o == "freezer"))
             .then(|| PathBuf::from(point.replace("\\040", " ")))
     });
+    // Already at a root (the runner's own cgroup is one): no write. A
+    // migration takes the cgroup tree's threadgroup lock and its RCU
+    // grace periods, which a cold FIFREEZE right after pays again (~9 ms
+    // measured on a 2-core VM).
+    let now = std::fs::read_to_string(format!("/proc/{pid}/cgroup")).unwrap_or_default();
+    let at_root = |hierarchy: &dyn Fn(&str) -> bool| {
+        now.lines().any(|l| {
+            let mut f = l.splitn(3, ':');
+            let (_, controllers, path) = (f.next(), f.next().unwrap_or(""), f.next().unwrap_or(""));
+            hierarchy(controllers) && path == "/"
+        })
+    };
+    let v2_root = at_root(&|c: &str| c.is_empty());
+    let freezer_root = at_root(&|c: &str| c.split(',').any(|x| x == "freezer"));
     let mut failed = Vec::new();
-    for root in v2.iter().chain(freezer.iter()) {
+    let wanted = v2
+        .iter()
+        .filter(|_| !v2_root)
+        .chain(freezer.iter().filter(|_| !freezer_root));
+    for root in wanted {
         if let Err(e) = write_file(&root.join("cgroup.procs"), &pid.to_string()) {
             failed.push(e);
         }
