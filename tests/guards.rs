@@ -132,9 +132,18 @@ fn a_runner_stopped_with_its_freeze_in_flight_is_thawed_at_the_deadline_while_st
         .unwrap();
     let pid = runner.id() as i32;
     // Its freeze thread is inside FIFREEZE, in freeze_super, waiting for
-    // the held writer: uninterruptible sleep.
+    // the held writer: uninterruptible sleep, after the window's record
+    // (written right before the first FIFREEZE), and still so a moment
+    // later (the freeze threads exist from the run's start and pass
+    // through D on their own now and then).
+    let record = s.s.path("run/state.json");
     assert!(
-        wait_until(Duration::from_secs(5), || freezing(pid)),
+        wait_until(Duration::from_secs(5), || record.exists()
+            && freezing(pid)
+            && {
+                std::thread::sleep(Duration::from_millis(10));
+                freezing(pid)
+            }),
         "the runner's FIFREEZE never blocked"
     );
     let stopped = Stopped::stop(pid);
