@@ -33,15 +33,7 @@ fn b(tag: &str) -> B {
 
 impl B {
     fn post_script(&self, extra: &str) {
-        fs::write(
-            &self.s.post,
-            format!(
-                "#!/bin/sh\n{extra}\necho \"post ${{QUIESCE_RECOVERY:-none}}\" >> {}\n",
-                self.s.marker.display()
-            ),
-        )
-        .unwrap();
-        fs::set_permissions(&self.s.post, fs::Permissions::from_mode(0o700)).unwrap();
+        self.s.post_logs_recovery(extra);
     }
     fn pre_script(&self, body: &str) {
         fs::write(
@@ -390,24 +382,6 @@ fn sh_quote(p: &Path) -> String {
     format!("'{}'", p.display())
 }
 
-/// `b`'s command with its state directory at `state`.
-fn on_state(b: &B, state: &Path) -> Command {
-    let mut cmd = quiesce_bin();
-    cmd.arg("--config")
-        .arg(&b.s.config)
-        .arg("--host-config")
-        .arg(&b.s.host_config)
-        .arg("--run-dir")
-        .arg(b.s.s.path("run"))
-        .arg("--syslog-socket")
-        .arg(b.s.s.path("no-syslog.sock"))
-        .arg("--journal-socket")
-        .arg(b.s.s.path("no-journal.sock"))
-        .arg("--state-dir")
-        .arg(state);
-    cmd
-}
-
 /// Item 5b: `recover` never looks at (or creates) a state directory whose
 /// filesystem `/etc/fstab` mounts and is not mounted yet, and refuses one
 /// that is not on the filesystem it was created on: 304, nothing run, the
@@ -418,7 +392,8 @@ fn recovery_waits_for_the_state_directory_filesystem() {
     let b = b("bridge-statefs");
     let fs_a = common::scratchfs::ScratchFs::new(&b.s.s.dir, "statefs", "ext4");
     let state = Path::new(fs_a.path()).join("state");
-    let with_state = |args: &[&str]| Run::from(on_state(&b, &state).args(args).output().unwrap());
+    let with_state =
+        |args: &[&str]| Run::from(b.s.command_on_state(&state).args(args).output().unwrap());
     let due = "1";
     assert_eq!(with_state(&["--post-due", due, "pre"]).code, 0);
     for g in quiesce_with(&guard_of(&b)) {
@@ -439,7 +414,7 @@ fn recovery_waits_for_the_state_directory_filesystem() {
         ),
         0o644,
     );
-    let command = on_state(&b, &later_state);
+    let command = b.s.command_on_state(&later_state);
     let argv: Vec<String> = std::iter::once(command.get_program())
         .chain(command.get_args())
         .map(|a| sh_quote(Path::new(a)))
@@ -472,7 +447,7 @@ fn recovery_waits_for_the_state_directory_filesystem() {
         .unwrap();
     assert!(cp.success());
     let r = Run::from(
-        on_state(&b, &copy)
+        b.s.command_on_state(&copy)
             .args(["--json", "recover"])
             .output()
             .unwrap(),

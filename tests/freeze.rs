@@ -559,18 +559,7 @@ fn freeze_completing_after_its_deadline_is_thawed() {
     require_root!();
     let s = Setup::new("late");
     let fs = ScratchFs::new(&s.s.dir, "a", "ext4");
-    let victim = fs.mnt.join("held");
-    std::fs::write(&victim, "x").unwrap();
-    let _ = Command::new("sync").arg("-f").arg(&victim).status();
-    let mut holder = Holder::start(&s, fs.path());
-    // An existing file opened with O_TRUNC: the superblock's write
-    // reference is taken before the permission event.
-    let mut writer = Command::new("sh")
-        .arg("-c")
-        .arg(format!("echo y > '{}'", victim.display()))
-        .spawn()
-        .unwrap();
-    assert!(holder.wait_for("held"), "the writer was never held");
+    let (mut holder, mut writer) = Holder::hold_a_writer(&s, &fs);
     let out_path = s.s.path("late.json");
     let mut runner = quiesce_cmd(
         &s,
@@ -911,16 +900,7 @@ fn one_call_of_a_stage_past_its_deadline_is_122_and_everything_is_thawed() {
     let s = Setup::new("stagelate");
     let fss = one_stage(&s);
     let held = &fss[0];
-    let victim = held.mnt.join("held");
-    std::fs::write(&victim, "x").unwrap();
-    let _ = Command::new("sync").arg("-f").arg(&victim).status();
-    let mut holder = Holder::start(&s, held.path());
-    let mut writer = Command::new("sh")
-        .arg("-c")
-        .arg(format!("echo y > '{}'", victim.display()))
-        .spawn()
-        .unwrap();
-    assert!(holder.wait_for("held"), "the writer was never held");
+    let (mut holder, mut writer) = Holder::hold_a_writer(&s, held);
     let out_path = s.s.path("stagelate.json");
     let mut args = vec!["freeze", "--json", "--max-freeze", "3"];
     for f in &fss {

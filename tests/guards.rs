@@ -78,6 +78,18 @@ fn wait_until(within: Duration, mut cond: impl FnMut() -> bool) -> bool {
     false
 }
 
+/// `snapshot --json --max-freeze MAX --mount FS -- sh -c CMD`, its output
+/// piped for [`finish`].
+fn snapshot_sh(s: &Setup, fs: &ScratchFs, max_freeze: &str, cmd: &str) -> Child {
+    s.command()
+        .args(["snapshot", "--json", "--max-freeze", max_freeze, "--mount"])
+        .args([fs.path(), "--", "sh", "-c", cmd])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap()
+}
+
 /// Waits (bounded) for the child to exit, then what it printed.
 fn finish(mut child: Child, within: Duration) -> Run {
     let end = Instant::now() + within;
@@ -103,16 +115,7 @@ fn a_runner_stopped_with_its_freeze_in_flight_is_thawed_at_the_deadline_while_st
     require_root!();
     let s = Setup::new("stopinfl");
     let fs = ScratchFs::new(&s.s.dir, "a", "ext4");
-    let victim = fs.mnt.join("held");
-    std::fs::write(&victim, "x").unwrap();
-    let _ = Command::new("sync").arg("-f").arg(&victim).status();
-    let mut holder = Holder::start(&s, fs.path());
-    let mut writer = Command::new("sh")
-        .arg("-c")
-        .arg(format!("echo y > '{}'", victim.display()))
-        .spawn()
-        .unwrap();
-    assert!(holder.wait_for("held"), "the writer was never held");
+    let (mut holder, mut writer) = Holder::hold_a_writer(&s, &fs);
     let started = Instant::now();
     let runner = s
         .command()
@@ -190,24 +193,7 @@ fn a_window_the_watchdog_thawed_is_never_reported_application_consistent() {
         started.display(),
         written.display()
     );
-    let runner = s
-        .command()
-        .args([
-            "snapshot",
-            "--json",
-            "--max-freeze",
-            "3",
-            "--mount",
-            fs.path(),
-            "--",
-            "sh",
-            "-c",
-        ])
-        .arg(&cmd)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
+    let runner = snapshot_sh(&s, &fs, "3", &cmd);
     let pid = runner.id() as i32;
     assert!(
         wait_until(Duration::from_secs(10), || started.exists()),
@@ -246,13 +232,36 @@ fn a_window_the_watchdog_thawed_is_never_reported_application_consistent() {
     assert_eq!(v["phases"]["snapshot"]["frozen"], false, "{v}");
     assert!(run.stderr.contains("FsFreezeTimeout"), "{}", run.stderr);
     fs.assert_writable();
-    let _: &Value = &v;
 }
 
 const HOLDER: &str = concat!(
     env!("CARGO_MANIFEST_DIR"),
     "/tests/helpers/hostile_holder.py"
 );
+
+fn have_python3() -> bool {
+    let have = std::path::Path::new("/usr/bin/python3").exists();
+    if !have {
+        eprintln!("SKIPPED: needs /usr/bin/python3 for the hostile holder");
+    }
+    have
+}
+
+/// Makes `s`'s pre-script leave the hostile holder running in `mode`
+/// (tests/helpers/hostile_holder.py), its stderr in `holder.err`; returns
+/// the scratch directory it reports into.
+fn hostile_pre_script(s: &Setup, mode: &str) -> String {
+    let d = s.s.dir.display().to_string();
+    std::fs::write(
+        &s.pre,
+        format!(
+            "#!/bin/sh\necho pre >> '{}'\n/usr/bin/python3 {HOLDER} {mode} '{d}' >/dev/null 2>'{d}/holder.err' &\nexit 0\n",
+            s.marker.display()
+        ),
+    )
+    .unwrap();
+    d
+}
 
 /// `(ppid, pgid, comm)` of `pid`, from /proc.
 fn stat_of(pid: i32) -> Option<(i32, i32, String)> {
@@ -331,42 +340,16 @@ fn targets_of(runner: i32) -> Value {
 #[test]
 fn a_holder_reaches_no_guard_by_any_route_and_still_manages_its_own_processes() {
     require_root!();
-    if !std::path::Path::new("/usr/bin/python3").exists() {
-        eprintln!("SKIPPED: needs /usr/bin/python3 for the hostile holder");
+    if !have_python3() {
         return;
     }
     let s = Setup::new("hostile");
     let fs = ScratchFs::new(&s.s.dir, "a", "ext4");
-    let d = s.s.dir.display().to_string();
-    std::fs::write(
-        &s.pre,
-        format!(
-            "#!/bin/sh\necho pre >> '{}'\n/usr/bin/python3 {HOLDER} probe '{d}' >/dev/null 2>'{d}/holder.err' &\nexit 0\n",
-            s.marker.display()
-        ),
-    )
-    .unwrap();
+    let d = hostile_pre_script(&s, "probe");
     let cmd = format!(
         "touch '{d}/cmd-started'; i=0; while [ ! -e '{d}/holder-done' ] && [ $i -lt 400 ]; do sleep 0.05; i=$((i+1)); done"
     );
-    let runner = s
-        .command()
-        .args([
-            "snapshot",
-            "--json",
-            "--max-freeze",
-            "30",
-            "--mount",
-            fs.path(),
-            "--",
-            "sh",
-            "-c",
-        ])
-        .arg(&cmd)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
+    let runner = snapshot_sh(&s, &fs, "30", &cmd);
     let pid = runner.id() as i32;
     assert!(
         wait_until(Duration::from_secs(15), || s.s.path("cmd-started").exists()),
@@ -465,8 +448,7 @@ impl Drop for TestCgroup {
 #[test]
 fn kill_minus_one_and_cgroup_writes_from_a_holder_change_nothing() {
     require_root!();
-    if !std::path::Path::new("/usr/bin/python3").exists() {
-        eprintln!("SKIPPED: needs /usr/bin/python3 for the hostile holder");
+    if !have_python3() {
         return;
     }
     let Some(cg) = TestCgroup::new("guards") else {
@@ -475,15 +457,7 @@ fn kill_minus_one_and_cgroup_writes_from_a_holder_change_nothing() {
     };
     let s = Setup::new("destroy");
     let fs = ScratchFs::new(&s.s.dir, "a", "ext4");
-    let d = s.s.dir.display().to_string();
-    std::fs::write(
-        &s.pre,
-        format!(
-            "#!/bin/sh\necho pre >> '{}'\n/usr/bin/python3 {HOLDER} destroy '{d}' >/dev/null 2>'{d}/holder.err' &\nexit 0\n",
-            s.marker.display()
-        ),
-    )
-    .unwrap();
+    let d = hostile_pre_script(&s, "destroy");
     let cmd = format!(
         "touch '{d}/cmd-started'; i=0; while [ ! -e '{d}/holder-done' ] && [ $i -lt 200 ]; do sleep 0.05; i=$((i+1)); done"
     );
@@ -554,25 +528,6 @@ fn kill_minus_one_and_cgroup_writes_from_a_holder_change_nothing() {
     assert_eq!(s.scripts_ran(), "pre\npost\n");
 }
 
-/// The binary with `s`'s config, run directory and trail, and `state` as
-/// its state directory.
-fn with_state_dir(s: &Setup, state: &std::path::Path) -> Command {
-    let mut c = Command::new(env!("CARGO_BIN_EXE_quiesce"));
-    c.arg("--config")
-        .arg(&s.config)
-        .arg("--host-config")
-        .arg(&s.host_config)
-        .arg("--run-dir")
-        .arg(s.s.path("run"))
-        .arg("--syslog-socket")
-        .arg(s.s.path("no-syslog.sock"))
-        .arg("--journal-socket")
-        .arg(s.s.path("no-journal.sock"))
-        .arg("--state-dir")
-        .arg(state);
-    c
-}
-
 /// Issue 20 item 4: the state directory lives on a small ext4 whose 64
 /// inodes the pre-script fills (a dump next to /var/lib/quiesce). The
 /// post-script must run exactly once: its record is claimed and settled
@@ -596,7 +551,7 @@ fn a_state_disk_out_of_inodes_still_runs_the_post_script_exactly_once() {
     )
     .unwrap();
     let run = Run::from(
-        with_state_dir(&s, &state)
+        s.command_on_state(&state)
             .args(["snapshot", "--json", "--mount", data.path(), "--", "true"])
             .output()
             .unwrap(),
@@ -622,7 +577,7 @@ fn a_state_disk_out_of_inodes_still_runs_the_post_script_exactly_once() {
         "the record stayed"
     );
     let recover = Run::from(
-        with_state_dir(&s, &state)
+        s.command_on_state(&state)
             .args(["recover", "--json"])
             .output()
             .unwrap(),
@@ -655,7 +610,8 @@ fn a_record_that_cannot_be_removed_is_reported_and_never_run_again() {
         ),
     )
     .unwrap();
-    let child = with_state_dir(&s, &state)
+    let child = s
+        .command_on_state(&state)
         .args(["snapshot", "--json", "--mount", data.path(), "--", "true"])
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
@@ -694,7 +650,7 @@ fn a_record_that_cannot_be_removed_is_reported_and_never_run_again() {
     );
     let recover = || {
         Run::from(
-            with_state_dir(&s, &state)
+            s.command_on_state(&state)
                 .args(["recover", "--json"])
                 .output()
                 .unwrap(),

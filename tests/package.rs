@@ -1106,14 +1106,7 @@ fn recover_unit_passes_systemd_analyze_verify() {
 fn before_remove_runs_what_is_due_and_refuses_to_drop_the_rest() {
     require_root!();
     let s = Setup::new("pkg-pending");
-    fs::write(
-        &s.post,
-        format!(
-            "#!/bin/sh\necho \"post ${{QUIESCE_RECOVERY:-none}}\" >> {}\n",
-            s.marker.display()
-        ),
-    )
-    .unwrap();
+    s.post_logs_recovery("");
     // The post guard a separate `pre` leaves armed: ended with the test.
     let _guards = common::MarkerGuard(s.config.display().to_string());
     let state = s.s.path("state");
@@ -1129,16 +1122,7 @@ fn before_remove_runs_what_is_due_and_refuses_to_drop_the_rest() {
         }
         run(&mut cmd)
     };
-    let records = || -> Vec<String> {
-        fs::read_dir(&state)
-            .map(|d| {
-                d.flatten()
-                    .map(|e| e.file_name().to_string_lossy().into_owned())
-                    .filter(|n| n.starts_with("pending-post-") && n.ends_with(".json"))
-                    .collect()
-            })
-            .unwrap_or_default()
-    };
+    let records = || common::pending_records(&state);
 
     let o = helper(None);
     assert!(o.status.success(), "{}", text(&o.stderr));

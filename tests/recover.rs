@@ -24,14 +24,7 @@ struct T {
 
 fn t(tag: &str) -> T {
     let s = Setup::new(tag);
-    fs::write(
-        &s.post,
-        format!(
-            "#!/bin/sh\necho \"post ${{QUIESCE_RECOVERY:-none}}\" >> {}\n",
-            s.marker.display()
-        ),
-    )
-    .unwrap();
+    s.post_logs_recovery("");
     let state = s.s.path("state");
     T { s, state }
 }

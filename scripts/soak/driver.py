@@ -393,19 +393,8 @@ class Soak:
             r.trigger = "none"
             return
         if kind in SIGNAL_KINDS:
-            if self.rng.random() < 0.5:
-                delay = self.rng.uniform(0.0, 0.3)
-                r.trigger = f"delay {delay * 1000:.0f}ms"
-                time.sleep(delay)
-            else:
-                which = self.rng.choice(["s-pre", "c-run", "s-post"])
-                r.trigger = f"marker {which}"
-                if not wait_marked(
-                    f"{r.marker}-{which}", 2.0, stop=lambda: p.poll() is not None
-                ):
-                    r.trigger += " (never seen)"
-                extra = self.rng.uniform(0.0, 0.02)
-                time.sleep(extra)
+            if self.random_moment(r, p):
+                time.sleep(self.rng.uniform(0.0, 0.02))
             self.send(r, p, t0, SIGNAL_KINDS[kind])
             return
         # wdkill / bothkill: only while a window (and so a watchdog) exists.
@@ -447,6 +436,21 @@ class Soak:
             pass
         return out
 
+    def random_moment(self, r, p):
+        """Waits for a random moment of run `r` (runner `p`): 0-300 ms, or
+        until the pre-script, the snapshot command or the post-script
+        appears. Sets r.trigger; True when it waited for a marker."""
+        if self.rng.random() < 0.5:
+            delay = self.rng.uniform(0.0, 0.3)
+            r.trigger = f"delay {delay * 1000:.0f}ms"
+            time.sleep(delay)
+            return False
+        which = self.rng.choice(["s-pre", "c-run", "s-post"])
+        r.trigger = f"marker {which}"
+        if not wait_marked(f"{r.marker}-{which}", 2.0, stop=lambda: p.poll() is not None):
+            r.trigger += " (never seen)"
+        return True
+
     def after_post_reaped(self, p, marker):
         """Waits (bounded) until runner `p` has reaped the post-script of
         run `marker` (its pid gone from /proc: a killed runner before that
@@ -483,15 +487,8 @@ class Soak:
                 seen = seen + 1 if blocked and self.watchdog_pid(p) else 0
                 time.sleep(0.002)
             r.trigger = "FIFREEZE blocked" if seen >= 2 else "FIFREEZE never seen blocked"
-        elif self.rng.random() < 0.5:
-            delay = self.rng.uniform(0.0, 0.3)
-            r.trigger = f"delay {delay * 1000:.0f}ms"
-            time.sleep(delay)
         else:
-            which = self.rng.choice(["s-pre", "c-run", "s-post"])
-            r.trigger = f"marker {which}"
-            if not wait_marked(f"{r.marker}-{which}", 2.0, stop=lambda: p.poll() is not None):
-                r.trigger += " (never seen)"
+            self.random_moment(r, p)
         if p.poll() is not None:
             r.fault_note = "(run already over: no-op)"
             return

@@ -260,11 +260,7 @@ const READY: u8 = b'R';
 /// Waits for one byte `want` on `fd`: EOF, silence or another byte means
 /// the watchdog is not there.
 fn wait_byte(fd: RawFd, want: u8, what: &str) -> io::Result<()> {
-    let mut pfd = libc::pollfd {
-        fd,
-        events: libc::POLLIN,
-        revents: 0,
-    };
+    let mut pfd = crate::supervise::pollfd(Some(fd));
     let ms = READY_TIMEOUT.as_millis() as i32;
     // SAFETY: one pollfd on our stack.
     let n = unsafe { libc::poll(&mut pfd, 1, ms) };
@@ -445,11 +441,7 @@ impl Watchdog {
 
     /// Whether the watchdog is still running (it may have been killed).
     pub fn alive(&self) -> bool {
-        let mut pfd = libc::pollfd {
-            fd: self.pidfd.as_raw_fd(),
-            events: libc::POLLIN,
-            revents: 0,
-        };
+        let mut pfd = crate::supervise::pollfd(Some(self.pidfd.as_raw_fd()));
         // SAFETY: one pollfd on our stack, zero timeout.
         let n = unsafe { libc::poll(&mut pfd, 1, 0) };
         n == 0
@@ -639,16 +631,8 @@ unsafe fn await_arming(a: &ChildArgs<'_>, page: &Page) -> Held {
     unsafe {
         loop {
             let mut fds = [
-                libc::pollfd {
-                    fd: a.runner_pidfd,
-                    events: libc::POLLIN,
-                    revents: 0,
-                },
-                libc::pollfd {
-                    fd: a.ctl,
-                    events: libc::POLLIN,
-                    revents: 0,
-                },
+                crate::supervise::pollfd(Some(a.runner_pidfd)),
+                crate::supervise::pollfd(Some(a.ctl)),
             ];
             if libc::poll(fds.as_mut_ptr(), 2, -1) <= 0 {
                 continue;
@@ -713,16 +697,8 @@ unsafe fn watchdog_main(a: ChildArgs<'_>) -> ! {
                 ((wake - monotonic_ns()) / 1_000_000 + 1).min(i32::MAX as i64) as i32
             };
             let mut fds = [
-                libc::pollfd {
-                    fd: a.runner_pidfd,
-                    events: libc::POLLIN,
-                    revents: 0,
-                },
-                libc::pollfd {
-                    fd: ctl,
-                    events: libc::POLLIN,
-                    revents: 0,
-                },
+                crate::supervise::pollfd(Some(a.runner_pidfd)),
+                crate::supervise::pollfd(Some(ctl)),
             ];
             let n = libc::poll(fds.as_mut_ptr(), 2, timeout);
             if n <= 0 {

@@ -178,16 +178,8 @@ unsafe fn wait_for_runner() -> u64 {
     let mut control = 5;
     loop {
         let mut fds = [
-            libc::pollfd {
-                fd: 3,
-                events: libc::POLLIN,
-                revents: 0,
-            },
-            libc::pollfd {
-                fd: control,
-                events: libc::POLLIN,
-                revents: 0,
-            },
+            crate::supervise::pollfd(Some(3)),
+            crate::supervise::pollfd(Some(control)),
         ];
         // SAFETY: poll/read on descriptors the guard holds, stack buffers.
         unsafe {

@@ -264,10 +264,6 @@ pub trait Edges {
     fn reaped(&mut self, _ok: bool, _interrupted: bool) {}
 }
 
-/// A phase with nothing to record at its edges.
-pub struct NoEdges;
-impl Edges for NoEdges {}
-
 /// Runs one phase to its end: attempts until success, a timeout, the retries
 /// are used up, or the runner is interrupted; `edges` at its start and end.
 pub fn run_phase(

@@ -66,7 +66,7 @@ pub use spawn::{
     DEFAULT_STARTUP_TIMEOUT, EXEC_FD, EXEC_FD_PATH,
 };
 pub use supervised::{ExitStatus, Finished, Progress, Supervised, WaitOutcome};
-pub(crate) use sys::fork_signals_blocked;
+pub(crate) use sys::{fork_signals_blocked, pollfd};
 pub use tree::{
     end_cgroup_members, kill_if_same, reap_orphans, terminate_leftovers, KillReport, Leftover,
 };

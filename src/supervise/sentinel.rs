@@ -213,18 +213,7 @@ unsafe fn watch_loop(plan: &Plan) -> ! {
             0,
         );
         loop {
-            let mut fds = [
-                libc::pollfd {
-                    fd: RUNNER_FD,
-                    events: libc::POLLIN,
-                    revents: 0,
-                },
-                libc::pollfd {
-                    fd: CONTROL_FD,
-                    events: libc::POLLIN,
-                    revents: 0,
-                },
-            ];
+            let mut fds = [sys::pollfd(Some(RUNNER_FD)), sys::pollfd(Some(CONTROL_FD))];
             if libc::poll(fds.as_mut_ptr(), 2, -1) <= 0 {
                 continue;
             }

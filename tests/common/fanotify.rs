@@ -2,6 +2,7 @@
 //! `open()` (tests/helpers/fanotify_hold.py), so that a `FIFREEZE` of that
 //! filesystem blocks in the kernel for as long as the test wants, for real.
 
+use super::scratchfs::ScratchFs;
 use super::{signal, Setup};
 use nix::sys::signal::Signal;
 use std::process::Command;
@@ -32,6 +33,25 @@ impl Holder {
         let h = Holder { child, ready };
         assert!(h.wait_for("marked"), "fanotify listener did not start");
         h
+    }
+
+    /// A writer of `fs` held inside `open(O_TRUNC)` of an existing file (the
+    /// superblock's write reference is taken before the permission event),
+    /// so that a FIFREEZE of `fs` blocks until the listener is released.
+    /// Returns the listener and the writer (it ends once the mount is
+    /// writable again).
+    pub fn hold_a_writer(s: &Setup, fs: &ScratchFs) -> (Holder, std::process::Child) {
+        let victim = fs.mnt.join("held");
+        std::fs::write(&victim, "x").unwrap();
+        let _ = Command::new("sync").arg("-f").arg(&victim).status();
+        let holder = Holder::start(s, fs.path());
+        let writer = Command::new("sh")
+            .arg("-c")
+            .arg(format!("echo y > '{}'", victim.display()))
+            .spawn()
+            .unwrap();
+        assert!(holder.wait_for("held"), "the writer was never held");
+        (holder, writer)
     }
 
     pub fn wait_for(&self, what: &str) -> bool {

@@ -109,16 +109,11 @@ impl Drop for Scratch {
 /// The pending post-script records (`pending-post-*.json`) in the state
 /// directory `state`; none when it does not exist.
 pub fn pending_records(state: &Path) -> Vec<String> {
-    names_with(state, "pending-post-")
-}
-
-/// The `*.json` files named `prefix…` in `dir`.
-pub fn names_with(dir: &Path, prefix: &str) -> Vec<String> {
-    fs::read_dir(dir)
+    fs::read_dir(state)
         .map(|d| {
             d.flatten()
                 .map(|e| e.file_name().to_string_lossy().into_owned())
-                .filter(|n| n.starts_with(prefix) && n.ends_with(".json"))
+                .filter(|n| n.starts_with("pending-post-") && n.ends_with(".json"))
                 .collect()
         })
         .unwrap_or_default()
@@ -247,6 +242,23 @@ impl Setup {
         args
     }
 
+    /// [`Setup::command`] with the state directory at `state` instead (on
+    /// a filesystem of the test's own).
+    pub fn command_on_state(&self, state: &Path) -> Command {
+        let mut cmd = quiesce_bin();
+        cmd.arg("--config")
+            .arg(&self.config)
+            .arg("--host-config")
+            .arg(&self.host_config);
+        for pair in private_args(&self.s.dir).chunks(2) {
+            if pair[0] != "--state-dir" {
+                cmd.args(pair);
+            }
+        }
+        cmd.arg("--state-dir").arg(state);
+        cmd
+    }
+
     pub fn quiesce(&self, args: &[&str]) -> Run {
         Run::from(self.command().args(args).output().unwrap())
     }
@@ -274,6 +286,20 @@ impl Setup {
 
     pub fn scripts_ran(&self) -> String {
         fs::read_to_string(&self.marker).unwrap_or_default()
+    }
+
+    /// Makes the post-script run `extra` (shell), then append `post
+    /// $QUIESCE_RECOVERY` (`post none` for an ordinary run) to the marker.
+    pub fn post_logs_recovery(&self, extra: &str) {
+        fs::write(
+            &self.post,
+            format!(
+                "#!/bin/sh\n{extra}\necho \"post ${{QUIESCE_RECOVERY:-none}}\" >> {}\n",
+                self.marker.display()
+            ),
+        )
+        .unwrap();
+        fs::set_permissions(&self.post, fs::Permissions::from_mode(0o700)).unwrap();
     }
 
     /// The lines of the marker file that start with `prefix`.

@@ -70,8 +70,8 @@ def probe(t, kind, tgid):
     info[0], info[2] = 0, -1  # si_signo 0, si_code SI_QUEUE
     call(f"rt_sigqueueinfo {kind}", lambda: sys_("rt_sigqueueinfo", t, 0, info))
 
-    def pidfd_signal():
-        fd = sys_("pidfd_open", t, 0)
+    def signal_through(fd):
+        # Signal 0 through a pidfd, which is then closed (errno kept).
         if fd < 0:
             return fd
         r = sys_("pidfd_send_signal", fd, 0, None, 0)
@@ -79,16 +79,9 @@ def probe(t, kind, tgid):
         os.close(fd)
         ctypes.set_errno(e)
         return r
-    call(f"pidfd_send_signal {kind}", pidfd_signal)
-
-    def proc_pidfd():
-        fd = os.open(f"/proc/{t}", os.O_RDONLY | os.O_DIRECTORY)
-        r = sys_("pidfd_send_signal", fd, 0, None, 0)
-        e = ctypes.get_errno()
-        os.close(fd)
-        ctypes.set_errno(e)
-        return r
-    call(f"/proc pidfd signal {kind}", proc_pidfd)
+    call(f"pidfd_send_signal {kind}", lambda: signal_through(sys_("pidfd_open", t, 0)))
+    call(f"/proc pidfd signal {kind}",
+         lambda: signal_through(os.open(f"/proc/{t}", os.O_RDONLY | os.O_DIRECTORY)))
     call(f"setpriority {kind}", lambda: os.setpriority(os.PRIO_PROCESS, t, os.getpriority(os.PRIO_PROCESS, t)))
     call(f"sched_setscheduler {kind}", lambda: os.sched_setscheduler(t, os.SCHED_OTHER, os.sched_param(0)))
     call(f"sched_setaffinity {kind}", lambda: os.sched_setaffinity(t, os.sched_getaffinity(0)))
