@@ -896,6 +896,12 @@ pub fn describe(opts: &PendingOptions) -> Result<Vec<serde_json::Value>, Problem
         .map(|e| match e {
             Entry::Record(r) => {
                 let state = match r.due(&boot, now) {
+                    Due::Now(why) if r.failures > 0 => format!(
+                        "due again ({}): its post-script failed {} time(s) (last: {}); `quiesce recover` retries it",
+                        why.name(),
+                        r.failures,
+                        r.last_error.as_deref().unwrap_or("?")
+                    ),
                     Due::Now(why) => format!("due ({}): `quiesce recover` runs it", why.name()),
                     Due::NotYet(why) => format!("pending: {why}"),
                 };
