@@ -647,9 +647,13 @@ fn a_runner_killed_before_its_pre_script_started_runs_no_post_script() {
         b.records()
     );
     // The guard's recovery said why (its status is the state directory's
-    // last-recover.json).
-    let last: serde_json::Value =
-        serde_json::from_slice(&fs::read(b.state().join("last-recover.json")).unwrap()).unwrap();
+    // last-recover.json, written as its run ends, after the record went).
+    let last_file = b.state().join("last-recover.json");
+    assert!(
+        wait_until(Duration::from_secs(10), || last_file.is_file()),
+        "the guard's recovery left no last-recover.json"
+    );
+    let last: serde_json::Value = serde_json::from_slice(&fs::read(&last_file).unwrap()).unwrap();
     assert!(
         last["warnings"]
             .to_string()

@@ -692,6 +692,121 @@ fn untrusted_state_and_metrics_directories_get_nothing_and_a_warning() {
 // ---------------------------------------------------------------------------
 // The library's sink against a real journald.
 
+/// The post guard's recovery is the compliance record of the one run that
+/// went wrong: it keeps every trail and metrics option of the run it
+/// guards. A `pre` given `--trail journal` and a syslog socket that listens
+/// is SIGKILLed in its pre-script; the guard's `recover` ran the
+/// post-script, and its records are in the journal — not on the syslog
+/// socket — and its result in the run's metrics directory.
+#[test]
+fn the_post_guards_recovery_keeps_the_runs_trail_and_metrics() {
+    if skip("journal-guard", false) {
+        return;
+    }
+    let s = Setup::new("journal-guard");
+    let j = TestJournal::start();
+    s.post_logs_recovery("");
+    write_script(
+        &s.pre,
+        &format!("echo pre >> '{}'\nsleep 60", s.marker.display()),
+    );
+    let metrics = s.s.mkdir("metrics", 0o755);
+    let state = s.s.path("state");
+    let syslog = s.s.path("listening-syslog.sock");
+    let listener = UnixDatagram::bind(&syslog).unwrap();
+    listener.set_nonblocking(true).unwrap();
+    let mut runner = common::quiesce_bin()
+        .arg("--config")
+        .arg(&s.config)
+        .arg("--host-config")
+        .arg(&s.host_config)
+        .arg("--run-dir")
+        .arg(s.s.path("run"))
+        .args(["--trail", "journal", "--journal-socket"])
+        .arg(j.socket())
+        .arg("--syslog-socket")
+        .arg(&syslog)
+        .arg("--state-dir")
+        .arg(&state)
+        .arg("--metrics-dir")
+        .arg(&metrics)
+        .arg("pre")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let started = Instant::now();
+    while !s.scripts_ran().contains("pre") {
+        assert!(started.elapsed() < Duration::from_secs(10), "no pre-script");
+        sleep(Duration::from_millis(10));
+    }
+    // Whatever the run itself sent so far is not the question.
+    while listener.recv(&mut [0u8; 65536]).is_ok() {}
+    common::signal(runner.id() as i32, nix::sys::signal::Signal::SIGKILL);
+    let _ = runner.wait();
+    while !s.scripts_ran().contains("post runner-died") {
+        assert!(
+            started.elapsed() < Duration::from_secs(30),
+            "the guard's recovery never ran the post-script: {:?}",
+            s.scripts_ran()
+        );
+        sleep(Duration::from_millis(20));
+    }
+    let recovery = loop {
+        let found = j
+            .entries()
+            .into_iter()
+            .find(|e| field(e, "SYSLOG_MSGID") == "post-recovery");
+        if let Some(e) = found {
+            break field(&e, "QUIESCE_OP");
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(30),
+            "no post-recovery record in the journal: {:?}",
+            j.entries()
+                .iter()
+                .map(|e| field(e, "SYSLOG_MSGID"))
+                .collect::<Vec<_>>()
+        );
+        sleep(Duration::from_millis(50));
+    };
+    let entries = j.wait_for_run(&recovery);
+    let msgids: Vec<String> = entries.iter().map(|e| field(e, "SYSLOG_MSGID")).collect();
+    for m in [
+        "run-start",
+        "post-recovery",
+        "script-start",
+        "script-exit",
+        "run-end",
+    ] {
+        assert!(msgids.iter().any(|x| x == m), "no {m}: {msgids:?}");
+    }
+    let mut buf = [0u8; 65536];
+    match listener.recv(&mut buf) {
+        Ok(n) => panic!(
+            "the recovery's records went to the syslog socket: {}",
+            String::from_utf8_lossy(&buf[..n])
+        ),
+        Err(e) => assert_eq!(e.kind(), std::io::ErrorKind::WouldBlock),
+    }
+    let prom = metrics.join("quiesce.prom");
+    let until = Instant::now() + Duration::from_secs(10);
+    let mut text = String::new();
+    while Instant::now() < until {
+        text = fs::read_to_string(&prom).unwrap_or_default();
+        if text.contains("operation=\"recover\"") {
+            break;
+        }
+        sleep(Duration::from_millis(50));
+    }
+    assert!(
+        text.lines()
+            .any(|l| l == "quiesce_last_run_success{operation=\"recover\"} 1"),
+        "the recovery's result is not in the run's metrics directory:\n{text}"
+    );
+    assert!(state.join("last-recover.json").is_file());
+}
+
 /// The trail is process-global: one library test at a time.
 fn serial() -> MutexGuard<'static, ()> {
     static LOCK: Mutex<()> = Mutex::new(());

@@ -2,8 +2,8 @@
 //! what the runner holds, the rules in force for scripts, and what a script
 //! really holds (a probe is run).
 
-use crate::job::{inspection, Finished, RunnerOptions};
+use crate::job::{inspection, Context, Finished};
 
-pub fn run(ropts: &RunnerOptions) -> Finished {
-    inspection::audit(ropts)
+pub fn run(cx: &Context) -> Finished {
+    inspection::audit(cx)
 }

@@ -3,8 +3,8 @@
 
 use std::path::PathBuf;
 
-use crate::job::{check, Common, Finished, RunnerOptions};
+use crate::job::{check, Context, Finished};
 
-pub fn run(common: &Common, ropts: &RunnerOptions, mounts: &[PathBuf]) -> Finished {
-    check::check(common, ropts, mounts)
+pub fn run(cx: &Context, mounts: &[PathBuf]) -> Finished {
+    check::check(cx, mounts)
 }

@@ -2,8 +2,8 @@
 //! run CMD, thaw. No scripts.
 
 use crate::job::snapshot::{self, WindowRequest};
-use crate::job::{Common, Finished, RunnerOptions};
+use crate::job::{Context, Finished};
 
-pub fn run(common: &Common, ropts: &RunnerOptions, req: &WindowRequest) -> Finished {
-    snapshot::freeze(common, ropts, req)
+pub fn run(cx: &Context, req: &WindowRequest) -> Finished {
+    snapshot::freeze(cx, req)
 }

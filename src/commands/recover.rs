@@ -3,8 +3,8 @@
 //! Safe at any time; the packaged `quiesce-recover.service` runs it at boot,
 //! and a dead runner's post guard runs it the moment the runner dies.
 
-use crate::job::{recover, Common, Finished, RunnerOptions};
+use crate::job::{recover, Context, Finished};
 
-pub fn run(common: &Common, ropts: &RunnerOptions, retry: bool) -> Finished {
-    recover::recover(common, ropts, retry)
+pub fn run(cx: &Context, retry: bool) -> Finished {
+    recover::recover(cx, retry)
 }

@@ -3,8 +3,8 @@
 
 use std::path::PathBuf;
 
-use crate::job::{thaw, Common, Finished, RunnerOptions};
+use crate::job::{thaw, Context, Finished};
 
-pub fn run(common: &Common, ropts: &RunnerOptions, mounts: &[PathBuf]) -> Finished {
-    thaw::emergency_thaw(common, ropts, mounts)
+pub fn run(cx: &Context, mounts: &[PathBuf]) -> Finished {
+    thaw::emergency_thaw(cx, mounts)
 }

@@ -9,16 +9,16 @@ use crate::job::apps::Apps;
 use crate::job::bridge::{self, BridgePaths};
 use crate::job::preflight::{self, CheckedScript, Prechecked, Readiness};
 use crate::job::status::{say, CheckedScriptStatus};
-use crate::job::{mount_plan, Common, Finished, Job, Phase, RunnerOptions};
+use crate::job::{mount_plan, Context, Finished, Job, Phase};
 use crate::job::{pipeline, recover};
 use crate::supervise::DEFAULT_GRACE;
 
 /// The check run.
-pub fn check(common: &Common, ropts: &RunnerOptions, mounts: &[PathBuf]) -> Finished {
-    let mut job = Job::observe("check", ropts);
+pub fn check(cx: &Context, mounts: &[PathBuf]) -> Finished {
+    let mut job = Job::observe("check", cx);
     say(format!("check {}", job.operation_id()));
     let mut problems = Vec::new();
-    let apps = match pipeline::precheck(&mut job, common) {
+    let apps = match pipeline::precheck(&mut job, cx) {
         Ok(apps) => {
             say_apps(&mut job, &apps);
             for app in &apps.list {
@@ -38,7 +38,7 @@ pub fn check(common: &Common, ropts: &RunnerOptions, mounts: &[PathBuf]) -> Fini
     let freezes = apps
         .as_ref()
         .is_none_or(|a| a.list.iter().all(|a| a.fs_freeze_enabled()));
-    let mut ready = Readiness::of(ropts, freezes);
+    let mut ready = Readiness::of(cx.options.policy.as_deref(), cx.options.no_sandbox, freezes);
     ready.probe_confinement();
     if let Some(p) = &ready.policy {
         say(format!(
@@ -53,12 +53,12 @@ pub fn check(common: &Common, ropts: &RunnerOptions, mounts: &[PathBuf]) -> Fini
         .policy
         .as_ref()
         .map_or(DEFAULT_GRACE, |p| p.kill_grace());
-    problems.extend(check_bridge(&mut job, common, apps.as_ref(), grace));
-    match mount_plan(common, mounts) {
-        Ok(plan) => say_plan(&mut job, common, &plan, !mounts.is_empty()),
+    problems.extend(check_bridge(&mut job, cx, apps.as_ref(), grace));
+    match mount_plan(cx, mounts) {
+        Ok(plan) => say_plan(&mut job, cx, &plan, !mounts.is_empty()),
         Err(p) => problems.push(p),
     }
-    problems.extend(say_pending(&mut job, common));
+    problems.extend(say_pending(&mut job, cx));
     for p in &problems {
         if !job.status.has_error(p) {
             job.problem(p);
@@ -80,12 +80,12 @@ pub fn check(common: &Common, ropts: &RunnerOptions, mounts: &[PathBuf]) -> Fini
 /// set-up the hook will run. Returns its problems; says its notes.
 fn check_bridge(
     job: &mut Job,
-    common: &Common,
+    cx: &Context,
     apps: Option<&Apps>,
     grace: std::time::Duration,
 ) -> Vec<Problem> {
-    let paths = BridgePaths::of(&common.apps);
-    let ext_path = &common.apps.extension_config;
+    let paths = BridgePaths::of(&cx.apps);
+    let ext_path = &cx.apps.extension_config;
     let mut found = Vec::new();
     let mut host_timeout = None;
     for app in apps.iter().flat_map(|a| &a.list) {
@@ -144,8 +144,8 @@ fn check_bridge(
 
 /// Every mount with the verdict on it: those that would be frozen, and
 /// the skipped ones too with `-v` or when `--mount` named them.
-fn say_plan(job: &mut Job, common: &Common, plan: &MountPlan, named: bool) {
-    let listed = common.verbose || named;
+fn say_plan(job: &mut Job, cx: &Context, plan: &MountPlan, named: bool) {
+    let listed = cx.options.verbose || named;
     for e in &plan.entries {
         if e.freeze || listed {
             say(format!(
@@ -178,8 +178,8 @@ fn say_plan(job: &mut Job, common: &Common, plan: &MountPlan, named: bool) {
 
 /// Pending post-scripts (SPEC §6.6): a run would refuse an untrusted state
 /// directory, and would first run what is due.
-fn say_pending(job: &mut Job, common: &Common) -> Option<Problem> {
-    match recover::describe(&common.pending) {
+fn say_pending(job: &mut Job, cx: &Context) -> Option<Problem> {
+    match recover::describe(&cx.pending) {
         Ok(pending) => {
             for p in &pending {
                 say(format!(

@@ -9,24 +9,18 @@ use std::time::{Duration, Instant};
 use crate::error::{ErrorCode, Fix, Problem};
 use crate::job::preflight::Readiness;
 use crate::job::status::say;
-use crate::job::{Finished, Job, RunnerOptions};
+use crate::job::{Context, Finished, Job};
 use crate::sandbox::guards::{self, GuardFilter};
 use crate::sandbox::inspect::{describe_for, ProcessSandboxState, SandboxDescription};
 use crate::sandbox::PreparedSandbox;
 use crate::supervise::{self, Exec, RunOptions, SpawnSpec};
 
 /// The audit run: it executes only the probe.
-pub fn audit(ropts: &RunnerOptions) -> Finished {
-    let mut job = Job::observe("audit", ropts);
+pub fn audit(cx: &Context) -> Finished {
+    let mut job = Job::observe("audit", cx);
     // What a script would get: the sandbox is described and probed even
     // when this run was given --no-sandbox.
-    let mut ready = Readiness::of(
-        &RunnerOptions {
-            no_sandbox: false,
-            ..ropts.clone()
-        },
-        true,
-    );
+    let mut ready = Readiness::of(cx.options.policy.as_deref(), false, true);
     ready.probe_confinement();
     match &ready.caps {
         Some(c) => say(format!(

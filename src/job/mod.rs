@@ -23,6 +23,7 @@
 pub mod apps;
 pub mod bridge;
 pub mod check;
+pub mod context;
 pub mod decide;
 pub mod holders;
 pub mod inspection;
@@ -45,48 +46,22 @@ use std::path::PathBuf;
 
 use log::Level;
 
-pub use runner::{Runner, RunnerOptions, PIDS_MAX};
+pub use context::Context;
+pub use runner::{Runner, PIDS_MAX};
 
 use crate::error::{ErrorCode, Exit, Fix, Problem};
 use crate::freeze::mounts::{self, MountPlan, SysBlockInfo};
-use crate::freeze::state::RunDir;
-use crate::trail::{self, Record, TrailConfig};
+use crate::trail::{self, Record};
 use status::{Consistency, Outcome, Status};
-
-/// Options every subcommand shares.
-#[derive(Debug, Clone)]
-pub struct Common {
-    /// Where the applications come from (SPEC §3.1).
-    pub apps: apps::AppSources,
-    pub verbose: bool,
-    /// `/run/quiesce`: lock, recovery state, pre-script holders.
-    pub run_dir: RunDir,
-    /// `/etc/azure/vmbackup.conf` (its `MountsToSkip`).
-    pub vmbackup_conf: PathBuf,
-    /// `--state-dir`, `--post-due`: pending post-scripts (SPEC §6.6).
-    pub pending: pending::PendingOptions,
-}
-
-impl Default for Common {
-    fn default() -> Self {
-        Common {
-            apps: apps::AppSources::default(),
-            verbose: false,
-            run_dir: RunDir::default(),
-            vmbackup_conf: mounts::VMBACKUP_CONF_PATH.into(),
-            pending: pending::PendingOptions::default(),
-        }
-    }
-}
 
 /// The mount plan: the `--mount` list when given (it replaces discovery),
 /// else discovery from `/proc/self/mountinfo` minus `MountsToSkip`.
-pub fn mount_plan(common: &Common, requested: &[PathBuf]) -> Result<MountPlan, Problem> {
+pub fn mount_plan(cx: &Context, requested: &[PathBuf]) -> Result<MountPlan, Problem> {
     let cannot = |e: String, path: &str| {
         Problem::new(ErrorCode::UnableToOpenMount, e).with_fix(Fix::Unreadable(path.into()))
     };
     if requested.is_empty() {
-        return mounts::discover_system(&common.vmbackup_conf).map_err(|e| {
+        return mounts::discover_system(&cx.options.vmbackup_conf).map_err(|e| {
             let path = match &e {
                 mounts::DiscoverError::ReadVmbackupConf(p, _) => p.display().to_string(),
                 _ => "/proc/self/mountinfo".into(),
@@ -155,8 +130,8 @@ pub struct Job {
 impl Job {
     /// A run that executes nothing (`check`, `audit`, `thaw`): the trail and
     /// the status.
-    pub fn observe(operation: &'static str, opts: &RunnerOptions) -> Job {
-        let job = Job::begin(operation, opts);
+    pub fn observe(operation: &'static str, cx: &Context) -> Job {
+        let job = Job::begin(operation, cx);
         trail::event(
             Level::Info,
             Record::RunStart,
@@ -172,31 +147,24 @@ impl Job {
     /// ran: the finished run comes back instead.
     pub fn start(
         operation: &'static str,
-        opts: &RunnerOptions,
-        run_dir: &RunDir,
+        cx: &Context,
         freezes: bool,
     ) -> Result<(Job, Runner), Box<Finished>> {
-        let mut job = Job::begin(operation, opts);
+        let mut job = Job::begin(operation, cx);
         if freezes {
             job.status.consistency = Some(Consistency::None);
         }
         let op = job.status.operation_id.clone();
-        match Runner::start(operation, &op, opts, run_dir, freezes, &mut job.warnings) {
+        match Runner::start(operation, &op, cx, freezes, &mut job.warnings) {
             Ok(runner) => Ok((job, runner)),
             Err(p) => Err(Box::new(job.fail(&p))),
         }
     }
 
-    fn begin(operation: &'static str, opts: &RunnerOptions) -> Job {
+    fn begin(operation: &'static str, cx: &Context) -> Job {
         let operation_id = status::new_operation_id();
-        let mut cfg = TrailConfig::new(operation_id.clone());
-        cfg.socket = opts.syslog_socket.clone();
-        cfg.facility = opts.facility;
-        cfg.mode = opts.trail;
-        cfg.journal_socket = opts.journal_socket.clone();
-        cfg.verbose = opts.verbose;
         let mut warnings = Vec::new();
-        if let Err(e) = trail::init(cfg) {
+        if let Err(e) = trail::init(cx.trail_config(&operation_id)) {
             let w = format!("audit trail: {e}");
             status::say(format!("warning: {w}"));
             warnings.push(w);
@@ -204,7 +172,7 @@ impl Job {
         Job {
             status: Status::new(operation, &operation_id),
             warnings,
-            outputs: opts.outputs.clone(),
+            outputs: cx.outputs.clone(),
             pending: recover::PendingState::default(),
         }
     }

@@ -7,15 +7,15 @@ use super::apps::{self, App, Apps};
 use super::decide;
 use super::script::{self, AppTag, PhaseResult, RunContext};
 use super::status::{self, ApplicationStatus, Outcome, ScriptPhaseStatus};
-use super::{holders, Common, Finished, Job, Phase, RunnerOptions};
+use super::{holders, Context, Finished, Job, Phase};
 use crate::error::Problem;
 use crate::trail;
 
 /// The pre-check of every application: each check recorded in the trail
 /// (naming its application), each warning said and kept, and one entry per
 /// application in the status. A source that fails closed is the error.
-pub fn precheck(job: &mut Job, common: &Common) -> Result<Apps, Problem> {
-    let apps = apps::precheck(&common.apps)?;
+pub fn precheck(job: &mut Job, cx: &Context) -> Result<Apps, Problem> {
+    let apps = apps::precheck(&cx.apps)?;
     job.status.application_source =
         Some(serde_json::to_value(&apps.source).expect("source serialises"));
     for app in &apps.list {
@@ -101,20 +101,20 @@ pub fn report_precheck(job: &mut Job, apps: &Apps) {
 /// retries and timeout, as the extension calls them — pre-scripts in
 /// application order, post-scripts in reverse. Pre-script leftovers are
 /// recorded; each application's post phase ends its own.
-pub fn script_phase(common: &Common, opts: &RunnerOptions, phase: Phase) -> Finished {
-    let (mut job, runner) = match Job::start(phase.name(), opts, &common.run_dir, false) {
+pub fn script_phase(cx: &Context, phase: Phase) -> Finished {
+    let (mut job, runner) = match Job::start(phase.name(), cx, false) {
         Ok(started) => started,
         Err(refused) => return *refused,
     };
     if phase == Phase::Pre {
         // Before any script, the post-scripts of dead runs included (SPEC §8).
-        super::recover::start_guard(&mut job, common, opts);
+        super::recover::start_guard(&mut job, cx);
     }
-    if let Err(p) = super::recover::at_start(&mut job, &runner, common) {
+    if let Err(p) = super::recover::at_start(&mut job, &runner, cx) {
         return job.fail(&p);
     }
     let ctx = runner.context();
-    let apps = match precheck(&mut job, common) {
+    let apps = match precheck(&mut job, cx) {
         Ok(apps) => apps,
         Err(p) => {
             if phase == Phase::Post {
@@ -129,7 +129,7 @@ pub fn script_phase(common: &Common, opts: &RunnerOptions, phase: Phase) -> Fini
     match phase {
         Phase::Pre => {
             if decide::scripts_may_run(&apps) {
-                pres(&mut job, common, opts, &ctx, &apps);
+                pres(&mut job, cx, &ctx, &apps);
             }
         }
         Phase::Post => {
@@ -160,19 +160,13 @@ pub fn script_phase(common: &Common, opts: &RunnerOptions, phase: Phase) -> Fini
 /// application that passed its pre-check; a failure whose application does
 /// not allow going on stops the later ones, and so does a signal. Returns
 /// the applications whose pre-script started.
-pub fn pres<'a>(
-    job: &mut Job,
-    common: &Common,
-    opts: &RunnerOptions,
-    ctx: &RunContext<'_>,
-    apps: &'a Apps,
-) -> Vec<&'a App> {
+pub fn pres<'a>(job: &mut Job, cx: &Context, ctx: &RunContext<'_>, apps: &'a Apps) -> Vec<&'a App> {
     let mut started = Vec::new();
     for app in &apps.list {
         if app.pc.ready(Phase::Pre).is_none() {
             continue;
         }
-        super::recover::arm(job, common, opts, app);
+        super::recover::arm(job, cx, app);
         started.push(app);
         let res = run_script(job, ctx, Phase::Pre, apps, app);
         if let Some(sig) = res.interrupted {

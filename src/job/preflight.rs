@@ -24,7 +24,7 @@ use crate::sandbox::{PreparedFilter, PreparedSandbox, ScriptPolicy, WatchdogPoli
 use crate::trail::{self, Record};
 
 use super::interpreter::{self, Interpreter};
-use super::{Phase, RunnerOptions};
+use super::Phase;
 
 /// The installed sandbox policy, used when `--policy` is not given.
 pub const DEFAULT_POLICY_PATH: &str = "/etc/quiesce/policy.json";
@@ -49,7 +49,7 @@ pub struct Readiness {
 
 impl Readiness {
     /// Everything the runner needs for a run that may freeze (`freezes`).
-    pub fn of(opts: &RunnerOptions, freezes: bool) -> Readiness {
+    pub fn of(policy: Option<&Path>, no_sandbox: bool, freezes: bool) -> Readiness {
         let mut r = Readiness {
             caps: None,
             policy: None,
@@ -59,9 +59,9 @@ impl Readiness {
             warnings: Vec::new(),
         };
         let bad = |e: String| Problem::new(ErrorCode::IncorrectPluginhostFile, e);
-        match load_policy(opts.policy.as_deref()) {
+        match load_policy(policy) {
             Ok(policy) => {
-                if !opts.no_sandbox {
+                if !no_sandbox {
                     match PreparedSandbox::prepare(&policy) {
                         Ok(s) => r.sandbox = Some(s),
                         Err(e) => r

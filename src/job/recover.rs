@@ -24,7 +24,7 @@ use super::postguard::PostGuard;
 use super::preflight::{self, InputPaths, Prechecked};
 use super::script::{self, AppTag, RunContext};
 use super::status::say;
-use super::{Common, Finished, Job, Phase, Runner, RunnerOptions};
+use super::{Context, Finished, Job, Phase, Runner};
 use crate::error::{ErrorCode, Problem};
 use crate::freeze::state::RunDir;
 use crate::sandbox::guards;
@@ -51,51 +51,51 @@ pub struct PendingState {
 
 /// The start of a run that executes anything: the state directory is
 /// checked (304 refuses the run) and every due post-script is run first.
-pub fn at_start(job: &mut Job, runner: &Runner, common: &Common) -> Result<(), Problem> {
-    common.pending.check()?;
-    job.pending.opts = Some(common.pending.clone());
-    run_due(job, runner, &common.pending, None);
+pub fn at_start(job: &mut Job, runner: &Runner, cx: &Context) -> Result<(), Problem> {
+    cx.pending.check()?;
+    job.pending.opts = Some(cx.pending.clone());
+    run_due(job, runner, &cx.pending, None);
     Ok(())
 }
 
 /// `quiesce recover`: thaws what a dead run left frozen, then runs every
 /// pending post-script that is due. The status lists what it ran.
-pub fn recover(common: &Common, opts: &RunnerOptions, retry: bool) -> Finished {
-    let (mut job, runner) = match Job::start("recover", opts, &common.run_dir, false) {
+pub fn recover(cx: &Context, retry: bool) -> Finished {
+    let (mut job, runner) = match Job::start("recover", cx, false) {
         Ok(started) => started,
         Err(refused) => return *refused,
     };
     let mut warnings = Vec::new();
-    match super::window::lock_and_recover(common, &mut warnings) {
+    match super::window::lock_and_recover(cx, &mut warnings) {
         Ok(lock) => drop(lock),
         // A live freeze holds the lock: its runner thaws by its own
         // deadline; the post-scripts are still looked at.
         Err(p) => warnings.push(format!("thaw recovery not attempted: {}", p.detail)),
     }
     job.warn_all(warnings);
-    match common.pending.check_for_recovery() {
+    match cx.pending.check_for_recovery() {
         Err(p) => return job.fail(&p),
         Ok(false) => {
             say(format!(
                 "no state directory {}: nothing was ever recorded there, so no post-script is pending",
-                common.pending.state_dir.path.display()
+                cx.pending.state_dir.path.display()
             ));
             return job.conclude();
         }
         Ok(true) => {}
     }
-    job.pending.opts = Some(common.pending.clone());
-    let mut ran = run_due(&mut job, &runner, &common.pending, Some(()));
+    job.pending.opts = Some(cx.pending.clone());
+    let mut ran = run_due(&mut job, &runner, &cx.pending, Some(()));
     // A recovered post-script failed (its database is not up yet?): with
     // --retry, try again after its backoff, until it works or the record is
     // removed.
-    while let Some(at) = next_retry(&common.pending).filter(|_| retry) {
+    while let Some(at) = next_retry(&cx.pending).filter(|_| retry) {
         let wait = at.saturating_sub(pending::now_unix()) + 1;
         say(format!("a pending post-script is retried in {wait} s"));
         if runner.signals.wait(std::time::Duration::from_secs(wait)) {
             break; // a signal: stop here, the record stays
         }
-        ran += run_due(&mut job, &runner, &common.pending, Some(()));
+        ran += run_due(&mut job, &runner, &cx.pending, Some(()));
     }
     if ran == 0 {
         say("no pending post-script is due");
@@ -486,8 +486,8 @@ fn verified<'a>(
 /// tolerate. A record that cannot be written is said loudly; the pre-script
 /// still runs (the runner itself still runs the post-script on every path
 /// it survives).
-pub fn arm(job: &mut Job, common: &Common, opts: &RunnerOptions, app: &App) {
-    start_guard(job, common, opts);
+pub fn arm(job: &mut Job, cx: &Context, app: &App) {
+    start_guard(job, cx);
     let (Some(post), Some(sha)) = (app.pc.post.as_ref(), app.pc.config_sha256.as_ref()) else {
         return;
     };
@@ -501,10 +501,10 @@ pub fn arm(job: &mut Job, common: &Common, opts: &RunnerOptions, app: &App) {
         app_index: app.index,
         config: app.config_path.clone(),
         config_sha256: sha.clone(),
-        host_config: common.apps.host_config.clone(),
+        host_config: cx.apps.host_config.clone(),
         post_script: post.file.path.clone(),
         post_sha256: post.sha256.clone(),
-        run_dir: common.run_dir.path.clone(),
+        run_dir: cx.run_dir.path.clone(),
         guard: job.pending.guard.as_ref().map(|g| {
             let start = crate::supervise::procfs::read_stat(g.pid).map_or(0, |s| s.start);
             (g.pid, start)
@@ -516,11 +516,11 @@ pub fn arm(job: &mut Job, common: &Common, opts: &RunnerOptions, app: &App) {
 /// run pre-scripts, before any script of the run (the post-scripts of dead
 /// runs it runs first included), so every script's filter names it (SPEC
 /// §8). It is protected from the scripts from here on.
-pub fn start_guard(job: &mut Job, common: &Common, opts: &RunnerOptions) {
+pub fn start_guard(job: &mut Job, cx: &Context) {
     if job.pending.guard.is_some() {
         return;
     }
-    match PostGuard::start(&guard_args(common, opts)) {
+    match PostGuard::start(&guard_args(cx)) {
         Ok(g) => {
             guards::protect(g.pid, "post guard");
             job.pending.guard = Some(g);
@@ -533,32 +533,15 @@ pub fn start_guard(job: &mut Job, common: &Common, opts: &RunnerOptions) {
     }
 }
 
-/// The command line the guard executes: `quiesce recover` with this run's
-/// state and run directories, trail and sandbox options.
-fn guard_args(common: &Common, opts: &RunnerOptions) -> Vec<CString> {
-    let c = |s: &[u8]| CString::new(s).unwrap_or_default();
-    let mut args = vec![
-        c(b"--state-dir"),
-        c(common.pending.state_dir.path.as_os_str().as_bytes()),
-        c(b"--run-dir"),
-        c(common.run_dir.path.as_os_str().as_bytes()),
-        c(b"--syslog-socket"),
-        c(opts.syslog_socket.as_os_str().as_bytes()),
-        c(b"--syslog-facility"),
-        c(opts.facility.to_string().as_bytes()),
-        c(b"--post-due"),
-        c(common.pending.post_due.as_secs().to_string().as_bytes()),
-    ];
-    if let Some(p) = &opts.policy {
-        args.push(c(b"--policy"));
-        args.push(c(p.as_os_str().as_bytes()));
-    }
-    if opts.no_sandbox {
-        args.push(c(b"--no-sandbox"));
-    }
-    args.push(c(b"recover"));
-    args.push(c(b"--retry"));
-    args
+/// The command line the guard executes: `quiesce recover --retry` with
+/// this run's options, every one (its directories, trail, metrics,
+/// sandbox), as the parser gives them back.
+fn guard_args(cx: &Context) -> Vec<CString> {
+    let mut args = cx.options.to_args();
+    args.extend(["recover".into(), "--retry".into()]);
+    args.into_iter()
+        .map(|a| CString::new(a.as_bytes()).unwrap_or_default())
+        .collect()
 }
 
 /// The operations whose post-script a separate `quiesce post` is still

@@ -4,12 +4,11 @@
 //! compiled (fail closed, §8), the watchdog's filter, `CAP_SYS_ADMIN` for a
 //! freeze.
 
-use std::path::PathBuf;
 use std::sync::Arc;
 
 use log::Level;
 
-use super::metrics::Outputs;
+use super::context::Context;
 use super::preflight::{self, Readiness};
 use super::script::RunContext;
 use super::status;
@@ -20,43 +19,11 @@ use crate::sandbox::env::ScriptEnv;
 use crate::sandbox::inspect::RunnerCaps;
 use crate::sandbox::{PreparedFilter, PreparedSandbox, ScriptPolicy};
 use crate::supervise;
-use crate::trail::{self, Facility, Record, TrailMode};
+use crate::trail::{self, Record};
 
 /// `pids.max` of a script's cgroup: far above what a backup script needs,
 /// low enough that a fork bomb cannot exhaust the VM's pids.
 pub const PIDS_MAX: u64 = 4096;
-
-/// Options about the runner itself.
-#[derive(Debug, Clone)]
-pub struct RunnerOptions {
-    /// `--policy`; `None`: `/etc/quiesce/policy.json` if present, else built in.
-    pub policy: Option<PathBuf>,
-    pub no_sandbox: bool,
-    pub syslog_socket: PathBuf,
-    pub facility: Facility,
-    /// `--trail`, `--journal-socket`.
-    pub trail: TrailMode,
-    pub journal_socket: PathBuf,
-    /// `--state-dir`, `--metrics-dir`: the run's last result and metrics.
-    pub outputs: Outputs,
-    /// `-v`: every audit record is also echoed as a human line on stderr.
-    pub verbose: bool,
-}
-
-impl Default for RunnerOptions {
-    fn default() -> Self {
-        RunnerOptions {
-            policy: None,
-            no_sandbox: false,
-            syslog_socket: trail::DEFAULT_SOCKET.into(),
-            facility: Facility::default(),
-            trail: TrailMode::default(),
-            journal_socket: trail::DEFAULT_JOURNAL_SOCKET.into(),
-            outputs: Outputs::default(),
-            verbose: false,
-        }
-    }
-}
 
 /// The runner's set-up for one run.
 pub struct Runner {
@@ -80,13 +47,13 @@ impl Runner {
     pub(super) fn start(
         operation: &'static str,
         operation_id: &str,
-        opts: &RunnerOptions,
-        run_dir: &RunDir,
+        cx: &Context,
         freezes: bool,
         warnings: &mut Vec<String>,
     ) -> Result<Runner, Problem> {
         // The run directory's records decide what is thawed and which
         // processes are ended: checked before anything runs (SPEC §4).
+        let run_dir = &cx.run_dir;
         run_dir.check().map_err(|e| {
             Problem::new(
                 ErrorCode::IncorrectPluginhostFile,
@@ -118,7 +85,7 @@ impl Runner {
             status::say(format!("warning: {w}"));
             warnings.push(w);
         }
-        let ready = Readiness::of(opts, freezes);
+        let ready = Readiness::of(cx.options.policy.as_deref(), cx.options.no_sandbox, freezes);
         for w in &ready.warnings {
             status::say(format!("warning: {w}"));
         }
@@ -148,7 +115,7 @@ impl Runner {
         if let Some(p) = ready.problems.first() {
             return Err(p.clone());
         }
-        if opts.no_sandbox {
+        if cx.options.no_sandbox {
             let w = preflight::NO_SANDBOX_WARNING.to_string();
             trail::event(Level::Warn, Record::SandboxDisabled, operation, &[], &w);
             status::say(format!("WARNING: {w}"));

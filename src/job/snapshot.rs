@@ -17,7 +17,7 @@ use super::runner::Runner;
 use super::script::RunContext;
 use super::status::{self, say};
 use super::window::{self, freeze_phase_json, SnapshotRun};
-use super::{mount_plan, Common, Finished, Job, RunnerOptions};
+use super::{mount_plan, Context, Finished, Job};
 use crate::error::Problem;
 use crate::freeze::lock::RunLock;
 use crate::freeze::mounts::MountPlan;
@@ -38,30 +38,30 @@ pub struct WindowRequest {
 /// `quiesce snapshot -- CMD`: preflight → pre-scripts → window →
 /// post-scripts → conclude. The pre-scripts run in application order, the
 /// post-scripts in reverse, for every application whose pre-script started.
-pub fn snapshot(common: &Common, opts: &RunnerOptions, req: &WindowRequest) -> Finished {
-    let (mut job, runner) = match Job::start("snapshot", opts, &common.run_dir, true) {
+pub fn snapshot(cx: &Context, req: &WindowRequest) -> Finished {
+    let (mut job, runner) = match Job::start("snapshot", cx, true) {
         Ok(started) => started,
         Err(refused) => return *refused,
     };
-    let (early, standby) = guards_first(&mut job, &runner, common, opts, &req.mounts);
-    if let Err(p) = super::recover::at_start(&mut job, &runner, common) {
+    let (early, standby) = guards_first(&mut job, &runner, cx, &req.mounts);
+    if let Err(p) = super::recover::at_start(&mut job, &runner, cx) {
         return job.fail(&p);
     }
-    let apps = match pipeline::precheck(&mut job, common) {
+    let apps = match pipeline::precheck(&mut job, cx) {
         Ok(apps) => apps,
         Err(p) => return job.fail(&p),
     };
     let settings = Settings::of_apps(&apps, |a| !a.pc.passed());
     // What can fail fast does so before any script runs: the mount plan and
     // the lock. Nothing is left half done.
-    let (plan, _lock) = match prepare(&mut job, common, settings, early) {
+    let (plan, _lock) = match prepare(&mut job, cx, settings, early) {
         Ok(ready) => ready,
         Err(p) => return job.fail(&p),
     };
     report_precheck(&mut job, &apps, settings);
     let ctx = runner.context();
     let started = if decide::scripts_may_run(&apps) {
-        pipeline::pres(&mut job, common, opts, &ctx, &apps)
+        pipeline::pres(&mut job, cx, &ctx, &apps)
     } else {
         Vec::new()
     };
@@ -112,16 +112,16 @@ fn started_ok(job: &Job, app: &App) -> bool {
 }
 
 /// `quiesce freeze -- CMD`: freeze, run CMD, thaw. No scripts.
-pub fn freeze(common: &Common, opts: &RunnerOptions, req: &WindowRequest) -> Finished {
-    let (mut job, runner) = match Job::start("freeze", opts, &common.run_dir, true) {
+pub fn freeze(cx: &Context, req: &WindowRequest) -> Finished {
+    let (mut job, runner) = match Job::start("freeze", cx, true) {
         Ok(started) => started,
         Err(refused) => return *refused,
     };
-    if let Err(p) = super::recover::at_start(&mut job, &runner, common) {
+    if let Err(p) = super::recover::at_start(&mut job, &runner, cx) {
         return job.fail(&p);
     }
     let settings = Settings::FREEZE_ONLY;
-    let (plan, _lock) = match prepare(&mut job, common, settings, mount_plan(common, &req.mounts)) {
+    let (plan, _lock) = match prepare(&mut job, cx, settings, mount_plan(cx, &req.mounts)) {
         Ok(ready) => ready,
         Err(p) => return job.fail(&p),
     };
@@ -170,21 +170,20 @@ pub fn freeze(common: &Common, opts: &RunnerOptions, req: &WindowRequest) -> Fin
 fn guards_first(
     job: &mut Job,
     runner: &Runner,
-    common: &Common,
-    opts: &RunnerOptions,
+    cx: &Context,
     mounts: &[PathBuf],
 ) -> (
     Result<MountPlan, Problem>,
     Option<Result<WindowStandby, Problem>>,
 ) {
-    let early = mount_plan(common, mounts);
+    let early = mount_plan(cx, mounts);
     let mut warnings = Vec::new();
     let standby = early
         .as_ref()
         .ok()
         .map(|p| window::standby(runner, p, &mut warnings));
     job.warn_all(warnings);
-    super::recover::start_guard(job, common, opts);
+    super::recover::start_guard(job, cx);
     (early, standby)
 }
 
@@ -192,7 +191,7 @@ fn guards_first(
 /// anything runs; what a dead runner left frozen is recovered here.
 fn prepare(
     job: &mut Job,
-    common: &Common,
+    cx: &Context,
     settings: Settings,
     plan: Result<MountPlan, Problem>,
 ) -> Result<(Option<MountPlan>, RunLock), Problem> {
@@ -204,7 +203,7 @@ fn prepare(
         None
     };
     let mut warnings = Vec::new();
-    let lock = window::lock_and_recover(common, &mut warnings);
+    let lock = window::lock_and_recover(cx, &mut warnings);
     job.warn_all(warnings);
     Ok((plan, lock?))
 }

@@ -15,13 +15,13 @@ use crate::error::{ErrorCode, Fix, Problem};
 use crate::freeze::lock::{LockError, LockPaths, RunLock};
 use crate::freeze::state::{self, RecoverError, ThawResult};
 use crate::job::status as report;
-use crate::job::{Common, Finished, Job, RunnerOptions};
+use crate::job::{Context, Finished, Job};
 use crate::trail::{self, Record};
 
 /// The thaw run.
-pub fn emergency_thaw(common: &Common, ropts: &RunnerOptions, mounts: &[PathBuf]) -> Finished {
-    let mut job = Job::observe("thaw", ropts);
-    match thaw(common, mounts) {
+pub fn emergency_thaw(cx: &Context, mounts: &[PathBuf]) -> Finished {
+    let mut job = Job::observe("thaw", cx);
+    match thaw(cx, mounts) {
         Ok(results) => {
             for r in &results {
                 report::say(format!(
@@ -59,12 +59,12 @@ pub fn emergency_thaw(common: &Common, ropts: &RunnerOptions, mounts: &[PathBuf]
     job.conclude()
 }
 
-fn thaw(common: &Common, mounts: &[PathBuf]) -> Result<Vec<ThawResult>, Problem> {
+fn thaw(cx: &Context, mounts: &[PathBuf]) -> Result<Vec<ThawResult>, Problem> {
     if !mounts.is_empty() {
         return Ok(mounts.iter().map(|m| state::thaw_path(m, None)).collect());
     }
     let paths = LockPaths {
-        run_dir: common.run_dir.path.clone(),
+        run_dir: cx.run_dir.path.clone(),
         ..LockPaths::default()
     };
     let _lock = RunLock::acquire(&paths).map_err(|e| {
@@ -78,11 +78,11 @@ fn thaw(common: &Common, mounts: &[PathBuf]) -> Result<Vec<ThawResult>, Problem>
         )
         .with_fix(fix)
     })?;
-    match state::recover(&common.run_dir) {
+    match state::recover(&cx.run_dir) {
         Ok(None) => {
             report::say(format!(
                 "nothing recorded as frozen in {}",
-                common.run_dir.state_path().display()
+                cx.run_dir.state_path().display()
             ));
             Ok(Vec::new())
         }

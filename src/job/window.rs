@@ -15,7 +15,7 @@ use log::Level;
 use serde::Serialize;
 
 use super::decide::{self, Settings};
-use super::Common;
+use super::Context;
 use super::Runner;
 use crate::error::{ErrorCode, Fix, Problem};
 use crate::freeze::ioctl::KernelFreeze;
@@ -120,14 +120,14 @@ fn command_spec(op: &str, program: &Path, argv: &[String]) -> Result<SpawnSpec, 
 
 /// Takes the run lock (and the extension's freeze lock) and recovers what a
 /// dead runner left frozen. Fails fast when another run holds the lock.
-pub fn lock_and_recover(common: &Common, warnings: &mut Vec<String>) -> Result<RunLock, Problem> {
+pub fn lock_and_recover(cx: &Context, warnings: &mut Vec<String>) -> Result<RunLock, Problem> {
     let paths = LockPaths {
-        run_dir: common.run_dir.path.clone(),
+        run_dir: cx.run_dir.path.clone(),
         ..LockPaths::default()
     };
     let lock = RunLock::acquire(&paths)
         .map_err(|e| Problem::new(ErrorCode::FsFreezeFailed, e.to_string()).with_fix(e.fix()))?;
-    match state::recover(&common.run_dir) {
+    match state::recover(&cx.run_dir) {
         Ok(None) => {}
         Ok(Some(r)) => {
             let msg = format!(

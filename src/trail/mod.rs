@@ -123,17 +123,29 @@ impl std::str::FromStr for TrailMode {
     type Err = TrailError;
 
     fn from_str(s: &str) -> Result<Self, Self::Err> {
-        match s {
-            "auto" => Ok(TrailMode::Auto),
-            "journal" => Ok(TrailMode::Journal),
-            "syslog" => Ok(TrailMode::Syslog),
-            "both" => Ok(TrailMode::Both),
-            _ => Err(TrailError::UnknownMode(s.to_owned())),
-        }
+        [
+            TrailMode::Auto,
+            TrailMode::Journal,
+            TrailMode::Syslog,
+            TrailMode::Both,
+        ]
+        .into_iter()
+        .find(|m| m.name() == s)
+        .ok_or_else(|| TrailError::UnknownMode(s.to_owned()))
     }
 }
 
 impl TrailMode {
+    /// The name `--trail` takes.
+    pub fn name(self) -> &'static str {
+        match self {
+            TrailMode::Auto => "auto",
+            TrailMode::Journal => "journal",
+            TrailMode::Syslog => "syslog",
+            TrailMode::Both => "both",
+        }
+    }
+
     /// The sinks this mode means on this host: `auto` looks for the journal
     /// socket once, when the trail is set up.
     fn sinks(self, journal_socket: &Path) -> &'static [SinkKind] {
