@@ -58,7 +58,6 @@
 #![deny(unsafe_op_in_unsafe_fn)]
 #![warn(clippy::undocumented_unsafe_blocks)]
 
-pub mod commands;
 pub mod config;
 pub mod error;
 pub mod fault;

@@ -5,11 +5,11 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand};
-use quiesce::commands;
 use quiesce::error::Exit;
 use quiesce::job::context::{Context, Options};
-use quiesce::job::snapshot::WindowRequest;
-use quiesce::job::Phase;
+use quiesce::job::phase::Phase;
+use quiesce::job::runs;
+use quiesce::job::steps::snapshot_window::WindowRequest;
 
 /// Runs a Linux VM's application-consistency scripts around a filesystem
 /// freeze and a snapshot: supervised, sandboxed, audited, never leaving a
@@ -150,14 +150,14 @@ fn main() -> ExitCode {
     // panic hook, then the window's Drop while unwinding) and children were
     // reaped or killed by their guards; report it as exit 70.
     let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| match cli.command {
-        Command::Audit => commands::audit::run(&cx),
-        Command::Pre => commands::phase::run(&cx, Phase::Pre),
-        Command::Post => commands::phase::run(&cx, Phase::Post),
-        Command::Freeze { window: w } => commands::freeze::run(&cx, &w.request()),
-        Command::Snapshot { window: w } => commands::snapshot::run(&cx, &w.request()),
-        Command::Check { mounts } => commands::check::run(&cx, &mounts),
-        Command::Thaw { mounts } => commands::thaw::run(&cx, &mounts),
-        Command::Recover { retry } => commands::recover::run(&cx, retry),
+        Command::Audit => runs::audit::run(&cx),
+        Command::Pre => runs::prepost::run(&cx, Phase::Pre),
+        Command::Post => runs::prepost::run(&cx, Phase::Post),
+        Command::Freeze { window: w } => runs::freeze::run(&cx, &w.request()),
+        Command::Snapshot { window: w } => runs::snapshot::run(&cx, &w.request()),
+        Command::Check { mounts } => runs::check::run(&cx, &mounts),
+        Command::Thaw { mounts } => runs::thaw::run(&cx, &mounts),
+        Command::Recover { retry } => runs::recover::run(&cx, retry),
     }));
     let (status, exit) = match outcome {
         Ok(done) => done,

@@ -25,8 +25,8 @@ use std::time::Duration;
 use crate::config::Config;
 use crate::error::{ErrorCode, Fix, Problem};
 use crate::job::apps;
+use crate::job::phase::Phase;
 use crate::job::preflight as precheck;
-use crate::job::Phase;
 
 /// Where the packages install the hook.
 pub const HOOK_PATH: &str = "/usr/lib/quiesce/extension-hook";

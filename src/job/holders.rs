@@ -10,7 +10,7 @@ use log::Level;
 use serde::{Deserialize, Serialize};
 
 use super::script::RunContext;
-use super::Phase;
+use crate::job::phase::Phase;
 use crate::supervise::{self, Leftover};
 use crate::trail::{self, Record};
 

@@ -24,7 +24,7 @@ use crate::sandbox::{PreparedFilter, PreparedSandbox, ScriptPolicy, WatchdogPoli
 use crate::trail::{self, Record};
 
 use super::interpreter::{self, Interpreter};
-use super::Phase;
+use crate::job::phase::Phase;
 
 /// The installed sandbox policy, used when `--policy` is not given.
 pub const DEFAULT_POLICY_PATH: &str = "/etc/quiesce/policy.json";

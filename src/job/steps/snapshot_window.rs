@@ -1,5 +1,8 @@
-//! Taking the snapshot inside a freeze window (SPEC.md §6): shared by
-//! `quiesce freeze -- CMD` and `quiesce snapshot -- CMD`.
+//! Taking the snapshot inside a freeze window (SPEC.md §6), the steps
+//! `quiesce freeze -- CMD` and `quiesce snapshot -- CMD` share: the mount
+//! plan and the lock before anything runs ([`prepare`]), the window's
+//! standby, the snapshot command inside the window, and what the window did
+//! filed in the job ([`file_window`]).
 //!
 //! Order, every path: thaw first, then kill (a process blocked writing to a
 //! frozen filesystem cannot die until the thaw); log records and human lines
@@ -14,18 +17,18 @@ use std::time::{Duration, Instant};
 use log::Level;
 use serde::Serialize;
 
-use super::decide::{self, Settings};
-use super::Context;
-use super::Runner;
 use crate::error::{ErrorCode, Fix, Problem};
 use crate::freeze::ioctl::KernelFreeze;
-use crate::freeze::lock::{LockPaths, RunLock};
-use crate::freeze::mounts::MountPlan;
+use crate::freeze::lock::RunLock;
+use crate::freeze::mounts::{self, MountPlan, SysBlockInfo};
 use crate::freeze::signals;
-use crate::freeze::state::{self, RecoverError};
 use crate::freeze::window::{
     FreezeWindow, MountTarget, WindowOptions, WindowReport, WindowStandby, PER_CALL_DEADLINE,
 };
+use crate::job::context::Context;
+use crate::job::decide::{self, Settings};
+use crate::job::run::Job;
+use crate::job::runner::Runner;
 use crate::job::status as report;
 use crate::sandbox::guards;
 use crate::supervise::{self, Exec, SpawnSpec, WaitOutcome};
@@ -116,56 +119,6 @@ fn command_spec(op: &str, program: &Path, argv: &[String]) -> Result<SpawnSpec, 
         spec.cwd = cstr(cwd.as_os_str())?;
     }
     Ok(spec)
-}
-
-/// Takes the run lock (and the extension's freeze lock) and recovers what a
-/// dead runner left frozen. Fails fast when another run holds the lock.
-pub fn lock_and_recover(cx: &Context, warnings: &mut Vec<String>) -> Result<RunLock, Problem> {
-    let paths = LockPaths {
-        run_dir: cx.run_dir.path.clone(),
-        ..LockPaths::default()
-    };
-    let lock = RunLock::acquire(&paths)
-        .map_err(|e| Problem::new(ErrorCode::FsFreezeFailed, e.to_string()).with_fix(e.fix()))?;
-    match state::recover(&cx.run_dir) {
-        Ok(None) => {}
-        Ok(Some(r)) => {
-            let msg = format!(
-                "recovered the freeze window of dead runner pid {} (operation {}): {}",
-                r.record.runner_pid,
-                r.record.operation_id,
-                r.mounts
-                    .iter()
-                    .map(|m| format!("{} {}", m.path.display(), m.outcome))
-                    .collect::<Vec<_>>()
-                    .join(", ")
-            );
-            trail::event(
-                Level::Warn,
-                Record::Recovery,
-                "freeze",
-                &[("deadRunner", r.record.runner_pid.to_string())],
-                &msg,
-            );
-            report::say(format!("warning: {msg}"));
-            warnings.push(msg);
-        }
-        // We hold the lock, so a live recorder is a runner that lost its
-        // lock file (deleted /run?): do not touch its window.
-        Err(RecoverError::RunnerAlive(pid)) => {
-            return Err(Problem::new(
-                ErrorCode::FsFreezeFailed,
-                format!("runner pid {pid} is inside a freeze window; not freezing twice"),
-            )
-            .with_fix(Fix::Wait(Some(pid))))
-        }
-        Err(RecoverError::State(e)) => {
-            let w = format!("recovery state unreadable: {e}");
-            report::say(format!("warning: {w}"));
-            warnings.push(w);
-        }
-    }
-    Ok(lock)
 }
 
 /// Opens every mount of the plan, in freeze order, before the window, each
@@ -722,6 +675,87 @@ fn finish_window(run: &mut SnapshotRun, report: Option<WindowReport>) {
 /// `phases.freeze` of the status.
 pub fn freeze_phase_json(report: &WindowReport) -> serde_json::Value {
     serde_json::to_value(report).expect("window report serialises")
+}
+
+/// The mount plan: the `--mount` list when given (it replaces discovery),
+/// else discovery from `/proc/self/mountinfo` minus `MountsToSkip`.
+pub fn mount_plan(cx: &Context, requested: &[PathBuf]) -> Result<MountPlan, Problem> {
+    let cannot = |e: String, path: &str| {
+        Problem::new(ErrorCode::UnableToOpenMount, e).with_fix(Fix::Unreadable(path.into()))
+    };
+    if requested.is_empty() {
+        return mounts::discover_system(&cx.options.vmbackup_conf).map_err(|e| {
+            let path = match &e {
+                mounts::DiscoverError::ReadVmbackupConf(p, _) => p.display().to_string(),
+                _ => "/proc/self/mountinfo".into(),
+            };
+            cannot(e.to_string(), &path)
+        });
+    }
+    let infos = mounts::load_mounts().map_err(|e| cannot(e.to_string(), "/proc/self/mountinfo"))?;
+    mounts::plan_explicit(&infos, requested, &SysBlockInfo::default())
+        .map_err(|e| Problem::new(e.code(), e.to_string()).with_fix(e.fix()))
+}
+
+/// What the operator asked of the window.
+#[derive(Debug, Clone)]
+pub struct WindowRequest {
+    /// `--mount`: replaces discovery when not empty.
+    pub mounts: Vec<PathBuf>,
+    /// `--max-freeze`.
+    pub max_freeze: Duration,
+    /// The snapshot command.
+    pub cmd: Vec<String>,
+}
+
+/// The mount plan (when the freeze is on) and the freeze lock, before
+/// anything runs; what a dead runner left frozen is recovered here.
+pub fn prepare(
+    job: &mut Job,
+    cx: &Context,
+    settings: Settings,
+    plan: Result<MountPlan, Problem>,
+) -> Result<(Option<MountPlan>, RunLock), Problem> {
+    let plan = if settings.fs_freeze_enabled {
+        let plan = plan?;
+        job.say_warnings(plan.warnings.iter().cloned());
+        Some(plan)
+    } else {
+        None
+    };
+    let mut warnings = Vec::new();
+    let lock = super::lock::lock_and_recover(cx, &mut warnings);
+    job.warn_all(warnings);
+    Ok((plan, lock?))
+}
+
+/// What the window achieved.
+#[derive(Default)]
+pub struct Shot {
+    pub froze: bool,
+    pub snapshot_ok: bool,
+}
+
+/// Files what the window did in the job: warnings, errors, phases.
+pub fn file_window(job: &mut Job, run: SnapshotRun) -> Shot {
+    // Gathered in the window, where nothing is said: said now.
+    job.say_warnings(run.warnings.iter().cloned());
+    for p in &run.problems {
+        job.problem(p);
+    }
+    if let Some(w) = &run.window {
+        job.status.phases.freeze = Some(freeze_phase_json(w));
+    }
+    if let Some(s) = &run.snapshot {
+        job.status.phases.snapshot = Some(serde_json::to_value(s).expect("serialises"));
+    }
+    if let Some(sig) = run.interrupted {
+        job.interrupted(sig);
+    }
+    Shot {
+        froze: run.froze,
+        snapshot_ok: run.snapshot_ok,
+    }
 }
 
 #[cfg(test)]

@@ -7,16 +7,17 @@ use std::ffi::CString;
 use std::time::{Duration, Instant};
 
 use crate::error::{ErrorCode, Fix, Problem};
+use crate::job::context::Context;
 use crate::job::preflight::Readiness;
+use crate::job::run::{Finished, Job};
 use crate::job::status::say;
-use crate::job::{Context, Finished, Job};
 use crate::sandbox::guards::{self, GuardFilter};
 use crate::sandbox::inspect::{describe_for, ProcessSandboxState, SandboxDescription};
 use crate::sandbox::PreparedSandbox;
 use crate::supervise::{self, Exec, RunOptions, SpawnSpec};
 
 /// The audit run: it executes only the probe.
-pub fn audit(cx: &Context) -> Finished {
+pub fn run(cx: &Context) -> Finished {
     let mut job = Job::observe("audit", cx);
     // What a script would get: the sandbox is described and probed even
     // when this run was given --no-sandbox.

@@ -14,12 +14,13 @@ use log::Level;
 use crate::error::{ErrorCode, Fix, Problem};
 use crate::freeze::lock::{LockError, LockPaths, RunLock};
 use crate::freeze::state::{self, RecoverError, ThawResult};
+use crate::job::context::Context;
+use crate::job::run::{Finished, Job};
 use crate::job::status as report;
-use crate::job::{Context, Finished, Job};
 use crate::trail::{self, Record};
 
 /// The thaw run.
-pub fn emergency_thaw(cx: &Context, mounts: &[PathBuf]) -> Finished {
+pub fn run(cx: &Context, mounts: &[PathBuf]) -> Finished {
     let mut job = Job::observe("thaw", cx);
     match thaw(cx, mounts) {
         Ok(results) => {

@@ -1,6 +1,5 @@
-//! The runs around a freeze window: `quiesce snapshot`, the whole job of
-//! SPEC.md §1, and `quiesce freeze`, the window alone. Each is a short
-//! sequence of steps; every transition is decided by [`decide`] (§5).
+//! `quiesce snapshot -- CMD`: the whole job of SPEC.md §1, as its steps;
+//! every transition is decided by [`decide`] (§5).
 //!
 //! The post-script runs whenever the pre-check passed, whatever failed in
 //! between, and even after a signal to the runner (a database left paused
@@ -8,60 +7,50 @@
 //! prevent); a second signal stops the post-script too.
 
 use std::path::PathBuf;
-use std::time::Duration;
 
-use super::apps::{App, Apps};
-use super::decide::{self, Facts, Next, Settings};
-use super::pipeline;
-use super::runner::Runner;
-use super::script::RunContext;
-use super::status::{self, say};
-use super::window::{self, freeze_phase_json, SnapshotRun};
-use super::{mount_plan, Context, Finished, Job};
 use crate::error::Problem;
-use crate::freeze::lock::RunLock;
 use crate::freeze::mounts::MountPlan;
 use crate::freeze::window::WindowStandby;
+use crate::job::apps::{App, Apps};
+use crate::job::context::Context;
+use crate::job::decide::{self, Facts, Next, Settings};
+use crate::job::run::{Finished, Job};
+use crate::job::runner::Runner;
+use crate::job::script::RunContext;
+use crate::job::status::{self, say};
+use crate::job::steps::snapshot_window::{
+    self as window, mount_plan, Shot, SnapshotRun, WindowRequest,
+};
+use crate::job::steps::{applications, guarantee, phases};
 use crate::trail;
-
-/// What the operator asked of the window.
-#[derive(Debug, Clone)]
-pub struct WindowRequest {
-    /// `--mount`: replaces discovery when not empty.
-    pub mounts: Vec<PathBuf>,
-    /// `--max-freeze`.
-    pub max_freeze: Duration,
-    /// The snapshot command.
-    pub cmd: Vec<String>,
-}
 
 /// `quiesce snapshot -- CMD`: preflight → pre-scripts → window →
 /// post-scripts → conclude. The pre-scripts run in application order, the
 /// post-scripts in reverse, for every application whose pre-script started.
-pub fn snapshot(cx: &Context, req: &WindowRequest) -> Finished {
+pub fn run(cx: &Context, req: &WindowRequest) -> Finished {
     let (mut job, runner) = match Job::start("snapshot", cx, true) {
         Ok(started) => started,
         Err(refused) => return *refused,
     };
     let (early, standby) = guards_first(&mut job, &runner, cx, &req.mounts);
-    if let Err(p) = super::recover::at_start(&mut job, &runner, cx) {
+    if let Err(p) = guarantee::at_start(&mut job, &runner, cx) {
         return job.fail(&p);
     }
-    let apps = match pipeline::precheck(&mut job, cx) {
+    let apps = match applications::load(&mut job, cx) {
         Ok(apps) => apps,
         Err(p) => return job.fail(&p),
     };
     let settings = Settings::of_apps(&apps, |a| !a.pc.passed());
     // What can fail fast does so before any script runs: the mount plan and
     // the lock. Nothing is left half done.
-    let (plan, _lock) = match prepare(&mut job, cx, settings, early) {
+    let (plan, _lock) = match window::prepare(&mut job, cx, settings, early) {
         Ok(ready) => ready,
         Err(p) => return job.fail(&p),
     };
-    report_precheck(&mut job, &apps, settings);
+    say_precheck(&mut job, &apps, settings);
     let ctx = runner.context();
     let started = if decide::scripts_may_run(&apps) {
-        pipeline::pres(&mut job, cx, &ctx, &apps)
+        phases::pres(&mut job, cx, &ctx, &apps)
     } else {
         Vec::new()
     };
@@ -111,56 +100,6 @@ fn started_ok(job: &Job, app: &App) -> bool {
     entry.pre.is_some() && entry.errors.is_empty()
 }
 
-/// `quiesce freeze -- CMD`: freeze, run CMD, thaw. No scripts.
-pub fn freeze(cx: &Context, req: &WindowRequest) -> Finished {
-    let (mut job, runner) = match Job::start("freeze", cx, true) {
-        Ok(started) => started,
-        Err(refused) => return *refused,
-    };
-    if let Err(p) = super::recover::at_start(&mut job, &runner, cx) {
-        return job.fail(&p);
-    }
-    let settings = Settings::FREEZE_ONLY;
-    let (plan, _lock) = match prepare(&mut job, cx, settings, mount_plan(cx, &req.mounts)) {
-        Ok(ready) => ready,
-        Err(p) => return job.fail(&p),
-    };
-    let targets = plan.as_ref().map(window::open_targets).transpose();
-    let targets = match targets {
-        Ok(t) => t,
-        Err(p) => return job.fail(&p),
-    };
-    let mut warnings = Vec::new();
-    let standby = plan
-        .as_ref()
-        .map(|p| window::standby(&runner, p, &mut warnings));
-    job.warn_all(warnings);
-    let ready = match (targets, standby) {
-        (Some(t), Some(Ok(standby))) => Some((t, standby)),
-        (_, Some(Err(p))) => return job.fail(&p),
-        _ => None,
-    };
-    let run = window::take_snapshot(&runner, ready, &req.cmd, req.max_freeze, settings);
-    let shot = file_window(&mut job, run);
-    if let Some(sig) = job.status.signal {
-        say(format!("stopped by signal {sig} after thawing"));
-    }
-    let facts = Facts {
-        pre_ok: false,
-        froze: shot.froze,
-        snapshot_ok: shot.snapshot_ok,
-        post_failed: false,
-        any_error: !job.status.errors.is_empty(),
-    };
-    let (outcome, consistency) = decide::freeze_only(facts);
-    job.status.result = outcome;
-    job.status.consistency = Some(consistency);
-    if job.status.signal.is_some() || job.status.internal_error {
-        job.status.result = status::Outcome::Failure;
-    }
-    job.finish()
-}
-
 /// Every guard of a `snapshot` exists before its first script — the
 /// post-scripts of dead runs that the start of the run executes included —
 /// so that every script's filter names them (SPEC §8): the post guard, and
@@ -183,34 +122,13 @@ fn guards_first(
         .ok()
         .map(|p| window::standby(runner, p, &mut warnings));
     job.warn_all(warnings);
-    super::recover::start_guard(job, cx);
+    guarantee::start_guard(job, cx);
     (early, standby)
 }
 
-/// The mount plan (when the freeze is on) and the freeze lock, before
-/// anything runs; what a dead runner left frozen is recovered here.
-fn prepare(
-    job: &mut Job,
-    cx: &Context,
-    settings: Settings,
-    plan: Result<MountPlan, Problem>,
-) -> Result<(Option<MountPlan>, RunLock), Problem> {
-    let plan = if settings.fs_freeze_enabled {
-        let plan = plan?;
-        job.say_warnings(plan.warnings.iter().cloned());
-        Some(plan)
-    } else {
-        None
-    };
-    let mut warnings = Vec::new();
-    let lock = window::lock_and_recover(cx, &mut warnings);
-    job.warn_all(warnings);
-    Ok((plan, lock?))
-}
-
 /// The pre-check's problems in the status, and what they mean for the run.
-fn report_precheck(job: &mut Job, apps: &Apps, settings: Settings) {
-    pipeline::report_precheck(job, apps);
+fn say_precheck(job: &mut Job, apps: &Apps, settings: Settings) {
+    applications::report_problems(job, apps);
     if !apps.passed() {
         say(if settings.continue_on_failure {
             "pre-check failed: no script of that application runs; continuing without application consistency (continueBackupOnFailure)"
@@ -218,13 +136,6 @@ fn report_precheck(job: &mut Job, apps: &Apps, settings: Settings) {
             "pre-check failed: no script runs and no snapshot is taken (continueBackupOnFailure=false)"
         });
     }
-}
-
-/// What the window achieved.
-#[derive(Default)]
-struct Shot {
-    froze: bool,
-    snapshot_ok: bool,
 }
 
 /// Freeze and snapshot, as `next` says. Mounts that cannot be opened are a
@@ -278,29 +189,7 @@ fn window_step(
         say("internal error (a bug) in the freeze window; filesystems were thawed; running the post-script");
         SnapshotRun::default()
     });
-    file_window(job, run)
-}
-
-/// Files what the window did in the job: warnings, errors, phases.
-fn file_window(job: &mut Job, run: SnapshotRun) -> Shot {
-    // Gathered in the window, where nothing is said: said now.
-    job.say_warnings(run.warnings.iter().cloned());
-    for p in &run.problems {
-        job.problem(p);
-    }
-    if let Some(w) = &run.window {
-        job.status.phases.freeze = Some(freeze_phase_json(w));
-    }
-    if let Some(s) = &run.snapshot {
-        job.status.phases.snapshot = Some(serde_json::to_value(s).expect("serialises"));
-    }
-    if let Some(sig) = run.interrupted {
-        job.interrupted(sig);
-    }
-    Shot {
-        froze: run.froze,
-        snapshot_ok: run.snapshot_ok,
-    }
+    window::file_window(job, run)
 }
 
 /// The post-scripts, in reverse application order: always, for every
@@ -321,7 +210,7 @@ fn post(
         }
         runner.signals.drain();
     }
-    pipeline::posts(job, ctx, apps, |a| {
+    phases::posts(job, ctx, apps, |a| {
         started.iter().any(|s| s.index == a.index)
     })
 }

@@ -7,18 +7,23 @@ use crate::error::Problem;
 use crate::freeze::mounts::MountPlan;
 use crate::job::apps::Apps;
 use crate::job::bridge::{self, BridgePaths};
+use crate::job::context::Context;
+use crate::job::pending::{self, Due, Entry, PendingOptions};
+use crate::job::phase::Phase;
 use crate::job::preflight::{self, CheckedScript, Prechecked, Readiness};
+use crate::job::run::{Finished, Job};
 use crate::job::status::{say, CheckedScriptStatus};
-use crate::job::{mount_plan, Context, Finished, Job, Phase};
-use crate::job::{pipeline, recover};
+use crate::job::steps::applications;
+use crate::job::steps::snapshot_window::mount_plan;
 use crate::supervise::DEFAULT_GRACE;
+use serde_json::json;
 
 /// The check run.
-pub fn check(cx: &Context, mounts: &[PathBuf]) -> Finished {
+pub fn run(cx: &Context, mounts: &[PathBuf]) -> Finished {
     let mut job = Job::observe("check", cx);
     say(format!("check {}", job.operation_id()));
     let mut problems = Vec::new();
-    let apps = match pipeline::precheck(&mut job, cx) {
+    let apps = match applications::load(&mut job, cx) {
         Ok(apps) => {
             say_apps(&mut job, &apps);
             for app in &apps.list {
@@ -179,7 +184,7 @@ fn say_plan(job: &mut Job, cx: &Context, plan: &MountPlan, named: bool) {
 /// Pending post-scripts (SPEC §6.6): a run would refuse an untrusted state
 /// directory, and would first run what is due.
 fn say_pending(job: &mut Job, cx: &Context) -> Option<Problem> {
-    match recover::describe(&cx.pending) {
+    match describe(&cx.pending) {
         Ok(pending) => {
             for p in &pending {
                 say(format!(
@@ -307,4 +312,47 @@ fn say_interpreters(s: &CheckedScript, indent: &str) {
             ));
         }
     }
+}
+
+/// `check`: every pending post-script, its age and whether it is due.
+pub fn describe(opts: &PendingOptions) -> Result<Vec<serde_json::Value>, Problem> {
+    let boot = pending::boot_id();
+    let now = pending::now_unix();
+    Ok(opts
+        .list()?
+        .into_iter()
+        .map(|e| match e {
+            Entry::Record(r) => {
+                let state = match r.due(&boot, now) {
+                    Due::Now(why) if r.failures > 0 => format!(
+                        "due again ({}): its post-script failed {} time(s) (last: {}); `quiesce recover` retries it",
+                        why.name(),
+                        r.failures,
+                        r.last_error.as_deref().unwrap_or("?")
+                    ),
+                    Due::Now(why) => format!("due ({}): `quiesce recover` runs it", why.name()),
+                    Due::NotYet(why) => format!("pending: {why}"),
+                };
+                json!({
+                    "record": opts.state_dir.file(&r.name()),
+                    "operationId": r.operation_id,
+                    "operation": r.operation,
+                    "appName": r.application,
+                    "postScript": r.post_script,
+                    "ageSeconds": r.age(now),
+                    "state": state,
+                    "failures": r.failures,
+                    "lastError": r.last_error,
+                })
+            }
+            Entry::Damaged(d) => json!({
+                "record": opts.state_dir.file(&d.name),
+                "state": format!("damaged: {}", d.why),
+            }),
+            Entry::Settled(d) => json!({
+                "record": opts.state_dir.file(&d.name),
+                "state": format!("settled: {}", d.why),
+            }),
+        })
+        .collect())
 }

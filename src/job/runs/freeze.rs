@@ -1,0 +1,60 @@
+//! `quiesce freeze -- CMD`: the freeze window alone — freeze, run CMD,
+//! thaw. No scripts.
+
+use crate::job::context::Context;
+use crate::job::decide::{self, Facts, Settings};
+use crate::job::run::{Finished, Job};
+use crate::job::status::{self, say};
+use crate::job::steps::guarantee;
+use crate::job::steps::snapshot_window::{self as window, WindowRequest};
+
+/// `quiesce freeze -- CMD`: freeze, run CMD, thaw. No scripts.
+pub fn run(cx: &Context, req: &WindowRequest) -> Finished {
+    let (mut job, runner) = match Job::start("freeze", cx, true) {
+        Ok(started) => started,
+        Err(refused) => return *refused,
+    };
+    if let Err(p) = guarantee::at_start(&mut job, &runner, cx) {
+        return job.fail(&p);
+    }
+    let settings = Settings::FREEZE_ONLY;
+    let (plan, _lock) =
+        match window::prepare(&mut job, cx, settings, window::mount_plan(cx, &req.mounts)) {
+            Ok(ready) => ready,
+            Err(p) => return job.fail(&p),
+        };
+    let targets = plan.as_ref().map(window::open_targets).transpose();
+    let targets = match targets {
+        Ok(t) => t,
+        Err(p) => return job.fail(&p),
+    };
+    let mut warnings = Vec::new();
+    let standby = plan
+        .as_ref()
+        .map(|p| window::standby(&runner, p, &mut warnings));
+    job.warn_all(warnings);
+    let ready = match (targets, standby) {
+        (Some(t), Some(Ok(standby))) => Some((t, standby)),
+        (_, Some(Err(p))) => return job.fail(&p),
+        _ => None,
+    };
+    let run = window::take_snapshot(&runner, ready, &req.cmd, req.max_freeze, settings);
+    let shot = window::file_window(&mut job, run);
+    if let Some(sig) = job.status.signal {
+        say(format!("stopped by signal {sig} after thawing"));
+    }
+    let facts = Facts {
+        pre_ok: false,
+        froze: shot.froze,
+        snapshot_ok: shot.snapshot_ok,
+        post_failed: false,
+        any_error: !job.status.errors.is_empty(),
+    };
+    let (outcome, consistency) = decide::freeze_only(facts);
+    job.status.result = outcome;
+    job.status.consistency = Some(consistency);
+    if job.status.signal.is_some() || job.status.internal_error {
+        job.status.result = status::Outcome::Failure;
+    }
+    job.finish()
+}

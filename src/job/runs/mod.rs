@@ -1,0 +1,11 @@
+//! The runs, one file each: what `main.rs` calls with the run's
+//! [`Context`](super::Context). Each is a short sequence of steps
+//! ([`super::steps`]) that returns the status document and the exit code.
+
+pub mod audit;
+pub mod check;
+pub mod freeze;
+pub mod prepost;
+pub mod recover;
+pub mod snapshot;
+pub mod thaw;

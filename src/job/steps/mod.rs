@@ -1,0 +1,8 @@
+//! The steps several runs share, each in a file of its own.
+
+pub mod applications;
+pub mod guarantee;
+pub mod lock;
+pub mod phases;
+pub mod recovery;
+pub mod snapshot_window;
