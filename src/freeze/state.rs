@@ -18,6 +18,7 @@ use nix::sys::stat::Mode;
 use nix::unistd::{unlinkat, UnlinkatFlags};
 
 use crate::error::Fix;
+use crate::integrity::{self, DirTrustError};
 use serde::{Deserialize, Serialize};
 
 use super::ioctl::thaw_fd;
@@ -208,55 +209,26 @@ impl RunDir {
         self.ensure()
     }
 
-    /// The checked directory descriptor every record is reached through.
+    /// The checked directory descriptor every record is reached through:
+    /// created 0700 if missing, then [`integrity::open_trusted_dir`]. Not
+    /// being able to create, open or inspect it is [`StateError::RunDir`]
+    /// (its fix creates the directory); any other failure is untrusted.
     fn open_checked(&self) -> Result<OwnedFd, StateError> {
-        let untrusted = |rule: String, fix: Fix| StateError::Untrusted {
-            path: self.path.clone(),
-            rule,
-            fix,
-        };
-        let real = || Fix::RealDirectory(self.path.clone());
-        let owner = || Fix::OwnerMode {
-            path: self.path.clone(),
-            mode: "700",
-        };
         match fs::DirBuilder::new().mode(0o700).create(&self.path) {
             Ok(()) => {}
             Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {}
             Err(e) => return Err(StateError::RunDir(self.path.clone(), e)),
         }
-        let dir = fs::OpenOptions::new()
-            .read(true)
-            .custom_flags(libc::O_DIRECTORY | libc::O_NOFOLLOW | libc::O_CLOEXEC)
-            .open(&self.path)
-            .map_err(|e| match e.raw_os_error() {
-                Some(libc::ELOOP) => untrusted("it is a symbolic link".into(), real()),
-                Some(libc::ENOTDIR) => untrusted("it is not a directory".into(), real()),
-                _ => StateError::RunDir(self.path.clone(), e),
-            })?;
-        let md = dir
-            .metadata()
-            .map_err(|e| StateError::RunDir(self.path.clone(), e))?;
-        if md.uid() != 0 {
-            return Err(untrusted(
-                format!("it is owned by uid {}, not root (uid 0)", md.uid()),
-                owner(),
-            ));
-        }
-        if md.mode() & 0o022 != 0 {
-            return Err(untrusted(
-                format!(
-                    "it has mode {:04o}; it must not be group- or world-writable",
-                    md.mode() & 0o7777
-                ),
-                owner(),
-            ));
-        }
-        crate::integrity::check_parents(&self.path).map_err(|e| {
-            let fix = e.fix(crate::integrity::FileRole::Policy);
-            untrusted(e.to_string(), fix)
-        })?;
-        Ok(OwnedFd::from(dir))
+        integrity::open_trusted_dir(&self.path).map_err(|e| match e {
+            DirTrustError::Open(path, e) | DirTrustError::Inspect(path, e) => {
+                StateError::RunDir(path, e)
+            }
+            e => StateError::Untrusted {
+                path: self.path.clone(),
+                rule: e.rule(),
+                fix: e.fix(),
+            },
+        })
     }
 
     pub fn file(&self, name: &str) -> PathBuf {
