@@ -63,6 +63,7 @@ pub mod fault;
 pub mod freeze;
 pub mod integrity;
 pub mod job;
+pub mod replace;
 pub mod sandbox;
 pub mod supervise;
 pub mod trail;

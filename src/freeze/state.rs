@@ -6,19 +6,19 @@
 //! thaw what the dead runner left behind.
 
 use std::fs;
-use std::io::{self, Read, Write};
-use std::os::fd::{AsRawFd, OwnedFd};
+use std::io::{self, Read};
+use std::os::fd::{AsFd, AsRawFd, OwnedFd};
 use std::os::unix::fs::{DirBuilderExt, MetadataExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering};
 
 use nix::errno::Errno;
-use nix::fcntl::{openat, renameat, OFlag};
+use nix::fcntl::{openat, OFlag};
 use nix::sys::stat::Mode;
 use nix::unistd::{unlinkat, UnlinkatFlags};
 
 use crate::error::Fix;
 use crate::integrity::{self, DirTrustError};
+use crate::replace::{replace_file, Fsync};
 use serde::{Deserialize, Serialize};
 
 use super::ioctl::thaw_fd;
@@ -189,10 +189,6 @@ pub struct RecordLock {
     _held: nix::fcntl::Flock<fs::File>,
 }
 
-/// Makes temporary names unique within this process; the pid and the clock
-/// make them unique across processes, and `O_EXCL` makes a clash an error.
-static TMP_SEQ: AtomicU64 = AtomicU64::new(0);
-
 impl RunDir {
     pub fn new(path: impl Into<PathBuf>) -> RunDir {
         RunDir { path: path.into() }
@@ -239,35 +235,16 @@ impl RunDir {
         self.file("state.json")
     }
 
-    /// Writes `name` atomically, mode 0600: a temporary file of a unique
-    /// name created with `O_EXCL | O_NOFOLLOW` in the checked directory,
-    /// fsync, then `renameat` over `name`.
+    /// Writes `name` atomically, mode 0600, in the checked directory
+    /// ([`replace_file`]). The file is synced, the directory is not: after
+    /// a crash the name holds the old record or the new one. A writer whose
+    /// record must outlive a crash (a pending post-script's) syncs the
+    /// directory after.
     pub fn write_json<T: Serialize>(&self, name: &str, value: &T) -> Result<(), StateError> {
         let dir = self.open_checked()?;
-        let path = self.file(name);
         let body = serde_json::to_vec_pretty(value).expect("state serialises");
-        let (tmp, mut file) =
-            create_temporary(&dir, name).map_err(|e| StateError::Write(path.clone(), e))?;
-        let written = file
-            .write_all(&body)
-            .and_then(|()| file.sync_all())
-            .and_then(|()| {
-                renameat(
-                    Some(dir.as_raw_fd()),
-                    tmp.as_str(),
-                    Some(dir.as_raw_fd()),
-                    name,
-                )
-                .map_err(io::Error::from)
-            });
-        written.map_err(|e| {
-            let _ = unlinkat(
-                Some(dir.as_raw_fd()),
-                tmp.as_str(),
-                UnlinkatFlags::NoRemoveDir,
-            );
-            StateError::Write(path.clone(), e)
-        })
+        replace_file(dir.as_fd(), name, &body, 0o600, Fsync::File)
+            .map_err(|e| StateError::Write(self.file(name), e))
     }
 
     /// Reads `name` through the checked directory; `None` when absent.
@@ -375,29 +352,6 @@ impl RunDir {
     pub fn clear_state(&self) {
         self.remove("state.json");
     }
-}
-
-/// Creates `.NAME.PID.NANOS.SEQ` in `dir` with `O_CREAT | O_EXCL |
-/// O_NOFOLLOW`, mode 0600: never an existing file or a planted link.
-fn create_temporary(dir: &OwnedFd, name: &str) -> io::Result<(String, fs::File)> {
-    let nanos = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.subsec_nanos());
-    let tmp = format!(
-        ".{name}.{}.{nanos}.{}",
-        std::process::id(),
-        TMP_SEQ.fetch_add(1, Ordering::Relaxed)
-    );
-    let fd = openat(
-        Some(dir.as_raw_fd()),
-        tmp.as_str(),
-        OFlag::O_WRONLY | OFlag::O_CREAT | OFlag::O_EXCL | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC,
-        Mode::from_bits_truncate(0o600),
-    )?;
-    // SAFETY: `openat` just returned this descriptor and nothing else owns it.
-    Ok((tmp, unsafe {
-        <fs::File as std::os::fd::FromRawFd>::from_raw_fd(fd)
-    }))
 }
 
 /// What happened to one mount in a recovery or an emergency thaw.
