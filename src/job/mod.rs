@@ -17,7 +17,9 @@
 //! - [`script`], [`launch`], [`holders`]: one script phase, how a checked
 //!   script is executed, and what a pre-script leaves running;
 //! - [`window`]: the snapshot command inside a freeze window;
-//! - [`pipeline`]: the runs themselves (`pre`/`post`, `freeze`, `snapshot`);
+//! - [`pipeline`]: the `pre` and `post` runs, and the steps every run
+//!   shares (the pre-check, one script phase, holders);
+//! - [`snapshot`]: the `snapshot` and `freeze` runs, around a freeze window;
 //! - [`status`]: the status document; [`bridge`]: the extension's hook.
 
 pub mod apps;
