@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Installs what the tests need on a fresh Debian 12 machine and runs the whole
-# suite: formatting, lints, unit and integration tests. Run as root: the trust
-# checks are about uid 0 ownership, and the freeze tests create loop-mounted
-# scratch filesystems. It never freezes / or the work tree's filesystem.
+# suite: formatting, lints, doc links, unit and integration tests. Run as
+# root: the trust checks are about uid 0 ownership, and the freeze tests
+# create loop-mounted scratch filesystems. It never freezes / or the work
+# tree's filesystem.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 # shellcheck source=scripts/lib/scratchfs.sh
@@ -84,6 +85,8 @@ echo "== cargo fmt --check"
 cargo fmt --all -- --check
 echo "== cargo clippy"
 cargo clippy --all-targets --all-features --quiet -- -D warnings
+echo "== cargo doc (no broken intra-doc links)"
+RUSTDOCFLAGS="-D rustdoc::broken_intra_doc_links" cargo doc --no-deps --all-features --quiet
 echo "== databases for the consistency tests (scripts/databases.sh)"
 bash scripts/databases.sh
 export QUIESCE_DB_TESTS=1

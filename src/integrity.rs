@@ -7,13 +7,18 @@
 //! and on the path with symbolic links resolved, must be owned by uid 0 and
 //! not writable by group or others: then only root can change what the path
 //! names, which is what lets a script later be executed by its path.
+//!
+//! A directory whose content decides what quiesce does (the run directory,
+//! the state directory, the apps directory) is checked the same way, once,
+//! on the descriptor everything in it is then reached through
+//! ([`open_trusted_dir`]).
 
 use sha2::{Digest, Sha256};
 use std::collections::BTreeSet;
 use std::fs::File;
 use std::io::{self, Read};
 use std::os::fd::{AsFd, AsRawFd, OwnedFd};
-use std::os::unix::fs::MetadataExt;
+use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
 use std::path::{Component, Path, PathBuf};
 
 use crate::error::Fix;
@@ -534,6 +539,140 @@ pub fn check_search_dir(dir: &Path, name: &std::ffi::OsStr) -> Result<(), TrustE
     Err(TrustError::TooManyLinks(dir.to_path_buf()))
 }
 
+/// Why a directory that decides what quiesce does failed its trust check
+/// ([`open_trusted_dir`]). Its text names the directory and the rule;
+/// [`DirTrustError::rule`] is the rule alone, for a caller whose own
+/// message already names the directory.
+#[derive(Debug)]
+pub enum DirTrustError {
+    /// It is a symbolic link (`O_NOFOLLOW` refused it).
+    Symlink(PathBuf),
+    /// It exists, and is no directory (ENOTDIR).
+    NotDirectory(PathBuf),
+    /// It could not be opened, for another reason than the two above.
+    Open(PathBuf, io::Error),
+    /// `fstat` of the opened descriptor failed.
+    Inspect(PathBuf, io::Error),
+    NotRootOwned {
+        path: PathBuf,
+        uid: u32,
+    },
+    /// Group- or world-writable, sticky or not.
+    Writable {
+        path: PathBuf,
+        mode: u32,
+    },
+    /// A directory above it, as written or with links resolved, failed
+    /// [`check_parents`].
+    Parent(TrustError),
+}
+
+impl DirTrustError {
+    /// The rule that failed, without the directory's path.
+    pub fn rule(&self) -> String {
+        match self {
+            DirTrustError::Symlink(_) => "it is a symbolic link".into(),
+            DirTrustError::NotDirectory(_) => "it is not a directory".into(),
+            DirTrustError::Open(_, e) => format!("cannot open it as a directory ({e})"),
+            DirTrustError::Inspect(_, e) => format!("cannot inspect it ({e})"),
+            DirTrustError::NotRootOwned { uid, .. } => {
+                format!("it is owned by uid {uid}, not root (uid 0)")
+            }
+            DirTrustError::Writable { mode, .. } => {
+                format!("it has mode {mode:04o}; it must not be group- or world-writable")
+            }
+            DirTrustError::Parent(e) => e.to_string(),
+        }
+    }
+
+    /// What the operator does about it. A directory that cannot be opened
+    /// or inspected is [`Fix::Unreadable`]; a caller that creates the
+    /// directory has a better fix for that and maps those two itself.
+    pub fn fix(&self) -> Fix {
+        match self {
+            DirTrustError::Symlink(p) | DirTrustError::NotDirectory(p) => {
+                Fix::RealDirectory(p.clone())
+            }
+            DirTrustError::Open(p, _) | DirTrustError::Inspect(p, _) => Fix::Unreadable(p.clone()),
+            DirTrustError::NotRootOwned { path, .. } | DirTrustError::Writable { path, .. } => {
+                Fix::OwnerMode {
+                    path: path.clone(),
+                    mode: "700",
+                }
+            }
+            DirTrustError::Parent(e) => e.fix(FileRole::Policy),
+        }
+    }
+}
+
+impl std::fmt::Display for DirTrustError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            // It names its own directory, and the one it is above.
+            DirTrustError::Parent(e) => e.fmt(f),
+            DirTrustError::Symlink(p)
+            | DirTrustError::NotDirectory(p)
+            | DirTrustError::Open(p, _)
+            | DirTrustError::Inspect(p, _)
+            | DirTrustError::NotRootOwned { path: p, .. }
+            | DirTrustError::Writable { path: p, .. } => {
+                write!(f, "directory {}: {}", p.display(), self.rule())
+            }
+        }
+    }
+}
+
+impl std::error::Error for DirTrustError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            DirTrustError::Open(_, e) | DirTrustError::Inspect(_, e) => Some(e),
+            DirTrustError::Parent(e) => Some(e),
+            _ => None,
+        }
+    }
+}
+
+/// Opens a directory whose content decides what quiesce does — which
+/// processes it ends, what it thaws, which scripts run as root — and checks
+/// it on the descriptor: not a symbolic link (`O_NOFOLLOW`), a directory,
+/// owned by uid 0, not group- or world-writable, and every directory above
+/// it the same ([`check_parents`]). Then only root can change what is in
+/// it. Returns the checked descriptor: what is read, listed or written in
+/// the directory goes through it, never through the path again.
+pub fn open_trusted_dir(path: &Path) -> Result<OwnedFd, DirTrustError> {
+    let dir = File::options()
+        .read(true)
+        .custom_flags(libc::O_DIRECTORY | libc::O_NOFOLLOW | libc::O_CLOEXEC)
+        .open(path)
+        .map_err(|e| match e.raw_os_error() {
+            // With O_DIRECTORY, Linux answers ENOTDIR for a link (even to a
+            // directory), not the ELOOP of O_NOFOLLOW alone: lstat tells
+            // the link from a file.
+            Some(libc::ELOOP) => DirTrustError::Symlink(path.to_path_buf()),
+            Some(libc::ENOTDIR) if is_symlink(path) => DirTrustError::Symlink(path.to_path_buf()),
+            Some(libc::ENOTDIR) => DirTrustError::NotDirectory(path.to_path_buf()),
+            _ => DirTrustError::Open(path.to_path_buf(), e),
+        })?;
+    let md = dir
+        .metadata()
+        .map_err(|e| DirTrustError::Inspect(path.to_path_buf(), e))?;
+    if md.uid() != 0 {
+        return Err(DirTrustError::NotRootOwned {
+            path: path.to_path_buf(),
+            uid: md.uid(),
+        });
+    }
+    // Sticky does not help, as for the directories above (check_parents).
+    if md.mode() & 0o022 != 0 {
+        return Err(DirTrustError::Writable {
+            path: path.to_path_buf(),
+            mode: md.mode() & 0o7777,
+        });
+    }
+    check_parents(path).map_err(DirTrustError::Parent)?;
+    Ok(OwnedFd::from(dir))
+}
+
 /// Whether a path exists as a symbolic link (used to pick 302 vs 306 when a
 /// dangling link is configured: a link is a permission failure per §4).
 pub fn is_symlink(path: &Path) -> bool {
@@ -567,5 +706,126 @@ mod tests {
     #[test]
     fn hex_is_lowercase() {
         assert_eq!(hex(&[0xab, 0x01]), "ab01");
+    }
+
+    /// A directory under `/run` (root-owned, 0755 — never `/tmp`, which
+    /// anyone may write), removed on drop; `None` when not root.
+    struct ScratchDir(PathBuf);
+
+    impl ScratchDir {
+        fn new(tag: &str) -> Option<ScratchDir> {
+            if !nix::unistd::geteuid().is_root() {
+                eprintln!("SKIPPED: needs root (a root-owned directory under /run, chown to another uid); CI runs as root");
+                return None;
+            }
+            let dir = PathBuf::from(format!("/run/quiesce-unit-{tag}-{}", std::process::id()));
+            let _ = std::fs::remove_dir_all(&dir);
+            std::fs::DirBuilder::new().create(&dir).unwrap();
+            chmod(&dir, 0o700);
+            Some(ScratchDir(dir))
+        }
+
+        fn mkdir(&self, name: &str, mode: u32) -> PathBuf {
+            let d = self.0.join(name);
+            std::fs::create_dir(&d).unwrap();
+            chmod(&d, mode);
+            d
+        }
+    }
+
+    impl Drop for ScratchDir {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_dir_all(&self.0);
+        }
+    }
+
+    fn chmod(path: &Path, mode: u32) {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode)).unwrap();
+    }
+
+    #[test]
+    fn a_root_owned_private_directory_is_trusted() {
+        let Some(s) = ScratchDir::new("trusted") else {
+            return;
+        };
+        for mode in [0o700, 0o755, 0o500] {
+            let d = s.mkdir(&format!("d{mode:o}"), mode);
+            open_trusted_dir(&d).unwrap_or_else(|e| panic!("{mode:o}: {e}"));
+        }
+    }
+
+    #[test]
+    fn a_group_or_world_writable_directory_is_refused() {
+        let Some(s) = ScratchDir::new("writable") else {
+            return;
+        };
+        for mode in [0o770, 0o775, 0o757, 0o1777] {
+            let d = s.mkdir(&format!("d{mode:o}"), mode);
+            let e = open_trusted_dir(&d).unwrap_err();
+            assert!(
+                matches!(e, DirTrustError::Writable { mode: m, .. } if m == mode),
+                "{mode:o}: {e:?}"
+            );
+            let want = format!(
+                "directory {}: it has mode {mode:04o}; it must not be group- or world-writable",
+                d.display()
+            );
+            assert_eq!(e.to_string(), want);
+            assert!(matches!(e.fix(), Fix::OwnerMode { path, mode: "700" } if path == d));
+        }
+    }
+
+    #[test]
+    fn a_directory_owned_by_another_uid_is_refused() {
+        let Some(s) = ScratchDir::new("owner") else {
+            return;
+        };
+        let d = s.mkdir("nobody", 0o700);
+        let nobody = nix::unistd::Uid::from_raw(65534);
+        nix::unistd::chown(&d, Some(nobody), None).unwrap();
+        let e = open_trusted_dir(&d).unwrap_err();
+        assert!(
+            matches!(e, DirTrustError::NotRootOwned { uid: 65534, .. }),
+            "{e:?}"
+        );
+        assert_eq!(e.rule(), "it is owned by uid 65534, not root (uid 0)");
+        assert!(e.to_string().contains(&d.display().to_string()), "{e}");
+    }
+
+    #[test]
+    fn a_symbolic_link_to_a_trusted_directory_is_refused() {
+        let Some(s) = ScratchDir::new("link") else {
+            return;
+        };
+        let real = s.mkdir("real", 0o700);
+        let link = s.0.join("link");
+        std::os::unix::fs::symlink(&real, &link).unwrap();
+        let e = open_trusted_dir(&link).unwrap_err();
+        assert!(
+            matches!(&e, DirTrustError::Symlink(p) if *p == link),
+            "{e:?}"
+        );
+        assert_eq!(e.rule(), "it is a symbolic link");
+        assert!(matches!(e.fix(), Fix::RealDirectory(p) if p == link));
+        let file = s.0.join("file");
+        std::fs::write(&file, b"").unwrap();
+        let e = open_trusted_dir(&file).unwrap_err();
+        assert!(matches!(e, DirTrustError::NotDirectory(_)), "{e:?}");
+    }
+
+    #[test]
+    fn a_trusted_directory_under_a_writable_one_is_refused() {
+        let Some(s) = ScratchDir::new("parent") else {
+            return;
+        };
+        let open = s.mkdir("open", 0o777);
+        let inner = s.mkdir("open/inner", 0o700);
+        let e = open_trusted_dir(&inner).unwrap_err();
+        assert!(
+            matches!(&e, DirTrustError::Parent(TrustError::DirWritable { path, .. }) if *path == open),
+            "{e:?}"
+        );
+        assert!(matches!(e.fix(), Fix::Directory(p) if p == open));
     }
 }

@@ -14,14 +14,16 @@
 //!   is opened once and checked on the descriptor. What runs a script runs
 //!   as root too: its interpreter at every `#!` level, `/bin/sh`, and what
 //!   `#!/usr/bin/env` finds on the scripts' PATH (with every PATH directory
-//!   that could shadow it) pass the same checks (`job::interpreter`).
+//!   that could shadow it) pass the same checks ([`job::interpreter`]).
 //! - **The caller's environment.** A script gets a fixed PATH, root's HOME
 //!   from the password database and a LANG that is a plain locale name,
-//!   never the caller's (`sandbox::env`).
-//! - **A change racing the run.** A script is read once from its checked
-//!   descriptor; those bytes are hashed and run from a sealed memfd, never
-//!   re-opened by path (`commands::executable`). A SHA-256 pin makes a
-//!   changed script a refusal (`ScriptChecksumMismatch`).
+//!   never the caller's ([`sandbox::env`]).
+//! - **A change racing the run.** A script is checked on its descriptor
+//!   and executed by its path, which only root can change; right before
+//!   `execve` the child re-checks that the path still names the checked
+//!   file. A script pinned by its SHA-256 runs exactly the hashed bytes,
+//!   from a sealed memfd, and a changed one is a refusal
+//!   (`ScriptChecksumMismatch`) ([`job::launch`]).
 //! - **A script doing more than quiescing.** Scripts run sandboxed
 //!   ([`sandbox`]): capabilities removed from the bounding set,
 //!   `no_new_privs`, rlimits, and a seccomp deny-list that includes the
@@ -41,11 +43,14 @@
 //! - **Thaw before kill.** A process blocked on a frozen filesystem cannot
 //!   die before the thaw, so every path thaws first.
 //! - **Nothing touches a frozen disk.** During the window the runner writes
-//!   no file; log records and human output are held in memory ([`audit`]).
+//!   no file; log records and human output are held in memory
+//!   ([`trail::hold`]).
 //! - **Between fork and exec only async-signal-safe calls.** Every argv,
 //!   environment, BPF program and capability list is built before the fork.
 //! - **The post-script runs** whenever the pre-check passed, whatever failed
-//!   in between ([`flow`]).
+//!   in between ([`job::steps::phases`], [`job::runs::snapshot`]), and when
+//!   the runner itself dies, by its post guard and `quiesce recover`
+//!   ([`job::steps::guarantee`], [`job::runs::recover`]).
 //!
 //! # What fails closed
 //!
@@ -55,8 +60,6 @@
 //! `CAP_SYS_ADMIN` is refused before anything runs. The one escape hatch,
 //! `--no-sandbox`, is explicit and loudly logged. Every failure is reported
 //! with the extension's error names and codes ([`error`]).
-#![deny(unsafe_op_in_unsafe_fn)]
-#![warn(clippy::undocumented_unsafe_blocks)]
 
 pub mod config;
 pub mod error;
@@ -64,6 +67,7 @@ pub mod fault;
 pub mod freeze;
 pub mod integrity;
 pub mod job;
+pub mod replace;
 pub mod sandbox;
 pub mod supervise;
 pub mod trail;

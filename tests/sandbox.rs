@@ -535,8 +535,8 @@ mod slot {
 /// the filter each fails with its own argument error (or is not run at all:
 /// FIFREEZE); with it each must fail with EPERM before reaching the kernel.
 fn denied_probes(mnt_fd: i32, include_freeze: bool, slots: &mut [i64; 2 * MAX_PROBES]) {
-    // SAFETY (all calls below): raw syscalls with integer arguments or null
-    // pointers, which the kernel validates; the wrong reboot magic (0) can
+    // SAFETY: all calls below are raw syscalls with integer arguments or
+    // null pointers, which the kernel validates; the wrong reboot magic (0) can
     // never reboot, finit_module/open_by_handle_at get an invalid descriptor,
     // bpf an invalid command, userfaultfd invalid flags, swapoff/pivot_root
     // null paths (EFAULT), FITHAW a filesystem that is not frozen (EINVAL).
@@ -754,7 +754,7 @@ fn watchdog_filter_allows_fithaw_and_refuses_the_rest() {
                 events: libc::POLLIN,
                 revents: 0,
             };
-            // SAFETY (all calls below): raw syscalls over stack data and
+            // SAFETY: all calls below are raw syscalls over stack data and
             // descriptors held by the child; FIFREEZE is expected to be
             // refused, and should it not be, the mount's guard thaws.
             unsafe {

@@ -6,18 +6,19 @@
 //! thaw what the dead runner left behind.
 
 use std::fs;
-use std::io::{self, Read, Write};
-use std::os::fd::{AsRawFd, OwnedFd};
+use std::io::{self, Read};
+use std::os::fd::{AsFd, AsRawFd, OwnedFd};
 use std::os::unix::fs::{DirBuilderExt, MetadataExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering};
 
 use nix::errno::Errno;
-use nix::fcntl::{openat, renameat, OFlag};
+use nix::fcntl::{openat, OFlag};
 use nix::sys::stat::Mode;
 use nix::unistd::{unlinkat, UnlinkatFlags};
 
 use crate::error::Fix;
+use crate::integrity::{self, DirTrustError};
+use crate::replace::{replace_file, Fsync};
 use serde::{Deserialize, Serialize};
 
 use super::ioctl::thaw_fd;
@@ -188,10 +189,6 @@ pub struct RecordLock {
     _held: nix::fcntl::Flock<fs::File>,
 }
 
-/// Makes temporary names unique within this process; the pid and the clock
-/// make them unique across processes, and `O_EXCL` makes a clash an error.
-static TMP_SEQ: AtomicU64 = AtomicU64::new(0);
-
 impl RunDir {
     pub fn new(path: impl Into<PathBuf>) -> RunDir {
         RunDir { path: path.into() }
@@ -208,55 +205,26 @@ impl RunDir {
         self.ensure()
     }
 
-    /// The checked directory descriptor every record is reached through.
+    /// The checked directory descriptor every record is reached through:
+    /// created 0700 if missing, then [`integrity::open_trusted_dir`]. Not
+    /// being able to create, open or inspect it is [`StateError::RunDir`]
+    /// (its fix creates the directory); any other failure is untrusted.
     fn open_checked(&self) -> Result<OwnedFd, StateError> {
-        let untrusted = |rule: String, fix: Fix| StateError::Untrusted {
-            path: self.path.clone(),
-            rule,
-            fix,
-        };
-        let real = || Fix::RealDirectory(self.path.clone());
-        let owner = || Fix::OwnerMode {
-            path: self.path.clone(),
-            mode: "700",
-        };
         match fs::DirBuilder::new().mode(0o700).create(&self.path) {
             Ok(()) => {}
             Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {}
             Err(e) => return Err(StateError::RunDir(self.path.clone(), e)),
         }
-        let dir = fs::OpenOptions::new()
-            .read(true)
-            .custom_flags(libc::O_DIRECTORY | libc::O_NOFOLLOW | libc::O_CLOEXEC)
-            .open(&self.path)
-            .map_err(|e| match e.raw_os_error() {
-                Some(libc::ELOOP) => untrusted("it is a symbolic link".into(), real()),
-                Some(libc::ENOTDIR) => untrusted("it is not a directory".into(), real()),
-                _ => StateError::RunDir(self.path.clone(), e),
-            })?;
-        let md = dir
-            .metadata()
-            .map_err(|e| StateError::RunDir(self.path.clone(), e))?;
-        if md.uid() != 0 {
-            return Err(untrusted(
-                format!("it is owned by uid {}, not root (uid 0)", md.uid()),
-                owner(),
-            ));
-        }
-        if md.mode() & 0o022 != 0 {
-            return Err(untrusted(
-                format!(
-                    "it has mode {:04o}; it must not be group- or world-writable",
-                    md.mode() & 0o7777
-                ),
-                owner(),
-            ));
-        }
-        crate::integrity::check_parents(&self.path).map_err(|e| {
-            let fix = e.fix(crate::integrity::FileRole::Policy);
-            untrusted(e.to_string(), fix)
-        })?;
-        Ok(OwnedFd::from(dir))
+        integrity::open_trusted_dir(&self.path).map_err(|e| match e {
+            DirTrustError::Open(path, e) | DirTrustError::Inspect(path, e) => {
+                StateError::RunDir(path, e)
+            }
+            e => StateError::Untrusted {
+                path: self.path.clone(),
+                rule: e.rule(),
+                fix: e.fix(),
+            },
+        })
     }
 
     pub fn file(&self, name: &str) -> PathBuf {
@@ -267,35 +235,16 @@ impl RunDir {
         self.file("state.json")
     }
 
-    /// Writes `name` atomically, mode 0600: a temporary file of a unique
-    /// name created with `O_EXCL | O_NOFOLLOW` in the checked directory,
-    /// fsync, then `renameat` over `name`.
+    /// Writes `name` atomically, mode 0600, in the checked directory
+    /// ([`replace_file`]). The file is synced, the directory is not: after
+    /// a crash the name holds the old record or the new one. A writer whose
+    /// record must outlive a crash (a pending post-script's) syncs the
+    /// directory after.
     pub fn write_json<T: Serialize>(&self, name: &str, value: &T) -> Result<(), StateError> {
         let dir = self.open_checked()?;
-        let path = self.file(name);
         let body = serde_json::to_vec_pretty(value).expect("state serialises");
-        let (tmp, mut file) =
-            create_temporary(&dir, name).map_err(|e| StateError::Write(path.clone(), e))?;
-        let written = file
-            .write_all(&body)
-            .and_then(|()| file.sync_all())
-            .and_then(|()| {
-                renameat(
-                    Some(dir.as_raw_fd()),
-                    tmp.as_str(),
-                    Some(dir.as_raw_fd()),
-                    name,
-                )
-                .map_err(io::Error::from)
-            });
-        written.map_err(|e| {
-            let _ = unlinkat(
-                Some(dir.as_raw_fd()),
-                tmp.as_str(),
-                UnlinkatFlags::NoRemoveDir,
-            );
-            StateError::Write(path.clone(), e)
-        })
+        replace_file(dir.as_fd(), name, &body, 0o600, Fsync::File)
+            .map_err(|e| StateError::Write(self.file(name), e))
     }
 
     /// Reads `name` through the checked directory; `None` when absent.
@@ -403,29 +352,6 @@ impl RunDir {
     pub fn clear_state(&self) {
         self.remove("state.json");
     }
-}
-
-/// Creates `.NAME.PID.NANOS.SEQ` in `dir` with `O_CREAT | O_EXCL |
-/// O_NOFOLLOW`, mode 0600: never an existing file or a planted link.
-fn create_temporary(dir: &OwnedFd, name: &str) -> io::Result<(String, fs::File)> {
-    let nanos = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.subsec_nanos());
-    let tmp = format!(
-        ".{name}.{}.{nanos}.{}",
-        std::process::id(),
-        TMP_SEQ.fetch_add(1, Ordering::Relaxed)
-    );
-    let fd = openat(
-        Some(dir.as_raw_fd()),
-        tmp.as_str(),
-        OFlag::O_WRONLY | OFlag::O_CREAT | OFlag::O_EXCL | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC,
-        Mode::from_bits_truncate(0o600),
-    )?;
-    // SAFETY: `openat` just returned this descriptor and nothing else owns it.
-    Ok((tmp, unsafe {
-        <fs::File as std::os::fd::FromRawFd>::from_raw_fd(fd)
-    }))
 }
 
 /// What happened to one mount in a recovery or an emergency thaw.

@@ -165,7 +165,8 @@ impl SharedState {
         Ok(SharedState { page: p.cast() })
     }
 
-    /// The first `n` per-mount states of a page file left by [`in_file`].
+    /// The first `n` per-mount states of a page file left by
+    /// [`in_file`](SharedState::in_file).
     pub fn read_states(path: &std::path::Path, n: usize) -> io::Result<Vec<u8>> {
         let bytes = std::fs::read(path)?;
         let at = std::mem::offset_of!(Page, states);
@@ -601,8 +602,7 @@ unsafe fn set_up(a: &ChildArgs<'_>) {
             }
         }
         libc::syscall(libc::SYS_close_range, low, libc::c_uint::MAX, 0);
-        let name = b"quiesce-watchdog\0";
-        libc::prctl(libc::PR_SET_NAME, name.as_ptr());
+        libc::prctl(libc::PR_SET_NAME, c"quiesce-watchdog".as_ptr());
         if let Some(f) = a.filter {
             if f() != 0 {
                 // Without its filter the watchdog still thaws: a missing

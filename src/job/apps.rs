@@ -17,7 +17,6 @@ use std::collections::BTreeMap;
 use std::ffi::OsStr;
 use std::os::fd::IntoRawFd;
 use std::os::unix::ffi::OsStrExt;
-use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 
 use serde::Serialize;
@@ -295,37 +294,7 @@ fn read_apps_dir(dir: &Path, source: &mut Source) -> Result<Option<Vec<PathBuf>>
         Ok(_) => {}
     }
     // Checked on the descriptor that is then listed.
-    let file = std::fs::OpenOptions::new()
-        .read(true)
-        .custom_flags(libc::O_DIRECTORY | libc::O_NOFOLLOW | libc::O_CLOEXEC)
-        .open(dir)
-        .map_err(|e| bad(format!("cannot open it as a directory ({e})"), unreadable()))?;
-    let md = file
-        .metadata()
-        .map_err(|e| bad(format!("cannot inspect it ({e})"), unreadable()))?;
-    let owner = || Fix::OwnerMode {
-        path: dir.to_path_buf(),
-        mode: "700",
-    };
-    if md.uid() != 0 {
-        return Err(bad(
-            format!("it is owned by uid {}, not root (uid 0)", md.uid()),
-            owner(),
-        ));
-    }
-    if md.mode() & 0o022 != 0 {
-        return Err(bad(
-            format!(
-                "it has mode {:04o}; it must not be group- or world-writable",
-                md.mode() & 0o7777
-            ),
-            owner(),
-        ));
-    }
-    crate::integrity::check_parents(dir).map_err(|e| {
-        let fix = e.fix(crate::integrity::FileRole::Policy);
-        bad(e.to_string(), fix)
-    })?;
+    let file = crate::integrity::open_trusted_dir(dir).map_err(|e| bad(e.rule(), e.fix()))?;
     let entries = nix::dir::Dir::from_fd(file.into_raw_fd())
         .map_err(|e| bad(format!("cannot list it ({e})"), unreadable()))?;
     let mut apps = BTreeMap::new();

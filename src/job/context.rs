@@ -23,7 +23,11 @@ use crate::trail::{self, Facility, TrailConfig, TrailMode};
 
 /// The options every command shares (SPEC §2), as the command line gives
 /// them. Paths are made absolute once, by [`Context::new`].
+///
+/// The fields' comments are their `--help` text, written for a terminal,
+/// not for rustdoc (`[SnapshotThread]` and `<operation>` are literal).
 #[derive(Args, Debug, Clone, PartialEq, Eq)]
+#[allow(rustdoc::broken_intra_doc_links, rustdoc::invalid_html_tags)]
 pub struct Options {
     /// An application's configuration (the extension's format). Repeatable:
     /// the applications, in order; then nothing else is read [default:

@@ -11,20 +11,18 @@
 //! nothing, and a failed write is a warning of the run, never its failure.
 
 use std::fs;
-use std::io::{self, Read, Write};
-use std::os::fd::{AsRawFd, OwnedFd};
+use std::io::{self, Read};
+use std::os::fd::{AsFd, OwnedFd};
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use nix::fcntl::{openat, renameat, OFlag};
-use nix::sys::stat::Mode;
-use nix::unistd::{unlinkat, UnlinkatFlags};
 use serde::Serialize;
 use serde_json::Value;
 
 use super::status::{say, Status};
 use crate::freeze::state::RunDir;
+use crate::replace::{replace_file, Fsync};
 use crate::trail::{self, rfc3339_micros, DeliveryReport};
 
 /// `--state-dir`'s default: pending post-scripts and last results.
@@ -250,43 +248,14 @@ fn write_textfile(dir: &Path, body: &str) -> Result<(), TextfileError> {
         .open(dir)
         .map_err(io_err)?
         .into();
-    let tmp = format!(".{METRICS_FILE}.{}.tmp", std::process::id());
-    let _ = unlinkat(
-        Some(fd.as_raw_fd()),
-        tmp.as_str(),
-        UnlinkatFlags::NoRemoveDir,
-    );
-    let file = openat(
-        Some(fd.as_raw_fd()),
-        tmp.as_str(),
-        OFlag::O_WRONLY | OFlag::O_CREAT | OFlag::O_EXCL | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC,
-        Mode::from_bits_truncate(0o644),
+    replace_file(
+        fd.as_fd(),
+        METRICS_FILE,
+        body.as_bytes(),
+        0o644,
+        Fsync::FileAndDirectory,
     )
-    .map_err(|e| io_err(e.into()))?;
-    // SAFETY: openat just returned this descriptor and nothing else owns it.
-    let mut file = unsafe { <fs::File as std::os::fd::FromRawFd>::from_raw_fd(file) };
-    let written = file
-        .write_all(body.as_bytes())
-        .and_then(|()| file.sync_all())
-        .and_then(|()| {
-            renameat(
-                Some(fd.as_raw_fd()),
-                tmp.as_str(),
-                Some(fd.as_raw_fd()),
-                METRICS_FILE,
-            )
-            .map_err(io::Error::from)
-        })
-        .and_then(|()| nix::unistd::fsync(fd.as_raw_fd()).map_err(io::Error::from));
-    if let Err(e) = written {
-        let _ = unlinkat(
-            Some(fd.as_raw_fd()),
-            tmp.as_str(),
-            UnlinkatFlags::NoRemoveDir,
-        );
-        return Err(io_err(e));
-    }
-    Ok(())
+    .map_err(io_err)
 }
 
 // ---------------------------------------------------------------------------

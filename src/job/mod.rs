@@ -3,7 +3,7 @@
 //!
 //! - [`runs`]: each run a short sequence of steps in a file of its own —
 //!   `check`, `pre`/`post`, `freeze`, `snapshot`, `thaw`, `recover`,
-//!   `audit`. `main.rs` parses the command line into one [`Context`] and
+//!   `audit`. `main.rs` parses the command line into one [`Context`](context::Context) and
 //!   calls one of them.
 //! - [`steps`]: what several runs share — the applications' pre-check, a
 //!   script phase over every application, the post-script guarantee armed

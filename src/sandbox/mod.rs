@@ -16,7 +16,7 @@
 //!   in, `prctl`/`capset` could themselves be filtered).
 //!
 //! One module per kernel feature, like youki's libcontainer: [`caps`],
-//! [`rlimits`], [`seccomp`]; [`policy`] holds the file format, [`env`] the
+//! [`rlimits`], [`seccomp`]; [`policy`] holds the file format, [`env`](mod@env) the
 //! environment a script starts with, and [`inspect`] the capability
 //! inspection and the `quiesce audit` description.
 

@@ -341,7 +341,7 @@ pub fn end_cgroup_members(leftovers: &[Leftover]) -> Vec<i32> {
     ended
 }
 
-/// Reaps zombie children of the runner that no live [`Supervised`] handle
+/// Reaps zombie children of the runner that no live [`Supervised`](super::Supervised) handle
 /// holds and that are not in `never_reap` (e.g. the freeze watchdog, whose
 /// exit status its owner wants). Returns the reaped pids. Orphans of a
 /// script tree re-parent to the runner (a subreaper) and would otherwise

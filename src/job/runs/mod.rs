@@ -1,5 +1,5 @@
 //! The runs, one file each: what `main.rs` calls with the run's
-//! [`Context`](super::Context). Each is a short sequence of steps
+//! [`Context`](super::context::Context). Each is a short sequence of steps
 //! ([`super::steps`]) that returns the status document and the exit code.
 
 pub mod audit;
