@@ -241,9 +241,28 @@ impl RunDir {
     /// record must outlive a crash (a pending post-script's) syncs the
     /// directory after.
     pub fn write_json<T: Serialize>(&self, name: &str, value: &T) -> Result<(), StateError> {
+        self.replace_json(name, value, Fsync::File)
+    }
+
+    /// [`RunDir::write_json`], and the directory synced after the rename:
+    /// the record is the name's once this returns, crash or not.
+    pub fn write_json_durable<T: Serialize>(
+        &self,
+        name: &str,
+        value: &T,
+    ) -> Result<(), StateError> {
+        self.replace_json(name, value, Fsync::FileAndDirectory)
+    }
+
+    fn replace_json<T: Serialize>(
+        &self,
+        name: &str,
+        value: &T,
+        fsync: Fsync,
+    ) -> Result<(), StateError> {
         let dir = self.open_checked()?;
         let body = serde_json::to_vec_pretty(value).expect("state serialises");
-        replace_file(dir.as_fd(), name, &body, 0o600, Fsync::File)
+        replace_file(dir.as_fd(), name, &body, 0o600, fsync)
             .map_err(|e| StateError::Write(self.file(name), e))
     }
 

@@ -492,11 +492,8 @@ impl PendingOptions {
 
     fn write(&self, rec: &mut PendingPost) -> Result<(), StateError> {
         rec.seal = rec.compute_seal();
-        self.state_dir.write_json(&rec.name(), rec)?;
         // The rename is durable only once the directory is synced.
-        fs::File::open(&self.state_dir.path)
-            .and_then(|d| d.sync_all())
-            .map_err(|e| StateError::Write(self.state_dir.path.clone(), e))
+        self.state_dir.write_json_durable(&rec.name(), rec)
     }
 
     /// Reads one record; `None` when it is gone (its post-script has run).

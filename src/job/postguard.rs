@@ -88,7 +88,7 @@ impl PostGuard {
         // binary that ran this job is still the one that recovers it.
         let exe = open_raw(c"/proc/self/exe", libc::O_PATH)?;
         let null = open_raw(c"/dev/null", libc::O_RDWR)?;
-        let mut argv_owned = vec![CString::new("quiesce").expect("no NUL")];
+        let mut argv_owned = vec![c"quiesce".to_owned()];
         argv_owned.extend(args.iter().cloned());
         let env_owned: Vec<CString> = std::env::vars_os()
             .filter_map(|(k, v)| {

@@ -3,7 +3,6 @@
 //! that justifies each), and what a script really holds: a probe process is
 //! started under the sandbox and its `/proc/PID/status` is read back.
 
-use std::ffi::CString;
 use std::time::{Duration, Instant};
 
 use crate::error::{ErrorCode, Fix, Problem};
@@ -159,12 +158,9 @@ fn say_guards(g: &guards::GuardsDescription) {
 /// Starts `/bin/sleep` under the sandbox, exactly as a script would be, and
 /// reads what it holds right after its exec.
 fn probe(sandbox: &PreparedSandbox) -> Result<ProcessSandboxState, String> {
-    let sleep = CString::new("/bin/sleep").expect("no NUL");
-    let mut spec = SpawnSpec::new(
-        Exec::Path(sleep.clone()),
-        vec![sleep, CString::new("5").expect("no NUL")],
-    );
-    spec.env = vec![CString::new("PATH=/usr/sbin:/usr/bin:/sbin:/bin").expect("no NUL")];
+    let sleep = c"/bin/sleep".to_owned();
+    let mut spec = SpawnSpec::new(Exec::Path(sleep.clone()), vec![sleep, c"5".to_owned()]);
+    spec.env = vec![c"PATH=/usr/sbin:/usr/bin:/sbin:/bin".to_owned()];
     let shared = std::sync::Arc::new(sandbox.clone());
     let guards = GuardFilter::now().map_err(|e| e.to_string())?;
     spec.pre_exec = Some(Box::new(move || {
