@@ -818,3 +818,36 @@ fn home_and_lang_are_never_taken_from_the_caller() {
         assert_eq!(warned, seen != lang, "LANG={lang}: {:?}", run.warnings());
     }
 }
+
+/// A run refused in its set-up, before anything ran, is reported as the
+/// phase it could not run: a `pre` as Pre-ScriptExecutionFailed (300), a
+/// `post` as Post-ScriptExecutionFailed (301) — never as a freeze failure,
+/// which a run that freezes nothing cannot have.
+#[cfg(feature = "fault-injection")]
+#[test]
+fn a_run_refused_in_its_set_up_names_the_phase_it_could_not_run() {
+    require_root!();
+    let s = Setup::new("phase-refused");
+    for (phase, name, code) in [
+        ("pre", "Pre-ScriptExecutionFailed", 300),
+        ("post", "Post-ScriptExecutionFailed", 301),
+    ] {
+        let out = s
+            .command()
+            .env("QUIESCE_FAULT", "signals-install")
+            .args([phase, "--json"])
+            .output()
+            .unwrap();
+        let run = common::Run::from(out);
+        assert_eq!(run.code, 2, "{}", run.stderr);
+        let v = run.json();
+        assert_eq!(v["errors"][0]["name"], name, "{v}");
+        assert_eq!(v["errors"][0]["code"], code, "{v}");
+        assert!(
+            run.stderr.contains("cannot install signal handlers"),
+            "{}",
+            run.stderr
+        );
+    }
+    assert_eq!(s.scripts_ran(), "", "a script ran");
+}

@@ -122,6 +122,16 @@ impl LockError {
     }
 }
 
+/// A lock that cannot be taken refuses the freeze (SPEC.md §6.3):
+/// `FsFreezeFailed`, with the action for what failed.
+impl From<LockError> for crate::error::Problem {
+    fn from(e: LockError) -> Self {
+        let fix = e.fix();
+        crate::error::Problem::new(crate::error::ErrorCode::FsFreezeFailed, e.to_string())
+            .with_fix(fix)
+    }
+}
+
 fn held_message(path: &Path, pid: Option<i32>) -> String {
     let holder = match pid {
         Some(pid) => format!("pid {pid}"),

@@ -142,6 +142,9 @@ impl SignalPipe {
 /// child is spawned or any mount is frozen; a later call only makes a new
 /// self-pipe (the handlers stay).
 pub fn install() -> std::io::Result<SignalPipe> {
+    if crate::fault::active("signals-install") {
+        return Err(std::io::Error::from_raw_os_error(libc::EINVAL));
+    }
     let (read, write) = nix::unistd::pipe2(OFlag::O_CLOEXEC | OFlag::O_NONBLOCK)?;
     PIPE_WRITE.store(std::os::fd::AsRawFd::as_raw_fd(&write), Ordering::SeqCst);
     static HANDLERS: std::sync::OnceLock<Result<(), std::io::ErrorKind>> =

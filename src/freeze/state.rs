@@ -581,6 +581,20 @@ pub enum RecoverError {
     RunnerAlive(i32),
 }
 
+/// What a dead runner left frozen cannot be recovered: the freeze (or the
+/// thaw) does not go ahead (`FsFreezeFailed`). A runner still alive inside
+/// its window is waited for.
+impl From<RecoverError> for crate::error::Problem {
+    fn from(e: RecoverError) -> Self {
+        let fix = match &e {
+            RecoverError::State(s) => s.fix("--run-dir"),
+            RecoverError::RunnerAlive(pid) => Fix::Wait(Some(*pid)),
+        };
+        crate::error::Problem::new(crate::error::ErrorCode::FsFreezeFailed, e.to_string())
+            .with_fix(fix)
+    }
+}
+
 #[cfg(test)]
 mod thaw_outcome_tests {
     use super::ThawOutcome;

@@ -40,6 +40,36 @@ pub struct Runner {
     pub script_env: ScriptEnv,
 }
 
+/// What keeps the run's children in hand: the run sentinel, before the
+/// run's first child (one of the guards every script's filter must name,
+/// SPEC §8), the cgroups of runners killed mid-script swept, and this
+/// runner the subreaper of what its scripts leave.
+fn watch_children(warnings: &mut Vec<String>) {
+    match supervise::sentinel::start() {
+        Ok(pid) => crate::sandbox::guards::protect(pid, "run sentinel"),
+        Err(e) => warnings.push(format!(
+            "cannot start the run sentinel ({e}); if the runner dies, only each script's main process is killed with it"
+        )),
+    }
+    supervise::sweep_stale_cgroups();
+    if let Err(e) = supervise::become_subreaper() {
+        let w = format!("cannot become a child subreaper ({e}); escaped descendants may be missed");
+        status::say(format!("warning: {w}"));
+        warnings.push(w);
+    }
+}
+
+/// The error-table row of a run refused in its set-up, before anything
+/// ran: the freeze for a run that may freeze, else the phase it could not
+/// run (a `recover` runs post-scripts).
+fn refusal_code(operation: &str, freezes: bool) -> ErrorCode {
+    match operation {
+        _ if freezes => ErrorCode::FsFreezeFailed,
+        "pre" => ErrorCode::PreScriptExecutionFailed,
+        _ => ErrorCode::PostScriptExecutionFailed,
+    }
+}
+
 impl Runner {
     /// Sets up a run of `operation`; `freezes`: it may freeze. The first
     /// problem refuses the run before anything runs; `warnings` gets what
@@ -63,28 +93,13 @@ impl Runner {
         })?;
         let signals = signals::install().map_err(|e| {
             crate::error::problem_or_out_of_descriptors(
-                ErrorCode::FsFreezeFailed,
-                format!("cannot install signal handlers: {e}"),
+                refusal_code(operation, freezes),
+                format!("cannot install signal handlers: {e}; nothing was run"),
                 Some(&e),
             )
             .with_fix(Fix::Report)
         })?;
-        // The run sentinel, before the run's first child: one of the guards
-        // every script's filter must name (SPEC §8).
-        match supervise::sentinel::start() {
-            Ok(pid) => crate::sandbox::guards::protect(pid, "run sentinel"),
-            Err(e) => warnings.push(format!(
-                "cannot start the run sentinel ({e}); if the runner dies, only each script's main process is killed with it"
-            )),
-        }
-        // Cgroups of runners that were killed mid-script.
-        supervise::sweep_stale_cgroups();
-        if let Err(e) = supervise::become_subreaper() {
-            let w =
-                format!("cannot become a child subreaper ({e}); escaped descendants may be missed");
-            status::say(format!("warning: {w}"));
-            warnings.push(w);
-        }
+        watch_children(warnings);
         let ready = Readiness::of(cx.options.policy.as_deref(), cx.options.no_sandbox, freezes);
         for w in &ready.warnings {
             status::say(format!("warning: {w}"));

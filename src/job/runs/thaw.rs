@@ -99,9 +99,6 @@ fn thaw(cx: &Context, mounts: &[PathBuf]) -> Result<Vec<ThawResult>, Problem> {
             format!("runner pid {pid} is alive and inside its freeze window; it thaws by its own deadline"),
         )
         .with_fix(Fix::ThawNamed)),
-        Err(RecoverError::State(e)) => {
-            let fix = e.fix("--run-dir");
-            Err(Problem::new(ErrorCode::FsFreezeFailed, e.to_string()).with_fix(fix))
-        }
+        Err(e @ RecoverError::State(_)) => Err(e.into()),
     }
 }

@@ -18,8 +18,7 @@ pub fn lock_and_recover(cx: &Context, warnings: &mut Vec<String>) -> Result<RunL
         run_dir: cx.run_dir.path.clone(),
         ..LockPaths::default()
     };
-    let lock = RunLock::acquire(&paths)
-        .map_err(|e| Problem::new(ErrorCode::FsFreezeFailed, e.to_string()).with_fix(e.fix()))?;
+    let lock = RunLock::acquire(&paths)?;
     match state::recover(&cx.run_dir) {
         Ok(None) => {}
         Ok(Some(r)) => {
