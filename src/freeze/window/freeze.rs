@@ -1,173 +1,35 @@
-//! The freeze window (SPEC.md §6.2–§6.5): from the first `FIFREEZE` to the
-//! last `FITHAW`, every way out thaws.
-//!
-//! Layers, each enough on its own for the failures it covers:
-//! 1. `thaw_all` on the normal path, in exact reverse of what froze;
-//! 2. the window's deadline, enforced by the caller's wait (thaw, then kill);
-//! 3. the signal handlers and the panic hook thaw through the [`guard`] table;
-//! 4. `Drop` thaws on any early return or unwinding;
-//! 5. the [`watchdog`] thaws when the runner dies, SIGKILL included;
-//! 6. [`state`](super::state) lets the next run or `quiesce thaw` recover.
-//!
-//! During the window the runner writes no file: `state.json` is written
-//! before the first freeze and removed after the last thaw (it is on tmpfs
-//! anyway), and log records are held in memory by the caller.
+//! The window itself: prepared with what the standby started (the freeze
+//! threads handed their crew, the watchdog armed, `state.json` recorded),
+//! then each stage's `FIFREEZE` calls issued concurrently, each with its
+//! deadline. Its thaw and close are in `thaw.rs`.
 
 use std::ops::Range;
-use std::os::fd::{AsRawFd, OwnedFd, RawFd};
-use std::path::PathBuf;
+use std::os::fd::{AsRawFd, RawFd};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::thread;
 use std::time::{Duration, Instant};
 
 use nix::errno::Errno;
-use serde::Serialize;
 
-use super::crew::{
-    thaw_retrying, Call, Crew, FreezeThreads, FreezeWorkers, ABANDONED, DONE, ISSUED, LATE,
-    NEVER_RAN, NO_JOB, NO_THAW, RUNNING, THAW_ATTEMPTS,
+use super::standby::{page_file, WindowStandby};
+use super::targets::{stage_ranges, MountTarget};
+use super::thaw::{MountReport, Thawed};
+use crate::freeze::crew::{
+    Call, Crew, FreezeThreads, FreezeWorkers, ABANDONED, DONE, ISSUED, NEVER_RAN, NO_JOB, NO_THAW,
+    RUNNING,
 };
-use super::error::FreezeError;
-use super::guard::{self, Slot, Taken};
-use super::ioctl::FreezeOps;
-use super::mounts::PlanEntry;
-use super::state::{RecordedMount, RunDir, WindowRecord};
-use super::watchdog::{self, ChildFilter, SharedState, Watchdog};
+use crate::freeze::error::FreezeError;
+use crate::freeze::guard::{self, Slot};
+use crate::freeze::ioctl::FreezeOps;
+use crate::freeze::state::{RecordedMount, RunDir, WindowRecord};
+use crate::freeze::watchdog::{self, SharedState, Watchdog};
 
 /// Default and maximum of `--max-freeze`.
 pub const DEFAULT_MAX_FREEZE: Duration = Duration::from_secs(60);
 pub const MAX_MAX_FREEZE: Duration = Duration::from_secs(1800);
 /// Deadline of one `FIFREEZE` call (it can block, e.g. on fanotify).
 pub const PER_CALL_DEADLINE: Duration = Duration::from_secs(10);
-
-/// A mount to freeze, with its descriptor opened before the window. The
-/// descriptor is shared with the freeze worker: a `FIFREEZE` still blocked in
-/// the kernel keeps its own reference, so its fd number can never be closed
-/// or reused under it (a late thaw always lands on that mount).
-#[derive(Debug)]
-pub struct MountTarget {
-    pub path: PathBuf,
-    pub device: String,
-    pub fs_type: String,
-    pub fd: Arc<OwnedFd>,
-    /// Its stage in the plan (SPEC.md §6.1): the mounts of one stage are
-    /// frozen concurrently; targets come in stage order.
-    pub stage: u32,
-}
-
-impl MountTarget {
-    /// Opens the mount point (a read-only directory open: harmless even on a
-    /// frozen filesystem), in stage 1. Failure is `UnableToOpenMount` (123).
-    pub fn open(
-        path: PathBuf,
-        device: String,
-        fs_type: String,
-    ) -> Result<MountTarget, FreezeError> {
-        let fd = nix::fcntl::open(
-            &path,
-            nix::fcntl::OFlag::O_RDONLY
-                | nix::fcntl::OFlag::O_DIRECTORY
-                | nix::fcntl::OFlag::O_CLOEXEC,
-            nix::sys::stat::Mode::empty(),
-        )
-        .map_err(|errno| FreezeError::Open {
-            path: path.clone(),
-            errno,
-        })?;
-        // SAFETY: `open` just returned this descriptor and nothing else owns it.
-        let fd = unsafe { <OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(fd) };
-        Ok(MountTarget {
-            path,
-            device,
-            fs_type,
-            fd: Arc::new(fd),
-            stage: 1,
-        })
-    }
-
-    /// Opens a mount of the plan and checks that the descriptor is still on
-    /// the planned mount: the pre-script ran since the plan was made, and a
-    /// mount point unmounted in between opens its parent's filesystem, which
-    /// must never be frozen in its place. The mount id (statx) identifies the
-    /// mount; when it changed, the same filesystem remounted there (same
-    /// `st_dev` as the planned `major:minor`) is still accepted. btrfs
-    /// subvolumes have an `st_dev` of their own, so for them only the mount
-    /// id can confirm. A mismatch is `UnableToOpenMount` (123). The target
-    /// is in the entry's stage.
-    pub fn open_planned(e: &PlanEntry) -> Result<MountTarget, FreezeError> {
-        let mount_id = e.mount_id;
-        let mut t = MountTarget::open(e.path.clone(), e.device.clone(), e.fs_type.clone())?;
-        t.stage = e.stage.unwrap_or(1);
-        let changed = |why: String| FreezeError::MountChanged {
-            path: t.path.clone(),
-            device: t.device.clone(),
-            why,
-        };
-        let id = mount_id_of(t.fd.as_raw_fd())
-            .map_err(|e| changed(format!("cannot read its mount id: {e}")))?;
-        if id == u64::from(mount_id) {
-            return Ok(t);
-        }
-        let st = nix::sys::stat::fstat(t.fd.as_raw_fd())
-            .map_err(|e| changed(format!("cannot stat it: {e}")))?;
-        let dev = super::state::dev_string(st.st_dev);
-        if dev == t.device {
-            return Ok(t);
-        }
-        Err(changed(format!(
-            "it is now mount {id} on device {dev}, planned mount {mount_id}"
-        )))
-    }
-}
-
-/// `stx_mnt_id` of an open descriptor.
-fn mount_id_of(fd: RawFd) -> Result<u64, Errno> {
-    // SAFETY: a zeroed statx buffer we own; the empty path with AT_EMPTY_PATH
-    // makes statx describe `fd` itself.
-    let mut stx: libc::statx = unsafe { std::mem::zeroed() };
-    // SAFETY: as above; the path is a static NUL-terminated empty string.
-    let r = unsafe {
-        libc::statx(
-            fd,
-            c"".as_ptr(),
-            libc::AT_EMPTY_PATH,
-            libc::STATX_MNT_ID,
-            &mut stx,
-        )
-    };
-    Errno::result(r)?;
-    if stx.stx_mask & libc::STATX_MNT_ID == 0 {
-        return Err(Errno::ENOSYS);
-    }
-    Ok(stx.stx_mnt_id)
-}
-
-/// One mount's line in the status (`phases.freeze.mounts[]`).
-#[derive(Debug, Clone, Serialize)]
-#[serde(rename_all = "camelCase")]
-pub struct MountReport {
-    pub path: PathBuf,
-    pub device: String,
-    pub fs_type: String,
-    /// The plan's stage it was frozen in (1 first, SPEC.md §6.1).
-    pub stage: u32,
-    /// When its `FIFREEZE` was issued, counted from the window's start (the
-    /// first freeze call of stage 1).
-    pub freeze_start_ms: f64,
-    /// How long its `FIFREEZE` call took (writeback of dirty data, the RCU
-    /// grace periods of a cold freeze).
-    pub freeze_ms: f64,
-    /// Time between its freeze and its thaw (by the runner, or by the
-    /// watchdog when that came first).
-    pub frozen_ms: f64,
-    /// The watchdog thawed it at its deadline: the runner could not.
-    #[serde(skip_serializing_if = "std::ops::Not::not")]
-    pub thawed_by_watchdog: bool,
-    /// Set when its thaw still failed after every retry: it is still frozen.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub thaw_error: Option<String>,
-}
 
 /// What the caller chooses for a window.
 pub struct WindowOptions {
@@ -181,21 +43,10 @@ pub struct WindowOptions {
     pub standby: WindowStandby,
 }
 
-/// How long closing a window waits for a `FIFREEZE` that passed its deadline
-/// (or was still in flight when the window gave up) before handing that
-/// mount to the watchdog (see [`FreezeWindow::finish`]).
-pub const PENDING_GRACE: Duration = Duration::from_secs(2);
-/// The file on tmpfs that holds the page shared with the watchdog, one per
-/// runner (`window-PID.page`): a run starts its watchdog before its first
-/// script, while the page of a dead run's window may still be waiting for
-/// recovery, which reads the name `state.json` records.
-pub fn page_file() -> String {
-    format!("window-{}.page", std::process::id())
-}
 /// The longest the window sleeps between two looks at its calls: the freeze
 /// threads wake it on every return, this only bounds how late it notices a
 /// signal (whose handler has already thawed everything armed).
-const WAIT_SLICE: Duration = Duration::from_millis(10);
+pub(super) const WAIT_SLICE: Duration = Duration::from_millis(10);
 
 /// Why a stage was aborted.
 enum Abort {
@@ -207,138 +58,44 @@ enum Abort {
 }
 
 /// A mount this window froze.
-struct Frozen {
-    index: usize,
-    slot: Option<Slot>,
-    began_ns: u64,
-    ended_ns: u64,
-    thawed_by_worker: Option<Result<(), Errno>>,
-}
-
-/// A mount thawed by `thaw_all`: what its thaw said, and when.
-struct Thawed {
-    frozen: Frozen,
-    result: Result<(), Errno>,
-    at: Instant,
+pub(super) struct Frozen {
+    pub(super) index: usize,
+    pub(super) slot: Option<Slot>,
+    pub(super) began_ns: u64,
+    pub(super) ended_ns: u64,
+    pub(super) thawed_by_worker: Option<Result<(), Errno>>,
 }
 
 /// An open freeze window.
 pub struct FreezeWindow {
-    targets: Vec<MountTarget>,
+    pub(super) targets: Vec<MountTarget>,
     /// Index ranges of `targets`, one per stage, in freeze order.
     stages: Vec<Range<usize>>,
-    ops: Arc<dyn FreezeOps>,
-    shared: Arc<SharedState>,
-    workers: FreezeWorkers,
-    watchdog: Option<Watchdog>,
-    run_dir: Option<RunDir>,
+    pub(super) ops: Arc<dyn FreezeOps>,
+    pub(super) shared: Arc<SharedState>,
+    pub(super) workers: FreezeWorkers,
+    pub(super) watchdog: Option<Watchdog>,
+    pub(super) run_dir: Option<RunDir>,
     /// In freeze order: stage by stage, within a stage as the calls returned.
     /// INVARIANT: this and the next two vectors are reserved for every
     /// target in `prepare`, so the window never allocates to fill them.
-    frozen: Vec<Frozen>,
+    pub(super) frozen: Vec<Frozen>,
     /// Calls the window gave up on that may still complete (or just did).
-    pending: Vec<usize>,
-    thawed: Vec<Thawed>,
+    pub(super) pending: Vec<usize>,
+    pub(super) thawed: Vec<Thawed>,
     /// Targets whose thaw failed after every retry: still frozen.
-    still_frozen: Vec<usize>,
-    started: Option<Instant>,
-    max_freeze: Duration,
+    pub(super) still_frozen: Vec<usize>,
+    pub(super) started: Option<Instant>,
+    pub(super) max_freeze: Duration,
     per_call: Duration,
-    reports: Vec<MountReport>,
-    oom_restore: Option<String>,
+    pub(super) reports: Vec<MountReport>,
+    pub(super) oom_restore: Option<String>,
     /// `finish` ran (by `close`, or by `Drop` on an early way out).
-    finished: bool,
+    pub(super) finished: bool,
     /// When the runner's own last thaw returned.
-    last_thaw: Option<Instant>,
+    pub(super) last_thaw: Option<Instant>,
     pub warnings: Vec<String>,
-    problems: Vec<FreezeError>,
-}
-
-/// The stages of `targets` (consecutive runs of one stage number), or what
-/// is wrong with their order.
-fn stage_ranges(targets: &[MountTarget]) -> Result<Vec<Range<usize>>, String> {
-    let mut stages: Vec<Range<usize>> = Vec::new();
-    for (i, t) in targets.iter().enumerate() {
-        match stages.last_mut() {
-            Some(r) if targets[r.start].stage == t.stage => r.end = i + 1,
-            Some(r) if targets[r.start].stage > t.stage => {
-                return Err(format!(
-                    "{} (stage {}) comes after {} (stage {}): the mounts are not in stage order",
-                    t.path.display(),
-                    t.stage,
-                    targets[r.start].path.display(),
-                    targets[r.start].stage
-                ))
-            }
-            _ => stages.push(i..i + 1),
-        }
-    }
-    Ok(stages)
-}
-/// What a window needs running before the run's first script: the page it
-/// shares with its watchdog, the watchdog (idle until the window arms it)
-/// and the freeze threads. A script can only be kept from signalling the
-/// processes and threads that exist when it is forked (SPEC §8), so a
-/// `snapshot` starts these before its pre-scripts; a `freeze` starts them
-/// just before its window.
-pub struct WindowStandby {
-    shared: Arc<SharedState>,
-    watchdog: Option<Watchdog>,
-    threads: FreezeThreads,
-}
-
-impl WindowStandby {
-    /// Starts `threads` freeze threads and, when `watchdog`, the watchdog
-    /// (under `filter`). The page lives in a file on tmpfs when there is a
-    /// run directory, so that recovery sees what the watchdog did after both
-    /// are gone (stores to a shared mapping of tmpfs: memory, no write, no
-    /// disk).
-    pub fn start(
-        run_dir: Option<&RunDir>,
-        threads: usize,
-        watchdog: bool,
-        filter: Option<ChildFilter<'_>>,
-    ) -> Result<WindowStandby, FreezeError> {
-        let internal = FreezeError::Setup;
-        let shared = match run_dir {
-            Some(dir) => {
-                let _ = dir.ensure();
-                SharedState::in_file(&dir.file(&page_file()))
-            }
-            None => SharedState::new(),
-        };
-        let shared = Arc::new(shared.map_err(|e| internal(format!("shared page: {e}")))?);
-        let watchdog = watchdog
-            .then(|| Watchdog::spawn(&shared, filter))
-            .transpose()
-            .map_err(|e| {
-                internal(format!(
-                    "cannot start the watchdog: {e}; nothing was frozen"
-                ))
-            })?;
-        let threads = FreezeThreads::start(threads).map_err(|e| {
-            internal(format!(
-                "cannot start the freeze threads ({e}); nothing was frozen (TasksMax or RLIMIT_NPROC too low?)"
-            ))
-        })?;
-        Ok(WindowStandby {
-            shared,
-            watchdog,
-            threads,
-        })
-    }
-
-    pub fn watchdog_pid(&self) -> Option<i32> {
-        self.watchdog.as_ref().map(|w| w.pid())
-    }
-
-    /// No window came: the watchdog and the threads end.
-    pub fn dismiss(self) {
-        if let Some(w) = self.watchdog {
-            w.dismiss();
-        }
-        self.threads.dismiss();
-    }
+    pub(super) problems: Vec<FreezeError>,
 }
 
 impl FreezeWindow {
@@ -464,7 +221,7 @@ impl FreezeWindow {
                 .map(|t| RecordedMount {
                     path: t.path.clone(),
                     device: nix::sys::stat::fstat(t.fd.as_raw_fd())
-                        .map(|st| super::state::dev_string(st.st_dev))
+                        .map(|st| crate::freeze::state::dev_string(st.st_dev))
                         .unwrap_or_else(|_| t.device.clone()),
                 })
                 .collect(),
@@ -642,243 +399,14 @@ impl FreezeWindow {
             Abort::Signal(sig) => FreezeError::Interrupted(sig),
         }
     }
-
-    /// Thaws everything frozen, stage by stage in reverse, in exact reverse
-    /// of the order that froze. Idempotent: a mount a signal handler or its
-    /// freeze thread already thawed is not thawed twice. A thaw that still
-    /// fails after [`THAW_ATTEMPTS`] is `FsFreezeFailed`: the mount stays
-    /// marked frozen for the watchdog, armed for a later signal, and recorded
-    /// for `quiesce thaw` and the next run.
-    pub fn thaw_all(&mut self) {
-        // INVARIANT: no allocation until the last thaw (`thawed` is reserved).
-        while let Some(f) = self.frozen.pop() {
-            let fd = self.targets[f.index].fd.as_raw_fd();
-            // Out of the table first, so a signal arriving now does not
-            // thaw it a second time.
-            let taken = f.slot.map(guard::take);
-            let result = match (f.thawed_by_worker, taken) {
-                (Some(Ok(())), _) => Ok(()),
-                (_, Some(Taken::Thawed(Ok(()) | Err(Errno::EINVAL)))) => Ok(()),
-                _ => thaw_retrying(&*self.ops, fd),
-            };
-            match result {
-                Ok(()) => self.shared.set_state(f.index, watchdog::THAWED),
-                Err(_) => {
-                    let _ = guard::arm(fd);
-                }
-            }
-            self.thawed.push(Thawed {
-                frozen: f,
-                result,
-                at: Instant::now(),
-            });
-        }
-        let mut thawed = std::mem::take(&mut self.thawed);
-        for t in thawed.drain(..) {
-            self.report_thawed(t);
-        }
-        self.thawed = thawed;
-    }
-
-    /// The status line of one thawed mount, and its problem if still frozen.
-    fn report_thawed(&mut self, t: Thawed) {
-        let crew = &self.workers.crew;
-        let f = &t.frozen;
-        let target = &self.targets[f.index];
-        let thaw_error = t.result.err().map(|e| {
-            self.still_frozen.push(f.index);
-            self.problems.push(FreezeError::Thaw {
-                path: target.path.clone(),
-                errno: e,
-                attempts: THAW_ATTEMPTS,
-            });
-            format!("{e} ({})", e.desc())
-        });
-        let ms = |d: Duration| d.as_secs_f64() * 1000.0;
-        let start = self.started.unwrap_or(crew.base);
-        self.last_thaw = self.last_thaw.max(Some(t.at));
-        // Frozen until whoever thawed first: the runner, or its watchdog
-        // when the runner could not act in time (SPEC §6.4 point 6).
-        let by_watchdog = self
-            .shared
-            .watchdog_thawed_at(f.index)
-            .filter(|&w| w < t.at);
-        self.reports.push(MountReport {
-            path: target.path.clone(),
-            device: target.device.clone(),
-            fs_type: target.fs_type.clone(),
-            stage: target.stage,
-            freeze_start_ms: ms(crew.at(f.began_ns).saturating_duration_since(start)),
-            freeze_ms: ms(Duration::from_nanos(f.ended_ns.saturating_sub(f.began_ns))),
-            frozen_ms: ms(by_watchdog
-                .unwrap_or(t.at)
-                .saturating_duration_since(crew.at(f.ended_ns))),
-            thawed_by_watchdog: by_watchdog.is_some(),
-            thaw_error,
-        });
-    }
-
-    /// Closes the window: thaws, dismisses the watchdog (or leaves it armed
-    /// when a mount may still be frozen), removes `state.json`, restores
-    /// `oom_score_adj`. Returns per-mount reports (in freeze order), the
-    /// window's length and the thaws that failed.
-    pub fn close(mut self) -> WindowReport {
-        self.finish()
-    }
-
-    /// The calls the window gave up on: wait for them, bounded by
-    /// [`PENDING_GRACE`]. One that completes has been dealt with by its
-    /// thread (a success thawed at once). One that does not stays attempting
-    /// in the page and is the watchdog's: the runner's process cannot end
-    /// before that call returns (a thread in the kernel holds the thread
-    /// group), the watchdog waits for exactly that end and then thaws it,
-    /// without a deadline.
-    fn await_pending(&mut self) {
-        let crew = self.workers.crew.clone();
-        let until = Instant::now() + PENDING_GRACE;
-        let late = |i: usize| crew.calls[i].state.load(Ordering::SeqCst) == LATE;
-        while !self.pending.iter().all(|&i| late(i)) {
-            let left = until.saturating_duration_since(Instant::now());
-            if left.is_zero() {
-                break;
-            }
-            thread::park_timeout(left.min(WAIT_SLICE));
-        }
-        let pending = std::mem::take(&mut self.pending);
-        for i in pending {
-            let path = self.targets[i].path.display().to_string();
-            let c = &crew.calls[i];
-            if !late(i) {
-                self.warnings.push(format!(
-                    "the freeze call of {path} is still blocked in the kernel after the window gave up on it; the watchdog thaws it when the call completes (this process ends only then)"
-                ));
-                self.pending.push(i);
-                continue;
-            }
-            if c.errno.load(Ordering::SeqCst) != 0 {
-                continue; // it failed or never ran: nothing of ours is frozen
-            }
-            match c.self_thaw() {
-                Some(Err(e)) => {
-                    self.still_frozen.push(i);
-                    self.problems.push(FreezeError::LateThaw {
-                        path: self.targets[i].path.clone(),
-                        errno: e,
-                    });
-                }
-                _ => self.warnings.push(format!(
-                    "the freeze of {path} completed after the window gave up on it and was thawed at once"
-                )),
-            }
-        }
-    }
-
-    fn finish(&mut self) -> WindowReport {
-        if self.finished {
-            return WindowReport::default();
-        }
-        self.finished = true;
-        self.thaw_all();
-        if !self.pending.is_empty() {
-            self.await_pending();
-        }
-        let window_ms = self
-            .started
-            .map(|s| s.elapsed().as_secs_f64() * 1000.0)
-            .unwrap_or(0.0);
-        let broke = self.broke();
-        // Something may still be frozen: the watchdog stays (it thaws when
-        // the runner is gone), and the record stays for `quiesce thaw`.
-        let handover = !self.pending.is_empty() || !self.still_frozen.is_empty();
-        if let Some(w) = self.watchdog.take() {
-            if handover {
-                w.leave_armed();
-            } else {
-                w.dismiss();
-            }
-        }
-        if let Some(dir) = &self.run_dir {
-            if !handover {
-                dir.clear_state();
-                dir.remove(&page_file());
-            }
-        }
-        if let Some(old) = self.oom_restore.take() {
-            let _ = std::fs::write("/proc/self/oom_score_adj", old);
-        }
-        // A mount still frozen stays armed on its descriptor: keep that
-        // descriptor open for the life of the process.
-        for &i in &self.still_frozen {
-            std::mem::forget(self.targets[i].fd.clone());
-        }
-        // Stop the threads; one stuck in the kernel ends when its call does.
-        let stuck = std::mem::take(&mut self.pending);
-        self.workers.stop(&stuck);
-        self.pending = stuck;
-        guard::reset_if(!handover);
-        let mut mounts = std::mem::take(&mut self.reports);
-        mounts.reverse();
-        WindowReport {
-            mounts,
-            window_ms,
-            warnings: std::mem::take(&mut self.warnings),
-            problems: std::mem::take(&mut self.problems),
-            broke,
-        }
-    }
-
-    /// Why the freeze did not hold for the whole window, as SPEC §6.4
-    /// point 6 judges it: the watchdog thawed a mount (the runner could not
-    /// act by the deadline: stopped, stuck or killed), or the runner's own
-    /// last thaw came after `--max-freeze`. `None`: it held.
-    fn broke(&self) -> Option<FreezeError> {
-        let paths: Vec<PathBuf> = (0..self.targets.len())
-            .filter(|&i| self.shared.watchdog_thawed_at(i).is_some())
-            .map(|i| self.targets[i].path.clone())
-            .collect();
-        if !paths.is_empty() {
-            return Some(FreezeError::WatchdogThawed {
-                paths,
-                max_freeze: self.max_freeze,
-            });
-        }
-        let late = self.last_thaw?.checked_duration_since(self.deadline()?)?;
-        (!late.is_zero()).then_some(FreezeError::Overran {
-            max_freeze: self.max_freeze,
-            late,
-        })
-    }
-}
-
-impl Drop for FreezeWindow {
-    fn drop(&mut self) {
-        // Any early return or unwinding: thaw first, then the rest.
-        self.finish();
-    }
-}
-
-/// The window's part of the status (`phases.freeze`).
-#[derive(Debug, Clone, Serialize, Default)]
-#[serde(rename_all = "camelCase")]
-pub struct WindowReport {
-    pub mounts: Vec<MountReport>,
-    pub window_ms: f64,
-    #[serde(skip)]
-    pub warnings: Vec<String>,
-    /// Thaws that failed (`FsFreezeFailed`): those mounts are still frozen.
-    #[serde(skip)]
-    pub problems: Vec<FreezeError>,
-    /// Why the freeze did not hold until the runner's own thaw, in time
-    /// (FsFreezeTimeout), when it did not.
-    #[serde(skip)]
-    pub broke: Option<FreezeError>,
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::error::ErrorCode;
-    use std::path::Path;
+    use crate::freeze::crew::THAW_ATTEMPTS;
+    use std::path::{Path, PathBuf};
     use std::sync::Mutex;
 
     /// Records the call order; `busy` fds answer EBUSY, `fail` fds EIO,
