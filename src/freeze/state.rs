@@ -271,6 +271,19 @@ impl RunDir {
     /// name created with `O_EXCL | O_NOFOLLOW` in the checked directory,
     /// fsync, then `renameat` over `name`.
     pub fn write_json<T: Serialize>(&self, name: &str, value: &T) -> Result<(), StateError> {
+        self.put_json(name, value, true)
+    }
+
+    /// [`RunDir::write_json`] without the fsync: a reader sees the old
+    /// content or the new, never half of it, but a crash of the machine may
+    /// leave the old one (or none). For what no one needs across a reboot:
+    /// the run directory's marks (a tmpfs), a last result, a rewrite whose
+    /// older version, already synced, means the same after a reboot.
+    pub fn replace_json<T: Serialize>(&self, name: &str, value: &T) -> Result<(), StateError> {
+        self.put_json(name, value, false)
+    }
+
+    fn put_json<T: Serialize>(&self, name: &str, value: &T, sync: bool) -> Result<(), StateError> {
         let dir = self.open_checked()?;
         let path = self.file(name);
         let body = serde_json::to_vec_pretty(value).expect("state serialises");
@@ -278,7 +291,7 @@ impl RunDir {
             create_temporary(&dir, name).map_err(|e| StateError::Write(path.clone(), e))?;
         let written = file
             .write_all(&body)
-            .and_then(|()| file.sync_all())
+            .and_then(|()| if sync { file.sync_all() } else { Ok(()) })
             .and_then(|()| {
                 renameat(
                     Some(dir.as_raw_fd()),

@@ -128,7 +128,9 @@ fn write_outputs(
         .filter(|d| status.operation != "recover" || d.is_dir());
     if let Some(dir) = state_dir {
         let name = format!("last-{}.json", status.operation);
-        match RunDir::new(dir).write_json(&name, &last) {
+        // Replaced atomically, not synced (SPEC §9 promises no more): a
+        // crash of the machine may keep the one before.
+        match RunDir::new(dir).replace_json(&name, &last) {
             Ok(()) => runs = read_last_runs(dir),
             Err(e) => warnings.push(format!(
                 "last result not kept in {}: {e}",
@@ -230,8 +232,10 @@ enum TextfileError {
 
 /// `quiesce.prom`, replaced atomically in a trusted directory: a temporary
 /// file created `O_EXCL | O_NOFOLLOW` in the directory (node-exporter must
-/// never read half a file), written, fsync'd, renamed over the old one, the
-/// directory fsync'd. Mode 0644: node-exporter does not run as root.
+/// never read half a file), written, renamed over the old one. Not synced:
+/// the next run writes it again, and a crash of the machine that keeps the
+/// one before loses nothing node-exporter could not scrape again. Mode
+/// 0644: node-exporter does not run as root.
 fn write_textfile(dir: &Path, body: &str) -> Result<(), TextfileError> {
     // An existing directory only: creating one (0700, root) would give
     // node-exporter a directory it cannot read.
@@ -265,19 +269,15 @@ fn write_textfile(dir: &Path, body: &str) -> Result<(), TextfileError> {
     .map_err(|e| io_err(e.into()))?;
     // SAFETY: openat just returned this descriptor and nothing else owns it.
     let mut file = unsafe { <fs::File as std::os::fd::FromRawFd>::from_raw_fd(file) };
-    let written = file
-        .write_all(body.as_bytes())
-        .and_then(|()| file.sync_all())
-        .and_then(|()| {
-            renameat(
-                Some(fd.as_raw_fd()),
-                tmp.as_str(),
-                Some(fd.as_raw_fd()),
-                METRICS_FILE,
-            )
-            .map_err(io::Error::from)
-        })
-        .and_then(|()| nix::unistd::fsync(fd.as_raw_fd()).map_err(io::Error::from));
+    let written = file.write_all(body.as_bytes()).and_then(|()| {
+        renameat(
+            Some(fd.as_raw_fd()),
+            tmp.as_str(),
+            Some(fd.as_raw_fd()),
+            METRICS_FILE,
+        )
+        .map_err(io::Error::from)
+    });
     if let Err(e) = written {
         let _ = unlinkat(
             Some(fd.as_raw_fd()),
