@@ -347,7 +347,7 @@ register() {
     FIGURES+=("$1"); UNIT[$1]=$2; TARGET[$1]=$3; WHAT[$1]=$4; BASE_WHAT[$1]=$5
 }
 
-register pre_instant_ms ms 10 \
+register pre_instant_ms ms 5 \
     "wall time of 'quiesce pre' on an instant script" \
     "'timeout 10 <same script>'"
 register pre_syscalls calls null \
