@@ -235,6 +235,27 @@ figure_pre_instant_ms() {
     measure "$RUNS" 0 -- 0 "${QARGV[@]}" --- 0 timeout 10 "$PRE_SCRIPT"
 }
 
+# System calls of one whole `quiesce pre` on an instant script, itself and
+# everything it forks (sentinel, post guard until the runner exits, the
+# script), counted by `strace -f -c`, against `timeout 10 <script>`; and
+# the fsyncs among them. Cached: both figures read the same runs
+# (BENCH_RUNS/10 runs, at least 3; the count barely varies).
+syscall_samples() {
+    local cache="$scratch/syscalls.samples" runs=$(( RUNS / 10 ))
+    [ "$runs" -ge 3 ] || runs=3
+    if [ ! -s "$cache" ]; then
+        command -v strace >/dev/null || { log "$prog: strace not found (apt-get install strace)"; exit 2; }
+        make_case pre_syscalls 10 'exit 0'
+        quiesce_argv "$CASE_DIR" pre
+        python3 scripts/bench/syscalls.py measure --runs "$runs" --leaves "$Q" "$CASE_DIR/run" \
+            -- 0 "${QARGV[@]}" --- 0 timeout 10 "$PRE_SCRIPT" > "$cache.part"
+        mv "$cache.part" "$cache"
+    fi
+    cat "$cache"
+}
+figure_pre_syscalls() { syscall_samples | sed -n '1p;2p'; }
+figure_pre_fsyncs() { syscall_samples | sed -n '3p;4p'; }
+
 # How late the timeout kill lands: total wall time of `quiesce pre` with
 # timeoutInSeconds 1 on a script sleeping 30 s, minus the 1000 ms deadline.
 # This is an UPPER BOUND on the lateness: it also contains quiesce's process
@@ -326,8 +347,14 @@ register() {
     FIGURES+=("$1"); UNIT[$1]=$2; TARGET[$1]=$3; WHAT[$1]=$4; BASE_WHAT[$1]=$5
 }
 
-register pre_instant_ms ms 10 \
+register pre_instant_ms ms 5 \
     "wall time of 'quiesce pre' on an instant script" \
+    "'timeout 10 <same script>'"
+register pre_syscalls calls null \
+    "system calls of one 'quiesce pre' on an instant script, with everything it forks (strace -f -c)" \
+    "'timeout 10 <same script>'"
+register pre_fsyncs calls null \
+    "fsync/fdatasync calls among them (SPEC §6.6 needs the pending record and its directory: 2)" \
     "'timeout 10 <same script>'"
 register timeout_late_ms ms 20 \
     "wall time past the 1 s deadline of 'quiesce pre' on 'sleep 30' (upper bound)" \

@@ -20,12 +20,13 @@ fi
 # receiver; systemd: journald and journalctl for the journal tests (run in a
 # private mount namespace, not as the host's logger) and systemd-analyze
 # verify of quiesce-recover.service; python3: lock-holder fixtures.
-# lintian/rpm/man-db/groff-base/binutils: the package tests.
+# lintian/rpm/man-db/groff-base/binutils: the package tests. strace:
+# scripts/bench.sh counts the system calls of one `pre` with it.
 # rsyslog-gnutls, openssl and the libraries syslog-ng-core depends on (it
 # conflicts with rsyslog, so it is unpacked below, not installed; its
 # Depends: are these): tests/forward.rs runs the shipped forwarding drop-ins
 # in the real daemons, over TLS with certificates made by openssl.
-packages=(e2fsprogs xfsprogs btrfs-progs util-linux procps rsyslog systemd python3 psmisc
+packages=(e2fsprogs xfsprogs btrfs-progs util-linux procps rsyslog systemd python3 psmisc strace
           lintian rpm man-db groff-base binutils gzip
           rsyslog-gnutls openssl libcap2 libglib2.0-0 libivykis0 libjson-c5 libnet1
           libpcre3 libssl3 libsystemd0 libwrap0)

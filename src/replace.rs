@@ -18,6 +18,12 @@ use nix::unistd::{unlinkat, UnlinkatFlags};
 /// What [`replace_file`] syncs to disk before it returns.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Fsync {
+    /// Nothing: a reader sees the old content or the new, but a crash of
+    /// the machine may leave the old one (or an empty file). For what no one
+    /// needs across a reboot: the run directory's marks (a tmpfs), a last
+    /// result, the metrics textfile, a rewrite whose older version, already
+    /// synced, means the same after a reboot.
+    Nothing,
     /// The new file, before the rename: after a crash the name holds the
     /// old content or the new, never an empty or torn file. The rename
     /// itself may be lost with a crash (the old content is then what
@@ -51,14 +57,17 @@ pub fn replace_file(
     let dirfd = Some(dir.as_raw_fd());
     let replaced = file
         .write_all(bytes)
-        .and_then(|()| file.sync_all())
+        .and_then(|()| match fsync {
+            Fsync::Nothing => Ok(()),
+            Fsync::File | Fsync::FileAndDirectory => file.sync_all(),
+        })
         .and_then(|()| renameat(dirfd, tmp.as_str(), dirfd, name).map_err(io::Error::from));
     if let Err(e) = replaced {
         let _ = unlinkat(dirfd, tmp.as_str(), UnlinkatFlags::NoRemoveDir);
         return Err(e);
     }
     match fsync {
-        Fsync::File => Ok(()),
+        Fsync::Nothing | Fsync::File => Ok(()),
         // The rename is durable only once the directory is synced.
         Fsync::FileAndDirectory => nix::unistd::fsync(dir.as_raw_fd()).map_err(io::Error::from),
     }

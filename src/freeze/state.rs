@@ -244,6 +244,16 @@ impl RunDir {
         self.replace_json(name, value, Fsync::File)
     }
 
+    /// [`RunDir::write_json`] without the fsync ([`Fsync::Nothing`]): what
+    /// no one needs across a reboot.
+    pub fn write_json_unsynced<T: Serialize>(
+        &self,
+        name: &str,
+        value: &T,
+    ) -> Result<(), StateError> {
+        self.replace_json(name, value, Fsync::Nothing)
+    }
+
     /// [`RunDir::write_json`], and the directory synced after the rename:
     /// the record is the name's once this returns, crash or not.
     pub fn write_json_durable<T: Serialize>(

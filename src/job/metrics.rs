@@ -126,7 +126,9 @@ fn write_outputs(
         .filter(|d| status.operation != "recover" || d.is_dir());
     if let Some(dir) = state_dir {
         let name = format!("last-{}.json", status.operation);
-        match RunDir::new(dir).write_json(&name, &last) {
+        // Replaced atomically, not synced (SPEC §9 promises no more): a
+        // crash of the machine may keep the one before.
+        match RunDir::new(dir).write_json_unsynced(&name, &last) {
             Ok(()) => runs = read_last_runs(dir),
             Err(e) => warnings.push(format!(
                 "last result not kept in {}: {e}",
@@ -228,8 +230,10 @@ enum TextfileError {
 
 /// `quiesce.prom`, replaced atomically in a trusted directory: a temporary
 /// file created `O_EXCL | O_NOFOLLOW` in the directory (node-exporter must
-/// never read half a file), written, fsync'd, renamed over the old one, the
-/// directory fsync'd. Mode 0644: node-exporter does not run as root.
+/// never read half a file), written, renamed over the old one. Not synced:
+/// the next run writes it again, and a crash of the machine that keeps the
+/// one before loses nothing node-exporter could not scrape again. Mode
+/// 0644: node-exporter does not run as root.
 fn write_textfile(dir: &Path, body: &str) -> Result<(), TextfileError> {
     // An existing directory only: creating one (0700, root) would give
     // node-exporter a directory it cannot read.
@@ -253,7 +257,7 @@ fn write_textfile(dir: &Path, body: &str) -> Result<(), TextfileError> {
         METRICS_FILE,
         body.as_bytes(),
         0o644,
-        Fsync::FileAndDirectory,
+        Fsync::Nothing,
     )
     .map_err(io_err)
 }

@@ -484,10 +484,16 @@ impl PendingOptions {
 
     /// A separate `pre` finished: its post-script now waits for a `quiesce
     /// post`, until `--post-due` from now.
+    ///
+    /// Replaced, not synced: the record written before the pre-script is
+    /// durable already, and only a crash of the machine could bring it
+    /// back — after which a record of either kind is due at once (the
+    /// reboot rule of [`PendingPost::due`]), so both mean the same.
     pub fn await_post_command(&self, rec: &mut PendingPost) -> Result<(), StateError> {
         rec.awaits = Awaits::PostCommand;
         rec.due_unix = Some(now_unix() + rec.post_due_secs);
-        self.write(rec)
+        rec.seal = rec.compute_seal();
+        self.state_dir.write_json_unsynced(&rec.name(), rec)
     }
 
     fn write(&self, rec: &mut PendingPost) -> Result<(), StateError> {

@@ -181,7 +181,9 @@ impl script::Edges for Settling {
         // whose pre-script may have started.
         let run_dir = RunDir::new(&w.run_dir);
         let mark = pending::unstarted_name(&pending::record_name(&w.operation_id, w.app_index));
-        let marked = run_dir.write_json(&mark, &json!({})).is_ok();
+        // Not synced: the mark is read only while this boot lasts (a dead
+        // runner's recovery, `never_started`), from the run directory.
+        let marked = run_dir.write_json_unsynced(&mark, &json!({})).is_ok();
         self.written = Some(opts.begin(&w).map_err(|e| {
             format!(
                 "cannot record the pending post-script of {} ({e}); if this runner dies before the post-script, run it by hand",
