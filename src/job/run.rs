@@ -62,7 +62,8 @@ impl Job {
     fn begin(operation: &'static str, cx: &Context) -> Job {
         let operation_id = status::new_operation_id();
         let mut warnings = Vec::new();
-        if let Err(e) = trail::init(cx.trail_config(&operation_id)) {
+        let trail_config = cx.trail_config(&operation_id);
+        if let Err(e) = trail::init(trail_config) {
             let w = format!("audit trail: {e}");
             status::say(format!("warning: {w}"));
             warnings.push(w);
