@@ -366,7 +366,7 @@ impl CheckedIdentity {
     /// Whether `path` still names the checked (device, inode) and is not a
     /// symbolic link. The spawned child makes the same re-check, with a raw
     /// `fstatat` as its last step before executing a script by its path
-    /// (supervise/spawn.rs); this is that rule for callers outside a child.
+    /// (supervise/spawn/child.rs); this is that rule for callers outside a child.
     pub fn still_names_checked_file(&self) -> bool {
         match std::fs::symlink_metadata(&self.path) {
             Ok(md) => !md.file_type().is_symlink() && md.dev() == self.dev && md.ino() == self.ino,

@@ -1,7 +1,7 @@
 //! The freeze threads and the calls they make (SPEC.md §6.1–§6.2): one
 //! thread per mount of the widest stage, so the calls of a stage are all in
 //! flight at once, each recorded the instant it returns; the window
-//! (window.rs) issues the calls, waits for them and gives up on them.
+//! (window/freeze.rs) issues the calls, waits for them and gives up on them.
 
 use std::os::fd::{AsRawFd, OwnedFd, RawFd};
 use std::sync::atomic::{AtomicBool, AtomicI32, AtomicU64, AtomicU8, AtomicUsize, Ordering};

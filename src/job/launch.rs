@@ -10,7 +10,7 @@
 //! that safe is the trust check of every parent directory (integrity.rs):
 //! only root can change what the path names. The child re-checks, as its
 //! last step before `execve`, that the path still names the checked
-//! (device, inode) and is not a symbolic link (spawn.rs).
+//! (device, inode) and is not a symbolic link (supervise/spawn/child.rs).
 //! - owner execute bit set: `execve(PATH, [PATH, PARAMS…])`;
 //! - no owner execute bit (mode 600/500, accepted like the extension does):
 //!   `/bin/sh PATH PARAMS…`, as the extension runs it; so is an executable

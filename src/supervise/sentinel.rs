@@ -1,6 +1,6 @@
 //! The run sentinel: ends a child's tree if the runner dies while it runs.
 //!
-//! The main child gets `PR_SET_PDEATHSIG(SIGKILL)` (see spawn.rs), but that
+//! The main child gets `PR_SET_PDEATHSIG(SIGKILL)` (see supervise/spawn/child.rs), but that
 //! reaches only the child itself: its descendants are re-parented to init
 //! (or a subreaper above the runner) and would keep running — a pre-script's
 //! `sleep`, a half-finished database command — with nobody to time them out.

@@ -47,7 +47,7 @@ pub struct MountReport {
 
 /// How long closing a window waits for a `FIFREEZE` that passed its deadline
 /// (or was still in flight when the window gave up) before handing that
-/// mount to the watchdog (see [`FreezeWindow::finish`]).
+/// mount to the watchdog (see `FreezeWindow::finish`).
 pub const PENDING_GRACE: Duration = Duration::from_secs(2);
 
 /// A mount thawed by `thaw_all`: what its thaw said, and when.
