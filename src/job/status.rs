@@ -1,9 +1,18 @@
 //! The status document of SPEC.md §9 (`--json` on stdout) and the human
 //! one-line-per-step output on stderr. Field names are a public contract.
 
+use std::path::PathBuf;
+
 use serde::Serialize;
 
 use crate::error::{Exit, Problem};
+use crate::freeze::mounts::PlanEntry;
+use crate::freeze::state::ThawResult;
+use crate::freeze::window::WindowReport;
+use crate::job::apps::Source;
+use crate::job::pending::Recovery;
+use crate::sandbox::guards::GuardsDescription;
+use crate::sandbox::inspect::{ProcessSandboxState, SandboxDescription};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "lowercase")]
@@ -111,11 +120,94 @@ pub struct Phases {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub pre: Option<ScriptPhaseStatus>,
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub freeze: Option<serde_json::Value>,
+    pub freeze: Option<FreezePhase>,
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub snapshot: Option<serde_json::Value>,
+    pub snapshot: Option<SnapshotStatus>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub post: Option<ScriptPhaseStatus>,
+}
+
+/// `phases.freeze`: what the freeze window reported (`freeze`, `snapshot`),
+/// or what an emergency thaw did (`thaw`). Each as its engine serialises it.
+#[derive(Debug, Clone, Serialize)]
+#[serde(untagged)]
+pub enum FreezePhase {
+    /// `{"mounts": [...], "windowMs": ...}`.
+    Window(WindowReport),
+    /// `{"thawed": [{"path", "device", "outcome"}]}`.
+    Thawed { thawed: Vec<ThawResult> },
+}
+
+/// `phases.snapshot`: the snapshot command inside the window.
+#[derive(Debug, Clone, Serialize, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct SnapshotStatus {
+    pub command: Vec<String>,
+    pub pid: Option<i32>,
+    pub exit_code: Option<i32>,
+    pub signal: Option<i32>,
+    pub duration_ms: f64,
+    pub killed_pids: Vec<i32>,
+    pub stdout_tail: String,
+    pub stderr_tail: String,
+    /// Whether the filesystems were frozen while it ran.
+    pub frozen: bool,
+}
+
+/// `audit` (`quiesce audit`): the sandbox rules, the guards, and what a
+/// probe started under the sandbox really held.
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct AuditStatus {
+    pub sandbox: SandboxDescription,
+    /// `null` when the sandbox could not be prepared.
+    pub guards: Option<GuardsDescription>,
+    /// `null` when the probe could not be started.
+    pub observed_script: Option<ProcessSandboxState>,
+}
+
+/// One entry of `recovered`: a pending post-script of a dead runner that
+/// this run ran (SPEC §6.6).
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct RecoveredStatus {
+    /// The operation whose post-script it was.
+    pub operation_id: String,
+    pub operation: String,
+    pub app_name: Option<String>,
+    /// Why it was due.
+    pub recovery: Recovery,
+    /// `success` or `failure`.
+    pub result: Outcome,
+    pub post: ScriptPhaseStatus,
+}
+
+/// One entry of `pending` (`quiesce check`): a pending post-script record,
+/// or one that cannot be run.
+#[derive(Debug, Clone, Serialize)]
+#[serde(untagged)]
+pub enum PendingStatus {
+    Record(PendingRecordStatus),
+    /// Damaged, or settled but not removed: `{"record", "state"}`.
+    Unusable {
+        record: PathBuf,
+        state: String,
+    },
+}
+
+/// A pending post-script record: whose, how old, and whether it is due.
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct PendingRecordStatus {
+    pub record: PathBuf,
+    pub operation_id: String,
+    pub operation: String,
+    pub app_name: Option<String>,
+    pub post_script: PathBuf,
+    pub age_seconds: u64,
+    pub state: String,
+    pub failures: u32,
+    pub last_error: Option<String>,
 }
 
 /// A checked script of `check` (`applications[].preScript`).
@@ -202,19 +294,20 @@ pub struct Status {
     pub applications: Vec<ApplicationStatus>,
     /// Where they came from.
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub application_source: Option<serde_json::Value>,
+    pub application_source: Option<Source>,
+    /// `quiesce check`: every mount and the verdict on it.
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub mounts: Option<serde_json::Value>,
+    pub mounts: Option<Vec<PlanEntry>>,
     /// `quiesce audit`: the sandbox rules, the runner's and a probe's
     /// capabilities.
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub audit: Option<serde_json::Value>,
+    pub audit: Option<AuditStatus>,
     /// Pending post-scripts of dead runners this run ran (SPEC §6.6).
     #[serde(skip_serializing_if = "Vec::is_empty")]
-    pub recovered: Vec<serde_json::Value>,
+    pub recovered: Vec<RecoveredStatus>,
     /// `quiesce check`: the pending post-scripts, their age and state.
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub pending: Option<serde_json::Value>,
+    pub pending: Option<Vec<PendingStatus>>,
     /// The signal that stopped the runner, if one did (exit 128+N).
     #[serde(skip)]
     pub signal: Option<i32>,

@@ -8,9 +8,6 @@
 
 use std::path::Path;
 
-use log::Level;
-use serde_json::json;
-
 use crate::error::{ErrorCode, Problem};
 use crate::freeze::state::RunDir;
 use crate::job::armed;
@@ -20,8 +17,9 @@ use crate::job::preflight::{self, InputPaths, Prechecked};
 use crate::job::run::Job;
 use crate::job::runner::Runner;
 use crate::job::script::{self, AppTag, RunContext};
-use crate::job::status::say;
+use crate::job::status::{say, Outcome, RecoveredStatus};
 use crate::trail::{self, Record};
+use log::Level;
 
 /// Runs every due record; `strict`: a refusal or failure is an error of
 /// this run (`recover`), else a warning (the start of another run). Returns
@@ -161,14 +159,18 @@ fn run_record(
     job.warn_all(warnings);
     let mut phase = res.status.clone();
     phase.holders_terminated = killed;
-    job.status.recovered.push(json!({
-        "operationId": rec.operation_id,
-        "operation": rec.operation,
-        "appName": rec.application,
-        "recovery": why.name(),
-        "result": if res.ok() { "success" } else { "failure" },
-        "post": phase,
-    }));
+    job.status.recovered.push(RecoveredStatus {
+        operation_id: rec.operation_id.clone(),
+        operation: rec.operation.clone(),
+        app_name: rec.application.clone(),
+        recovery: why,
+        result: if res.ok() {
+            Outcome::Success
+        } else {
+            Outcome::Failure
+        },
+        post: phase,
+    });
     if let Some(p) = res.problem {
         return Err(p);
     }
