@@ -588,6 +588,36 @@ mod tests {
         );
     }
 
+    /// This run's line comes from its status, the others' from their
+    /// files: both must read the same, whatever the status's field names.
+    #[test]
+    fn a_status_reads_the_same_from_its_fields_and_from_its_file() {
+        let status = crate::job::status::tests::populated();
+        let last = LastRun {
+            status: &status,
+            finished_at: "2026-01-01T00:00:00.000000Z".into(),
+            finished_at_unix_seconds: 1767225600.5,
+            trail_delivery: TrailDelivery {
+                sent: 10,
+                dropped: 2,
+            },
+        };
+        let file = serde_json::to_string(&last).expect("serialises");
+        let from_file: LastResult = serde_json::from_str(&file).expect("reads back");
+        let from_fields = LastResult::of(&last);
+        assert_eq!(from_fields, from_file);
+        assert_eq!(
+            phase_durations(&from_fields),
+            vec![
+                ("pre", 1.5),
+                ("freeze", 40.25),
+                ("snapshot", 30.5),
+                ("post", 0.0)
+            ]
+        );
+        assert_eq!(from_fields.errors[0].code, Some(308));
+    }
+
     #[test]
     fn label_values_are_escaped() {
         assert_eq!(escape_label("a\"b\\c\nd"), "a\\\"b\\\\c\\nd");
