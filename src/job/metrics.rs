@@ -162,8 +162,8 @@ impl LastResult {
         };
         LastResult {
             operation: Some(s.operation.to_string()),
-            result: Some(s.result),
-            consistency: s.consistency,
+            result: Some(s.result()),
+            consistency: s.consistency(),
             errors: s
                 .errors
                 .iter()

@@ -283,9 +283,12 @@ pub struct ApplicationStatus {
 pub struct Status {
     pub operation: &'static str,
     pub operation_id: String,
-    pub result: Outcome,
+    /// Set once, by [`Status::conclude`].
+    result: Outcome,
+    /// Present for a run that freezes (`none` until its end), set by
+    /// [`Status::conclude`].
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub consistency: Option<Consistency>,
+    consistency: Option<Consistency>,
     pub errors: Vec<ErrorEntry>,
     pub warnings: Vec<String>,
     pub phases: Phases,
@@ -317,13 +320,28 @@ pub struct Status {
     pub internal_error: bool,
 }
 
+/// What a run's own rules decided at its end, for [`Status::conclude`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Decision {
+    /// `check`, `pre`, `post`, `thaw`, `recover`, `audit`: a failure if any
+    /// error is listed, else a success.
+    ByErrors,
+    /// The run stopped on a problem before its work: a failure.
+    Refused,
+    /// `freeze` and `snapshot`: the outcome and the consistency of the
+    /// decision table (SPEC §5).
+    Table(Outcome, Consistency),
+}
+
 impl Status {
-    pub fn new(operation: &'static str, operation_id: &str) -> Status {
+    /// The status of a run that has not ended; `freezes`: one whose
+    /// consistency is reported, `none` until it is decided.
+    pub fn new(operation: &'static str, operation_id: &str, freezes: bool) -> Status {
         Status {
             operation,
             operation_id: operation_id.to_string(),
             result: Outcome::Success,
-            consistency: None,
+            consistency: freezes.then_some(Consistency::None),
             errors: Vec::new(),
             warnings: Vec::new(),
             phases: Phases::default(),
@@ -336,6 +354,34 @@ impl Status {
             signal: None,
             internal_error: false,
         }
+    }
+
+    /// The run's result and consistency, from what its own rules decided,
+    /// once at its end. A signal to the runner or a contained bug makes the
+    /// run a failure whatever they decided (the exit code, 128+N or 70,
+    /// then says which); the consistency stays what the table gave.
+    pub fn conclude(&mut self, decided: Decision) {
+        let outcome = match decided {
+            Decision::ByErrors if self.errors.is_empty() => Outcome::Success,
+            Decision::ByErrors | Decision::Refused => Outcome::Failure,
+            Decision::Table(outcome, consistency) => {
+                self.consistency = Some(consistency);
+                outcome
+            }
+        };
+        self.result = if self.signal.is_some() || self.internal_error {
+            Outcome::Failure
+        } else {
+            outcome
+        };
+    }
+
+    pub fn result(&self) -> Outcome {
+        self.result
+    }
+
+    pub fn consistency(&self) -> Option<Consistency> {
+        self.consistency
     }
 
     /// The exit code (SPEC §2), derived from the status alone: 128+N after
@@ -617,9 +663,8 @@ pub(crate) mod tests {
             holders_terminated: vec![4244],
             ..phase("/etc/quiesce/post.sh", vec![])
         };
-        let mut status = Status::new("snapshot", "op0");
-        status.result = Outcome::Degraded;
-        status.consistency = Some(Consistency::Filesystem);
+        let mut status = Status::new("snapshot", "op0", true);
+        status.conclude(Decision::Table(Outcome::Degraded, Consistency::Filesystem));
         status.errors = application().errors;
         status.warnings = vec!["a warning".into()];
         status.phases = Phases {
@@ -668,6 +713,52 @@ pub(crate) mod tests {
     #[test]
     fn a_populated_status_serialises_to_the_documented_json() {
         assert_eq!(populated().to_json(), POPULATED);
+    }
+
+    #[test]
+    fn a_run_ends_as_it_decided_unless_a_signal_or_a_bug_stopped_it() {
+        let ended = |decided, errors: bool, signal, internal_error, freezes| {
+            let mut s = Status::new("snapshot", "op", freezes);
+            if errors {
+                s.errors = application().errors;
+            }
+            s.signal = signal;
+            s.internal_error = internal_error;
+            s.conclude(decided);
+            (s.result(), s.consistency())
+        };
+        let table = Decision::Table(Outcome::Degraded, Consistency::Crash);
+        let crash = Some(Consistency::Crash);
+        assert_eq!(
+            ended(table, true, None, false, true),
+            (Outcome::Degraded, crash)
+        );
+        // The table's consistency stays; the result is a failure.
+        assert_eq!(
+            ended(table, false, Some(15), false, true),
+            (Outcome::Failure, crash)
+        );
+        assert_eq!(
+            ended(table, false, None, true, true),
+            (Outcome::Failure, crash)
+        );
+        assert_eq!(
+            ended(Decision::ByErrors, false, None, false, false),
+            (Outcome::Success, None)
+        );
+        assert_eq!(
+            ended(Decision::ByErrors, true, None, false, false),
+            (Outcome::Failure, None)
+        );
+        assert_eq!(
+            ended(Decision::ByErrors, false, Some(2), false, false),
+            (Outcome::Failure, None)
+        );
+        // A freeze refused before its window: nothing is consistent.
+        assert_eq!(
+            ended(Decision::Refused, true, None, false, true),
+            (Outcome::Failure, Some(Consistency::None))
+        );
     }
 
     /// `phases.freeze` of `thaw`: what it thawed.

@@ -9,7 +9,7 @@ use crate::error::{ErrorCode, Fix, Problem};
 use crate::job::context::Context;
 use crate::job::preflight::Readiness;
 use crate::job::run::{Finished, Job};
-use crate::job::status::{say, AuditStatus};
+use crate::job::status::{say, AuditStatus, Decision};
 use crate::sandbox::guards::{self, GuardFilter};
 use crate::sandbox::inspect::{describe_for, ProcessSandboxState, SandboxDescription};
 use crate::sandbox::PreparedSandbox;
@@ -86,7 +86,7 @@ pub fn run(cx: &Context) -> Finished {
     for p in &problems {
         job.problem(p);
     }
-    job.conclude()
+    job.conclude(Decision::ByErrors)
 }
 
 /// The rules a script runs under, one line each, with the comment that

@@ -12,7 +12,7 @@ use crate::job::pending::{self, Due, Entry, PendingOptions};
 use crate::job::phase::Phase;
 use crate::job::preflight::{self, CheckedScript, Prechecked, Readiness};
 use crate::job::run::{Finished, Job};
-use crate::job::status::{say, CheckedScriptStatus, PendingRecordStatus, PendingStatus};
+use crate::job::status::{say, CheckedScriptStatus, Decision, PendingRecordStatus, PendingStatus};
 use crate::job::steps::applications;
 use crate::job::steps::snapshot_window::mount_plan;
 use crate::supervise::DEFAULT_GRACE;
@@ -73,7 +73,7 @@ pub fn run(cx: &Context, mounts: &[PathBuf]) -> Finished {
     } else {
         "a snapshot would NOT be application-consistent"
     });
-    job.conclude()
+    job.conclude(Decision::ByErrors)
 }
 
 /// Bridge mode (the extension's config runs quiesce's hook), recognised

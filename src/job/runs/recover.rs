@@ -6,7 +6,7 @@
 use crate::job::context::Context;
 use crate::job::pending::{self, Entry, PendingOptions};
 use crate::job::run::{Finished, Job};
-use crate::job::status::say;
+use crate::job::status::{say, Decision};
 use crate::job::steps::{lock, recovery};
 
 /// `quiesce recover`: thaws what a dead run left frozen, then runs every
@@ -31,7 +31,7 @@ pub fn run(cx: &Context, retry: bool) -> Finished {
                 "no state directory {}: nothing was ever recorded there, so no post-script is pending",
                 cx.pending.state_dir.path.display()
             ));
-            return job.conclude();
+            return job.conclude(Decision::ByErrors);
         }
         Ok(true) => {}
     }
@@ -51,7 +51,7 @@ pub fn run(cx: &Context, retry: bool) -> Finished {
     if ran == 0 {
         say("no pending post-script is due");
     }
-    job.conclude()
+    job.conclude(Decision::ByErrors)
 }
 
 /// When the earliest record waiting for a retry is due again.
