@@ -7,7 +7,8 @@ use crate::job::context::Context;
 use crate::job::pending::{self, Entry, PendingOptions};
 use crate::job::run::{Finished, Job};
 use crate::job::status::{say, Decision};
-use crate::job::steps::{lock, recovery};
+use crate::job::steps::lock;
+use crate::job::steps::recovery::{self, Failures};
 
 /// `quiesce recover`: thaws what a dead run left frozen, then runs every
 /// pending post-script that is due. The status lists what it ran.
@@ -36,7 +37,7 @@ pub fn run(cx: &Context, retry: bool) -> Finished {
         Ok(true) => {}
     }
     job.pending.opts = Some(cx.pending.clone());
-    let mut ran = recovery::run_due(&mut job, &runner, &cx.pending, Some(()));
+    let mut ran = recovery::run_due(&mut job, &runner, &cx.pending, Failures::AreErrors);
     // A recovered post-script failed (its database is not up yet?): with
     // --retry, try again after its backoff, until it works or the record is
     // removed.
@@ -46,7 +47,7 @@ pub fn run(cx: &Context, retry: bool) -> Finished {
         if runner.signals.wait(std::time::Duration::from_secs(wait)) {
             break; // a signal: stop here, the record stays
         }
-        ran += recovery::run_due(&mut job, &runner, &cx.pending, Some(()));
+        ran += recovery::run_due(&mut job, &runner, &cx.pending, Failures::AreErrors);
     }
     if ran == 0 {
         say("no pending post-script is due");
