@@ -17,10 +17,9 @@ use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use serde::Serialize;
-use serde_json::Value;
+use serde::{Deserialize, Serialize};
 
-use super::status::{say, Status};
+use super::status::{say, Consistency, FreezePhase, Outcome, ScriptPhaseStatus, Status};
 use crate::freeze::state::RunDir;
 use crate::replace::{replace_file, Fsync};
 use crate::trail::{self, rfc3339_micros, DeliveryReport};
@@ -73,10 +72,126 @@ struct LastRun<'a> {
     trail_delivery: TrailDelivery,
 }
 
-#[derive(Serialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
 struct TrailDelivery {
     sent: u64,
     dropped: u64,
+}
+
+/// What the textfile needs of a last result: this run's, from its status,
+/// and the other operations', read back from their `last-<operation>.json`
+/// (an older file may lack any of it: what is missing is left out).
+#[derive(Debug, Default, PartialEq, Deserialize)]
+#[serde(rename_all = "camelCase", default)]
+struct LastResult {
+    operation: Option<String>,
+    result: Option<Outcome>,
+    consistency: Option<Consistency>,
+    errors: Vec<ErrorSeen>,
+    phases: PhaseTimes,
+    /// Each application's script phases (several applications).
+    applications: Vec<ScriptTimes>,
+    finished_at_unix_seconds: f64,
+    trail_delivery: TrailDelivery,
+}
+
+#[derive(Debug, Default, PartialEq, Deserialize)]
+#[serde(default)]
+struct ErrorSeen {
+    name: String,
+    code: Option<u64>,
+}
+
+/// `phases`: how long each took.
+#[derive(Debug, Default, PartialEq, Deserialize)]
+#[serde(default)]
+struct PhaseTimes {
+    pre: Option<Attempts>,
+    freeze: Option<WindowTime>,
+    snapshot: Option<Timed>,
+    post: Option<Attempts>,
+}
+
+/// The script phases of one application.
+#[derive(Debug, Default, PartialEq, Deserialize)]
+#[serde(default)]
+struct ScriptTimes {
+    pre: Option<Attempts>,
+    post: Option<Attempts>,
+}
+
+#[derive(Debug, Default, PartialEq, Deserialize)]
+#[serde(default)]
+struct Attempts {
+    attempts: Option<Vec<Timed>>,
+}
+
+#[derive(Debug, Default, PartialEq, Deserialize)]
+#[serde(rename_all = "camelCase", default)]
+struct Timed {
+    duration_ms: Option<f64>,
+}
+
+/// `phases.freeze`: a window has its length; a `thaw` has none.
+#[derive(Debug, Default, PartialEq, Deserialize)]
+#[serde(rename_all = "camelCase", default)]
+struct WindowTime {
+    window_ms: Option<f64>,
+}
+
+impl LastResult {
+    /// This run's, from its status.
+    fn of(last: &LastRun<'_>) -> LastResult {
+        let s = last.status;
+        let attempts = |p: &Option<ScriptPhaseStatus>| {
+            p.as_ref().map(|p| Attempts {
+                attempts: Some(
+                    p.attempts
+                        .iter()
+                        .map(|a| Timed {
+                            duration_ms: Some(a.duration_ms),
+                        })
+                        .collect(),
+                ),
+            })
+        };
+        let window_ms = match &s.phases.freeze {
+            Some(FreezePhase::Window(w)) => Some(w.window_ms),
+            Some(FreezePhase::Thawed { .. }) | None => None,
+        };
+        LastResult {
+            operation: Some(s.operation.to_string()),
+            result: Some(s.result()),
+            consistency: s.consistency(),
+            errors: s
+                .errors
+                .iter()
+                .map(|e| ErrorSeen {
+                    name: e.name.to_string(),
+                    code: e.code.map(u64::from),
+                })
+                .collect(),
+            phases: PhaseTimes {
+                pre: attempts(&s.phases.pre),
+                freeze: s.phases.freeze.as_ref().map(|_| WindowTime { window_ms }),
+                snapshot: s.phases.snapshot.as_ref().map(|c| Timed {
+                    duration_ms: Some(c.duration_ms),
+                }),
+                post: attempts(&s.phases.post),
+            },
+            applications: s
+                .applications
+                .iter()
+                .map(|a| ScriptTimes {
+                    pre: attempts(&a.pre),
+                    post: attempts(&a.post),
+                })
+                .collect(),
+            finished_at_unix_seconds: last.finished_at_unix_seconds,
+            trail_delivery: last.trail_delivery,
+        }
+    }
 }
 
 /// Keeps the finished run's status as the last result of its operation and
@@ -117,7 +232,7 @@ fn write_outputs(
             dropped: delivery.dropped,
         },
     };
-    let mut runs: Vec<Value> = Vec::new();
+    let mut runs: Vec<LastResult> = Vec::new();
     // `recover` never creates the state directory (its filesystem may not
     // be mounted yet: one made underneath would hide the records).
     let state_dir = outputs
@@ -136,14 +251,17 @@ fn write_outputs(
             )),
         }
     }
-    if !runs
-        .iter()
-        .any(|r| r["operation"] == status.operation && r["operationId"] == *status.operation_id)
-    {
-        // The state directory was unusable: the textfile still has this run.
-        runs.retain(|r| r["operation"] != status.operation);
-        runs.push(serde_json::to_value(&last).unwrap_or_default());
-    }
+    // This run from its status, the others as their files say; in the
+    // order of OPERATIONS. When the state directory was unusable the
+    // textfile still has this run.
+    runs.retain(|r| r.operation.as_deref() != Some(status.operation));
+    runs.push(LastResult::of(&last));
+    runs.sort_by_key(|r| {
+        OPERATIONS
+            .iter()
+            .position(|op| r.operation.as_deref() == Some(*op))
+            .unwrap_or(OPERATIONS.len())
+    });
     let dir = match &outputs.metrics_dir {
         MetricsDir::Off => return warnings,
         MetricsDir::Default if !Path::new(DEFAULT_METRICS_DIR).is_dir() => return warnings,
@@ -193,7 +311,7 @@ fn pending_families(n: usize, failing: usize) -> String {
 }
 
 /// The last result of every operation found in the state directory.
-fn read_last_runs(dir: &Path) -> Vec<Value> {
+fn read_last_runs(dir: &Path) -> Vec<LastResult> {
     let mut runs = Vec::new();
     for op in OPERATIONS {
         let path = dir.join(format!("last-{op}.json"));
@@ -208,10 +326,10 @@ fn read_last_runs(dir: &Path) -> Vec<Value> {
         if file.take(MAX_LAST_BYTES).read_to_string(&mut text).is_err() {
             continue;
         }
-        // One that does not parse (an older or damaged file) is left out.
-        if let Ok(v @ Value::Object(_)) = serde_json::from_str::<Value>(&text) {
-            if v["operation"] == op {
-                runs.push(v);
+        // One that does not parse (a damaged file) is left out.
+        if let Ok(run) = serde_json::from_str::<LastResult>(&text) {
+            if run.operation.as_deref() == Some(op) {
+                runs.push(run);
             }
         }
     }
@@ -287,7 +405,7 @@ impl Family {
 }
 
 /// The textfile for the last runs `runs` (each a `last-<operation>.json`).
-fn render(runs: &[Value]) -> String {
+fn render(runs: &[LastResult]) -> String {
     let mut fams = [
         Family::new("quiesce_last_run_timestamp_seconds", "When the last run of the operation finished, in seconds since the Unix epoch."),
         Family::new("quiesce_last_run_success", "1 if the last run of the operation succeeded, else 0 (degraded or failure)."),
@@ -300,48 +418,43 @@ fn render(runs: &[Value]) -> String {
         Family::new("quiesce_last_run_trail_records_dropped", "Audit-trail records of the last run that no sink accepted."),
     ];
     for run in runs {
-        let op = run["operation"].as_str().unwrap_or("unknown").to_string();
+        let op = run.operation.as_deref().unwrap_or("unknown").to_string();
         let l = |extra: Vec<(&'static str, String)>| {
             let mut v = vec![("operation", op.clone())];
             v.extend(extra);
             v
         };
-        let result = run["result"].as_str().unwrap_or("");
-        fams[0].add(
-            l(vec![]),
-            run["finishedAtUnixSeconds"].as_f64().unwrap_or(0.0),
-        );
-        fams[1].add(l(vec![]), f64::from(u8::from(result == "success")));
-        for r in ["success", "degraded", "failure"] {
+        let one = |yes: bool| f64::from(u8::from(yes));
+        fams[0].add(l(vec![]), run.finished_at_unix_seconds);
+        fams[1].add(l(vec![]), one(run.result == Some(Outcome::Success)));
+        for r in [Outcome::Success, Outcome::Degraded, Outcome::Failure] {
             fams[2].add(
-                l(vec![("result", r.into())]),
-                f64::from(u8::from(result == r)),
+                l(vec![("result", r.name().into())]),
+                one(run.result == Some(r)),
             );
         }
-        if let Some(c) = run["consistency"].as_str() {
-            for k in ["application", "filesystem", "crash", "none"] {
-                fams[3].add(
-                    l(vec![("consistency", k.into())]),
-                    f64::from(u8::from(c == k)),
-                );
+        if let Some(c) = run.consistency {
+            for k in [
+                Consistency::Application,
+                Consistency::Filesystem,
+                Consistency::Crash,
+                Consistency::None,
+            ] {
+                fams[3].add(l(vec![("consistency", k.name().into())]), one(c == k));
             }
         }
-        let phases = &run["phases"];
-        if let Some(w) = phases["freeze"]["windowMs"].as_f64() {
+        if let Some(w) = window_ms(run) {
             fams[4].add(l(vec![]), w / 1000.0);
         }
         for (phase, ms) in phase_durations(run) {
             fams[5].add(l(vec![("phase", phase.into())]), ms / 1000.0);
         }
-        let errors = run["errors"].as_array().cloned().unwrap_or_default();
-        fams[6].add(l(vec![]), errors.len() as f64);
-        for e in &errors {
-            let name = e["name"].as_str().unwrap_or("").to_string();
-            let code = e["code"].as_u64().map_or(String::new(), |c| c.to_string());
-            fams[7].add(l(vec![("name", name), ("code", code)]), 1.0);
+        fams[6].add(l(vec![]), run.errors.len() as f64);
+        for e in &run.errors {
+            let code = e.code.map_or(String::new(), |c| c.to_string());
+            fams[7].add(l(vec![("name", e.name.clone()), ("code", code)]), 1.0);
         }
-        let dropped = run["trailDelivery"]["dropped"].as_f64().unwrap_or(0.0);
-        fams[8].add(l(vec![]), dropped);
+        fams[8].add(l(vec![]), run.trail_delivery.dropped as f64);
     }
     let mut out = String::new();
     for f in &fams {
@@ -363,37 +476,42 @@ fn render(runs: &[Value]) -> String {
 /// Each phase that ran and how long it took, in milliseconds. A script
 /// phase of several applications is all of theirs (they run one after
 /// another).
-fn phase_durations(run: &Value) -> Vec<(&'static str, f64)> {
-    let phases = &run["phases"];
-    let attempts = |p: &Value| -> Option<f64> {
-        let a = p["attempts"].as_array()?;
-        Some(a.iter().filter_map(|x| x["durationMs"].as_f64()).sum())
+fn phase_durations(run: &LastResult) -> Vec<(&'static str, f64)> {
+    let phases = &run.phases;
+    let attempts = |p: &Option<Attempts>| -> Option<f64> {
+        let a = p.as_ref()?.attempts.as_ref()?;
+        Some(a.iter().filter_map(|x| x.duration_ms).sum())
     };
-    let script = |name: &str| -> Option<f64> {
-        if let Some(ms) = attempts(&phases[name]) {
+    let script = |own: &Option<Attempts>, of_app: fn(&ScriptTimes) -> &Option<Attempts>| {
+        if let Some(ms) = attempts(own) {
             return Some(ms);
         }
-        let per_app: Vec<f64> = run["applications"]
-            .as_array()?
+        let per_app: Vec<f64> = run
+            .applications
             .iter()
-            .filter_map(|a| attempts(&a[name]))
+            .filter_map(|a| attempts(of_app(a)))
             .collect();
         (!per_app.is_empty()).then(|| per_app.iter().sum())
     };
     let mut out = Vec::new();
-    if let Some(ms) = script("pre") {
+    if let Some(ms) = script(&phases.pre, |a| &a.pre) {
         out.push(("pre", ms));
     }
-    if let Some(ms) = phases["freeze"]["windowMs"].as_f64() {
+    if let Some(ms) = window_ms(run) {
         out.push(("freeze", ms));
     }
-    if let Some(ms) = phases["snapshot"]["durationMs"].as_f64() {
+    if let Some(ms) = phases.snapshot.as_ref().and_then(|s| s.duration_ms) {
         out.push(("snapshot", ms));
     }
-    if let Some(ms) = script("post") {
+    if let Some(ms) = script(&phases.post, |a| &a.post) {
         out.push(("post", ms));
     }
     out
+}
+
+/// How long the run's freeze window was, when it had one.
+fn window_ms(run: &LastResult) -> Option<f64> {
+    run.phases.freeze.as_ref()?.window_ms
 }
 
 /// Label values: backslash, double quote and newline are escaped.
@@ -407,6 +525,11 @@ fn escape_label(v: &str) -> String {
 mod tests {
     use super::*;
 
+    /// A last result as its file says it.
+    fn read(v: serde_json::Value) -> LastResult {
+        serde_json::from_value(v).expect("a last result")
+    }
+
     #[test]
     fn the_textfile_has_help_type_and_one_sample_per_label_set() {
         let run = serde_json::json!({
@@ -418,7 +541,7 @@ mod tests {
             "finishedAtUnixSeconds": 1700000000.5,
             "trailDelivery": {"sent": 10, "dropped": 2}
         });
-        let text = render(&[run]);
+        let text = render(&[read(run)]);
         for want in [
             "# TYPE quiesce_last_run_success gauge\n",
             "quiesce_last_run_success{operation=\"snapshot\"} 0\n",
@@ -442,7 +565,7 @@ mod tests {
     /// Every metric the journal catalog names exists under that name.
     #[test]
     fn the_catalog_names_real_metrics() {
-        let text = render(&[serde_json::json!({"operation": "pre"})]);
+        let text = render(&[read(serde_json::json!({"operation": "pre"}))]);
         let catalog = crate::trail::catalog::render();
         for word in catalog.split(|c: char| !(c.is_ascii_alphanumeric() || c == '_')) {
             if word.starts_with("quiesce_") {
@@ -464,9 +587,39 @@ mod tests {
             ]
         });
         assert_eq!(
-            phase_durations(&run),
+            phase_durations(&read(run)),
             vec![("pre", 2000.0), ("freeze", 40.0), ("post", 250.0)]
         );
+    }
+
+    /// This run's line comes from its status, the others' from their
+    /// files: both must read the same, whatever the status's field names.
+    #[test]
+    fn a_status_reads_the_same_from_its_fields_and_from_its_file() {
+        let status = crate::job::status::tests::populated();
+        let last = LastRun {
+            status: &status,
+            finished_at: "2026-01-01T00:00:00.000000Z".into(),
+            finished_at_unix_seconds: 1767225600.5,
+            trail_delivery: TrailDelivery {
+                sent: 10,
+                dropped: 2,
+            },
+        };
+        let file = serde_json::to_string(&last).expect("serialises");
+        let from_file: LastResult = serde_json::from_str(&file).expect("reads back");
+        let from_fields = LastResult::of(&last);
+        assert_eq!(from_fields, from_file);
+        assert_eq!(
+            phase_durations(&from_fields),
+            vec![
+                ("pre", 1.5),
+                ("freeze", 40.25),
+                ("snapshot", 30.5),
+                ("post", 0.0)
+            ]
+        );
+        assert_eq!(from_fields.errors[0].code, Some(308));
     }
 
     #[test]

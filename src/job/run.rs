@@ -1,6 +1,6 @@
 //! A run: its trail, its status document and its warnings, from its first
-//! record to its last; [`Job::finish`] derives the exit code once, from the
-//! status.
+//! record to its last; [`Job::conclude`] sets the result once, from what
+//! the run decided, and derives the exit code from the status.
 
 use log::Level;
 
@@ -8,7 +8,7 @@ use super::armed::{self, PendingState};
 use super::context::Context;
 use super::metrics;
 use super::runner::Runner;
-use super::status::{self, Consistency, Outcome, Status};
+use super::status::{self, Decision, Outcome, Status};
 use crate::error::{Exit, Fix, Problem};
 use crate::trail::{self, Record};
 
@@ -29,7 +29,7 @@ impl Job {
     /// A run that executes nothing (`check`, `audit`, `thaw`): the trail and
     /// the status.
     pub fn observe(operation: &'static str, cx: &Context) -> Job {
-        let job = Job::begin(operation, cx);
+        let job = Job::begin(operation, cx, false);
         trail::event(
             Level::Info,
             Record::RunStart,
@@ -48,10 +48,7 @@ impl Job {
         cx: &Context,
         freezes: bool,
     ) -> Result<(Job, Runner), Box<Finished>> {
-        let mut job = Job::begin(operation, cx);
-        if freezes {
-            job.status.consistency = Some(Consistency::None);
-        }
+        let mut job = Job::begin(operation, cx, freezes);
         let op = job.status.operation_id.clone();
         match Runner::start(operation, &op, cx, freezes, &mut job.warnings) {
             Ok(runner) => Ok((job, runner)),
@@ -59,7 +56,7 @@ impl Job {
         }
     }
 
-    fn begin(operation: &'static str, cx: &Context) -> Job {
+    fn begin(operation: &'static str, cx: &Context, freezes: bool) -> Job {
         let operation_id = status::new_operation_id();
         let mut warnings = Vec::new();
         let trail_config = cx.trail_config(&operation_id);
@@ -69,7 +66,7 @@ impl Job {
             warnings.push(w);
         }
         Job {
-            status: Status::new(operation, &operation_id),
+            status: Status::new(operation, &operation_id, freezes),
             warnings,
             outputs: cx.outputs.clone(),
             pending: PendingState::default(),
@@ -118,16 +115,28 @@ impl Job {
         }
     }
 
-    /// The runner was stopped by `sig`: the run fails and exits 128+N.
+    /// The runner was stopped by `sig`: the run fails (whatever it decides,
+    /// [`Status::conclude`]) and exits 128+N.
     pub fn interrupted(&mut self, sig: i32) {
         self.status.signal.get_or_insert(sig);
-        self.status.result = Outcome::Failure;
     }
 
-    /// Ends the run: the warnings into the status, the run-end record with
+    /// Ends the run with what it decided: the result into the status (the
+    /// one place it is set), then the warnings, the run-end record with
     /// every error name and code, the trail's own delivery report; the exit
     /// code follows from the status.
-    pub fn finish(mut self) -> Finished {
+    pub fn conclude(mut self, decided: Decision) -> Finished {
+        self.status.conclude(decided);
+        self.finish()
+    }
+
+    /// Ends a run that stopped on `p` before its work.
+    pub fn fail(mut self, p: &Problem) -> Finished {
+        self.problem(p);
+        self.conclude(Decision::Refused)
+    }
+
+    fn finish(mut self) -> Finished {
         armed::at_finish(&mut self.pending);
         self.status.warnings.append(&mut self.warnings);
         run_end_record(&self.status);
@@ -141,21 +150,6 @@ impl Job {
         let exit = self.status.exit();
         (self.status, exit)
     }
-
-    /// Ends a run whose outcome is its errors: success when there are none.
-    pub fn conclude(mut self) -> Finished {
-        if !self.status.errors.is_empty() {
-            self.status.result = Outcome::Failure;
-        }
-        self.finish()
-    }
-
-    /// Ends a run that stopped on `p` before its work.
-    pub fn fail(mut self, p: &Problem) -> Finished {
-        self.problem(p);
-        self.status.result = Outcome::Failure;
-        self.finish()
-    }
 }
 
 /// The last record of a run: its result with every error name and code.
@@ -168,12 +162,12 @@ fn run_end_record(status: &Status) {
             None => e.name.to_string(),
         })
         .collect();
-    let result = status.result.name();
+    let result = status.result().name();
     let mut params = vec![("result", result.to_string()), ("errors", errors.join(","))];
-    if let Some(c) = status.consistency {
+    if let Some(c) = status.consistency() {
         params.push(("consistency", c.name().to_string()));
     }
-    let level = match status.result {
+    let level = match status.result() {
         Outcome::Success => Level::Info,
         Outcome::Degraded => Level::Warn,
         Outcome::Failure => Level::Error,

@@ -9,7 +9,7 @@ use crate::error::{ErrorCode, Fix, Problem};
 use crate::job::context::Context;
 use crate::job::preflight::Readiness;
 use crate::job::run::{Finished, Job};
-use crate::job::status::say;
+use crate::job::status::{say, AuditStatus, Decision};
 use crate::sandbox::guards::{self, GuardFilter};
 use crate::sandbox::inspect::{describe_for, ProcessSandboxState, SandboxDescription};
 use crate::sandbox::PreparedSandbox;
@@ -78,15 +78,15 @@ pub fn run(cx: &Context) -> Finished {
     if let Some(g) = &guards {
         say_guards(g);
     }
-    job.status.audit = Some(serde_json::json!({
-        "sandbox": description,
-        "guards": guards,
-        "observedScript": observed,
-    }));
+    job.status.audit = Some(AuditStatus {
+        sandbox: description,
+        guards,
+        observed_script: observed,
+    });
     for p in &problems {
         job.problem(p);
     }
-    job.conclude()
+    job.conclude(Decision::ByErrors)
 }
 
 /// The rules a script runs under, one line each, with the comment that

@@ -12,11 +12,10 @@ use crate::job::pending::{self, Due, Entry, PendingOptions};
 use crate::job::phase::Phase;
 use crate::job::preflight::{self, CheckedScript, Prechecked, Readiness};
 use crate::job::run::{Finished, Job};
-use crate::job::status::{say, CheckedScriptStatus};
+use crate::job::status::{say, CheckedScriptStatus, Decision, PendingRecordStatus, PendingStatus};
 use crate::job::steps::applications;
 use crate::job::steps::snapshot_window::mount_plan;
 use crate::supervise::DEFAULT_GRACE;
-use serde_json::json;
 
 /// The check run.
 pub fn run(cx: &Context, mounts: &[PathBuf]) -> Finished {
@@ -74,7 +73,7 @@ pub fn run(cx: &Context, mounts: &[PathBuf]) -> Finished {
     } else {
         "a snapshot would NOT be application-consistent"
     });
-    job.conclude()
+    job.conclude(Decision::ByErrors)
 }
 
 /// Bridge mode (the extension's config runs quiesce's hook), recognised
@@ -178,7 +177,7 @@ fn say_plan(job: &mut Job, cx: &Context, plan: &MountPlan, named: bool) {
         say(format!("warning: {w}"));
     }
     job.warn_all(plan.warnings.iter().cloned());
-    job.status.mounts = Some(serde_json::to_value(&plan.entries).expect("plan serialises"));
+    job.status.mounts = Some(plan.entries.clone());
 }
 
 /// Pending post-scripts (SPEC §6.6): a run would refuse an untrusted state
@@ -187,17 +186,21 @@ fn say_pending(job: &mut Job, cx: &Context) -> Option<Problem> {
     match describe(&cx.pending) {
         Ok(pending) => {
             for p in &pending {
+                let (record, operation, age, state) = match p {
+                    PendingStatus::Record(r) => (
+                        &r.record,
+                        r.operation_id.as_str(),
+                        r.age_seconds.to_string(),
+                        &r.state,
+                    ),
+                    PendingStatus::Unusable { record, state } => (record, "?", "?".into(), state),
+                };
                 say(format!(
-                    "pending post-script {} (operation {}, {} s old): {}",
-                    p["record"].as_str().unwrap_or("?"),
-                    p["operationId"].as_str().unwrap_or("?"),
-                    p["ageSeconds"]
-                        .as_u64()
-                        .map_or("?".into(), |a| a.to_string()),
-                    p["state"].as_str().unwrap_or("?"),
+                    "pending post-script {} (operation {operation}, {age} s old): {state}",
+                    record.display(),
                 ));
             }
-            job.status.pending = Some(serde_json::Value::Array(pending));
+            job.status.pending = Some(pending);
             None
         }
         Err(p) => Some(p),
@@ -315,7 +318,7 @@ fn say_interpreters(s: &CheckedScript, indent: &str) {
 }
 
 /// `check`: every pending post-script, its age and whether it is due.
-pub fn describe(opts: &PendingOptions) -> Result<Vec<serde_json::Value>, Problem> {
+pub fn describe(opts: &PendingOptions) -> Result<Vec<PendingStatus>, Problem> {
     let boot = pending::boot_id();
     let now = pending::now_unix();
     Ok(opts
@@ -333,26 +336,26 @@ pub fn describe(opts: &PendingOptions) -> Result<Vec<serde_json::Value>, Problem
                     Due::Now(why) => format!("due ({}): `quiesce recover` runs it", why.name()),
                     Due::NotYet(why) => format!("pending: {why}"),
                 };
-                json!({
-                    "record": opts.state_dir.file(&r.name()),
-                    "operationId": r.operation_id,
-                    "operation": r.operation,
-                    "appName": r.application,
-                    "postScript": r.post_script,
-                    "ageSeconds": r.age(now),
-                    "state": state,
-                    "failures": r.failures,
-                    "lastError": r.last_error,
+                PendingStatus::Record(PendingRecordStatus {
+                    record: opts.state_dir.file(&r.name()),
+                    age_seconds: r.age(now),
+                    state,
+                    failures: r.failures,
+                    operation_id: r.operation_id,
+                    operation: r.operation,
+                    app_name: r.application,
+                    post_script: r.post_script,
+                    last_error: r.last_error,
                 })
             }
-            Entry::Damaged(d) => json!({
-                "record": opts.state_dir.file(&d.name),
-                "state": format!("damaged: {}", d.why),
-            }),
-            Entry::Settled(d) => json!({
-                "record": opts.state_dir.file(&d.name),
-                "state": format!("settled: {}", d.why),
-            }),
+            Entry::Damaged(d) => PendingStatus::Unusable {
+                record: opts.state_dir.file(&d.name),
+                state: format!("damaged: {}", d.why),
+            },
+            Entry::Settled(d) => PendingStatus::Unusable {
+                record: opts.state_dir.file(&d.name),
+                state: format!("settled: {}", d.why),
+            },
         })
         .collect())
 }

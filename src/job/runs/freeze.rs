@@ -4,7 +4,7 @@
 use crate::job::context::Context;
 use crate::job::decide::{self, Facts, Settings};
 use crate::job::run::{Finished, Job};
-use crate::job::status::{self, say};
+use crate::job::status::{say, Decision};
 use crate::job::steps::guarantee;
 use crate::job::steps::snapshot_window::{self as window, WindowRequest};
 
@@ -51,10 +51,5 @@ pub fn run(cx: &Context, req: &WindowRequest) -> Finished {
         any_error: !job.status.errors.is_empty(),
     };
     let (outcome, consistency) = decide::freeze_only(facts);
-    job.status.result = outcome;
-    job.status.consistency = Some(consistency);
-    if job.status.signal.is_some() || job.status.internal_error {
-        job.status.result = status::Outcome::Failure;
-    }
-    job.finish()
+    job.conclude(Decision::Table(outcome, consistency))
 }

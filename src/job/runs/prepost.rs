@@ -6,7 +6,7 @@ use crate::job::context::Context;
 use crate::job::decide;
 use crate::job::phase::Phase;
 use crate::job::run::{Finished, Job};
-use crate::job::status::{self, Outcome};
+use crate::job::status::{self, Decision};
 use crate::job::steps::{applications, guarantee, phases};
 
 /// `quiesce pre` / `quiesce post`: every application's script with its
@@ -62,8 +62,5 @@ pub fn run(cx: &Context, phase: Phase) -> Finished {
             phases::posts(&mut job, &ctx, &apps, runs);
         }
     }
-    if !job.status.errors.is_empty() {
-        job.status.result = Outcome::Failure;
-    }
-    job.finish()
+    job.conclude(Decision::ByErrors)
 }

@@ -6,8 +6,9 @@
 use crate::job::context::Context;
 use crate::job::pending::{self, Entry, PendingOptions};
 use crate::job::run::{Finished, Job};
-use crate::job::status::say;
-use crate::job::steps::{lock, recovery};
+use crate::job::status::{say, Decision};
+use crate::job::steps::lock;
+use crate::job::steps::recovery::{self, Failures};
 
 /// `quiesce recover`: thaws what a dead run left frozen, then runs every
 /// pending post-script that is due. The status lists what it ran.
@@ -31,12 +32,12 @@ pub fn run(cx: &Context, retry: bool) -> Finished {
                 "no state directory {}: nothing was ever recorded there, so no post-script is pending",
                 cx.pending.state_dir.path.display()
             ));
-            return job.conclude();
+            return job.conclude(Decision::ByErrors);
         }
         Ok(true) => {}
     }
     job.pending.opts = Some(cx.pending.clone());
-    let mut ran = recovery::run_due(&mut job, &runner, &cx.pending, Some(()));
+    let mut ran = recovery::run_due(&mut job, &runner, &cx.pending, Failures::AreErrors);
     // A recovered post-script failed (its database is not up yet?): with
     // --retry, try again after its backoff, until it works or the record is
     // removed.
@@ -46,12 +47,12 @@ pub fn run(cx: &Context, retry: bool) -> Finished {
         if runner.signals.wait(std::time::Duration::from_secs(wait)) {
             break; // a signal: stop here, the record stays
         }
-        ran += recovery::run_due(&mut job, &runner, &cx.pending, Some(()));
+        ran += recovery::run_due(&mut job, &runner, &cx.pending, Failures::AreErrors);
     }
     if ran == 0 {
         say("no pending post-script is due");
     }
-    job.conclude()
+    job.conclude(Decision::ByErrors)
 }
 
 /// When the earliest record waiting for a retry is due again.

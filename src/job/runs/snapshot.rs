@@ -17,7 +17,7 @@ use crate::job::decide::{self, Facts, Next, Settings};
 use crate::job::run::{Finished, Job};
 use crate::job::runner::Runner;
 use crate::job::script::RunContext;
-use crate::job::status::{self, say};
+use crate::job::status::{say, Decision};
 use crate::job::steps::snapshot_window::{
     self as window, mount_plan, Shot, SnapshotRun, WindowRequest,
 };
@@ -215,18 +215,16 @@ fn post(
     })
 }
 
-/// The result and consistency, from what happened (§5).
-fn conclude(mut job: Job, settings: Settings, facts: Facts) -> Finished {
+/// The result and consistency, from what happened (§5). The line says
+/// what the table gave; after a signal or a contained bug the run is still
+/// a failure.
+fn conclude(job: Job, settings: Settings, facts: Facts) -> Finished {
     let consistency = decide::consistency(settings, facts);
-    job.status.consistency = Some(consistency);
-    job.status.result = decide::outcome(settings, facts);
+    let outcome = decide::outcome(settings, facts);
     say(format!(
         "snapshot {}: consistency {}",
-        job.status.result.name(),
+        outcome.name(),
         consistency.name()
     ));
-    if job.status.signal.is_some() || job.status.internal_error {
-        job.status.result = status::Outcome::Failure;
-    }
-    job.finish()
+    job.conclude(Decision::Table(outcome, consistency))
 }

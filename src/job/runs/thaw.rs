@@ -16,7 +16,7 @@ use crate::freeze::lock::{LockError, LockPaths, RunLock};
 use crate::freeze::state::{self, RecoverError, ThawResult};
 use crate::job::context::Context;
 use crate::job::run::{Finished, Job};
-use crate::job::status as report;
+use crate::job::status::{self as report, Decision, FreezePhase};
 use crate::trail::{self, Record};
 
 /// The thaw run.
@@ -53,11 +53,11 @@ pub fn run(cx: &Context, mounts: &[PathBuf]) -> Finished {
                     );
                 }
             }
-            job.status.phases.freeze = Some(serde_json::json!({ "thawed": results }));
+            job.status.phases.freeze = Some(FreezePhase::Thawed { thawed: results });
         }
         Err(p) => job.problem(&p),
     }
-    job.conclude()
+    job.conclude(Decision::ByErrors)
 }
 
 fn thaw(cx: &Context, mounts: &[PathBuf]) -> Result<Vec<ThawResult>, Problem> {

@@ -16,8 +16,7 @@ use crate::trail;
 /// application in the status. A source that fails closed is the error.
 pub fn load(job: &mut Job, cx: &Context) -> Result<Apps, Problem> {
     let apps = apps::precheck(&cx.apps)?;
-    job.status.application_source =
-        Some(serde_json::to_value(&apps.source).expect("source serialises"));
+    job.status.application_source = Some(apps.source.clone());
     for app in &apps.list {
         trail::set_application(app.name.clone());
         preflight::record(job.status.operation, &app.pc);

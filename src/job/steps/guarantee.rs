@@ -9,7 +9,7 @@ use std::path::PathBuf;
 
 use log::Level;
 
-use super::recovery::{run_due, settle, unsettled};
+use super::recovery::{run_due, settle, unsettled, Failures};
 use crate::error::Problem;
 use crate::freeze::state::RunDir;
 use crate::job::apps::{App, Apps};
@@ -32,7 +32,7 @@ use serde_json::json;
 pub fn at_start(job: &mut Job, runner: &Runner, cx: &Context) -> Result<(), Problem> {
     cx.pending.check()?;
     job.pending.opts = Some(cx.pending.clone());
-    run_due(job, runner, &cx.pending, None);
+    run_due(job, runner, &cx.pending, Failures::AreWarnings);
     Ok(())
 }
 

@@ -12,7 +12,7 @@ use crate::job::holders;
 use crate::job::phase::Phase;
 use crate::job::run::Job;
 use crate::job::script::{self, AppTag, PhaseResult, RunContext};
-use crate::job::status::{self, Outcome, ScriptPhaseStatus};
+use crate::job::status::{self, ScriptPhaseStatus};
 
 /// The pre-scripts, one after another in application order, of every
 /// application that passed its pre-check; a failure whose application does
@@ -100,8 +100,9 @@ pub fn tag(app: &App) -> AppTag {
 /// Runs one application's script phase and files its outcome in the
 /// status: before a pre-script, the holders of runs that are over are ended;
 /// after it, what it left running is recorded; after a post-script, the
-/// application's holders are ended. A failure is the phase's error, and the
-/// run's result.
+/// application's holders are ended. A failure is the phase's error, and so
+/// the run's: what it makes of it is decided at the run's end
+/// ([`Job::conclude`]).
 pub fn run_script(
     job: &mut Job,
     ctx: &RunContext<'_>,
@@ -140,7 +141,6 @@ pub fn run_script(
         let p = job.naming_last_result(p.clone());
         job.problem(&p);
         job.status.applications[app.index].errors.push((&p).into());
-        job.status.result = Outcome::Failure;
     }
     leave(apps);
     res

@@ -8,9 +8,6 @@
 
 use std::path::Path;
 
-use log::Level;
-use serde_json::json;
-
 use crate::error::{ErrorCode, Problem};
 use crate::freeze::state::RunDir;
 use crate::job::armed;
@@ -20,17 +17,27 @@ use crate::job::preflight::{self, InputPaths, Prechecked};
 use crate::job::run::Job;
 use crate::job::runner::Runner;
 use crate::job::script::{self, AppTag, RunContext};
-use crate::job::status::say;
+use crate::job::status::{say, Outcome, RecoveredStatus};
 use crate::trail::{self, Record};
+use log::Level;
 
-/// Runs every due record; `strict`: a refusal or failure is an error of
-/// this run (`recover`), else a warning (the start of another run). Returns
-/// how many post-scripts ran.
-pub fn run_due(job: &mut Job, runner: &Runner, opts: &PendingOptions, strict: Option<()>) -> usize {
+/// What a record that cannot be run, or a recovered post-script that
+/// fails, is to the run that meets it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Failures {
+    /// `quiesce recover`: an error of this run, which then fails.
+    AreErrors,
+    /// The start of another run: a warning, and that run goes on.
+    AreWarnings,
+}
+
+/// Runs every due record; `failures` says what a refusal or a failure is
+/// to this run. Returns how many post-scripts ran.
+pub fn run_due(job: &mut Job, runner: &Runner, opts: &PendingOptions, failures: Failures) -> usize {
     let entries = match opts.list() {
         Ok(e) => e,
         Err(p) => {
-            report(job, strict.is_some(), p);
+            report(job, failures, p);
             return 0;
         }
     };
@@ -38,7 +45,7 @@ pub fn run_due(job: &mut Job, runner: &Runner, opts: &PendingOptions, strict: Op
     let mut ran = 0;
     for entry in entries {
         match entry {
-            Entry::Damaged(d) => report(job, strict.is_some(), damaged(opts, &d)),
+            Entry::Damaged(d) => report(job, failures, damaged(opts, &d)),
             // Its post-script ran: never again; said each time until removed.
             Entry::Settled(d) => unsettled(job, &d.why),
             Entry::Record(rec) => {
@@ -48,7 +55,7 @@ pub fn run_due(job: &mut Job, runner: &Runner, opts: &PendingOptions, strict: Op
                 match run_record(job, runner, opts, &rec.name(), &boot) {
                     Ok(true) => ran += 1,
                     Ok(false) => {}
-                    Err(p) => report(job, strict.is_some(), p),
+                    Err(p) => report(job, failures, p),
                 }
             }
         }
@@ -71,12 +78,13 @@ pub fn unsettled(job: &mut Job, why: &str) {
     job.warn(why.to_string());
 }
 
-pub fn report(job: &mut Job, strict: bool, p: Problem) {
-    if strict {
-        job.problem(&p);
-    } else {
-        say(format!("warning: {}", p.detail));
-        job.warn(p.detail);
+pub fn report(job: &mut Job, failures: Failures, p: Problem) {
+    match failures {
+        Failures::AreErrors => job.problem(&p),
+        Failures::AreWarnings => {
+            say(format!("warning: {}", p.detail));
+            job.warn(p.detail);
+        }
     }
 }
 
@@ -161,14 +169,18 @@ fn run_record(
     job.warn_all(warnings);
     let mut phase = res.status.clone();
     phase.holders_terminated = killed;
-    job.status.recovered.push(json!({
-        "operationId": rec.operation_id,
-        "operation": rec.operation,
-        "appName": rec.application,
-        "recovery": why.name(),
-        "result": if res.ok() { "success" } else { "failure" },
-        "post": phase,
-    }));
+    job.status.recovered.push(RecoveredStatus {
+        operation_id: rec.operation_id.clone(),
+        operation: rec.operation.clone(),
+        app_name: rec.application.clone(),
+        recovery: why,
+        result: if res.ok() {
+            Outcome::Success
+        } else {
+            Outcome::Failure
+        },
+        post: phase,
+    });
     if let Some(p) = res.problem {
         return Err(p);
     }

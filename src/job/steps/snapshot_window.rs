@@ -14,9 +14,6 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use log::Level;
-use serde::Serialize;
-
 use crate::error::{ErrorCode, Fix, Problem};
 use crate::freeze::ioctl::KernelFreeze;
 use crate::freeze::lock::RunLock;
@@ -29,26 +26,11 @@ use crate::job::context::Context;
 use crate::job::decide::{self, Settings};
 use crate::job::run::Job;
 use crate::job::runner::Runner;
-use crate::job::status as report;
+use crate::job::status::{self as report, FreezePhase, SnapshotStatus};
 use crate::sandbox::guards;
 use crate::supervise::{self, Exec, SpawnSpec, WaitOutcome};
 use crate::trail::{self, Record};
-
-/// `phases.snapshot` of the status.
-#[derive(Debug, Clone, Serialize, Default)]
-#[serde(rename_all = "camelCase")]
-pub struct SnapshotStatus {
-    pub command: Vec<String>,
-    pub pid: Option<i32>,
-    pub exit_code: Option<i32>,
-    pub signal: Option<i32>,
-    pub duration_ms: f64,
-    pub killed_pids: Vec<i32>,
-    pub stdout_tail: String,
-    pub stderr_tail: String,
-    /// Whether the filesystems were frozen while it ran.
-    pub frozen: bool,
-}
+use log::Level;
 
 /// What one attempt at the snapshot produced.
 #[derive(Default)]
@@ -672,11 +654,6 @@ fn finish_window(run: &mut SnapshotRun, report: Option<WindowReport>) {
     run.window = Some(report);
 }
 
-/// `phases.freeze` of the status.
-pub fn freeze_phase_json(report: &WindowReport) -> serde_json::Value {
-    serde_json::to_value(report).expect("window report serialises")
-}
-
 /// The mount plan: the `--mount` list when given (it replaces discovery),
 /// else discovery from `/proc/self/mountinfo` minus `MountsToSkip`.
 pub fn mount_plan(cx: &Context, requested: &[PathBuf]) -> Result<MountPlan, Problem> {
@@ -743,11 +720,11 @@ pub fn file_window(job: &mut Job, run: SnapshotRun) -> Shot {
     for p in &run.problems {
         job.problem(p);
     }
-    if let Some(w) = &run.window {
-        job.status.phases.freeze = Some(freeze_phase_json(w));
+    if let Some(w) = run.window {
+        job.status.phases.freeze = Some(FreezePhase::Window(w));
     }
-    if let Some(s) = &run.snapshot {
-        job.status.phases.snapshot = Some(serde_json::to_value(s).expect("serialises"));
+    if let Some(s) = run.snapshot {
+        job.status.phases.snapshot = Some(s);
     }
     if let Some(sig) = run.interrupted {
         job.interrupted(sig);
