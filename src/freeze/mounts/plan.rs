@@ -32,6 +32,14 @@ pub enum PlanError {
     },
 }
 
+/// A `--mount` the plan cannot honour, as the job reports it.
+impl From<PlanError> for crate::error::Problem {
+    fn from(e: PlanError) -> Self {
+        let fix = e.fix();
+        crate::error::Problem::new(e.code(), e.to_string()).with_fix(fix)
+    }
+}
+
 impl PlanError {
     /// Every plan error means a mount to freeze cannot be opened and frozen
     /// (SPEC.md §4, 123).

@@ -31,6 +31,19 @@ pub enum DiscoverError {
     Mountinfo(#[from] MountinfoError),
 }
 
+/// What cannot be read about the mounts means a mount cannot be opened
+/// (`UnableToOpenMount`, 123); the action names the file.
+impl From<DiscoverError> for crate::error::Problem {
+    fn from(e: DiscoverError) -> Self {
+        let path = match &e {
+            DiscoverError::ReadMountinfo(p, _) | DiscoverError::ReadVmbackupConf(p, _) => p.clone(),
+            DiscoverError::Mountinfo(_) => PathBuf::from(MOUNTINFO_PATH),
+        };
+        crate::error::Problem::new(crate::error::ErrorCode::UnableToOpenMount, e.to_string())
+            .with_fix(crate::error::Fix::Unreadable(path))
+    }
+}
+
 /// [`BlockInfo`] of the running kernel, read from sysfs.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SysBlockInfo {

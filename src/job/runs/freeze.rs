@@ -6,6 +6,7 @@ use crate::job::decide::{self, Facts, Settings};
 use crate::job::run::{Finished, Job};
 use crate::job::status::{say, Decision};
 use crate::job::steps::guarantee;
+use crate::job::steps::snapshot_command as command;
 use crate::job::steps::snapshot_window::{self as window, WindowRequest};
 
 /// `quiesce freeze -- CMD`: freeze, run CMD, thaw. No scripts.
@@ -38,7 +39,7 @@ pub fn run(cx: &Context, req: &WindowRequest) -> Finished {
         (_, Some(Err(p))) => return job.fail(&p),
         _ => None,
     };
-    let run = window::take_snapshot(&runner, ready, &req.cmd, req.max_freeze, settings);
+    let run = command::take_snapshot(&runner, ready, &req.cmd, req.max_freeze, settings);
     let shot = window::file_window(&mut job, run);
     if let Some(sig) = job.status.signal {
         say(format!("stopped by signal {sig} after thawing"));

@@ -18,9 +18,8 @@ use crate::job::run::{Finished, Job};
 use crate::job::runner::Runner;
 use crate::job::script::RunContext;
 use crate::job::status::{say, Decision};
-use crate::job::steps::snapshot_window::{
-    self as window, mount_plan, Shot, SnapshotRun, WindowRequest,
-};
+use crate::job::steps::snapshot_command as command;
+use crate::job::steps::snapshot_window::{self as window, mount_plan, Shot, WindowRequest};
 use crate::job::steps::{applications, guarantee, phases};
 use crate::trail;
 
@@ -154,14 +153,14 @@ fn window_step(
         (Some(plan), Some(Ok(standby))) => match window::open_targets(plan) {
             Ok(t) => (Some((t, standby)), None),
             Err(p) => {
-                window::dismiss(standby);
+                command::dismiss(standby);
                 (None, Some(p))
             }
         },
         (Some(_), Some(Err(p))) => (None, Some(p)),
         (_, standby) => {
             if let Some(Ok(standby)) = standby {
-                window::dismiss(standby);
+                command::dismiss(standby);
             }
             (None, None)
         }
@@ -180,14 +179,14 @@ fn window_step(
     // guard and the window's Drop closed it while unwinding. The run then
     // exits 70.
     let taken = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-        window::take_snapshot(runner, ready, &req.cmd, req.max_freeze, settings)
+        command::take_snapshot(runner, ready, &req.cmd, req.max_freeze, settings)
     }));
     let run = taken.unwrap_or_else(|_| {
         trail::release();
         crate::freeze::signals::track_child_group(0);
         job.status.internal_error = true;
         say("internal error (a bug) in the freeze window; filesystems were thawed; running the post-script");
-        SnapshotRun::default()
+        command::SnapshotRun::default()
     });
     window::file_window(job, run)
 }

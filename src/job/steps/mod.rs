@@ -5,4 +5,6 @@ pub mod guarantee;
 pub mod lock;
 pub mod phases;
 pub mod recovery;
+pub mod snapshot_command;
 pub mod snapshot_window;
+pub mod window_order;
