@@ -14,6 +14,8 @@
 #   BENCH_RUNS=N                runs per figure (default 50; slow figures
 #                               use a fraction of it, see each figure)
 #   BENCH_ONLY=key[,key...]     run only these figures
+#   BENCH_QUIESCE=PATH          measure this binary instead of the one built
+#                               here (to pair two builds in one session)
 #
 # Run as root from the repo root (the trust checks want root-owned files).
 # The freeze_* and thaw_* figures freeze ONLY scratch ext4 filesystems it
@@ -68,7 +70,7 @@ log() { echo "$@" >&2; }
 
 log "== building quiesce (release)"
 cargo build --release --quiet >&2
-Q="$PWD/target/release/quiesce"
+Q="${BENCH_QUIESCE:-$PWD/target/release/quiesce}"
 
 # Scratch directory: root-owned, 0700, under /run (every directory above the
 # config and scripts must be root-owned and not group/world-writable, so /tmp
