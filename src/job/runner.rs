@@ -83,6 +83,7 @@ impl Runner {
     ) -> Result<Runner, Problem> {
         // The run directory's records decide what is thawed and which
         // processes are ended: checked before anything runs (SPEC §4).
+        supervise::warm_moves();
         let run_dir = &cx.run_dir;
         run_dir.check().map_err(|e| {
             Problem::new(

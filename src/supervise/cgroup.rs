@@ -290,6 +290,33 @@ fn bases() -> &'static Bases {
     })
 }
 
+/// Starts, on a thread of its own, the wait the run's first cgroup move
+/// would otherwise make its first script wait. The kernel's lock on cgroup
+/// moves is global, and the first taking of it after a quiet spell waits
+/// for an RCU grace period (5–20 ms measured here, on every `pre`); moves
+/// within a grace period of another are immediate. Writing `0` to the
+/// `cgroup.procs` of the cgroup this runner is in takes that lock and moves
+/// nothing (or is refused, `EBUSY`, after taking it); by the time the
+/// first script's child joins its cgroup, the wait is over or shorter. The
+/// thread touches nothing else; a failure only leaves the wait where it was.
+pub fn warm_moves() {
+    let b = bases();
+    let Some(dir) = b.v2.clone().or_else(|| b.v1_pids.clone()) else {
+        return;
+    };
+    let _ = std::thread::Builder::new()
+        .name("cgroup-warm".into())
+        .stack_size(64 * 1024)
+        .spawn(move || {
+            use std::io::Write;
+            let procs = dir.join("cgroup.procs");
+            let _ = std::fs::OpenOptions::new()
+                .write(true)
+                .open(procs)
+                .and_then(|mut f| f.write_all(b"0"));
+        });
+}
+
 /// Removes the empty script cgroups a runner that died (SIGKILL, OOM) left
 /// behind: in this runner's own cgroups (where runners started from the same
 /// unit put them) and in the `<mount>/quiesce/` directory of earlier

@@ -58,7 +58,7 @@ mod tree;
 
 pub use capture::{Captured, DEFAULT_OUTPUT_CAP};
 pub use cgroup::{
-    forking, move_to_root as move_to_root_cgroup, sweep_stale as sweep_stale_cgroups,
+    forking, move_to_root as move_to_root_cgroup, sweep_stale as sweep_stale_cgroups, warm_moves,
     CgroupRequest, CgroupStatus,
 };
 pub use spawn::{
