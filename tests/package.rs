@@ -1198,6 +1198,10 @@ mount -t tmpfs -o mode=0755 tmpfs "$r/dev"
 for d in null zero full random urandom; do touch "$r/dev/$d"; mount --bind "/dev/$d" "$r/dev/$d"; done
 mount -t tmpfs -o mode=0755 tmpfs "$r/run"
 mount -t tmpfs -o mode=1777 tmpfs "$r/tmp"
+# The checkout (its packages, the README's files) stays visible where it
+# is, also when it lives under /tmp or /run, which the tmpfs mounts hide.
+mkdir -p "$r$4"
+mount --bind "$4" "$r$4"
 touch "$r/run/overlay-ready"
 exec sleep 2147483647"#;
         let holder = Command::new("unshare")
@@ -1205,6 +1209,7 @@ exec sleep 2147483647"#;
             .arg(&root)
             .arg(s.path("upper"))
             .arg(s.path("work"))
+            .arg(repo())
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::null())

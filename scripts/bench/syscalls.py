@@ -23,25 +23,16 @@ import sys
 import tempfile
 import time
 
+# The command-list syntax is walltime.py's, parsed by its own code.
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from walltime import parse_commands  # noqa: E402
+
 SYNCS = ("fsync", "fdatasync", "sync_file_range", "syncfs")
 
 
 def die(msg):
     print(f"syscalls.py: {msg}", file=sys.stderr)
     sys.exit(2)
-
-
-def parse_commands(args):
-    groups, cur = [], []
-    for a in args + ["---"]:
-        if a == "---":
-            if len(cur) < 2:
-                die("each command needs an expected exit code and an argv")
-            groups.append((int(cur[0]), cur[1:]))
-            cur = []
-        else:
-            cur.append(a)
-    return groups
 
 
 def children(pid):
