@@ -16,7 +16,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::{pids_with, private_args, quiesce_bin, signal, MarkerGuard, Run, Setup};
+use common::{pids_with, private_args, quiesce_bin, signal, MarkerGuard, Run, Setup, TestCgroup};
 use nix::sys::signal::Signal;
 
 /// A set-up whose post-script appends `post $QUIESCE_RECOVERY` (or `none`)
@@ -663,4 +663,54 @@ fn a_runner_killed_before_its_pre_script_started_runs_no_post_script() {
     let r = b.run(&["recover", "--json"]);
     assert_eq!(r.code, 0, "{}", r.stderr);
     assert_eq!(b.s.scripts_ran(), "", "a script ran: {}", r.stderr);
+}
+
+/// A bridge `pre` runs in the extension's unit, which may be stopped
+/// before the `post` is due: systemd then kills what is left in the unit's
+/// cgroup. The `pre`'s post guard leaves the caller's cgroups before it
+/// waits, so the post-script still runs at its due time. (The caller's
+/// cgroup here is one the test made; its `cgroup.kill` is the unit's stop.)
+#[test]
+fn a_stopped_caller_unit_does_not_take_the_awaiting_guard_with_it() {
+    require_root!();
+    let Some(cg) = TestCgroup::new("bridgeunit") else {
+        eprintln!("SKIPPED: no writable cgroup v2 hierarchy to make a test cgroup in");
+        return;
+    };
+    let b = b("bridge-unit");
+    let out = Command::new("sh")
+        .arg("-c")
+        .arg(format!(
+            "echo $$ > '{}/cgroup.procs' && exec \"$0\" \"$@\"",
+            cg.0.display()
+        ))
+        .arg(env!("CARGO_BIN_EXE_quiesce"))
+        .args(b.s.global_args())
+        .args(["--post-due", "2", "pre"])
+        .output()
+        .unwrap();
+    let pre = Run::from(out);
+    assert_eq!(pre.code, 0, "{}", pre.stderr);
+    assert_eq!(b.records().len(), 1, "no pending record: {}", pre.stderr);
+    // The unit stops: everything still in its cgroup is killed.
+    let procs = cg.0.join("cgroup.procs");
+    assert!(
+        wait_until(Duration::from_secs(5), || {
+            let _ = fs::write(cg.0.join("cgroup.kill"), "1");
+            fs::read_to_string(&procs).is_ok_and(|p| p.trim().is_empty())
+        }),
+        "the test cgroup did not empty"
+    );
+    assert!(
+        wait_until(Duration::from_secs(15), || b
+            .posts()
+            .contains(&"post post-overdue".to_string())),
+        "the post-script never ran at its due time: {:?}",
+        b.s.scripts_ran()
+    );
+    assert!(wait_until(Duration::from_secs(10), || b
+        .records()
+        .is_empty()
+        && quiesce_with(&guard_of(&b)).is_empty()));
+    assert_eq!(b.posts().len(), 1);
 }

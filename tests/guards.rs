@@ -9,7 +9,7 @@ mod common;
 
 use common::fanotify::Holder;
 use common::scratchfs::ScratchFs;
-use common::{signal, Run, Setup};
+use common::{signal, Run, Setup, TestCgroup};
 use nix::sys::signal::Signal;
 use serde_json::Value;
 use std::process::{Child, Command, Stdio};
@@ -396,47 +396,6 @@ fn a_holder_reaches_no_guard_by_any_route_and_still_manages_its_own_processes() 
     assert_eq!(v["consistency"], "application", "{v}");
     assert_eq!(s.scripts_ran(), "pre\npost\n");
     fs.assert_writable();
-}
-
-/// A cgroup the test made (cgroup v2), emptied, thawed and removed on drop.
-struct TestCgroup(std::path::PathBuf);
-
-impl TestCgroup {
-    fn new(tag: &str) -> Option<TestCgroup> {
-        let root = ["/sys/fs/cgroup/unified", "/sys/fs/cgroup"]
-            .into_iter()
-            .map(std::path::Path::new)
-            .find(|r| r.join("cgroup.controllers").exists())?;
-        let dir = root.join(format!("quiesce-{tag}-{}", std::process::id()));
-        std::fs::create_dir(&dir).ok()?;
-        Some(TestCgroup(dir))
-    }
-
-    fn frozen(&self) -> bool {
-        std::fs::read_to_string(self.0.join("cgroup.events")).is_ok_and(|e| e.contains("frozen 1"))
-    }
-}
-
-impl Drop for TestCgroup {
-    fn drop(&mut self) {
-        // Thaw first (a process blocked on a frozen cgroup cannot die), then
-        // end what is left (only this test's processes are in it).
-        let _ = std::fs::write(self.0.join("cgroup.freeze"), "0");
-        let _ = std::fs::write(self.0.join("cgroup.kill"), "1");
-        for _ in 0..100 {
-            let _ = Command::new("sh")
-                .arg("-c")
-                .arg(format!(
-                    "find '{}' -depth -type d -exec rmdir {{}} + 2>/dev/null",
-                    self.0.display()
-                ))
-                .status();
-            if !self.0.exists() {
-                return;
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
-    }
 }
 
 /// Issue 20 item 2, destructively, where it cannot hurt: the whole run in a

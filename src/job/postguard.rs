@@ -18,7 +18,7 @@
 
 use std::ffi::CString;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
-use std::os::unix::ffi::OsStrExt;
+use std::os::unix::ffi::{OsStrExt, OsStringExt};
 
 use nix::errno::Errno;
 
@@ -74,6 +74,10 @@ struct Plan {
     control: RawFd,
     argv: Vec<*const libc::c_char>,
     envp: Vec<*const libc::c_char>,
+    /// The root cgroups' `cgroup.procs` it joins as it starts: out of the
+    /// reach of the caller's unit (its stop kills what is left in its
+    /// cgroup; its freeze would freeze the guard).
+    leave: Vec<*const libc::c_char>,
 }
 
 impl PostGuard {
@@ -102,6 +106,13 @@ impl PostGuard {
         argv.push(std::ptr::null());
         let mut envp: Vec<*const libc::c_char> = env_owned.iter().map(|e| e.as_ptr()).collect();
         envp.push(std::ptr::null());
+        let leave_owned: Vec<CString> =
+            crate::supervise::root_procs_to_join(std::process::id() as i32)
+                .unwrap_or_default()
+                .into_iter()
+                .filter_map(|p| CString::new(p.into_os_string().into_vec()).ok())
+                .collect();
+        let leave = leave_owned.iter().map(|p| p.as_ptr()).collect();
         let plan = Plan {
             runner: runner.as_raw_fd(),
             exe: exe.as_raw_fd(),
@@ -109,13 +120,22 @@ impl PostGuard {
             control: control_r.as_raw_fd(),
             argv,
             envp,
+            leave,
         };
         // Every signal stays blocked in the guard until its exec (the
         // runner's handlers must never run there).
         // SAFETY: the child only runs `watch`, which keeps to
         // async-signal-safe calls on the prebuilt plan and never returns.
         let forked = unsafe { crate::supervise::fork_signals_blocked(|| watch(&plan)) };
-        drop((runner, exe, null, control_r, argv_owned, env_owned));
+        drop((
+            runner,
+            exe,
+            null,
+            control_r,
+            argv_owned,
+            env_owned,
+            leave_owned,
+        ));
         let pid = forked?;
         match pidfd_open(pid) {
             Ok(pidfd) => Ok(PostGuard {
@@ -239,6 +259,19 @@ unsafe fn watch(plan: &Plan) -> ! {
         if adj >= 0 {
             libc::write(adj, b"-1000".as_ptr().cast(), 5);
             libc::close(adj);
+        }
+        // Out of the caller's unit before anything else: its stop kills
+        // what is left in its cgroup (the runner with it, or, after a
+        // separate `pre`, everything while the post is awaited) and its
+        // freeze would freeze the guard too. The move's RCU grace period
+        // passes while the runner works (its scripts' own moves wait for
+        // the same one). A failure leaves it where it was.
+        for procs in &plan.leave {
+            let fd = libc::open(*procs, libc::O_WRONLY | libc::O_CLOEXEC);
+            if fd >= 0 {
+                libc::write(fd, b"0".as_ptr().cast(), 1);
+                libc::close(fd);
+            }
         }
         let due = wait_for_runner();
         if due > 0 {

@@ -115,6 +115,26 @@ pub(crate) fn find_mounts(mountinfo: &str) -> (Option<PathBuf>, Option<PathBuf>)
 /// not stop the process that guards against a stopped runner (SPEC §6.4
 /// point 4). The root cgroup cannot be frozen. Why not, when it could not.
 pub fn move_to_root(pid: i32) -> Result<(), String> {
+    let mut failed = Vec::new();
+    for procs in root_procs_to_join(pid)? {
+        if let Err(e) = write_file(&procs, &pid.to_string()) {
+            failed.push(e);
+        }
+    }
+    if failed.is_empty() {
+        Ok(())
+    } else {
+        Err(failed.join("; "))
+    }
+}
+
+/// The `cgroup.procs` of the root cgroups process `pid` must join to leave
+/// its unit's reach: the cgroup v2 root (where systemd tracks and kills a
+/// unit's processes) and the v1 freezer's root (where a unit is frozen),
+/// each only when `pid` is not at that root already — a migration takes
+/// the cgroup tree's threadgroup lock and its RCU grace periods, which a
+/// cold FIFREEZE right after pays again (~9 ms measured on a 2-core VM).
+pub fn root_procs_to_join(pid: i32) -> Result<Vec<PathBuf>, String> {
     let mountinfo = std::fs::read_to_string("/proc/self/mountinfo")
         .map_err(|e| format!("read /proc/self/mountinfo: {}", errno_of(&e)))?;
     let (v2, _) = find_mounts(&mountinfo);
@@ -126,10 +146,6 @@ pub fn move_to_root(pid: i32) -> Result<(), String> {
         (fstype == "cgroup" && opts.split(',').any(|o| o == "freezer"))
             .then(|| PathBuf::from(point.replace("\\040", " ")))
     });
-    // Already at a root (the runner's own cgroup is one): no write. A
-    // migration takes the cgroup tree's threadgroup lock and its RCU
-    // grace periods, which a cold FIFREEZE right after pays again (~9 ms
-    // measured on a 2-core VM).
     let now = std::fs::read_to_string(format!("/proc/{pid}/cgroup")).unwrap_or_default();
     let at_root = |hierarchy: &dyn Fn(&str) -> bool| {
         now.lines().any(|l| {
@@ -140,21 +156,12 @@ pub fn move_to_root(pid: i32) -> Result<(), String> {
     };
     let v2_root = at_root(&|c: &str| c.is_empty());
     let freezer_root = at_root(&|c: &str| c.split(',').any(|x| x == "freezer"));
-    let mut failed = Vec::new();
-    let wanted = v2
+    Ok(v2
         .iter()
         .filter(|_| !v2_root)
-        .chain(freezer.iter().filter(|_| !freezer_root));
-    for root in wanted {
-        if let Err(e) = write_file(&root.join("cgroup.procs"), &pid.to_string()) {
-            failed.push(e);
-        }
-    }
-    if failed.is_empty() {
-        Ok(())
-    } else {
-        Err(failed.join("; "))
-    }
+        .chain(freezer.iter().filter(|_| !freezer_root))
+        .map(|root| root.join("cgroup.procs"))
+        .collect())
 }
 
 fn sanitize(name: &str) -> String {

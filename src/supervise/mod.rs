@@ -58,8 +58,8 @@ mod tree;
 
 pub use capture::{Captured, DEFAULT_OUTPUT_CAP};
 pub use cgroup::{
-    forking, move_to_root as move_to_root_cgroup, sweep_stale as sweep_stale_cgroups, warm_moves,
-    CgroupRequest, CgroupStatus,
+    forking, move_to_root as move_to_root_cgroup, root_procs_to_join,
+    sweep_stale as sweep_stale_cgroups, warm_moves, CgroupRequest, CgroupStatus,
 };
 pub use spawn::{
     record_oom_score_adj, spawn, Exec, IdentityCheck, PreExecHook, SpawnError, SpawnSpec,

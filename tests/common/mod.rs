@@ -464,3 +464,45 @@ impl Setup {
 pub fn signal(pid: i32, sig: nix::sys::signal::Signal) {
     let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), sig);
 }
+
+/// A cgroup the test made (cgroup v2), emptied, thawed and removed on drop.
+pub struct TestCgroup(pub std::path::PathBuf);
+
+impl TestCgroup {
+    pub fn new(tag: &str) -> Option<TestCgroup> {
+        let root = ["/sys/fs/cgroup/unified", "/sys/fs/cgroup"]
+            .into_iter()
+            .map(std::path::Path::new)
+            .find(|r| r.join("cgroup.controllers").exists())?;
+        let dir = root.join(format!("quiesce-{tag}-{}", std::process::id()));
+        std::fs::create_dir(&dir).ok()?;
+        Some(TestCgroup(dir))
+    }
+
+    #[allow(dead_code)]
+    pub fn frozen(&self) -> bool {
+        std::fs::read_to_string(self.0.join("cgroup.events")).is_ok_and(|e| e.contains("frozen 1"))
+    }
+}
+
+impl Drop for TestCgroup {
+    fn drop(&mut self) {
+        // Thaw first (a process blocked on a frozen cgroup cannot die), then
+        // end what is left (only this test's processes are in it).
+        let _ = std::fs::write(self.0.join("cgroup.freeze"), "0");
+        let _ = std::fs::write(self.0.join("cgroup.kill"), "1");
+        for _ in 0..100 {
+            let _ = std::process::Command::new("sh")
+                .arg("-c")
+                .arg(format!(
+                    "find '{}' -depth -type d -exec rmdir {{}} + 2>/dev/null",
+                    self.0.display()
+                ))
+                .status();
+            if !self.0.exists() {
+                return;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
+    }
+}
