@@ -73,6 +73,22 @@ impl B {
     fn posts(&self) -> Vec<String> {
         self.s.ran_lines("post")
     }
+    /// Within `within`, the post-script ran as an overdue recovery; then
+    /// the record and the guard are gone, and it ran once.
+    fn overdue_post_ran_once(&self, within: Duration, otherwise: &str) {
+        assert!(
+            wait_until(within, || self
+                .posts()
+                .contains(&"post post-overdue".to_string())),
+            "{otherwise}: {:?}",
+            self.s.scripts_ran()
+        );
+        assert!(wait_until(Duration::from_secs(10), || self
+            .records()
+            .is_empty()
+            && quiesce_with(&guard_of(self)).is_empty()));
+        assert_eq!(self.posts().len(), 1);
+    }
     fn state(&self) -> PathBuf {
         self.s.s.path("state")
     }
@@ -355,18 +371,7 @@ fn a_failed_recovery_keeps_its_record_and_is_retried_until_it_succeeds() {
         m.stderr
     );
     fs::write(&up, "").unwrap();
-    assert!(
-        wait_until(Duration::from_secs(20), || b
-            .posts()
-            .contains(&"post post-overdue".to_string())),
-        "the retry never succeeded: {:?}",
-        b.s.scripts_ran()
-    );
-    assert!(wait_until(Duration::from_secs(10), || b
-        .records()
-        .is_empty()
-        && quiesce_with(&guard_of(&b)).is_empty()));
-    assert_eq!(b.posts().len(), 1);
+    b.overdue_post_ran_once(Duration::from_secs(20), "the retry never succeeded");
 }
 
 /// Runs `sh -c script` in a private mount namespace (`unshare -m`): the
@@ -701,16 +706,8 @@ fn a_stopped_caller_unit_does_not_take_the_awaiting_guard_with_it() {
         }),
         "the test cgroup did not empty"
     );
-    assert!(
-        wait_until(Duration::from_secs(15), || b
-            .posts()
-            .contains(&"post post-overdue".to_string())),
-        "the post-script never ran at its due time: {:?}",
-        b.s.scripts_ran()
+    b.overdue_post_ran_once(
+        Duration::from_secs(15),
+        "the post-script never ran at its due time",
     );
-    assert!(wait_until(Duration::from_secs(10), || b
-        .records()
-        .is_empty()
-        && quiesce_with(&guard_of(&b)).is_empty()));
-    assert_eq!(b.posts().len(), 1);
 }
