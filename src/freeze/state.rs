@@ -146,6 +146,13 @@ pub struct CheckedDir {
     path: PathBuf,
 }
 
+/// The checked descriptor, for what is written in the directory.
+impl AsFd for CheckedDir {
+    fn as_fd(&self) -> std::os::fd::BorrowedFd<'_> {
+        self.fd.as_fd()
+    }
+}
+
 impl CheckedDir {
     /// Reads `name`; `None` when absent.
     pub fn read_json<T: for<'de> Deserialize<'de>>(

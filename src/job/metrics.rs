@@ -12,7 +12,7 @@
 
 use std::fs;
 use std::io::{self, Read};
-use std::os::fd::{AsFd, OwnedFd};
+use std::os::fd::AsFd;
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 use std::time::{SystemTime, UNIX_EPOCH};
@@ -359,19 +359,12 @@ fn write_textfile(dir: &Path, body: &str) -> Result<(), TextfileError> {
         return Err(TextfileError::Missing(dir.to_path_buf()));
     }
     // The run directory's trust check: no symlink, root-owned, not group- or
-    // world-writable, and so every directory above it. Only root can then
-    // change what `dir` names before the open below, and root is not the
-    // attacker this defends against (SPEC.md §4).
-    RunDir::new(dir).check().map_err(TextfileError::Untrusted)?;
+    // world-writable, and so every directory above it (SPEC.md §4). The
+    // file is written through the descriptor that was checked.
+    let checked = RunDir::new(dir).open().map_err(TextfileError::Untrusted)?;
     let io_err = |e: io::Error| TextfileError::Io(dir.to_path_buf(), e);
-    let fd: OwnedFd = fs::OpenOptions::new()
-        .read(true)
-        .custom_flags(libc::O_DIRECTORY | libc::O_NOFOLLOW | libc::O_CLOEXEC)
-        .open(dir)
-        .map_err(io_err)?
-        .into();
     replace_file(
-        fd.as_fd(),
+        checked.as_fd(),
         METRICS_FILE,
         body.as_bytes(),
         0o644,
