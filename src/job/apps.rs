@@ -44,18 +44,6 @@ pub struct AppSources {
     pub extension_config: PathBuf,
 }
 
-impl Default for AppSources {
-    fn default() -> Self {
-        AppSources {
-            explicit: Vec::new(),
-            apps_dir: DEFAULT_APPS_DIR.into(),
-            host_config: config::DEFAULT_HOST_CONFIG_PATH.into(),
-            bridge: false,
-            extension_config: config::DEFAULT_CONFIG_PATH.into(),
-        }
-    }
-}
-
 impl AppSources {
     /// The single config used when no other source applies.
     pub fn default_config(&self) -> PathBuf {

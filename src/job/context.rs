@@ -194,12 +194,6 @@ pub struct Context {
     pub outputs: Outputs,
 }
 
-impl Default for Context {
-    fn default() -> Self {
-        Context::new(Options::default())
-    }
-}
-
 impl Context {
     pub fn new(options: Options) -> Context {
         let o = options.absolute();
