@@ -28,11 +28,15 @@ pub enum ErrorCode {
     UnableToOpenMount,
     SnapshotCommandFailed,
     TooManyOpenFiles,
+    IncorrectGroupFile,
+    GroupUnreachable,
+    GroupRoundClosed,
+    GroupAborted,
 }
 
 impl ErrorCode {
     /// Every row, in table order (used by docs and tests).
-    pub const ALL: [ErrorCode; 16] = [
+    pub const ALL: [ErrorCode; 20] = [
         ErrorCode::PreScriptExecutionFailed,
         ErrorCode::PostScriptExecutionFailed,
         ErrorCode::PreScriptNotFound,
@@ -49,6 +53,10 @@ impl ErrorCode {
         ErrorCode::UnableToOpenMount,
         ErrorCode::SnapshotCommandFailed,
         ErrorCode::TooManyOpenFiles,
+        ErrorCode::IncorrectGroupFile,
+        ErrorCode::GroupUnreachable,
+        ErrorCode::GroupRoundClosed,
+        ErrorCode::GroupAborted,
     ];
 
     /// The public name, exactly as the product document spells it.
@@ -71,6 +79,10 @@ impl ErrorCode {
             UnableToOpenMount => "UnableToOpenMount",
             SnapshotCommandFailed => "SnapshotCommandFailed",
             TooManyOpenFiles => "TooManyOpenFiles",
+            IncorrectGroupFile => "IncorrectGroupFile",
+            GroupUnreachable => "GroupUnreachable",
+            GroupRoundClosed => "GroupRoundClosed",
+            GroupAborted => "GroupAborted",
         }
     }
 
@@ -92,7 +104,8 @@ impl ErrorCode {
             FsFreezeFailed => 121,
             FsFreezeTimeout => 122,
             UnableToOpenMount => 123,
-            SnapshotCommandFailed | TooManyOpenFiles => return None,
+            SnapshotCommandFailed | TooManyOpenFiles | IncorrectGroupFile | GroupUnreachable
+            | GroupRoundClosed | GroupAborted => return None,
         })
     }
 
@@ -135,6 +148,18 @@ impl ErrorCode {
             TooManyOpenFiles => {
                 "quiesce ran out of file descriptors (EMFILE/ENFILE) while opening the file named; the file itself was not found at fault"
             }
+            IncorrectGroupFile => {
+                "the consistency group's file (or a TLS file it names) is missing, insecure or malformed, so the group's round cannot be joined"
+            }
+            GroupUnreachable => {
+                "no etcd endpoint of the consistency group answered, so the round could not be joined and nothing was frozen"
+            }
+            GroupRoundClosed => {
+                "the group's round had already begun its barriers (or this member was already in it), so this run did not join"
+            }
+            GroupAborted => {
+                "the consistency group's round aborted (a member failed, timed out, never joined or lost its lease), so no member's snapshot is a consistent group snapshot"
+            }
         }
     }
 
@@ -173,6 +198,18 @@ impl ErrorCode {
             }
             TooManyOpenFiles => {
                 "raise the descriptor limit quiesce runs under (LimitNOFILE= of its unit, ulimit -n of its caller), or find what leaks descriptors into it or exhausts the system's (fs.file-max)"
+            }
+            IncorrectGroupFile => {
+                "fix the group file the message names (root-owned, 600, the SPEC §11 keys) or the TLS file it names (the key 600, root's)"
+            }
+            GroupUnreachable => {
+                "check the group's endpoints, its TLS files and the network path to etcd (`quiesce check --group NAME`)"
+            }
+            GroupRoundClosed => {
+                "start every member at about the same time, within joinSeconds; run this member again for the next round"
+            }
+            GroupAborted => {
+                "see group.abort in the status: the member, the barrier and the reason; fix that member and take the group's snapshot again"
             }
         }
     }

@@ -16,7 +16,7 @@ mod extension;
 mod pluginhost;
 
 pub use extension::{
-    closest_key, parse, Config, ConfigError, Loaded, NearMiss, ScriptConfig, BRIDGE_CONFIG_PATH,
+    closest_key, edit_distance, parse, Config, ConfigError, Loaded, NearMiss, ScriptConfig, BRIDGE_CONFIG_PATH,
     DEFAULT_APPS_DIR, DEFAULT_CONFIG_PATH, DEFAULT_POLL_SECS, DEFAULT_TIMEOUT_SECS, KNOWN_KEYS,
     MAX_CONFIG_BYTES, MAX_TIMEOUT_SECS,
 };

@@ -19,6 +19,7 @@ use super::metrics::{MetricsDir, Outputs};
 use super::pending::{self, PendingOptions};
 use crate::config::{DEFAULT_APPS_DIR, DEFAULT_CONFIG_PATH, DEFAULT_HOST_CONFIG_PATH};
 use crate::freeze::{mounts, state};
+use crate::group::settings::DEFAULT_GROUPS_DIR;
 use crate::trail::{self, Facility, TrailConfig, TrailMode};
 
 /// The options every command shares (SPEC §2), as the command line gives
@@ -98,6 +99,20 @@ pub struct Options {
     /// /var/lib/prometheus/node-exporter when it exists].
     #[arg(long, global = true, value_name = "DIR")]
     pub metrics_dir: Option<PathBuf>,
+    /// Consistency group (SPEC §11): snapshot joins the group's round in
+    /// etcd and freezes with every other member; check reports the group.
+    #[arg(long, global = true, value_name = "NAME")]
+    pub group: Option<String>,
+    /// Where the group files are: DIR/NAME.json (root's, 600).
+    #[arg(long, global = true, value_name = "DIR", default_value = DEFAULT_GROUPS_DIR)]
+    pub groups_dir: PathBuf,
+    /// This member's name in the group [default: the host name].
+    #[arg(long, global = true, value_name = "NAME")]
+    pub group_member: Option<String>,
+    /// How long to wait for every member to join [default: the group
+    /// file's joinSeconds].
+    #[arg(long, global = true, value_name = "SECS", value_parser = clap::value_parser!(u64).range(1..=3600))]
+    pub group_join: Option<u64>,
 }
 
 fn parse_trail(s: &str) -> Result<TrailMode, String> {
@@ -151,6 +166,16 @@ impl Options {
         if let Some(m) = &self.metrics_dir {
             pair("--metrics-dir", m.into());
         }
+        if let Some(g) = &self.group {
+            pair("--group", g.into());
+        }
+        pair("--groups-dir", self.groups_dir.clone().into());
+        if let Some(m) = &self.group_member {
+            pair("--group-member", m.into());
+        }
+        if let Some(j) = self.group_join {
+            pair("--group-join", j.to_string().into());
+        }
         let flags = [
             (self.bridge, "--bridge"),
             (self.verbose, "--verbose"),
@@ -174,6 +199,7 @@ impl Options {
             vmbackup_conf: abs(self.vmbackup_conf),
             policy: self.policy.map(abs),
             metrics_dir: self.metrics_dir.map(abs),
+            groups_dir: abs(self.groups_dir),
             ..self
         }
     }
@@ -274,6 +300,10 @@ mod tests {
             trail: TrailMode::Both,
             journal_socket: "/x/journal".into(),
             metrics_dir: Some("/x/metrics".into()),
+            group: Some("pg".into()),
+            groups_dir: "/x/groups.d".into(),
+            group_member: Some("db1".into()),
+            group_join: Some(12),
         };
         assert_ne!(o.trail, Options::default().trail);
         assert_ne!(o.syslog_facility, Options::default().syslog_facility);

@@ -311,6 +311,10 @@ pub struct Status {
     /// `quiesce check`: the pending post-scripts, their age and state.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub pending: Option<Vec<PendingStatus>>,
+    /// `snapshot --group`, `check --group`: the consistency group's round
+    /// (SPEC §11): members, barriers, the abort, the proof.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub group: Option<crate::group::round::GroupReport>,
     /// The signal that stopped the runner, if one did (exit 128+N).
     #[serde(skip)]
     pub signal: Option<i32>,
@@ -351,6 +355,7 @@ impl Status {
             audit: None,
             recovered: Vec::new(),
             pending: None,
+            group: None,
             signal: None,
             internal_error: false,
         }

@@ -39,7 +39,7 @@ pub fn run(cx: &Context, req: &WindowRequest) -> Finished {
         (_, Some(Err(p))) => return job.fail(&p),
         _ => None,
     };
-    let run = command::take_snapshot(&runner, ready, &req.cmd, req.max_freeze, settings);
+    let run = command::take_snapshot(&runner, ready, &req.cmd, req.max_freeze, settings, None);
     let shot = window::file_window(&mut job, run);
     if let Some(sig) = job.status.signal {
         say(format!("stopped by signal {sig} after thawing"));

@@ -1,6 +1,7 @@
 //! The steps several runs share, each in a file of its own.
 
 pub mod applications;
+pub mod group;
 pub mod guarantee;
 pub mod lock;
 pub mod phases;

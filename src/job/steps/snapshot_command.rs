@@ -21,6 +21,7 @@ use crate::freeze::window::{
     FreezeWindow, MountTarget, WindowOptions, WindowReport, WindowStandby, PER_CALL_DEADLINE,
 };
 use crate::job::decide::Settings;
+use crate::job::steps::group::GroupGate;
 use crate::job::runner::Runner;
 use crate::job::status::{self as report, SnapshotStatus};
 use crate::sandbox::guards;
@@ -113,6 +114,20 @@ struct KernelWindow<'r> {
     child: Option<supervise::Supervised>,
     status: SnapshotStatus,
     warnings: Vec<String>,
+    /// The consistency group's barriers, with `--group`.
+    group: Option<GroupGate<'r>>,
+    /// The command exited with status 0.
+    command_ok: bool,
+}
+
+impl KernelWindow<'_> {
+    /// The window's deadline: no barrier inside the window waits past it.
+    fn deadline(&self) -> Instant {
+        self.window
+            .as_ref()
+            .and_then(|w| w.deadline())
+            .unwrap_or_else(|| Instant::now() + self.max_freeze)
+    }
 }
 
 impl WindowSteps for KernelWindow<'_> {
@@ -218,7 +233,10 @@ impl WindowSteps for KernelWindow<'_> {
             w.shared().set_snapshot_pgid(0);
         }
         match end {
-            WaitOutcome::Exited(_) => CommandEnd::Exited,
+            WaitOutcome::Exited(st) => {
+                self.command_ok = st.success();
+                CommandEnd::Exited
+            }
             WaitOutcome::DeadlinePassed => CommandEnd::DeadlinePassed,
             WaitOutcome::Interrupted => CommandEnd::Interrupted,
         }
@@ -240,6 +258,19 @@ impl WindowSteps for KernelWindow<'_> {
 
     fn signal(&self) -> Option<i32> {
         signals::pending()
+    }
+
+    fn group_frozen(&mut self, ok: bool) -> Option<Result<(), Problem>> {
+        let deadline = self.deadline();
+        let gate = self.group.as_mut()?;
+        Some(gate.all_frozen(ok, deadline))
+    }
+
+    fn group_done(&mut self, end: CommandEnd) -> Option<Result<(), Problem>> {
+        let deadline = self.deadline();
+        let ok = end == CommandEnd::Exited && self.command_ok;
+        let gate = self.group.as_mut()?;
+        Some(gate.all_done(ok, deadline))
     }
 }
 
@@ -293,6 +324,7 @@ pub fn take_snapshot(
     cmd: &[String],
     max_freeze: Duration,
     settings: Settings,
+    group: Option<GroupGate<'_>>,
 ) -> SnapshotRun {
     let mut run = SnapshotRun::default();
     let spec = match resolve_program(&cmd[0])
@@ -328,6 +360,8 @@ pub fn take_snapshot(
             ..Default::default()
         },
         warnings: Vec::new(),
+        group,
+        command_ok: false,
     };
     let started = Instant::now();
     let carried = carry_out(&mut k, settings, max_freeze, prepared);
@@ -352,6 +386,8 @@ pub fn take_snapshot(
     } else if carried.start_failed {
         run.snapshot = Some(k.status);
     }
+    // A round that aborted: no member's snapshot is a group snapshot.
+    run.snapshot_ok &= !carried.group_failed;
     run
 }
 

@@ -39,6 +39,18 @@ pub trait WindowSteps {
     fn kill_command(&mut self);
     /// The signal the runner got, if any.
     fn signal(&self) -> Option<i32>;
+    /// In a consistency group (SPEC §11), the barrier after the freeze:
+    /// this member froze (`ok`) or failed to; every member frozen, or the
+    /// round aborted. `None`: no group.
+    fn group_frozen(&mut self, _ok: bool) -> Option<Result<(), Problem>> {
+        None
+    }
+    /// In a consistency group, the barrier after the snapshot command:
+    /// every member's command done (then this member's thaw is recorded),
+    /// or the round aborted. `None`: no group.
+    fn group_done(&mut self, _end: CommandEnd) -> Option<Result<(), Problem>> {
+        None
+    }
 }
 
 /// What carrying a window out came to.
@@ -54,6 +66,9 @@ pub struct Carried {
     pub start_failed: bool,
     pub problems: Vec<Problem>,
     pub interrupted: Option<i32>,
+    /// The consistency group's round aborted inside the window: whatever
+    /// the command did, the snapshot does not count.
+    pub group_failed: bool,
 }
 
 /// Carries a window out: freeze, run the command, thaw, kill — thaw always
@@ -75,6 +90,15 @@ pub fn carry_out(
             Err(p) => c.problems.push(p),
         }
     }
+    // A group freezes together or not at all: no snapshot without the
+    // freeze, nor after another member failed.
+    if let Some(Err(p)) = steps.group_frozen(c.froze && c.problems.is_empty()) {
+        c.problems.push(p);
+        c.group_failed = true;
+        steps.close();
+        c.interrupted = steps.signal();
+        return c;
+    }
     if !c.problems.is_empty() {
         steps.close();
         if !decide::snapshot_after_freeze_failure(settings, steps.signal().is_some()) {
@@ -92,8 +116,9 @@ pub fn carry_out(
         return c;
     }
     c.ran = true;
-    match steps.wait_command() {
-        CommandEnd::Exited => {}
+    let end = steps.wait_command();
+    match end {
+        CommandEnd::Exited => group_done(steps, &mut c, end),
         CommandEnd::DeadlinePassed => {
             steps.thaw();
             c.problems.push(Problem::new(
@@ -104,11 +129,13 @@ pub fn carry_out(
                 ),
             ));
             c.killed = true;
+            group_done(steps, &mut c, end);
         }
         CommandEnd::Interrupted => {
             steps.thaw();
             c.interrupted = steps.signal().or(Some(libc::SIGTERM));
             c.killed = true;
+            group_done(steps, &mut c, end);
         }
     }
     if c.killed {
@@ -117,6 +144,15 @@ pub fn carry_out(
     steps.close();
     c
 }
+/// The group's barrier after the command (after the thaw when the command
+/// did not end by itself: the others are told, the thaw never waits).
+fn group_done(steps: &mut impl WindowSteps, c: &mut Carried, end: CommandEnd) {
+    if let Some(Err(p)) = steps.group_done(end) {
+        c.problems.push(p);
+        c.group_failed = true;
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
