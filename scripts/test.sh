@@ -26,7 +26,9 @@ fi
 # conflicts with rsyslog, so it is unpacked below, not installed; its
 # Depends: are these): tests/forward.rs runs the shipped forwarding drop-ins
 # in the real daemons, over TLS with certificates made by openssl.
-packages=(e2fsprogs xfsprogs btrfs-progs util-linux procps rsyslog systemd python3 psmisc strace
+# etcd-server, etcd-client: tests/groups.rs runs a three-node etcd cluster
+# on loopback ports, with TLS and client certificates made by openssl.
+packages=(etcd-server etcd-client e2fsprogs xfsprogs btrfs-progs util-linux procps rsyslog systemd python3 psmisc strace
           lintian rpm man-db groff-base binutils gzip
           rsyslog-gnutls openssl libcap2 libglib2.0-0 libivykis0 libjson-c5 libnet1
           libpcre3 libssl3 libsystemd0 libwrap0)

@@ -1,0 +1,272 @@
+//! Consistency groups across VMs (SPEC.md §11), end to end against a real
+//! three-node etcd cluster on loopback ports with TLS and client
+//! certificates: three members are three `quiesce snapshot --group` runs,
+//! each with its own scratch filesystem, run directory and state
+//! directory. "Frozen" and "not frozen" are proved by writes, which
+//! scripts ran by their marker files, the group's verdict by the status.
+
+mod common;
+
+use common::etcd::{have_etcd, Cluster};
+use common::scratchfs::ScratchFs;
+use common::{signal, Run, Scratch, Setup};
+use nix::sys::signal::Signal;
+use serde_json::Value;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Stdio};
+use std::time::{Duration, Instant};
+
+/// A hang guard, never a speed assertion.
+const HANG: Duration = Duration::from_secs(60);
+const FROZEN_PROBE: Duration = Duration::from_millis(300);
+
+macro_rules! require_etcd {
+    () => {
+        require_root!("freezing scratch filesystems needs CAP_SYS_ADMIN");
+        if !have_etcd() {
+            eprintln!("SKIPPED: etcd is not installed (scripts/test.sh installs etcd-server)");
+            return;
+        }
+    };
+}
+
+/// One member: its set-up (config, scripts, run and state directories)
+/// and its filesystem. Fields drop in order: thawed and unmounted first.
+struct Member {
+    name: String,
+    fs: ScratchFs,
+    s: Setup,
+}
+
+impl Member {
+    fn new(name: &str) -> Member {
+        let s = Setup::new(&format!("group-{name}"));
+        let fs = ScratchFs::new(&s.s.dir, "data", "ext4");
+        Member {
+            name: name.into(),
+            fs,
+            s,
+        }
+    }
+
+    /// `quiesce snapshot --group NAME` of this member, running `cmd`.
+    fn spawn(&self, groups: &Path, group: &str, extra: &[&str], cmd: &str) -> Child {
+        let mut c = self.s.command();
+        c.arg("--group")
+            .arg(group)
+            .arg("--groups-dir")
+            .arg(groups)
+            .arg("--group-member")
+            .arg(&self.name)
+            .args(extra)
+            .args(["snapshot", "--json", "--max-freeze", "30", "--mount"])
+            .arg(self.fs.path())
+            .args(["--", "sh", "-c", cmd])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        c.spawn().unwrap()
+    }
+
+    fn writable(&self) -> bool {
+        self.fs.writable_within(Duration::from_secs(30))
+    }
+}
+
+/// The cluster, the group file's directory, a shared directory the
+/// snapshot commands meet in (never frozen), and the members.
+struct Group {
+    members: Vec<Member>,
+    _cluster: Cluster,
+    groups: PathBuf,
+    meet: PathBuf,
+    _scratch: Scratch,
+}
+
+fn group(members: &[&str], join: u64, lease: u64) -> Group {
+    let scratch = Scratch::new("group");
+    let cluster = Cluster::start(&scratch.path("etcd"));
+    let groups = scratch.path("groups.d");
+    cluster.group_file(&groups, "g", members, join, lease);
+    let meet = scratch.mkdir("meet", 0o755);
+    Group {
+        members: members.iter().map(|m| Member::new(m)).collect(),
+        _cluster: cluster,
+        groups,
+        meet,
+        _scratch: scratch,
+    }
+}
+
+impl Group {
+    fn spawn_all(&self, extra: &[&str], cmd: impl Fn(&Member) -> String) -> Vec<Child> {
+        self.members
+            .iter()
+            .map(|m| m.spawn(&self.groups, "g", extra, &cmd(m)))
+            .collect()
+    }
+
+    /// A command that says it is in its window, then waits (at most 10 s)
+    /// for the test's "go".
+    fn meeting(&self, m: &Member) -> String {
+        format!(
+            "touch {d}/in-{n}; i=0; while [ ! -e {d}/go ] && [ $i -lt 200 ]; do sleep 0.05; i=$((i+1)); done",
+            d = self.meet.display(),
+            n = m.name
+        )
+    }
+
+    fn wait_in_window(&self, names: &[&str]) {
+        let end = Instant::now() + HANG;
+        while !names
+            .iter()
+            .all(|n| self.meet.join(format!("in-{n}")).exists())
+        {
+            assert!(Instant::now() < end, "not every member reached its window");
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+
+    fn go(&self) {
+        std::fs::write(self.meet.join("go"), "").unwrap();
+    }
+}
+
+fn finish(child: Child) -> Run {
+    Run::from(child.wait_with_output().unwrap())
+}
+
+fn group_of(run: &Run) -> Value {
+    run.json()["group"].clone()
+}
+
+#[test]
+fn a_clean_round_of_three_freezes_them_at_one_instant() {
+    require_etcd!();
+    let g = group(&["m0", "m1", "m2"], 30, 3);
+    let children = g.spawn_all(&[], |m| g.meeting(m));
+    g.wait_in_window(&["m0", "m1", "m2"]);
+    // The common instant, seen from outside: all three frozen at once.
+    for m in &g.members {
+        assert!(
+            !m.fs.writable_within(FROZEN_PROBE),
+            "{} is not frozen while every snapshot command runs",
+            m.name
+        );
+    }
+    g.go();
+    let runs: Vec<Run> = children.into_iter().map(finish).collect();
+    for (m, run) in g.members.iter().zip(&runs) {
+        assert_eq!(run.code, 0, "{}: {}", m.name, run.stderr);
+        let j = run.json();
+        assert_eq!(j["consistency"], "application", "{}", m.name);
+        let grp = group_of(run);
+        assert_eq!(grp["consistent"], true, "{}: {grp}", m.name);
+        assert_eq!(grp["proof"]["holds"], true);
+        let last = grp["proof"]["lastFrozenRevision"].as_i64().unwrap();
+        let first = grp["proof"]["firstThawRevision"].as_i64().unwrap();
+        assert!(last < first, "{grp}");
+        let stages: Vec<&str> = grp["barriers"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|b| b["stage"].as_str().unwrap())
+            .collect();
+        assert_eq!(stages, ["joined", "pre", "frozen", "snapshot"]);
+        assert_eq!(grp["members"].as_array().unwrap().len(), 3);
+        assert_eq!(m.s.scripts_ran(), "pre\npost\n", "{}", m.name);
+        assert!(m.writable(), "{} left frozen", m.name);
+    }
+    let ids: std::collections::HashSet<String> = runs
+        .iter()
+        .map(|r| group_of(r)["round"].as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(ids.len(), 1, "the three members were in one round: {ids:?}");
+}
+
+#[test]
+fn a_member_whose_pre_script_fails_makes_nobody_freeze() {
+    require_etcd!();
+    let g = group(&["m0", "m1", "m2"], 30, 3);
+    let m1 = &g.members[1].s;
+    std::fs::write(&m1.pre, format!("#!/bin/sh\necho pre >> {}\nexit 3\n", m1.marker.display())).unwrap();
+    let children = g.spawn_all(&[], |m| g.meeting(m));
+    let runs: Vec<Run> = children.into_iter().map(finish).collect();
+    for (m, run) in g.members.iter().zip(&runs) {
+        assert_eq!(run.code, 2, "{}: {}", m.name, run.stderr);
+        assert!(run.error_names().contains(&"GroupAborted".to_string()), "{}: {:?}", m.name, run.error_names());
+        let grp = group_of(run);
+        assert_eq!(grp["consistent"], false);
+        assert_eq!(grp["abort"]["member"], "m1", "{}: {grp}", m.name);
+        assert_eq!(grp["abort"]["stage"], "pre");
+        assert!(run.json()["phases"].get("freeze").is_none(), "{} froze", m.name);
+        assert!(!g.meet.join(format!("in-{}", m.name)).exists(), "{}'s snapshot command ran", m.name);
+        // The pre-script started, so its post-script ran: once.
+        assert!(m.s.scripts_ran().ends_with("post\n"), "{}: {:?}", m.name, m.s.scripts_ran());
+        assert_eq!(m.s.scripts_ran().matches("post").count(), 1);
+        assert!(m.writable());
+    }
+}
+
+#[test]
+fn a_member_that_never_joins_makes_nobody_freeze() {
+    require_etcd!();
+    let g = group(&["m0", "m1", "m2"], 30, 3);
+    let started = Instant::now();
+    let children: Vec<Child> = g.members[..2]
+        .iter()
+        .map(|m| m.spawn(&g.groups, "g", &["--group-join", "2"], &g.meeting(m)))
+        .collect();
+    let runs: Vec<Run> = children.into_iter().map(finish).collect();
+    assert!(started.elapsed() < HANG);
+    for (m, run) in g.members.iter().zip(&runs) {
+        assert_eq!(run.code, 2, "{}: {}", m.name, run.stderr);
+        assert_eq!(run.error_names(), ["GroupAborted"], "{}", m.name);
+        assert!(run.stderr.contains("m2"), "{}: the missing member is named: {}", m.name, run.stderr);
+        // Nothing ran: the round is joined before any script.
+        assert_eq!(m.s.scripts_ran(), "", "{}", m.name);
+        assert!(m.writable());
+    }
+}
+
+#[test]
+fn a_member_killed_in_its_window_makes_the_others_thaw_and_run_their_posts() {
+    require_etcd!();
+    let g = group(&["m0", "m1", "m2"], 30, 2);
+    for m in &g.members {
+        m.s.post_logs_recovery("");
+    }
+    // m0's command stays in its window; the others' end at once, so they
+    // wait at the snapshot barrier when m0 dies.
+    let children = g.spawn_all(&[], |m| {
+        let stay = if m.name == "m0" { "sleep 25" } else { "true" };
+        format!("touch {}/in-{}; {stay}", g.meet.display(), m.name)
+    });
+    g.wait_in_window(&["m0", "m1", "m2"]);
+    std::thread::sleep(Duration::from_millis(200));
+    let mut children = children.into_iter();
+    let mut victim = children.next().unwrap();
+    let killed = Instant::now();
+    signal(victim.id() as i32, Signal::SIGKILL);
+    let _ = victim.wait();
+    let runs: Vec<Run> = children.map(finish).collect();
+    eprintln!("the others ended {:?} after m0's SIGKILL (lease 2 s)", killed.elapsed());
+    for (m, run) in g.members[1..].iter().zip(&runs) {
+        assert_eq!(run.code, 2, "{}: {}", m.name, run.stderr);
+        assert!(run.error_names().contains(&"GroupAborted".to_string()));
+        let grp = group_of(run);
+        assert_eq!(grp["abort"]["member"], "m0", "{}: {grp}", m.name);
+        assert_eq!(grp["consistent"], false);
+        assert!(m.writable(), "{} left frozen", m.name);
+        assert_eq!(m.s.scripts_ran(), "pre\npost none\n", "{}", m.name);
+    }
+    // m0: its watchdog thawed it, its post guard ran its post-script.
+    let m0 = &g.members[0];
+    assert!(m0.writable(), "m0 left frozen");
+    let end = Instant::now() + HANG;
+    while !m0.s.scripts_ran().contains("post runner-died") {
+        assert!(Instant::now() < end, "m0's post-script never ran: {:?}", m0.s.scripts_ran());
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert_eq!(m0.s.scripts_ran().matches("post").count(), 1);
+    common::end_quiesce_processes_of(&m0.s.s.dir);
+}
