@@ -76,7 +76,7 @@ impl Member {
 /// snapshot commands meet in (never frozen), and the members.
 struct Group {
     members: Vec<Member>,
-    _cluster: Cluster,
+    cluster: Cluster,
     groups: PathBuf,
     meet: PathBuf,
     _scratch: Scratch,
@@ -90,7 +90,7 @@ fn group(members: &[&str], join: u64, lease: u64) -> Group {
     let meet = scratch.mkdir("meet", 0o755);
     Group {
         members: members.iter().map(|m| Member::new(m)).collect(),
-        _cluster: cluster,
+        cluster,
         groups,
         meet,
         _scratch: scratch,
@@ -269,4 +269,43 @@ fn a_member_killed_in_its_window_makes_the_others_thaw_and_run_their_posts() {
     }
     assert_eq!(m0.s.scripts_ran().matches("post").count(), 1);
     common::end_quiesce_processes_of(&m0.s.s.dir);
+}
+
+#[test]
+fn an_etcd_node_killed_mid_round_leaves_the_round_to_complete_on_quorum() {
+    require_etcd!();
+    let mut g = group(&["m0", "m1", "m2"], 30, 3);
+    let children = g.spawn_all(&[], |m| g.meeting(m));
+    g.wait_in_window(&["m0", "m1", "m2"]);
+    // The first endpoint, the one every member talks to first.
+    g.cluster.kill_node(0);
+    g.go();
+    let runs: Vec<Run> = children.into_iter().map(finish).collect();
+    for (m, run) in g.members.iter().zip(&runs) {
+        assert_eq!(run.code, 0, "{}: {}", m.name, run.stderr);
+        assert_eq!(group_of(run)["consistent"], true, "{}", m.name);
+        assert!(m.writable());
+    }
+}
+
+#[test]
+fn quorum_lost_mid_window_thaws_every_member_and_none_reports_a_group() {
+    require_etcd!();
+    let mut g = group(&["m0", "m1", "m2"], 30, 2);
+    let started = Instant::now();
+    let children = g.spawn_all(&[], |m| g.meeting(m));
+    g.wait_in_window(&["m0", "m1", "m2"]);
+    g.cluster.kill_node(0);
+    g.cluster.kill_node(1);
+    g.go();
+    let runs: Vec<Run> = children.into_iter().map(finish).collect();
+    eprintln!("quorum lost: every member ended {:?} after its start (--max-freeze 30, lease 2 s)", started.elapsed());
+    for (m, run) in g.members.iter().zip(&runs) {
+        assert_eq!(run.code, 2, "{}: {}", m.name, run.stderr);
+        assert!(run.error_names().contains(&"GroupAborted".to_string()), "{}: {:?}", m.name, run.error_names());
+        assert_ne!(group_of(run)["consistent"], true);
+        assert_ne!(run.json()["consistency"], "application");
+        assert!(m.writable(), "{} left frozen", m.name);
+        assert_eq!(m.s.scripts_ran(), "pre\npost\n", "{}", m.name);
+    }
 }
