@@ -104,8 +104,12 @@ impl ErrorCode {
             FsFreezeFailed => 121,
             FsFreezeTimeout => 122,
             UnableToOpenMount => 123,
-            SnapshotCommandFailed | TooManyOpenFiles | IncorrectGroupFile | GroupUnreachable
-            | GroupRoundClosed | GroupAborted => return None,
+            SnapshotCommandFailed
+            | TooManyOpenFiles
+            | IncorrectGroupFile
+            | GroupUnreachable
+            | GroupRoundClosed
+            | GroupAborted => return None,
         })
     }
 

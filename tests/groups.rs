@@ -188,20 +188,42 @@ fn a_member_whose_pre_script_fails_makes_nobody_freeze() {
     require_etcd!();
     let g = group(&["m0", "m1", "m2"], 30, 3);
     let m1 = &g.members[1].s;
-    std::fs::write(&m1.pre, format!("#!/bin/sh\necho pre >> {}\nexit 3\n", m1.marker.display())).unwrap();
+    std::fs::write(
+        &m1.pre,
+        format!("#!/bin/sh\necho pre >> {}\nexit 3\n", m1.marker.display()),
+    )
+    .unwrap();
     let children = g.spawn_all(&[], |m| g.meeting(m));
     let runs: Vec<Run> = children.into_iter().map(finish).collect();
     for (m, run) in g.members.iter().zip(&runs) {
         assert_eq!(run.code, 2, "{}: {}", m.name, run.stderr);
-        assert!(run.error_names().contains(&"GroupAborted".to_string()), "{}: {:?}", m.name, run.error_names());
+        assert!(
+            run.error_names().contains(&"GroupAborted".to_string()),
+            "{}: {:?}",
+            m.name,
+            run.error_names()
+        );
         let grp = group_of(run);
         assert_eq!(grp["consistent"], false);
         assert_eq!(grp["abort"]["member"], "m1", "{}: {grp}", m.name);
         assert_eq!(grp["abort"]["stage"], "pre");
-        assert!(run.json()["phases"].get("freeze").is_none(), "{} froze", m.name);
-        assert!(!g.meet.join(format!("in-{}", m.name)).exists(), "{}'s snapshot command ran", m.name);
+        assert!(
+            run.json()["phases"].get("freeze").is_none(),
+            "{} froze",
+            m.name
+        );
+        assert!(
+            !g.meet.join(format!("in-{}", m.name)).exists(),
+            "{}'s snapshot command ran",
+            m.name
+        );
         // The pre-script started, so its post-script ran: once.
-        assert!(m.s.scripts_ran().ends_with("post\n"), "{}: {:?}", m.name, m.s.scripts_ran());
+        assert!(
+            m.s.scripts_ran().ends_with("post\n"),
+            "{}: {:?}",
+            m.name,
+            m.s.scripts_ran()
+        );
         assert_eq!(m.s.scripts_ran().matches("post").count(), 1);
         assert!(m.writable());
     }
@@ -221,7 +243,12 @@ fn a_member_that_never_joins_makes_nobody_freeze() {
     for (m, run) in g.members.iter().zip(&runs) {
         assert_eq!(run.code, 2, "{}: {}", m.name, run.stderr);
         assert_eq!(run.error_names(), ["GroupAborted"], "{}", m.name);
-        assert!(run.stderr.contains("m2"), "{}: the missing member is named: {}", m.name, run.stderr);
+        assert!(
+            run.stderr.contains("m2"),
+            "{}: the missing member is named: {}",
+            m.name,
+            run.stderr
+        );
         // Nothing ran: the round is joined before any script.
         assert_eq!(m.s.scripts_ran(), "", "{}", m.name);
         assert!(m.writable());
@@ -249,7 +276,10 @@ fn a_member_killed_in_its_window_makes_the_others_thaw_and_run_their_posts() {
     signal(victim.id() as i32, Signal::SIGKILL);
     let _ = victim.wait();
     let runs: Vec<Run> = children.map(finish).collect();
-    eprintln!("the others ended {:?} after m0's SIGKILL (lease 2 s)", killed.elapsed());
+    eprintln!(
+        "the others ended {:?} after m0's SIGKILL (lease 2 s)",
+        killed.elapsed()
+    );
     for (m, run) in g.members[1..].iter().zip(&runs) {
         assert_eq!(run.code, 2, "{}: {}", m.name, run.stderr);
         assert!(run.error_names().contains(&"GroupAborted".to_string()));
@@ -264,7 +294,11 @@ fn a_member_killed_in_its_window_makes_the_others_thaw_and_run_their_posts() {
     assert!(m0.writable(), "m0 left frozen");
     let end = Instant::now() + HANG;
     while !m0.s.scripts_ran().contains("post runner-died") {
-        assert!(Instant::now() < end, "m0's post-script never ran: {:?}", m0.s.scripts_ran());
+        assert!(
+            Instant::now() < end,
+            "m0's post-script never ran: {:?}",
+            m0.s.scripts_ran()
+        );
         std::thread::sleep(Duration::from_millis(50));
     }
     assert_eq!(m0.s.scripts_ran().matches("post").count(), 1);
@@ -299,13 +333,74 @@ fn quorum_lost_mid_window_thaws_every_member_and_none_reports_a_group() {
     g.cluster.kill_node(1);
     g.go();
     let runs: Vec<Run> = children.into_iter().map(finish).collect();
-    eprintln!("quorum lost: every member ended {:?} after its start (--max-freeze 30, lease 2 s)", started.elapsed());
+    eprintln!(
+        "quorum lost: every member ended {:?} after its start (--max-freeze 30, lease 2 s)",
+        started.elapsed()
+    );
     for (m, run) in g.members.iter().zip(&runs) {
         assert_eq!(run.code, 2, "{}: {}", m.name, run.stderr);
-        assert!(run.error_names().contains(&"GroupAborted".to_string()), "{}: {:?}", m.name, run.error_names());
+        assert!(
+            run.error_names().contains(&"GroupAborted".to_string()),
+            "{}: {:?}",
+            m.name,
+            run.error_names()
+        );
         assert_ne!(group_of(run)["consistent"], true);
         assert_ne!(run.json()["consistency"], "application");
         assert!(m.writable(), "{} left frozen", m.name);
         assert_eq!(m.s.scripts_ran(), "pre\npost\n", "{}", m.name);
     }
+}
+
+#[test]
+fn check_group_reports_each_endpoint_and_who_is_a_member() {
+    require_etcd!();
+    let mut g = group(&["m0", "m1", "m2"], 30, 3);
+    g.cluster.kill_node(2);
+    let m = &g.members[0];
+    let check = |member: &str| {
+        let mut c = m.s.command();
+        c.arg("--group").arg("g").arg("--groups-dir").arg(&g.groups);
+        c.args([
+            "--group-member",
+            member,
+            "check",
+            "--json",
+            "--mount",
+            m.fs.path(),
+        ]);
+        Run::from(c.output().unwrap())
+    };
+    let run = check("m0");
+    let eps = g.cluster.endpoints();
+    for e in &eps[..2] {
+        assert!(
+            run.stderr.contains(&format!("endpoint {e}: etcd 3.")),
+            "{}",
+            run.stderr
+        );
+    }
+    assert!(
+        !run.stderr.contains(&format!("endpoint {}: etcd", eps[2])),
+        "{}",
+        run.stderr
+    );
+    assert!(
+        run.stderr.contains("this member (m0) is listed"),
+        "{}",
+        run.stderr
+    );
+    assert!(!run
+        .error_names()
+        .iter()
+        .any(|e| e.starts_with("Group") || e == "IncorrectGroupFile"));
+    assert_eq!(group_of(&run)["members"].as_array().unwrap().len(), 3);
+    let run = check("intruder");
+    assert!(
+        run.error_names()
+            .contains(&"IncorrectGroupFile".to_string()),
+        "{:?}",
+        run.error_names()
+    );
+    assert_ne!(run.code, 0);
 }

@@ -88,14 +88,24 @@ impl Etcd {
         }
         Ok(Etcd {
             agent: b.build(),
-            endpoints: Arc::new(endpoints.iter().map(|e| e.trim_end_matches('/').into()).collect()),
+            endpoints: Arc::new(
+                endpoints
+                    .iter()
+                    .map(|e| e.trim_end_matches('/').into())
+                    .collect(),
+            ),
             current: Arc::new(AtomicUsize::new(0)),
         })
     }
 
     /// One call, `timeout` at most per endpoint; an endpoint that cannot be
     /// reached is skipped for the next, and the first that answers is kept.
-    fn call(&self, call: &'static str, body: &Value, timeout: Duration) -> Result<Value, EtcdError> {
+    fn call(
+        &self,
+        call: &'static str,
+        body: &Value,
+        timeout: Duration,
+    ) -> Result<Value, EtcdError> {
         let n = self.endpoints.len();
         let first = self.current.load(Ordering::Relaxed);
         let mut last = String::from("no endpoint configured");
@@ -103,7 +113,10 @@ impl Etcd {
             let at = (first + i) % n;
             let url = format!("{}/v3/{call}", self.endpoints[at]);
             let req = self.agent.post(&url).timeout(timeout);
-            match req.set("Content-Type", "application/json").send_string(&body.to_string()) {
+            match req
+                .set("Content-Type", "application/json")
+                .send_string(&body.to_string())
+            {
                 Ok(resp) => {
                     self.current.store(at, Ordering::Relaxed);
                     let text = resp.into_string().unwrap_or_default();
@@ -139,15 +152,21 @@ impl Etcd {
     /// A new lease of `ttl` seconds: its id.
     pub fn grant(&self, ttl: u64, timeout: Duration) -> Result<i64, EtcdError> {
         let v = self.call("lease/grant", &json!({"TTL": ttl}), timeout)?;
-        int(&v["ID"]).filter(|id| *id != 0).ok_or(EtcdError::Malformed {
-            call: "lease/grant",
-            detail: v.to_string(),
-        })
+        int(&v["ID"])
+            .filter(|id| *id != 0)
+            .ok_or(EtcdError::Malformed {
+                call: "lease/grant",
+                detail: v.to_string(),
+            })
     }
 
     /// Keeps `lease` alive once: the TTL left, 0 when it has expired.
     pub fn keep_alive(&self, lease: i64, timeout: Duration) -> Result<i64, EtcdError> {
-        let v = self.call("lease/keepalive", &json!({"ID": lease.to_string()}), timeout)?;
+        let v = self.call(
+            "lease/keepalive",
+            &json!({"ID": lease.to_string()}),
+            timeout,
+        )?;
         Ok(int(&v["result"]["TTL"]).unwrap_or(0))
     }
 
@@ -158,16 +177,28 @@ impl Etcd {
     }
 
     /// Puts `key`, under `lease` (0: none): the revision of the put.
-    pub fn put(&self, key: &str, value: &str, lease: i64, timeout: Duration) -> Result<i64, EtcdError> {
+    pub fn put(
+        &self,
+        key: &str,
+        value: &str,
+        lease: i64,
+        timeout: Duration,
+    ) -> Result<i64, EtcdError> {
         let v = self.call("kv/put", &put_body(key, value, lease), timeout)?;
         revision(&v, "kv/put")
     }
 
     /// Every key under `prefix`, and the revision the read saw.
-    pub fn range_prefix(&self, prefix: &str, timeout: Duration) -> Result<(Vec<Kv>, i64), EtcdError> {
+    pub fn range_prefix(
+        &self,
+        prefix: &str,
+        timeout: Duration,
+    ) -> Result<(Vec<Kv>, i64), EtcdError> {
         let body = json!({"key": B64.encode(prefix), "range_end": B64.encode(prefix_end(prefix))});
         let v = self.call("kv/range", &body, timeout)?;
-        let kvs = v["kvs"].as_array().map_or(Ok(Vec::new()), |a| a.iter().map(kv).collect())?;
+        let kvs = v["kvs"]
+            .as_array()
+            .map_or(Ok(Vec::new()), |a| a.iter().map(kv).collect())?;
         Ok((kvs, revision(&v, "kv/range")?))
     }
 
@@ -182,12 +213,20 @@ impl Etcd {
 
     /// A transaction: `then` when every comparison holds. Whether it held,
     /// and the transaction's revision.
-    pub fn txn(&self, when: &[Compare<'_>], then: &[Op<'_>], timeout: Duration) -> Result<(bool, i64), EtcdError> {
+    pub fn txn(
+        &self,
+        when: &[Compare<'_>],
+        then: &[Op<'_>],
+        timeout: Duration,
+    ) -> Result<(bool, i64), EtcdError> {
         let compare: Vec<Value> = when.iter().map(compare_body).collect();
         let success: Vec<Value> = then.iter().map(op_body).collect();
         let body = json!({"compare": compare, "success": success});
         let v = self.call("kv/txn", &body, timeout)?;
-        Ok((v["succeeded"].as_bool().unwrap_or(false), revision(&v, "kv/txn")?))
+        Ok((
+            v["succeeded"].as_bool().unwrap_or(false),
+            revision(&v, "kv/txn")?,
+        ))
     }
 }
 
@@ -236,7 +275,9 @@ fn prefix_end(prefix: &str) -> Vec<u8> {
 
 /// An int64 of the gateway's JSON: a string, or a number.
 fn int(v: &Value) -> Option<i64> {
-    v.as_str().and_then(|s| s.parse().ok()).or_else(|| v.as_i64())
+    v.as_str()
+        .and_then(|s| s.parse().ok())
+        .or_else(|| v.as_i64())
 }
 
 fn revision(v: &Value, call: &'static str) -> Result<i64, EtcdError> {
@@ -316,6 +357,9 @@ mod tests {
     fn a_range_entry_is_decoded() {
         let v = json!({"key": B64.encode("k"), "value": B64.encode("v"), "mod_revision": "9", "lease": "3"});
         let k = kv(&v).unwrap();
-        assert_eq!((k.key.as_str(), k.value.as_str(), k.mod_revision, k.lease), ("k", "v", 9, 3));
+        assert_eq!(
+            (k.key.as_str(), k.value.as_str(), k.mod_revision, k.lease),
+            ("k", "v", 9, 3)
+        );
     }
 }

@@ -59,7 +59,9 @@ impl Stage {
 pub enum RoundError {
     #[error("etcd: {0}")]
     Etcd(#[from] EtcdError),
-    #[error("round {round} of the group already began its barriers; a member joins the next round")]
+    #[error(
+        "round {round} of the group already began its barriers; a member joins the next round"
+    )]
     Closed { round: String },
     #[error("member {member} is not listed in the group file")]
     NotMember { member: String },
@@ -72,7 +74,10 @@ pub enum RoundError {
     #[error("this member's lease could not be kept alive for its {0} s TTL (etcd unreachable, or the lease expired)")]
     LeaseLost(u64),
     #[error("the {stage} barrier was not passed by {missing} before the deadline")]
-    Timeout { stage: &'static str, missing: String },
+    Timeout {
+        stage: &'static str,
+        missing: String,
+    },
     #[error("interrupted by a signal while waiting at the {0} barrier")]
     Interrupted(&'static str),
 }
@@ -206,8 +211,16 @@ impl Round {
             });
         }
         round.lease = round.etcd.grant(round.ttl, CALL)?;
-        round.state.renewed_ms.store(round.elapsed_ms(), Ordering::SeqCst);
-        round.keeper = Some(start_keeper(round.etcd.clone(), round.lease, round.ttl, round.state.clone()));
+        round
+            .state
+            .renewed_ms
+            .store(round.elapsed_ms(), Ordering::SeqCst);
+        round.keeper = Some(start_keeper(
+            round.etcd.clone(),
+            round.lease,
+            round.ttl,
+            round.state.clone(),
+        ));
         Ok(round)
     }
 
@@ -217,7 +230,12 @@ impl Round {
 
     /// The lease was renewed within its TTL and has not expired.
     pub fn lease_alive(&self) -> bool {
-        let since = self.elapsed_ms() - self.state.renewed_ms.load(Ordering::SeqCst).min(self.elapsed_ms());
+        let since = self.elapsed_ms()
+            - self
+                .state
+                .renewed_ms
+                .load(Ordering::SeqCst)
+                .min(self.elapsed_ms());
         !self.state.expired.load(Ordering::SeqCst) && since < self.ttl * 1000
     }
 
@@ -260,14 +278,20 @@ impl Round {
     fn try_join(&mut self, open: &str) -> Result<Option<(String, i64)>, RoundError> {
         let Some(cur) = self.etcd.get(open, CALL)? else {
             let id = format!("{:x}", self.lease);
-            self.etcd.txn(&[Compare::Absent(open)], &[put(open, &id, 0)], CALL)?;
+            self.etcd
+                .txn(&[Compare::Absent(open)], &[put(open, &id, 0)], CALL)?;
             return Ok(None);
         };
         let prefix = format!("{}rounds/{}/", self.base, cur.value);
         let (kvs, _) = self.etcd.range_prefix(&prefix, CALL)?;
         let has = |k: &str| kvs.iter().any(|kv| kv.key == format!("{prefix}{k}"));
-        let live = kvs.iter().any(|kv| kv.key.starts_with(&format!("{prefix}joined/")));
-        let over = has("closed") || kvs.iter().any(|kv| kv.key.starts_with(&format!("{prefix}abort/")));
+        let live = kvs
+            .iter()
+            .any(|kv| kv.key.starts_with(&format!("{prefix}joined/")));
+        let over = has("closed")
+            || kvs
+                .iter()
+                .any(|kv| kv.key.starts_with(&format!("{prefix}abort/")));
         if has(&format!("joined/{}", self.member())) || (has("closed") && live) {
             return Err(RoundError::Closed { round: cur.value });
         }
@@ -277,7 +301,11 @@ impl Round {
             if !live {
                 let id = format!("{:x}", self.lease);
                 let ops = [put(open, &id, 0), Op::DeletePrefix(&prefix)];
-                self.etcd.txn(&[Compare::ModRevisionIs(open, cur.mod_revision)], &ops, CALL)?;
+                self.etcd.txn(
+                    &[Compare::ModRevisionIs(open, cur.mod_revision)],
+                    &ops,
+                    CALL,
+                )?;
             }
             return Ok(None);
         }
@@ -314,7 +342,10 @@ impl Round {
         let rev = match self.etcd.put(&key, "", self.lease, timeout) {
             Ok(rev) => rev,
             Err(e) => {
-                self.abort(stage, &format!("could not record reaching {}: {e}", stage.name()));
+                self.abort(
+                    stage,
+                    &format!("could not record reaching {}: {e}", stage.name()),
+                );
                 return Err(e.into());
             }
         };
@@ -360,7 +391,8 @@ impl Round {
         };
         let prefix = self.prefix.clone();
         for m in &mut self.report.members {
-            let rev = |s: &str| find(&kvs, &format!("{prefix}{s}/{}", m.name)).map(|k| k.mod_revision);
+            let rev =
+                |s: &str| find(&kvs, &format!("{prefix}{s}/{}", m.name)).map(|k| k.mod_revision);
             m.joined = m.joined.or(rev("joined"));
             m.pre = m.pre.or(rev("pre"));
             m.frozen = m.frozen.or(rev("frozen"));
@@ -418,7 +450,10 @@ impl Round {
                 });
                 return Err(RoundError::LeaseLost(self.ttl));
             }
-            if let Ok((kvs, rev)) = self.etcd.range_prefix(&self.prefix, left(deadline).min(CALL)) {
+            if let Ok((kvs, rev)) = self
+                .etcd
+                .range_prefix(&self.prefix, left(deadline).min(CALL))
+            {
                 match self.judge(&kvs, stage) {
                     Verdict::Pass => {
                         self.report.barriers.push(BarrierReport {
@@ -434,7 +469,10 @@ impl Round {
                 }
             }
             if Instant::now() >= deadline {
-                self.abort(stage, &format!("{missing} did not reach {} in time", stage.name()));
+                self.abort(
+                    stage,
+                    &format!("{missing} did not reach {} in time", stage.name()),
+                );
                 return Err(RoundError::Timeout {
                     stage: stage.name(),
                     missing,

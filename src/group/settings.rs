@@ -78,8 +78,8 @@ impl GroupSettings {
             return Err(SettingsError::Name(name.into()));
         }
         let path = dir.join(format!("{name}.json"));
-        let checked =
-            CheckedFile::open(&path, FileRole::Config).map_err(|e| SettingsError::Trust(path.clone(), e))?;
+        let checked = CheckedFile::open(&path, FileRole::Config)
+            .map_err(|e| SettingsError::Trust(path.clone(), e))?;
         let text = checked
             .read_limited(MAX_FILE)
             .map_err(|e| SettingsError::Trust(path.clone(), e))?;
@@ -89,7 +89,8 @@ impl GroupSettings {
     /// The TLS files, each checked: the CA and the certificate not
     /// writable by others, the key root-only (600/400).
     pub fn tls(&self) -> Result<Option<TlsFiles>, SettingsError> {
-        let (Some(ca), Some(cert), Some(key)) = (&self.ca_file, &self.cert_file, &self.key_file) else {
+        let (Some(ca), Some(cert), Some(key)) = (&self.ca_file, &self.cert_file, &self.key_file)
+        else {
             return Ok(None);
         };
         let read = |p: &Path, role| {
@@ -122,7 +123,9 @@ fn parse(path: &Path, name: &str, text: &[u8]) -> Result<GroupSettings, Settings
     }
     let endpoints = strings(&map, "endpoints").map_err(bad)?;
     if endpoints.is_empty() {
-        return Err(bad("\"endpoints\" must list at least one https:// URL".into()));
+        return Err(bad(
+            "\"endpoints\" must list at least one https:// URL".into()
+        ));
     }
     if let Some(e) = endpoints
         .iter()
@@ -142,9 +145,14 @@ fn parse(path: &Path, name: &str, text: &[u8]) -> Result<GroupSettings, Settings
         }
     };
     let (ca_file, cert_file, key_file) = (file("caFile")?, file("certFile")?, file("keyFile")?);
-    let tls_keys = [&ca_file, &cert_file, &key_file].iter().filter(|f| f.is_some()).count();
+    let tls_keys = [&ca_file, &cert_file, &key_file]
+        .iter()
+        .filter(|f| f.is_some())
+        .count();
     if endpoints.iter().any(|e| e.starts_with("https://")) && tls_keys != 3 {
-        return Err(bad("https endpoints need caFile, certFile and keyFile".into()));
+        return Err(bad(
+            "https endpoints need caFile, certFile and keyFile".into()
+        ));
     }
     let seconds = |k: &str, default: u64, max: u64| match map.get(k) {
         None => Ok(default),
@@ -182,7 +190,12 @@ fn closest(key: &str) -> Option<&'static str> {
     let lower = key.to_ascii_lowercase();
     KNOWN
         .iter()
-        .map(|k| (crate::config::edit_distance(&lower, &k.to_ascii_lowercase()), *k))
+        .map(|k| {
+            (
+                crate::config::edit_distance(&lower, &k.to_ascii_lowercase()),
+                *k,
+            )
+        })
         .min()
         .filter(|(d, _)| *d <= 3)
         .map(|(_, k)| k)
@@ -193,7 +206,11 @@ mod tests {
     use super::*;
 
     fn p(text: &str) -> Result<GroupSettings, SettingsError> {
-        parse(Path::new("/etc/quiesce/groups.d/g.json"), "g", text.as_bytes())
+        parse(
+            Path::new("/etc/quiesce/groups.d/g.json"),
+            "g",
+            text.as_bytes(),
+        )
     }
 
     const OK: &str = r#"{"endpoints":["https://10.0.0.1:2379"],"caFile":"/etc/q/ca.pem",
@@ -208,7 +225,9 @@ mod tests {
 
     #[test]
     fn a_typo_names_the_key_meant() {
-        let e = p(&OK.replace("members", "memebrs")).unwrap_err().to_string();
+        let e = p(&OK.replace("members", "memebrs"))
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("did you mean \"members\""), "{e}");
     }
 

@@ -51,7 +51,9 @@ fn subject(kind: Record) -> &'static str {
         Record::Log => "quiesce log message",
         Record::GroupJoin => "joined round @QUIESCE_ROUND@ of consistency group @QUIESCE_GROUP@",
         Record::GroupBarrier => "group @QUIESCE_GROUP@: every member passed @QUIESCE_STAGE@",
-        Record::GroupAbort => "group @QUIESCE_GROUP@ aborted at @QUIESCE_STAGE@ by @QUIESCE_MEMBER@",
+        Record::GroupAbort => {
+            "group @QUIESCE_GROUP@ aborted at @QUIESCE_STAGE@ by @QUIESCE_MEMBER@"
+        }
         Record::GroupProof => "group @QUIESCE_GROUP@: common instant @QUIESCE_HOLDS@",
         Record::RunEnd => "quiesce @QUIESCE_PHASE@ finished: @QUIESCE_RESULT@",
     }

@@ -40,19 +40,71 @@ impl Pki {
     /// A CA, a server certificate for 127.0.0.1 and a client certificate.
     pub fn make(dir: &Path) -> Pki {
         fs::create_dir_all(dir).unwrap();
-        openssl(dir, &["req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256",
-            "-nodes", "-keyout", "ca.key", "-out", "ca.pem", "-days", "2", "-subj", "/CN=quiesce-test-ca"]);
+        openssl(
+            dir,
+            &[
+                "req",
+                "-x509",
+                "-newkey",
+                "ec",
+                "-pkeyopt",
+                "ec_paramgen_curve:P-256",
+                "-nodes",
+                "-keyout",
+                "ca.key",
+                "-out",
+                "ca.pem",
+                "-days",
+                "2",
+                "-subj",
+                "/CN=quiesce-test-ca",
+            ],
+        );
         for (name, ext) in [
-            ("server", "subjectAltName=IP:127.0.0.1\nextendedKeyUsage=serverAuth,clientAuth\n"),
+            (
+                "server",
+                "subjectAltName=IP:127.0.0.1\nextendedKeyUsage=serverAuth,clientAuth\n",
+            ),
             ("client", "extendedKeyUsage=clientAuth\n"),
         ] {
             fs::write(dir.join(format!("{name}.ext")), ext).unwrap();
-            openssl(dir, &["req", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes",
-                "-keyout", &format!("{name}.key"), "-out", &format!("{name}.csr"), "-subj",
-                &format!("/CN=quiesce-{name}")]);
-            openssl(dir, &["x509", "-req", "-in", &format!("{name}.csr"), "-CA", "ca.pem", "-CAkey",
-                "ca.key", "-CAcreateserial", "-out", &format!("{name}.pem"), "-days", "2",
-                "-extfile", &format!("{name}.ext")]);
+            openssl(
+                dir,
+                &[
+                    "req",
+                    "-newkey",
+                    "ec",
+                    "-pkeyopt",
+                    "ec_paramgen_curve:P-256",
+                    "-nodes",
+                    "-keyout",
+                    &format!("{name}.key"),
+                    "-out",
+                    &format!("{name}.csr"),
+                    "-subj",
+                    &format!("/CN=quiesce-{name}"),
+                ],
+            );
+            openssl(
+                dir,
+                &[
+                    "x509",
+                    "-req",
+                    "-in",
+                    &format!("{name}.csr"),
+                    "-CA",
+                    "ca.pem",
+                    "-CAkey",
+                    "ca.key",
+                    "-CAcreateserial",
+                    "-out",
+                    &format!("{name}.pem"),
+                    "-days",
+                    "2",
+                    "-extfile",
+                    &format!("{name}.ext"),
+                ],
+            );
         }
         for f in ["ca.key", "server.key", "client.key"] {
             fs::set_permissions(dir.join(f), fs::Permissions::from_mode(0o600)).unwrap();
@@ -107,7 +159,11 @@ impl Cluster {
                 child: None,
             })
             .collect();
-        let mut c = Cluster { dir: dir.to_path_buf(), pki, nodes };
+        let mut c = Cluster {
+            dir: dir.to_path_buf(),
+            pki,
+            nodes,
+        };
         for i in 0..3 {
             c.start_node(i);
         }
@@ -133,14 +189,41 @@ impl Cluster {
         let child = Command::new("etcd")
             .args(["--name", &n.name, "--data-dir"])
             .arg(&data)
-            .args(["--listen-client-urls", &client, "--advertise-client-urls", &client])
-            .args(["--listen-peer-urls", &peer, "--initial-advertise-peer-urls", &peer])
-            .args(["--initial-cluster", &initial, "--initial-cluster-state", "new"])
-            .args(["--initial-cluster-token", &format!("quiesce-{}", std::process::id())])
-            .arg("--cert-file").arg(&self.pki.server_cert)
-            .arg("--key-file").arg(&self.pki.server_key)
-            .arg("--trusted-ca-file").arg(&self.pki.ca)
-            .args(["--client-cert-auth", "--heartbeat-interval", "50", "--election-timeout", "500"])
+            .args([
+                "--listen-client-urls",
+                &client,
+                "--advertise-client-urls",
+                &client,
+            ])
+            .args([
+                "--listen-peer-urls",
+                &peer,
+                "--initial-advertise-peer-urls",
+                &peer,
+            ])
+            .args([
+                "--initial-cluster",
+                &initial,
+                "--initial-cluster-state",
+                "new",
+            ])
+            .args([
+                "--initial-cluster-token",
+                &format!("quiesce-{}", std::process::id()),
+            ])
+            .arg("--cert-file")
+            .arg(&self.pki.server_cert)
+            .arg("--key-file")
+            .arg(&self.pki.server_key)
+            .arg("--trusted-ca-file")
+            .arg(&self.pki.ca)
+            .args([
+                "--client-cert-auth",
+                "--heartbeat-interval",
+                "50",
+                "--election-timeout",
+                "500",
+            ])
             .stdout(Stdio::null())
             .stderr(log)
             .spawn()
@@ -181,7 +264,11 @@ impl Cluster {
             if ok {
                 return;
             }
-            assert!(Instant::now() < end, "etcd cluster never became healthy (logs in {})", self.dir.display());
+            assert!(
+                Instant::now() < end,
+                "etcd cluster never became healthy (logs in {})",
+                self.dir.display()
+            );
             std::thread::sleep(Duration::from_millis(200));
         }
     }
@@ -195,7 +282,14 @@ impl Cluster {
     }
 
     /// Writes the group file `dir/NAME.json` (root's, 600) for `members`.
-    pub fn group_file(&self, dir: &Path, name: &str, members: &[&str], join: u64, lease: u64) -> PathBuf {
+    pub fn group_file(
+        &self,
+        dir: &Path,
+        name: &str,
+        members: &[&str],
+        join: u64,
+        lease: u64,
+    ) -> PathBuf {
         fs::create_dir_all(dir).unwrap();
         fs::set_permissions(dir, fs::Permissions::from_mode(0o700)).unwrap();
         let v = serde_json::json!({

@@ -14,6 +14,7 @@ use crate::job::preflight::{self, CheckedScript, Prechecked, Readiness};
 use crate::job::run::{Finished, Job};
 use crate::job::status::{say, CheckedScriptStatus, Decision, PendingRecordStatus, PendingStatus};
 use crate::job::steps::applications;
+use crate::job::steps::group;
 use crate::job::steps::snapshot_window::mount_plan;
 use crate::supervise::DEFAULT_GRACE;
 
@@ -58,6 +59,7 @@ pub fn run(cx: &Context, mounts: &[PathBuf]) -> Finished {
         .as_ref()
         .map_or(DEFAULT_GRACE, |p| p.kill_grace());
     problems.extend(check_bridge(&mut job, cx, apps.as_ref(), grace));
+    problems.extend(group::check(&mut job, cx));
     match mount_plan(cx, mounts) {
         Ok(plan) => say_plan(&mut job, cx, &plan, !mounts.is_empty()),
         Err(p) => problems.push(p),

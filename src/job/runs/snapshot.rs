@@ -18,9 +18,9 @@ use crate::job::run::{Finished, Job};
 use crate::job::runner::Runner;
 use crate::job::script::RunContext;
 use crate::job::status::{say, Decision};
+use crate::job::steps::group::{self, GroupGate};
 use crate::job::steps::snapshot_command as command;
 use crate::job::steps::snapshot_window::{self as window, mount_plan, Shot, WindowRequest};
-use crate::job::steps::group::{self, GroupGate};
 use crate::job::steps::{applications, guarantee, phases};
 use crate::trail;
 
@@ -78,10 +78,8 @@ pub fn run(cx: &Context, req: &WindowRequest) -> Finished {
     let shot = window_step(
         &mut job,
         &runner,
-        everyone,
-        next,
-        plan.as_ref(),
-        standby,
+        (everyone, next),
+        (plan.as_ref(), standby),
         req,
         round.as_mut().map(|round| GroupGate { round }),
     );
@@ -147,15 +145,20 @@ fn say_precheck(job: &mut Job, apps: &Apps, settings: Settings) {
     }
 }
 
+/// The plan and the window's standby, as the start of the run made them.
+type Prepared<'p> = (
+    Option<&'p MountPlan>,
+    Option<Result<WindowStandby, Problem>>,
+);
+
 /// Freeze and snapshot, as `next` says. Mounts that cannot be opened are a
-/// failed freeze (§5 row 4).
+/// failed freeze (§5 row 4). With `group`, the window's barriers are the
+/// group's too.
 fn window_step(
     job: &mut Job,
     runner: &Runner,
-    settings: Settings,
-    next: Next,
-    plan: Option<&MountPlan>,
-    standby: Option<Result<WindowStandby, Problem>>,
+    (settings, next): (Settings, Next),
+    (plan, standby): Prepared<'_>,
     req: &WindowRequest,
     group: Option<GroupGate<'_>>,
 ) -> Shot {

@@ -102,7 +102,8 @@ pub fn join(job: &mut Job, cx: &Context) -> Result<Option<Round>, Problem> {
     let member = member_name(cx);
     let (settings, etcd) = connect(cx, name)?;
     let join = cx.options.group_join.map(Duration::from_secs);
-    let mut round = Round::connect(&settings, etcd, &member, join).map_err(|e| round_problem(&e))?;
+    let mut round =
+        Round::connect(&settings, etcd, &member, join).map_err(|e| round_problem(&e))?;
     say(format!(
         "group {name}: member {member} joining (up to {} s)",
         join.map_or(settings.join_seconds, |d| d.as_secs())
@@ -274,4 +275,67 @@ fn file(job: &mut Job, round: &mut Round, froze: bool) {
         );
     }
     job.status.group = Some(r.clone());
+}
+
+/// `check --group NAME`: the group file checked, each endpoint asked for
+/// its version, whether this member is listed and which round is open.
+/// Nothing is written to etcd. The problems found.
+pub fn check(job: &mut Job, cx: &Context) -> Vec<Problem> {
+    let Some(name) = &cx.options.group else {
+        return Vec::new();
+    };
+    let member = member_name(cx);
+    let (settings, _) = match connect(cx, name) {
+        Ok(connected) => connected,
+        Err(p) => return vec![p],
+    };
+    let tls = settings.tls().ok().flatten();
+    let mut reached = 0;
+    for e in &settings.endpoints {
+        let one = Etcd::new(std::slice::from_ref(e), tls.as_ref());
+        match one.and_then(|c| c.status(Duration::from_secs(2))) {
+            Ok(version) => {
+                reached += 1;
+                say(format!("group {name}: endpoint {e}: etcd {version}"));
+            }
+            Err(err) => say(format!("group {name}: endpoint {e}: {err}")),
+        }
+    }
+    let listed = settings.members.contains(&member);
+    say(format!(
+        "group {name}: members {}; this member ({member}) {}",
+        settings.members.join(", "),
+        if listed { "is listed" } else { "is NOT listed" }
+    ));
+    job.status.group = Some(crate::group::round::GroupReport {
+        name: name.clone(),
+        member: member.clone(),
+        lease_seconds: settings.lease_seconds,
+        members: settings
+            .members
+            .iter()
+            .map(|m| crate::group::round::MemberReport {
+                name: m.clone(),
+                ..Default::default()
+            })
+            .collect(),
+        ..Default::default()
+    });
+    let mut problems = Vec::new();
+    if reached == 0 {
+        problems.push(Problem::new(
+            ErrorCode::GroupUnreachable,
+            format!("no endpoint of group {name} answered"),
+        ));
+    }
+    if !listed {
+        problems.push(Problem::new(
+            ErrorCode::IncorrectGroupFile,
+            format!(
+                "member {member} is not listed in {}",
+                settings.file.display()
+            ),
+        ));
+    }
+    problems
 }

@@ -21,9 +21,9 @@ use crate::freeze::window::{
     FreezeWindow, MountTarget, WindowOptions, WindowReport, WindowStandby, PER_CALL_DEADLINE,
 };
 use crate::job::decide::Settings;
-use crate::job::steps::group::GroupGate;
 use crate::job::runner::Runner;
 use crate::job::status::{self as report, SnapshotStatus};
+use crate::job::steps::group::GroupGate;
 use crate::sandbox::guards;
 use crate::supervise::{self, Exec, SpawnSpec, WaitOutcome};
 use crate::trail::{self, Record};
