@@ -404,3 +404,30 @@ fn check_group_reports_each_endpoint_and_who_is_a_member() {
     );
     assert_ne!(run.code, 0);
 }
+
+#[test]
+fn rounds_back_to_back_and_a_racing_duplicate_member() {
+    require_etcd!();
+    let g = group(&["m0", "m1", "m2"], 30, 3);
+    let quick = |_: &Member| "true".to_string();
+    let first: Vec<Run> = g.spawn_all(&[], quick).into_iter().map(finish).collect();
+    // At once, while the first round's leases still live: a new round.
+    let children = g.spawn_all(&[], |m| g.meeting(m));
+    g.wait_in_window(&["m0", "m1", "m2"]);
+    // A second m0 racing into the running round is refused and runs nothing.
+    let dup = Member::new("m0");
+    let racer = finish(dup.spawn(&g.groups, "g", &["--group-join", "3"], "true"));
+    g.go();
+    let second: Vec<Run> = children.into_iter().map(finish).collect();
+    let round = |r: &Run| group_of(r)["round"].as_str().unwrap().to_string();
+    for (a, b) in first.iter().zip(&second) {
+        assert_eq!((a.code, b.code), (0, 0), "{}\n{}", a.stderr, b.stderr);
+        assert_eq!(group_of(b)["consistent"], true);
+        assert_ne!(round(a), round(b), "the second round is a new one");
+    }
+    assert_eq!(round(&second[0]), round(&second[2]));
+    assert_eq!(racer.code, 2, "{}", racer.stderr);
+    assert_eq!(racer.error_names(), ["GroupRoundClosed"]);
+    assert_eq!(dup.s.scripts_ran(), "");
+    assert!(dup.writable());
+}

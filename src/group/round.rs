@@ -7,10 +7,11 @@
 //!
 //! Keys, under `quiesce/groups/NAME/`: `open` (the round newcomers join),
 //! and under `rounds/ROUND/`: `joined/M`, `pre/M`, `frozen/M`, `snapshot/M`,
-//! `thaw/M` (member M's progress, under M's lease: a member that dies or is
-//! cut off loses them within the lease's TTL), `abort/M` (why M gave up,
-//! kept without a lease so the others read the reason) and `closed` (the
-//! barriers began: no newcomer).
+//! `thaw/M` (member M's progress), `abort/M` (why M gave up) and
+//! `closed/M` (M saw every member join: the barriers began, no newcomer),
+//! every one under M's lease: a member that dies or is cut off loses them
+//! within the lease's TTL, and a round leaves nothing behind once its
+//! members' leases are gone. `open` is the only key without a lease.
 //!
 //! Nothing here waits past the deadline it is given: every call has its
 //! own timeout, bounded by what is left; the lease is kept alive by a
@@ -268,8 +269,8 @@ impl Round {
         self.report.round = Some(round);
         self.record_own(Stage::Joined, rev);
         self.wait(Stage::Joined, rev, deadline, interrupted)?;
-        let closed = format!("{}closed", self.prefix);
-        self.etcd.put(&closed, self.member(), 0, CALL)?;
+        let closed = format!("{}closed/{}", self.prefix, self.member());
+        self.etcd.put(&closed, "", self.lease, CALL)?;
         Ok(())
     }
 
@@ -284,38 +285,32 @@ impl Round {
         };
         let prefix = format!("{}rounds/{}/", self.base, cur.value);
         let (kvs, _) = self.etcd.range_prefix(&prefix, CALL)?;
-        let has = |k: &str| kvs.iter().any(|kv| kv.key == format!("{prefix}{k}"));
-        let live = kvs
+        let any_under = |k: &str| {
+            let p = format!("{prefix}{k}/");
+            kvs.iter().any(|kv| kv.key.starts_with(&p))
+        };
+        let live = any_under("joined");
+        let closed = any_under("closed");
+        let aborted = any_under("abort");
+        let thawed = self
+            .members
             .iter()
-            .any(|kv| kv.key.starts_with(&format!("{prefix}joined/")));
-        let over = has("closed")
-            || kvs
-                .iter()
-                .any(|kv| kv.key.starts_with(&format!("{prefix}abort/")));
-        if has(&format!("joined/{}", self.member())) || (has("closed") && live) {
+            .all(|m| find(&kvs, &format!("{prefix}thaw/{m}")).is_some());
+        // A round that is over — nobody left, aborted, or every member
+        // thawing — is replaced by a new one at once; its keys go with
+        // their members' leases.
+        if !live || aborted || (closed && thawed) {
+            if live || closed || aborted {
+                let id = format!("{:x}", self.lease);
+                let when = [Compare::ModRevisionIs(open, cur.mod_revision)];
+                self.etcd.txn(&when, &[put(open, &id, 0)], CALL)?;
+                return Ok(None);
+            }
+        } else if closed || find(&kvs, &format!("{prefix}joined/{}", self.member())).is_some() {
             return Err(RoundError::Closed { round: cur.value });
         }
-        if over {
-            // A round that ended (or is ending): the next is opened once its
-            // members' leases are gone, and the old round's keys with it.
-            if !live {
-                let id = format!("{:x}", self.lease);
-                let ops = [put(open, &id, 0), Op::DeletePrefix(&prefix)];
-                self.etcd.txn(
-                    &[Compare::ModRevisionIs(open, cur.mod_revision)],
-                    &ops,
-                    CALL,
-                )?;
-            }
-            return Ok(None);
-        }
         let me = format!("{prefix}joined/{}", self.member());
-        let closed = format!("{prefix}closed");
-        let when = [
-            Compare::ValueIs(open, &cur.value),
-            Compare::Absent(&closed),
-            Compare::Absent(&me),
-        ];
+        let when = [Compare::ValueIs(open, &cur.value), Compare::Absent(&me)];
         let (ok, rev) = self.etcd.txn(&when, &[put(&me, "", self.lease)], CALL)?;
         Ok(ok.then_some((cur.value, rev)))
     }
@@ -366,7 +361,9 @@ impl Round {
         }
         let key = format!("{}abort/{}", self.prefix, self.member());
         let value = serde_json::json!({"stage": stage.name(), "reason": reason}).to_string();
-        let _ = self.etcd.put(&key, &value, 0, Duration::from_millis(300));
+        let _ = self
+            .etcd
+            .put(&key, &value, self.lease, Duration::from_millis(300));
     }
 
     /// The thaw is about to begin: this member's "thaw" key, within
