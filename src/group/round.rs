@@ -23,9 +23,8 @@ use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use serde::Serialize;
-
 use super::etcd::{Compare, Etcd, EtcdError, Kv, Op};
+use super::report::{AbortReport, BarrierReport, GroupReport, MemberReport, Proof};
 use super::settings::GroupSettings;
 
 /// How often a waiting member reads the round.
@@ -44,6 +43,18 @@ pub enum Stage {
 }
 
 impl Stage {
+    pub fn from_name(name: &str) -> Option<Stage> {
+        [
+            Stage::Joined,
+            Stage::Pre,
+            Stage::Frozen,
+            Stage::Snapshot,
+            Stage::Thaw,
+        ]
+        .into_iter()
+        .find(|s| s.name() == name)
+    }
+
     pub fn name(self) -> &'static str {
         match self {
             Stage::Joined => "joined",
@@ -81,67 +92,6 @@ pub enum RoundError {
     },
     #[error("interrupted by a signal while waiting at the {0} barrier")]
     Interrupted(&'static str),
-}
-
-/// What the status says of the round (the `group` object).
-#[derive(Debug, Clone, Default, Serialize, PartialEq)]
-#[serde(rename_all = "camelCase")]
-pub struct GroupReport {
-    pub name: String,
-    pub member: String,
-    pub round: Option<String>,
-    pub lease_seconds: u64,
-    pub members: Vec<MemberReport>,
-    pub barriers: Vec<BarrierReport>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub abort: Option<AbortReport>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub proof: Option<Proof>,
-    /// Every member passed every barrier and the proof holds.
-    pub consistent: bool,
-}
-
-/// One member's progress, as etcd's revisions of its keys.
-#[derive(Debug, Clone, Default, Serialize, PartialEq, Eq)]
-#[serde(rename_all = "camelCase")]
-pub struct MemberReport {
-    pub name: String,
-    pub joined: Option<i64>,
-    pub pre: Option<i64>,
-    pub frozen: Option<i64>,
-    pub snapshot: Option<i64>,
-    pub thaw: Option<i64>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub aborted: Option<String>,
-}
-
-/// A barrier this member passed: its own key's revision, the revision at
-/// which every member's key was seen, the time it waited.
-#[derive(Debug, Clone, Serialize, PartialEq)]
-#[serde(rename_all = "camelCase")]
-pub struct BarrierReport {
-    pub stage: &'static str,
-    pub revision: i64,
-    pub passed_revision: i64,
-    pub waited_ms: f64,
-}
-
-#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
-#[serde(rename_all = "camelCase")]
-pub struct AbortReport {
-    pub member: String,
-    pub stage: String,
-    pub reason: String,
-}
-
-/// The common instant: every member's "frozen" key is older than the
-/// first "thaw" key.
-#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
-#[serde(rename_all = "camelCase")]
-pub struct Proof {
-    pub last_frozen_revision: Option<i64>,
-    pub first_thaw_revision: Option<i64>,
-    pub holds: bool,
 }
 
 /// The lease as its keeper thread last saw it.
@@ -454,7 +404,7 @@ impl Round {
                 match self.judge(&kvs, stage) {
                     Verdict::Pass => {
                         self.report.barriers.push(BarrierReport {
-                            stage: stage.name(),
+                            stage: stage.name().into(),
                             revision: own,
                             passed_revision: rev,
                             waited_ms: started.elapsed().as_secs_f64() * 1000.0,

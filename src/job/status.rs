@@ -314,7 +314,7 @@ pub struct Status {
     /// `snapshot --group`, `check --group`: the consistency group's round
     /// (SPEC §11): members, barriers, the abort, the proof.
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub group: Option<crate::group::round::GroupReport>,
+    pub group: Option<crate::group::report::GroupReport>,
     /// The signal that stopped the runner, if one did (exit 128+N).
     #[serde(skip)]
     pub signal: Option<i32>,

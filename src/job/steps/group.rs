@@ -8,16 +8,18 @@
 //! window ends at the window's deadline at the latest, and the watchdog
 //! and the post guard know nothing of the group.
 
+use std::ffi::OsString;
+use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use log::Level;
 
 use crate::config::MAX_TIMEOUT_SECS;
-use crate::error::{ErrorCode, Fix, Problem};
+use crate::error::{ErrorCode, Problem};
 use crate::freeze::signals;
-use crate::group::etcd::{Etcd, EtcdError};
-use crate::group::round::{Round, RoundError, Stage};
-use crate::group::settings::{GroupSettings, SettingsError};
+use crate::group::link::{ErrorKind, GroupLink, LinkError, Request};
+use crate::group::report::GroupReport;
+use crate::integrity::CheckedFile;
 use crate::job::context::Context;
 use crate::job::run::Job;
 use crate::job::status::say;
@@ -25,6 +27,9 @@ use crate::trail::{self, Record};
 
 /// How long the thaw may wait for this member's "thaw" key to be written.
 const THAW_KEY: Duration = Duration::from_millis(250);
+/// Longest wait for a reply that has no deadline of its own (join, check,
+/// the proof): the helper bounds each of its calls.
+const HELPER_SLACK: Duration = Duration::from_secs(5);
 
 /// This member's name: `--group-member`, else the host name.
 pub fn member_name(cx: &Context) -> String {
@@ -35,54 +40,48 @@ pub fn member_name(cx: &Context) -> String {
     })
 }
 
-/// The group of `--group`, its file and TLS files checked, and a client
-/// of its cluster.
-pub fn connect(cx: &Context, name: &str) -> Result<(GroupSettings, Etcd), Problem> {
-    let settings = GroupSettings::load(&cx.options.groups_dir, name).map_err(settings_problem)?;
-    let tls = settings.tls().map_err(settings_problem)?;
-    let etcd = Etcd::new(&settings.endpoints, tls.as_ref()).map_err(etcd_problem)?;
-    Ok((settings, etcd))
+/// The group helper: beside this binary, trusted like every program that
+/// runs as root (root-owned, not writable by others, every directory
+/// above it root's).
+fn helper() -> Result<PathBuf, Problem> {
+    let here = std::env::current_exe().unwrap_or_else(|_| PathBuf::from("/usr/sbin/quiesce"));
+    let path = here.with_file_name("quiesce-group");
+    CheckedFile::open_program(&path)
+        .map(|f| f.path)
+        .map_err(|e| {
+            Problem::new(
+                ErrorCode::IncorrectGroupFile,
+                format!("the group helper {}: {e}", path.display()),
+            )
+        })
 }
 
-fn settings_problem(e: SettingsError) -> Problem {
-    let fix = match &e {
-        SettingsError::Trust(p, t) => t.fix(crate::integrity::FileRole::Config).or_file(p),
-        SettingsError::Content { path, .. } => Fix::Json(path.clone()),
-        SettingsError::Name(_) => Fix::Row,
-    };
-    Problem::new(ErrorCode::IncorrectGroupFile, e.to_string()).with_fix(fix)
-}
-
-trait OrFile {
-    fn or_file(self, p: &std::path::Path) -> Fix;
-}
-
-impl OrFile for Fix {
-    /// A trust fix as it is, or the file itself to look at.
-    fn or_file(self, p: &std::path::Path) -> Fix {
-        match self {
-            Fix::Row => Fix::Unreadable(p.to_path_buf()),
-            f => f,
-        }
+/// The helper of `--group NAME`, started.
+fn start(cx: &Context, name: &str) -> Result<GroupLink, Problem> {
+    let mut args: Vec<OsString> = vec![
+        "--groups-dir".into(),
+        cx.options.groups_dir.clone().into(),
+        "--group".into(),
+        name.into(),
+        "--member".into(),
+        member_name(cx).into(),
+    ];
+    if let Some(j) = cx.options.group_join {
+        args.extend(["--join".into(), j.to_string().into()]);
     }
+    GroupLink::start(&helper()?, &args).map_err(|e| link_problem(&e))
 }
 
-fn etcd_problem(e: EtcdError) -> Problem {
+/// The problem a failed request is, by its table row.
+fn link_problem(e: &LinkError) -> Problem {
     let code = match e {
-        EtcdError::Tls(_) => ErrorCode::IncorrectGroupFile,
-        _ => ErrorCode::GroupUnreachable,
-    };
-    Problem::new(code, e.to_string())
-}
-
-/// The problem a round's failure is, by its table row.
-fn round_problem(e: &RoundError) -> Problem {
-    let code = match e {
-        RoundError::Etcd(EtcdError::Tls(_)) | RoundError::NotMember { .. } => {
-            ErrorCode::IncorrectGroupFile
-        }
-        RoundError::Etcd(EtcdError::Unreachable(_)) => ErrorCode::GroupUnreachable,
-        RoundError::Closed { .. } => ErrorCode::GroupRoundClosed,
+        LinkError::Refused(r) => match r.kind {
+            ErrorKind::File => ErrorCode::IncorrectGroupFile,
+            ErrorKind::Unreachable => ErrorCode::GroupUnreachable,
+            ErrorKind::Closed => ErrorCode::GroupRoundClosed,
+            ErrorKind::Aborted => ErrorCode::GroupAborted,
+        },
+        LinkError::Start(..) => ErrorCode::IncorrectGroupFile,
         _ => ErrorCode::GroupAborted,
     };
     Problem::new(code, e.to_string())
@@ -95,58 +94,70 @@ fn interrupted() -> bool {
 /// `--group`: the round joined, before any script runs. `None` without
 /// `--group`; an error after which nothing runs (the group's status
 /// filed).
-pub fn join(job: &mut Job, cx: &Context) -> Result<Option<Round>, Problem> {
+pub fn join(job: &mut Job, cx: &Context) -> Result<Option<GroupLink>, Problem> {
     let Some(name) = &cx.options.group else {
         return Ok(None);
     };
     let member = member_name(cx);
-    let (settings, etcd) = connect(cx, name)?;
-    let join = cx.options.group_join.map(Duration::from_secs);
-    let mut round =
-        Round::connect(&settings, etcd, &member, join).map_err(|e| round_problem(&e))?;
-    say(format!(
-        "group {name}: member {member} joining (up to {} s)",
-        join.map_or(settings.join_seconds, |d| d.as_secs())
-    ));
-    if let Err(e) = round.join(&interrupted) {
-        let p = round_problem(&e);
-        file(job, &mut round, false);
-        return Err(p);
+    let mut link = start(cx, name)?;
+    say(format!("group {name}: member {member} joining"));
+    let deadline =
+        Instant::now() + Duration::from_secs(cx.options.group_join.unwrap_or(3600)) + HELPER_SLACK;
+    if let Err(e) = link.call(&Request::Join, deadline, &interrupted) {
+        file(job, &mut link, false);
+        return Err(link_problem(&e));
     }
-    let own = round.report.barriers.first().map_or(0, |b| b.revision);
+    let report = link.report.clone().unwrap_or_default();
+    let own = report.barriers.first().map_or(0, |b| b.revision);
     trail::event(
         Level::Info,
         Record::GroupJoin,
         "group",
         &[
             ("group", name.clone()),
-            ("round", round.report.round.clone().unwrap_or_default()),
+            ("round", report.round.unwrap_or_default()),
             ("member", member),
             ("revision", own.to_string()),
         ],
         "joined the consistency group's round",
     );
-    Ok(Some(round))
+    Ok(Some(link))
+}
+
+/// One barrier through the helper: this member's outcome, every
+/// member's awaited until `deadline` (and not a moment longer).
+fn pass(
+    link: &mut GroupLink,
+    stage: &str,
+    outcome: Result<(), String>,
+    deadline: Instant,
+) -> Result<(), LinkError> {
+    // The helper's own wait ends a little earlier, so that its answer is
+    // back by the deadline.
+    let left = deadline.saturating_duration_since(Instant::now());
+    let req = Request::Pass {
+        stage: stage.into(),
+        ok: outcome.is_ok(),
+        reason: outcome.err().unwrap_or_default(),
+        deadline_ms: left.saturating_sub(Duration::from_millis(50)).as_millis() as u64,
+    };
+    link.call(&req, deadline, &interrupted).map(|_| ())
 }
 
 /// The pre-scripts' barrier: this member's outcome told, every member's
 /// awaited. Whether the group goes on to freeze.
-pub fn pres_done(job: &mut Job, round: Option<&mut Round>, ok: bool) -> bool {
-    let Some(round) = round else { return true };
+pub fn pres_done(job: &mut Job, link: Option<&mut GroupLink>, ok: bool) -> bool {
+    let Some(link) = link else { return true };
     let outcome = if ok {
         Ok(())
     } else {
         Err("its pre-check or a pre-script failed".to_string())
     };
     let deadline = Instant::now() + Duration::from_secs(MAX_TIMEOUT_SECS + 60);
-    match round.pass(Stage::Pre, outcome, deadline, &interrupted) {
+    match pass(link, "pre", outcome, deadline) {
         Ok(()) => true,
         Err(e) => {
-            if ok {
-                job.problem(&round_problem(&e));
-            } else {
-                job.problem(&Problem::new(ErrorCode::GroupAborted, e.to_string()));
-            }
+            job.problem(&Problem::new(ErrorCode::GroupAborted, e.to_string()));
             say("group: no member freezes");
             false
         }
@@ -156,7 +167,7 @@ pub fn pres_done(job: &mut Job, round: Option<&mut Round>, ok: bool) -> bool {
 /// What the window does with the group: its two barriers inside the
 /// window, each bounded by the window's deadline.
 pub struct GroupGate<'r> {
-    pub round: &'r mut Round,
+    pub link: &'r mut GroupLink,
 }
 
 impl GroupGate<'_> {
@@ -168,8 +179,7 @@ impl GroupGate<'_> {
         } else {
             Err("its freeze failed".to_string())
         };
-        self.round
-            .pass(Stage::Frozen, outcome, deadline, &interrupted)
+        pass(self.link, "frozen", outcome, deadline)
             .map_err(|e| Problem::new(ErrorCode::GroupAborted, e.to_string()))
     }
 
@@ -182,11 +192,13 @@ impl GroupGate<'_> {
         } else {
             Err("its snapshot command failed".to_string())
         };
-        let passed = self
-            .round
-            .pass(Stage::Snapshot, outcome, deadline, &interrupted);
+        let passed = pass(self.link, "snapshot", outcome, deadline);
         if passed.is_ok() {
-            self.round.thawing(THAW_KEY);
+            let req = Request::Thawing {
+                timeout_ms: THAW_KEY.as_millis() as u64,
+            };
+            let by = (Instant::now() + THAW_KEY + Duration::from_millis(50)).min(deadline);
+            let _ = self.link.call(&req, by, &interrupted);
         }
         passed.map_err(|e| Problem::new(ErrorCode::GroupAborted, e.to_string()))
     }
@@ -195,33 +207,36 @@ impl GroupGate<'_> {
 /// After the thaw: the proof when the round went through, the trail's
 /// records of every barrier, the abort and the proof, the status's `group`
 /// object. A round that did not prove its common instant is a problem.
-pub fn finish(job: &mut Job, round: Option<Round>, froze: bool) {
-    let Some(mut round) = round else { return };
-    file(job, &mut round, froze);
-    let proof = round.report.proof.clone();
-    if froze && round.report.abort.is_none() && !proof.as_ref().is_some_and(|p| p.holds) {
+pub fn finish(job: &mut Job, link: Option<GroupLink>, froze: bool) {
+    let Some(mut link) = link else { return };
+    let report = file(job, &mut link, froze);
+    let proof = report.proof.clone();
+    if froze && report.abort.is_none() && !proof.as_ref().is_some_and(|p| p.holds) {
         job.problem(&Problem::new(
             ErrorCode::GroupAborted,
             "the proof of the common instant does not hold (a member's frozen key is missing or not older than the first thaw key)",
         ));
     }
-    match &round.report.proof {
-        Some(p) if p.holds && round.report.consistent => say(format!(
+    match &report.proof {
+        Some(p) if p.holds && report.consistent => say(format!(
             "group {}: consistent — every member frozen (last at revision {}) before the first thaw (revision {})",
-            round.report.name,
+            report.name,
             p.last_frozen_revision.unwrap_or(0),
             p.first_thaw_revision.unwrap_or(0)
         )),
-        _ => say(format!("group {}: not a consistent group snapshot", round.report.name)),
+        _ => say(format!("group {}: not a consistent group snapshot", report.name)),
     }
 }
 
 /// The round's records and its status, once the trail is released.
-fn file(job: &mut Job, round: &mut Round, froze: bool) {
-    if froze && round.report.abort.is_none() {
-        round.prove();
+fn file(job: &mut Job, link: &mut GroupLink, froze: bool) -> GroupReport {
+    let aborted = link.report.as_ref().is_none_or(|r| r.abort.is_some());
+    if froze && !aborted {
+        let _ = link.call(&Request::Prove, Instant::now() + HELPER_SLACK, &interrupted);
     }
-    let r = &round.report;
+    let Some(r) = &link.report else {
+        return GroupReport::default();
+    };
     let id = r.round.clone().unwrap_or_default();
     for b in &r.barriers {
         trail::event(
@@ -275,67 +290,26 @@ fn file(job: &mut Job, round: &mut Round, froze: bool) {
         );
     }
     job.status.group = Some(r.clone());
+    r.clone()
 }
 
 /// `check --group NAME`: the group file checked, each endpoint asked for
-/// its version, whether this member is listed and which round is open.
-/// Nothing is written to etcd. The problems found.
+/// its version, whether this member is listed. Nothing is written to
+/// etcd. The problems found.
 pub fn check(job: &mut Job, cx: &Context) -> Vec<Problem> {
     let Some(name) = &cx.options.group else {
         return Vec::new();
     };
-    let member = member_name(cx);
-    let (settings, _) = match connect(cx, name) {
-        Ok(connected) => connected,
+    let mut link = match start(cx, name) {
+        Ok(link) => link,
         Err(p) => return vec![p],
     };
-    let tls = settings.tls().ok().flatten();
-    let mut reached = 0;
-    for e in &settings.endpoints {
-        let one = Etcd::new(std::slice::from_ref(e), tls.as_ref());
-        match one.and_then(|c| c.status(Duration::from_secs(2))) {
-            Ok(version) => {
-                reached += 1;
-                say(format!("group {name}: endpoint {e}: etcd {version}"));
-            }
-            Err(err) => say(format!("group {name}: endpoint {e}: {err}")),
-        }
-    }
-    let listed = settings.members.contains(&member);
-    say(format!(
-        "group {name}: members {}; this member ({member}) {}",
-        settings.members.join(", "),
-        if listed { "is listed" } else { "is NOT listed" }
-    ));
-    job.status.group = Some(crate::group::round::GroupReport {
-        name: name.clone(),
-        member: member.clone(),
-        lease_seconds: settings.lease_seconds,
-        members: settings
-            .members
-            .iter()
-            .map(|m| crate::group::round::MemberReport {
-                name: m.clone(),
-                ..Default::default()
-            })
-            .collect(),
-        ..Default::default()
-    });
-    let mut problems = Vec::new();
-    if reached == 0 {
-        problems.push(Problem::new(
-            ErrorCode::GroupUnreachable,
-            format!("no endpoint of group {name} answered"),
-        ));
-    }
-    if !listed {
-        problems.push(Problem::new(
-            ErrorCode::IncorrectGroupFile,
-            format!(
-                "member {member} is not listed in {}",
-                settings.file.display()
-            ),
-        ));
-    }
-    problems
+    let asked = link.call(
+        &Request::Check,
+        Instant::now() + HELPER_SLACK * 4,
+        &interrupted,
+    );
+    job.status.group = link.report.clone();
+    link.lines.iter().for_each(say);
+    asked.err().map(|e| link_problem(&e)).into_iter().collect()
 }
