@@ -48,13 +48,23 @@ fn parse_args(mut argv: impl Iterator<Item = String>) -> Option<Args> {
     })
 }
 
+fn failure(kind: ErrorKind, message: impl ToString) -> ReplyError {
+    ReplyError {
+        kind,
+        message: message.to_string(),
+    }
+}
+
 fn refused(kind: ErrorKind, message: impl ToString) -> Reply {
-    Reply {
-        error: Some(ReplyError {
-            kind,
-            message: message.to_string(),
-        }),
-        ..Reply::default()
+    Reply::from(failure(kind, message))
+}
+
+impl From<ReplyError> for Reply {
+    fn from(e: ReplyError) -> Reply {
+        Reply {
+            error: Some(e),
+            ..Reply::default()
+        }
     }
 }
 
@@ -71,21 +81,21 @@ fn kind_of(e: &RoundError) -> ErrorKind {
 /// round once joined, and the flag that stops a wait.
 struct Helper {
     args: Args,
-    settings: Result<GroupSettings, Reply>,
+    settings: Result<GroupSettings, ReplyError>,
     round: Option<Round>,
     stop: Arc<AtomicBool>,
 }
 
 impl Helper {
-    fn etcd(&self) -> Result<(GroupSettings, Etcd), Reply> {
+    fn etcd(&self) -> Result<(GroupSettings, Etcd), ReplyError> {
         let settings = self.settings.clone()?;
-        let tls = settings.tls().map_err(|e| refused(ErrorKind::File, e))?;
+        let tls = settings.tls().map_err(|e| failure(ErrorKind::File, e))?;
         let etcd = Etcd::new(&settings.endpoints, tls.as_ref()).map_err(|e| {
             let kind = match e {
                 EtcdError::Tls(_) => ErrorKind::File,
                 _ => ErrorKind::Unreachable,
             };
-            refused(kind, e)
+            failure(kind, e)
         })?;
         Ok((settings, etcd))
     }
@@ -137,7 +147,7 @@ impl Helper {
     fn join(&mut self, interrupted: &dyn Fn() -> bool) -> Reply {
         let (settings, etcd) = match self.etcd() {
             Ok(c) => c,
-            Err(reply) => return reply,
+            Err(e) => return Reply::from(e),
         };
         let join = self.args.join.map(Duration::from_secs);
         let round = Round::connect(&settings, etcd, &self.args.member, join);
@@ -155,7 +165,7 @@ impl Helper {
     fn check(&self) -> Reply {
         let (settings, _) = match self.etcd() {
             Ok(c) => c,
-            Err(reply) => return reply,
+            Err(e) => return Reply::from(e),
         };
         let tls = settings.tls().ok().flatten();
         let name = &settings.name;
@@ -226,7 +236,7 @@ pub fn main() -> ExitCode {
         return ExitCode::from(64);
     };
     let settings =
-        GroupSettings::load(&args.groups_dir, &args.group).map_err(|e| refused(ErrorKind::File, e));
+        GroupSettings::load(&args.groups_dir, &args.group).map_err(|e| failure(ErrorKind::File, e));
     let stop = Arc::new(AtomicBool::new(false));
     let mut helper = Helper {
         args,
