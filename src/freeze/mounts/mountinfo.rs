@@ -78,7 +78,8 @@ fn parse_line(line: &[u8], number: usize) -> Result<MountInfo, MountinfoError> {
             fields.len()
         )));
     }
-    // The first six fields are never "-" (paths are absolute), so the
+    // The first six fields are never "-" (ids, a device, a root that is a
+    // path or an nsfs name, an absolute mount point, options), so the
     // separator is searched after them.
     let separator = fields[6..]
         .iter()
@@ -112,9 +113,13 @@ fn parse_line(line: &[u8], number: usize) -> Result<MountInfo, MountinfoError> {
     let minor = number_field("minor", &device[colon + 1..])?;
     let root = unescape_path(fields[3]);
     let mount_point = unescape_path(fields[4]);
-    if !root.is_absolute() || !mount_point.is_absolute() {
+    // The root is a path inside the filesystem, except on pseudo
+    // filesystems whose dentries have names of their own: a namespace file
+    // bind-mounted by `ip netns add` is `net:[4026532289]` on nsfs. Only
+    // the mount point must be an absolute path.
+    if !mount_point.is_absolute() || root.as_os_str().is_empty() {
         return Err(malformed(
-            "root and mount point must be absolute paths".into(),
+            "root must be given and the mount point be an absolute path".into(),
         ));
     }
     let mount_options = unescape_string(fields[5]);
@@ -200,6 +205,19 @@ mod tests {
         assert_eq!(m.super_options, "rw,errors=continue");
         assert!(!m.read_only && !m.super_read_only);
         assert_eq!(m.device(), "98:0");
+    }
+
+    /// `ip netns add NAME` bind-mounts the namespace file on
+    /// /run/netns/NAME: its root is nsfs's own name for it, not a path.
+    /// Such a line must not make every run refuse the whole table.
+    #[test]
+    fn an_nsfs_root_is_not_a_path_and_is_kept() {
+        let text = "30 1 8:1 / / rw - ext4 /dev/sda1 rw\n\
+                    612 29 0:4 net:[4026532289] /run/netns/blue rw shared:171 - nsfs nsfs rw\n";
+        let m = parse_mountinfo(text).unwrap();
+        assert_eq!(m[1].root, Path::new("net:[4026532289]"));
+        assert_eq!(m[1].mount_point, Path::new("/run/netns/blue"));
+        assert_eq!(m[1].fs_type, "nsfs");
     }
 
     #[test]
