@@ -27,8 +27,9 @@ fi
 # Depends: are these): tests/forward.rs runs the shipped forwarding drop-ins
 # in the real daemons, over TLS with certificates made by openssl.
 # etcd-server, etcd-client: tests/groups.rs runs a three-node etcd cluster
-# on loopback ports, with TLS and client certificates made by openssl.
-packages=(etcd-server etcd-client e2fsprogs xfsprogs btrfs-progs util-linux procps rsyslog systemd python3 psmisc strace
+# on loopback ports, with TLS and client certificates made by openssl;
+# iproute2: a member in a network namespace of its own, cut off.
+packages=(etcd-server etcd-client iproute2 e2fsprogs xfsprogs btrfs-progs util-linux procps rsyslog systemd python3 psmisc strace
           lintian rpm man-db groff-base binutils gzip
           rsyslog-gnutls openssl libcap2 libglib2.0-0 libivykis0 libjson-c5 libnet1
           libpcre3 libssl3 libsystemd0 libwrap0)

@@ -51,7 +51,25 @@ impl Member {
 
     /// `quiesce snapshot --group NAME` of this member, running `cmd`.
     fn spawn(&self, groups: &Path, group: &str, extra: &[&str], cmd: &str) -> Child {
-        let mut c = self.s.command();
+        self.spawn_with(self.s.command(), groups, group, extra, cmd)
+    }
+
+    /// [`Member::spawn`] in the network namespace `netns`.
+    fn spawn_in(&self, netns: &str, groups: &Path, extra: &[&str], cmd: &str) -> Child {
+        let mut c = std::process::Command::new("ip");
+        c.args(["netns", "exec", netns, env!("CARGO_BIN_EXE_quiesce")]);
+        c.args(self.s.global_args());
+        self.spawn_with(c, groups, "g", extra, cmd)
+    }
+
+    fn spawn_with(
+        &self,
+        mut c: std::process::Command,
+        groups: &Path,
+        group: &str,
+        extra: &[&str],
+        cmd: &str,
+    ) -> Child {
         c.arg("--group")
             .arg(group)
             .arg("--groups-dir")
@@ -83,8 +101,13 @@ struct Group {
 }
 
 fn group(members: &[&str], join: u64, lease: u64) -> Group {
+    group_on(members, join, lease, None)
+}
+
+/// [`group`], etcd also served on `ip`, and the group's endpoints on it.
+fn group_on(members: &[&str], join: u64, lease: u64, ip: Option<&str>) -> Group {
     let scratch = Scratch::new("group");
-    let cluster = Cluster::start(&scratch.path("etcd"));
+    let cluster = Cluster::start_on(&scratch.path("etcd"), ip);
     let groups = scratch.path("groups.d");
     cluster.group_file(&groups, "g", members, join, lease);
     let meet = scratch.mkdir("meet", 0o755);
@@ -430,4 +453,110 @@ fn rounds_back_to_back_and_a_racing_duplicate_member() {
     assert_eq!(racer.error_names(), ["GroupRoundClosed"]);
     assert_eq!(dup.s.scripts_ran(), "");
     assert!(dup.writable());
+}
+
+/// A network namespace joined to the host by a veth pair; dropped: both
+/// removed (the namespace's end goes with it).
+struct Netns {
+    name: String,
+    host_if: String,
+    subnet: u32,
+}
+
+fn ip(args: &[&str]) {
+    let st = std::process::Command::new("ip")
+        .args(args)
+        .status()
+        .unwrap();
+    assert!(st.success(), "ip {args:?}");
+}
+
+impl Netns {
+    fn new() -> Netns {
+        let pid = std::process::id();
+        let n = Netns {
+            name: format!("qzg{pid}"),
+            host_if: format!("qzh{}", pid % 100_000),
+            subnet: 20 + pid % 200,
+        };
+        let ns_if = format!("qzn{}", pid % 100_000);
+        ip(&["netns", "add", &n.name]);
+        ip(&[
+            "link", "add", &n.host_if, "type", "veth", "peer", "name", &ns_if,
+        ]);
+        ip(&["link", "set", &ns_if, "netns", &n.name]);
+        ip(&[
+            "addr",
+            "add",
+            &format!("{}/30", n.host_ip()),
+            "dev",
+            &n.host_if,
+        ]);
+        ip(&["link", "set", &n.host_if, "up"]);
+        let ns_ip = format!("10.231.{}.2/30", n.subnet);
+        ip(&["-n", &n.name, "addr", "add", &ns_ip, "dev", &ns_if]);
+        ip(&["-n", &n.name, "link", "set", &ns_if, "up"]);
+        ip(&["-n", &n.name, "link", "set", "lo", "up"]);
+        n
+    }
+
+    fn host_ip(&self) -> String {
+        format!("10.231.{}.1", self.subnet)
+    }
+
+    /// The partition: the link taken down.
+    fn cut(&self) {
+        ip(&["link", "set", &self.host_if, "down"]);
+    }
+}
+
+impl Drop for Netns {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("ip")
+            .args(["link", "del", &self.host_if])
+            .status();
+        let _ = std::process::Command::new("ip")
+            .args(["netns", "del", &self.name])
+            .status();
+    }
+}
+
+#[test]
+fn a_member_cut_off_by_its_link_going_down_thaws_and_so_do_the_others() {
+    require_etcd!();
+    let netns = Netns::new();
+    let g = group_on(&["m0", "m1", "m2"], 30, 2, Some(&netns.host_ip()));
+    let mut children: Vec<Child> = g.members[..2]
+        .iter()
+        .map(|m| m.spawn(&g.groups, "g", &[], &g.meeting(m)))
+        .collect();
+    let m2 = &g.members[2];
+    children.push(m2.spawn_in(&netns.name, &g.groups, &[], &g.meeting(m2)));
+    g.wait_in_window(&["m0", "m1", "m2"]);
+    netns.cut();
+    let cut = Instant::now();
+    g.go();
+    let runs: Vec<Run> = children.into_iter().map(finish).collect();
+    eprintln!(
+        "partition: every member ended {:?} after m2's link went down (lease 2 s)",
+        cut.elapsed()
+    );
+    for (m, run) in g.members.iter().zip(&runs) {
+        assert_eq!(run.code, 2, "{}: {}", m.name, run.stderr);
+        assert!(
+            run.error_names().contains(&"GroupAborted".to_string()),
+            "{}: {:?}",
+            m.name,
+            run.error_names()
+        );
+        assert_ne!(group_of(run)["consistent"], true, "{}", m.name);
+        assert!(m.writable(), "{} left frozen", m.name);
+        assert_eq!(m.s.scripts_ran(), "pre\npost\n", "{}", m.name);
+    }
+    let m2_abort = &group_of(&runs[2])["abort"];
+    eprintln!(
+        "m2 (cut off) saw: {m2_abort}; m0 saw: {}",
+        group_of(&runs[0])["abort"]
+    );
+    assert_eq!(group_of(&runs[0])["abort"]["member"], "m2");
 }

@@ -11,7 +11,7 @@
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use base64::engine::general_purpose::STANDARD as B64;
 use base64::Engine;
@@ -98,7 +98,7 @@ impl Etcd {
         })
     }
 
-    /// One call, `timeout` at most per endpoint; an endpoint that cannot be
+    /// One call, `timeout` at most in all; an endpoint that cannot be
     /// reached is skipped for the next, and the first that answers is kept.
     fn call(
         &self,
@@ -109,10 +109,17 @@ impl Etcd {
         let n = self.endpoints.len();
         let first = self.current.load(Ordering::Relaxed);
         let mut last = String::from("no endpoint configured");
+        // `timeout` bounds the whole call, every endpoint tried included.
+        let end = Instant::now() + timeout;
         for i in 0..n {
+            let left = end.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                last = format!("{last}; no time left for the other endpoints");
+                break;
+            }
             let at = (first + i) % n;
             let url = format!("{}/v3/{call}", self.endpoints[at]);
-            let req = self.agent.post(&url).timeout(timeout);
+            let req = self.agent.post(&url).timeout(left);
             match req
                 .set("Content-Type", "application/json")
                 .send_string(&body.to_string())

@@ -181,13 +181,26 @@ impl Round {
 
     /// The lease was renewed within its TTL and has not expired.
     pub fn lease_alive(&self) -> bool {
-        let since = self.elapsed_ms()
-            - self
-                .state
-                .renewed_ms
-                .load(Ordering::SeqCst)
-                .min(self.elapsed_ms());
-        !self.state.expired.load(Ordering::SeqCst) && since < self.ttl * 1000
+        !self.lease_left().is_zero()
+    }
+
+    /// How long the lease lasts without another renewal, as this member
+    /// can know it: a cut-off member stops counting on it then.
+    fn lease_left(&self) -> Duration {
+        if self.state.expired.load(Ordering::SeqCst) {
+            return Duration::ZERO;
+        }
+        let now = self.elapsed_ms();
+        let since = now - self.state.renewed_ms.load(Ordering::SeqCst).min(now);
+        Duration::from_millis((self.ttl * 1000).saturating_sub(since))
+    }
+
+    /// The time one call may take: `CALL`, what is left before `deadline`,
+    /// and what is left of the lease, whichever is least.
+    fn budget(&self, deadline: Instant) -> Duration {
+        CALL.min(left(deadline))
+            .min(self.lease_left())
+            .max(Duration::from_millis(1))
     }
 
     fn member(&self) -> &str {
@@ -283,8 +296,7 @@ impl Round {
             });
         }
         let key = format!("{}{}/{}", self.prefix, stage.name(), self.member());
-        let timeout = left(deadline).min(CALL);
-        let rev = match self.etcd.put(&key, "", self.lease, timeout) {
+        let rev = match self.etcd.put(&key, "", self.lease, self.budget(deadline)) {
             Ok(rev) => rev,
             Err(e) => {
                 self.abort(
@@ -397,10 +409,8 @@ impl Round {
                 });
                 return Err(RoundError::LeaseLost(self.ttl));
             }
-            if let Ok((kvs, rev)) = self
-                .etcd
-                .range_prefix(&self.prefix, left(deadline).min(CALL))
-            {
+            let budget = self.budget(deadline);
+            if let Ok((kvs, rev)) = self.etcd.range_prefix(&self.prefix, budget) {
                 match self.judge(&kvs, stage) {
                     Verdict::Pass => {
                         self.report.barriers.push(BarrierReport {

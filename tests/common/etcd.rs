@@ -38,7 +38,14 @@ fn openssl(dir: &Path, args: &[&str]) {
 
 impl Pki {
     /// A CA, a server certificate for 127.0.0.1 and a client certificate.
-    pub fn make(dir: &Path) -> Pki {
+    /// `ip`: one more address the server certificate is for.
+    pub fn make(dir: &Path, ip: Option<&str>) -> Pki {
+        let san = match ip {
+            Some(ip) => format!(
+                "subjectAltName=IP:127.0.0.1,IP:{ip}\nextendedKeyUsage=serverAuth,clientAuth\n"
+            ),
+            None => "subjectAltName=IP:127.0.0.1\nextendedKeyUsage=serverAuth,clientAuth\n".into(),
+        };
         fs::create_dir_all(dir).unwrap();
         openssl(
             dir,
@@ -61,10 +68,7 @@ impl Pki {
             ],
         );
         for (name, ext) in [
-            (
-                "server",
-                "subjectAltName=IP:127.0.0.1\nextendedKeyUsage=serverAuth,clientAuth\n",
-            ),
+            ("server", san.as_str()),
             ("client", "extendedKeyUsage=clientAuth\n"),
         ] {
             fs::write(dir.join(format!("{name}.ext")), ext).unwrap();
@@ -135,6 +139,9 @@ pub struct Cluster {
     pub dir: PathBuf,
     pub pki: Pki,
     pub nodes: Vec<Node>,
+    /// Another address the clients are served on (a veth's, for a member
+    /// in a network namespace of its own); the endpoints then use it.
+    pub ip: Option<String>,
 }
 
 /// Loopback ports of this test process: far apart per process and call.
@@ -149,7 +156,12 @@ fn ports(n: usize) -> Vec<u16> {
 impl Cluster {
     /// Starts three nodes and waits until the cluster answers.
     pub fn start(dir: &Path) -> Cluster {
-        let pki = Pki::make(&dir.join("pki"));
+        Cluster::start_on(dir, None)
+    }
+
+    /// [`Cluster::start`], its clients also served on `ip`.
+    pub fn start_on(dir: &Path, ip: Option<&str>) -> Cluster {
+        let pki = Pki::make(&dir.join("pki"), ip);
         let p = ports(6);
         let nodes: Vec<Node> = (0..3)
             .map(|i| Node {
@@ -163,6 +175,7 @@ impl Cluster {
             dir: dir.to_path_buf(),
             pki,
             nodes,
+            ip: ip.map(String::from),
         };
         for i in 0..3 {
             c.start_node(i);
@@ -184,7 +197,10 @@ impl Cluster {
         let n = &self.nodes[i];
         let data = self.dir.join(format!("data-{}", n.name));
         let log = fs::File::create(self.dir.join(format!("{}.log", n.name))).unwrap();
-        let client = format!("https://127.0.0.1:{}", n.client_port);
+        let mut client = format!("https://127.0.0.1:{}", n.client_port);
+        if let Some(ip) = &self.ip {
+            client = format!("https://{ip}:{},{client}", n.client_port);
+        }
         let peer = format!("http://127.0.0.1:{}", n.peer_port);
         let child = Command::new("etcd")
             .args(["--name", &n.name, "--data-dir"])
@@ -235,7 +251,10 @@ impl Cluster {
     pub fn endpoints(&self) -> Vec<String> {
         self.nodes
             .iter()
-            .map(|n| format!("https://127.0.0.1:{}", n.client_port))
+            .map(|n| {
+                let host = self.ip.as_deref().unwrap_or("127.0.0.1");
+                format!("https://{host}:{}", n.client_port)
+            })
             .collect()
     }
 
