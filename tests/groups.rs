@@ -560,3 +560,98 @@ fn a_member_cut_off_by_its_link_going_down_thaws_and_so_do_the_others() {
     );
     assert_eq!(group_of(&runs[0])["abort"]["member"], "m2");
 }
+
+#[test]
+fn freeze_group_members_and_snapshot_members_share_one_round() {
+    require_etcd!();
+    let g = group(&["m0", "m1"], 30, 3);
+    // m0 runs `freeze --group` (no scripts), m1 `snapshot --group`.
+    let m0 = &g.members[0];
+    let mut c = m0.s.command();
+    c.arg("--group").arg("g").arg("--groups-dir").arg(&g.groups);
+    c.args([
+        "--group-member",
+        "m0",
+        "freeze",
+        "--json",
+        "--max-freeze",
+        "30",
+        "--mount",
+    ]);
+    c.arg(m0.fs.path()).args(["--", "sh", "-c", &g.meeting(m0)]);
+    let freezer = c
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let snapper = g.members[1].spawn(&g.groups, "g", &[], &g.meeting(&g.members[1]));
+    g.wait_in_window(&["m0", "m1"]);
+    for m in &g.members {
+        assert!(!m.fs.writable_within(FROZEN_PROBE), "{} not frozen", m.name);
+    }
+    g.go();
+    for (m, run) in g.members.iter().zip([finish(freezer), finish(snapper)]) {
+        assert_eq!(run.code, 0, "{}: {}", m.name, run.stderr);
+        assert_eq!(group_of(&run)["consistent"], true, "{}", m.name);
+        assert!(m.writable());
+    }
+    assert_eq!(g.members[0].s.scripts_ran(), "", "freeze runs no script");
+}
+
+#[test]
+fn a_member_killed_in_its_pre_script_makes_nobody_freeze() {
+    require_etcd!();
+    let g = group(&["m0", "m1", "m2"], 30, 2);
+    for m in &g.members {
+        m.s.post_logs_recovery("");
+    }
+    let m0 = &g.members[0].s;
+    std::fs::write(
+        &m0.pre,
+        format!(
+            "#!/bin/sh\necho pre >> {}\ntouch {}/pre-m0\nsleep 20\n",
+            m0.marker.display(),
+            g.meet.display()
+        ),
+    )
+    .unwrap();
+    let mut children = g.spawn_all(&[], |m| g.meeting(m)).into_iter();
+    let end = Instant::now() + HANG;
+    while !g.meet.join("pre-m0").exists() {
+        assert!(Instant::now() < end, "m0's pre-script never started");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    let mut victim = children.next().unwrap();
+    signal(victim.id() as i32, Signal::SIGKILL);
+    let _ = victim.wait();
+    let killed = Instant::now();
+    let runs: Vec<Run> = children.map(finish).collect();
+    eprintln!(
+        "the others ended {:?} after m0's SIGKILL in its pre-script (lease 2 s)",
+        killed.elapsed()
+    );
+    for (m, run) in g.members[1..].iter().zip(&runs) {
+        assert_eq!(run.code, 2, "{}: {}", m.name, run.stderr);
+        let grp = group_of(run);
+        assert_eq!(grp["abort"]["member"], "m0", "{}: {grp}", m.name);
+        assert_eq!(grp["abort"]["stage"], "pre");
+        assert!(
+            run.json()["phases"].get("freeze").is_none(),
+            "{} froze",
+            m.name
+        );
+        assert_eq!(m.s.scripts_ran(), "pre\npost none\n", "{}", m.name);
+        assert!(m.writable());
+    }
+    let m0 = &g.members[0];
+    while !m0.s.scripts_ran().contains("post runner-died") {
+        assert!(
+            Instant::now() < end,
+            "m0's post-script never ran: {:?}",
+            m0.s.scripts_ran()
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert!(!g.meet.join("in-m0").exists());
+    common::end_quiesce_processes_of(&m0.s.s.dir);
+}

@@ -36,6 +36,8 @@ const OWN_CONFIG: &str = "/etc/quiesce/VMSnapshotScriptPluginConfig.json";
 /// Every file both packages install, with its mode (owner root:root).
 const FILES: &[(&str, u32)] = &[
     ("/usr/sbin/quiesce", 0o755),
+    // The consistency-group helper (SPEC §11), started beside quiesce.
+    ("/usr/sbin/quiesce-group", 0o755),
     ("/usr/lib/systemd/system/quiesce-recover.service", 0o644),
     ("/usr/share/man/man8/quiesce.8.gz", 0o644),
     ("/etc/quiesce/policy.json", 0o644),
