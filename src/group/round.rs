@@ -313,19 +313,26 @@ impl Round {
     /// This member gives up at `stage`: the reason kept for the others
     /// (best effort, briefly: it never delays a thaw by more than that).
     pub fn abort(&mut self, stage: Stage, reason: &str) {
-        self.report.abort.get_or_insert(AbortReport {
+        let own = AbortReport {
             member: self.member().into(),
             stage: stage.name().into(),
             reason: reason.into(),
-        });
+        };
+        self.report.abort.get_or_insert(own.clone());
+        self.mark_aborted(&own, Duration::from_millis(300));
+    }
+
+    /// This member's abort key, naming the member that failed: the round
+    /// is then over for newcomers too (the next round opens at once), and
+    /// whoever reads it still sees who failed first.
+    fn mark_aborted(&self, a: &AbortReport, timeout: Duration) {
         if self.prefix.is_empty() {
             return;
         }
         let key = format!("{}abort/{}", self.prefix, self.member());
-        let value = serde_json::json!({"stage": stage.name(), "reason": reason}).to_string();
-        let _ = self
-            .etcd
-            .put(&key, &value, self.lease, Duration::from_millis(300));
+        let value = serde_json::json!({"member": a.member, "stage": a.stage, "reason": a.reason})
+            .to_string();
+        let _ = self.etcd.put(&key, &value, self.lease, timeout);
     }
 
     /// The thaw is about to begin: this member's "thaw" key, within
@@ -444,6 +451,8 @@ impl Round {
             m.aborted = Some(a.stage.clone());
         }
         self.report.abort.get_or_insert(a.clone());
+        // Briefly: etcd just answered, and the thaw waits for this.
+        self.mark_aborted(&a, Duration::from_millis(100));
         RoundError::Aborted {
             member: a.member,
             stage: a.stage,
@@ -456,8 +465,9 @@ impl Round {
         let abort = format!("{}abort/", self.prefix);
         if let Some(kv) = kvs.iter().find(|kv| kv.key.starts_with(&abort)) {
             let v: serde_json::Value = serde_json::from_str(&kv.value).unwrap_or_default();
+            let writer = &kv.key[abort.len()..];
             return Verdict::Abort(AbortReport {
-                member: kv.key[abort.len()..].into(),
+                member: v["member"].as_str().unwrap_or(writer).into(),
                 stage: v["stage"].as_str().unwrap_or("unknown").into(),
                 reason: v["reason"].as_str().unwrap_or("").into(),
             });
