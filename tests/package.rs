@@ -1486,6 +1486,7 @@ fn the_benchmarks_keep_their_state_in_their_scratch_directory() {
         ("scripts/bench.sh", "quiesce_argv()"),
         ("scripts/bench/freeze.py", "def isolated(run_dir)"),
         ("scripts/bench/presync.py", "def isolated(run_dir)"),
+        ("scripts/bench/group.py", "def isolated(q, d, mount, cmd"),
     ] {
         let text = fs::read_to_string(repo().join(file)).unwrap();
         let body = text

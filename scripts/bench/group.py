@@ -130,7 +130,9 @@ def member_dir(scratch, name):
     return d
 
 
-def argv(q, d, mount, cmd, group=None, groups=None, member=None):
+def isolated(q, d, mount, cmd, group=None, groups=None, member=None):
+    """The quiesce command line of one member: its own run, state and metrics
+    directories in the scratch directory, no syslog, no journal."""
     a = [q, "--config", os.path.join(d, "config.json"), "--host-config", "/nonexistent/host.conf",
          "--run-dir", os.path.join(d, "run"), "--state-dir", os.path.join(d, "state"),
          "--metrics-dir", os.path.join(d, "metrics"),
@@ -158,7 +160,7 @@ def round_of(a, meet, cmds):
         os.unlink(os.path.join(meet, f))
     ds = [member_dir(a.scratch, f"m{i}") for i in range(3)]
     groups = os.path.join(a.scratch, "groups.d")
-    return [subprocess.Popen(argv(a.quiesce, ds[i], a.mounts[i], cmds[i], "bench", groups, f"m{i}"),
+    return [subprocess.Popen(isolated(a.quiesce, ds[i], a.mounts[i], cmds[i], "bench", groups, f"m{i}"),
                              stdout=subprocess.PIPE,
                              stderr=open(os.path.join(ds[i], "stderr"), "w")) for i in range(3)]
 
@@ -181,7 +183,7 @@ def fig_window(a, meet):
         w = window_ms(outs[0])
         if w is not None:
             cand.append(w)
-        out = subprocess.run(argv(a.quiesce, single, a.mounts[0], "true"), stdout=subprocess.PIPE,
+        out = subprocess.run(isolated(a.quiesce, single, a.mounts[0], "true"), stdout=subprocess.PIPE,
                              stderr=subprocess.DEVNULL).stdout
         w = window_ms(out)
         if w is not None:
