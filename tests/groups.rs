@@ -666,3 +666,59 @@ fn a_member_killed_in_its_pre_script_makes_nobody_freeze() {
     assert!(!g.meet.join("in-m0").exists());
     common::end_quiesce_processes_of(&m0.s.s.dir);
 }
+
+#[test]
+fn sigterm_to_a_member_waiting_at_a_barrier_aborts_the_round_at_once() {
+    require_etcd!();
+    let g = group(&["m0", "m1", "m2"], 30, 5);
+    // m0's command ends at once: m0 waits at the snapshot barrier for the
+    // others, whose commands wait for the test's "go" (never given).
+    let children = g.spawn_all(&["-v"], |m| {
+        if m.name == "m0" {
+            format!("touch {}/in-m0", g.meet.display())
+        } else {
+            g.meeting(m)
+        }
+    });
+    g.wait_in_window(&["m0", "m1", "m2"]);
+    std::thread::sleep(Duration::from_millis(300));
+    let mut children = children.into_iter();
+    let m0 = children.next().unwrap();
+    signal(m0.id() as i32, Signal::SIGTERM);
+    let termed = Instant::now();
+    let run0 = finish(m0);
+    assert_eq!(run0.code, 128 + 15, "{}", run0.stderr);
+    assert!(g.members[0].writable());
+    assert_eq!(g.members[0].s.scripts_ran(), "pre\npost\n");
+    // The others give up on m0's abort key while their own commands still
+    // run, not at m0's lease expiry (5 s) nor at their deadline: they thaw,
+    // then their commands are killed.
+    let runs: Vec<Run> = children.map(finish).collect();
+    eprintln!(
+        "the others ended {:?} after m0's SIGTERM (lease 5 s)",
+        termed.elapsed()
+    );
+    for (m, run) in g.members[1..].iter().zip(&runs) {
+        assert_eq!(run.code, 2, "{}: {}", m.name, run.stderr);
+        let grp = group_of(run);
+        assert_eq!(grp["abort"]["member"], "m0", "{}: {grp}", m.name);
+        assert!(m.writable());
+        assert_eq!(m.s.scripts_ran(), "pre\npost\n", "{}", m.name);
+        // Thawed at once, not after their commands: those were killed.
+        let snap = &run.json()["phases"]["snapshot"];
+        assert!(
+            !snap["killedPids"].as_array().unwrap().is_empty(),
+            "{}: {snap}",
+            m.name
+        );
+    }
+    // The trail: one record per barrier passed, and the abort (-v echoes
+    // every audit record on stderr).
+    assert!(run0.stderr.contains("group-join"), "{}", run0.stderr);
+    assert!(
+        run0.stderr.matches("group-barrier").count() >= 3,
+        "{}",
+        run0.stderr
+    );
+    assert!(runs[0].stderr.contains("group-abort"), "{}", runs[0].stderr);
+}

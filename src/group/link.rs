@@ -35,6 +35,12 @@ pub enum Request {
     },
     /// Give up the wait in progress (a signal reached the runner).
     Abort,
+    /// While the snapshot command runs: answer as soon as the round
+    /// aborts, or when told `unwatch` (or at `deadline_ms`).
+    #[serde(rename_all = "camelCase")]
+    Watch { deadline_ms: u64 },
+    /// The snapshot command ended: end the watch in progress.
+    Unwatch,
     /// The thaw begins: this member's thaw key, `timeout_ms` at most.
     #[serde(rename_all = "camelCase")]
     Thawing { timeout_ms: u64 },
@@ -161,23 +167,47 @@ impl GroupLink {
         interrupted: &dyn Fn() -> bool,
     ) -> Result<Reply, LinkError> {
         self.send(req)?;
+        self.reply(deadline, interrupted)
+    }
+
+    /// Sends `req` without waiting: its reply is polled ([`GroupLink::ready`])
+    /// or awaited ([`GroupLink::reply`]) later.
+    pub fn post(&mut self, req: &Request) -> Result<(), LinkError> {
+        self.send(req)
+    }
+
+    /// The reply to what was posted, if it came: `None` while it has not.
+    pub fn ready(&mut self) -> Option<Result<Reply, LinkError>> {
+        match self.replies.try_recv() {
+            Ok(reply) => Some(self.take(reply, false)),
+            Err(mpsc::TryRecvError::Empty) => None,
+            Err(mpsc::TryRecvError::Disconnected) => Some(Err(LinkError::Gone)),
+        }
+    }
+
+    fn take(&mut self, reply: Reply, asked_to_stop: bool) -> Result<Reply, LinkError> {
+        if let Some(r) = &reply.report {
+            self.report = Some(r.clone());
+        }
+        self.lines.clone_from(&reply.lines);
+        match reply.error.clone() {
+            Some(e) if asked_to_stop && e.kind == ErrorKind::Aborted => Err(LinkError::Interrupted),
+            Some(e) => Err(LinkError::Refused(e)),
+            None => Ok(reply),
+        }
+    }
+
+    /// The reply to the request in flight, by `deadline` at the latest.
+    pub fn reply(
+        &mut self,
+        deadline: Instant,
+        interrupted: &dyn Fn() -> bool,
+    ) -> Result<Reply, LinkError> {
         let mut deadline = deadline;
         let mut asked_to_stop = false;
         loop {
             match self.replies.recv_timeout(Duration::from_millis(5)) {
-                Ok(reply) => {
-                    if let Some(r) = &reply.report {
-                        self.report = Some(r.clone());
-                    }
-                    self.lines.clone_from(&reply.lines);
-                    return match reply.error.clone() {
-                        Some(e) if asked_to_stop && e.kind == ErrorKind::Aborted => {
-                            Err(LinkError::Interrupted)
-                        }
-                        Some(e) => Err(LinkError::Refused(e)),
-                        None => Ok(reply),
-                    };
-                }
+                Ok(reply) => return self.take(reply, asked_to_stop),
                 Err(RecvTimeoutError::Disconnected) => return Err(LinkError::Gone),
                 Err(RecvTimeoutError::Timeout) => {}
             }

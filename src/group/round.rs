@@ -335,6 +335,35 @@ impl Round {
         let _ = self.etcd.put(&key, &value, self.lease, timeout);
     }
 
+    /// While this member's snapshot command runs: watches the round until
+    /// `stopped` (the command ended: `Ok`), the deadline (`Ok`), an abort
+    /// or a member's lease gone (`Err`: thaw now), or this member's own
+    /// lease lost (`Err`). Writes nothing unless the round aborted.
+    pub fn watch(
+        &mut self,
+        deadline: Instant,
+        stopped: &dyn Fn() -> bool,
+    ) -> Result<(), RoundError> {
+        while !stopped() && Instant::now() < deadline {
+            if !self.lease_alive() {
+                self.report.abort.get_or_insert(AbortReport {
+                    member: self.member().into(),
+                    stage: Stage::Snapshot.name().into(),
+                    reason: "lease lost".into(),
+                });
+                return Err(RoundError::LeaseLost(self.ttl));
+            }
+            let budget = self.budget(deadline);
+            if let Ok((kvs, _)) = self.etcd.range_prefix(&self.prefix, budget) {
+                if let Verdict::Abort(a) = self.judge(&kvs, Stage::Snapshot) {
+                    return Err(self.aborted(a));
+                }
+            }
+            std::thread::sleep(POLL);
+        }
+        Ok(())
+    }
+
     /// The thaw is about to begin: this member's "thaw" key, within
     /// `timeout` (the thaw never waits longer for it).
     pub fn thawing(&mut self, timeout: Duration) {

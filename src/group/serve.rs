@@ -84,6 +84,9 @@ struct Helper {
     settings: Result<GroupSettings, ReplyError>,
     round: Option<Round>,
     stop: Arc<AtomicBool>,
+    /// Set by `unwatch`, cleared as a `watch` is read (in the order the
+    /// runner sent them).
+    unwatch: Arc<AtomicBool>,
 }
 
 impl Helper {
@@ -119,6 +122,12 @@ impl Helper {
                 let outcome = if ok { Ok(()) } else { Err(reason) };
                 let deadline = Instant::now() + Duration::from_millis(deadline_ms);
                 round.pass(stage, outcome, deadline, &interrupted)
+            }
+            (Request::Watch { deadline_ms }, Some(round)) => {
+                let unwatch = self.unwatch.clone();
+                let stopped = move || unwatch.load(Ordering::SeqCst) || interrupted();
+                let deadline = Instant::now() + Duration::from_millis(deadline_ms);
+                round.watch(deadline, &stopped)
             }
             (Request::Thawing { timeout_ms }, Some(round)) => {
                 round.thawing(Duration::from_millis(timeout_ms));
@@ -238,11 +247,13 @@ pub fn main() -> ExitCode {
     let settings =
         GroupSettings::load(&args.groups_dir, &args.group).map_err(|e| failure(ErrorKind::File, e));
     let stop = Arc::new(AtomicBool::new(false));
+    let unwatch = Arc::new(AtomicBool::new(false));
     let mut helper = Helper {
         args,
         settings,
         round: None,
         stop: stop.clone(),
+        unwatch: unwatch.clone(),
     };
     let (tx, rx) = mpsc::channel();
     std::thread::spawn(move || {
@@ -250,7 +261,11 @@ pub fn main() -> ExitCode {
             let Ok(line) = line else { break };
             match serde_json::from_str::<Request>(&line) {
                 Ok(Request::Abort) => stop.store(true, Ordering::SeqCst),
+                Ok(Request::Unwatch) => unwatch.store(true, Ordering::SeqCst),
                 Ok(req) => {
+                    if matches!(req, Request::Watch { .. }) {
+                        unwatch.store(false, Ordering::SeqCst);
+                    }
                     if tx.send(req).is_err() {
                         break;
                     }

@@ -55,7 +55,7 @@ pub fn run(cx: &Context, req: &WindowRequest) -> Finished {
         group::finish(&mut job, round, false);
         return job.conclude(Decision::Refused);
     }
-    let gate = round.as_mut().map(|link| GroupGate { link });
+    let gate = round.as_mut().map(GroupGate::new);
     let run = command::take_snapshot(&runner, ready, &req.cmd, req.max_freeze, settings, gate);
     let shot = window::file_window(&mut job, run);
     group::finish(&mut job, round, shot.froze);

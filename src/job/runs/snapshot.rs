@@ -81,7 +81,7 @@ pub fn run(cx: &Context, req: &WindowRequest) -> Finished {
         (everyone, next),
         (plan.as_ref(), standby),
         req,
-        round.as_mut().map(|link| GroupGate { link }),
+        round.as_mut().map(GroupGate::new),
     );
     group::finish(&mut job, round, shot.froze);
     let post_failed = post(&mut job, &runner, &ctx, &apps, &started);

@@ -167,10 +167,67 @@ pub fn pres_done(job: &mut Job, link: Option<&mut GroupLink>, ok: bool) -> bool 
 /// What the window does with the group: its two barriers inside the
 /// window, each bounded by the window's deadline.
 pub struct GroupGate<'r> {
-    pub link: &'r mut GroupLink,
+    link: &'r mut GroupLink,
+    /// The helper watches the round while the snapshot command runs.
+    watching: bool,
+    /// The round aborted while the command ran.
+    failed: Option<Problem>,
 }
 
-impl GroupGate<'_> {
+impl<'r> GroupGate<'r> {
+    pub fn new(link: &'r mut GroupLink) -> GroupGate<'r> {
+        GroupGate {
+            link,
+            watching: false,
+            failed: None,
+        }
+    }
+
+    /// The snapshot command started: the helper watches the round until
+    /// it ends, so that another member's failure thaws this one at once.
+    pub fn watch(&mut self, deadline: Instant) {
+        let left = deadline.saturating_duration_since(Instant::now());
+        let req = Request::Watch {
+            deadline_ms: left.as_millis() as u64,
+        };
+        self.watching = self.link.post(&req).is_ok();
+    }
+
+    /// Whether the round aborted while the command runs (then: thaw now).
+    pub fn aborted(&mut self) -> bool {
+        if !self.watching {
+            return false;
+        }
+        match self.link.ready() {
+            None => false,
+            Some(Ok(_)) => {
+                self.watching = false;
+                false
+            }
+            Some(Err(e)) => {
+                self.watching = false;
+                self.failed = Some(Problem::new(ErrorCode::GroupAborted, e.to_string()));
+                true
+            }
+        }
+    }
+
+    /// The command ended: the watch ended, its answer awaited briefly (an
+    /// abort seen just then still counts).
+    pub fn unwatch(&mut self, deadline: Instant) {
+        if !std::mem::take(&mut self.watching) {
+            return;
+        }
+        let by = deadline.min(Instant::now() + Duration::from_millis(500));
+        let ended = self
+            .link
+            .post(&Request::Unwatch)
+            .and_then(|()| self.link.reply(by, &interrupted));
+        if let Err(e) = ended {
+            self.failed = Some(Problem::new(ErrorCode::GroupAborted, e.to_string()));
+        }
+    }
+
     /// This member froze (or failed to): every member frozen, the common
     /// instant, or the round aborted.
     pub fn all_frozen(&mut self, ok: bool, deadline: Instant) -> Result<(), Problem> {
@@ -187,6 +244,9 @@ impl GroupGate<'_> {
     /// this member's "thaw" key (briefly: the thaw never waits on etcd
     /// longer than [`THAW_KEY`]).
     pub fn all_done(&mut self, ok: bool, deadline: Instant) -> Result<(), Problem> {
+        if let Some(p) = self.failed.take() {
+            return Err(p);
+        }
         let outcome = if ok {
             Ok(())
         } else {

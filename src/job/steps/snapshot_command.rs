@@ -120,7 +120,22 @@ struct KernelWindow<'r> {
     command_ok: bool,
 }
 
+/// How long the command is waited for before the group is looked at.
+const GROUP_SLICE: Duration = Duration::from_millis(10);
+
 impl KernelWindow<'_> {
+    /// The command's end as the window records it: the watchdog's health,
+    /// the command's process group forgotten.
+    fn command_end(&mut self, end: CommandEnd) -> CommandEnd {
+        if let Some(w) = &self.window {
+            if !w.watchdog_alive() {
+                self.warnings.push("the watchdog died during the freeze window; only the runner's own deadline guarded it".into());
+            }
+            w.shared().set_snapshot_pgid(0);
+        }
+        end
+    }
+
     /// The window's deadline: no barrier inside the window waits past it.
     fn deadline(&self) -> Instant {
         self.window
@@ -220,26 +235,39 @@ impl WindowSteps for KernelWindow<'_> {
                 "snapshot command still running",
             );
         };
-        let end = child.wait(
-            deadline,
-            Duration::from_secs(1),
-            Some(self.runner.signals.fd()),
-            &mut tick,
-        );
-        if let Some(w) = &self.window {
-            if !w.watchdog_alive() {
-                self.warnings.push("the watchdog died during the freeze window; only the runner's own deadline guarded it".into());
+        let signals = Some(self.runner.signals.fd());
+        let end = match self.group.as_mut() {
+            None => child.wait(deadline, Duration::from_secs(1), signals, &mut tick),
+            Some(gate) => {
+                // In slices, so that the round's abort is seen at once.
+                gate.watch(deadline);
+                let end = loop {
+                    let slice = (Instant::now() + GROUP_SLICE).min(deadline);
+                    match child.wait(slice, Duration::from_secs(1), signals, &mut tick) {
+                        WaitOutcome::DeadlinePassed if Instant::now() < deadline => {
+                            if gate.aborted() {
+                                break None;
+                            }
+                        }
+                        end => break Some(end),
+                    }
+                };
+                gate.unwatch(deadline);
+                match end {
+                    Some(end) => end,
+                    None => return self.command_end(CommandEnd::GroupAborted),
+                }
             }
-            w.shared().set_snapshot_pgid(0);
-        }
-        match end {
+        };
+        let end = match end {
             WaitOutcome::Exited(st) => {
                 self.command_ok = st.success();
                 CommandEnd::Exited
             }
             WaitOutcome::DeadlinePassed => CommandEnd::DeadlinePassed,
             WaitOutcome::Interrupted => CommandEnd::Interrupted,
-        }
+        };
+        self.command_end(end)
     }
 
     fn kill_command(&mut self) {

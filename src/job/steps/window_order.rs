@@ -18,6 +18,8 @@ pub enum CommandEnd {
     DeadlinePassed,
     /// A signal reached the runner.
     Interrupted,
+    /// The consistency group's round aborted while the command ran.
+    GroupAborted,
 }
 
 /// The steps of a window, behind a trait so that their order — above all
@@ -137,6 +139,12 @@ pub fn carry_out(
             c.killed = true;
             group_done(steps, &mut c, end);
         }
+        CommandEnd::GroupAborted => {
+            // Another member failed: thaw now, then end the command.
+            steps.thaw();
+            c.killed = true;
+            group_done(steps, &mut c, end);
+        }
     }
     if c.killed {
         steps.kill_command();
@@ -150,6 +158,9 @@ fn group_done(steps: &mut impl WindowSteps, c: &mut Carried, end: CommandEnd) {
     if let Some(Err(p)) = steps.group_done(end) {
         c.problems.push(p);
         c.group_failed = true;
+        // A signal that ended the wait at the barrier is the run's end
+        // (128+N), as anywhere else in the window.
+        c.interrupted = c.interrupted.or(steps.signal());
     }
 }
 
@@ -166,6 +177,8 @@ mod tests {
         start_fails: bool,
         end: Option<CommandEnd>,
         signal: Option<i32>,
+        /// In a group: the round aborts at this barrier ("frozen", "done").
+        group: Option<&'static str>,
     }
 
     impl WindowSteps for Steps {
@@ -204,6 +217,24 @@ mod tests {
         fn signal(&self) -> Option<i32> {
             self.signal
         }
+        fn group_frozen(&mut self, ok: bool) -> Option<Result<(), Problem>> {
+            let g = self.group?;
+            self.calls.push("all-frozen");
+            Some(if ok && g != "frozen" {
+                Ok(())
+            } else {
+                Err(Problem::new(ErrorCode::GroupAborted, "m1 failed"))
+            })
+        }
+        fn group_done(&mut self, end: CommandEnd) -> Option<Result<(), Problem>> {
+            let g = self.group?;
+            self.calls.push("all-done");
+            Some(if end == CommandEnd::Exited && g != "done" {
+                Ok(())
+            } else {
+                Err(Problem::new(ErrorCode::GroupAborted, "m1 failed"))
+            })
+        }
     }
 
     const CONT: Settings = Settings {
@@ -225,6 +256,65 @@ mod tests {
         let c = carry_out(&mut s, CONT, SECS, None);
         assert_eq!(s.calls, ["freeze", "start", "wait", "close"]);
         assert!(c.froze && c.ran && !c.killed && c.problems.is_empty());
+    }
+
+    /// A group (SPEC §11): the barriers in the window, the thaw after the
+    /// last; a member that failed elsewhere thaws this one before its
+    /// command is killed, and nothing runs after an abort at "frozen".
+    #[test]
+    fn in_a_group_the_barriers_come_before_the_command_and_the_thaw() {
+        let mut s = Steps {
+            group: Some("none"),
+            ..windowed()
+        };
+        let c = carry_out(&mut s, CONT, SECS, None);
+        assert_eq!(
+            s.calls,
+            ["freeze", "all-frozen", "start", "wait", "all-done", "close"]
+        );
+        assert!(c.froze && !c.group_failed);
+
+        let mut s = Steps {
+            group: Some("frozen"),
+            ..windowed()
+        };
+        let c = carry_out(&mut s, CONT, SECS, None);
+        assert_eq!(s.calls, ["freeze", "all-frozen", "close"]);
+        assert!(c.group_failed && !c.ran);
+
+        let mut s = Steps {
+            group: Some("none"),
+            freeze_fails: true,
+            ..windowed()
+        };
+        let c = carry_out(&mut s, CONT, SECS, None);
+        assert_eq!(
+            s.calls,
+            ["freeze", "all-frozen", "close"],
+            "no crash-consistent fallback"
+        );
+        assert!(c.group_failed);
+
+        let mut s = Steps {
+            group: Some("none"),
+            end: Some(CommandEnd::GroupAborted),
+            ..windowed()
+        };
+        let c = carry_out(&mut s, CONT, SECS, None);
+        assert_eq!(
+            s.calls,
+            [
+                "freeze",
+                "all-frozen",
+                "start",
+                "wait",
+                "thaw",
+                "all-done",
+                "kill",
+                "close"
+            ]
+        );
+        assert!(c.group_failed && c.killed);
     }
 
     #[test]
