@@ -722,3 +722,54 @@ fn sigterm_to_a_member_waiting_at_a_barrier_aborts_the_round_at_once() {
     );
     assert!(runs[0].stderr.contains("group-abort"), "{}", runs[0].stderr);
 }
+
+#[test]
+fn a_member_killed_while_waiting_for_the_others_to_join_makes_nobody_freeze() {
+    require_etcd!();
+    let g = group(&["m0", "m1", "m2"], 30, 2);
+    let m0 = &g.members[0];
+    let mut first = m0.spawn(&g.groups, "g", &[], &g.meeting(m0));
+    // m0 is in the round once its key is there.
+    let end = Instant::now() + HANG;
+    loop {
+        let o = g
+            .cluster
+            .etcdctl()
+            .args(["get", "--prefix", "--keys-only", "quiesce/groups/g/rounds/"])
+            .output()
+            .unwrap();
+        if String::from_utf8_lossy(&o.stdout).contains("/joined/m0") {
+            break;
+        }
+        assert!(Instant::now() < end, "m0 never joined");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    signal(first.id() as i32, Signal::SIGKILL);
+    let _ = first.wait();
+    let runs: Vec<Run> = g.members[1..]
+        .iter()
+        .map(|m| m.spawn(&g.groups, "g", &["--group-join", "4"], &g.meeting(m)))
+        .collect::<Vec<_>>()
+        .into_iter()
+        .map(finish)
+        .collect();
+    for (m, run) in g.members[1..].iter().zip(&runs) {
+        assert_eq!(run.code, 2, "{}: {}", m.name, run.stderr);
+        assert!(run.error_names().contains(&"GroupAborted".to_string()));
+        assert!(
+            run.json()["phases"].get("freeze").is_none(),
+            "{} froze",
+            m.name
+        );
+        let ran = m.s.scripts_ran();
+        assert_eq!(
+            ran.matches("pre").count(),
+            ran.matches("post").count(),
+            "{}: {ran}",
+            m.name
+        );
+        assert!(m.writable());
+    }
+    assert_eq!(m0.s.scripts_ran(), "", "m0 died before any script");
+    common::end_quiesce_processes_of(&m0.s.s.dir);
+}
