@@ -39,6 +39,7 @@ pub fn spawn(spec: &SpawnSpec, output_cap: usize) -> Result<Supervised, SpawnErr
             ScriptCgroup::default(),
             cgroup::JoinFds {
                 v2: None,
+                v2_dir: None,
                 v1_pids: None,
             },
         ),
@@ -89,6 +90,8 @@ fn spawn_prepared(
     cgroup_dir: Option<&std::path::Path>,
 ) -> Result<Started, SpawnError> {
     let program = spec.program_name();
+    let mut join = join;
+    let v2_dir = join.v2_dir.take();
     let ChildEnds {
         devnull,
         out_r,
@@ -136,6 +139,7 @@ fn spawn_prepared(
             join_v2.as_ref().map_or(-1, |f| f.as_raw_fd()),
             join_v1.as_ref().map_or(-1, |f| f.as_raw_fd()),
         ],
+        cgroup_dir: v2_dir.as_ref().map_or(-1, |f| f.as_raw_fd()),
         runner,
         oom_score_adj: oom_baseline(),
         hook: spec.pre_exec.as_deref(),
@@ -151,7 +155,9 @@ fn spawn_prepared(
     let pid = fork_child(&plan)?;
     // The child's ends: closing ours lets the report pipe reach EOF and the
     // output pipes reach EOF once the tree is done writing.
-    drop((devnull, out_w, err_w, rep_w, join_v2, join_v1, exec_copy));
+    drop((
+        devnull, out_w, err_w, rep_w, join_v2, join_v1, v2_dir, exec_copy,
+    ));
 
     let (pidfd, reports) = await_exec(pid, &rep_r, started + spec.startup_timeout, || {
         SpawnError::StartupTimeout {
