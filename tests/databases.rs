@@ -1840,3 +1840,123 @@ fn snapshot_both(dir: &Dir, apps: &Path, filesystems: &[&ScratchFs], cmd: &str) 
     );
     run
 }
+
+// ---------------------------------------------------------------------------
+// Built-in workloads (issue 23, SPEC §3.2): no scripts, quiesce's own method
+
+/// A workload application's config in `dir` (root, 0600).
+fn workload_config(dir: &Dir, name: &str, body: Value) -> PathBuf {
+    let path = dir.join(name);
+    fs::write(&path, serde_json::to_string_pretty(&body).unwrap()).unwrap();
+    chmod(&path, 0o600);
+    path
+}
+
+/// `quiesce --config CONFIG ARGS…` kept inside `dir`.
+fn run_with(dir: &Dir, config: &Path, args: &[&str]) -> Run {
+    let start = Instant::now();
+    let run = Run::from(
+        runner_command(&dir.path)
+            .arg("--config")
+            .arg(config)
+            .args(args)
+            .output()
+            .unwrap(),
+    );
+    eprintln!(
+        "quiesce {} -> exit {} in {:.2} s",
+        args.first().unwrap_or(&""),
+        run.code,
+        start.elapsed().as_secs_f64()
+    );
+    run
+}
+
+fn snapshot_args<'a>(mounts: &[&'a ScratchFs], cmd: &'a str) -> Vec<&'a str> {
+    let mut v = vec!["snapshot", "--json", "--max-freeze", "30"];
+    for m in mounts {
+        v.extend(["--mount", m.path()]);
+    }
+    v.extend(["--", "sh", "-c", cmd]);
+    v
+}
+
+/// The pids of the workload's helper processes still running for `dir`.
+fn helpers_of(dir: &Dir) -> Vec<i32> {
+    let needle = format!("{}", dir.path.display());
+    fs::read_dir("/proc")
+        .unwrap()
+        .flatten()
+        .filter_map(|e| e.file_name().to_str()?.parse::<i32>().ok())
+        .filter(|pid| {
+            fs::read(format!("/proc/{pid}/cmdline"))
+                .map(|c| {
+                    let c = String::from_utf8_lossy(&c).replace('\0', " ");
+                    c.contains("__workload") && c.contains(&needle)
+                })
+                .unwrap_or(false)
+        })
+        .collect()
+}
+
+#[test]
+fn mariadb_workload_with_myisam_holds_backup_stage_and_releases_it_on_its_session() {
+    require_db!("MariaDB", MARIADB_TOOLS);
+    let dir = Dir::new("wl-maria");
+    let live_fs = ScratchFs::with_size(&dir.path, "live", "ext4", IMAGE_SIZE);
+    let live = maria_live(&dir, &live_fs);
+    live.must("CREATE TABLE qt.m (id BIGINT PRIMARY KEY) ENGINE=MyISAM; INSERT INTO qt.m VALUES (1)");
+    let config = workload_config(
+        &dir,
+        "db.json",
+        serde_json::json!({
+            "workload": "mariadb",
+            "connection": {"socket": live.sock.display().to_string(), "user": "root"},
+            "timeoutInSeconds": 30,
+        }),
+    );
+    let mut writer = Writer::start(dir.mkdir("writer", 0o700, None), None, &live.insert_cmd());
+    writer.wait_rows(30, Duration::from_secs(30));
+    let copy_img = dir.join("copy.img");
+    let at_snapshot = dir.join("committed-at-snapshot");
+    let during = dir.join("write-during-window");
+    let cmd = format!(
+        "cp '{log}' '{at}' && {try_write}; cp --sparse=always '{img}' '{copy}'",
+        log = writer.committed_file().display(),
+        at = at_snapshot.display(),
+        try_write = live.try_write_cmd(&during).replace("timeout 10", "timeout 3"),
+        img = live_fs.image.display(),
+        copy = copy_img.display()
+    );
+    let before = writer.committed();
+    let run = run_with(&dir, &config, &snapshot_args(&[&live_fs], &cmd));
+    let v = assert_success(&run, &[&live_fs]);
+    assert_scripts_ran(&v["phases"], &ctx(&run));
+    let pre_out = tail(&v["phases"], "pre", "stdoutTail");
+    assert!(
+        pre_out.contains("BACKUP STAGE BLOCK_COMMIT held") && pre_out.contains("non-transactional"),
+        "pre: {pre_out}\n{}",
+        ctx(&run)
+    );
+    // BLOCK_COMMIT holds a commit until the release (lock_wait_timeout
+    // does not end that wait): the write gave up on its own or was ended.
+    let w = fs::read_to_string(&during).unwrap();
+    assert!(
+        w.contains("Lock wait timeout") || w.contains("rc=124"),
+        "a write in the window was not blocked: {w}"
+    );
+    let post_out = tail(&v["phases"], "post", "stdoutTail");
+    assert!(
+        post_out.contains("released on the session that took it"),
+        "post: {post_out}\n{}",
+        ctx(&run)
+    );
+    assert!(!run.stdout.contains("password"), "{}", run.stdout);
+    live.writable(-1)
+        .unwrap_or_else(|e| panic!("live database not writable after the run: {e}"));
+    wait_until("the workload's helpers end", PROMPT, || helpers_of(&dir).is_empty());
+    writer.progresses(PROMPT).unwrap();
+    writer.stop();
+    let summary = maria_check_copy(&dir, &copy_img, "copy", &at_snapshot, &before);
+    eprintln!("MariaDB workload copy: {summary}");
+}
