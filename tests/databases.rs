@@ -1960,3 +1960,135 @@ fn mariadb_workload_with_myisam_holds_backup_stage_and_releases_it_on_its_sessio
     let summary = maria_check_copy(&dir, &copy_img, "copy", &at_snapshot, &before);
     eprintln!("MariaDB workload copy: {summary}");
 }
+
+#[test]
+fn postgresql_workload_checkpoints_takes_no_lock_and_the_copy_is_whole() {
+    require_db!(
+        "PostgreSQL",
+        &pg_tools().iter().map(String::as_str).collect::<Vec<_>>()
+    );
+    let dir = Dir::new("wl-pg");
+    let live_fs = ScratchFs::with_size(&dir.path, "live", "ext4", IMAGE_SIZE);
+    let live = pg_live(&dir, &live_fs, 55437);
+    let config = workload_config(
+        &dir,
+        "pg.json",
+        serde_json::json!({
+            "workload": "postgres",
+            "connection": {"socket": live.sock.display().to_string(), "port": 55437, "osUser": "postgres"},
+            "timeoutInSeconds": 30,
+        }),
+    );
+    let mut writer = pg_writer(&dir, &live);
+    writer.wait_rows(30, Duration::from_secs(30));
+    let copy_img = dir.join("copy.img");
+    let at_snapshot = dir.join("committed-at-snapshot");
+    let cmd = format!(
+        "cp '{log}' '{at}' && cp --sparse=always '{img}' '{copy}'",
+        log = writer.committed_file().display(),
+        at = at_snapshot.display(),
+        img = live_fs.image.display(),
+        copy = copy_img.display()
+    );
+    let before = writer.committed();
+    let run = run_with(&dir, &config, &snapshot_args(&[&live_fs], &cmd));
+    let v = assert_success(&run, &[&live_fs]);
+    assert_scripts_ran(&v["phases"], &ctx(&run));
+    let pre_out = tail(&v["phases"], "pre", "stdoutTail");
+    assert!(
+        pre_out.contains("CHECKPOINT done; nothing held"),
+        "pre: {pre_out}\n{}",
+        ctx(&run)
+    );
+    live.writable(-1)
+        .unwrap_or_else(|e| panic!("live database not writable after the run: {e}"));
+    wait_until("the workload's helpers end", PROMPT, || helpers_of(&dir).is_empty());
+    writer.progresses(PROMPT).unwrap();
+    writer.stop();
+    let summary = pg_check_copy(&dir, &copy_img, "copy", 55438, &at_snapshot, &before);
+    eprintln!("PostgreSQL workload copy: {summary}");
+}
+
+#[test]
+fn mariadb_workload_failures_are_named_and_leave_nothing_locked() {
+    require_db!("MariaDB", MARIADB_TOOLS);
+    let dir = Dir::new("wl-maria-fail");
+    let live_fs = ScratchFs::with_size(&dir.path, "live", "ext4", IMAGE_SIZE);
+    let live = maria_live(&dir, &live_fs);
+    live.must("CREATE TABLE qt.m (id BIGINT PRIMARY KEY) ENGINE=Aria; INSERT INTO qt.m VALUES (1)");
+    let conn = |extra: Value| {
+        let mut c = serde_json::json!({"socket": live.sock.display().to_string(), "user": "root"});
+        c.as_object_mut().unwrap().extend(extra.as_object().unwrap().clone());
+        serde_json::json!({"workload": "mariadb", "connection": c, "timeoutInSeconds": 20})
+    };
+    let names = |run: &Run| error_names(&run.json());
+
+    // An unreachable server: 506, before anything is held; degraded.
+    let gone = workload_config(&dir, "gone.json", conn(serde_json::json!({"socket": "/nonexistent/mysqld.sock"})));
+    let run = run_with(&dir, &gone, &snapshot_args(&[&live_fs], "true"));
+    assert_eq!(run.code, 1, "{}", ctx(&run));
+    assert_eq!(names(&run), ["WorkloadConnectionError"], "{}", ctx(&run));
+    assert!(run.stderr.contains("(506)"), "{}", run.stderr);
+    live.writable(-1).unwrap();
+
+    // A wrong password from a root-only option file: 505, and the password
+    // is nowhere in the output.
+    live.must("CREATE USER 'bk'@'localhost' IDENTIFIED BY 'right-one'; GRANT RELOAD, SELECT ON *.* TO 'bk'@'localhost'");
+    let opt = dir.join("bk.cnf");
+    fs::write(&opt, "[client]\npassword=Wr0ngPassw0rd\n").unwrap();
+    chmod(&opt, 0o600);
+    let bad = workload_config(
+        &dir,
+        "bad.json",
+        conn(serde_json::json!({"user": "bk", "optionFile": opt.display().to_string()})),
+    );
+    let run = run_with(&dir, &bad, &snapshot_args(&[&live_fs], "true"));
+    assert_eq!(names(&run), ["WorkloadNoCredentials"], "{}", ctx(&run));
+    assert!(!run.stdout.contains("Wr0ng") && !run.stderr.contains("Wr0ng"), "{}", ctx(&run));
+    // ... and a group-readable option file is refused before it is read.
+    chmod(&opt, 0o640);
+    let run = run_with(&dir, &bad, &snapshot_args(&[&live_fs], "true"));
+    assert_eq!(names(&run), ["WorkloadNoCredentials"], "{}", ctx(&run));
+    assert!(run.stderr.contains("bk.cnf"), "{}", run.stderr);
+    live.writable(-2).unwrap();
+
+    // The held session ends in the window (its client killed): the server
+    // releases the lock at once, and the post phase says so (504).
+    let ok = workload_config(&dir, "ok.json", conn(serde_json::json!({})));
+    let inwin = dir.join("in-window");
+    let cmd = format!(
+        "touch '{}'; for p in $(pgrep -x mariadb); do \
+           grep -q skip-column-names /proc/$p/cmdline && kill -KILL $p; done; sleep 1",
+        inwin.display()
+    );
+    let run = run_with(&dir, &ok, &snapshot_args(&[&live_fs], &cmd));
+    assert_eq!(names(&run), ["WorkloadPostFailed"], "{}", ctx(&run));
+    assert_eq!(run.code, 1, "{}", ctx(&run));
+    live.writable(-3).unwrap();
+    wait_until("the workload's helpers end", PROMPT, || helpers_of(&dir).is_empty());
+
+    // The runner killed with SIGKILL in the window: its sentinel ends the
+    // holder, the session closes, the server takes writes within seconds.
+    let mut runner = Spawned(
+        runner_command(&dir.path)
+            .arg("--config")
+            .arg(&ok)
+            .args(snapshot_args(
+                &[&live_fs],
+                &format!("touch '{}'; exec sleep 90", inwin.display()),
+            ))
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    let _ = fs::remove_file(&inwin);
+    wait_until("the snapshot command starts", Duration::from_secs(30), || inwin.exists());
+    signal(runner.0.id() as i32, Signal::SIGKILL);
+    let _ = runner.0.wait();
+    let t = wait_until("the live server takes a write after the runner's SIGKILL", Duration::from_secs(10), || {
+        live.writable(-4).is_ok()
+    });
+    eprintln!("writable {:.0} ms after the runner's SIGKILL", t.as_secs_f64() * 1e3);
+    wait_until("the workload's helpers end", PROMPT, || helpers_of(&dir).is_empty());
+}
