@@ -2023,6 +2023,29 @@ fn mariadb_workload_failures_are_named_and_leave_nothing_locked() {
     };
     let names = |run: &Run| error_names(&run.json());
 
+    // The coverage check: `check` names the server, its method and where
+    // its files are; a run freezing another filesystem runs no method and
+    // is never `application`.
+    let other = ScratchFs::with_size(&dir.path, "other", "ext4", "32M");
+    let ok = workload_config(&dir, "ok.json", conn(serde_json::json!({})));
+    let run = run_with(&dir, &ok, &["check", "--json", "--mount", live_fs.path()]);
+    assert_eq!(run.code, 0, "{}", ctx(&run));
+    let w = &run.json()["applications"][0]["workload"];
+    assert_eq!(w["covered"], true, "{w}");
+    assert_eq!(w["method"], "BACKUP STAGE BLOCK_COMMIT", "{w}");
+    assert!(w["version"].as_str().unwrap().contains("MariaDB"), "{w}");
+    assert!(run.stderr.contains("data directory"), "{}", run.stderr);
+    let run = run_with(&dir, &ok, &["check", "--json", "--mount", other.path()]);
+    assert_eq!(run.code, 2, "{}", ctx(&run));
+    assert_eq!(names(&run), ["WorkloadNotCovered"], "{}", ctx(&run));
+    assert!(run.stderr.contains("NOT frozen"), "{}", run.stderr);
+    let run = run_with(&dir, &ok, &snapshot_args(&[&other], "true"));
+    assert_eq!(run.code, 1, "{}", ctx(&run));
+    assert_eq!(names(&run), ["WorkloadNotCovered"], "{}", ctx(&run));
+    assert_eq!(run.json()["consistency"], "filesystem", "{}", ctx(&run));
+    assert!(run.json()["phases"]["pre"].is_null(), "{}", ctx(&run));
+    live.writable(-5).unwrap();
+
     // An unreachable server: 506, before anything is held; degraded.
     let gone = workload_config(&dir, "gone.json", conn(serde_json::json!({"socket": "/nonexistent/mysqld.sock"})));
     let run = run_with(&dir, &gone, &snapshot_args(&[&live_fs], "true"));
@@ -2054,7 +2077,6 @@ fn mariadb_workload_failures_are_named_and_leave_nothing_locked() {
 
     // The held session ends in the window (its client killed): the server
     // releases the lock at once, and the post phase says so (504).
-    let ok = workload_config(&dir, "ok.json", conn(serde_json::json!({})));
     let inwin = dir.join("in-window");
     let cmd = format!(
         "touch '{}'; for p in $(pgrep -x mariadb); do \

@@ -205,6 +205,8 @@ pub struct Prechecked {
     /// Unknown keys that are near misses of known ones: a run goes on
     /// (the warning says it), `check` fails on them (SPEC §3).
     pub typos: Vec<Problem>,
+    /// A workload application's source (SPEC §3.2).
+    pub workload: Option<(crate::workload::helper::Source, crate::config::workload::Engine)>,
 }
 
 impl Prechecked {
@@ -373,8 +375,9 @@ pub fn check_app(config_path: &Path, host: &HostFile) -> Prechecked {
         }
     }
     let config = out.config.as_ref().expect("config loaded above");
-    let (pre, post) = if config.workload.is_some() {
+    let (pre, post) = if let Some(w) = &config.workload {
         let source = crate::workload::helper::Source::Config(config_path.to_path_buf());
+        out.workload = Some((source.clone(), w.engine));
         (
             workload_script(Phase::Pre, &source, &config.pre),
             workload_script(Phase::Post, &source, &config.post),

@@ -13,7 +13,7 @@ use crate::job::phase::Phase;
 use crate::job::preflight::{self, CheckedScript, Prechecked, Readiness};
 use crate::job::run::{Finished, Job};
 use crate::job::status::{say, CheckedScriptStatus, Decision, PendingRecordStatus, PendingStatus};
-use crate::job::steps::applications;
+use crate::job::steps::{applications, workloads};
 use crate::job::steps::snapshot_window::mount_plan;
 use crate::supervise::DEFAULT_GRACE;
 
@@ -22,7 +22,7 @@ pub fn run(cx: &Context, mounts: &[PathBuf]) -> Finished {
     let mut job = Job::observe("check", cx);
     say(format!("check {}", job.operation_id()));
     let mut problems = Vec::new();
-    let apps = match applications::load(&mut job, cx) {
+    let mut apps = match applications::load(&mut job, cx) {
         Ok(apps) => {
             say_apps(&mut job, &apps);
             for app in &apps.list {
@@ -58,9 +58,19 @@ pub fn run(cx: &Context, mounts: &[PathBuf]) -> Finished {
         .as_ref()
         .map_or(DEFAULT_GRACE, |p| p.kill_grace());
     problems.extend(check_bridge(&mut job, cx, apps.as_ref(), grace));
-    match mount_plan(cx, mounts) {
-        Ok(plan) => say_plan(&mut job, cx, &plan, !mounts.is_empty()),
-        Err(p) => problems.push(p),
+    let plan = match mount_plan(cx, mounts) {
+        Ok(plan) => {
+            say_plan(&mut job, cx, &plan, !mounts.is_empty());
+            Some(plan)
+        }
+        Err(p) => {
+            problems.push(p);
+            None
+        }
+    };
+    if let Some(apps) = apps.as_mut() {
+        let plan = plan.as_ref().filter(|_| freezes);
+        problems.extend(workloads::cover(&mut job, cx, apps, plan));
     }
     problems.extend(say_pending(&mut job, cx));
     for p in &problems {
