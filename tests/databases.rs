@@ -2114,3 +2114,91 @@ fn mariadb_workload_failures_are_named_and_leave_nothing_locked() {
     eprintln!("writable {:.0} ms after the runner's SIGKILL", t.as_secs_f64() * 1e3);
     wait_until("the workload's helpers end", PROMPT, || helpers_of(&dir).is_empty());
 }
+
+/// workload.conf in `dir` with `text`, root-owned, `mode`.
+fn workload_conf_file(dir: &Dir, text: &str, mode: u32) -> PathBuf {
+    let path = dir.join("workload.conf");
+    fs::write(&path, text).unwrap();
+    chmod(&path, mode);
+    path
+}
+
+/// quiesce with workload.conf as its only source of applications (no
+/// apps directory, no plugin-host list, and — on this machine — no
+/// default config).
+fn run_workload_conf(dir: &Dir, conf: &Path, args: &[&str]) -> Run {
+    Run::from(
+        runner_command(&dir.path)
+            .arg("--apps-dir")
+            .arg(dir.join("no-apps.d"))
+            .arg("--workload-conf")
+            .arg(conf)
+            .args(args)
+            .output()
+            .unwrap(),
+    )
+}
+
+#[test]
+fn workload_conf_examples_run_or_fail_with_their_named_error() {
+    require_db!("MariaDB", MARIADB_TOOLS);
+    if Path::new("/etc/azure/VMSnapshotScriptPluginConfig.json").exists() {
+        eprintln!("SKIPPED: /etc/azure/VMSnapshotScriptPluginConfig.json exists here, so workload.conf is not the only application");
+        return;
+    }
+    let dir = Dir::new("wl-conf");
+    let live_fs = ScratchFs::with_size(&dir.path, "live", "ext4", IMAGE_SIZE);
+    let live = maria_live(&dir, &live_fs);
+    live.must("CREATE USER 'bk'@'localhost' IDENTIFIED BY 'Pa55:w\"rd'; GRANT RELOAD, SELECT, PROCESS ON *.* TO 'bk'@'localhost'");
+    let sock = live.sock.display().to_string();
+
+    // The extension's template, filled in as its docs show for MySQL, with
+    // the password in credString: quiesce's method runs, and the password
+    // is nowhere a user or another process could read it.
+    let text = format!(
+        "[workload]\n#workload_name valid values- mysql, oracle, mariadb, postgres\nworkload_name = mysql\ncommand_path = /usr/bin/\ncredString = -u bk '-pPa55:w\"rd' -S {sock}\nipc_folder = /var/lib/azure\ntimeout = 30\nlinux_user = \n"
+    );
+    let conf = workload_conf_file(&dir, &text, 0o600);
+    let run = run_workload_conf(&dir, &conf, &snapshot_args(&[&live_fs], "true"));
+    let v = assert_success(&run, &[&live_fs]);
+    assert_eq!(v["applicationSource"]["source"], "workload-conf", "{}", ctx(&run));
+    let pre_out = tail(&v["phases"], "pre", "stdoutTail");
+    assert!(pre_out.contains("no lock done; nothing held"), "pre: {pre_out}\n{}", ctx(&run));
+    for key in ["credString", "ipc_folder", "command_path", "timeout"] {
+        assert!(
+            v["warnings"].to_string().contains(key),
+            "no warning names {key}: {}",
+            v["warnings"]
+        );
+    }
+    let last = fs::read_to_string(dir.join("state").join("last-snapshot.json")).unwrap_or_default();
+    for text in [&run.stdout, &run.stderr, &last] {
+        assert!(!text.contains("Pa55"), "the password leaked: {text}");
+    }
+    assert!(!dir.join("run").join("workload").read_dir().is_ok_and(|mut d| d.any(|e| {
+        e.is_ok_and(|e| e.path().join("credentials").exists())
+    })), "a credentials copy outlived the session");
+
+    // Group-writable: refused before it is read (501); the run goes on
+    // without application consistency, as the extension's default allows.
+    chmod(&conf, 0o620);
+    let run = run_workload_conf(&dir, &conf, &snapshot_args(&[&live_fs], "true"));
+    assert_eq!(run.code, 1, "{}", ctx(&run));
+    assert_eq!(error_names(&run.json()), ["WorkloadConfigError"], "{}", ctx(&run));
+    assert!(run.stderr.contains("(501)"), "{}", run.stderr);
+
+    // oracle: refused by name (503); a role quiesce does not run (502); a
+    // password prompt it cannot answer (505).
+    for (body, name) in [
+        ("workload_name = oracle\ncredString = oracle\n", "WorkloadInvalidName"),
+        ("workload_name = mariadb\nrole = slave\n", "WorkloadInvalidRole"),
+        ("workload_name = mariadb\ncredString = -u root -p\n", "WorkloadNoCredentials"),
+    ] {
+        let conf = workload_conf_file(&dir, &format!("[workload]\n{body}"), 0o600);
+        let run = run_workload_conf(&dir, &conf, &["check", "--json", "--mount", live_fs.path()]);
+        assert_eq!(run.code, 2, "{body}\n{}", ctx(&run));
+        assert_eq!(error_names(&run.json()), [name], "{body}\n{}", ctx(&run));
+    }
+    live.writable(-1).unwrap();
+    wait_until("the workload's helpers end", PROMPT, || helpers_of(&dir).is_empty());
+}

@@ -21,6 +21,9 @@ const DEFAULT_TIMEOUT: u64 = 90;
 pub struct WorkloadConf {
     pub workload: Workload,
     pub timeout_secs: u64,
+    /// SHA-256 of the file's bytes, for the audit trail and the pending
+    /// post-script's record.
+    pub sha256: String,
     /// One per key quiesce reads differently from the extension.
     pub warnings: Vec<String>,
 }
@@ -53,8 +56,13 @@ pub fn load(path: &Path) -> Result<WorkloadConf, WorkloadConfError> {
     let parse_err = |e: String| WorkloadConfError::Parse(path.to_path_buf(), e);
     let file = CheckedFile::open(path, FileRole::Policy).map_err(|e| parse_err(e.to_string()))?;
     let bytes = file.read_limited(64 * 1024).map_err(|e| parse_err(e.to_string()))?;
+    let sha256 = {
+        use sha2::{Digest, Sha256};
+        crate::integrity::hex(&Sha256::digest(&bytes))
+    };
     let text = String::from_utf8(bytes).map_err(|_| parse_err("not valid UTF-8".into()))?;
     let mut conf = parse(path, &text)?;
+    conf.sha256 = sha256;
     if file.identity().mode & 0o044 != 0 && conf.workload.connection.password.is_some() {
         conf.warnings.push(format!(
             "{}: holds a password in credString but is readable by group or others (mode {:04o}); chmod 600 it",
@@ -139,6 +147,7 @@ pub fn parse(path: &Path, text: &str) -> Result<WorkloadConf, WorkloadConfError>
     Ok(WorkloadConf {
         workload: Workload { engine, connection },
         timeout_secs,
+        sha256: String::new(),
         warnings,
     })
 }

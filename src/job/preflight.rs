@@ -351,6 +351,9 @@ pub fn run(paths: &InputPaths) -> Prechecked {
 /// The pre-check of one application: its config (with the plugin-host
 /// file's cap and problem), then both scripts.
 pub fn check_app(config_path: &Path, host: &HostFile) -> Prechecked {
+    if super::workload_conf::is_workload_conf(config_path) {
+        return super::workload_conf::check(config_path, host);
+    }
     let mut out = Prechecked {
         host_timeout: host.timeout,
         ..Prechecked::default()

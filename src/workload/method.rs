@@ -154,16 +154,17 @@ fn inspect_mariadb(s: &mut Session, deadline: Instant) -> Result<Server, Session
     let version = var("version").unwrap_or_default();
     let nontx: u64 = first(s.query(NON_TRANSACTIONAL, deadline)?).parse().unwrap_or(0);
     let mariadb = version.contains("MariaDB");
-    let replica = !s
-        .query(
-            if mariadb {
-                "SHOW ALL SLAVES STATUS;"
-            } else {
-                "SHOW REPLICA STATUS;"
-            },
+    // Readable without SUPER/REPLICA MONITOR: a running replica's
+    // positions change under the snapshot.
+    let replica = if mariadb {
+        let l = first(s.query("SHOW GLOBAL STATUS LIKE 'Slaves_running';", deadline)?);
+        l.split('\t').nth(1).is_some_and(|n| n.trim() != "0")
+    } else {
+        first(s.query(
+            "SELECT COUNT(*) FROM performance_schema.replication_connection_configuration;",
             deadline,
-        )?
-        .is_empty();
+        )?) != "0"
+    };
     let flush = var("innodb_flush_log_at_trx_commit").unwrap_or_else(|| "1".into());
     let (method, why) = choose(&version, nontx, replica, &flush);
     Ok(Server {

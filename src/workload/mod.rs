@@ -54,16 +54,21 @@ impl Failure {
     /// whether it was refused credentials or could not connect.
     pub fn of_connect(stderr: &str) -> Failure {
         let s = stderr.to_ascii_lowercase();
+        // MariaDB 1045/1698 "Access denied for user"; libpq's "password
+        // authentication failed", "Peer authentication failed", "no
+        // password supplied", "role … does not exist". A privilege a
+        // statement lacks (1227 "Access denied; you need …") is not this.
         let refused = [
-            "access denied",
+            "access denied for user",
             "authentication failed",
-            "password",
-            "error 1045",
-            "error 1698",
+            "no password supplied",
             "role \"",
         ];
+        let privilege = ["error 1227", "permission denied", "must be superuser"];
         if refused.iter().any(|r| s.contains(r)) {
             Failure::Credentials
+        } else if privilege.iter().any(|r| s.contains(r)) {
+            Failure::Quiescing
         } else {
             Failure::Connection
         }
@@ -82,4 +87,32 @@ pub fn error_code(exit: i32) -> Option<ErrorCode> {
         15 => ErrorCode::WorkloadPostFailed,
         _ => return None,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn refused_credentials_privileges_and_connections_are_told_apart() {
+        let c = |s| Failure::of_connect(s);
+        assert_eq!(
+            c("ERROR 1045 (28000): Access denied for user 'bk'@'localhost' (using password: YES)"),
+            Failure::Credentials
+        );
+        assert_eq!(
+            c("psql: error: connection to server on socket \"/x/.s.PGSQL.5432\" failed: FATAL:  Peer authentication failed for user \"app\""),
+            Failure::Credentials
+        );
+        assert_eq!(
+            c("ERROR 1227 (42000) at line 5: Access denied; you need (at least one of) the SUPER privilege(s)"),
+            Failure::Quiescing
+        );
+        assert_eq!(
+            c("ERROR 2002 (HY000): Can't connect to local server through socket '/x' (2)"),
+            Failure::Connection
+        );
+        assert_eq!(error_code(Failure::Release.exit() as i32), Some(ErrorCode::WorkloadPostFailed));
+        assert_eq!(error_code(1), None);
+    }
 }

@@ -130,10 +130,25 @@ impl Session {
 
     /// What the client wrote on stderr, trimmed.
     pub fn stderr_text(&self) -> String {
-        self.stderr
+        let all = self
+            .stderr
             .lock()
             .map(|s| s.trim().to_string())
-            .unwrap_or_default()
+            .unwrap_or_default();
+        // The error lines themselves, without the statement the client
+        // echoes around them.
+        let errors: Vec<&str> = all
+            .lines()
+            .filter(|l| {
+                let l = l.trim_start();
+                l.starts_with("ERROR") || l.contains("FATAL") || l.starts_with("psql:")
+            })
+            .collect();
+        if errors.is_empty() {
+            all
+        } else {
+            errors.join("; ")
+        }
     }
 
     /// The client is still running (its session open).
