@@ -135,7 +135,10 @@ fn main() -> ExitCode {
     // A workload application's phases (SPEC §3.2) run quiesce itself as
     // their script: an internal helper, never a command for operators.
     let argv: Vec<std::ffi::OsString> = std::env::args_os().collect();
-    if argv.get(1).is_some_and(|a| a == quiesce::workload::HELPER_ARG) {
+    if argv
+        .get(1)
+        .is_some_and(|a| a == quiesce::workload::HELPER_ARG)
+    {
         return ExitCode::from(quiesce::workload::helper::main(&argv[2..]));
     }
     let cli = match Cli::try_parse() {

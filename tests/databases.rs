@@ -1905,7 +1905,9 @@ fn mariadb_workload_with_myisam_holds_backup_stage_and_releases_it_on_its_sessio
     let dir = Dir::new("wl-maria");
     let live_fs = ScratchFs::with_size(&dir.path, "live", "ext4", IMAGE_SIZE);
     let live = maria_live(&dir, &live_fs);
-    live.must("CREATE TABLE qt.m (id BIGINT PRIMARY KEY) ENGINE=MyISAM; INSERT INTO qt.m VALUES (1)");
+    live.must(
+        "CREATE TABLE qt.m (id BIGINT PRIMARY KEY) ENGINE=MyISAM; INSERT INTO qt.m VALUES (1)",
+    );
     let config = workload_config(
         &dir,
         "db.json",
@@ -1924,7 +1926,9 @@ fn mariadb_workload_with_myisam_holds_backup_stage_and_releases_it_on_its_sessio
         "cp '{log}' '{at}' && {try_write}; cp --sparse=always '{img}' '{copy}'",
         log = writer.committed_file().display(),
         at = at_snapshot.display(),
-        try_write = live.try_write_cmd(&during).replace("timeout 10", "timeout 3"),
+        try_write = live
+            .try_write_cmd(&during)
+            .replace("timeout 10", "timeout 3"),
         img = live_fs.image.display(),
         copy = copy_img.display()
     );
@@ -1954,7 +1958,9 @@ fn mariadb_workload_with_myisam_holds_backup_stage_and_releases_it_on_its_sessio
     assert!(!run.stdout.contains("password"), "{}", run.stdout);
     live.writable(-1)
         .unwrap_or_else(|e| panic!("live database not writable after the run: {e}"));
-    wait_until("the workload's helpers end", PROMPT, || helpers_of(&dir).is_empty());
+    wait_until("the workload's helpers end", PROMPT, || {
+        helpers_of(&dir).is_empty()
+    });
     writer.progresses(PROMPT).unwrap();
     writer.stop();
     let summary = maria_check_copy(&dir, &copy_img, "copy", &at_snapshot, &before);
@@ -2002,7 +2008,9 @@ fn postgresql_workload_checkpoints_takes_no_lock_and_the_copy_is_whole() {
     );
     live.writable(-1)
         .unwrap_or_else(|e| panic!("live database not writable after the run: {e}"));
-    wait_until("the workload's helpers end", PROMPT, || helpers_of(&dir).is_empty());
+    wait_until("the workload's helpers end", PROMPT, || {
+        helpers_of(&dir).is_empty()
+    });
     writer.progresses(PROMPT).unwrap();
     writer.stop();
     let summary = pg_check_copy(&dir, &copy_img, "copy", 55438, &at_snapshot, &before);
@@ -2018,7 +2026,9 @@ fn mariadb_workload_failures_are_named_and_leave_nothing_locked() {
     live.must("CREATE TABLE qt.m (id BIGINT PRIMARY KEY) ENGINE=Aria; INSERT INTO qt.m VALUES (1)");
     let conn = |extra: Value| {
         let mut c = serde_json::json!({"socket": live.sock.display().to_string(), "user": "root"});
-        c.as_object_mut().unwrap().extend(extra.as_object().unwrap().clone());
+        c.as_object_mut()
+            .unwrap()
+            .extend(extra.as_object().unwrap().clone());
         serde_json::json!({"workload": "mariadb", "connection": c, "timeoutInSeconds": 20})
     };
     let names = |run: &Run| error_names(&run.json());
@@ -2047,7 +2057,11 @@ fn mariadb_workload_failures_are_named_and_leave_nothing_locked() {
     live.writable(-5).unwrap();
 
     // An unreachable server: 506, before anything is held; degraded.
-    let gone = workload_config(&dir, "gone.json", conn(serde_json::json!({"socket": "/nonexistent/mysqld.sock"})));
+    let gone = workload_config(
+        &dir,
+        "gone.json",
+        conn(serde_json::json!({"socket": "/nonexistent/mysqld.sock"})),
+    );
     let run = run_with(&dir, &gone, &snapshot_args(&[&live_fs], "true"));
     assert_eq!(run.code, 1, "{}", ctx(&run));
     assert_eq!(names(&run), ["WorkloadConnectionError"], "{}", ctx(&run));
@@ -2067,7 +2081,11 @@ fn mariadb_workload_failures_are_named_and_leave_nothing_locked() {
     );
     let run = run_with(&dir, &bad, &snapshot_args(&[&live_fs], "true"));
     assert_eq!(names(&run), ["WorkloadNoCredentials"], "{}", ctx(&run));
-    assert!(!run.stdout.contains("Wr0ng") && !run.stderr.contains("Wr0ng"), "{}", ctx(&run));
+    assert!(
+        !run.stdout.contains("Wr0ng") && !run.stderr.contains("Wr0ng"),
+        "{}",
+        ctx(&run)
+    );
     // ... and a group-readable option file is refused before it is read.
     chmod(&opt, 0o640);
     let run = run_with(&dir, &bad, &snapshot_args(&[&live_fs], "true"));
@@ -2087,7 +2105,9 @@ fn mariadb_workload_failures_are_named_and_leave_nothing_locked() {
     assert_eq!(names(&run), ["WorkloadPostFailed"], "{}", ctx(&run));
     assert_eq!(run.code, 1, "{}", ctx(&run));
     live.writable(-3).unwrap();
-    wait_until("the workload's helpers end", PROMPT, || helpers_of(&dir).is_empty());
+    wait_until("the workload's helpers end", PROMPT, || {
+        helpers_of(&dir).is_empty()
+    });
 
     // The runner killed with SIGKILL in the window: its sentinel ends the
     // holder, the session closes, the server takes writes within seconds.
@@ -2105,14 +2125,25 @@ fn mariadb_workload_failures_are_named_and_leave_nothing_locked() {
             .unwrap(),
     );
     let _ = fs::remove_file(&inwin);
-    wait_until("the snapshot command starts", Duration::from_secs(30), || inwin.exists());
+    wait_until(
+        "the snapshot command starts",
+        Duration::from_secs(30),
+        || inwin.exists(),
+    );
     signal(runner.0.id() as i32, Signal::SIGKILL);
     let _ = runner.0.wait();
-    let t = wait_until("the live server takes a write after the runner's SIGKILL", Duration::from_secs(10), || {
-        live.writable(-4).is_ok()
+    let t = wait_until(
+        "the live server takes a write after the runner's SIGKILL",
+        Duration::from_secs(10),
+        || live.writable(-4).is_ok(),
+    );
+    eprintln!(
+        "writable {:.0} ms after the runner's SIGKILL",
+        t.as_secs_f64() * 1e3
+    );
+    wait_until("the workload's helpers end", PROMPT, || {
+        helpers_of(&dir).is_empty()
     });
-    eprintln!("writable {:.0} ms after the runner's SIGKILL", t.as_secs_f64() * 1e3);
-    wait_until("the workload's helpers end", PROMPT, || helpers_of(&dir).is_empty());
 }
 
 /// workload.conf in `dir` with `text`, root-owned, `mode`.
@@ -2161,9 +2192,18 @@ fn workload_conf_examples_run_or_fail_with_their_named_error() {
     let conf = workload_conf_file(&dir, &text, 0o600);
     let run = run_workload_conf(&dir, &conf, &snapshot_args(&[&live_fs], "true"));
     let v = assert_success(&run, &[&live_fs]);
-    assert_eq!(v["applicationSource"]["source"], "workload-conf", "{}", ctx(&run));
+    assert_eq!(
+        v["applicationSource"]["source"],
+        "workload-conf",
+        "{}",
+        ctx(&run)
+    );
     let pre_out = tail(&v["phases"], "pre", "stdoutTail");
-    assert!(pre_out.contains("no lock done; nothing held"), "pre: {pre_out}\n{}", ctx(&run));
+    assert!(
+        pre_out.contains("no lock done; nothing held"),
+        "pre: {pre_out}\n{}",
+        ctx(&run)
+    );
     for key in ["credString", "ipc_folder", "command_path", "timeout"] {
         assert!(
             v["warnings"].to_string().contains(key),
@@ -2175,24 +2215,41 @@ fn workload_conf_examples_run_or_fail_with_their_named_error() {
     for text in [&run.stdout, &run.stderr, &last] {
         assert!(!text.contains("Pa55"), "the password leaked: {text}");
     }
-    assert!(!dir.join("run").join("workload").read_dir().is_ok_and(|mut d| d.any(|e| {
-        e.is_ok_and(|e| e.path().join("credentials").exists())
-    })), "a credentials copy outlived the session");
+    assert!(
+        !dir.join("run").join("workload").read_dir().is_ok_and(
+            |mut d| d.any(|e| { e.is_ok_and(|e| e.path().join("credentials").exists()) })
+        ),
+        "a credentials copy outlived the session"
+    );
 
     // Group-writable: refused before it is read (501); the run goes on
     // without application consistency, as the extension's default allows.
     chmod(&conf, 0o620);
     let run = run_workload_conf(&dir, &conf, &snapshot_args(&[&live_fs], "true"));
     assert_eq!(run.code, 1, "{}", ctx(&run));
-    assert_eq!(error_names(&run.json()), ["WorkloadConfigError"], "{}", ctx(&run));
+    assert_eq!(
+        error_names(&run.json()),
+        ["WorkloadConfigError"],
+        "{}",
+        ctx(&run)
+    );
     assert!(run.stderr.contains("(501)"), "{}", run.stderr);
 
     // oracle: refused by name (503); a role quiesce does not run (502); a
     // password prompt it cannot answer (505).
     for (body, name) in [
-        ("workload_name = oracle\ncredString = oracle\n", "WorkloadInvalidName"),
-        ("workload_name = mariadb\nrole = slave\n", "WorkloadInvalidRole"),
-        ("workload_name = mariadb\ncredString = -u root -p\n", "WorkloadNoCredentials"),
+        (
+            "workload_name = oracle\ncredString = oracle\n",
+            "WorkloadInvalidName",
+        ),
+        (
+            "workload_name = mariadb\nrole = slave\n",
+            "WorkloadInvalidRole",
+        ),
+        (
+            "workload_name = mariadb\ncredString = -u root -p\n",
+            "WorkloadNoCredentials",
+        ),
     ] {
         let conf = workload_conf_file(&dir, &format!("[workload]\n{body}"), 0o600);
         let run = run_workload_conf(&dir, &conf, &["check", "--json", "--mount", live_fs.path()]);
@@ -2200,5 +2257,7 @@ fn workload_conf_examples_run_or_fail_with_their_named_error() {
         assert_eq!(error_names(&run.json()), [name], "{body}\n{}", ctx(&run));
     }
     live.writable(-1).unwrap();
-    wait_until("the workload's helpers end", PROMPT, || helpers_of(&dir).is_empty());
+    wait_until("the workload's helpers end", PROMPT, || {
+        helpers_of(&dir).is_empty()
+    });
 }

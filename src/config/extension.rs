@@ -2,12 +2,12 @@
 //! keys, their types, defaults and clamps, the forms the extension runs that
 //! strict types would refuse, and the typo hint for unknown keys.
 
+use super::workload::Workload;
 use serde::de::{self, Deserializer, MapAccess, Visitor};
 use serde::Deserialize;
 use serde_json::Value;
 use std::fmt;
 use std::path::{Path, PathBuf};
-use super::workload::Workload;
 
 pub const DEFAULT_CONFIG_PATH: &str = "/etc/azure/VMSnapshotScriptPluginConfig.json";
 /// quiesce's own applications directory (SPEC §3.1).

@@ -111,7 +111,10 @@ pub const CONNECTION_KEYS: [&str; 9] = [
 ];
 
 /// Reads `"workload"` and `"connection"`; an error is the key and its rule.
-pub fn from_json(workload: &Value, connection: Option<&Value>) -> Result<Workload, (String, String)> {
+pub fn from_json(
+    workload: &Value,
+    connection: Option<&Value>,
+) -> Result<Workload, (String, String)> {
     let engine = match workload {
         Value::String(s) => Engine::parse(s).ok_or_else(|| {
             let rule = if s.trim().eq_ignore_ascii_case("oracle") {
@@ -172,7 +175,15 @@ pub fn from_json(workload: &Value, connection: Option<&Value>) -> Result<Workloa
                     .filter(|s| (1..=3600).contains(s))
                     .ok_or_else(|| bad(k, "must be an integer 1..3600"))?
             }
-            _ => return Err(bad(k, &format!("is not a connection key (known: {})", CONNECTION_KEYS.join(", ")))),
+            _ => {
+                return Err(bad(
+                    k,
+                    &format!(
+                        "is not a connection key (known: {})",
+                        CONNECTION_KEYS.join(", ")
+                    ),
+                ))
+            }
         }
     }
     Ok(Workload {

@@ -48,14 +48,18 @@ pub enum WorkloadConfError {
 /// Whether the file names a workload at all (no `[workload]` section or
 /// no `workload_name`: the extension skips its workload path).
 pub fn names_a_workload(text: &str) -> bool {
-    section(text).iter().any(|(k, v)| k == "workload_name" && !v.is_empty())
+    section(text)
+        .iter()
+        .any(|(k, v)| k == "workload_name" && !v.is_empty())
 }
 
 /// Loads and checks `path` (root-owned, not group- or world-writable).
 pub fn load(path: &Path) -> Result<WorkloadConf, WorkloadConfError> {
     let parse_err = |e: String| WorkloadConfError::Parse(path.to_path_buf(), e);
     let file = CheckedFile::open(path, FileRole::Policy).map_err(|e| parse_err(e.to_string()))?;
-    let bytes = file.read_limited(64 * 1024).map_err(|e| parse_err(e.to_string()))?;
+    let bytes = file
+        .read_limited(64 * 1024)
+        .map_err(|e| parse_err(e.to_string()))?;
     let sha256 = {
         use sha2::{Digest, Sha256};
         crate::integrity::hex(&Sha256::digest(&bytes))
@@ -110,9 +114,8 @@ pub fn parse(path: &Path, text: &str) -> Result<WorkloadConf, WorkloadConfError>
             .map(|(_, v)| v.clone())
             .filter(|v| !v.is_empty())
     };
-    let name = get("workload_name").ok_or_else(|| {
-        WorkloadConfError::Parse(p(), "no [workload] workload_name".into())
-    })?;
+    let name = get("workload_name")
+        .ok_or_else(|| WorkloadConfError::Parse(p(), "no [workload] workload_name".into()))?;
     let engine = match Engine::parse(&name) {
         Some(e) => e,
         None if name.eq_ignore_ascii_case("oracle") => {
@@ -130,7 +133,12 @@ pub fn parse(path: &Path, text: &str) -> Result<WorkloadConf, WorkloadConfError>
             .parse::<u64>()
             .ok()
             .filter(|t| *t >= 1)
-            .ok_or_else(|| WorkloadConfError::Parse(p(), format!("timeout \"{t}\" is not a whole number of seconds >= 1")))?
+            .ok_or_else(|| {
+                WorkloadConfError::Parse(
+                    p(),
+                    format!("timeout \"{t}\" is not a whole number of seconds >= 1"),
+                )
+            })?
             .min(crate::config::MAX_TIMEOUT_SECS),
     };
     let mut connection = Connection {
@@ -198,9 +206,16 @@ fn cred_string(engine: Engine, cred: &str, c: &mut Connection) -> Result<(), Str
         };
         // `-p` alone is a password prompt for mysql: nothing to give it.
         if !pg && flag == "-p" && inline.is_none() {
-            return Err("-p without a password would prompt; give -pPASSWORD or an option file".into());
+            return Err(
+                "-p without a password would prompt; give -pPASSWORD or an option file".into(),
+            );
         }
-        let mut value = || inline.clone().or_else(|| it.next()).ok_or_else(|| format!("{flag} needs a value"));
+        let mut value = || {
+            inline
+                .clone()
+                .or_else(|| it.next())
+                .ok_or_else(|| format!("{flag} needs a value"))
+        };
         match (pg, flag.as_str()) {
             (_, "-h" | "--host") => c.host = Some(value()?),
             (true, "-p") | (_, "--port") | (false, "-P") => {
@@ -283,11 +298,29 @@ mod tests {
 
     #[test]
     fn named_errors() {
-        assert!(matches!(p("[workload]\nworkload_name = oracle\n"), Err(WorkloadConfError::Name(..))));
-        assert!(matches!(p("[workload]\nworkload_name = mysql\nrole = slave\n"), Err(WorkloadConfError::Role(..))));
-        assert!(matches!(p("[workload]\nworkload_name = mysql\ncredString = -p\n"), Err(WorkloadConfError::Credentials(..))));
-        assert!(matches!(p("[workload]\nworkload_name = mysql\ncredString = mylogin\n"), Err(WorkloadConfError::Credentials(..))));
-        assert!(matches!(p("[workload]\nworkload_name = mysql\ncredString = -u 'x\n"), Err(WorkloadConfError::Credentials(..))));
-        assert!(matches!(p("[other]\nx=1\n"), Err(WorkloadConfError::Parse(..))));
+        assert!(matches!(
+            p("[workload]\nworkload_name = oracle\n"),
+            Err(WorkloadConfError::Name(..))
+        ));
+        assert!(matches!(
+            p("[workload]\nworkload_name = mysql\nrole = slave\n"),
+            Err(WorkloadConfError::Role(..))
+        ));
+        assert!(matches!(
+            p("[workload]\nworkload_name = mysql\ncredString = -p\n"),
+            Err(WorkloadConfError::Credentials(..))
+        ));
+        assert!(matches!(
+            p("[workload]\nworkload_name = mysql\ncredString = mylogin\n"),
+            Err(WorkloadConfError::Credentials(..))
+        ));
+        assert!(matches!(
+            p("[workload]\nworkload_name = mysql\ncredString = -u 'x\n"),
+            Err(WorkloadConfError::Credentials(..))
+        ));
+        assert!(matches!(
+            p("[other]\nx=1\n"),
+            Err(WorkloadConfError::Parse(..))
+        ));
     }
 }

@@ -206,7 +206,10 @@ pub struct Prechecked {
     /// (the warning says it), `check` fails on them (SPEC §3).
     pub typos: Vec<Problem>,
     /// A workload application's source (SPEC §3.2).
-    pub workload: Option<(crate::workload::helper::Source, crate::config::workload::Engine)>,
+    pub workload: Option<(
+        crate::workload::helper::Source,
+        crate::config::workload::Engine,
+    )>,
 }
 
 impl Prechecked {
@@ -422,9 +425,15 @@ pub fn workload_script(
     let sha256 = runner_sha256(&file)?;
     // Its ELF header: how it starts (executed by its path, never by sh).
     let head = file.read_head(64).map_err(|e| {
-        Problem::new(ErrorCode::IncorrectPluginhostFile, format!("quiesce's own binary: {e}"))
+        Problem::new(
+            ErrorCode::IncorrectPluginhostFile,
+            format!("quiesce's own binary: {e}"),
+        )
     })?;
-    let mut params = vec![crate::workload::HELPER_ARG.to_string(), phase.name().to_string()];
+    let mut params = vec![
+        crate::workload::HELPER_ARG.to_string(),
+        phase.name().to_string(),
+    ];
     params.extend(source.args());
     Ok(CheckedScript {
         phase,
@@ -450,7 +459,10 @@ fn runner_sha256(file: &CheckedFile) -> Result<String, Problem> {
         return Ok(d.clone());
     }
     let d = file.sha256().map_err(|e| {
-        Problem::new(ErrorCode::IncorrectPluginhostFile, format!("quiesce's own binary: {e}"))
+        Problem::new(
+            ErrorCode::IncorrectPluginhostFile,
+            format!("quiesce's own binary: {e}"),
+        )
     })?;
     Ok(DIGEST.get_or_init(|| d).clone())
 }

@@ -39,8 +39,10 @@ pub fn check(path: &Path, host: &HostFile) -> Prechecked {
                 WorkloadConfError::Name(..) => ErrorCode::WorkloadInvalidName,
                 WorkloadConfError::Credentials(..) => ErrorCode::WorkloadNoCredentials,
             };
-            out.problems
-                .push(Problem::new(code, format!("workload.conf: {e}; nothing was run")));
+            out.problems.push(Problem::new(
+                code,
+                format!("workload.conf: {e}; nothing was run"),
+            ));
             return out;
         }
     };

@@ -61,7 +61,9 @@ pub fn prepare(w: &Workload, private: &Path) -> Result<Prepared, ClientError> {
         ),
         None => None,
     };
-    let (uid, gid) = user.as_ref().map_or((0, 0), |u| (u.uid.as_raw(), u.gid.as_raw()));
+    let (uid, gid) = user
+        .as_ref()
+        .map_or((0, 0), |u| (u.uid.as_raw(), u.gid.as_raw()));
     let secret = credentials(w, private, uid, gid)?;
     let program = c
         .client
@@ -73,7 +75,10 @@ pub fn prepare(w: &Workload, private: &Path) -> Result<Prepared, ClientError> {
         .env("LANG", "C")
         .current_dir("/");
     if let Some(u) = &user {
-        cmd.uid(uid).gid(gid).env("HOME", &u.dir).env("USER", &u.name);
+        cmd.uid(uid)
+            .gid(gid)
+            .env("HOME", &u.dir)
+            .env("USER", &u.name);
     }
     match w.engine {
         Engine::Postgres => postgres_args(&mut cmd, w, secret.as_deref()),
@@ -88,13 +93,19 @@ pub fn prepare(w: &Workload, private: &Path) -> Result<Prepared, ClientError> {
 /// The private copy of the credentials, when there are any: the option
 /// file's content (checked: root-owned, 0600), or a workload.conf password
 /// in the client's own format.
-fn credentials(w: &Workload, dir: &Path, uid: u32, gid: u32) -> Result<Option<PathBuf>, ClientError> {
+fn credentials(
+    w: &Workload,
+    dir: &Path,
+    uid: u32,
+    gid: u32,
+) -> Result<Option<PathBuf>, ClientError> {
     let c = &w.connection;
     let content = match (&c.option_file, &c.password) {
         (Some(f), _) => {
             let bad = |e: String| ClientError::OptionFile(f.clone(), e);
             let file = CheckedFile::open(f, FileRole::Config).map_err(|e| bad(e.to_string()))?;
-            file.read_limited(64 * 1024).map_err(|e| bad(e.to_string()))?
+            file.read_limited(64 * 1024)
+                .map_err(|e| bad(e.to_string()))?
         }
         (None, Some(p)) => match w.engine {
             // .pgpass: host:port:database:user:password, `:` and `\` escaped.
@@ -135,7 +146,12 @@ fn credentials(w: &Workload, dir: &Path, uid: u32, gid: u32) -> Result<Option<Pa
 fn postgres_args(cmd: &mut Command, w: &Workload, passfile: Option<&Path>) {
     let c = &w.connection;
     cmd.args(["-X", "-q", "-A", "-t", "-w", "-v", "ON_ERROR_STOP=1"]);
-    if let Some(h) = c.socket.as_ref().map(|s| s.display().to_string()).or(c.host.clone()) {
+    if let Some(h) = c
+        .socket
+        .as_ref()
+        .map(|s| s.display().to_string())
+        .or(c.host.clone())
+    {
         cmd.arg("-h").arg(h);
     }
     if let Some(p) = c.port {
@@ -144,7 +160,8 @@ fn postgres_args(cmd: &mut Command, w: &Workload, passfile: Option<&Path>) {
     if let Some(u) = &c.user {
         cmd.arg("-U").arg(u);
     }
-    cmd.arg("-d").arg(c.database.as_deref().unwrap_or("postgres"));
+    cmd.arg("-d")
+        .arg(c.database.as_deref().unwrap_or("postgres"));
     if let Some(f) = passfile {
         cmd.env("PGPASSFILE", f);
     }

@@ -164,8 +164,12 @@ fn deadline(fallback_secs: u64) -> Instant {
 
 /// Starts the holder and relays its report.
 fn pre(args: &[OsString]) -> Outcome {
-    let exe = std::env::current_exe()
-        .map_err(|e| (Failure::Quiescing, format!("cannot find quiesce's own binary: {e}")))?;
+    let exe = std::env::current_exe().map_err(|e| {
+        (
+            Failure::Quiescing,
+            format!("cannot find quiesce's own binary: {e}"),
+        )
+    })?;
     let mut rest = args[1..].to_vec();
     rest.insert(0, "hold".into());
     let mut child = Command::new(exe)
@@ -228,7 +232,12 @@ fn hold(source: &Source, files: &Files) -> Outcome {
     };
     let (mut session, server, listener, max_hold) = started;
     let Some(listener) = listener else {
-        report(&Ok(format!("{}: {} done; nothing held ({})", server.version, server.method.name(), server.why)));
+        report(&Ok(format!(
+            "{}: {} done; nothing held ({})",
+            server.version,
+            server.method.name(),
+            server.why
+        )));
         session.close(Duration::from_secs(2));
         return Ok(());
     };
@@ -275,7 +284,10 @@ fn start(source: &Source, files: &Files) -> Result<Started, (Failure, String)> {
     let _ = std::fs::remove_dir(&files.private);
     let server = inspected.map_err(|e| match e {
         SessionError::Ended(msg) => (Failure::of_connect(&msg), msg),
-        SessionError::Timeout => (Failure::Connection, format!("the server did not answer in time ({program})")),
+        SessionError::Timeout => (
+            Failure::Connection,
+            format!("the server did not answer in time ({program})"),
+        ),
         e => (Failure::Connection, e.to_string()),
     })?;
     let fail = |session: Session, e: SessionError| {
@@ -299,7 +311,10 @@ fn start(source: &Source, files: &Files) -> Result<Started, (Failure, String)> {
     } else {
         None
     };
-    let lock_wait = deadline.saturating_duration_since(Instant::now()).as_secs().max(1);
+    let lock_wait = deadline
+        .saturating_duration_since(Instant::now())
+        .as_secs()
+        .max(1);
     let sql = server.method.pre_sql(lock_wait, w.connection.max_hold_secs);
     if !sql.is_empty() {
         if let Err(e) = session.query(&sql, deadline) {
@@ -307,7 +322,12 @@ fn start(source: &Source, files: &Files) -> Result<Started, (Failure, String)> {
             return Err(fail(session, e));
         }
     }
-    Ok((session, server, listener, Duration::from_secs(w.connection.max_hold_secs)))
+    Ok((
+        session,
+        server,
+        listener,
+        Duration::from_secs(w.connection.max_hold_secs),
+    ))
 }
 
 /// The holder's socket: a stale one (its holder gone) is replaced; a live
@@ -357,7 +377,14 @@ fn serve(session: &mut Session, m: Method, listener: &UnixListener, files: &File
         }
         if since.elapsed() > max {
             let _ = session.query(m.release_sql(), Instant::now() + Duration::from_secs(10));
-            note_lost(files, &format!("{} was held for maxHoldSeconds ({} s) without a post phase, and released then", m.name(), max.as_secs()));
+            note_lost(
+                files,
+                &format!(
+                    "{} was held for maxHoldSeconds ({} s) without a post phase, and released then",
+                    m.name(),
+                    max.as_secs()
+                ),
+            );
             return;
         }
         std::thread::sleep(Duration::from_millis(20));
@@ -404,7 +431,10 @@ fn release(session: &mut Session, m: Method, stream: UnixStream, since: Instant)
 fn post(files: &Files) -> Outcome {
     if let Ok(why) = std::fs::read_to_string(&files.lost) {
         let _ = std::fs::remove_file(&files.lost);
-        return Err((Failure::Release, format!("{why}; the snapshot may not be application-consistent")));
+        return Err((
+            Failure::Release,
+            format!("{why}; the snapshot may not be application-consistent"),
+        ));
     }
     let stream = match UnixStream::connect(&files.socket) {
         Ok(s) => s,
@@ -442,10 +472,7 @@ pub fn probe(source: &Source, run_dir: &Path) -> Result<Server, (Failure, String
         .recursive(true)
         .create(&files.dir)
         .map_err(|e| (Failure::Quiescing, format!("{}: {e}", files.dir.display())))?;
-    let private = files.dir.join(format!(
-        "probe-{}.d",
-        std::process::id()
-    ));
+    let private = files.dir.join(format!("probe-{}.d", std::process::id()));
     let mut prepared = client::prepare(&w, &private).map_err(|e| {
         let f = match e {
             client::ClientError::OptionFile(..) => Failure::Credentials,
@@ -469,7 +496,10 @@ pub fn probe(source: &Source, run_dir: &Path) -> Result<Server, (Failure, String
     session.close(Duration::from_secs(2));
     inspected.map_err(|e| match e {
         SessionError::Ended(msg) => (Failure::of_connect(&msg), msg),
-        SessionError::Timeout => (Failure::Connection, format!("the server did not answer in time ({program})")),
+        SessionError::Timeout => (
+            Failure::Connection,
+            format!("the server did not answer in time ({program})"),
+        ),
         e => (Failure::Connection, e.to_string()),
     })
 }

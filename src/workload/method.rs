@@ -103,7 +103,12 @@ pub fn inspect(engine: Engine, s: &mut Session, deadline: Instant) -> Result<Ser
 }
 
 fn first(lines: Vec<String>) -> String {
-    lines.into_iter().next().unwrap_or_default().trim().to_string()
+    lines
+        .into_iter()
+        .next()
+        .unwrap_or_default()
+        .trim()
+        .to_string()
 }
 
 fn inspect_postgres(s: &mut Session, deadline: Instant) -> Result<Server, SessionError> {
@@ -152,7 +157,9 @@ fn inspect_mariadb(s: &mut Session, deadline: Instant) -> Result<Server, Session
         .collect();
     let var = |k: &str| vars.iter().find(|(n, _)| n == k).map(|(_, v)| v.clone());
     let version = var("version").unwrap_or_default();
-    let nontx: u64 = first(s.query(NON_TRANSACTIONAL, deadline)?).parse().unwrap_or(0);
+    let nontx: u64 = first(s.query(NON_TRANSACTIONAL, deadline)?)
+        .parse()
+        .unwrap_or(0);
     let mariadb = version.contains("MariaDB");
     // Readable without SUPER/REPLICA MONITOR: a running replica's
     // positions change under the snapshot.
@@ -179,7 +186,9 @@ fn inspect_mariadb(s: &mut Session, deadline: Instant) -> Result<Server, Session
 pub fn choose(version: &str, nontx: u64, replica: bool, flush: &str) -> (Method, String) {
     let mut needs = Vec::new();
     if nontx > 0 {
-        needs.push(format!("{nontx} non-transactional table(s) (MyISAM/Aria/CSV/ARCHIVE)"));
+        needs.push(format!(
+            "{nontx} non-transactional table(s) (MyISAM/Aria/CSV/ARCHIVE)"
+        ));
     }
     if replica {
         needs.push("replica positions".to_string());
@@ -271,12 +280,20 @@ mod tests {
         assert_eq!(choose(v, 0, false, "0").0, Method::BackupStage);
         assert_eq!(choose("10.3.39-MariaDB", 1, false, "1").0, Method::ReadLock);
         assert_eq!(choose("8.0.36", 1, false, "1").0, Method::ReadLock);
-        assert_eq!(choose("10.4.1-MariaDB", 1, false, "1").0, Method::BackupStage);
+        assert_eq!(
+            choose("10.4.1-MariaDB", 1, false, "1").0,
+            Method::BackupStage
+        );
     }
 
     #[test]
     fn never_read_only() {
-        for m in [Method::Checkpoint, Method::NoLock, Method::BackupStage, Method::ReadLock] {
+        for m in [
+            Method::Checkpoint,
+            Method::NoLock,
+            Method::BackupStage,
+            Method::ReadLock,
+        ] {
             let all = format!("{} {}", m.pre_sql(5, 600), m.release_sql()).to_ascii_lowercase();
             assert!(!all.contains("read_only"), "{all}");
         }
@@ -289,7 +306,11 @@ mod tests {
             ("innodb_log_group_home_dir", "./"),
             ("log_bin_basename", "/logs/bin/mysql-bin"),
         ];
-        let var = |k: &str| vars.iter().find(|(n, _)| *n == k).map(|(_, v)| v.to_string());
+        let var = |k: &str| {
+            vars.iter()
+                .find(|(n, _)| *n == k)
+                .map(|(_, v)| v.to_string())
+        };
         let p = mariadb_paths(&var);
         assert!(p.iter().any(|(_, p)| p == &PathBuf::from("/srv/db/./")));
         assert!(p.iter().any(|(_, p)| p == &PathBuf::from("/logs/bin")));

@@ -112,7 +112,10 @@ mod tests {
             c("ERROR 2002 (HY000): Can't connect to local server through socket '/x' (2)"),
             Failure::Connection
         );
-        assert_eq!(error_code(Failure::Release.exit() as i32), Some(ErrorCode::WorkloadPostFailed));
+        assert_eq!(
+            error_code(Failure::Release.exit() as i32),
+            Some(ErrorCode::WorkloadPostFailed)
+        );
         assert_eq!(error_code(1), None);
     }
 }

@@ -95,7 +95,10 @@ impl Session {
         self.marks += 1;
         let mark = format!("quiesce-mark-{}", self.marks);
         let text = format!("{sql}\nSELECT '{mark}';\n");
-        let stdin = self.stdin.as_mut().ok_or(SessionError::Ended(String::new()))?;
+        let stdin = self
+            .stdin
+            .as_mut()
+            .ok_or(SessionError::Ended(String::new()))?;
         if stdin
             .write_all(text.as_bytes())
             .and_then(|_| stdin.flush())

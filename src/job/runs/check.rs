@@ -13,8 +13,8 @@ use crate::job::phase::Phase;
 use crate::job::preflight::{self, CheckedScript, Prechecked, Readiness};
 use crate::job::run::{Finished, Job};
 use crate::job::status::{say, CheckedScriptStatus, Decision, PendingRecordStatus, PendingStatus};
-use crate::job::steps::{applications, workloads};
 use crate::job::steps::snapshot_window::mount_plan;
+use crate::job::steps::{applications, workloads};
 use crate::supervise::DEFAULT_GRACE;
 
 /// The check run.

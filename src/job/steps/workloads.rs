@@ -17,7 +17,12 @@ use crate::workload::{coverage, helper};
 /// `plan` (`None`: the run freezes nothing, so only the server is
 /// reached). What fails is added to the application's pre-check problems
 /// and its status entry; returns those problems.
-pub fn cover(job: &mut Job, cx: &Context, apps: &mut Apps, plan: Option<&MountPlan>) -> Vec<Problem> {
+pub fn cover(
+    job: &mut Job,
+    cx: &Context,
+    apps: &mut Apps,
+    plan: Option<&MountPlan>,
+) -> Vec<Problem> {
     let several = apps.several();
     let mut found = Vec::new();
     for app in apps.list.iter_mut() {
@@ -38,7 +43,11 @@ pub fn cover(job: &mut Job, cx: &Context, apps: &mut Apps, plan: Option<&MountPl
 }
 
 /// One application: its server reached, its method, its coverage.
-fn check_one(cx: &Context, app: &App, plan: Option<&MountPlan>) -> (WorkloadStatus, Option<Problem>) {
+fn check_one(
+    cx: &Context,
+    app: &App,
+    plan: Option<&MountPlan>,
+) -> (WorkloadStatus, Option<Problem>) {
     let (source, engine) = app.pc.workload.clone().expect("a workload application");
     let mut st = WorkloadStatus {
         engine: engine.name().to_string(),
