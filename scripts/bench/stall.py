@@ -23,9 +23,12 @@ ends), interleaved:
              filesystem, no application (the floor).
 
 Prints two lines, candidate then baseline: the longest gap of each run, ms.
+STALL_DEBUG=1: each run's longest gap, where it fell in the command and the
+next longest, on stderr.
 """
 
 import argparse
+import os
 import subprocess
 import sys
 import threading
@@ -81,7 +84,12 @@ class Writer:
             sys.exit("stall.py: the writer made no commit around the run")
         inside = [t for t in ts if t0 < t < t1]
         seq = [before[-1], *inside, after[0]]
-        return max(b - a for a, b in zip(seq, seq[1:])) * 1e3
+        gap, at = max((b - a, a) for a, b in zip(seq, seq[1:]))
+        if os.environ.get("STALL_DEBUG"):
+            print(f"gap {gap * 1e3:.1f} ms at +{(at - t0) * 1e3:.0f} ms of {(t1 - t0) * 1e3:.0f} ms;"
+                  f" next {sorted(b - a for a, b in zip(seq, seq[1:]))[-2] * 1e3:.1f} ms",
+                  file=sys.stderr)
+        return gap * 1e3
 
     def close(self):
         self.stop = True
