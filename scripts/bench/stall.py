@@ -100,7 +100,7 @@ class Writer:
         self.p.wait(timeout=10)
 
 
-def quiesce(args, command):
+def isolated(args, command):
     argv = [args.quiesce, "--host-config", "/nonexistent/host.conf",
             "--apps-dir", "/nonexistent/apps.d", "--workload-conf", "/nonexistent/workload.conf",
             "--run-dir", f"{args.dir}/run", "--state-dir", f"{args.dir}/state",
@@ -126,7 +126,7 @@ def extension(args):
     while side.stdout.readline().strip() != "locked":
         if side.poll() is not None:
             sys.exit("stall.py: the extension's pre SQL failed")
-    quiesce(args, "freeze")
+    isolated(args, "freeze")
     side.kill()
     side.wait()
     subprocess.run(client("mariadb", args.socket, args.port,
@@ -157,11 +157,11 @@ def main():
                 time.sleep(0.2)
                 t0 = time.perf_counter()
                 if kind == "b":
-                    quiesce(args, "freeze")
+                    isolated(args, "freeze")
                 elif args.extension:
                     extension(args)
                 else:
-                    quiesce(args, "snapshot")
+                    isolated(args, "snapshot")
                 t1 = time.perf_counter()
                 out.append(w.longest_gap(t0, t1))
     finally:
