@@ -2109,6 +2109,64 @@ fn mariadb_workload_failures_are_named_and_leave_nothing_locked() {
         helpers_of(&dir).is_empty()
     });
 
+    // Bridge mode: `pre` and `post` are separate processes. The lock is
+    // held between them (a write waits), and `post` releases it on the
+    // session that took it.
+    let run = run_with(&dir, &ok, &["pre", "--json"]);
+    assert_eq!(run.code, 0, "{}", ctx(&run));
+    let pre_out = tail(&run.json()["phases"], "pre", "stdoutTail");
+    assert!(
+        pre_out.contains("BACKUP STAGE BLOCK_COMMIT held"),
+        "{pre_out}"
+    );
+    assert!(
+        live.writable(-6).is_err(),
+        "a write went through between pre and post"
+    );
+    let run = run_with(&dir, &ok, &["post", "--json"]);
+    assert_eq!(run.code, 0, "{}", ctx(&run));
+    let post_out = tail(&run.json()["phases"], "post", "stdoutTail");
+    assert!(
+        post_out.contains("released on the session that took it"),
+        "{post_out}"
+    );
+    live.writable(-7).unwrap();
+    wait_until("the workload's helpers end", PROMPT, || {
+        helpers_of(&dir).is_empty()
+    });
+
+    // A method that cannot get its lock in time (a write to a MyISAM table
+    // runs for 20 s): 510, its session closed, nothing left held.
+    live.must("CREATE TABLE qt.my (id BIGINT) ENGINE=MyISAM");
+    let mut slow = Command::new("mariadb")
+        .args(["--no-defaults", "--user=root"])
+        .arg(format!("--socket={}", live.sock.display()))
+        .args(["-e", "INSERT INTO qt.my (id) SELECT 100 + SLEEP(20)"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(300));
+    let short = workload_config(&dir, "short.json", {
+        let mut v = conn(serde_json::json!({}));
+        v["timeoutInSeconds"] = 5.into();
+        v
+    });
+    let run = run_with(&dir, &short, &snapshot_args(&[&live_fs], "true"));
+    let ids = live
+        .must("SELECT ID FROM information_schema.PROCESSLIST WHERE INFO LIKE 'INSERT INTO qt.my%'");
+    for id in ids.lines().filter(|l| !l.trim().is_empty()) {
+        let _ = live.sql(&format!("KILL {id}"), 5);
+    }
+    let _ = slow.kill();
+    let _ = slow.wait();
+    assert_eq!(names(&run), ["WorkloadQuiescingTimeout"], "{}", ctx(&run));
+    assert!(run.stderr.contains("(510)"), "{}", run.stderr);
+    live.writable(-8).unwrap();
+    wait_until("the workload's helpers end", PROMPT, || {
+        helpers_of(&dir).is_empty()
+    });
+
     // The runner killed with SIGKILL in the window: its sentinel ends the
     // holder, the session closes, the server takes writes within seconds.
     let mut runner = Spawned(

@@ -153,13 +153,17 @@ pub fn main(args: &[OsString]) -> u8 {
 
 type Outcome = Result<(), (Failure, String)>;
 
-/// Seconds left in the phase, from the job's `QUIESCE_DEADLINE_SECONDS`.
+/// The helper's own deadline: the job's `QUIESCE_DEADLINE_SECONDS` less
+/// a margin, so that a method that waits too long is ended and reported
+/// by name (510), its session closed, before the job's timeout kills the
+/// tree.
 fn deadline(fallback_secs: u64) -> Instant {
     let secs = std::env::var("QUIESCE_DEADLINE_SECONDS")
         .ok()
         .and_then(|s| s.parse::<u64>().ok())
         .unwrap_or(fallback_secs);
-    Instant::now() + Duration::from_secs(secs.max(1))
+    let margin = if secs > 4 { 2 } else { 1 };
+    Instant::now() + Duration::from_secs(secs.saturating_sub(margin).max(1))
 }
 
 /// Starts the holder and relays its report.
@@ -290,44 +294,68 @@ fn start(source: &Source, files: &Files) -> Result<Started, (Failure, String)> {
         ),
         e => (Failure::Connection, e.to_string()),
     })?;
-    let fail = |session: Session, e: SessionError| {
-        session.close(Duration::from_secs(2));
-        match e {
-            SessionError::Timeout => (
-                Failure::QuiescingTimeout,
-                format!("{} did not complete before the phase's deadline; the session was closed, so nothing is held", server.method.name()),
-            ),
-            e => (Failure::Quiescing, format!("{} failed: {e}; nothing is held", server.method.name())),
+    let max_hold = w.connection.max_hold_secs;
+    let listener = match run_method(&mut session, &server, files, deadline, max_hold) {
+        Ok(l) => l,
+        Err(e) => {
+            session.close(Duration::from_secs(2));
+            return Err(e);
         }
     };
+    Ok((session, server, listener, Duration::from_secs(max_hold)))
+}
+
+/// The method's pre statements on `session`; when it holds a lock, the
+/// socket the post phase will reach the holder on. On failure the caller
+/// closes the session, which releases whatever it took.
+fn run_method(
+    session: &mut Session,
+    server: &Server,
+    files: &Files,
+    deadline: Instant,
+    max_hold: u64,
+) -> Result<Option<UnixListener>, (Failure, String)> {
+    let name = server.method.name();
     let listener = if server.method.holds() {
-        match bind(&files.socket) {
-            Ok(l) => Some(l),
-            Err(e) => {
-                session.close(Duration::from_secs(2));
-                return Err((Failure::Quiescing, e));
-            }
-        }
+        Some(bind(&files.socket).map_err(|e| (Failure::Quiescing, e))?)
     } else {
         None
     };
+    // The server gives up on a lock first (1205), a second before the
+    // helper's own deadline.
     let lock_wait = deadline
         .saturating_duration_since(Instant::now())
         .as_secs()
+        .saturating_sub(1)
         .max(1);
-    let sql = server.method.pre_sql(lock_wait, w.connection.max_hold_secs);
-    if !sql.is_empty() {
-        if let Err(e) = session.query(&sql, deadline) {
+    let sql = server.method.pre_sql(lock_wait, max_hold);
+    if sql.is_empty() {
+        return Ok(listener);
+    }
+    match session.query(&sql, deadline) {
+        Ok(_) => Ok(listener),
+        Err(e) => {
             let _ = std::fs::remove_file(&files.socket);
-            return Err(fail(session, e));
+            let timed_out = match &e {
+                SessionError::Timeout => true,
+                SessionError::Ended(m) => {
+                    m.contains("1205") || m.to_ascii_lowercase().contains("lock wait timeout")
+                }
+                SessionError::Spawn(_) => false,
+            };
+            Err(if timed_out {
+                (
+                    Failure::QuiescingTimeout,
+                    format!("{name} did not complete before the phase's deadline ({e}); its session was closed, so nothing is held"),
+                )
+            } else {
+                (
+                    Failure::Quiescing,
+                    format!("{name} failed: {e}; nothing is held"),
+                )
+            })
         }
     }
-    Ok((
-        session,
-        server,
-        listener,
-        Duration::from_secs(w.connection.max_hold_secs),
-    ))
 }
 
 /// The holder's socket: a stale one (its holder gone) is replaced; a live
