@@ -2015,6 +2015,50 @@ fn postgresql_workload_checkpoints_takes_no_lock_and_the_copy_is_whole() {
     writer.stop();
     let summary = pg_check_copy(&dir, &copy_img, "copy", 55438, &at_snapshot, &before);
     eprintln!("PostgreSQL workload copy: {summary}");
+
+    // A tablespace on a filesystem the run does not freeze: the coverage
+    // check names it, and `check` fails.
+    let other = ScratchFs::with_size(&dir.path, "other", "ext4", "32M");
+    let ts = other.mnt.join("ts");
+    fs::create_dir_all(&ts).unwrap();
+    chown_user(&ts, "postgres");
+    chmod(&ts, 0o700);
+    chmod(&other.mnt, 0o755);
+    live.must(&format!(
+        "CREATE TABLESPACE elsewhere LOCATION '{}'",
+        ts.display()
+    ));
+    let run = run_with(
+        &dir,
+        &config,
+        &["check", "--json", "--mount", live_fs.path()],
+    );
+    assert_eq!(run.code, 2, "{}", ctx(&run));
+    assert_eq!(
+        error_names(&run.json()),
+        ["WorkloadNotCovered"],
+        "{}",
+        ctx(&run)
+    );
+    let w = &run.json()["applications"][0]["workload"];
+    assert_eq!(w["covered"], false, "{w}");
+    assert!(
+        w["method"] == "CHECKPOINT" && w["version"].as_str().unwrap().starts_with("15"),
+        "{w}"
+    );
+    assert!(
+        run.stderr
+            .contains(&format!("tablespace {}: NOT frozen", ts.display())),
+        "{}",
+        run.stderr
+    );
+    let run = run_with(
+        &dir,
+        &config,
+        &["check", "--mount", live_fs.path(), "--mount", other.path()],
+    );
+    assert_eq!(run.code, 0, "{}", ctx(&run));
+    live.must("DROP TABLESPACE elsewhere");
 }
 
 #[test]

@@ -283,6 +283,16 @@ fn say_inputs(pc: &Prechecked, indent: &str) {
         ));
     }
     for s in [&pc.pre, &pc.post].into_iter().flatten() {
+        if let (true, Some((_, engine))) = (s.workload, &pc.workload) {
+            say(format!(
+                "{indent}{}: quiesce's built-in {} method, run as {} (sha256 {})",
+                s.phase.name(),
+                engine.name(),
+                s.file.path.display(),
+                s.sha256
+            ));
+            continue;
+        }
         say(format!(
             "{indent}{}-script ok: {} (sha256 {}{}{})",
             s.phase.name(),
