@@ -2142,8 +2142,9 @@ fn mariadb_workload_failures_are_named_and_leave_nothing_locked() {
     let inwin = dir.join("in-window");
     let cmd = format!(
         "touch '{}'; for p in $(pgrep -x mariadb); do \
-           grep -q skip-column-names /proc/$p/cmdline && kill -KILL $p; done; sleep 1",
-        inwin.display()
+           tr '\\0' ' ' < /proc/$p/cmdline | grep -q -- '--unbuffered --socket={} ' && kill -KILL $p; done; sleep 1",
+        inwin.display(),
+        live.sock.display()
     );
     let run = run_with(&dir, &ok, &snapshot_args(&[&live_fs], &cmd));
     assert_eq!(names(&run), ["WorkloadPostFailed"], "{}", ctx(&run));
