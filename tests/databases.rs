@@ -2059,6 +2059,47 @@ fn postgresql_workload_checkpoints_takes_no_lock_and_the_copy_is_whole() {
     );
     assert_eq!(run.code, 0, "{}", ctx(&run));
     live.must("DROP TABLESPACE elsewhere");
+
+    // Peer authentication as an OS user the server does not trust: 505,
+    // said by the server's own message; nothing run.
+    let nobody = workload_config(
+        &dir,
+        "nobody.json",
+        serde_json::json!({
+            "workload": "postgres",
+            "connection": {"socket": live.sock.display().to_string(), "port": 55437, "osUser": "nobody", "user": "postgres"},
+        }),
+    );
+    let run = run_with(
+        &dir,
+        &nobody,
+        &["check", "--json", "--mount", live_fs.path()],
+    );
+    assert_eq!(run.code, 2, "{}", ctx(&run));
+    assert_eq!(
+        error_names(&run.json()),
+        ["WorkloadNoCredentials"],
+        "{}",
+        ctx(&run)
+    );
+    assert!(
+        run.stderr.contains("Peer authentication failed"),
+        "{}",
+        run.stderr
+    );
+    // A server that is not there: 506.
+    let gone = workload_config(
+        &dir,
+        "gone.json",
+        serde_json::json!({"workload": "postgres", "connection": {"socket": "/nonexistent", "osUser": "postgres"}}),
+    );
+    let run = run_with(&dir, &gone, &["check", "--json", "--mount", live_fs.path()]);
+    assert_eq!(
+        error_names(&run.json()),
+        ["WorkloadConnectionError"],
+        "{}",
+        ctx(&run)
+    );
 }
 
 #[test]
