@@ -446,7 +446,12 @@ fn judge(
         .workload
         .then_some(report.exit_code)
         .flatten()
-        .and_then(crate::workload::error_code)
+        .map(|c| {
+            crate::workload::error_code(c).unwrap_or(match phase {
+                Phase::Pre => crate::error::ErrorCode::WorkloadPreFailed,
+                Phase::Post => crate::error::ErrorCode::WorkloadPostFailed,
+            })
+        })
     {
         let said = last_line(&report.stderr);
         return Verdict::Failed {

@@ -273,27 +273,7 @@ fn start(source: &Source, files: &Files) -> Result<Started, (Failure, String)> {
         .create(&files.dir)
         .map_err(|e| (Failure::Quiescing, format!("{}: {e}", files.dir.display())))?;
     let _ = std::fs::remove_file(&files.lost);
-    let mut prepared = client::prepare(&w, &files.private).map_err(|e| {
-        let f = match e {
-            client::ClientError::OptionFile(..) => Failure::Credentials,
-            _ => Failure::Config,
-        };
-        (f, e.to_string())
-    })?;
-    let program = format!("{:?}", prepared.cmd.get_program());
-    let session = Session::start(std::mem::replace(&mut prepared.cmd, Command::new("/")));
-    let mut session = session.map_err(|e| (Failure::Connection, format!("{program}: {e}")))?;
-    let inspected = method::inspect(w.engine, &mut session, deadline);
-    prepared.forget_credentials();
-    let _ = std::fs::remove_dir(&files.private);
-    let server = inspected.map_err(|e| match e {
-        SessionError::Ended(msg) => (Failure::of_connect(&msg), msg),
-        SessionError::Timeout => (
-            Failure::Connection,
-            format!("the server did not answer in time ({program})"),
-        ),
-        e => (Failure::Connection, e.to_string()),
-    })?;
+    let (mut session, server) = connect(&w, &files.private, deadline)?;
     let max_hold = w.connection.max_hold_secs;
     let listener = match run_method(&mut session, &server, files, deadline, max_hold) {
         Ok(l) => l,
@@ -501,7 +481,19 @@ pub fn probe(source: &Source, run_dir: &Path) -> Result<Server, (Failure, String
         .create(&files.dir)
         .map_err(|e| (Failure::Quiescing, format!("{}: {e}", files.dir.display())))?;
     let private = files.dir.join(format!("probe-{}.d", std::process::id()));
-    let mut prepared = client::prepare(&w, &private).map_err(|e| {
+    let (session, server) = connect(&w, &private, deadline)?;
+    session.close(Duration::from_secs(2));
+    Ok(server)
+}
+
+/// Starts the client with the credentials channel in `private`, asks the
+/// server what it is; the credentials copy is gone on every path out.
+fn connect(
+    w: &Workload,
+    private: &Path,
+    deadline: Instant,
+) -> Result<(Session, Server), (Failure, String)> {
+    let mut prepared = client::prepare(w, private).map_err(|e| {
         let f = match e {
             client::ClientError::OptionFile(..) => Failure::Credentials,
             _ => Failure::Config,
@@ -509,25 +501,18 @@ pub fn probe(source: &Source, run_dir: &Path) -> Result<Server, (Failure, String
         (f, e.to_string())
     })?;
     let program = format!("{:?}", prepared.cmd.get_program());
-    let session = Session::start(std::mem::replace(&mut prepared.cmd, Command::new("/")));
-    let mut session = match session {
-        Ok(s) => s,
-        Err(e) => {
-            prepared.forget_credentials();
-            let _ = std::fs::remove_dir(&private);
-            return Err((Failure::Connection, format!("{program}: {e}")));
-        }
-    };
-    let inspected = method::inspect(w.engine, &mut session, deadline);
+    let started = Session::start(std::mem::replace(&mut prepared.cmd, Command::new("/")));
+    let inspected = started.and_then(|mut session| {
+        method::inspect(w.engine, &mut session, deadline).map(|server| (session, server))
+    });
     prepared.forget_credentials();
-    let _ = std::fs::remove_dir(&private);
-    session.close(Duration::from_secs(2));
+    let _ = std::fs::remove_dir(private);
     inspected.map_err(|e| match e {
         SessionError::Ended(msg) => (Failure::of_connect(&msg), msg),
         SessionError::Timeout => (
             Failure::Connection,
             format!("the server did not answer in time ({program})"),
         ),
-        e => (Failure::Connection, e.to_string()),
+        e => (Failure::Connection, format!("{program}: {e}")),
     })
 }

@@ -175,7 +175,18 @@ impl Session {
             }
             std::thread::sleep(std::time::Duration::from_millis(10));
         }
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        // Drop kills and reaps what is still running.
+    }
+}
+
+impl Drop for Session {
+    /// A session dropped on a failure path: its client is ended and reaped
+    /// (the server then releases whatever the session held).
+    fn drop(&mut self) {
+        drop(self.stdin.take());
+        if matches!(self.child.try_wait(), Ok(None)) {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
     }
 }
