@@ -18,7 +18,9 @@
 //!   10.4.1 and later: `BACKUP STAGE START`, `FLUSH`, `BLOCK_DDL`,
 //!   `BLOCK_COMMIT` ("Using BACKUP STAGE Commands for Storage Snapshots"),
 //!   then `BACKUP STAGE END`; MySQL and older MariaDB: `FLUSH TABLES WITH
-//!   READ LOCK`, then `UNLOCK TABLES`. Never `SET GLOBAL read_only`: a post
+//!   READ LOCK`, then `UNLOCK TABLES` (MySQL 8's `LOCK INSTANCE FOR
+//!   BACKUP` permits DML, so it would not hold MyISAM tables still). Never
+//!   `SET GLOBAL read_only`: a post
 //!   that never runs must not leave the server read-only, and a session's
 //!   lock ends with the session.
 
