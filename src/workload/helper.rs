@@ -8,6 +8,8 @@
 //!   `DIR/workload/<key>.sock` (root only) until the post phase asks it to
 //!   release, which it does on that same session, then ends it.
 //! - `post` asks the holder to release and relays its answer.
+//! - `probe` prints what the server is (for the coverage check and
+//!   `check`, which run it supervised and sandboxed like a script).
 //!
 //! The credentials never leave the run directory's private copy (see
 //! [`client`]); nothing here prints them.
@@ -132,7 +134,7 @@ fn parse(args: &[OsString]) -> Option<Args> {
 /// parsed); returns the exit status.
 pub fn main(args: &[OsString]) -> u8 {
     let Some(a) = parse(args) else {
-        eprintln!("quiesce {HELPER_ARG}: internal helper of workload applications; usage: {HELPER_ARG} pre|hold|post --config PATH|--workload-conf PATH --run-dir DIR");
+        eprintln!("quiesce {HELPER_ARG}: internal helper of workload applications; usage: {HELPER_ARG} pre|hold|post|probe --config PATH|--workload-conf PATH --run-dir DIR");
         return 64;
     };
     let files = Files::of(&a.run_dir, &a.source);
@@ -140,6 +142,7 @@ pub fn main(args: &[OsString]) -> u8 {
         "pre" => pre(args),
         "hold" => hold(&a.source, &files),
         "post" => post(&files),
+        "probe" => probe(&a.source, &a.run_dir).map(|server| print!("{}", server.to_lines())),
         _ => return 64,
     };
     match result {

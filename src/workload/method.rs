@@ -54,6 +54,18 @@ impl Method {
         }
     }
 
+    /// The method [`Method::name`] names.
+    pub fn from_name(name: &str) -> Option<Method> {
+        [
+            Method::Checkpoint,
+            Method::NoLock,
+            Method::BackupStage,
+            Method::ReadLock,
+        ]
+        .into_iter()
+        .find(|m| m.name() == name)
+    }
+
     /// Whether a session stays open from pre to post.
     pub fn holds(self) -> bool {
         matches!(self, Method::BackupStage | Method::ReadLock)
@@ -93,6 +105,49 @@ pub struct Server {
     pub why: String,
     /// Where its files are, each with what it is (`data directory`, …).
     pub paths: Vec<(String, PathBuf)>,
+}
+
+impl Server {
+    /// The server as tab-separated lines (`quiesce __workload probe`'s
+    /// output): `version`, `method`, `reason`, one `path` per location.
+    pub fn to_lines(&self) -> String {
+        let clean = |s: &str| s.replace(['\t', '\n'], " ");
+        let mut out = format!(
+            "version\t{}\nmethod\t{}\nreason\t{}\n",
+            clean(&self.version),
+            self.method.name(),
+            clean(&self.why)
+        );
+        for (what, path) in &self.paths {
+            out.push_str(&format!(
+                "path\t{}\t{}\n",
+                clean(what),
+                clean(&path.display().to_string())
+            ));
+        }
+        out
+    }
+
+    /// What [`Server::to_lines`] wrote; `None` when it is not that.
+    pub fn from_lines(text: &str) -> Option<Server> {
+        let (mut version, mut method, mut why, mut paths) = (None, None, None, Vec::new());
+        for line in text.lines() {
+            let mut f = line.splitn(3, '\t');
+            match (f.next(), f.next(), f.next()) {
+                (Some("version"), Some(v), None) => version = Some(v.to_string()),
+                (Some("method"), Some(m), None) => method = Method::from_name(m),
+                (Some("reason"), Some(r), None) => why = Some(r.to_string()),
+                (Some("path"), Some(w), Some(p)) => paths.push((w.to_string(), PathBuf::from(p))),
+                _ => return None,
+            }
+        }
+        Some(Server {
+            version: version?,
+            method: method?,
+            why: why?,
+            paths,
+        })
+    }
 }
 
 /// Asks the server its version and where its files are, and chooses the
@@ -286,6 +341,21 @@ mod tests {
             choose("10.4.1-MariaDB", 1, false, "1").0,
             Method::BackupStage
         );
+    }
+
+    #[test]
+    fn a_server_round_trips_through_its_lines() {
+        let s = Server {
+            version: "15.8 (Debian 15.8-0+deb12u1)".into(),
+            method: Method::Checkpoint,
+            why: "crash-safe\twhen frozen".into(),
+            paths: vec![("data directory".into(), PathBuf::from("/srv/pg data"))],
+        };
+        let back = Server::from_lines(&s.to_lines()).unwrap();
+        assert_eq!(back.version, s.version);
+        assert_eq!(back.method, Method::Checkpoint);
+        assert_eq!(back.paths, s.paths);
+        assert!(Server::from_lines("garbage").is_none());
     }
 
     #[test]

@@ -51,6 +51,8 @@ pub fn run(cx: &Context, mounts: &[PathBuf]) -> Finished {
             p.sha256
         ));
     }
+    // The workload probes run under the scripts' sandbox.
+    let sandbox = ready.sandbox.take().map(std::sync::Arc::new);
     problems.extend(ready.problems);
     job.say_warnings(ready.warnings);
     let grace = ready
@@ -70,7 +72,7 @@ pub fn run(cx: &Context, mounts: &[PathBuf]) -> Finished {
     };
     if let Some(apps) = apps.as_mut() {
         let plan = plan.as_ref().filter(|_| freezes);
-        problems.extend(workloads::cover(&mut job, cx, apps, plan));
+        problems.extend(workloads::cover(&mut job, cx, apps, plan, sandbox.as_ref()));
     }
     problems.extend(say_pending(&mut job, cx));
     for p in &problems {

@@ -42,7 +42,13 @@ pub fn run(cx: &Context, phase: Phase) -> Finished {
         // The freeze is another tool's: its files are checked against what
         // discovery would freeze (SPEC §3.2, §6.1).
         let plan = mount_plan(cx, &[]).ok();
-        workloads::cover(&mut job, cx, &mut apps, plan.as_ref());
+        workloads::cover(
+            &mut job,
+            cx,
+            &mut apps,
+            plan.as_ref(),
+            runner.sandbox.as_ref(),
+        );
     }
     applications::report_problems(&mut job, &apps);
     match phase {

@@ -47,7 +47,13 @@ pub fn run(cx: &Context, req: &WindowRequest) -> Finished {
         Err(p) => return job.fail(&p),
     };
     // A database not wholly frozen in this window runs no method (SPEC §3.2).
-    workloads::cover(&mut job, cx, &mut apps, plan.as_ref());
+    workloads::cover(
+        &mut job,
+        cx,
+        &mut apps,
+        plan.as_ref(),
+        runner.sandbox.as_ref(),
+    );
     let settings = Settings::of_apps(&apps, |a| !a.pc.passed());
     say_precheck(&mut job, &apps, settings);
     let ctx = runner.context();
