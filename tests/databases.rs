@@ -2379,6 +2379,20 @@ fn workload_conf_examples_run_or_fail_with_their_named_error() {
     );
     assert!(run.stderr.contains("(501)"), "{}", run.stderr);
 
+    // A symbolic link as workload.conf: refused as workload.conf (501),
+    // never followed.
+    chmod(&conf, 0o600);
+    let link = dir.join("workload-link.conf");
+    std::os::unix::fs::symlink(&conf, &link).unwrap();
+    let run = run_workload_conf(&dir, &link, &["check", "--json", "--mount", live_fs.path()]);
+    assert_eq!(run.code, 2, "{}", ctx(&run));
+    assert_eq!(
+        error_names(&run.json()),
+        ["WorkloadConfigError"],
+        "{}",
+        ctx(&run)
+    );
+
     // oracle: refused by name (503); a role quiesce does not run (502); a
     // password prompt it cannot answer (505).
     for (body, name) in [

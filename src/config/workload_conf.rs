@@ -45,6 +45,26 @@ pub enum WorkloadConfError {
     Credentials(PathBuf, String),
 }
 
+/// The text of `path` read to decide what it is, before its checks: only
+/// a regular file (opened without following a link and without blocking,
+/// so a FIFO or a device there never hangs the run), at most 64 KiB. The
+/// pre-check reads it again through its trust checks.
+pub fn peek(path: &Path) -> Option<String> {
+    use std::io::Read;
+    use std::os::unix::fs::OpenOptionsExt;
+    let f = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK | libc::O_NOCTTY)
+        .open(path)
+        .ok()?;
+    if !f.metadata().ok()?.is_file() {
+        return None;
+    }
+    let mut text = String::new();
+    f.take(64 * 1024).read_to_string(&mut text).ok()?;
+    Some(text)
+}
+
 /// Whether the file names a workload at all (no `[workload]` section or
 /// no `workload_name`: the extension skips its workload path).
 pub fn names_a_workload(text: &str) -> bool {

@@ -152,7 +152,13 @@ pub fn precheck(sources: &AppSources) -> Result<Apps, Problem> {
         .into_iter()
         .enumerate()
         .map(|(index, (host_name, config_path))| {
-            let pc = preflight::check_app(&config_path, &host);
+            let pc = if config_path == sources.workload_conf {
+                // Checked as workload.conf whatever it holds (a link or a
+                // FIFO there is its own 501, not a JSON config's 305).
+                super::workload_conf::check(&config_path, &host)
+            } else {
+                preflight::check_app(&config_path, &host)
+            };
             let name = app_name(&pc, host_name.as_deref(), &config_path, single);
             App {
                 index,
@@ -207,11 +213,12 @@ fn list(sources: &AppSources, host: &HostFile) -> Result<(Source, Listed), Probl
 /// would join does not exist. Bridge mode leaves it to the extension.
 fn with_workload_conf(sources: &AppSources, source: &mut Source, listed: &mut Listed) {
     let wc = &sources.workload_conf;
-    if sources.bridge || !wc.exists() {
+    let listed_already = listed.iter().any(|(_, p)| p == wc);
+    if sources.bridge || listed_already || std::fs::symlink_metadata(wc).is_err() {
         return;
     }
     // Read here only to decide; the pre-check reads it again, checked.
-    let names = std::fs::read_to_string(wc)
+    let names = config::workload_conf::peek(wc)
         .map(|t| config::workload_conf::names_a_workload(&t))
         .unwrap_or(true);
     if !names {

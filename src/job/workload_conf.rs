@@ -15,9 +15,7 @@ use crate::workload::helper::Source;
 /// section) rather than a JSON config: how a recovery, which has only the
 /// path, knows which pre-check to make again.
 pub fn is_workload_conf(path: &Path) -> bool {
-    std::fs::read_to_string(path)
-        .map(|t| t.lines().any(|l| l.trim() == "[workload]"))
-        .unwrap_or(false)
+    workload_conf::peek(path).is_some_and(|t| t.lines().any(|l| l.trim() == "[workload]"))
 }
 
 /// The pre-check of workload.conf: every failure a named row (501, 502,
