@@ -28,11 +28,21 @@ pub enum ErrorCode {
     UnableToOpenMount,
     SnapshotCommandFailed,
     TooManyOpenFiles,
+    WorkloadPreFailed,
+    WorkloadConfigError,
+    WorkloadInvalidRole,
+    WorkloadInvalidName,
+    WorkloadPostFailed,
+    WorkloadNoCredentials,
+    WorkloadConnectionError,
+    WorkloadQuiescingError,
+    WorkloadQuiescingTimeout,
+    WorkloadNotCovered,
 }
 
 impl ErrorCode {
     /// Every row, in table order (used by docs and tests).
-    pub const ALL: [ErrorCode; 16] = [
+    pub const ALL: [ErrorCode; 26] = [
         ErrorCode::PreScriptExecutionFailed,
         ErrorCode::PostScriptExecutionFailed,
         ErrorCode::PreScriptNotFound,
@@ -49,6 +59,16 @@ impl ErrorCode {
         ErrorCode::UnableToOpenMount,
         ErrorCode::SnapshotCommandFailed,
         ErrorCode::TooManyOpenFiles,
+        ErrorCode::WorkloadPreFailed,
+        ErrorCode::WorkloadConfigError,
+        ErrorCode::WorkloadInvalidRole,
+        ErrorCode::WorkloadInvalidName,
+        ErrorCode::WorkloadPostFailed,
+        ErrorCode::WorkloadNoCredentials,
+        ErrorCode::WorkloadConnectionError,
+        ErrorCode::WorkloadQuiescingError,
+        ErrorCode::WorkloadQuiescingTimeout,
+        ErrorCode::WorkloadNotCovered,
     ];
 
     /// The public name, exactly as the product document spells it.
@@ -71,6 +91,16 @@ impl ErrorCode {
             UnableToOpenMount => "UnableToOpenMount",
             SnapshotCommandFailed => "SnapshotCommandFailed",
             TooManyOpenFiles => "TooManyOpenFiles",
+            WorkloadPreFailed => "WorkloadPreFailed",
+            WorkloadConfigError => "WorkloadConfigError",
+            WorkloadInvalidRole => "WorkloadInvalidRole",
+            WorkloadInvalidName => "WorkloadInvalidName",
+            WorkloadPostFailed => "WorkloadPostFailed",
+            WorkloadNoCredentials => "WorkloadNoCredentials",
+            WorkloadConnectionError => "WorkloadConnectionError",
+            WorkloadQuiescingError => "WorkloadQuiescingError",
+            WorkloadQuiescingTimeout => "WorkloadQuiescingTimeout",
+            WorkloadNotCovered => "WorkloadNotCovered",
         }
     }
 
@@ -92,7 +122,16 @@ impl ErrorCode {
             FsFreezeFailed => 121,
             FsFreezeTimeout => 122,
             UnableToOpenMount => 123,
-            SnapshotCommandFailed | TooManyOpenFiles => return None,
+            WorkloadPreFailed => 500,
+            WorkloadConfigError => 501,
+            WorkloadInvalidRole => 502,
+            WorkloadInvalidName => 503,
+            WorkloadPostFailed => 504,
+            WorkloadNoCredentials => 505,
+            WorkloadConnectionError => 506,
+            WorkloadQuiescingError => 509,
+            WorkloadQuiescingTimeout => 510,
+            SnapshotCommandFailed | TooManyOpenFiles | WorkloadNotCovered => return None,
         })
     }
 
@@ -135,6 +174,16 @@ impl ErrorCode {
             TooManyOpenFiles => {
                 "quiesce ran out of file descriptors (EMFILE/ENFILE) while opening the file named; the file itself was not found at fault"
             }
+            WorkloadPreFailed => "the workload's pre step failed, so the backup might not be application-consistent",
+            WorkloadConfigError => "the workload settings (the application's \"workload\"/\"connection\", or workload.conf) could not be read or are insecure",
+            WorkloadInvalidRole => "workload.conf names a role quiesce does not run",
+            WorkloadInvalidName => "the workload names a database quiesce has no method for (oracle is refused until it can be tested against a real server)",
+            WorkloadPostFailed => "the workload's post step could not release what its pre step held on the same session",
+            WorkloadNoCredentials => "the database refused the workload's credentials, or none could be given to it",
+            WorkloadConnectionError => "the database server could not be reached",
+            WorkloadQuiescingError => "a statement of the workload's method failed; nothing was left held",
+            WorkloadQuiescingTimeout => "the workload's method did not complete in time; its session was closed, so nothing was left held",
+            WorkloadNotCovered => "a file of the database is not on a filesystem frozen in the window, so the snapshot cannot be application-consistent for it",
         }
     }
 
@@ -174,6 +223,16 @@ impl ErrorCode {
             TooManyOpenFiles => {
                 "raise the descriptor limit quiesce runs under (LimitNOFILE= of its unit, ulimit -n of its caller), or find what leaks descriptors into it or exhausts the system's (fs.file-max)"
             }
+            WorkloadPreFailed => "check the workload's message in the status (stderr tail) and the database's log",
+            WorkloadConfigError => "fix what the message names in the workload settings: the file's owner and mode (root, not group- or world-writable), a key or its value",
+            WorkloadInvalidRole => "set role = master in workload.conf, or leave it out",
+            WorkloadInvalidName => "name postgres, mariadb or mysql, or pause that database with pre/post scripts",
+            WorkloadPostFailed => "check the database now: the server releases a lock when its session ends, and the message says whether it has",
+            WorkloadNoCredentials => "give the connection a root-only (0600) option file or passfile, or an osUser the database trusts by peer authentication",
+            WorkloadConnectionError => "check that the server runs and that the connection's socket, host and port are its own",
+            WorkloadQuiescingError => "check the statement's error in the status and the database user's privileges (CHECKPOINT, BACKUP STAGE, FLUSH TABLES WITH READ LOCK)",
+            WorkloadQuiescingTimeout => "find what holds the lock the method waits for (a long transaction or DDL), or raise timeoutInSeconds",
+            WorkloadNotCovered => "freeze every filesystem holding the database's files in the same run (--mount, or MountsToSkip), or move them",
         }
     }
 }

@@ -71,3 +71,4 @@ pub mod replace;
 pub mod sandbox;
 pub mod supervise;
 pub mod trail;
+pub mod workload;

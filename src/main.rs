@@ -45,7 +45,9 @@ enum Command {
     /// each #! interpreter, /bin/sh, what #!/usr/bin/env finds on PATH),
     /// the plugin-host file, bridge mode when the extension's config runs
     /// quiesce's hook, and list the mounts that would be frozen (and why
-    /// others are skipped); runs nothing. A misspelt key (a near miss of a
+    /// others are skipped); runs no script. A workload application's
+    /// server is asked its version and where its files are: the method it
+    /// would get, and whether every file would be frozen. A misspelt key (a near miss of a
     /// known one) fails it, though runs only warn.
     /// Exit 0 only if a snapshot would be application-consistent.
     Check {
@@ -132,6 +134,15 @@ const EXIT_HELP: &str = "Exit status:
   128+N  stopped by signal N (after thawing and cleaning up)";
 
 fn main() -> ExitCode {
+    // A workload application's phases (SPEC §3.2) run quiesce itself as
+    // their script: an internal helper, never a command for operators.
+    let argv: Vec<std::ffi::OsString> = std::env::args_os().collect();
+    if argv
+        .get(1)
+        .is_some_and(|a| a == quiesce::workload::HELPER_ARG)
+    {
+        return ExitCode::from(quiesce::workload::helper::main(&argv[2..]));
+    }
     let cli = match Cli::try_parse() {
         Ok(cli) => cli,
         Err(e) => {

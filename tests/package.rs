@@ -1484,6 +1484,7 @@ fn the_benchmarks_keep_their_state_in_their_scratch_directory() {
         ("scripts/bench.sh", "quiesce_argv()"),
         ("scripts/bench/freeze.py", "def isolated(run_dir)"),
         ("scripts/bench/presync.py", "def isolated(run_dir)"),
+        ("scripts/bench/stall.py", "def isolated(args, command)"),
     ] {
         let text = fs::read_to_string(repo().join(file)).unwrap();
         let body = text

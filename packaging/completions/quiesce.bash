@@ -28,12 +28,12 @@ _quiesce() {
     local commands="check pre post freeze snapshot thaw recover audit help"
     local global_opts="--config --apps-dir --host-config --extension-config --bridge --json -v --verbose --run-dir
         --state-dir --post-due --vmbackup-conf --policy --no-sandbox --syslog-socket --syslog-facility
-        --trail --journal-socket --metrics-dir -h --help"
+        --trail --journal-socket --metrics-dir --workload-conf -h --help"
 
     # Options that take a value: complete the value, not another option.
     case $prev in
         --config | --host-config | --extension-config | --vmbackup-conf | --policy | \
-            --syslog-socket | --journal-socket)
+            --syslog-socket | --journal-socket | --workload-conf)
             _quiesce_files
             return
             ;;
@@ -62,7 +62,7 @@ _quiesce() {
             --config | --host-config | --extension-config | --vmbackup-conf | --policy | \
                 --syslog-socket | --run-dir | --mount | --syslog-facility | \
                 --trail | --journal-socket | --state-dir | --metrics-dir | \
-                --apps-dir | --max-freeze | --post-due)
+                --apps-dir | --max-freeze | --post-due | --workload-conf)
                 ((i++))
                 ;;
             --)

@@ -42,6 +42,8 @@ pub struct AppSources {
     /// application of quiesce's own set; `check` reads it to recognise
     /// bridge mode (its script locations naming quiesce's hook).
     pub extension_config: PathBuf,
+    /// `--workload-conf`: the extension's workload.conf (SPEC §3.2).
+    pub workload_conf: PathBuf,
 }
 
 impl AppSources {
@@ -66,6 +68,8 @@ pub enum SourceKind {
     PluginHost,
     /// The apps directory.
     AppsDir,
+    /// workload.conf alone: nothing else names an application.
+    WorkloadConf,
 }
 
 /// The source, and what it skipped.
@@ -141,13 +145,20 @@ impl Apps {
 /// source that fails closed is the error: nothing may run.
 pub fn precheck(sources: &AppSources) -> Result<Apps, Problem> {
     let host = preflight::load_host(&sources.host_config);
-    let (source, listed) = list(sources, &host)?;
+    let (mut source, mut listed) = list(sources, &host)?;
+    with_workload_conf(sources, &mut source, &mut listed);
     let single = listed.len() == 1;
     let mut list: Vec<App> = listed
         .into_iter()
         .enumerate()
         .map(|(index, (host_name, config_path))| {
-            let pc = preflight::check_app(&config_path, &host);
+            let pc = if config_path == sources.workload_conf {
+                // Checked as workload.conf whatever it holds (a link or a
+                // FIFO there is its own 501, not a JSON config's 305).
+                super::workload_conf::check(&config_path, &host)
+            } else {
+                preflight::check_app(&config_path, &host)
+            };
             let name = app_name(&pc, host_name.as_deref(), &config_path, single);
             App {
                 index,
@@ -195,6 +206,44 @@ fn list(sources: &AppSources, host: &HostFile) -> Result<(Source, Listed), Probl
         }
     }
     dir_or_single(&sources.apps_dir, &sources.default_config())
+}
+
+/// workload.conf, when it names a workload (SPEC §3.2): one more
+/// application, last — or the only one, when the single default config it
+/// would join does not exist. Bridge mode leaves it to the extension.
+fn with_workload_conf(sources: &AppSources, source: &mut Source, listed: &mut Listed) {
+    let wc = &sources.workload_conf;
+    let listed_already = listed.iter().any(|(_, p)| p == wc);
+    if sources.bridge || listed_already || std::fs::symlink_metadata(wc).is_err() {
+        return;
+    }
+    // Read here only to decide; the pre-check reads it again, checked.
+    let names = config::workload_conf::peek(wc)
+        .map(|t| config::workload_conf::names_a_workload(&t))
+        .unwrap_or(true);
+    if !names {
+        source.notes.push(format!(
+            "{} names no workload (workload_name is empty): not an application",
+            wc.display()
+        ));
+        return;
+    }
+    let alone = sources.explicit.is_empty()
+        && source.source == SourceKind::Config
+        && listed.len() == 1
+        && listed[0].1 == sources.default_config()
+        && !listed[0].1.exists();
+    if alone {
+        listed.clear();
+        let mut s = Source::new(SourceKind::WorkloadConf, Some(wc));
+        s.notes = std::mem::take(&mut source.notes);
+        *source = s;
+    }
+    source.notes.push(format!(
+        "application from {} (the extension's workload path), run by quiesce's built-in method",
+        wc.display()
+    ));
+    listed.push((None, wc.clone()));
 }
 
 /// quiesce's own set in bridge mode, for `check`: the apps directory's

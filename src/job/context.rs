@@ -52,6 +52,12 @@ pub struct Options {
     /// bridge mode (its scripts are quiesce's hook) and verify the set-up.
     #[arg(long, global = true, value_name = "PATH", default_value = DEFAULT_CONFIG_PATH)]
     pub extension_config: PathBuf,
+    /// The Azure extension's workload.conf: when it names a workload
+    /// (postgres, mariadb, mysql), one more application, run by quiesce's
+    /// built-in method; the only one when nothing else names an
+    /// application. Not read in bridge mode (the extension reads it).
+    #[arg(long, global = true, value_name = "PATH", default_value = crate::config::workload_conf::DEFAULT_WORKLOAD_CONF)]
+    pub workload_conf: PathBuf,
     /// More detail on stderr: every audit record is echoed as a line, and
     /// check lists every mount.
     #[arg(short, long, global = true)]
@@ -137,6 +143,7 @@ impl Options {
         pair("--apps-dir", self.apps_dir.clone().into());
         pair("--host-config", self.host_config.clone().into());
         pair("--extension-config", self.extension_config.clone().into());
+        pair("--workload-conf", self.workload_conf.clone().into());
         pair("--run-dir", self.run_dir.clone().into());
         pair("--state-dir", self.state_dir.clone().into());
         pair("--post-due", self.post_due.to_string().into());
@@ -169,6 +176,7 @@ impl Options {
             apps_dir: abs(self.apps_dir),
             host_config: abs(self.host_config),
             extension_config: abs(self.extension_config),
+            workload_conf: abs(self.workload_conf),
             run_dir: abs(self.run_dir),
             state_dir: abs(self.state_dir),
             vmbackup_conf: abs(self.vmbackup_conf),
@@ -204,6 +212,7 @@ impl Context {
                 host_config: o.host_config.clone(),
                 bridge: o.bridge,
                 extension_config: o.extension_config.clone(),
+                workload_conf: o.workload_conf.clone(),
             },
             run_dir: state::RunDir::new(o.run_dir.clone()),
             pending: PendingOptions {
@@ -262,6 +271,7 @@ mod tests {
             host_config: "/x/host.json".into(),
             bridge: true,
             extension_config: "/x/ext.json".into(),
+            workload_conf: "/x/workload.conf".into(),
             verbose: true,
             run_dir: "/x/run".into(),
             state_dir: "/x/state".into(),

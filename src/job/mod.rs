@@ -16,7 +16,8 @@
 //!   phase and how a script is [`launch`]ed and what runs it
 //!   ([`interpreter`]), its [`holders`], the [`decide`] table (SPEC §5),
 //!   the [`status`] document, the [`pending`] records, the [`postguard`]
-//!   and what a run keeps [`armed`], the [`metrics`], [`bridge`] mode.
+//!   and what a run keeps [`armed`], the [`metrics`], [`bridge`] mode,
+//!   the extension's [`workload_conf`] as an application.
 //!
 //! A run reads as its steps:
 //!
@@ -44,3 +45,4 @@ pub mod run;
 pub mod runner;
 pub mod script;
 pub mod status;
+pub mod workload_conf;

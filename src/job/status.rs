@@ -274,7 +274,33 @@ pub struct ApplicationStatus {
     pub pre: Option<ScriptPhaseStatus>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub post: Option<ScriptPhaseStatus>,
+    /// A workload application (SPEC §3.2): the server, its method and
+    /// whether its files are all frozen.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub workload: Option<WorkloadStatus>,
     pub errors: Vec<ErrorEntry>,
+}
+
+/// What the coverage check learnt of a workload application's server.
+#[derive(Debug, Clone, Default, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct WorkloadStatus {
+    pub engine: String,
+    /// The server answered.
+    pub reached: bool,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub version: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub method: Option<String>,
+    /// Why that method, for this server.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+    /// Each file location and the frozen filesystem holding it; empty
+    /// when the run freezes nothing.
+    pub coverage: Vec<crate::workload::coverage::Location>,
+    /// Every location is frozen in the window; `None` when not checked.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub covered: Option<bool>,
 }
 
 /// The whole status document.
@@ -612,6 +638,7 @@ pub(crate) mod tests {
             }),
             pre: Some(phase("/etc/quiesce/pre.sh", vec![])),
             post: Some(phase("/etc/quiesce/post", vec![])),
+            workload: None,
             errors: vec![ErrorEntry {
                 name: "Pre-ScriptTimeout",
                 code: Some(308),

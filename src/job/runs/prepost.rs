@@ -7,7 +7,8 @@ use crate::job::decide;
 use crate::job::phase::Phase;
 use crate::job::run::{Finished, Job};
 use crate::job::status::{self, Decision};
-use crate::job::steps::{applications, guarantee, phases};
+use crate::job::steps::snapshot_window::mount_plan;
+use crate::job::steps::{applications, guarantee, phases, workloads};
 
 /// `quiesce pre` / `quiesce post`: every application's script with its
 /// retries and timeout, as the extension calls them — pre-scripts in
@@ -26,7 +27,7 @@ pub fn run(cx: &Context, phase: Phase) -> Finished {
         return job.fail(&p);
     }
     let ctx = runner.context();
-    let apps = match applications::load(&mut job, cx) {
+    let mut apps = match applications::load(&mut job, cx) {
         Ok(apps) => apps,
         Err(p) => {
             if phase == Phase::Post {
@@ -37,6 +38,18 @@ pub fn run(cx: &Context, phase: Phase) -> Finished {
             return job.fail(&p);
         }
     };
+    if phase == Phase::Pre {
+        // The freeze is another tool's: its files are checked against what
+        // discovery would freeze (SPEC §3.2, §6.1).
+        let plan = mount_plan(cx, &[]).ok();
+        workloads::cover(
+            &mut job,
+            cx,
+            &mut apps,
+            plan.as_ref(),
+            runner.sandbox.as_ref(),
+        );
+    }
     applications::report_problems(&mut job, &apps);
     match phase {
         Phase::Pre => {

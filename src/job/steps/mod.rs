@@ -8,3 +8,4 @@ pub mod recovery;
 pub mod snapshot_command;
 pub mod snapshot_window;
 pub mod window_order;
+pub mod workloads;
