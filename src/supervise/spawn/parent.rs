@@ -86,11 +86,10 @@ fn children_of(runner: i32) -> HashSet<(i32, u64)> {
 fn spawn_prepared(
     spec: &SpawnSpec,
     output_cap: usize,
-    join: cgroup::JoinFds,
+    mut join: cgroup::JoinFds,
     cgroup_dir: Option<&std::path::Path>,
 ) -> Result<Started, SpawnError> {
     let program = spec.program_name();
-    let mut join = join;
     let v2_dir = join.v2_dir.take();
     let ChildEnds {
         devnull,
@@ -112,11 +111,7 @@ fn spawn_prepared(
             (program.as_ptr(), exec_fd(script), ExecMode::Interpreter)
         }
     };
-
-    let mut argv: Vec<*const libc::c_char> = spec.argv.iter().map(|a| a.as_ptr()).collect();
-    argv.push(std::ptr::null());
-    let mut envp: Vec<*const libc::c_char> = spec.env.iter().map(|e| e.as_ptr()).collect();
-    envp.push(std::ptr::null());
+    let (argv, envp) = (null_terminated(&spec.argv), null_terminated(&spec.env));
 
     let (default_action, empty_mask) = default_signal_state();
     let runner = std::process::id() as i32;
@@ -186,6 +181,14 @@ fn spawn_prepared(
         join_notes,
         sentinel,
     })
+}
+
+/// `strings` as the NULL-terminated pointer array `execve` takes (pointing
+/// into `strings`, which must outlive it).
+fn null_terminated(strings: &[std::ffi::CString]) -> Vec<*const libc::c_char> {
+    let mut v: Vec<*const libc::c_char> = strings.iter().map(|a| a.as_ptr()).collect();
+    v.push(std::ptr::null());
+    v
 }
 
 /// The descriptors a child is given, each at or above [`MIN_CHILD_FD`] so
