@@ -28,11 +28,14 @@ pub enum ErrorCode {
     UnableToOpenMount,
     SnapshotCommandFailed,
     TooManyOpenFiles,
+    FreezeAlreadyHeld,
+    NoHeldFreeze,
+    HeldFreezeExpired,
 }
 
 impl ErrorCode {
     /// Every row, in table order (used by docs and tests).
-    pub const ALL: [ErrorCode; 16] = [
+    pub const ALL: [ErrorCode; 19] = [
         ErrorCode::PreScriptExecutionFailed,
         ErrorCode::PostScriptExecutionFailed,
         ErrorCode::PreScriptNotFound,
@@ -49,6 +52,9 @@ impl ErrorCode {
         ErrorCode::UnableToOpenMount,
         ErrorCode::SnapshotCommandFailed,
         ErrorCode::TooManyOpenFiles,
+        ErrorCode::FreezeAlreadyHeld,
+        ErrorCode::NoHeldFreeze,
+        ErrorCode::HeldFreezeExpired,
     ];
 
     /// The public name, exactly as the product document spells it.
@@ -71,6 +77,9 @@ impl ErrorCode {
             UnableToOpenMount => "UnableToOpenMount",
             SnapshotCommandFailed => "SnapshotCommandFailed",
             TooManyOpenFiles => "TooManyOpenFiles",
+            FreezeAlreadyHeld => "FreezeAlreadyHeld",
+            NoHeldFreeze => "NoHeldFreeze",
+            HeldFreezeExpired => "HeldFreezeExpired",
         }
     }
 
@@ -92,7 +101,8 @@ impl ErrorCode {
             FsFreezeFailed => 121,
             FsFreezeTimeout => 122,
             UnableToOpenMount => 123,
-            SnapshotCommandFailed | TooManyOpenFiles => return None,
+            SnapshotCommandFailed | TooManyOpenFiles | FreezeAlreadyHeld | NoHeldFreeze
+            | HeldFreezeExpired => return None,
         })
     }
 
@@ -135,6 +145,15 @@ impl ErrorCode {
             TooManyOpenFiles => {
                 "quiesce ran out of file descriptors (EMFILE/ENFILE) while opening the file named; the file itself was not found at fault"
             }
+            FreezeAlreadyHeld => {
+                "a held freeze (hook pre) is already in place, so a second one was refused; nothing new was run or frozen"
+            }
+            NoHeldFreeze => {
+                "no held freeze was in place for this hook post call: none was made, or its holding process died and the watchdog thawed"
+            }
+            HeldFreezeExpired => {
+                "the held freeze reached --max-freeze before its post call and was thawed, so the snapshot may not be application-consistent"
+            }
         }
     }
 
@@ -173,6 +192,15 @@ impl ErrorCode {
             }
             TooManyOpenFiles => {
                 "raise the descriptor limit quiesce runs under (LimitNOFILE= of its unit, ulimit -n of its caller), or find what leaks descriptors into it or exhausts the system's (fs.file-max)"
+            }
+            FreezeAlreadyHeld => {
+                "let the agent's post call end the held freeze first (or wait for --max-freeze); two snapshots of one VM must not overlap"
+            }
+            NoHeldFreeze => {
+                "call post only after a pre that succeeded; if the holding process died, the trail and `quiesce check` say why"
+            }
+            HeldFreezeExpired => {
+                "raise --max-freeze in the hook's wrapper, or find why the agent's post call came late"
             }
         }
     }

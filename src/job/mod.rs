@@ -33,6 +33,7 @@ pub mod bridge;
 pub mod context;
 pub mod decide;
 pub mod holders;
+pub mod hook;
 pub mod interpreter;
 pub mod launch;
 pub mod metrics;

@@ -1,0 +1,290 @@
+//! quiesce as every agent's hook (SPEC.md §10, issue 22): the held freeze
+//! of Google's guest agent and AWS DLM across two calls, qemu-guest-agent
+//! driven for real (it freezes a scratch filesystem itself and calls the
+//! hook), and VMware Tools' hook contract exactly as vmtoolsd invokes it.
+//! Root: freezes, scripts root-owned. Every scratch filesystem is thawed and
+//! unmounted by its guard on every path; every process a test started is
+//! ended by it.
+
+mod common;
+
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use common::scratchfs::ScratchFs;
+use common::{end_quiesce_processes_of, pids_with, signal, MarkerGuard, Run, Setup};
+use nix::sys::signal::Signal;
+
+/// A set-up with one scratch ext4. Dropped: every quiesce process of the
+/// test ended (a hold killed leaves its watchdog to thaw), then the
+/// filesystem thawed and unmounted (the fields' own guards).
+struct H {
+    fs: ScratchFs,
+    s: Setup,
+}
+
+impl Drop for H {
+    fn drop(&mut self) {
+        end_quiesce_processes_of(&self.s.s.dir);
+        self.fs.thaw();
+    }
+}
+
+fn h(tag: &str) -> H {
+    let s = Setup::new(tag);
+    let fs = ScratchFs::new(&s.s.dir, "fs", "ext4");
+    H { fs, s }
+}
+
+impl H {
+    fn hook(&self, extra: &[&str], agent_args: &[&str]) -> Run {
+        let mut a = vec!["--json", "hook", "--mount", self.fs.path()];
+        a.extend_from_slice(extra);
+        a.extend_from_slice(agent_args);
+        self.s.quiesce(&a)
+    }
+    fn frozen(&self) -> bool {
+        is_frozen(self.fs.path())
+    }
+    fn ran(&self) -> Vec<String> {
+        self.s.scripts_ran().lines().map(str::to_string).collect()
+    }
+    fn run_file(&self, name: &str) -> PathBuf {
+        self.s.s.path("run").join(name)
+    }
+    /// The pid in the hold record, while there is one.
+    fn hold_pid(&self) -> Option<i32> {
+        let v: serde_json::Value =
+            serde_json::from_slice(&fs::read(self.run_file("hold.json")).ok()?).ok()?;
+        v["pid"].as_i64().map(|p| p as i32)
+    }
+}
+
+/// Whether `path` is frozen right now: `fsfreeze -f` answers EBUSY on a
+/// frozen filesystem. (If it was not frozen, that froze it: thaw it back.)
+fn is_frozen(path: &str) -> bool {
+    let out = Command::new("fsfreeze")
+        .args(["-f", path])
+        .output()
+        .unwrap();
+    if out.status.success() {
+        let _ = Command::new("fsfreeze").args(["-u", path]).status();
+        return false;
+    }
+    String::from_utf8_lossy(&out.stderr).contains("busy")
+}
+
+fn alive(pid: i32) -> bool {
+    fs::read_to_string(format!("/proc/{pid}/stat"))
+        .map(|s| !s.rsplit(')').next().unwrap_or("").trim_start().starts_with('Z'))
+        .unwrap_or(false)
+}
+
+fn wait_until(within: Duration, mut f: impl FnMut() -> bool) -> bool {
+    let end = Instant::now() + within;
+    while Instant::now() < end {
+        if f() {
+            return true;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    f()
+}
+
+fn error_names(r: &Run) -> Vec<String> {
+    r.error_names()
+}
+
+// ---------------------------------------------------------------- held freeze
+
+#[test]
+fn gce_pre_returns_frozen_and_post_thaws_then_runs_the_post_script() {
+    require_root!("freezes a scratch filesystem");
+    let t = h("gce-held");
+    let pre = t.hook(&[], &["gce", "pre", "persistent-disk-0"]);
+    assert_eq!(pre.code, 0, "{}", pre.stderr);
+    assert!(t.frozen(), "pre returned without the freeze held");
+    assert_eq!(t.ran(), ["pre"], "only the pre-script ran");
+    let v = pre.json();
+    assert_eq!(v["hook"]["agent"], "gce");
+    assert_eq!(v["hook"]["args"][1], "persistent-disk-0");
+    let holder = v["hook"]["hold"]["pid"].as_i64().unwrap() as i32;
+    assert!(alive(holder), "the holding process outlives the call");
+
+    let post = t.hook(&[], &["gce", "post", "persistent-disk-0"]);
+    assert_eq!(post.code, 0, "{}", post.stderr);
+    assert!(!t.frozen(), "post thawed");
+    t.fs.assert_writable();
+    assert_eq!(t.ran(), ["pre", "post"], "post-script after the thaw");
+    let v = post.json();
+    assert_eq!(v["hook"]["hold"]["result"], "success");
+    assert!(v["hook"]["hold"]["frozenMs"].as_f64().unwrap() > 0.0);
+    assert!(!alive(holder), "the holding process is gone");
+    assert!(!t.run_file("hold.json").exists());
+}
+
+#[test]
+fn aws_dlm_pre_script_and_post_script_hold_and_release() {
+    require_root!("freezes a scratch filesystem");
+    let t = h("aws-held");
+    let pre = t.hook(&[], &["aws-dlm", "pre-script"]);
+    assert_eq!(pre.code, 0, "{}", pre.stderr);
+    assert!(t.frozen());
+    let post = t.hook(&[], &["aws-dlm", "post-script"]);
+    assert_eq!(post.code, 0, "{}", post.stderr);
+    assert!(!t.frozen());
+    assert_eq!(t.ran(), ["pre", "post"]);
+}
+
+#[test]
+fn post_without_a_hold_is_a_named_error_and_still_resumes_the_application() {
+    require_root!("root-owned scripts");
+    let t = h("gce-nohold");
+    let post = t.hook(&[], &["gce", "post", "d"]);
+    assert_eq!(post.code, 2, "{}", post.stderr);
+    assert_eq!(error_names(&post), ["NoHeldFreeze"]);
+    assert!(!t.frozen());
+}
+
+#[test]
+fn a_second_pre_while_one_is_held_is_refused_and_runs_nothing() {
+    require_root!("freezes a scratch filesystem");
+    let t = h("gce-twice");
+    assert_eq!(t.hook(&[], &["gce", "pre", "d"]).code, 0);
+    let first = t.hold_pid().unwrap();
+    let again = t.hook(&[], &["gce", "pre", "d"]);
+    assert_eq!(again.code, 2, "{}", again.stderr);
+    assert_eq!(error_names(&again), ["FreezeAlreadyHeld"]);
+    assert_eq!(t.ran(), ["pre"], "the second pre ran no script");
+    assert_eq!(t.hold_pid(), Some(first), "the first hold is untouched");
+    assert!(t.frozen());
+    let post = t.hook(&[], &["gce", "post", "d"]);
+    assert_eq!(post.code, 0, "{}", post.stderr);
+    assert!(!t.frozen());
+}
+
+#[test]
+fn a_hold_without_post_is_thawed_at_its_deadline_and_post_says_so() {
+    require_root!("freezes a scratch filesystem");
+    let t = h("gce-deadline");
+    let pre = t.hook(&["--max-freeze", "2"], &["gce", "pre", "d"]);
+    assert_eq!(pre.code, 0, "{}", pre.stderr);
+    assert!(t.frozen());
+    // The bound is a hang guard: the deadline is 2 s.
+    assert!(
+        t.fs.writable_within(Duration::from_secs(20)),
+        "the hold's deadline did not thaw"
+    );
+    let post = t.hook(&[], &["gce", "post", "d"]);
+    assert_eq!(post.code, 2, "{}", post.stderr);
+    assert_eq!(error_names(&post), ["HeldFreezeExpired"]);
+    assert_eq!(t.ran(), ["pre", "post"], "the post-script still ran");
+    assert!(!t.frozen());
+}
+
+#[test]
+fn sigkill_of_the_holding_process_is_thawed_by_its_watchdog() {
+    require_root!("freezes a scratch filesystem");
+    let t = h("gce-kill");
+    assert_eq!(t.hook(&[], &["gce", "pre", "d"]).code, 0);
+    assert!(t.frozen());
+    let holder = t.hold_pid().unwrap();
+    signal(holder, Signal::SIGKILL);
+    assert!(
+        t.fs.writable_within(Duration::from_secs(20)),
+        "the watchdog did not thaw"
+    );
+    let post = t.hook(&[], &["gce", "post", "d"]);
+    assert_eq!(post.code, 2, "{}", post.stderr);
+    assert_eq!(error_names(&post), ["NoHeldFreeze"]);
+    assert_eq!(t.ran(), ["pre", "post"]);
+    // A new pre works after the dead hold.
+    assert_eq!(t.hook(&[], &["gce", "pre", "d"]).code, 0);
+    assert!(t.frozen());
+    assert_eq!(t.hook(&[], &["gce", "post", "d"]).code, 0);
+    assert!(!t.frozen());
+}
+
+#[test]
+fn a_failing_pre_script_freezes_nothing_and_rolls_back() {
+    require_root!("root-owned scripts");
+    let t = h("gce-prefail");
+    fs::write(
+        &t.s.pre,
+        format!("#!/bin/sh\necho pre >> {}\nexit 3\n", t.s.marker.display()),
+    )
+    .unwrap();
+    let pre = t.hook(&[], &["gce", "pre", "d"]);
+    assert_eq!(pre.code, 2, "{}", pre.stderr);
+    assert!(!t.frozen());
+    assert_eq!(t.ran(), ["pre", "post"], "the rollback ran the post-script");
+    assert!(t.hold_pid().is_none());
+    // No later post runs it again.
+    let post = t.hook(&[], &["gce", "post", "d"]);
+    assert_eq!(error_names(&post), ["NoHeldFreeze"]);
+    assert_eq!(t.ran(), ["pre", "post"], "the post-script ran once");
+}
+
+#[test]
+fn a_freeze_that_fails_in_pre_leaves_nothing_frozen_and_rolls_back() {
+    require_root!("freezes a scratch filesystem");
+    let t = h("gce-freezefail");
+    // Someone else's freeze: quiesce's FIFREEZE gets EBUSY and never thaws it.
+    assert!(Command::new("fsfreeze")
+        .args(["-f", t.fs.path()])
+        .status()
+        .unwrap()
+        .success());
+    let pre = t.hook(&[], &["gce", "pre", "d"]);
+    let _ = Command::new("fsfreeze").args(["-u", t.fs.path()]).status();
+    assert_eq!(pre.code, 2, "{}", pre.stderr);
+    assert!(error_names(&pre).contains(&"FsFreezeFailed".to_string()));
+    assert_eq!(t.ran(), ["pre", "post"]);
+    assert!(t.hold_pid().is_none());
+    assert!(!t.frozen());
+}
+
+#[test]
+fn the_agents_pipes_are_not_held_by_the_hold() {
+    require_root!("freezes a scratch filesystem");
+    // Google's agent waits for every holder of the script's output pipe:
+    // the hook's pre must let it go as it returns.
+    let t = h("gce-pipes");
+    let start = Instant::now();
+    let out = t
+        .s
+        .command()
+        .args(["hook", "--mount", t.fs.path(), "gce", "pre", "d"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(0));
+    assert!(start.elapsed() < Duration::from_secs(30));
+    assert!(t.frozen());
+    assert_eq!(t.hook(&[], &["gce", "post", "d"]).code, 0);
+    assert!(!t.frozen());
+}
+
+#[test]
+fn bad_agent_arguments_are_usage_errors_naming_the_calls() {
+    let s = Setup::new("hook-usage");
+    for (args, expect) in [
+        (vec!["hook", "qemu-ga", "Freeze"], "freeze or thaw"),
+        (vec!["hook", "gce"], "pre or post"),
+        (vec!["hook", "aws-dlm", "pre"], "pre-script, post-script or dry-run"),
+        (vec!["hook", "vmware", "freeze-fail"], "freezeFail"),
+    ] {
+        let r = s.quiesce(&args);
+        assert_eq!(r.code, 64, "{args:?}: {}", r.stderr);
+        assert!(r.stderr.contains(expect), "{args:?}: {}", r.stderr);
+    }
+    let r = s.quiesce(&["hook", "hyper-v", "freeze"]);
+    assert_eq!(r.code, 64);
+    assert_eq!(s.scripts_ran(), "");
+}
+
+#[allow(dead_code)]
+fn unused(_: &Path, _: MarkerGuard) -> Vec<i32> {
+    pids_with("")
+}
