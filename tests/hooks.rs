@@ -284,7 +284,235 @@ fn bad_agent_arguments_are_usage_errors_naming_the_calls() {
     assert_eq!(s.scripts_ran(), "");
 }
 
+// ------------------------------------------------------- qemu-guest-agent
+
+/// A wrapper as the packages install it (`/etc/qemu/fsfreeze-hook`): one
+/// line, execing quiesce with the test's options.
+fn wrapper(t: &H, name: &str, globals: &[&str], hook_opts: &[&str], agent: &str) -> PathBuf {
+    let q = |a: &std::ffi::OsStr| format!("'{}'", a.to_string_lossy());
+    let mut line = vec![q(env!("CARGO_BIN_EXE_quiesce").as_ref())];
+    line.extend(t.s.global_args().iter().map(|a| q(a)));
+    line.extend(globals.iter().map(|a| q(a.as_ref())));
+    line.push("hook".into());
+    line.extend(["--mount".into(), q(t.fs.path().as_ref())]);
+    line.extend(hook_opts.iter().map(|a| q(a.as_ref())));
+    line.push(agent.into());
+    t.s.s.write(
+        name,
+        format!("#!/bin/sh\nexec {} \"$@\"\n", line.join(" ")),
+        0o700,
+    )
+}
+
+/// qemu-ga, run as the issue says: on a unix socket of the test, its hook
+/// the wrapper, its state in the scratch directory. Killed on drop (it is
+/// never blocked on a frozen filesystem: it writes nothing while frozen).
+struct Qga {
+    child: std::process::Child,
+    sock: PathBuf,
+}
+
+fn have_qemu_ga() -> bool {
+    Path::new("/usr/sbin/qemu-ga").exists()
+}
+
+macro_rules! require_qemu_ga {
+    () => {
+        if !have_qemu_ga() {
+            eprintln!("SKIPPED: qemu-ga missing (scripts/test.sh installs qemu-guest-agent)");
+            return;
+        }
+    };
+}
+
+impl Qga {
+    fn start(t: &H, hook: &Path) -> Qga {
+        let dir = t.s.s.mkdir("qga", 0o700);
+        let sock = dir.join("qga.sock");
+        let child = Command::new("/usr/sbin/qemu-ga")
+            .args(["-m", "unix-listen", "-p"])
+            .arg(&sock)
+            .arg(format!("-F{}", hook.display()))
+            .arg("-t")
+            .arg(&dir)
+            .arg("-f")
+            .arg(dir.join("qga.pid"))
+            .arg("-l")
+            .arg(dir.join("qga.log"))
+            .stdin(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+        assert!(wait_until(Duration::from_secs(10), || sock.exists()));
+        Qga { child, sock }
+    }
+
+    /// One command as a JSON line on the socket, its one-line answer.
+    fn call(&self, execute: &str, arguments: Option<serde_json::Value>) -> serde_json::Value {
+        use std::io::{BufRead, BufReader, Write};
+        assert_ne!(
+            execute, "guest-fsfreeze-freeze",
+            "it would freeze every filesystem of the machine"
+        );
+        let mut msg = serde_json::json!({ "execute": execute });
+        if let Some(a) = arguments {
+            msg["arguments"] = a;
+        }
+        let mut s = std::os::unix::net::UnixStream::connect(&self.sock).unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(120))).unwrap();
+        writeln!(s, "{msg}").unwrap();
+        let mut line = String::new();
+        BufReader::new(s).read_line(&mut line).unwrap();
+        serde_json::from_str(&line).unwrap_or_else(|e| panic!("{e}: {line:?}"))
+    }
+
+    fn freeze(&self, mount: &str) -> serde_json::Value {
+        self.call(
+            "guest-fsfreeze-freeze-list",
+            Some(serde_json::json!({ "mountpoints": [mount] })),
+        )
+    }
+
+    fn thaw(&self) -> serde_json::Value {
+        self.call("guest-fsfreeze-thaw", None)
+    }
+
+    fn status(&self) -> String {
+        self.call("guest-fsfreeze-status", None)["return"]
+            .as_str()
+            .unwrap()
+            .to_string()
+    }
+}
+
+impl Drop for Qga {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn script(path: &Path, body: &str) {
+    fs::write(path, format!("#!/bin/sh\n{body}\n")).unwrap();
+}
+
+#[test]
+fn qemu_ga_runs_the_pre_script_before_its_freeze_and_the_post_script_after_its_thaw() {
+    require_root!("qemu-ga freezes a scratch filesystem");
+    require_qemu_ga!();
+    let t = h("qga-order");
+    let holder = MarkerGuard::new(41);
+    let m = t.fs.path().to_string();
+    let marker = t.s.marker.display().to_string();
+    // Each script writes on the scratch filesystem: on a frozen one it
+    // would block, and time out.
+    script(
+        &t.s.pre,
+        &format!("touch {m}/pre-wrote\necho pre >> {marker}\nsleep {} >/dev/null 2>&1 &", holder.0),
+    );
+    script(&t.s.post, &format!("touch {m}/post-wrote\necho post >> {marker}"));
+    let q = Qga::start(&t, &wrapper(&t, "fsfreeze-hook", &[], &[], "qemu-ga"));
+    assert_eq!(q.status(), "thawed");
+
+    let r = q.freeze(&m);
+    assert_eq!(r["return"], 1, "{r}");
+    assert_eq!(q.status(), "frozen");
+    assert!(t.frozen(), "qemu-ga froze the scratch filesystem");
+    assert_eq!(t.ran(), ["pre"]);
+    assert!(Path::new(&m).join("pre-wrote").exists());
+    assert!(!holder.survivors().is_empty(), "the holder lives from freeze to thaw");
+
+    let r = q.thaw();
+    assert_eq!(r["return"], 1, "{r}");
+    assert_eq!(q.status(), "thawed");
+    assert!(!t.frozen());
+    assert_eq!(t.ran(), ["pre", "post"]);
+    assert!(Path::new(&m).join("post-wrote").exists(), "post-script after the thaw");
+    assert!(
+        wait_until(Duration::from_secs(10), || holder.survivors().is_empty()),
+        "the holder is ended after the post-script"
+    );
+}
+
+#[test]
+fn qemu_ga_freeze_fails_when_a_pre_script_fails_and_nothing_is_frozen() {
+    require_root!("qemu-ga freezes a scratch filesystem");
+    require_qemu_ga!();
+    let t = h("qga-prefail");
+    let marker = t.s.marker.display().to_string();
+    script(&t.s.pre, &format!("echo pre >> {marker}\nexit 3"));
+    let q = Qga::start(&t, &wrapper(&t, "fsfreeze-hook", &[], &[], "qemu-ga"));
+    let r = q.freeze(t.fs.path());
+    let desc = r["error"]["desc"].as_str().unwrap_or_default().to_string();
+    assert!(desc.contains("fsfreeze hook has failed"), "{r}");
+    assert_eq!(q.status(), "thawed");
+    assert!(!t.frozen());
+    assert_eq!(t.ran(), ["pre", "post"], "rolled back at once: no thaw will come");
+    // The host thaws after a failed freeze; the post-script does not run twice.
+    let r = q.thaw();
+    assert_eq!(r["return"], 0, "{r}");
+    assert_eq!(t.ran(), ["pre", "post"]);
+}
+
+#[test]
+fn qemu_ga_freeze_fails_within_the_timeout_of_a_hanging_pre_script() {
+    require_root!("qemu-ga freezes a scratch filesystem");
+    require_qemu_ga!();
+    let t = h("qga-hang");
+    let g = MarkerGuard::new(42);
+    let marker = t.s.marker.display().to_string();
+    t.s.config_with(|c| {
+        c.insert("timeoutInSeconds".into(), 2.into());
+    });
+    script(&t.s.pre, &format!("echo pre >> {marker}\nsleep {}", g.0));
+    let q = Qga::start(&t, &wrapper(&t, "fsfreeze-hook", &[], &[], "qemu-ga"));
+    let start = Instant::now();
+    let r = q.freeze(t.fs.path());
+    assert!(r["error"].is_object(), "{r}");
+    // A hang guard, not a speed target: 2 s timeout plus the kill grace.
+    assert!(start.elapsed() < Duration::from_secs(60));
+    assert_eq!(q.status(), "thawed");
+    assert!(!t.frozen());
+    assert!(g.survivors().is_empty(), "nothing left running");
+    assert_eq!(t.ran(), ["pre", "post"]);
+}
+
+#[test]
+fn qemu_ga_thaw_that_never_comes_is_thawed_at_max_freeze_and_post_runs_when_due() {
+    require_root!("qemu-ga freezes a scratch filesystem");
+    require_qemu_ga!();
+    let t = h("qga-nothaw");
+    t.s.post_logs_recovery("");
+    let hook = wrapper(
+        &t,
+        "fsfreeze-hook",
+        &["--post-due", "4"],
+        &["--max-freeze", "2"],
+        "qemu-ga",
+    );
+    let q = Qga::start(&t, &hook);
+    let r = q.freeze(t.fs.path());
+    assert_eq!(r["return"], 1, "{r}");
+    assert!(t.frozen());
+    assert!(
+        t.fs.writable_within(Duration::from_secs(30)),
+        "--max-freeze did not thaw what qemu-ga left frozen"
+    );
+    assert!(
+        wait_until(Duration::from_secs(30), || !t.s.ran_lines("post").is_empty()),
+        "the post-script did not run at --post-due"
+    );
+    assert_eq!(t.s.ran_lines("post"), ["post post-overdue"]);
+    // The thaw comes late: qemu-ga's thaw and the hook say it went wrong,
+    // and the post-script is not run again.
+    let r = q.thaw();
+    let desc = r["error"]["desc"].as_str().unwrap_or_default().to_string();
+    assert!(desc.contains("fsfreeze hook has failed with status 2"), "{r}");
+    assert_eq!(q.status(), "thawed");
+    assert_eq!(t.s.ran_lines("post"), ["post post-overdue"]);
+    assert!(!t.frozen());
+}
+
 #[allow(dead_code)]
-fn unused(_: &Path, _: MarkerGuard) -> Vec<i32> {
+fn unused(_: &Path) -> Vec<i32> {
     pids_with("")
 }
