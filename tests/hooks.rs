@@ -512,6 +512,175 @@ fn qemu_ga_thaw_that_never_comes_is_thawed_at_max_freeze_and_post_runs_when_due(
     assert!(!t.frozen());
 }
 
+// ------------------------------------------------------------ VMware Tools
+
+/// vmtoolsd's script operation (open-vm-tools
+/// services/plugins/vmbackup/scriptOps.c), step for step: every regular
+/// file of the directory, sorted, run as `/bin/sh -c '"PATH" OP ["ARG"]'`
+/// (ProcMgr_ExecAsync) with vmtoolsd's environment and working directory
+/// `/`; `freeze` in order, stopping at the first non-zero exit; then
+/// `freezeFail` (after a failed freeze, from the script before the failed
+/// one) or `thaw`, in reverse. Returns the freeze's success and each
+/// script's exit codes.
+struct Vmtoolsd {
+    scripts: Vec<PathBuf>,
+    /// The index of the last script the freeze ran (vmtoolsd's
+    /// currentScript).
+    current: isize,
+    arg: Option<String>,
+}
+
+impl Vmtoolsd {
+    fn new(dir: &Path, arg: Option<&str>) -> Vmtoolsd {
+        let mut names: Vec<_> = fs::read_dir(dir)
+            .unwrap()
+            .flatten()
+            .map(|e| e.file_name().to_string_lossy().into_owned())
+            .collect();
+        names.sort();
+        let scripts = names
+            .iter()
+            .map(|n| dir.join(n))
+            .filter(|p| p.is_file())
+            .collect();
+        Vmtoolsd {
+            scripts,
+            current: -1,
+            arg: arg.map(str::to_string),
+        }
+    }
+
+    fn exec(&self, path: &Path, op: &str) -> i32 {
+        let cmd = match &self.arg {
+            Some(a) => format!("\"{}\" {op} \"{a}\"", path.display()),
+            None => format!("\"{}\" {op}", path.display()),
+        };
+        Command::new("/bin/sh")
+            .arg("-c")
+            .arg(cmd)
+            .current_dir("/")
+            .status()
+            .unwrap()
+            .code()
+            .unwrap_or(-1)
+    }
+
+    /// `freeze`: whether every script succeeded.
+    fn freeze(&mut self) -> bool {
+        while ((self.current + 1) as usize) < self.scripts.len() {
+            self.current += 1;
+            if self.exec(&self.scripts[self.current as usize], "freeze") != 0 {
+                return false;
+            }
+        }
+        true
+    }
+
+    /// `thaw` or `freezeFail`, in reverse from the script before the
+    /// current one (after a failed freeze) or the last (after a freeze).
+    fn unwind(&mut self, op: &str, after_failure: bool) {
+        let mut i = if after_failure {
+            self.current - 1
+        } else {
+            self.current
+        };
+        while i >= 0 {
+            self.exec(&self.scripts[i as usize], op);
+            i -= 1;
+        }
+    }
+}
+
+fn vmware_dir(t: &H, failing_after: bool) -> PathBuf {
+    let dir = t.s.s.mkdir("backupScripts.d", 0o700);
+    let log = t.s.s.path("vmtools.log");
+    t.s.s.write(
+        "backupScripts.d/10-other",
+        format!("#!/bin/sh\necho \"other $1\" >> {}\n", log.display()),
+        0o700,
+    );
+    let hook = wrapper(t, "vm-wrapper", &[], &[], "vmware");
+    fs::rename(&hook, dir.join("50-quiesce")).unwrap();
+    if failing_after {
+        t.s.s.write(
+            "backupScripts.d/90-failing",
+            format!(
+                "#!/bin/sh\necho \"failing $1\" >> {}\n[ \"$1\" != freeze ]\n",
+                log.display()
+            ),
+            0o700,
+        );
+    }
+    dir
+}
+
+#[test]
+fn vmware_freeze_and_thaw_as_vmtoolsd_runs_them_around_its_sync_driver() {
+    require_root!("freezes a scratch filesystem");
+    let t = h("vmw-thaw");
+    let m = t.fs.path().to_string();
+    let marker = t.s.marker.display().to_string();
+    script(&t.s.pre, &format!("touch {m}/pre-wrote\necho pre >> {marker}"));
+    script(&t.s.post, &format!("touch {m}/post-wrote\necho post >> {marker}"));
+    let mut vm = Vmtoolsd::new(&vmware_dir(&t, false), Some("host-arg"));
+    assert!(vm.freeze(), "every freeze script succeeded");
+    assert_eq!(t.ran(), ["pre"]);
+    // The sync driver's freeze and thaw (vmtoolsd's own FIFREEZE/FITHAW).
+    assert!(Command::new("fsfreeze").args(["-f", &m]).status().unwrap().success());
+    assert!(t.frozen());
+    assert!(Command::new("fsfreeze").args(["-u", &m]).status().unwrap().success());
+    vm.unwind("thaw", false);
+    assert_eq!(t.ran(), ["pre", "post"]);
+    assert!(Path::new(&m).join("post-wrote").exists());
+    let log = fs::read_to_string(t.s.s.path("vmtools.log")).unwrap();
+    assert_eq!(log, "other freeze\nother thaw\n", "the other scripts ran in vmtoolsd's order");
+}
+
+#[test]
+fn vmware_freeze_fail_of_a_later_script_rolls_back_and_reports_the_failure() {
+    require_root!("root-owned scripts");
+    let t = h("vmw-fail");
+    let mut vm = Vmtoolsd::new(&vmware_dir(&t, true), None);
+    assert!(!vm.freeze(), "the later script failed the quiesce");
+    assert_eq!(t.ran(), ["pre"]);
+    vm.unwind("freezeFail", true);
+    assert_eq!(t.ran(), ["pre", "post"], "freezeFail ran the post-script");
+    let log = fs::read_to_string(t.s.s.path("vmtools.log")).unwrap();
+    assert_eq!(log, "other freeze\nfailing freeze\nother freezeFail\n");
+    assert!(!t.frozen());
+    // Its own exit code, as quiesce reports it: the failure.
+    let r = t.hook(&[], &["vmware", "FREEZEFAIL"]);
+    assert_eq!(r.code, 2, "{}", r.stderr);
+    assert!(r.error_names().contains(&"FsFreezeFailed".to_string()));
+    assert_eq!(t.ran(), ["pre", "post"], "nothing pending: not run again");
+}
+
+#[test]
+fn vmware_freeze_of_a_failing_pre_script_fails_the_quiesce_and_rolls_back_itself() {
+    require_root!("root-owned scripts");
+    let t = h("vmw-prefail");
+    let marker = t.s.marker.display().to_string();
+    script(&t.s.pre, &format!("echo pre >> {marker}\nexit 4"));
+    let mut vm = Vmtoolsd::new(&vmware_dir(&t, true), None);
+    assert!(!vm.freeze());
+    // vmtoolsd runs freezeFail only on the scripts before the failed one:
+    // quiesce rolled back within its own freeze call.
+    assert_eq!(t.ran(), ["pre", "post"]);
+    vm.unwind("freezeFail", true);
+    assert_eq!(t.ran(), ["pre", "post"]);
+    let log = fs::read_to_string(t.s.s.path("vmtools.log")).unwrap();
+    assert_eq!(log, "other freeze\nother freezeFail\n", "90-failing never ran");
+}
+
+#[test]
+fn vmware_calls_are_understood_in_any_case() {
+    require_root!("root-owned scripts");
+    let t = h("vmw-case");
+    assert_eq!(t.hook(&[], &["vmware", "Freeze", "arg"]).code, 0);
+    assert_eq!(t.hook(&[], &["vmware", "THAW", "arg"]).code, 0);
+    assert_eq!(t.ran(), ["pre", "post"]);
+}
+
 #[allow(dead_code)]
 fn unused(_: &Path) -> Vec<i32> {
     pids_with("")
