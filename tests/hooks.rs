@@ -284,6 +284,89 @@ fn bad_agent_arguments_are_usage_errors_naming_the_calls() {
     assert_eq!(s.scripts_ran(), "");
 }
 
+#[test]
+fn nothing_is_written_to_the_frozen_filesystem_while_the_hold_waits() {
+    require_root!("freezes a scratch filesystem");
+    // The state directory on the filesystem that is held frozen: a write
+    // there by the returning pre (its last result, its metrics) would
+    // block it until the deadline.
+    let t = h("gce-nowrite");
+    let state = Path::new(t.fs.path()).join("state");
+    let run = |args: &[&str]| {
+        let mut c = t.s.command_on_state(&state);
+        c.args(["--json", "hook", "--mount", t.fs.path(), "--max-freeze", "60"])
+            .args(args)
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped());
+        let mut child = c.spawn().unwrap();
+        let returned = wait_until(Duration::from_secs(30), || {
+            child.try_wait().unwrap().is_some()
+        });
+        if !returned {
+            t.fs.thaw();
+        }
+        let out = child.wait_with_output().unwrap();
+        assert!(returned, "the hook call blocked on the frozen filesystem");
+        Run::from(out)
+    };
+    let pre = run(&["gce", "pre", "d"]);
+    assert_eq!(pre.code, 0, "{}", pre.stderr);
+    assert!(t.frozen());
+    let post = run(&["gce", "post", "d"]);
+    assert_eq!(post.code, 0, "{}", post.stderr);
+    assert!(!t.frozen());
+    assert_eq!(t.ran(), ["pre", "post"]);
+    assert!(state.join("last-post.json").exists(), "post wrote its result after the thaw");
+}
+
+#[test]
+fn soak_of_the_held_freeze_leaves_nothing_frozen_or_running() {
+    require_root!("freezes a scratch filesystem");
+    let t = h("gce-soak");
+    let rounds: usize = std::env::var("QUIESCE_SOAK_ROUNDS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(3);
+    for round in 0..rounds {
+        // pre, post
+        assert_eq!(t.hook(&[], &["gce", "pre", "d"]).code, 0, "round {round}");
+        assert!(t.frozen());
+        assert_eq!(t.hook(&[], &["gce", "post", "d"]).code, 0, "round {round}");
+        assert!(!t.frozen());
+        // post alone
+        assert_eq!(t.hook(&[], &["aws-dlm", "post-script"]).code, 2);
+        assert!(!t.frozen());
+        // pre twice, then post
+        assert_eq!(t.hook(&[], &["aws-dlm", "pre-script"]).code, 0);
+        assert_eq!(t.hook(&[], &["aws-dlm", "pre-script"]).code, 2);
+        assert_eq!(t.hook(&[], &["aws-dlm", "post-script"]).code, 0);
+        assert!(!t.frozen());
+        // the holder killed
+        assert_eq!(t.hook(&[], &["gce", "pre", "d"]).code, 0);
+        signal(t.hold_pid().unwrap(), Signal::SIGKILL);
+        assert!(t.fs.writable_within(Duration::from_secs(20)), "round {round}");
+        assert_eq!(t.hook(&[], &["gce", "post", "d"]).code, 2);
+        // the deadline
+        assert_eq!(t.hook(&["--max-freeze", "1"], &["gce", "pre", "d"]).code, 0);
+        assert!(t.fs.writable_within(Duration::from_secs(20)), "round {round}");
+        assert_eq!(t.hook(&[], &["gce", "post", "d"]).code, 2);
+        assert!(!t.frozen());
+    }
+    let ran = t.ran();
+    assert_eq!(ran.iter().filter(|l| *l == "pre").count(), 4 * rounds);
+    // Every pre-script's post-script ran once; a lone post after a
+    // completed operation is its late duplicate and runs none.
+    assert_eq!(ran.iter().filter(|l| *l == "post").count(), 4 * rounds);
+    assert!(
+        wait_until(Duration::from_secs(10), || pids_with(&format!(
+            "__hold-wait {}",
+            t.run_file("").display()
+        ))
+        .is_empty()),
+        "a holding process survived"
+    );
+}
+
 // ------------------------------------------------------- qemu-guest-agent
 
 /// A wrapper as the packages install it (`/etc/qemu/fsfreeze-hook`): one
@@ -310,6 +393,8 @@ fn wrapper(t: &H, name: &str, globals: &[&str], hook_opts: &[&str], agent: &str)
 struct Qga {
     child: std::process::Child,
     sock: PathBuf,
+    /// The test's directory: every process of the namespace names it.
+    dir: String,
 }
 
 fn have_qemu_ga() -> bool {
@@ -325,12 +410,37 @@ macro_rules! require_qemu_ga {
     };
 }
 
+/// qemu-ga's `guest-fsfreeze-thaw` issues FITHAW on every mount it sees,
+/// not only those it froze: on this shared machine it would thaw other
+/// tests' frozen scratch filesystems. So it runs chrooted in a private
+/// mount namespace that holds only the system's directories, this test's
+/// directory, its scratch filesystem and the binary under test; its
+/// mountinfo (and so its freezes and thaws) is limited to them.
+const QGA_ROOT: &str = r#"set -e
+R="$1"; T="$2"; F="$3"; B="$4"; shift 4
+mount -t tmpfs -o mode=755 qga-root "$R"
+for d in usr etc proc sys dev; do mkdir -p "$R/$d"; mount --rbind "/$d" "$R/$d"; done
+for l in bin sbin lib lib64; do ln -s "usr/$l" "$R/$l"; done
+mkdir -p "$R/tmp" "$R/run" "$R$T" "$R$B"
+mount --bind "$T" "$R$T"
+mount --bind "$F" "$R$F"
+mount --bind "$B" "$R$B"
+exec chroot "$R" "$@"
+"#;
+
 impl Qga {
     fn start(t: &H, hook: &Path) -> Qga {
         let dir = t.s.s.mkdir("qga", 0o700);
+        let root = t.s.s.mkdir("qga-root", 0o755);
         let sock = dir.join("qga.sock");
-        let child = Command::new("/usr/sbin/qemu-ga")
-            .args(["-m", "unix-listen", "-p"])
+        let bin_dir = Path::new(env!("CARGO_BIN_EXE_quiesce")).parent().unwrap();
+        let child = Command::new("unshare")
+            .args(["-m", "--propagation", "private", "sh", "-c", QGA_ROOT, "qga-root"])
+            .arg(&root)
+            .arg(&t.s.s.dir)
+            .arg(&t.fs.mnt)
+            .arg(bin_dir)
+            .args(["/usr/sbin/qemu-ga", "-m", "unix-listen", "-p"])
             .arg(&sock)
             .arg(format!("-F{}", hook.display()))
             .arg("-t")
@@ -342,8 +452,14 @@ impl Qga {
             .stdin(std::process::Stdio::null())
             .spawn()
             .unwrap();
-        assert!(wait_until(Duration::from_secs(10), || sock.exists()));
-        Qga { child, sock }
+        let dir_s = t.s.s.dir.display().to_string();
+        let q = Qga {
+            child,
+            sock,
+            dir: dir_s,
+        };
+        assert!(wait_until(Duration::from_secs(10), || q.sock.exists()));
+        q
     }
 
     /// One command as a JSON line on the socket, its one-line answer.
@@ -385,9 +501,15 @@ impl Qga {
 }
 
 impl Drop for Qga {
+    /// qemu-ga and what its hook left (a deadline watcher, a post guard)
+    /// ended: the namespace, and its hold on the scratch filesystem, go
+    /// with them. None of them is blocked on a frozen filesystem.
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
+        for pid in pids_with(&self.dir) {
+            signal(pid, Signal::SIGKILL);
+        }
     }
 }
 
@@ -681,7 +803,3 @@ fn vmware_calls_are_understood_in_any_case() {
     assert_eq!(t.ran(), ["pre", "post"]);
 }
 
-#[allow(dead_code)]
-fn unused(_: &Path) -> Vec<i32> {
-    pids_with("")
-}

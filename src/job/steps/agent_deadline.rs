@@ -32,6 +32,10 @@ use crate::job::steps::snapshot_window::mount_plan;
 use crate::supervise::procfs;
 use crate::trail::{self, Record};
 
+/// How long the watcher waits for the record its `freeze` call writes
+/// after starting it.
+const RECORD_GRACE: Duration = Duration::from_secs(10);
+
 /// The hidden subcommand the watcher runs as.
 pub const WATCH_COMMAND: &str = "__agent-deadline";
 
@@ -139,13 +143,19 @@ pub fn watch(cx: &Context, w: &Watch) -> u8 {
             })
             .collect(),
     };
+    // The `freeze` call writes the record once this process is started:
+    // until it is seen, its absence is not the end of the watch.
     let me = std::process::id() as i32;
-    let still_mine = || {
-        cx.run_dir
-            .read_json::<DeadlineRecord>(DEADLINE_RECORD)
-            .ok()
-            .flatten()
-            .is_some_and(|r| r.pid == me)
+    let started = std::time::Instant::now();
+    let mut seen = false;
+    let mut still_mine = || {
+        match cx.run_dir.read_json::<DeadlineRecord>(DEADLINE_RECORD) {
+            Ok(Some(r)) => {
+                seen = true;
+                r.pid == me
+            }
+            _ => !seen && started.elapsed() < RECORD_GRACE,
+        }
     };
     loop {
         let now = now_ms();
