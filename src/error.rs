@@ -31,11 +31,12 @@ pub enum ErrorCode {
     FreezeAlreadyHeld,
     NoHeldFreeze,
     HeldFreezeExpired,
+    AgentHookMissing,
 }
 
 impl ErrorCode {
     /// Every row, in table order (used by docs and tests).
-    pub const ALL: [ErrorCode; 19] = [
+    pub const ALL: [ErrorCode; 20] = [
         ErrorCode::PreScriptExecutionFailed,
         ErrorCode::PostScriptExecutionFailed,
         ErrorCode::PreScriptNotFound,
@@ -55,6 +56,7 @@ impl ErrorCode {
         ErrorCode::FreezeAlreadyHeld,
         ErrorCode::NoHeldFreeze,
         ErrorCode::HeldFreezeExpired,
+        ErrorCode::AgentHookMissing,
     ];
 
     /// The public name, exactly as the product document spells it.
@@ -80,6 +82,7 @@ impl ErrorCode {
             FreezeAlreadyHeld => "FreezeAlreadyHeld",
             NoHeldFreeze => "NoHeldFreeze",
             HeldFreezeExpired => "HeldFreezeExpired",
+            AgentHookMissing => "AgentHookMissing",
         }
     }
 
@@ -102,7 +105,7 @@ impl ErrorCode {
             FsFreezeTimeout => 122,
             UnableToOpenMount => 123,
             SnapshotCommandFailed | TooManyOpenFiles | FreezeAlreadyHeld | NoHeldFreeze
-            | HeldFreezeExpired => return None,
+            | HeldFreezeExpired | AgentHookMissing => return None,
         })
     }
 
@@ -154,6 +157,9 @@ impl ErrorCode {
             HeldFreezeExpired => {
                 "the held freeze reached --max-freeze before its post call and was thawed, so the snapshot may not be application-consistent"
             }
+            AgentHookMissing => {
+                "the guest agent that drives the snapshot is missing or not set up to call quiesce, so no script runs around its freeze"
+            }
         }
     }
 
@@ -201,6 +207,9 @@ impl ErrorCode {
             }
             HeldFreezeExpired => {
                 "raise --max-freeze in the hook's wrapper, or find why the agent's post call came late"
+            }
+            AgentHookMissing => {
+                "install the agent and quiesce's wrapper for it as the message says (README: every agent's hook)"
             }
         }
     }

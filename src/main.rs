@@ -55,6 +55,11 @@ enum Command {
         /// Plan these mounts instead of discovering them (repeatable; absolute paths).
         #[arg(long = "mount", value_name = "M", value_parser = parse_mount)]
         mounts: Vec<PathBuf>,
+        /// Also check that AGENT is installed and set up to call quiesce
+        /// (qemu-ga started with -F naming the wrapper, VMware's
+        /// execScripts on, Google's [Snapshots] enabled, the wrappers in place).
+        #[arg(long, value_enum, value_name = "AGENT")]
+        hook: Option<Agent>,
     },
     /// Run every application's pre-script, in order, with its retries and
     /// timeout (supervised, sandboxed). What it leaves running is kept until
@@ -238,7 +243,7 @@ fn main() -> ExitCode {
         Command::Post => runs::prepost::run(&cx, Phase::Post),
         Command::Freeze { window: w } => runs::freeze::run(&cx, &w.request()),
         Command::Snapshot { window: w } => runs::snapshot::run(&cx, &w.request()),
-        Command::Check { mounts } => runs::check::run(&cx, &mounts),
+        Command::Check { mounts, hook } => runs::check::run(&cx, &mounts, hook),
         Command::Thaw { mounts } => runs::thaw::run(&cx, &mounts),
         Command::Recover { retry } => runs::recover::run(&cx, retry),
         Command::Hook {

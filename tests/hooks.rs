@@ -45,6 +45,9 @@ impl H {
         a.extend_from_slice(agent_args);
         self.s.quiesce(&a)
     }
+    fn hook_check(&self, agent: &str) -> Run {
+        self.s.quiesce(&["--json", "check", "--mount", self.fs.path(), "--hook", agent])
+    }
     fn frozen(&self) -> bool {
         is_frozen(self.fs.path())
     }
@@ -430,9 +433,16 @@ exec chroot "$R" "$@"
 
 impl Qga {
     fn start(t: &H, hook: &Path) -> Qga {
+        Qga::start_with(t, Some(hook))
+    }
+
+    /// qemu-ga with `-F` naming `hook`, or without `-F` (Debian's unit).
+    fn start_with(t: &H, hook: Option<&Path>) -> Qga {
         let dir = t.s.s.mkdir("qga", 0o700);
         let root = t.s.s.mkdir("qga-root", 0o755);
         let sock = dir.join("qga.sock");
+        // An earlier qemu-ga's socket is not this one's readiness.
+        let _ = fs::remove_file(&sock);
         let bin_dir = Path::new(env!("CARGO_BIN_EXE_quiesce")).parent().unwrap();
         let child = Command::new("unshare")
             .args(["-m", "--propagation", "private", "sh", "-c", QGA_ROOT, "qga-root"])
@@ -442,7 +452,7 @@ impl Qga {
             .arg(bin_dir)
             .args(["/usr/sbin/qemu-ga", "-m", "unix-listen", "-p"])
             .arg(&sock)
-            .arg(format!("-F{}", hook.display()))
+            .args(hook.map(|h| format!("-F{}", h.display())))
             .arg("-t")
             .arg(&dir)
             .arg("-f")
@@ -632,6 +642,39 @@ fn qemu_ga_thaw_that_never_comes_is_thawed_at_max_freeze_and_post_runs_when_due(
     assert_eq!(q.status(), "thawed");
     assert_eq!(t.s.ran_lines("post"), ["post post-overdue"]);
     assert!(!t.frozen());
+}
+
+#[test]
+fn check_hook_qemu_ga_says_whether_the_running_agent_calls_quiesce() {
+    require_root!("runs qemu-ga");
+    require_qemu_ga!();
+    let t = h("qga-check");
+    let check = || t.hook_check("qemu-ga");
+    {
+        let q = Qga::start_with(&t, None);
+        let pid = q.child.id();
+        let r = check();
+        assert_eq!(r.code, 2, "{}", r.stderr);
+        assert!(r.error_names().contains(&"AgentHookMissing".to_string()));
+        assert!(
+            r.stderr.contains(&format!("qemu-ga (pid {pid}) runs without -F")),
+            "{}",
+            r.stderr
+        );
+    }
+    let hook = wrapper(&t, "fsfreeze-hook", &[], &[], "qemu-ga");
+    let q = Qga::start(&t, &hook);
+    let pid = q.child.id();
+    let r = check();
+    assert!(
+        r.stderr.contains(&format!(
+            "qemu-ga (pid {pid}) calls {} : quiesce's hook",
+            hook.display()
+        )),
+        "{}",
+        r.stderr
+    );
+    assert!(!r.stderr.contains(&format!("(pid {pid}) runs without -F")));
 }
 
 // ------------------------------------------------------------ VMware Tools

@@ -27,6 +27,7 @@
 pub mod runs;
 pub mod steps;
 
+pub mod agents;
 pub mod apps;
 pub mod armed;
 pub mod bridge;

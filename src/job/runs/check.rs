@@ -5,7 +5,9 @@ use std::path::PathBuf;
 
 use crate::error::Problem;
 use crate::freeze::mounts::MountPlan;
+use crate::job::agents;
 use crate::job::apps::Apps;
+use crate::job::hook::Agent;
 use crate::job::bridge::{self, BridgePaths};
 use crate::job::context::Context;
 use crate::job::pending::{self, Due, Entry, PendingOptions};
@@ -18,7 +20,7 @@ use crate::job::steps::snapshot_window::mount_plan;
 use crate::supervise::DEFAULT_GRACE;
 
 /// The check run.
-pub fn run(cx: &Context, mounts: &[PathBuf]) -> Finished {
+pub fn run(cx: &Context, mounts: &[PathBuf], hook: Option<Agent>) -> Finished {
     let mut job = Job::observe("check", cx);
     say(format!("check {}", job.operation_id()));
     let mut problems = Vec::new();
@@ -63,6 +65,13 @@ pub fn run(cx: &Context, mounts: &[PathBuf]) -> Finished {
         Err(p) => problems.push(p),
     }
     problems.extend(say_pending(&mut job, cx));
+    if let Some(agent) = hook {
+        let found = agents::check(agent);
+        for n in found.notes {
+            say(n);
+        }
+        problems.extend(found.problems);
+    }
     for p in &problems {
         if !job.status.has_error(p) {
             job.problem(p);

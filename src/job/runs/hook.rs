@@ -40,7 +40,7 @@ pub struct HookRequest {
 pub fn run(cx: &Context, req: &HookRequest) -> Finished {
     match req.call {
         HookCall::DryRun => {
-            let (mut status, exit) = super::check::run(cx, &req.mounts);
+            let (mut status, exit) = super::check::run(cx, &req.mounts, None);
             status.hook = Some(hook_status(req));
             (status, exit)
         }
