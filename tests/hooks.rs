@@ -370,6 +370,60 @@ fn soak_of_the_held_freeze_leaves_nothing_frozen_or_running() {
     );
 }
 
+/// `QUIESCE_BIN` for the packaged wrappers: the binary under test with the
+/// test's options, whatever the wrapper passes after them.
+fn bin_shim(t: &H) -> PathBuf {
+    let q = |a: &std::ffi::OsStr| format!("'{}'", a.to_string_lossy());
+    let mut line = vec![q(env!("CARGO_BIN_EXE_quiesce").as_ref())];
+    line.extend(t.s.global_args().iter().map(|a| q(a)));
+    t.s.s.write(
+        "quiesce-shim",
+        format!("#!/bin/sh\nexec {} \"$@\"\n", line.join(" ")),
+        0o700,
+    )
+}
+
+#[test]
+fn the_packaged_gce_wrapper_installed_as_pre_sh_and_post_sh() {
+    require_root!("freezes a scratch filesystem");
+    let t = h("gce-wrapper");
+    let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("packaging/hooks/gce");
+    let dir = t.s.s.mkdir("snapshots", 0o755);
+    for n in ["pre.sh", "post.sh"] {
+        fs::copy(&src, dir.join(n)).unwrap();
+    }
+    let shim = bin_shim(&t);
+    // As the agent runs them: the script, the disk list as argv[1]; the
+    // wrapper's own --mount comes from a copy's exec line in real use, the
+    // shim's here.
+    let run = |n: &str| {
+        let o = Command::new(dir.join(n))
+            .arg("disk-1,disk-2")
+            .env("QUIESCE_BIN", &shim)
+            .env("QUIESCE_TEST_MOUNT", t.fs.path())
+            .output()
+            .unwrap();
+        (o.status.code(), String::from_utf8_lossy(&o.stderr).into_owned())
+    };
+    // A hold of discovery would freeze the machine: the shim pins --mount.
+    fs::write(
+        &shim,
+        fs::read_to_string(&shim)
+            .unwrap()
+            .replace(" \"$@\"", " \"$1\" --mount \"$QUIESCE_TEST_MOUNT\" \"$2\" \"$3\" \"$4\""),
+    )
+    .unwrap();
+    let (code, err) = run("pre.sh");
+    assert_eq!(code, Some(0), "{err}");
+    assert!(t.frozen());
+    let (code, err) = run("post.sh");
+    assert_eq!(code, Some(0), "{err}");
+    assert!(!t.frozen());
+    assert_eq!(t.ran(), ["pre", "post"]);
+    let o = Command::new(&src).arg("x").output().unwrap();
+    assert_eq!(o.status.code(), Some(64), "called by another name");
+}
+
 // ------------------------------------------------------- qemu-guest-agent
 
 /// A wrapper as the packages install it (`/etc/qemu/fsfreeze-hook`): one

@@ -38,20 +38,20 @@ pub const QEMU_GA_DEFAULT_HOOK: &str = "/etc/qemu/fsfreeze-hook";
 /// Where the packages install the wrappers.
 pub const WRAPPERS_DIR: &str = "/usr/share/quiesce/hooks";
 
-/// Whether `path` is one of quiesce's wrappers for `agent`: a line of its
-/// head runs `quiesce … hook [OPTIONS] AGENT`.
+/// Whether `path` is one of quiesce's wrappers for `agent`: its head names
+/// quiesce and a line of it runs `… hook [OPTIONS] AGENT`.
 pub fn is_wrapper(path: &Path, agent: Agent) -> bool {
     let Ok(bytes) = std::fs::read(path) else {
         return false;
     };
     let head = String::from_utf8_lossy(&bytes[..bytes.len().min(4096)]);
-    head.lines().any(|l| runs_hook(l, agent))
+    head.contains("quiesce") && head.lines().any(|l| runs_hook(l, agent))
 }
 
-/// Whether a shell line runs quiesce's hook for `agent`.
+/// Whether a shell line runs the hook for `agent`.
 fn runs_hook(line: &str, agent: Agent) -> bool {
     let line = line.trim_start();
-    if line.starts_with('#') || !line.contains("quiesce") {
+    if line.starts_with('#') {
         return false;
     }
     let words: Vec<&str> = line
@@ -283,6 +283,7 @@ mod tests {
         ));
         assert!(!runs_hook("exec /usr/bin/quiesce hook gce \"$@\"", Agent::QemuGa));
         assert!(!runs_hook("# exec quiesce hook qemu-ga", Agent::QemuGa));
+        assert!(runs_hook("exec \"$bin\" hook gce \"$call\" \"$@\"", Agent::Gce));
         assert!(!runs_hook("for f in fsfreeze-hook.d/*; do \"$f\" \"$@\"; done", Agent::QemuGa));
     }
 

@@ -14,17 +14,18 @@ use std::path::PathBuf;
 
 use serde::{Deserialize, Serialize};
 
-/// The agents quiesce is a hook of.
+/// The agents quiesce is a hook of. (Plain comments on the variants: doc
+/// comments would make clap list them as `- name: text` help lines.)
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum Agent {
-    /// qemu-guest-agent's `-F` fsfreeze hook: `freeze` | `thaw`.
+    // qemu-guest-agent's `-F` fsfreeze hook: `freeze` | `thaw`.
     #[value(name = "qemu-ga")]
     QemuGa,
-    /// open-vm-tools' backupScripts.d: `freeze` | `freezeFail` | `thaw` (any case).
+    // open-vm-tools' backupScripts.d: `freeze` | `freezeFail` | `thaw` (any case).
     Vmware,
-    /// Google's guest agent, /etc/google/snapshots/{pre,post}.sh: `pre` | `post` DISKS.
+    // Google's guest agent, /etc/google/snapshots/{pre,post}.sh: `pre` | `post` DISKS.
     Gce,
-    /// AWS Data Lifecycle Manager's SSM document: `pre-script` | `post-script` | `dry-run`.
+    // AWS Data Lifecycle Manager's SSM document: `pre-script` | `post-script` | `dry-run`.
     #[value(name = "aws-dlm")]
     AwsDlm,
 }
