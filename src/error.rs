@@ -104,8 +104,12 @@ impl ErrorCode {
             FsFreezeFailed => 121,
             FsFreezeTimeout => 122,
             UnableToOpenMount => 123,
-            SnapshotCommandFailed | TooManyOpenFiles | FreezeAlreadyHeld | NoHeldFreeze
-            | HeldFreezeExpired | AgentHookMissing => return None,
+            SnapshotCommandFailed
+            | TooManyOpenFiles
+            | FreezeAlreadyHeld
+            | NoHeldFreeze
+            | HeldFreezeExpired
+            | AgentHookMissing => return None,
         })
     }
 

@@ -8,11 +8,11 @@ use clap::{Args, Parser, Subcommand};
 use quiesce::error::Exit;
 use quiesce::job::context::{Context, Options};
 use quiesce::job::hook::{self, Agent};
-use quiesce::job::runs::hook::HookRequest;
-use quiesce::job::steps::{agent_deadline, held};
 use quiesce::job::phase::Phase;
 use quiesce::job::runs;
+use quiesce::job::runs::hook::HookRequest;
 use quiesce::job::steps::snapshot_window::WindowRequest;
+use quiesce::job::steps::{agent_deadline, held};
 
 /// Runs a Linux VM's application-consistency scripts around a filesystem
 /// freeze and a snapshot: supervised, sandboxed, audited, never leaving a
@@ -129,7 +129,11 @@ enum Command {
         #[arg(value_enum, value_name = "AGENT")]
         agent: Agent,
         /// The agent's own arguments, as it passes them.
-        #[arg(value_name = "ARG", trailing_var_arg = true, allow_hyphen_values = true)]
+        #[arg(
+            value_name = "ARG",
+            trailing_var_arg = true,
+            allow_hyphen_values = true
+        )]
         args: Vec<String>,
     },
     /// Inside a held freeze's window: waits for the post call (internal).

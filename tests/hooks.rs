@@ -46,7 +46,14 @@ impl H {
         self.s.quiesce(&a)
     }
     fn hook_check(&self, agent: &str) -> Run {
-        self.s.quiesce(&["--json", "check", "--mount", self.fs.path(), "--hook", agent])
+        self.s.quiesce(&[
+            "--json",
+            "check",
+            "--mount",
+            self.fs.path(),
+            "--hook",
+            agent,
+        ])
     }
     fn frozen(&self) -> bool {
         is_frozen(self.fs.path())
@@ -81,7 +88,13 @@ fn is_frozen(path: &str) -> bool {
 
 fn alive(pid: i32) -> bool {
     fs::read_to_string(format!("/proc/{pid}/stat"))
-        .map(|s| !s.rsplit(')').next().unwrap_or("").trim_start().starts_with('Z'))
+        .map(|s| {
+            !s.rsplit(')')
+                .next()
+                .unwrap_or("")
+                .trim_start()
+                .starts_with('Z')
+        })
         .unwrap_or(false)
 }
 
@@ -256,12 +269,11 @@ fn the_agents_pipes_are_not_held_by_the_hold() {
     // the hook's pre must let it go as it returns.
     let t = h("gce-pipes");
     let start = Instant::now();
-    let out = t
-        .s
-        .command()
-        .args(["hook", "--mount", t.fs.path(), "gce", "pre", "d"])
-        .output()
-        .unwrap();
+    let out =
+        t.s.command()
+            .args(["hook", "--mount", t.fs.path(), "gce", "pre", "d"])
+            .output()
+            .unwrap();
     assert_eq!(out.status.code(), Some(0));
     assert!(start.elapsed() < Duration::from_secs(30));
     assert!(t.frozen());
@@ -275,7 +287,10 @@ fn bad_agent_arguments_are_usage_errors_naming_the_calls() {
     for (args, expect) in [
         (vec!["hook", "qemu-ga", "Freeze"], "freeze or thaw"),
         (vec!["hook", "gce"], "pre or post"),
-        (vec!["hook", "aws-dlm", "pre"], "pre-script, post-script or dry-run"),
+        (
+            vec!["hook", "aws-dlm", "pre"],
+            "pre-script, post-script or dry-run",
+        ),
         (vec!["hook", "vmware", "freeze-fail"], "freezeFail"),
     ] {
         let r = s.quiesce(&args);
@@ -297,10 +312,17 @@ fn nothing_is_written_to_the_frozen_filesystem_while_the_hold_waits() {
     let state = Path::new(t.fs.path()).join("state");
     let run = |args: &[&str]| {
         let mut c = t.s.command_on_state(&state);
-        c.args(["--json", "hook", "--mount", t.fs.path(), "--max-freeze", "60"])
-            .args(args)
-            .stdout(std::process::Stdio::piped())
-            .stderr(std::process::Stdio::piped());
+        c.args([
+            "--json",
+            "hook",
+            "--mount",
+            t.fs.path(),
+            "--max-freeze",
+            "60",
+        ])
+        .args(args)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped());
         let mut child = c.spawn().unwrap();
         let returned = wait_until(Duration::from_secs(30), || {
             child.try_wait().unwrap().is_some()
@@ -319,7 +341,10 @@ fn nothing_is_written_to_the_frozen_filesystem_while_the_hold_waits() {
     assert_eq!(post.code, 0, "{}", post.stderr);
     assert!(!t.frozen());
     assert_eq!(t.ran(), ["pre", "post"]);
-    assert!(state.join("last-post.json").exists(), "post wrote its result after the thaw");
+    assert!(
+        state.join("last-post.json").exists(),
+        "post wrote its result after the thaw"
+    );
 }
 
 #[test]
@@ -347,11 +372,17 @@ fn soak_of_the_held_freeze_leaves_nothing_frozen_or_running() {
         // the holder killed
         assert_eq!(t.hook(&[], &["gce", "pre", "d"]).code, 0);
         signal(t.hold_pid().unwrap(), Signal::SIGKILL);
-        assert!(t.fs.writable_within(Duration::from_secs(20)), "round {round}");
+        assert!(
+            t.fs.writable_within(Duration::from_secs(20)),
+            "round {round}"
+        );
         assert_eq!(t.hook(&[], &["gce", "post", "d"]).code, 2);
         // the deadline
         assert_eq!(t.hook(&["--max-freeze", "1"], &["gce", "pre", "d"]).code, 0);
-        assert!(t.fs.writable_within(Duration::from_secs(20)), "round {round}");
+        assert!(
+            t.fs.writable_within(Duration::from_secs(20)),
+            "round {round}"
+        );
         assert_eq!(t.hook(&[], &["gce", "post", "d"]).code, 2);
         assert!(!t.frozen());
     }
@@ -403,14 +434,18 @@ fn the_packaged_gce_wrapper_installed_as_pre_sh_and_post_sh() {
             .env("QUIESCE_TEST_MOUNT", t.fs.path())
             .output()
             .unwrap();
-        (o.status.code(), String::from_utf8_lossy(&o.stderr).into_owned())
+        (
+            o.status.code(),
+            String::from_utf8_lossy(&o.stderr).into_owned(),
+        )
     };
     // A hold of discovery would freeze the machine: the shim pins --mount.
     fs::write(
         &shim,
-        fs::read_to_string(&shim)
-            .unwrap()
-            .replace(" \"$@\"", " \"$1\" --mount \"$QUIESCE_TEST_MOUNT\" \"$2\" \"$3\" \"$4\""),
+        fs::read_to_string(&shim).unwrap().replace(
+            " \"$@\"",
+            " \"$1\" --mount \"$QUIESCE_TEST_MOUNT\" \"$2\" \"$3\" \"$4\"",
+        ),
     )
     .unwrap();
     let (code, err) = run("pre.sh");
@@ -499,7 +534,15 @@ impl Qga {
         let _ = fs::remove_file(&sock);
         let bin_dir = Path::new(env!("CARGO_BIN_EXE_quiesce")).parent().unwrap();
         let child = Command::new("unshare")
-            .args(["-m", "--propagation", "private", "sh", "-c", QGA_ROOT, "qga-root"])
+            .args([
+                "-m",
+                "--propagation",
+                "private",
+                "sh",
+                "-c",
+                QGA_ROOT,
+                "qga-root",
+            ])
             .arg(&root)
             .arg(&t.s.s.dir)
             .arg(&t.fs.mnt)
@@ -593,9 +636,15 @@ fn qemu_ga_runs_the_pre_script_before_its_freeze_and_the_post_script_after_its_t
     // would block, and time out.
     script(
         &t.s.pre,
-        &format!("touch {m}/pre-wrote\necho pre >> {marker}\nsleep {} >/dev/null 2>&1 &", holder.0),
+        &format!(
+            "touch {m}/pre-wrote\necho pre >> {marker}\nsleep {} >/dev/null 2>&1 &",
+            holder.0
+        ),
     );
-    script(&t.s.post, &format!("touch {m}/post-wrote\necho post >> {marker}"));
+    script(
+        &t.s.post,
+        &format!("touch {m}/post-wrote\necho post >> {marker}"),
+    );
     let q = Qga::start(&t, &wrapper(&t, "fsfreeze-hook", &[], &[], "qemu-ga"));
     assert_eq!(q.status(), "thawed");
 
@@ -605,14 +654,20 @@ fn qemu_ga_runs_the_pre_script_before_its_freeze_and_the_post_script_after_its_t
     assert!(t.frozen(), "qemu-ga froze the scratch filesystem");
     assert_eq!(t.ran(), ["pre"]);
     assert!(Path::new(&m).join("pre-wrote").exists());
-    assert!(!holder.survivors().is_empty(), "the holder lives from freeze to thaw");
+    assert!(
+        !holder.survivors().is_empty(),
+        "the holder lives from freeze to thaw"
+    );
 
     let r = q.thaw();
     assert_eq!(r["return"], 1, "{r}");
     assert_eq!(q.status(), "thawed");
     assert!(!t.frozen());
     assert_eq!(t.ran(), ["pre", "post"]);
-    assert!(Path::new(&m).join("post-wrote").exists(), "post-script after the thaw");
+    assert!(
+        Path::new(&m).join("post-wrote").exists(),
+        "post-script after the thaw"
+    );
     assert!(
         wait_until(Duration::from_secs(10), || holder.survivors().is_empty()),
         "the holder is ended after the post-script"
@@ -632,7 +687,11 @@ fn qemu_ga_freeze_fails_when_a_pre_script_fails_and_nothing_is_frozen() {
     assert!(desc.contains("fsfreeze hook has failed"), "{r}");
     assert_eq!(q.status(), "thawed");
     assert!(!t.frozen());
-    assert_eq!(t.ran(), ["pre", "post"], "rolled back at once: no thaw will come");
+    assert_eq!(
+        t.ran(),
+        ["pre", "post"],
+        "rolled back at once: no thaw will come"
+    );
     // The host thaws after a failed freeze; the post-script does not run twice.
     let r = q.thaw();
     assert_eq!(r["return"], 0, "{r}");
@@ -684,7 +743,10 @@ fn qemu_ga_thaw_that_never_comes_is_thawed_at_max_freeze_and_post_runs_when_due(
         "--max-freeze did not thaw what qemu-ga left frozen"
     );
     assert!(
-        wait_until(Duration::from_secs(30), || !t.s.ran_lines("post").is_empty()),
+        wait_until(Duration::from_secs(30), || !t
+            .s
+            .ran_lines("post")
+            .is_empty()),
         "the post-script did not run at --post-due"
     );
     assert_eq!(t.s.ran_lines("post"), ["post post-overdue"]);
@@ -692,7 +754,10 @@ fn qemu_ga_thaw_that_never_comes_is_thawed_at_max_freeze_and_post_runs_when_due(
     // and the post-script is not run again.
     let r = q.thaw();
     let desc = r["error"]["desc"].as_str().unwrap_or_default().to_string();
-    assert!(desc.contains("fsfreeze hook has failed with status 2"), "{r}");
+    assert!(
+        desc.contains("fsfreeze hook has failed with status 2"),
+        "{r}"
+    );
     assert_eq!(q.status(), "thawed");
     assert_eq!(t.s.ran_lines("post"), ["post post-overdue"]);
     assert!(!t.frozen());
@@ -711,7 +776,8 @@ fn check_hook_qemu_ga_says_whether_the_running_agent_calls_quiesce() {
         assert_eq!(r.code, 2, "{}", r.stderr);
         assert!(r.error_names().contains(&"AgentHookMissing".to_string()));
         assert!(
-            r.stderr.contains(&format!("qemu-ga (pid {pid}) runs without -F")),
+            r.stderr
+                .contains(&format!("qemu-ga (pid {pid}) runs without -F")),
             "{}",
             r.stderr
         );
@@ -839,20 +905,37 @@ fn vmware_freeze_and_thaw_as_vmtoolsd_runs_them_around_its_sync_driver() {
     let t = h("vmw-thaw");
     let m = t.fs.path().to_string();
     let marker = t.s.marker.display().to_string();
-    script(&t.s.pre, &format!("touch {m}/pre-wrote\necho pre >> {marker}"));
-    script(&t.s.post, &format!("touch {m}/post-wrote\necho post >> {marker}"));
+    script(
+        &t.s.pre,
+        &format!("touch {m}/pre-wrote\necho pre >> {marker}"),
+    );
+    script(
+        &t.s.post,
+        &format!("touch {m}/post-wrote\necho post >> {marker}"),
+    );
     let mut vm = Vmtoolsd::new(&vmware_dir(&t, false), Some("host-arg"));
     assert!(vm.freeze(), "every freeze script succeeded");
     assert_eq!(t.ran(), ["pre"]);
     // The sync driver's freeze and thaw (vmtoolsd's own FIFREEZE/FITHAW).
-    assert!(Command::new("fsfreeze").args(["-f", &m]).status().unwrap().success());
+    assert!(Command::new("fsfreeze")
+        .args(["-f", &m])
+        .status()
+        .unwrap()
+        .success());
     assert!(t.frozen());
-    assert!(Command::new("fsfreeze").args(["-u", &m]).status().unwrap().success());
+    assert!(Command::new("fsfreeze")
+        .args(["-u", &m])
+        .status()
+        .unwrap()
+        .success());
     vm.unwind("thaw", false);
     assert_eq!(t.ran(), ["pre", "post"]);
     assert!(Path::new(&m).join("post-wrote").exists());
     let log = fs::read_to_string(t.s.s.path("vmtools.log")).unwrap();
-    assert_eq!(log, "other freeze\nother thaw\n", "the other scripts ran in vmtoolsd's order");
+    assert_eq!(
+        log, "other freeze\nother thaw\n",
+        "the other scripts ran in vmtoolsd's order"
+    );
 }
 
 #[test]
@@ -888,7 +971,10 @@ fn vmware_freeze_of_a_failing_pre_script_fails_the_quiesce_and_rolls_back_itself
     vm.unwind("freezeFail", true);
     assert_eq!(t.ran(), ["pre", "post"]);
     let log = fs::read_to_string(t.s.s.path("vmtools.log")).unwrap();
-    assert_eq!(log, "other freeze\nother freezeFail\n", "90-failing never ran");
+    assert_eq!(
+        log, "other freeze\nother freezeFail\n",
+        "90-failing never ran"
+    );
 }
 
 #[test]
@@ -899,4 +985,3 @@ fn vmware_calls_are_understood_in_any_case() {
     assert_eq!(t.hook(&[], &["vmware", "THAW", "arg"]).code, 0);
     assert_eq!(t.ran(), ["pre", "post"]);
 }
-

@@ -130,7 +130,11 @@ fn qemu_ga(f: &mut AgentFindings) {
     if running.is_empty() {
         f.problem("qemu-ga is not running: the host's freeze requests reach no agent".into());
     }
-    let conf_hook = ini_value(Path::new("/etc/qemu/qemu-ga.conf"), "general", "fsfreeze-hook");
+    let conf_hook = ini_value(
+        Path::new("/etc/qemu/qemu-ga.conf"),
+        "general",
+        "fsfreeze-hook",
+    );
     for (pid, argv) in running {
         let hook = qemu_ga_hook(&argv).or_else(|| conf_hook.clone().map(PathBuf::from));
         match hook {
@@ -155,8 +159,7 @@ fn vmware(f: &mut AgentFindings) {
         None => f.problem("vmtoolsd is not installed (package open-vm-tools)".into()),
     }
     let conf = Path::new("/etc/vmware-tools/tools.conf");
-    if ini_value(conf, "vmbackup", "execScripts").is_some_and(|v| v.eq_ignore_ascii_case("false"))
-    {
+    if ini_value(conf, "vmbackup", "execScripts").is_some_and(|v| v.eq_ignore_ascii_case("false")) {
         f.problem(format!(
             "{}: [vmbackup] execScripts = false: vmtoolsd runs no backup script",
             conf.display()
@@ -164,9 +167,17 @@ fn vmware(f: &mut AgentFindings) {
     }
     let dir = Path::new("/etc/vmware-tools/backupScripts.d");
     let files: Vec<PathBuf> = std::fs::read_dir(dir)
-        .map(|d| d.flatten().map(|e| e.path()).filter(|p| p.is_file()).collect())
+        .map(|d| {
+            d.flatten()
+                .map(|e| e.path())
+                .filter(|p| p.is_file())
+                .collect()
+        })
         .unwrap_or_default();
-    let ours: Vec<&PathBuf> = files.iter().filter(|p| is_wrapper(p, Agent::Vmware)).collect();
+    let ours: Vec<&PathBuf> = files
+        .iter()
+        .filter(|p| is_wrapper(p, Agent::Vmware))
+        .collect();
     if ours.is_empty() {
         f.problem(format!(
             "no file of {} runs quiesce: copy {WRAPPERS_DIR}/vmware there",
@@ -183,7 +194,9 @@ fn vmware(f: &mut AgentFindings) {
 
 fn gce(f: &mut AgentFindings) {
     match installed(&["/usr/bin/google_guest_agent", "/usr/bin/google-guest-agent"]) {
-        Some(p) => f.notes.push(format!("Google's guest agent installed: {}", p.display())),
+        Some(p) => f
+            .notes
+            .push(format!("Google's guest agent installed: {}", p.display())),
         None => f.problem("Google's guest agent is not installed (google-guest-agent)".into()),
     }
     let cfg = Path::new("/etc/default/instance_configs.cfg");
@@ -276,22 +289,40 @@ mod tests {
 
     #[test]
     fn a_wrapper_line_runs_the_agents_hook() {
-        assert!(runs_hook("exec /usr/bin/quiesce hook qemu-ga \"$@\"", Agent::QemuGa));
+        assert!(runs_hook(
+            "exec /usr/bin/quiesce hook qemu-ga \"$@\"",
+            Agent::QemuGa
+        ));
         assert!(runs_hook(
             "exec '/x/quiesce' '--config' '/c' 'hook' '--mount' '/m' qemu-ga \"$@\"",
             Agent::QemuGa
         ));
-        assert!(!runs_hook("exec /usr/bin/quiesce hook gce \"$@\"", Agent::QemuGa));
+        assert!(!runs_hook(
+            "exec /usr/bin/quiesce hook gce \"$@\"",
+            Agent::QemuGa
+        ));
         assert!(!runs_hook("# exec quiesce hook qemu-ga", Agent::QemuGa));
-        assert!(runs_hook("exec \"$bin\" hook gce \"$call\" \"$@\"", Agent::Gce));
-        assert!(!runs_hook("for f in fsfreeze-hook.d/*; do \"$f\" \"$@\"; done", Agent::QemuGa));
+        assert!(runs_hook(
+            "exec \"$bin\" hook gce \"$call\" \"$@\"",
+            Agent::Gce
+        ));
+        assert!(!runs_hook(
+            "for f in fsfreeze-hook.d/*; do \"$f\" \"$@\"; done",
+            Agent::QemuGa
+        ));
     }
 
     #[test]
     fn ini_values_as_the_agents_read_them() {
         let text = "[Snapshots]\n# x\nenabled = true\n[vmbackup]\nexecScripts=false\n";
-        assert_eq!(ini_lookup(text, "Snapshots", "enabled").as_deref(), Some("true"));
-        assert_eq!(ini_lookup(text, "vmbackup", "execScripts").as_deref(), Some("false"));
+        assert_eq!(
+            ini_lookup(text, "Snapshots", "enabled").as_deref(),
+            Some("true")
+        );
+        assert_eq!(
+            ini_lookup(text, "vmbackup", "execScripts").as_deref(),
+            Some("false")
+        );
         assert_eq!(ini_lookup(text, "Snapshots", "execScripts"), None);
     }
 }

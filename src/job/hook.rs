@@ -50,7 +50,9 @@ impl Agent {
     fn expected(self) -> &'static str {
         match self {
             Agent::QemuGa => "freeze or thaw",
-            Agent::Vmware => "freeze, freezeFail or thaw (any case), then an optional script argument",
+            Agent::Vmware => {
+                "freeze, freezeFail or thaw (any case), then an optional script argument"
+            }
             Agent::Gce => "pre or post, then the disk list",
             Agent::AwsDlm => "pre-script, post-script or dry-run",
         }
@@ -217,7 +219,9 @@ mod tests {
     fn what_the_agent_never_passes_is_a_usage_error_naming_what_it_does() {
         let e = call(Agent::QemuGa, &["Freeze"]).unwrap_err();
         assert!(e.contains("freeze or thaw"), "{e}");
-        assert!(call(Agent::QemuGa, &[]).unwrap_err().contains("no argument"));
+        assert!(call(Agent::QemuGa, &[])
+            .unwrap_err()
+            .contains("no argument"));
         assert!(call(Agent::QemuGa, &["freeze", "x"]).is_err());
         assert!(call(Agent::Gce, &["pre", "a", "b"]).is_err());
         assert!(call(Agent::AwsDlm, &["pre"]).is_err());

@@ -66,7 +66,10 @@ fn record_call(job: &mut Job, req: &HookRequest) {
         Level::Info,
         Record::Log,
         job.status.operation,
-        &[("agent", req.agent.name().into()), ("args", req.args.join(" "))],
+        &[
+            ("agent", req.agent.name().into()),
+            ("args", req.args.join(" ")),
+        ],
         &format!("quiesce hook {} {}", req.agent.name(), req.args.join(" ")),
     );
 }

@@ -148,14 +148,12 @@ pub fn watch(cx: &Context, w: &Watch) -> u8 {
     let me = std::process::id() as i32;
     let started = std::time::Instant::now();
     let mut seen = false;
-    let mut still_mine = || {
-        match cx.run_dir.read_json::<DeadlineRecord>(DEADLINE_RECORD) {
-            Ok(Some(r)) => {
-                seen = true;
-                r.pid == me
-            }
-            _ => !seen && started.elapsed() < RECORD_GRACE,
+    let mut still_mine = || match cx.run_dir.read_json::<DeadlineRecord>(DEADLINE_RECORD) {
+        Ok(Some(r)) => {
+            seen = true;
+            r.pid == me
         }
+        _ => !seen && started.elapsed() < RECORD_GRACE,
     };
     loop {
         let now = now_ms();
@@ -201,9 +199,7 @@ fn thaw_left_frozen(
         match r.outcome {
             ThawOutcome::Thawed => report.thawed.push(path.clone()),
             ThawOutcome::NotFrozen => {}
-            other => report
-                .failed
-                .push(format!("{}: {other:?}", path.display())),
+            other => report.failed.push(format!("{}: {other:?}", path.display())),
         }
     }
     report

@@ -64,7 +64,13 @@ pub fn refuse_second(cx: &Context) -> Result<(), Problem> {
 }
 
 fn clear(run_dir: &RunDir) {
-    for f in [HOLD_RECORD, HOLD_FROZEN, HOLD_RELEASE, HOLD_STATUS, HOLD_LOG] {
+    for f in [
+        HOLD_RECORD,
+        HOLD_FROZEN,
+        HOLD_RELEASE,
+        HOLD_STATUS,
+        HOLD_LOG,
+    ] {
         run_dir.remove(f);
     }
 }
@@ -298,8 +304,15 @@ fn judge(rec: &HoldRecord, was_alive: bool, outcome: Option<&Outcome>) -> Option
     if o.result.as_deref() == Some("success") {
         return None;
     }
-    if o.errors.iter().any(|e| e == ErrorCode::FsFreezeTimeout.name()) {
-        let when = if was_alive { "as post came" } else { "before post came" };
+    if o.errors
+        .iter()
+        .any(|e| e == ErrorCode::FsFreezeTimeout.name())
+    {
+        let when = if was_alive {
+            "as post came"
+        } else {
+            "before post came"
+        };
         return Some(Problem::new(
             ErrorCode::HeldFreezeExpired,
             format!(
