@@ -168,7 +168,9 @@ fn wait_frozen(run_dir: &RunDir, child: &mut Child, limit: Duration) -> Result<(
         if run_dir.has(HOLD_FROZEN) {
             return Ok(());
         }
-        if let Ok(Some(_)) = child.try_wait() {
+        // Err: someone else reaped it (the runner is a subreaper that
+        // reaps orphans): it has ended all the same.
+        if !matches!(child.try_wait(), Ok(None)) {
             let outcome = read_outcome(run_dir);
             let why = outcome
                 .map(|o| o.messages.join("; "))
