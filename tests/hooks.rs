@@ -797,6 +797,91 @@ fn check_hook_qemu_ga_says_whether_the_running_agent_calls_quiesce() {
     assert!(!r.stderr.contains(&format!("(pid {pid}) runs without -F")));
 }
 
+#[test]
+fn check_hook_gce_and_vmware_name_what_is_missing_on_this_machine() {
+    require_root!("root-owned scripts");
+    let t = h("check-gce");
+    if !Path::new("/usr/bin/google_guest_agent").exists() {
+        let r = t.hook_check("gce");
+        assert_eq!(r.code, 2, "{}", r.stderr);
+        assert!(r.stderr.contains("Google's guest agent is not installed"));
+        if !Path::new("/etc/default/instance_configs.cfg").exists() {
+            assert!(r.stderr.contains("[Snapshots] enabled = true is missing"));
+        }
+        assert!(r.stderr.contains("/etc/google/snapshots/pre.sh is not quiesce's wrapper"));
+    }
+    if !Path::new("/usr/bin/vmtoolsd").exists() {
+        let r = t.hook_check("vmware");
+        assert_eq!(r.code, 2, "{}", r.stderr);
+        assert!(r.stderr.contains("vmtoolsd is not installed"));
+    }
+    // Nothing ran, nothing froze.
+    assert_eq!(t.s.scripts_ran(), "");
+    assert!(!t.frozen());
+}
+
+#[test]
+fn aws_dlm_dry_run_checks_and_runs_nothing() {
+    require_root!("root-owned scripts");
+    let t = h("aws-dry");
+    let r = t.hook(&[], &["aws-dlm", "dry-run"]);
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    assert_eq!(r.json()["hook"]["agent"], "aws-dlm");
+    assert!(r.stderr.contains("a snapshot would be application-consistent"));
+    assert_eq!(t.s.scripts_ran(), "");
+    assert!(!t.frozen());
+    fs::remove_file(&t.s.pre).unwrap();
+    let r = t.hook(&[], &["aws-dlm", "dry-run"]);
+    assert_eq!(r.code, 2, "{}", r.stderr);
+    assert!(r.error_names().contains(&"Pre-ScriptNotFound".to_string()));
+}
+
+#[test]
+fn vmware_freeze_without_thaw_is_thawed_at_max_freeze() {
+    require_root!("freezes a scratch filesystem");
+    let t = h("vmw-deadline");
+    t.s.post_logs_recovery("");
+    let r = t.hook(&["--max-freeze", "1"], &["vmware", "freeze"]);
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    assert!(r.json()["hook"]["deadlineWatcher"].as_i64().is_some());
+    // The sync driver's freeze, and no thaw.
+    assert!(Command::new("fsfreeze")
+        .args(["-f", t.fs.path()])
+        .status()
+        .unwrap()
+        .success());
+    assert!(
+        t.fs.writable_within(Duration::from_secs(30)),
+        "--max-freeze did not thaw"
+    );
+    let r = t.hook(&[], &["vmware", "thaw"]);
+    assert_eq!(r.code, 2, "{}", r.stderr);
+    assert_eq!(r.error_names(), ["FsFreezeTimeout"]);
+    assert_eq!(r.json()["hook"]["thawedAtDeadline"][0], t.fs.path());
+    assert_eq!(t.s.ran_lines("post"), ["post none"], "the late thaw ran it");
+}
+
+#[test]
+fn a_thaw_in_time_ends_the_deadline_watcher_and_thaws_nothing() {
+    require_root!("freezes a scratch filesystem");
+    let t = h("vmw-intime");
+    let r = t.hook(&["--max-freeze", "2"], &["vmware", "freeze"]);
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    let watcher = r.json()["hook"]["deadlineWatcher"].as_i64().unwrap() as i32;
+    assert!(alive(watcher));
+    assert_eq!(t.hook(&[], &["vmware", "thaw"]).code, 0);
+    assert!(wait_until(Duration::from_secs(5), || !alive(watcher)));
+    // A freeze of someone else's after the thaw is not the agent's: left alone.
+    assert!(Command::new("fsfreeze")
+        .args(["-f", t.fs.path()])
+        .status()
+        .unwrap()
+        .success());
+    std::thread::sleep(Duration::from_secs(3));
+    assert!(t.frozen(), "quiesce thawed a freeze that was not the agent's");
+    t.fs.thaw();
+}
+
 // ------------------------------------------------------------ VMware Tools
 
 /// vmtoolsd's script operation (open-vm-tools
