@@ -798,6 +798,22 @@ fn check_hook_qemu_ga_says_whether_the_running_agent_calls_quiesce() {
 }
 
 #[test]
+fn a_held_freeze_is_not_made_where_an_application_depends_on_no_freeze() {
+    require_root!("root-owned scripts");
+    let t = h("gce-nofreeze");
+    t.s.config_with(|c| {
+        c.insert("fsFreezeEnabled".into(), false.into());
+    });
+    let pre = t.hook(&[], &["gce", "pre", "d"]);
+    assert_eq!(pre.code, 0, "{}", pre.stderr);
+    assert!(!t.frozen());
+    assert!(t.hold_pid().is_none());
+    let post = t.hook(&[], &["gce", "post", "d"]);
+    assert_eq!(post.code, 0, "{}", post.stderr);
+    assert_eq!(t.ran(), ["pre", "post"]);
+}
+
+#[test]
 fn check_hook_gce_and_vmware_name_what_is_missing_on_this_machine() {
     require_root!("root-owned scripts");
     let t = h("check-gce");
@@ -808,7 +824,9 @@ fn check_hook_gce_and_vmware_name_what_is_missing_on_this_machine() {
         if !Path::new("/etc/default/instance_configs.cfg").exists() {
             assert!(r.stderr.contains("[Snapshots] enabled = true is missing"));
         }
-        assert!(r.stderr.contains("/etc/google/snapshots/pre.sh is not quiesce's wrapper"));
+        assert!(r
+            .stderr
+            .contains("/etc/google/snapshots/pre.sh is not quiesce's wrapper"));
     }
     if !Path::new("/usr/bin/vmtoolsd").exists() {
         let r = t.hook_check("vmware");
@@ -827,7 +845,9 @@ fn aws_dlm_dry_run_checks_and_runs_nothing() {
     let r = t.hook(&[], &["aws-dlm", "dry-run"]);
     assert_eq!(r.code, 0, "{}", r.stderr);
     assert_eq!(r.json()["hook"]["agent"], "aws-dlm");
-    assert!(r.stderr.contains("a snapshot would be application-consistent"));
+    assert!(r
+        .stderr
+        .contains("a snapshot would be application-consistent"));
     assert_eq!(t.s.scripts_ran(), "");
     assert!(!t.frozen());
     fs::remove_file(&t.s.pre).unwrap();
@@ -878,7 +898,10 @@ fn a_thaw_in_time_ends_the_deadline_watcher_and_thaws_nothing() {
         .unwrap()
         .success());
     std::thread::sleep(Duration::from_secs(3));
-    assert!(t.frozen(), "quiesce thawed a freeze that was not the agent's");
+    assert!(
+        t.frozen(),
+        "quiesce thawed a freeze that was not the agent's"
+    );
     t.fs.thaw();
 }
 
