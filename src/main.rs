@@ -13,6 +13,7 @@ use quiesce::job::runs;
 use quiesce::job::runs::hook::HookRequest;
 use quiesce::job::steps::snapshot_window::WindowRequest;
 use quiesce::job::steps::{agent_deadline, held};
+use quiesce::job::takeover::Rules;
 
 /// Runs a Linux VM's application-consistency scripts around a filesystem
 /// freeze and a snapshot: supervised, sandboxed, audited, never leaving a
@@ -233,7 +234,13 @@ fn main() -> ExitCode {
         }
     };
     let json = cli.json;
-    let cx = Context::new(cli.options);
+    let mut cx = Context::new(cli.options);
+    if let (Command::Hook { agent, .. }, Some(t)) = (&cli.command, cx.apps.takeover.as_mut()) {
+        // The directory is vmtoolsd's: its rules (every regular file).
+        if *agent == Agent::Vmware {
+            t.rules = Rules::Vmware;
+        }
+    }
     let command = match internal(&cx, cli.command) {
         Ok(command) => command,
         Err(code) => return code,

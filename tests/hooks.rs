@@ -9,6 +9,7 @@
 mod common;
 
 use std::fs;
+use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
@@ -903,6 +904,132 @@ fn a_thaw_in_time_ends_the_deadline_watcher_and_thaws_nothing() {
         "quiesce thawed a freeze that was not the agent's"
     );
     t.fs.thaw();
+}
+
+// ------------------------------------------- the stock dispatchers' directories
+
+/// A dispatcher's directory of scripts that log `NAME $1`, and the options
+/// that take it over (no `--config`: the directory is the set).
+fn dispatcher_dir(t: &H, files: &[(&str, u32, &str)]) -> (PathBuf, Vec<std::ffi::OsString>) {
+    let d = t.s.s.mkdir("hook.d", 0o755);
+    let log = t.s.s.path("dispatch.log");
+    for (name, mode, extra) in files {
+        t.s.s.write(
+            &format!("hook.d/{name}"),
+            format!(
+                "#!/bin/sh\necho \"{name} $1\" >> {}\n{extra}\n",
+                log.display()
+            ),
+            *mode,
+        );
+    }
+    let mut args: Vec<std::ffi::OsString> = vec![
+        "--host-config".into(),
+        t.s.host_config.clone().into(),
+        "--takeover-dir".into(),
+        d.clone().into(),
+    ];
+    args.extend(common::private_args(&t.s.s.dir));
+    (d, args)
+}
+
+fn dispatched(t: &H) -> Vec<String> {
+    fs::read_to_string(t.s.s.path("dispatch.log"))
+        .unwrap_or_default()
+        .lines()
+        .map(str::to_string)
+        .collect()
+}
+
+fn takeover_hook(t: &H, args: &[std::ffi::OsString], agent_args: &[&str]) -> Run {
+    Run::from(
+        common::quiesce_bin()
+            .args(args)
+            .args(["--json", "hook", "--mount", t.fs.path()])
+            .args(agent_args)
+            .output()
+            .unwrap(),
+    )
+}
+
+#[test]
+fn qemu_gas_hook_directory_taken_over_with_the_real_agent() {
+    require_root!("qemu-ga freezes a scratch filesystem");
+    require_qemu_ga!();
+    let t = h("takeover-qga");
+    let (_, args) = dispatcher_dir(
+        &t,
+        &[
+            ("10-db", 0o700, ""),
+            ("20-app", 0o700, ""),
+            ("30-off", 0o600, ""),
+            ("40-db.bak", 0o700, ""),
+            (".hidden", 0o700, ""),
+        ],
+    );
+    let q = |a: &std::ffi::OsStr| format!("'{}'", a.to_string_lossy());
+    let mut line = vec![q(env!("CARGO_BIN_EXE_quiesce").as_ref())];
+    line.extend(args.iter().map(|a| q(a)));
+    line.extend(
+        ["hook", "--mount", t.fs.path(), "qemu-ga"]
+            .iter()
+            .map(|a| q(a.as_ref())),
+    );
+    let hook = t.s.s.write(
+        "fsfreeze-hook",
+        format!("#!/bin/sh\nexec {} \"$@\"\n", line.join(" ")),
+        0o700,
+    );
+    let qga = Qga::start(&t, &hook);
+    assert_eq!(qga.freeze(t.fs.path())["return"], 1);
+    assert!(t.frozen());
+    assert_eq!(dispatched(&t), ["10-db freeze", "20-app freeze"]);
+    assert_eq!(qga.thaw()["return"], 1);
+    assert!(!t.frozen());
+    assert_eq!(
+        dispatched(&t),
+        ["10-db freeze", "20-app freeze", "20-app thaw", "10-db thaw"],
+        "thaw in reverse, each script once, the skipped ones never"
+    );
+    let generated = t.s.s.path("state/takeover/10-db.json");
+    let mode = fs::metadata(&generated).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode, 0o600);
+}
+
+#[test]
+fn a_failing_script_of_a_taken_over_directory_fails_the_freeze_and_rolls_back() {
+    require_root!("root-owned scripts");
+    let t = h("takeover-fail");
+    let (_, args) = dispatcher_dir(
+        &t,
+        &[
+            ("10-db", 0o700, ""),
+            ("20-app", 0o700, "[ \"$1\" != freeze ]"),
+        ],
+    );
+    let r = takeover_hook(&t, &args, &["qemu-ga", "freeze"]);
+    assert_eq!(r.code, 2, "{}", r.stderr);
+    assert_eq!(r.json()["applicationSource"]["source"], "takeover");
+    assert_eq!(
+        dispatched(&t),
+        ["10-db freeze", "20-app freeze", "20-app thaw", "10-db thaw"],
+        "the stock dispatcher would have exited 0 here"
+    );
+}
+
+#[test]
+fn a_taken_over_script_that_fails_the_trust_checks_runs_nothing() {
+    require_root!("root-owned scripts");
+    let t = h("takeover-trust");
+    // 0755, as the stock directories usually hold them: quiesce's §4
+    // checks want 0700; VMware's rules take every regular file.
+    let (_, args) = dispatcher_dir(&t, &[("10-db", 0o700, ""), ("20-app", 0o755, "")]);
+    let r = takeover_hook(&t, &args, &["vmware", "freeze"]);
+    assert_eq!(r.code, 2, "{}", r.stderr);
+    assert!(r
+        .error_names()
+        .contains(&"InsufficientPermissionforPre-Script".to_string()));
+    assert!(dispatched(&t).is_empty(), "nothing ran");
 }
 
 // ------------------------------------------------------------ VMware Tools

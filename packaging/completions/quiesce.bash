@@ -28,7 +28,7 @@ _quiesce() {
     local commands="check pre post freeze snapshot thaw recover audit hook help"
     local global_opts="--config --apps-dir --host-config --extension-config --bridge --json -v --verbose --run-dir
         --state-dir --post-due --vmbackup-conf --policy --no-sandbox --syslog-socket --syslog-facility
-        --trail --journal-socket --metrics-dir -h --help"
+        --trail --journal-socket --metrics-dir --takeover-dir -h --help"
 
     # Options that take a value: complete the value, not another option.
     case $prev in
@@ -37,7 +37,7 @@ _quiesce() {
             _quiesce_files
             return
             ;;
-        --run-dir | --mount | --state-dir | --metrics-dir | --apps-dir)
+        --run-dir | --mount | --state-dir | --metrics-dir | --apps-dir | --takeover-dir)
             _quiesce_files -d
             return
             ;;
@@ -66,7 +66,7 @@ _quiesce() {
             --config | --host-config | --extension-config | --vmbackup-conf | --policy | \
                 --syslog-socket | --run-dir | --mount | --syslog-facility | \
                 --trail | --journal-socket | --state-dir | --metrics-dir | \
-                --apps-dir | --max-freeze | --post-due | --hook)
+                --apps-dir | --max-freeze | --post-due | --hook | --takeover-dir)
                 ((i++))
                 ;;
             --)

@@ -47,3 +47,4 @@ pub mod run;
 pub mod runner;
 pub mod script;
 pub mod status;
+pub mod takeover;
