@@ -283,6 +283,41 @@ fn the_agents_pipes_are_not_held_by_the_hold() {
 }
 
 #[test]
+fn the_trail_records_the_agent_and_its_arguments() {
+    require_root!("root-owned scripts");
+    let t = h("hook-trail");
+    let sock = t.s.s.path("no-syslog.sock");
+    let listener = std::os::unix::net::UnixDatagram::bind(&sock).unwrap();
+    listener
+        .set_read_timeout(Some(Duration::from_secs(2)))
+        .unwrap();
+    let reader = std::thread::spawn(move || {
+        let mut got = Vec::new();
+        let mut buf = vec![0u8; 65536];
+        while let Ok(n) = listener.recv(&mut buf) {
+            got.push(String::from_utf8_lossy(&buf[..n]).into_owned());
+        }
+        got
+    });
+    let r = t.hook(&["--max-freeze", "5"], &["vmware", "FREEZE", "host-arg"]);
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    assert_eq!(t.hook(&[], &["vmware", "thaw"]).code, 0);
+    let records = reader.join().unwrap();
+    let hook_record = records
+        .iter()
+        .find(|r| r.contains("quiesce hook vmware FREEZE host-arg"))
+        .unwrap_or_else(|| panic!("no hook record in {records:#?}"));
+    assert!(hook_record.contains("agent=\"vmware\""), "{hook_record}");
+    assert!(
+        hook_record.contains("args=\"FREEZE host-arg\""),
+        "{hook_record}"
+    );
+    assert!(records
+        .iter()
+        .any(|r| r.contains("quiesce hook vmware thaw")));
+}
+
+#[test]
 fn bad_agent_arguments_are_usage_errors_naming_the_calls() {
     let s = Setup::new("hook-usage");
     for (args, expect) in [
