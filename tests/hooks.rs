@@ -183,6 +183,39 @@ fn a_second_pre_while_one_is_held_is_refused_and_runs_nothing() {
 }
 
 #[test]
+fn a_second_pre_while_the_first_is_still_running_its_scripts_is_refused() {
+    require_root!("freezes a scratch filesystem");
+    let t = h("gce-race");
+    let started = t.s.s.path("pre-started");
+    fs::write(
+        &t.s.pre,
+        format!(
+            "#!/bin/sh\necho pre >> {}\ntouch {}\nsleep 2\n",
+            t.s.marker.display(),
+            started.display()
+        ),
+    )
+    .unwrap();
+    let first =
+        t.s.command()
+            .args(["--json", "hook", "--mount", t.fs.path(), "gce", "pre", "d"])
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+    assert!(wait_until(Duration::from_secs(20), || started.exists()));
+    let second = t.hook(&[], &["gce", "pre", "d"]);
+    assert_eq!(second.code, 2, "{}", second.stderr);
+    assert_eq!(error_names(&second), ["FreezeAlreadyHeld"]);
+    let first = Run::from(first.wait_with_output().unwrap());
+    assert_eq!(first.code, 0, "{}", first.stderr);
+    assert!(t.frozen(), "the first pre's hold is intact");
+    assert_eq!(t.ran(), ["pre"], "the second pre ran nothing");
+    assert_eq!(t.hook(&[], &["gce", "post", "d"]).code, 0);
+    assert!(!t.frozen());
+}
+
+#[test]
 fn a_hold_without_post_is_thawed_at_its_deadline_and_post_says_so() {
     require_root!("freezes a scratch filesystem");
     let t = h("gce-deadline");

@@ -199,9 +199,10 @@ fn hold_freeze(cx: &Context, req: &HookRequest) -> Finished {
         Err(refused) => return *refused,
     };
     record_call(&mut job, req);
-    if let Err(p) = held::refuse_second(cx) {
-        return job.fail(&p);
-    }
+    let _claim = match held::claim(cx) {
+        Ok(c) => c,
+        Err(p) => return job.fail(&p),
+    };
     let Some((apps, started)) = pre_scripts(&mut job, &runner, cx) else {
         say("no freeze: the pre-scripts did not all succeed");
         return job.conclude(Decision::ByErrors);

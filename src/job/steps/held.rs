@@ -28,6 +28,9 @@ use crate::job::hook::{
 use crate::job::status::HoldStatus;
 use crate::supervise::procfs;
 
+/// In the run directory: locked by a `pre` while it makes a held freeze.
+const HOLD_LOCK: &str = "hold.lock";
+
 /// How often the waits of this module look again.
 const TICK: Duration = Duration::from_millis(10);
 /// Beyond `--max-freeze`: the holding run's start-up before its window,
@@ -48,9 +51,31 @@ fn live_hold(run_dir: &RunDir) -> Option<HoldRecord> {
     alive(rec.pid, rec.start).then_some(rec)
 }
 
-/// Before a `pre` runs anything: a held freeze already in place refuses
-/// it (two holds never overlap); what a dead one left is cleared.
-pub fn refuse_second(cx: &Context) -> Result<(), Problem> {
+/// A `pre` making a held freeze, from before its first script until its
+/// hold is recorded: a concurrent `pre` is refused meanwhile (its `clear`
+/// would remove this one's records).
+pub struct HoldClaim {
+    _lock: nix::fcntl::Flock<File>,
+}
+
+/// Before a `pre` runs anything: a held freeze already in place, or
+/// another `pre` making one, refuses it (two holds never overlap).
+pub fn claim(cx: &Context) -> Result<HoldClaim, Problem> {
+    let busy = |why: String| Problem::new(ErrorCode::FreezeAlreadyHeld, why);
+    let lock = cx
+        .run_dir
+        .ensure()
+        .map_err(|e| e.to_string())
+        .and_then(|()| output_file(&cx.run_dir, HOLD_LOCK).map_err(|e| e.to_string()))
+        .map_err(|e| busy(format!("cannot lock {HOLD_LOCK} in the run directory: {e}")))?;
+    let lock = nix::fcntl::Flock::lock(lock, nix::fcntl::FlockArg::LockExclusiveNonblock)
+        .map_err(|_| busy("another pre is making a held freeze right now".into()))?;
+    refuse_second(cx)?;
+    Ok(HoldClaim { _lock: lock })
+}
+
+/// A held freeze already in place refuses a `pre`.
+fn refuse_second(cx: &Context) -> Result<(), Problem> {
     if let Some(rec) = live_hold(&cx.run_dir) {
         return Err(Problem::new(
             ErrorCode::FreezeAlreadyHeld,
