@@ -215,6 +215,57 @@ fn a_second_pre_while_the_first_is_still_running_its_scripts_is_refused() {
     assert!(!t.frozen());
 }
 
+/// Google's agent kills only its direct child on its timeout: a `pre`
+/// killed after its hold froze but before it returned takes the hold with
+/// it, and its post guard runs the post-script at `--post-due`, on thawed
+/// filesystems.
+#[cfg(feature = "fault-injection")]
+#[test]
+fn a_pre_killed_before_it_hands_the_hold_over_takes_the_hold_with_it() {
+    require_root!("freezes a scratch filesystem");
+    let t = h("gce-abandon");
+    t.s.post_logs_recovery(&format!("touch {}/post-wrote", t.fs.path()));
+    let mut pre =
+        t.s.command()
+            .env("QUIESCE_FAULT", "hold-handover-delay")
+            .args([
+                "--post-due",
+                "4",
+                "hook",
+                "--mount",
+                t.fs.path(),
+                "gce",
+                "pre",
+                "d",
+            ])
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+    assert!(
+        wait_until(Duration::from_secs(20), || t
+            .run_file("hold.frozen")
+            .exists()),
+        "the hold did not freeze"
+    );
+    assert!(t.frozen());
+    let _ = pre.kill();
+    let _ = pre.wait();
+    assert!(
+        t.fs.writable_within(Duration::from_secs(20)),
+        "the abandoned hold kept the filesystem frozen"
+    );
+    assert!(
+        wait_until(Duration::from_secs(20), || !t
+            .s
+            .ran_lines("post")
+            .is_empty()),
+        "the dead pre's post guard did not run the post-script when due"
+    );
+    assert_eq!(t.s.ran_lines("post"), ["post post-overdue"]);
+    assert!(Path::new(t.fs.path()).join("post-wrote").exists());
+}
+
 #[test]
 fn a_hold_without_post_is_thawed_at_its_deadline_and_post_says_so() {
     require_root!("freezes a scratch filesystem");
@@ -1001,6 +1052,11 @@ fn dispatcher_dir(t: &H, files: &[(&str, u32, &str)]) -> (PathBuf, Vec<std::ffi:
     (d, args)
 }
 
+/// The last result of an operation, for a failure's message.
+fn last(t: &H, op: &str) -> String {
+    fs::read_to_string(t.s.s.path(&format!("state/last-{op}.json"))).unwrap_or_default()
+}
+
 fn dispatched(t: &H) -> Vec<String> {
     fs::read_to_string(t.s.s.path("dispatch.log"))
         .unwrap_or_default()
@@ -1049,10 +1105,12 @@ fn qemu_gas_hook_directory_taken_over_with_the_real_agent() {
         0o700,
     );
     let qga = Qga::start(&t, &hook);
-    assert_eq!(qga.freeze(t.fs.path())["return"], 1);
+    let r = qga.freeze(t.fs.path());
+    assert_eq!(r["return"], 1, "{r}; last-pre.json: {}", last(&t, "pre"));
     assert!(t.frozen());
     assert_eq!(dispatched(&t), ["10-db freeze", "20-app freeze"]);
-    assert_eq!(qga.thaw()["return"], 1);
+    let r = qga.thaw();
+    assert_eq!(r["return"], 1, "{r}; last-post.json: {}", last(&t, "post"));
     assert!(!t.frozen());
     assert_eq!(
         dispatched(&t),

@@ -153,6 +153,14 @@ pub struct HoldRecord {
     pub max_freeze_secs: u64,
     /// When the hold was started (seconds since the epoch).
     pub started_unix: u64,
+    /// The `pre` call that made it, until it hands the hold over (returns):
+    /// a `pre` killed before that (an agent's timeout) takes the hold with
+    /// it, so its post-scripts, run at once by its post guard, do not meet
+    /// frozen filesystems.
+    pub pre_pid: i32,
+    pub pre_start: u64,
+    #[serde(default)]
+    pub handed_over: bool,
 }
 
 /// What the command inside the held window writes once it runs: every

@@ -214,6 +214,9 @@ fn hold_freeze(cx: &Context, req: &HookRequest) -> Finished {
         say("fsFreezeEnabled=false: the pre-scripts ran; nothing is frozen");
         return job.conclude(Decision::ByErrors);
     }
+    if let (Some(g), Some(due)) = (job.pending.guard.as_ref(), job.pending.awaited_due) {
+        g.announce_due(due);
+    }
     let op = job.operation_id().to_string();
     match held::hold(cx, req.agent.name(), &op, &req.mounts, req.max_freeze) {
         Ok(rec) => {

@@ -163,26 +163,46 @@ pub fn hold(
     // Out of the agent's cgroup: the agent's unit stopping must not take
     // the hold with it (its watchdog would thaw, but the snapshot fails).
     let _ = crate::supervise::move_to_root_cgroup(pid);
-    let rec = HoldRecord {
+    let me = std::process::id() as i32;
+    let mut rec = HoldRecord {
         agent: agent.to_string(),
         pid,
         start: procfs::read_stat(pid).map_or(0, |s| s.start),
         operation_id: operation_id.to_string(),
         max_freeze_secs: max_freeze,
         started_unix: crate::job::pending::now_unix(),
+        pre_pid: me,
+        pre_start: procfs::read_stat(me).map_or(0, |s| s.start),
+        handed_over: false,
     };
     if let Err(e) = run_dir.write_json(HOLD_RECORD, &rec) {
         let _ = child.kill();
         let _ = child.wait();
         return Err(setup(HOLD_RECORD, &e));
     }
-    match wait_frozen(run_dir, &mut child, Duration::from_secs(max_freeze) + SLACK) {
-        Ok(()) => Ok(rec),
-        Err(p) => {
-            clear(run_dir);
-            Err(p)
-        }
+    if let Err(p) = wait_frozen(run_dir, &mut child, Duration::from_secs(max_freeze) + SLACK) {
+        clear(run_dir);
+        return Err(p);
     }
+    if crate::fault::active("hold-handover-delay") {
+        // Widens the moment between the freeze and the hand-over, where an
+        // agent's timeout may kill this call.
+        std::thread::sleep(Duration::from_secs(3));
+    }
+    // The run directory is a tmpfs: written while frozen, as the window's
+    // own records are.
+    rec.handed_over = true;
+    if let Err(e) = run_dir.write_json_unsynced(HOLD_RECORD, &rec) {
+        // SIGTERM: its handler thaws first (SPEC §6.4).
+        let _ = nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(pid),
+            nix::sys::signal::Signal::SIGTERM,
+        );
+        let _ = child.wait();
+        clear(run_dir);
+        return Err(setup("hand-over", &e));
+    }
+    Ok(rec)
 }
 
 /// Waits for the holding run's command to say the window is frozen, or for
@@ -369,13 +389,26 @@ pub fn wait_in_window(run_dir: &Path) -> u8 {
         return 2;
     }
     let parent = nix::unistd::getppid();
-    loop {
+    for tick in 0u64.. {
         if run_dir.has(HOLD_RELEASE) {
             return 0;
         }
         if nix::unistd::getppid() != parent {
             return 2;
         }
+        if tick % 10 == 0 && abandoned(&run_dir) {
+            eprintln!("the pre call that made this hold died before handing it over: thawing");
+            return 3;
+        }
         std::thread::sleep(TICK);
+    }
+    2
+}
+
+/// The `pre` call that made the hold is gone without handing it over.
+fn abandoned(run_dir: &RunDir) -> bool {
+    match run_dir.read_json::<HoldRecord>(HOLD_RECORD) {
+        Ok(Some(rec)) => !rec.handed_over && !alive(rec.pre_pid, rec.pre_start),
+        _ => false,
     }
 }
