@@ -856,8 +856,8 @@ fn qemu_ga_thaw_that_never_comes_is_thawed_at_max_freeze_and_post_runs_when_due(
     let hook = wrapper(
         &t,
         "fsfreeze-hook",
-        &["--post-due", "4"],
-        &["--max-freeze", "2"],
+        &["--post-due", "6"],
+        &["--max-freeze", "3"],
         "qemu-ga",
     );
     let q = Qga::start(&t, &hook);
@@ -987,7 +987,9 @@ fn vmware_freeze_without_thaw_is_thawed_at_max_freeze() {
     require_root!("freezes a scratch filesystem");
     let t = h("vmw-deadline");
     t.s.post_logs_recovery("");
-    let r = t.hook(&["--max-freeze", "1"], &["vmware", "freeze"]);
+    // The deadline counts from the freeze call: long enough for the sync
+    // driver's freeze below to come first on a loaded machine.
+    let r = t.hook(&["--max-freeze", "3"], &["vmware", "freeze"]);
     assert_eq!(r.code, 0, "{}", r.stderr);
     assert!(r.json()["hook"]["deadlineWatcher"].as_i64().is_some());
     // The sync driver's freeze, and no thaw.
