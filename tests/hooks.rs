@@ -691,7 +691,11 @@ impl Qga {
             sock,
             dir: dir_s,
         };
-        assert!(wait_until(Duration::from_secs(10), || q.sock.exists()));
+        // A hang guard: qemu-ga's namespace set-up, on a loaded machine.
+        assert!(
+            wait_until(Duration::from_secs(30), || q.sock.exists()),
+            "qemu-ga did not start"
+        );
         q
     }
 
