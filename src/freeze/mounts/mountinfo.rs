@@ -112,10 +112,11 @@ fn parse_line(line: &[u8], number: usize) -> Result<MountInfo, MountinfoError> {
     let minor = number_field("minor", &device[colon + 1..])?;
     let root = unescape_path(fields[3]);
     let mount_point = unescape_path(fields[4]);
-    if !root.is_absolute() || !mount_point.is_absolute() {
-        return Err(malformed(
-            "root and mount point must be absolute paths".into(),
-        ));
+    // The root of a pseudo filesystem's mount need not be a path: `ip netns
+    // add` bind-mounts an nsfs whose root is `net:[4026532195]`. Only the
+    // mount point is compared with paths.
+    if !mount_point.is_absolute() {
+        return Err(malformed("the mount point must be an absolute path".into()));
     }
     let mount_options = unescape_string(fields[5]);
     let optional_fields = fields[6..separator]
@@ -186,6 +187,16 @@ mod tests {
     use super::*;
     use std::os::unix::ffi::OsStrExt;
     use std::path::Path;
+
+    #[test]
+    fn a_network_namespace_mount_is_no_malformed_line() {
+        let text = "201 200 0:4 net:[4026532195] /run/netns/blue rw shared:2 - nsfs nsfs rw\n";
+        let m = &parse_mountinfo(text).unwrap()[0];
+        assert_eq!(m.root, Path::new("net:[4026532195]"));
+        assert_eq!(m.mount_point, Path::new("/run/netns/blue"));
+        assert_eq!(m.fs_type, "nsfs");
+        assert!(parse_mountinfo("1 2 0:4 / relative rw - ext4 /dev/x rw\n").is_err());
+    }
 
     #[test]
     fn decodes_octal_escapes_in_paths_and_source() {
