@@ -26,10 +26,13 @@ fi
 # conflicts with rsyslog, so it is unpacked below, not installed; its
 # Depends: are these): tests/forward.rs runs the shipped forwarding drop-ins
 # in the real daemons, over TLS with certificates made by openssl.
+# qemu-guest-agent: tests/hooks.rs runs qemu-ga on a unix socket of its own
+# (never the virtio port) and has it freeze a scratch filesystem through
+# quiesce's hook.
 packages=(e2fsprogs xfsprogs btrfs-progs util-linux procps rsyslog systemd python3 psmisc strace
           lintian rpm man-db groff-base binutils gzip
           rsyslog-gnutls openssl libcap2 libglib2.0-0 libivykis0 libjson-c5 libnet1
-          libpcre3 libssl3 libsystemd0 libwrap0)
+          libpcre3 libssl3 libsystemd0 libwrap0 qemu-guest-agent)
 missing=()
 for p in "${packages[@]}"; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

@@ -38,11 +38,15 @@ pub enum ErrorCode {
     WorkloadQuiescingError,
     WorkloadQuiescingTimeout,
     WorkloadNotCovered,
+    FreezeAlreadyHeld,
+    NoHeldFreeze,
+    HeldFreezeExpired,
+    AgentHookMissing,
 }
 
 impl ErrorCode {
     /// Every row, in table order (used by docs and tests).
-    pub const ALL: [ErrorCode; 26] = [
+    pub const ALL: [ErrorCode; 30] = [
         ErrorCode::PreScriptExecutionFailed,
         ErrorCode::PostScriptExecutionFailed,
         ErrorCode::PreScriptNotFound,
@@ -69,6 +73,10 @@ impl ErrorCode {
         ErrorCode::WorkloadQuiescingError,
         ErrorCode::WorkloadQuiescingTimeout,
         ErrorCode::WorkloadNotCovered,
+        ErrorCode::FreezeAlreadyHeld,
+        ErrorCode::NoHeldFreeze,
+        ErrorCode::HeldFreezeExpired,
+        ErrorCode::AgentHookMissing,
     ];
 
     /// The public name, exactly as the product document spells it.
@@ -101,6 +109,10 @@ impl ErrorCode {
             WorkloadQuiescingError => "WorkloadQuiescingError",
             WorkloadQuiescingTimeout => "WorkloadQuiescingTimeout",
             WorkloadNotCovered => "WorkloadNotCovered",
+            FreezeAlreadyHeld => "FreezeAlreadyHeld",
+            NoHeldFreeze => "NoHeldFreeze",
+            HeldFreezeExpired => "HeldFreezeExpired",
+            AgentHookMissing => "AgentHookMissing",
         }
     }
 
@@ -131,7 +143,13 @@ impl ErrorCode {
             WorkloadConnectionError => 506,
             WorkloadQuiescingError => 509,
             WorkloadQuiescingTimeout => 510,
-            SnapshotCommandFailed | TooManyOpenFiles | WorkloadNotCovered => return None,
+            SnapshotCommandFailed
+            | TooManyOpenFiles
+            | WorkloadNotCovered
+            | FreezeAlreadyHeld
+            | NoHeldFreeze
+            | HeldFreezeExpired
+            | AgentHookMissing => return None,
         })
     }
 
@@ -184,6 +202,18 @@ impl ErrorCode {
             WorkloadQuiescingError => "a statement of the workload's method failed; nothing was left held",
             WorkloadQuiescingTimeout => "the workload's method did not complete in time; its session was closed, so nothing was left held",
             WorkloadNotCovered => "a file of the database is not on a filesystem frozen in the window, so the snapshot cannot be application-consistent for it",
+            FreezeAlreadyHeld => {
+                "a held freeze (hook pre) is already in place, so a second one was refused; nothing new was run or frozen"
+            }
+            NoHeldFreeze => {
+                "no held freeze was in place for this hook post call: none was made, or its holding process died and the watchdog thawed"
+            }
+            HeldFreezeExpired => {
+                "the held freeze reached --max-freeze before its post call and was thawed, so the snapshot may not be application-consistent"
+            }
+            AgentHookMissing => {
+                "the guest agent that drives the snapshot is missing or not set up to call quiesce, so no script runs around its freeze"
+            }
         }
     }
 
@@ -233,6 +263,18 @@ impl ErrorCode {
             WorkloadQuiescingError => "check the statement's error in the status and the database user's privileges (CHECKPOINT, BACKUP STAGE, FLUSH TABLES WITH READ LOCK)",
             WorkloadQuiescingTimeout => "find what holds the lock the method waits for (a long transaction or DDL), or raise timeoutInSeconds",
             WorkloadNotCovered => "freeze every filesystem holding the database's files in the same run (--mount, or MountsToSkip), or move them",
+            FreezeAlreadyHeld => {
+                "let the agent's post call end the held freeze first (or wait for --max-freeze); two snapshots of one VM must not overlap"
+            }
+            NoHeldFreeze => {
+                "call post only after a pre that succeeded; if the holding process died, the trail and `quiesce check` say why"
+            }
+            HeldFreezeExpired => {
+                "raise --max-freeze in the hook's wrapper, or find why the agent's post call came late"
+            }
+            AgentHookMissing => {
+                "install the agent and quiesce's wrapper for it as the message says (README: every agent's hook)"
+            }
         }
     }
 }

@@ -96,6 +96,11 @@ const FILES: &[(&str, u32)] = &[
     (HOOK, 0o700),
     // Run by the .deb's prerm and the .rpm's %preun (issue 25).
     ("/usr/lib/quiesce/before-remove", 0o755),
+    // Every agent's hook (issue 22), run by the agents as root.
+    ("/usr/share/quiesce/hooks/qemu-ga", 0o755),
+    ("/usr/share/quiesce/hooks/vmware", 0o755),
+    ("/usr/share/quiesce/hooks/gce", 0o755),
+    ("/usr/share/quiesce/hooks/aws-dlm", 0o755),
 ];
 
 /// Debian's own additions.
@@ -110,6 +115,7 @@ const OWN_DIRS: &[&str] = &[
     "/etc/quiesce",
     "/usr/lib/quiesce",
     "/usr/share/quiesce/policies",
+    "/usr/share/quiesce/hooks",
     "/usr/share/quiesce",
     "/usr/share/doc/quiesce/examples",
     "/usr/share/doc/quiesce",
@@ -381,6 +387,7 @@ t quiesce recover -
     let all: BTreeSet<&str> = lines[1]
         .iter()
         .chain(&lines[2])
+        .chain(&lines[3])
         .chain(&lines[5])
         .copied()
         .collect();

@@ -6,6 +6,8 @@
 //! multi-plugin model), else every `*.json` of the apps directory in lexical
 //! order, else the single default config. `--config` given once or more
 //! names the applications explicitly, in order, and nothing else is read.
+//! `--takeover-dir` makes a stock dispatcher's directory the set (each script
+//! one application, SPEC §10), unless `--config` is given.
 //! In bridge mode (`--bridge`, the extension hook) the plugin-host list is
 //! the extension's own — its configs run the hook — so it is not read.
 //!
@@ -22,6 +24,7 @@ use std::path::{Path, PathBuf};
 use serde::Serialize;
 
 use super::preflight::{self, HostFile, Prechecked};
+use super::takeover::{self, Takeover};
 use crate::config;
 use crate::error::{ErrorCode, Fix, Problem};
 
@@ -44,6 +47,9 @@ pub struct AppSources {
     pub extension_config: PathBuf,
     /// `--workload-conf`: the extension's workload.conf (SPEC §3.2).
     pub workload_conf: PathBuf,
+    /// `--takeover-dir`: a stock dispatcher's directory, each script one
+    /// application (SPEC §10).
+    pub takeover: Option<Takeover>,
 }
 
 impl AppSources {
@@ -70,6 +76,8 @@ pub enum SourceKind {
     AppsDir,
     /// workload.conf alone: nothing else names an application.
     WorkloadConf,
+    /// A stock dispatcher's directory taken over (`--takeover-dir`).
+    Takeover,
 }
 
 /// The source, and what it skipped.
@@ -186,6 +194,9 @@ fn list(sources: &AppSources, host: &HostFile) -> Result<(Source, Listed), Probl
         let listed = sources.explicit.iter().map(|p| (None, p.clone())).collect();
         return Ok((Source::new(SourceKind::Config, None), listed));
     }
+    if let Some(t) = &sources.takeover {
+        return taken_over(t);
+    }
     if !sources.bridge {
         let plugins = host.plugins().map_err(|e| {
             Problem::new(
@@ -244,6 +255,29 @@ fn with_workload_conf(sources: &AppSources, source: &mut Source, listed: &mut Li
         wc.display()
     ));
     listed.push((None, wc.clone()));
+}
+
+/// The applications of a dispatcher's directory taken over: one generated
+/// config per script it would run, in its order.
+fn taken_over(t: &Takeover) -> Result<(Source, Listed), Problem> {
+    let (scripts, ignored) = takeover::scripts(t)?;
+    let configs = takeover::configs(t, &scripts)?;
+    let mut s = Source::new(SourceKind::Takeover, Some(&t.dir));
+    s.notes.push(format!(
+        "applications ({}) taken over from the dispatcher's directory {}: {}",
+        scripts.len(),
+        t.dir.display(),
+        scripts
+            .iter()
+            .map(|p| p.file_name().unwrap_or_default().to_string_lossy())
+            .collect::<Vec<_>>()
+            .join(", ")
+    ));
+    for (path, why) in ignored {
+        s.notes.push(format!("ignored {} ({why})", path.display()));
+        s.ignored.push(path);
+    }
+    Ok((s, configs.into_iter().map(|c| (None, c)).collect()))
 }
 
 /// quiesce's own set in bridge mode, for `check`: the apps directory's

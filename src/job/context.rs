@@ -17,6 +17,7 @@ use clap::Args;
 use super::apps::AppSources;
 use super::metrics::{MetricsDir, Outputs};
 use super::pending::{self, PendingOptions};
+use super::takeover::{Rules, Takeover};
 use crate::config::{DEFAULT_APPS_DIR, DEFAULT_CONFIG_PATH, DEFAULT_HOST_CONFIG_PATH};
 use crate::freeze::{mounts, state};
 use crate::trail::{self, Facility, TrailConfig, TrailMode};
@@ -104,6 +105,12 @@ pub struct Options {
     /// /var/lib/prometheus/node-exporter when it exists].
     #[arg(long, global = true, value_name = "DIR")]
     pub metrics_dir: Option<PathBuf>,
+    /// A stock dispatcher's directory (/etc/qemu/fsfreeze-hook.d,
+    /// /etc/vmware-tools/backupScripts.d) taken over: each script it would
+    /// run is one application (freeze, then thaw), in its order, with its
+    /// ignore rules (VMware's under `hook vmware`, else qemu's).
+    #[arg(long, global = true, value_name = "DIR")]
+    pub takeover_dir: Option<PathBuf>,
 }
 
 fn parse_trail(s: &str) -> Result<TrailMode, String> {
@@ -158,6 +165,9 @@ impl Options {
         if let Some(m) = &self.metrics_dir {
             pair("--metrics-dir", m.into());
         }
+        if let Some(t) = &self.takeover_dir {
+            pair("--takeover-dir", t.into());
+        }
         let flags = [
             (self.bridge, "--bridge"),
             (self.verbose, "--verbose"),
@@ -182,6 +192,7 @@ impl Options {
             vmbackup_conf: abs(self.vmbackup_conf),
             policy: self.policy.map(abs),
             metrics_dir: self.metrics_dir.map(abs),
+            takeover_dir: self.takeover_dir.map(abs),
             ..self
         }
     }
@@ -213,6 +224,11 @@ impl Context {
                 bridge: o.bridge,
                 extension_config: o.extension_config.clone(),
                 workload_conf: o.workload_conf.clone(),
+                takeover: o.takeover_dir.clone().map(|dir| Takeover {
+                    dir,
+                    rules: Rules::QemuGa,
+                    configs: o.state_dir.join("takeover"),
+                }),
             },
             run_dir: state::RunDir::new(o.run_dir.clone()),
             pending: PendingOptions {
@@ -284,6 +300,7 @@ mod tests {
             trail: TrailMode::Both,
             journal_socket: "/x/journal".into(),
             metrics_dir: Some("/x/metrics".into()),
+            takeover_dir: Some("/x/fsfreeze-hook.d".into()),
         };
         assert_ne!(o.trail, Options::default().trail);
         assert_ne!(o.syslog_facility, Options::default().syslog_facility);

@@ -174,6 +174,15 @@ impl PostGuard {
     /// `post` came (SPEC §6.6: at the due time, without waiting for another
     /// run, and without systemd).
     pub fn await_post(self, due_unix: u64) {
+        self.announce_due(due_unix);
+    }
+
+    /// [`PostGuard::await_post`] said early, the guard kept: once every
+    /// pre-script of the run is over, a runner killed from here on (a held
+    /// freeze's `pre`, killed by its agent's timeout) leaves its guard
+    /// waiting for the due time, not running a recovery that finds nothing
+    /// due yet. The guard keeps the last time it was sent.
+    pub fn announce_due(&self, due_unix: u64) {
         let _ = nix::unistd::write(&self.control, &due_unix.to_ne_bytes());
     }
 

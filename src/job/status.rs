@@ -337,6 +337,10 @@ pub struct Status {
     /// `quiesce check`: the pending post-scripts, their age and state.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub pending: Option<Vec<PendingStatus>>,
+    /// `quiesce hook`: the agent, its arguments, and what quiesce did
+    /// around the agent's freeze or for its held freeze (SPEC §10).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub hook: Option<HookStatus>,
     /// The signal that stopped the runner, if one did (exit 128+N).
     #[serde(skip)]
     pub signal: Option<i32>,
@@ -344,6 +348,44 @@ pub struct Status {
     /// thawed and reaped).
     #[serde(skip)]
     pub internal_error: bool,
+}
+
+/// `quiesce hook`: which agent called, with what, and what became of the
+/// freeze it is the hook of.
+#[derive(Debug, Clone, Default, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct HookStatus {
+    pub agent: &'static str,
+    pub args: Vec<String>,
+    /// Where the agent freezes: the process that thaws at `--max-freeze`
+    /// what the agent left frozen (started by `freeze`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub deadline_watcher: Option<i32>,
+    /// Where the agent freezes: what quiesce thawed at `--max-freeze`
+    /// because the agent's thaw had not come.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub thawed_at_deadline: Vec<PathBuf>,
+    /// Where quiesce freezes: the held freeze.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub hold: Option<HoldStatus>,
+}
+
+/// The held freeze as the hook reports it.
+#[derive(Debug, Clone, Default, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct HoldStatus {
+    /// The holding process.
+    pub pid: i32,
+    /// `post`: the holding run's own result (`success`, `failure`…), and
+    /// the names of its errors; absent when it left no report (killed).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub result: Option<String>,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub errors: Vec<String>,
+    /// `post`: how long the filesystems were frozen, as the holding run
+    /// measured it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub frozen_ms: Option<f64>,
 }
 
 /// What a run's own rules decided at its end, for [`Status::conclude`].
@@ -377,6 +419,7 @@ impl Status {
             audit: None,
             recovered: Vec::new(),
             pending: None,
+            hook: None,
             signal: None,
             internal_error: false,
         }

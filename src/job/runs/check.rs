@@ -5,9 +5,11 @@ use std::path::PathBuf;
 
 use crate::error::Problem;
 use crate::freeze::mounts::MountPlan;
+use crate::job::agents;
 use crate::job::apps::Apps;
 use crate::job::bridge::{self, BridgePaths};
 use crate::job::context::Context;
+use crate::job::hook::Agent;
 use crate::job::pending::{self, Due, Entry, PendingOptions};
 use crate::job::phase::Phase;
 use crate::job::preflight::{self, CheckedScript, Prechecked, Readiness};
@@ -18,7 +20,7 @@ use crate::job::steps::{applications, workloads};
 use crate::supervise::DEFAULT_GRACE;
 
 /// The check run.
-pub fn run(cx: &Context, mounts: &[PathBuf]) -> Finished {
+pub fn run(cx: &Context, mounts: &[PathBuf], hook: Option<Agent>) -> Finished {
     let mut job = Job::observe("check", cx);
     say(format!("check {}", job.operation_id()));
     let mut problems = Vec::new();
@@ -75,6 +77,13 @@ pub fn run(cx: &Context, mounts: &[PathBuf]) -> Finished {
         problems.extend(workloads::cover(&mut job, cx, apps, plan, sandbox.as_ref()));
     }
     problems.extend(say_pending(&mut job, cx));
+    if let Some(agent) = hook {
+        let found = agents::check(agent);
+        for n in found.notes {
+            say(n);
+        }
+        problems.extend(found.problems);
+    }
     for p in &problems {
         if !job.status.has_error(p) {
             job.problem(p);

@@ -1,7 +1,9 @@
 //! The steps several runs share, each in a file of its own.
 
+pub mod agent_deadline;
 pub mod applications;
 pub mod guarantee;
+pub mod held;
 pub mod lock;
 pub mod phases;
 pub mod recovery;
