@@ -985,6 +985,29 @@ fn pg_writer(dir: &Dir, pg: &Pg) -> Writer {
     Writer::start(wdir, Some("postgres"), &pg.insert_cmd())
 }
 
+/// The snapshot command of the copy tests: inside the window it notes what
+/// the writer had seen committed (`committed-at-snapshot`), runs `also`
+/// (e.g. a write that must be blocked), then copies the image
+/// (`copy.img`). The command and those two paths.
+fn copy_in_window(
+    dir: &Dir,
+    writer: &Writer,
+    fs: &ScratchFs,
+    also: Option<&str>,
+) -> (String, PathBuf, PathBuf) {
+    let copy_img = dir.join("copy.img");
+    let at_snapshot = dir.join("committed-at-snapshot");
+    let cmd = format!(
+        "cp '{log}' '{at}' && {also}; cp --sparse=always '{img}' '{copy}'",
+        log = writer.committed_file().display(),
+        at = at_snapshot.display(),
+        also = also.unwrap_or("true"),
+        img = fs.image.display(),
+        copy = copy_img.display()
+    );
+    (cmd, copy_img, at_snapshot)
+}
+
 #[test]
 fn postgresql_snapshot_copy_starts_and_has_every_committed_row() {
     require_db!(
@@ -1001,15 +1024,7 @@ fn postgresql_snapshot_copy_starts_and_has_every_committed_row() {
 
     // The snapshot command notes what the writer had seen committed when the
     // freeze was in place, then copies the image.
-    let copy_img = dir.join("copy.img");
-    let at_snapshot = dir.join("committed-at-snapshot");
-    let cmd = format!(
-        "cp '{log}' '{at}' && cp --sparse=always '{img}' '{copy}'",
-        log = writer.committed_file().display(),
-        at = at_snapshot.display(),
-        img = live_fs.image.display(),
-        copy = copy_img.display()
-    );
+    let (cmd, copy_img, at_snapshot) = copy_in_window(&dir, &writer, &live_fs, None);
     let before = writer.committed();
     let run = job.snapshot(&live_fs, &cmd);
     let v = assert_application(&run, &live_fs);
@@ -1371,17 +1386,9 @@ fn mariadb_snapshot_copy_starts_and_has_every_committed_row() {
 
     // In the window: note what was committed, prove that the read lock
     // blocks a write (it gives up after 1 s), then copy the image.
-    let copy_img = dir.join("copy.img");
-    let at_snapshot = dir.join("committed-at-snapshot");
     let during = dir.join("write-during-window");
-    let cmd = format!(
-        "cp '{log}' '{at}' && {try_write}; cp --sparse=always '{img}' '{copy}'",
-        log = writer.committed_file().display(),
-        at = at_snapshot.display(),
-        try_write = live.try_write_cmd(&during),
-        img = live_fs.image.display(),
-        copy = copy_img.display()
-    );
+    let try_write = live.try_write_cmd(&during);
+    let (cmd, copy_img, at_snapshot) = copy_in_window(&dir, &writer, &live_fs, Some(&try_write));
     let before = writer.committed();
     let run = job.snapshot(&live_fs, &cmd);
     let v = assert_application(&run, &live_fs);
@@ -1919,19 +1926,11 @@ fn mariadb_workload_with_myisam_holds_backup_stage_and_releases_it_on_its_sessio
     );
     let mut writer = Writer::start(dir.mkdir("writer", 0o700, None), None, &live.insert_cmd());
     writer.wait_rows(30, Duration::from_secs(30));
-    let copy_img = dir.join("copy.img");
-    let at_snapshot = dir.join("committed-at-snapshot");
     let during = dir.join("write-during-window");
-    let cmd = format!(
-        "cp '{log}' '{at}' && {try_write}; cp --sparse=always '{img}' '{copy}'",
-        log = writer.committed_file().display(),
-        at = at_snapshot.display(),
-        try_write = live
-            .try_write_cmd(&during)
-            .replace("timeout 10", "timeout 3"),
-        img = live_fs.image.display(),
-        copy = copy_img.display()
-    );
+    let try_write = live
+        .try_write_cmd(&during)
+        .replace("timeout 10", "timeout 3");
+    let (cmd, copy_img, at_snapshot) = copy_in_window(&dir, &writer, &live_fs, Some(&try_write));
     let before = writer.committed();
     let run = run_with(&dir, &config, &snapshot_args(&[&live_fs], &cmd));
     let v = assert_success(&run, &[&live_fs]);
@@ -1987,15 +1986,7 @@ fn postgresql_workload_checkpoints_takes_no_lock_and_the_copy_is_whole() {
     );
     let mut writer = pg_writer(&dir, &live);
     writer.wait_rows(30, Duration::from_secs(30));
-    let copy_img = dir.join("copy.img");
-    let at_snapshot = dir.join("committed-at-snapshot");
-    let cmd = format!(
-        "cp '{log}' '{at}' && cp --sparse=always '{img}' '{copy}'",
-        log = writer.committed_file().display(),
-        at = at_snapshot.display(),
-        img = live_fs.image.display(),
-        copy = copy_img.display()
-    );
+    let (cmd, copy_img, at_snapshot) = copy_in_window(&dir, &writer, &live_fs, None);
     let before = writer.committed();
     let run = run_with(&dir, &config, &snapshot_args(&[&live_fs], &cmd));
     let v = assert_success(&run, &[&live_fs]);
