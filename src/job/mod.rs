@@ -48,5 +48,5 @@ pub mod run;
 pub mod runner;
 pub mod script;
 pub mod status;
-pub mod workload_conf;
 pub mod takeover;
+pub mod workload_conf;
