@@ -11,7 +11,11 @@
 //! packaged wrapper (packaging/hooks/gce) with the test's options on their
 //! exec line — and reports back. The test asserts what the service
 //! receives (the agent's answer codes) and, while the agent's report is
-//! still unanswered, what is frozen and what runs.
+//! still unanswered, what is frozen and what runs: a pre and post around
+//! a held freeze, a failing pre-script, a pre-script that leaves a process
+//! behind (and, for contrast, the agent alone with such a script), and the
+//! agent's own timeout killing quiesce's `pre` mid-script and between the
+//! hold's freeze and its hand-over.
 //!
 //! What the agent touches stays inside the namespace: its `/etc` is an
 //! overlay on a tmpfs (its config, `/etc/default/instance_configs.cfg`,
@@ -195,7 +199,12 @@ fn machine_state() -> Vec<(String, String)> {
     .iter()
     .map(|p| (p.to_string(), Path::new(p).exists().to_string()))
     .collect();
+    // Not the loop devices: other tests attach and detach them meanwhile
+    // (and the agent's "none" is their default anyway).
     for e in fs::read_dir("/sys/block").unwrap().flatten() {
+        if e.file_name().to_string_lossy().starts_with("loop") {
+            continue;
+        }
         let p = e.path().join("queue/scheduler");
         state.push((
             p.display().to_string(),
@@ -337,11 +346,12 @@ impl Drop for G {
 
 /// The packaged wrapper as an operator installs it: copied to `pre.sh`
 /// and `post.sh`, the test's options added on its exec line.
-fn install_wrappers(s: &Setup, mount: &str) -> PathBuf {
+fn install_wrappers(s: &Setup, mount: &str, globals: &[&str]) -> PathBuf {
     let dir = s.s.mkdir("snapshots", 0o755);
     let wrapper = fs::read_to_string(repo().join("packaging/hooks/gce")).unwrap();
     let q = |a: &std::ffi::OsStr| format!("'{}'", a.to_string_lossy());
     let mut opts: Vec<String> = s.global_args().iter().map(|a| q(a)).collect();
+    opts.extend(globals.iter().map(|a| q(a.as_ref())));
     opts.extend(["hook".into(), "--mount".into(), q(mount.as_ref())]);
     let exec = r#"exec "$bin" hook gce "$call" "$@""#;
     assert_eq!(wrapper.matches(exec).count(), 1, "the wrapper's exec line");
@@ -356,11 +366,31 @@ fn install_wrappers(s: &Setup, mount: &str) -> PathBuf {
 }
 
 fn start(tag: &str) -> G {
+    start_with(tag, &Agentish::default())
+}
+
+/// What a test changes: the agent's `[Snapshots] timeout_in_seconds`,
+/// options on the wrappers' exec line, the agent's environment.
+#[derive(Default)]
+struct Agentish {
+    timeout: Option<u32>,
+    globals: Vec<&'static str>,
+    env: Vec<&'static str>,
+}
+
+fn start_with(tag: &str, how: &Agentish) -> G {
     let before = machine_state();
     let s = Setup::new(tag);
     let fs = ScratchFs::new(&s.s.dir, "fs", "ext4");
-    install_wrappers(&s, fs.path());
-    s.s.write("instance_configs.cfg", AGENT_CONFIG, 0o644);
+    install_wrappers(&s, fs.path(), &how.globals);
+    let config = match how.timeout {
+        Some(t) => AGENT_CONFIG.replace(
+            "timeout_in_seconds = 60",
+            &format!("timeout_in_seconds = {t}"),
+        ),
+        None => AGENT_CONFIG.to_string(),
+    };
+    s.s.write("instance_configs.cfg", config, 0o644);
     for f in ["gce_snapshot_service.py", "snapshot_service.proto"] {
         fs::copy(repo().join("tests/helpers").join(f), s.s.path(f)).unwrap();
     }
@@ -385,6 +415,7 @@ fn start(tag: &str) -> G {
         .args(["/usr/bin/env", "-i", "PATH=/usr/sbin:/usr/bin:/sbin:/bin"])
         .arg(format!("QUIESCE_BIN={}", quiesce.display()))
         .arg("GUEST_AGENT_DEBUG=1")
+        .args(&how.env)
         .arg(agent_bin())
         .arg("noservice")
         .stdin(Stdio::piped())
@@ -497,6 +528,17 @@ fn wait_until(within: Duration, mut f: impl FnMut() -> bool) -> bool {
     f()
 }
 
+/// The error names of a status document.
+fn names(status: &Value) -> Vec<String> {
+    status["errors"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default()
+        .iter()
+        .map(|e| e["name"].as_str().unwrap_or_default().to_string())
+        .collect()
+}
+
 fn script(path: &Path, body: &str) {
     fs::write(path, format!("#!/bin/sh\n{body}\n")).unwrap();
 }
@@ -542,6 +584,17 @@ fn the_real_agent_reports_pre_with_the_freeze_held_and_post_after_the_thaw() {
         "the holding process is gone"
     );
     g.agent.ack();
+    // The agent's own account of it (its snapshot_listener.go).
+    let log = g.agent.log();
+    for line in [
+        "Snapshot listener enabled",
+        "Handling pre snapshot request for operation id 1.",
+        "Running guest consistent snapshot script at: /etc/google/snapshots/pre.sh.",
+        "Handling post snapshot request for operation id 2.",
+        "Running guest consistent snapshot script at: /etc/google/snapshots/post.sh.",
+    ] {
+        assert!(log.contains(line), "agent log lacks {line:?}:\n{log}");
+    }
     // quiesce's own record of the agent's calls.
     let last = g.last("post");
     assert_eq!(last["hook"]["agent"], "gce", "{last}");
@@ -582,14 +635,7 @@ fn a_failing_pre_script_is_reported_by_the_agent_and_nothing_is_frozen() {
     g.agent.ack();
     assert_eq!(g.ran(), ["pre", "post"], "the post-script ran once");
     assert!(!g.frozen());
-    let names: Vec<_> = g.last("post")["errors"]
-        .as_array()
-        .cloned()
-        .unwrap_or_default()
-        .iter()
-        .map(|e| e["name"].as_str().unwrap_or_default().to_string())
-        .collect();
-    assert_eq!(names, ["NoHeldFreeze"]);
+    assert_eq!(names(&g.last("post")), ["NoHeldFreeze"]);
 }
 
 #[test]
@@ -668,4 +714,119 @@ fn the_agent_alone_gives_no_answer_while_a_scripts_leftover_holds_its_pipe() {
     assert_eq!(late.agent_return_code, "NO_ERROR");
     assert!(leftover.survivors().is_empty());
     g.agent.ack();
+}
+
+/// Google's agent on its timeout kills its direct child (the wrapper has
+/// exec'd quiesce, so quiesce's `pre`) and nothing else: here while the
+/// pre-script still runs. The agent reports SCRIPT_TIMED_OUT (124) at its
+/// timeout, not held up by anything quiesce started; nothing is frozen;
+/// the dead `pre`'s post guard ends the pre-script and runs the
+/// post-script at once (`runner-died`).
+#[test]
+fn the_agents_timeout_kills_pre_mid_script_and_the_guard_runs_the_post_script() {
+    require_agent!("the_agents_timeout_kills_pre_mid_script_and_the_guard_runs_the_post_script");
+    let mut g = start_with(
+        "gce-agent-timeout",
+        &Agentish {
+            timeout: Some(3),
+            ..Agentish::default()
+        },
+    );
+    let slow = MarkerGuard(format!("12.{}79", std::process::id() % 1000));
+    let marker = g.s.marker.display().to_string();
+    script(&g.s.pre, &format!("echo pre >> {marker}\nsleep {}", slow.0));
+    g.s.post_logs_recovery("");
+
+    let pre = g.answer("pre", 1, "persistent-disk-0");
+    eprintln!("the agent answered the pre in {} s: {pre:?}", pre.seconds);
+    assert_eq!(
+        pre.agent_return_code,
+        "SCRIPT_TIMED_OUT",
+        "{}",
+        g.agent.log()
+    );
+    assert_eq!(pre.scripts_return_code, 124);
+    // A hang guard: its timeout is 3 s, and the pre-script would run 12.
+    assert!(pre.seconds < 10.0, "answered after {} s", pre.seconds);
+    assert!(!g.frozen());
+    g.agent.ack();
+    assert!(
+        wait_until(Duration::from_secs(30), || g.s.ran_lines("post")
+            == ["post runner-died"]),
+        "the post guard did not run the post-script; ran: {:?}",
+        g.ran()
+    );
+    assert!(
+        wait_until(Duration::from_secs(10), || slow.survivors().is_empty()),
+        "the killed pre's pre-script was left running"
+    );
+
+    // The post the service may still send. The pre never finished, so
+    // no record awaited a post and the recovery left no tombstone: this
+    // post finds neither, says NoHeldFreeze and runs the post-script once
+    // more, as any post without a pre does (post-scripts are idempotent).
+    let post = g.answer("post", 2, "persistent-disk-0");
+    assert_eq!(post.agent_return_code, "UNHANDLED_SCRIPT_ERROR");
+    assert_eq!(post.scripts_return_code, 2);
+    g.agent.ack();
+    assert_eq!(names(&g.last("post")), ["NoHeldFreeze"]);
+    assert_eq!(g.ran(), ["pre", "post runner-died", "post none"]);
+    assert!(!g.frozen());
+}
+
+/// The agent's timeout lands right after the hold froze, before `pre`
+/// handed it over (a fault point widens that moment to 3 s, the agent's
+/// timeout is 2 s): the hold ends itself, thaw first, and the post guard
+/// runs the post-script at `--post-due`; the service's later post runs it
+/// no second time.
+#[cfg(feature = "fault-injection")]
+#[test]
+fn the_agents_timeout_between_the_freeze_and_the_hand_over_leaves_nothing_frozen() {
+    require_agent!("the_agents_timeout_between_the_freeze_and_the_hand_over_leaves_nothing_frozen");
+    let mut g = start_with(
+        "gce-agent-handover",
+        &Agentish {
+            timeout: Some(2),
+            globals: vec!["--post-due", "4"],
+            env: vec!["QUIESCE_FAULT=hold-handover-delay"],
+        },
+    );
+    g.s.post_logs_recovery("");
+    let pre = g.answer("pre", 1, "persistent-disk-0");
+    assert_eq!(
+        pre.agent_return_code,
+        "SCRIPT_TIMED_OUT",
+        "{}",
+        g.agent.log()
+    );
+    assert_eq!(pre.scripts_return_code, 124);
+    g.agent.ack();
+    assert!(
+        g.fs.writable_within(Duration::from_secs(20)),
+        "the killed pre left the filesystem frozen"
+    );
+    assert!(
+        wait_until(Duration::from_secs(30), || !g
+            .s
+            .ran_lines("post")
+            .is_empty()),
+        "the post-script did not run at --post-due"
+    );
+    assert_eq!(g.ran(), ["pre", "post post-overdue"]);
+    let post = g.answer("post", 2, "persistent-disk-0");
+    g.agent.ack();
+    let last = g.last("post");
+    eprintln!(
+        "the service's post: {post:?}, errors {:?}, hold {}",
+        names(&last),
+        last["hook"]["hold"]
+    );
+    assert_eq!(post.agent_return_code, "UNHANDLED_SCRIPT_ERROR");
+    assert_eq!(post.scripts_return_code, 2);
+    assert_eq!(
+        g.ran(),
+        ["pre", "post post-overdue"],
+        "the post-script ran once"
+    );
+    assert!(!g.frozen());
 }
