@@ -761,16 +761,15 @@ fn the_agents_timeout_kills_pre_mid_script_and_the_guard_runs_the_post_script() 
         "the killed pre's pre-script was left running"
     );
 
-    // The post the service may still send. The pre never finished, so
-    // no record awaited a post and the recovery left no tombstone: this
-    // post finds neither, says NoHeldFreeze and runs the post-script once
-    // more, as any post without a pre does (post-scripts are idempotent).
+    // The post the service may still send: the pre never finished, but the
+    // recovery of its record left a tombstone, so this post says
+    // NoHeldFreeze and does not run the post-script again.
     let post = g.answer("post", 2, "persistent-disk-0");
     assert_eq!(post.agent_return_code, "UNHANDLED_SCRIPT_ERROR");
     assert_eq!(post.scripts_return_code, 2);
     g.agent.ack();
     assert_eq!(names(&g.last("post")), ["NoHeldFreeze"]);
-    assert_eq!(g.ran(), ["pre", "post runner-died", "post none"]);
+    assert_eq!(g.ran(), ["pre", "post runner-died"]);
     assert!(!g.frozen());
 }
 
