@@ -230,6 +230,111 @@ thaw_samples() {
         --pids "$pids_file" -- "${MNTS[0]}"
 }
 
+# remember_pid PID: the exit trap SIGKILLs it (after thawing) if still running.
+remember_pid() {
+    local st
+    st=$(sed 's/.*) //' "/proc/$1/stat" | cut -d' ' -f20)
+    echo "$1 $st" >> "$pids_file"
+}
+
+# db_mount -> DB_MNT: one scratch ext4 of 512 MiB for the databases (on our
+# tmpfs, like the other scratch mounts), and the scratch directory made
+# traversable (0711) by the servers' own users; nothing in it is listable
+# or writable by them.
+db_mount() {
+    scratch_mounts 0
+    DB_MNT="$scratch/mnt/db"
+    if ! mountpoint -q "$DB_MNT" 2>/dev/null; then
+        scratch_mount "$scratch/img/db.img" "$DB_MNT" ext4 512M \
+            -E lazy_itable_init=0,lazy_journal_init=0
+        chmod 711 "$scratch" "$scratch/mnt" "$DB_MNT"
+        mkdir -m 755 "$scratch/dbrun"
+    fi
+}
+
+# db_workload_config NAME JSON_CONNECTION ENGINE -> WL_CONFIG
+db_workload_config() {
+    WL_CONFIG="$scratch/$1.json"
+    printf '{"workload": "%s", "connection": %s, "timeoutInSeconds": 30}\n' "$3" "$2" > "$WL_CONFIG"
+    chmod 600 "$WL_CONFIG"
+    [ -d "$scratch/stall" ] || mkdir -m 700 "$scratch/stall" "$scratch/stall/run" "$scratch/stall/metrics"
+}
+
+# pg_up: a PostgreSQL 15 of our own on DB_MNT (socket in $scratch/dbrun).
+pg_up() {
+    # Each figure runs in a subshell of its own: the mark is a file.
+    [ -e "$scratch/dbrun/pg.up" ] && return
+    local bin
+    bin=$(ls -d /usr/lib/postgresql/*/bin 2>/dev/null | sort -V | tail -n 1)
+    [ -x "$bin/initdb" ] || { log "$prog: PostgreSQL not installed (scripts/databases.sh)"; exit 2; }
+    db_mount
+    install -d -o postgres -g postgres -m 700 "$DB_MNT/pgdata"
+    install -d -o postgres -g postgres -m 755 "$scratch/dbrun/pg"
+    setpriv --reuid=postgres --regid=postgres --init-groups "$bin/initdb" -D "$DB_MNT/pgdata" \
+        -U postgres --auth-local=peer --auth-host=reject --no-sync >/dev/null
+    setpriv --reuid=postgres --regid=postgres --init-groups "$bin/postgres" -D "$DB_MNT/pgdata" \
+        -c port=55499 -c "unix_socket_directories=$scratch/dbrun/pg" -c listen_addresses= \
+        -c shared_buffers=16MB -c fsync=on -c synchronous_commit=on \
+        > "$scratch/dbrun/pg.log" 2>&1 < /dev/null &
+    remember_pid $!
+    local i
+    for i in $(seq 1 100); do
+        runuser -u postgres -- psql -X -q -h "$scratch/dbrun/pg" -p 55499 -d postgres \
+            -c 'CREATE TABLE stall_t (id bigserial PRIMARY KEY, v int)' 2>/dev/null && PG_UP=1 && break
+        sleep 0.2
+    done
+    [ -n "${PG_UP:-}" ] || { log "$prog: PostgreSQL did not start:"; tail -n 20 "$scratch/dbrun/pg.log" >&2; exit 2; }
+    : > "$scratch/dbrun/pg.up"
+}
+
+# maria_up: a MariaDB of our own on DB_MNT, InnoDB only.
+maria_up() {
+    [ -e "$scratch/dbrun/maria.up" ] && return
+    command -v mariadbd >/dev/null || { log "$prog: MariaDB not installed (scripts/databases.sh)"; exit 2; }
+    db_mount
+    install -d -o mysql -g mysql -m 700 "$DB_MNT/mysql" "$scratch/dbrun/mytmp"
+    install -d -o mysql -g mysql -m 755 "$scratch/dbrun/my"
+    local opts=(--innodb-log-file-size=16M --innodb-buffer-pool-size=32M)
+    mariadb-install-db --no-defaults --user=mysql --datadir="$DB_MNT/mysql" \
+        --tmpdir="$scratch/dbrun/mytmp" --skip-test-db \
+        --auth-root-authentication-method=socket "${opts[@]}" >/dev/null 2>&1
+    mariadbd --no-defaults --user=mysql --datadir="$DB_MNT/mysql" --tmpdir="$scratch/dbrun/mytmp" \
+        --socket="$scratch/dbrun/my/mysqld.sock" --skip-networking \
+        --pid-file="$scratch/dbrun/my/mysqld.pid" --log-error="$scratch/dbrun/my/mysqld.log" \
+        "${opts[@]}" > /dev/null 2>&1 < /dev/null &
+    remember_pid $!
+    local i
+    for i in $(seq 1 100); do
+        mariadb --no-defaults --user=root --socket="$scratch/dbrun/my/mysqld.sock" \
+            -e 'CREATE DATABASE stall; CREATE TABLE stall.t (id BIGINT AUTO_INCREMENT PRIMARY KEY, v INT) ENGINE=InnoDB' \
+            2>/dev/null && MARIA_UP=1 && break
+        sleep 0.2
+    done
+    [ -n "${MARIA_UP:-}" ] || { log "$prog: MariaDB did not start:"; tail -n 20 "$scratch/dbrun/my/mysqld.log" >&2; exit 2; }
+    : > "$scratch/dbrun/maria.up"
+}
+
+# stall_samples ENGINE [--extension]: the two sample lines of stall.py, one
+# run each per BENCH_RUNS/5 (at least 5).
+stall_samples() {
+    local engine=$1 runs=$(( RUNS / 5 )) sock port
+    shift
+    [ "$runs" -ge 5 ] || runs=5
+    db_mount
+    if [ "$engine" = postgres ]; then
+        pg_up
+        sock="$scratch/dbrun/pg" port=55499
+        db_workload_config pg "{\"socket\": \"$sock\", \"port\": $port, \"osUser\": \"postgres\"}" postgres
+    else
+        maria_up
+        sock="$scratch/dbrun/my/mysqld.sock" port=0
+        db_workload_config maria "{\"socket\": \"$sock\", \"user\": \"root\"}" mariadb
+    fi
+    python3 scripts/bench/stall.py run --runs "$runs" --engine "$engine" --socket "$sock" \
+        --port "$port" --quiesce "$Q" --mount "$DB_MNT" --dir "$scratch/stall" \
+        --config "$WL_CONFIG" "$@"
+}
+
 # --- figures -------------------------------------------------------------------
 
 # Whole `quiesce pre` on an instant script vs `timeout 10 <script>`.
@@ -342,6 +447,12 @@ figure_freeze_per_mount_64_ms() {
 figure_thaw_after_term_ms() { thaw_samples TERM; }
 figure_thaw_after_kill_ms() { thaw_samples KILL; }
 
+# The stall a database user feels (issue 23): a writer committing
+# continuously, its longest gap between commits during one `snapshot` with
+# the built-in workload, against a bare freeze of the same filesystem.
+figure_stall_postgres_ratio() { stall_samples postgres; }
+figure_stall_mariadb_ratio() { stall_samples mariadb; }
+figure_stall_mariadb_extension_ratio() { stall_samples mariadb --extension; }
 # Consistency groups (SPEC §11): a three-node etcd cluster with TLS on
 # loopback ports, three members each on its own scratch mount
 # (scripts/bench/group.py; every etcd node is killed by its pid at the end).
@@ -409,6 +520,15 @@ register thaw_after_term_ms ms 5 \
 register thaw_after_kill_ms ms 50 \
     "SIGKILL to the quiesce runner holding 1 mount frozen (its watchdog thaws) -> a write completes" \
     "no shell survives SIGKILL: the SIGTERM shell baseline of thaw_after_term_ms, measured again"
+register stall_postgres_ratio ms 1.2x \
+    "PostgreSQL: a writer's longest gap between commits during 'quiesce snapshot' with the built-in workload (CHECKPOINT, no lock)" \
+    "the same writer during a bare 'quiesce freeze' of the same filesystem (the floor)"
+register stall_mariadb_ratio ms 1.2x \
+    "MariaDB, InnoDB only: a writer's longest gap between commits during 'quiesce snapshot' with the built-in workload (no lock)" \
+    "the same writer during a bare 'quiesce freeze' of the same filesystem (the floor)"
+register stall_mariadb_extension_ratio ms null \
+    "MariaDB, InnoDB only: the same gap with the Azure extension's SQL (FLUSH TABLES WITH READ LOCK, read_only, held by SLEEP, released from a new session) around a bare freeze" \
+    "the same writer during a bare 'quiesce freeze' of the same filesystem (the floor)"
 
 register group_window_ms ms 1.3x \
     "windowMs of one member of a three-member consistency group (two barriers in etcd inside the window)" \

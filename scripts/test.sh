@@ -26,13 +26,21 @@ fi
 # conflicts with rsyslog, so it is unpacked below, not installed; its
 # Depends: are these): tests/forward.rs runs the shipped forwarding drop-ins
 # in the real daemons, over TLS with certificates made by openssl.
+# qemu-guest-agent: tests/hooks.rs runs qemu-ga on a unix socket of its own
+# (never the virtio port) and has it freeze a scratch filesystem through
+# quiesce's hook.
+# python3-grpcio, python3-grpc-tools, python3-protobuf, iproute2: tests/gce_agent.rs
+# runs Google's guest agent (unpacked below, never installed) in a private
+# network namespace against a gRPC stand-in for Google's snapshot service.
 # etcd-server, etcd-client: tests/groups.rs runs a three-node etcd cluster
 # on loopback ports, with TLS and client certificates made by openssl;
-# iproute2: a member in a network namespace of its own, cut off.
-packages=(etcd-server etcd-client iproute2 e2fsprogs xfsprogs btrfs-progs util-linux procps rsyslog systemd python3 psmisc strace
+# iproute2 (below) also puts a group member in a network namespace of its
+# own, cut off.
+packages=(etcd-server etcd-client e2fsprogs xfsprogs btrfs-progs util-linux procps rsyslog systemd python3 psmisc strace
           lintian rpm man-db groff-base binutils gzip
           rsyslog-gnutls openssl libcap2 libglib2.0-0 libivykis0 libjson-c5 libnet1
-          libpcre3 libssl3 libsystemd0 libwrap0)
+          libpcre3 libssl3 libsystemd0 libwrap0 qemu-guest-agent
+          python3-grpcio python3-grpc-tools python3-protobuf iproute2)
 missing=()
 for p in "${packages[@]}"; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
@@ -74,6 +82,26 @@ fi
 export QUIESCE_SYSLOG_NG_ROOT="$syslog_ng_root"
 # The forwarding tests fail, instead of skipping, when a daemon is missing.
 export QUIESCE_FORWARD_TESTS=1
+
+# --- google-guest-agent for tests/gce_agent.rs ---------------------------------
+# Installing it would start its services (accounts, network, clock, scripts)
+# on this machine, so it is unpacked into target/google-guest-agent and run
+# only by the test, in namespaces of its own.
+gce_agent_root="$PWD/target/google-guest-agent"
+if [ ! -x "$gce_agent_root/usr/bin/google_guest_agent" ]; then
+    echo "scripts/test.sh: unpacking google-guest-agent into $gce_agent_root"
+    fetch=$(mktemp -d)
+    chmod 755 "$fetch"   # apt-get download runs as _apt where it can
+    (cd "$fetch" && apt-get download -q google-guest-agent >/dev/null 2>&1 ||
+        { apt-get update -qq && apt-get download -q google-guest-agent >/dev/null; })
+    rm -rf "$gce_agent_root"
+    mkdir -p "$gce_agent_root"
+    dpkg-deb -x "$fetch"/google-guest-agent_*.deb "$gce_agent_root"
+    rm -rf "$fetch"
+fi
+export QUIESCE_GCE_AGENT_ROOT="$gce_agent_root"
+# The real-agent tests fail, instead of skipping, when something is missing.
+export QUIESCE_GCE_AGENT_TESTS=1
 
 # --- safety net: whatever happens, no scratch filesystem stays frozen ----------
 # Tests mount their scratch filesystems under /run/quiesce-* (tests, sandbox

@@ -28,6 +28,20 @@ pub enum ErrorCode {
     UnableToOpenMount,
     SnapshotCommandFailed,
     TooManyOpenFiles,
+    WorkloadPreFailed,
+    WorkloadConfigError,
+    WorkloadInvalidRole,
+    WorkloadInvalidName,
+    WorkloadPostFailed,
+    WorkloadNoCredentials,
+    WorkloadConnectionError,
+    WorkloadQuiescingError,
+    WorkloadQuiescingTimeout,
+    WorkloadNotCovered,
+    FreezeAlreadyHeld,
+    NoHeldFreeze,
+    HeldFreezeExpired,
+    AgentHookMissing,
     IncorrectGroupFile,
     GroupUnreachable,
     GroupRoundClosed,
@@ -36,7 +50,7 @@ pub enum ErrorCode {
 
 impl ErrorCode {
     /// Every row, in table order (used by docs and tests).
-    pub const ALL: [ErrorCode; 20] = [
+    pub const ALL: [ErrorCode; 34] = [
         ErrorCode::PreScriptExecutionFailed,
         ErrorCode::PostScriptExecutionFailed,
         ErrorCode::PreScriptNotFound,
@@ -53,6 +67,20 @@ impl ErrorCode {
         ErrorCode::UnableToOpenMount,
         ErrorCode::SnapshotCommandFailed,
         ErrorCode::TooManyOpenFiles,
+        ErrorCode::WorkloadPreFailed,
+        ErrorCode::WorkloadConfigError,
+        ErrorCode::WorkloadInvalidRole,
+        ErrorCode::WorkloadInvalidName,
+        ErrorCode::WorkloadPostFailed,
+        ErrorCode::WorkloadNoCredentials,
+        ErrorCode::WorkloadConnectionError,
+        ErrorCode::WorkloadQuiescingError,
+        ErrorCode::WorkloadQuiescingTimeout,
+        ErrorCode::WorkloadNotCovered,
+        ErrorCode::FreezeAlreadyHeld,
+        ErrorCode::NoHeldFreeze,
+        ErrorCode::HeldFreezeExpired,
+        ErrorCode::AgentHookMissing,
         ErrorCode::IncorrectGroupFile,
         ErrorCode::GroupUnreachable,
         ErrorCode::GroupRoundClosed,
@@ -79,6 +107,20 @@ impl ErrorCode {
             UnableToOpenMount => "UnableToOpenMount",
             SnapshotCommandFailed => "SnapshotCommandFailed",
             TooManyOpenFiles => "TooManyOpenFiles",
+            WorkloadPreFailed => "WorkloadPreFailed",
+            WorkloadConfigError => "WorkloadConfigError",
+            WorkloadInvalidRole => "WorkloadInvalidRole",
+            WorkloadInvalidName => "WorkloadInvalidName",
+            WorkloadPostFailed => "WorkloadPostFailed",
+            WorkloadNoCredentials => "WorkloadNoCredentials",
+            WorkloadConnectionError => "WorkloadConnectionError",
+            WorkloadQuiescingError => "WorkloadQuiescingError",
+            WorkloadQuiescingTimeout => "WorkloadQuiescingTimeout",
+            WorkloadNotCovered => "WorkloadNotCovered",
+            FreezeAlreadyHeld => "FreezeAlreadyHeld",
+            NoHeldFreeze => "NoHeldFreeze",
+            HeldFreezeExpired => "HeldFreezeExpired",
+            AgentHookMissing => "AgentHookMissing",
             IncorrectGroupFile => "IncorrectGroupFile",
             GroupUnreachable => "GroupUnreachable",
             GroupRoundClosed => "GroupRoundClosed",
@@ -104,8 +146,22 @@ impl ErrorCode {
             FsFreezeFailed => 121,
             FsFreezeTimeout => 122,
             UnableToOpenMount => 123,
+            WorkloadPreFailed => 500,
+            WorkloadConfigError => 501,
+            WorkloadInvalidRole => 502,
+            WorkloadInvalidName => 503,
+            WorkloadPostFailed => 504,
+            WorkloadNoCredentials => 505,
+            WorkloadConnectionError => 506,
+            WorkloadQuiescingError => 509,
+            WorkloadQuiescingTimeout => 510,
             SnapshotCommandFailed
             | TooManyOpenFiles
+            | WorkloadNotCovered
+            | FreezeAlreadyHeld
+            | NoHeldFreeze
+            | HeldFreezeExpired
+            | AgentHookMissing
             | IncorrectGroupFile
             | GroupUnreachable
             | GroupRoundClosed
@@ -151,6 +207,28 @@ impl ErrorCode {
             SnapshotCommandFailed => "the snapshot command failed, so no snapshot was taken",
             TooManyOpenFiles => {
                 "quiesce ran out of file descriptors (EMFILE/ENFILE) while opening the file named; the file itself was not found at fault"
+            }
+            WorkloadPreFailed => "the workload's pre step failed, so the backup might not be application-consistent",
+            WorkloadConfigError => "the workload settings (the application's \"workload\"/\"connection\", or workload.conf) could not be read or are insecure",
+            WorkloadInvalidRole => "workload.conf names a role quiesce does not run",
+            WorkloadInvalidName => "the workload names a database quiesce has no method for (oracle is refused until it can be tested against a real server)",
+            WorkloadPostFailed => "the workload's post step could not release what its pre step held on the same session",
+            WorkloadNoCredentials => "the database refused the workload's credentials, or none could be given to it",
+            WorkloadConnectionError => "the database server could not be reached",
+            WorkloadQuiescingError => "a statement of the workload's method failed; nothing was left held",
+            WorkloadQuiescingTimeout => "the workload's method did not complete in time; its session was closed, so nothing was left held",
+            WorkloadNotCovered => "a file of the database is not on a filesystem frozen in the window, so the snapshot cannot be application-consistent for it",
+            FreezeAlreadyHeld => {
+                "a held freeze (hook pre) is already in place, so a second one was refused; nothing new was run or frozen"
+            }
+            NoHeldFreeze => {
+                "no held freeze was in place for this hook post call: none was made, or its holding process died and the watchdog thawed"
+            }
+            HeldFreezeExpired => {
+                "the held freeze reached --max-freeze before its post call and was thawed, so the snapshot may not be application-consistent"
+            }
+            AgentHookMissing => {
+                "the guest agent that drives the snapshot is missing or not set up to call quiesce, so no script runs around its freeze"
             }
             IncorrectGroupFile => {
                 "the consistency group's file (or a TLS file it names) is missing, insecure or malformed, so the group's round cannot be joined"
@@ -202,6 +280,28 @@ impl ErrorCode {
             }
             TooManyOpenFiles => {
                 "raise the descriptor limit quiesce runs under (LimitNOFILE= of its unit, ulimit -n of its caller), or find what leaks descriptors into it or exhausts the system's (fs.file-max)"
+            }
+            WorkloadPreFailed => "check the workload's message in the status (stderr tail) and the database's log",
+            WorkloadConfigError => "fix what the message names in the workload settings: the file's owner and mode (root, not group- or world-writable), a key or its value",
+            WorkloadInvalidRole => "set role = master in workload.conf, or leave it out",
+            WorkloadInvalidName => "name postgres, mariadb or mysql, or pause that database with pre/post scripts",
+            WorkloadPostFailed => "check the database now: the server releases a lock when its session ends, and the message says whether it has",
+            WorkloadNoCredentials => "give the connection a root-only (0600) option file or passfile, or an osUser the database trusts by peer authentication",
+            WorkloadConnectionError => "check that the server runs and that the connection's socket, host and port are its own",
+            WorkloadQuiescingError => "check the statement's error in the status and the database user's privileges (CHECKPOINT, BACKUP STAGE, FLUSH TABLES WITH READ LOCK)",
+            WorkloadQuiescingTimeout => "find what holds the lock the method waits for (a long transaction or DDL), or raise timeoutInSeconds",
+            WorkloadNotCovered => "freeze every filesystem holding the database's files in the same run (--mount, or MountsToSkip), or move them",
+            FreezeAlreadyHeld => {
+                "let the agent's post call end the held freeze first (or wait for --max-freeze); two snapshots of one VM must not overlap"
+            }
+            NoHeldFreeze => {
+                "call post only after a pre that succeeded; if the holding process died, the trail and `quiesce check` say why"
+            }
+            HeldFreezeExpired => {
+                "raise --max-freeze in the hook's wrapper, or find why the agent's post call came late"
+            }
+            AgentHookMissing => {
+                "install the agent and quiesce's wrapper for it as the message says (README: every agent's hook)"
             }
             IncorrectGroupFile => {
                 "fix the group file the message names (root-owned, 600, the SPEC §11 keys) or the TLS file it names (the key 600, root's)"

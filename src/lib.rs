@@ -72,3 +72,4 @@ pub mod replace;
 pub mod sandbox;
 pub mod supervise;
 pub mod trail;
+pub mod workload;

@@ -282,6 +282,49 @@ fn a_post_during_the_recovery_of_its_pre_runs_nothing_again() {
     assert!(b.records().is_empty());
 }
 
+/// A `pre` killed while its pre-script runs (a caller's timeout): its
+/// guard runs the post-script at once, and the `post` its caller may still
+/// send finds that it ran and runs it no second time.
+#[test]
+fn a_post_after_its_pre_was_killed_mid_script_runs_nothing_again() {
+    require_root!();
+    let b = b("bridge-killed-pre");
+    b.pre_script("sleep 30");
+    let pre = b.spawn(&[], &["pre", "--json"]);
+    assert!(
+        wait_until(Duration::from_secs(10), || b
+            .s
+            .scripts_ran()
+            .contains("pre")),
+        "the pre-script never started: {}",
+        b.s.scripts_ran()
+    );
+    signal(pre.id() as i32, Signal::SIGKILL);
+    finish(pre);
+    assert!(
+        wait_until(Duration::from_secs(20), || b.posts()
+            == ["post runner-died".to_string()]),
+        "the guard did not run the post-script: {}",
+        b.s.scripts_ran()
+    );
+    assert!(wait_until(Duration::from_secs(10), || b
+        .records()
+        .is_empty()));
+    let post = b.run(&["post", "--json"]);
+    assert_eq!(post.code, 0, "{}", post.stderr);
+    assert!(
+        post.stderr.contains("already ran for operation"),
+        "{}",
+        post.stderr
+    );
+    assert_eq!(
+        b.posts(),
+        ["post runner-died".to_string()],
+        "{}",
+        post.stderr
+    );
+}
+
 /// Item 4: with no `post` and nothing else running, the overdue
 /// post-script runs at its due time (the `pre`'s guard stays armed until
 /// then), its holder is ended, and no quiesce process is left.

@@ -985,6 +985,29 @@ fn pg_writer(dir: &Dir, pg: &Pg) -> Writer {
     Writer::start(wdir, Some("postgres"), &pg.insert_cmd())
 }
 
+/// The snapshot command of the copy tests: inside the window it notes what
+/// the writer had seen committed (`committed-at-snapshot`), runs `also`
+/// (e.g. a write that must be blocked), then copies the image
+/// (`copy.img`). The command and those two paths.
+fn copy_in_window(
+    dir: &Dir,
+    writer: &Writer,
+    fs: &ScratchFs,
+    also: Option<&str>,
+) -> (String, PathBuf, PathBuf) {
+    let copy_img = dir.join("copy.img");
+    let at_snapshot = dir.join("committed-at-snapshot");
+    let cmd = format!(
+        "cp '{log}' '{at}' && {also}; cp --sparse=always '{img}' '{copy}'",
+        log = writer.committed_file().display(),
+        at = at_snapshot.display(),
+        also = also.unwrap_or("true"),
+        img = fs.image.display(),
+        copy = copy_img.display()
+    );
+    (cmd, copy_img, at_snapshot)
+}
+
 #[test]
 fn postgresql_snapshot_copy_starts_and_has_every_committed_row() {
     require_db!(
@@ -1001,15 +1024,7 @@ fn postgresql_snapshot_copy_starts_and_has_every_committed_row() {
 
     // The snapshot command notes what the writer had seen committed when the
     // freeze was in place, then copies the image.
-    let copy_img = dir.join("copy.img");
-    let at_snapshot = dir.join("committed-at-snapshot");
-    let cmd = format!(
-        "cp '{log}' '{at}' && cp --sparse=always '{img}' '{copy}'",
-        log = writer.committed_file().display(),
-        at = at_snapshot.display(),
-        img = live_fs.image.display(),
-        copy = copy_img.display()
-    );
+    let (cmd, copy_img, at_snapshot) = copy_in_window(&dir, &writer, &live_fs, None);
     let before = writer.committed();
     let run = job.snapshot(&live_fs, &cmd);
     let v = assert_application(&run, &live_fs);
@@ -1371,17 +1386,9 @@ fn mariadb_snapshot_copy_starts_and_has_every_committed_row() {
 
     // In the window: note what was committed, prove that the read lock
     // blocks a write (it gives up after 1 s), then copy the image.
-    let copy_img = dir.join("copy.img");
-    let at_snapshot = dir.join("committed-at-snapshot");
     let during = dir.join("write-during-window");
-    let cmd = format!(
-        "cp '{log}' '{at}' && {try_write}; cp --sparse=always '{img}' '{copy}'",
-        log = writer.committed_file().display(),
-        at = at_snapshot.display(),
-        try_write = live.try_write_cmd(&during),
-        img = live_fs.image.display(),
-        copy = copy_img.display()
-    );
+    let try_write = live.try_write_cmd(&during);
+    let (cmd, copy_img, at_snapshot) = copy_in_window(&dir, &writer, &live_fs, Some(&try_write));
     let before = writer.committed();
     let run = job.snapshot(&live_fs, &cmd);
     let v = assert_application(&run, &live_fs);
@@ -1839,4 +1846,567 @@ fn snapshot_both(dir: &Dir, apps: &Path, filesystems: &[&ScratchFs], cmd: &str) 
         start.elapsed().as_secs_f64()
     );
     run
+}
+
+// ---------------------------------------------------------------------------
+// Built-in workloads (issue 23, SPEC §3.2): no scripts, quiesce's own method
+
+/// A workload application's config in `dir` (root, 0600).
+fn workload_config(dir: &Dir, name: &str, body: Value) -> PathBuf {
+    let path = dir.join(name);
+    fs::write(&path, serde_json::to_string_pretty(&body).unwrap()).unwrap();
+    chmod(&path, 0o600);
+    path
+}
+
+/// `quiesce --config CONFIG ARGS…` kept inside `dir`.
+fn run_with(dir: &Dir, config: &Path, args: &[&str]) -> Run {
+    let start = Instant::now();
+    let run = Run::from(
+        runner_command(&dir.path)
+            .arg("--config")
+            .arg(config)
+            .args(args)
+            .output()
+            .unwrap(),
+    );
+    eprintln!(
+        "quiesce {} -> exit {} in {:.2} s",
+        args.first().unwrap_or(&""),
+        run.code,
+        start.elapsed().as_secs_f64()
+    );
+    run
+}
+
+fn snapshot_args<'a>(mounts: &[&'a ScratchFs], cmd: &'a str) -> Vec<&'a str> {
+    let mut v = vec!["snapshot", "--json", "--max-freeze", "30"];
+    for m in mounts {
+        v.extend(["--mount", m.path()]);
+    }
+    v.extend(["--", "sh", "-c", cmd]);
+    v
+}
+
+/// The pids of the workload's helper processes still running for `dir`.
+fn helpers_of(dir: &Dir) -> Vec<i32> {
+    let needle = format!("{}", dir.path.display());
+    fs::read_dir("/proc")
+        .unwrap()
+        .flatten()
+        .filter_map(|e| e.file_name().to_str()?.parse::<i32>().ok())
+        .filter(|pid| {
+            fs::read(format!("/proc/{pid}/cmdline"))
+                .map(|c| {
+                    let c = String::from_utf8_lossy(&c).replace('\0', " ");
+                    c.contains("__workload") && c.contains(&needle)
+                })
+                .unwrap_or(false)
+        })
+        .collect()
+}
+
+#[test]
+fn mariadb_workload_with_myisam_holds_backup_stage_and_releases_it_on_its_session() {
+    require_db!("MariaDB", MARIADB_TOOLS);
+    let dir = Dir::new("wl-maria");
+    let live_fs = ScratchFs::with_size(&dir.path, "live", "ext4", IMAGE_SIZE);
+    let live = maria_live(&dir, &live_fs);
+    live.must(
+        "CREATE TABLE qt.m (id BIGINT PRIMARY KEY) ENGINE=MyISAM; INSERT INTO qt.m VALUES (1)",
+    );
+    let config = workload_config(
+        &dir,
+        "db.json",
+        serde_json::json!({
+            "workload": "mariadb",
+            "connection": {"socket": live.sock.display().to_string(), "user": "root"},
+            "timeoutInSeconds": 30,
+        }),
+    );
+    let mut writer = Writer::start(dir.mkdir("writer", 0o700, None), None, &live.insert_cmd());
+    writer.wait_rows(30, Duration::from_secs(30));
+    let during = dir.join("write-during-window");
+    let try_write = live
+        .try_write_cmd(&during)
+        .replace("timeout 10", "timeout 3");
+    let (cmd, copy_img, at_snapshot) = copy_in_window(&dir, &writer, &live_fs, Some(&try_write));
+    let before = writer.committed();
+    let run = run_with(&dir, &config, &snapshot_args(&[&live_fs], &cmd));
+    let v = assert_success(&run, &[&live_fs]);
+    assert_scripts_ran(&v["phases"], &ctx(&run));
+    let pre_out = tail(&v["phases"], "pre", "stdoutTail");
+    assert!(
+        pre_out.contains("BACKUP STAGE BLOCK_COMMIT held") && pre_out.contains("non-transactional"),
+        "pre: {pre_out}\n{}",
+        ctx(&run)
+    );
+    // BLOCK_COMMIT holds a commit until the release (lock_wait_timeout
+    // does not end that wait): the write gave up on its own or was ended.
+    let w = fs::read_to_string(&during).unwrap();
+    assert!(
+        w.contains("Lock wait timeout") || w.contains("rc=124"),
+        "a write in the window was not blocked: {w}"
+    );
+    let post_out = tail(&v["phases"], "post", "stdoutTail");
+    assert!(
+        post_out.contains("released on the session that took it"),
+        "post: {post_out}\n{}",
+        ctx(&run)
+    );
+    assert!(!run.stdout.contains("password"), "{}", run.stdout);
+    live.writable(-1)
+        .unwrap_or_else(|e| panic!("live database not writable after the run: {e}"));
+    wait_until("the workload's helpers end", PROMPT, || {
+        helpers_of(&dir).is_empty()
+    });
+    writer.progresses(PROMPT).unwrap();
+    writer.stop();
+    let summary = maria_check_copy(&dir, &copy_img, "copy", &at_snapshot, &before);
+    eprintln!("MariaDB workload copy: {summary}");
+}
+
+#[test]
+fn postgresql_workload_checkpoints_takes_no_lock_and_the_copy_is_whole() {
+    require_db!(
+        "PostgreSQL",
+        &pg_tools().iter().map(String::as_str).collect::<Vec<_>>()
+    );
+    let dir = Dir::new("wl-pg");
+    let live_fs = ScratchFs::with_size(&dir.path, "live", "ext4", IMAGE_SIZE);
+    let live = pg_live(&dir, &live_fs, 55437);
+    let config = workload_config(
+        &dir,
+        "pg.json",
+        serde_json::json!({
+            "workload": "postgres",
+            "connection": {"socket": live.sock.display().to_string(), "port": 55437, "osUser": "postgres"},
+            "timeoutInSeconds": 30,
+        }),
+    );
+    let mut writer = pg_writer(&dir, &live);
+    writer.wait_rows(30, Duration::from_secs(30));
+    let (cmd, copy_img, at_snapshot) = copy_in_window(&dir, &writer, &live_fs, None);
+    let before = writer.committed();
+    let run = run_with(&dir, &config, &snapshot_args(&[&live_fs], &cmd));
+    let v = assert_success(&run, &[&live_fs]);
+    assert_scripts_ran(&v["phases"], &ctx(&run));
+    let pre_out = tail(&v["phases"], "pre", "stdoutTail");
+    assert!(
+        pre_out.contains("CHECKPOINT done; nothing held"),
+        "pre: {pre_out}\n{}",
+        ctx(&run)
+    );
+    live.writable(-1)
+        .unwrap_or_else(|e| panic!("live database not writable after the run: {e}"));
+    wait_until("the workload's helpers end", PROMPT, || {
+        helpers_of(&dir).is_empty()
+    });
+    writer.progresses(PROMPT).unwrap();
+    writer.stop();
+    let summary = pg_check_copy(&dir, &copy_img, "copy", 55438, &at_snapshot, &before);
+    eprintln!("PostgreSQL workload copy: {summary}");
+
+    // A tablespace on a filesystem the run does not freeze: the coverage
+    // check names it, and `check` fails.
+    let other = ScratchFs::with_size(&dir.path, "other", "ext4", "32M");
+    let ts = other.mnt.join("ts");
+    fs::create_dir_all(&ts).unwrap();
+    chown_user(&ts, "postgres");
+    chmod(&ts, 0o700);
+    chmod(&other.mnt, 0o755);
+    live.must(&format!(
+        "CREATE TABLESPACE elsewhere LOCATION '{}'",
+        ts.display()
+    ));
+    let run = run_with(
+        &dir,
+        &config,
+        &["check", "--json", "--mount", live_fs.path()],
+    );
+    assert_eq!(run.code, 2, "{}", ctx(&run));
+    assert_eq!(
+        error_names(&run.json()),
+        ["WorkloadNotCovered"],
+        "{}",
+        ctx(&run)
+    );
+    let w = &run.json()["applications"][0]["workload"];
+    assert_eq!(w["covered"], false, "{w}");
+    assert!(
+        w["method"] == "CHECKPOINT" && w["version"].as_str().unwrap().starts_with("15"),
+        "{w}"
+    );
+    assert!(
+        run.stderr
+            .contains(&format!("tablespace {}: NOT frozen", ts.display())),
+        "{}",
+        run.stderr
+    );
+    let run = run_with(
+        &dir,
+        &config,
+        &["check", "--mount", live_fs.path(), "--mount", other.path()],
+    );
+    assert_eq!(run.code, 0, "{}", ctx(&run));
+    live.must("DROP TABLESPACE elsewhere");
+
+    // Peer authentication as an OS user the server does not trust: 505,
+    // said by the server's own message; nothing run.
+    let nobody = workload_config(
+        &dir,
+        "nobody.json",
+        serde_json::json!({
+            "workload": "postgres",
+            "connection": {"socket": live.sock.display().to_string(), "port": 55437, "osUser": "nobody", "user": "postgres"},
+        }),
+    );
+    let run = run_with(
+        &dir,
+        &nobody,
+        &["check", "--json", "--mount", live_fs.path()],
+    );
+    assert_eq!(run.code, 2, "{}", ctx(&run));
+    assert_eq!(
+        error_names(&run.json()),
+        ["WorkloadNoCredentials"],
+        "{}",
+        ctx(&run)
+    );
+    assert!(
+        run.stderr.contains("Peer authentication failed"),
+        "{}",
+        run.stderr
+    );
+    // A server that is not there: 506.
+    let gone = workload_config(
+        &dir,
+        "gone.json",
+        serde_json::json!({"workload": "postgres", "connection": {"socket": "/nonexistent", "osUser": "postgres"}}),
+    );
+    let run = run_with(&dir, &gone, &["check", "--json", "--mount", live_fs.path()]);
+    assert_eq!(
+        error_names(&run.json()),
+        ["WorkloadConnectionError"],
+        "{}",
+        ctx(&run)
+    );
+}
+
+#[test]
+fn mariadb_workload_failures_are_named_and_leave_nothing_locked() {
+    require_db!("MariaDB", MARIADB_TOOLS);
+    let dir = Dir::new("wl-maria-fail");
+    let live_fs = ScratchFs::with_size(&dir.path, "live", "ext4", IMAGE_SIZE);
+    let live = maria_live(&dir, &live_fs);
+    live.must("CREATE TABLE qt.m (id BIGINT PRIMARY KEY) ENGINE=Aria; INSERT INTO qt.m VALUES (1)");
+    let conn = |extra: Value| {
+        let mut c = serde_json::json!({"socket": live.sock.display().to_string(), "user": "root"});
+        c.as_object_mut()
+            .unwrap()
+            .extend(extra.as_object().unwrap().clone());
+        serde_json::json!({"workload": "mariadb", "connection": c, "timeoutInSeconds": 20})
+    };
+    let names = |run: &Run| error_names(&run.json());
+
+    // The coverage check: `check` names the server, its method and where
+    // its files are; a run freezing another filesystem runs no method and
+    // is never `application`.
+    let other = ScratchFs::with_size(&dir.path, "other", "ext4", "32M");
+    let ok = workload_config(&dir, "ok.json", conn(serde_json::json!({})));
+    let run = run_with(&dir, &ok, &["check", "--json", "--mount", live_fs.path()]);
+    assert_eq!(run.code, 0, "{}", ctx(&run));
+    let w = &run.json()["applications"][0]["workload"];
+    assert_eq!(w["covered"], true, "{w}");
+    assert_eq!(w["method"], "BACKUP STAGE BLOCK_COMMIT", "{w}");
+    assert!(w["version"].as_str().unwrap().contains("MariaDB"), "{w}");
+    assert!(run.stderr.contains("data directory"), "{}", run.stderr);
+    let run = run_with(&dir, &ok, &["check", "--json", "--mount", other.path()]);
+    assert_eq!(run.code, 2, "{}", ctx(&run));
+    assert_eq!(names(&run), ["WorkloadNotCovered"], "{}", ctx(&run));
+    assert!(run.stderr.contains("NOT frozen"), "{}", run.stderr);
+    let run = run_with(&dir, &ok, &snapshot_args(&[&other], "true"));
+    assert_eq!(run.code, 1, "{}", ctx(&run));
+    assert_eq!(names(&run), ["WorkloadNotCovered"], "{}", ctx(&run));
+    assert_eq!(run.json()["consistency"], "filesystem", "{}", ctx(&run));
+    assert!(run.json()["phases"]["pre"].is_null(), "{}", ctx(&run));
+    live.writable(-5).unwrap();
+
+    // An unreachable server: 506, before anything is held; degraded.
+    let gone = workload_config(
+        &dir,
+        "gone.json",
+        conn(serde_json::json!({"socket": "/nonexistent/mysqld.sock"})),
+    );
+    let run = run_with(&dir, &gone, &snapshot_args(&[&live_fs], "true"));
+    assert_eq!(run.code, 1, "{}", ctx(&run));
+    assert_eq!(names(&run), ["WorkloadConnectionError"], "{}", ctx(&run));
+    assert!(run.stderr.contains("(506)"), "{}", run.stderr);
+    live.writable(-1).unwrap();
+
+    // A wrong password from a root-only option file: 505, and the password
+    // is nowhere in the output.
+    live.must("CREATE USER 'bk'@'localhost' IDENTIFIED BY 'right-one'; GRANT RELOAD, SELECT ON *.* TO 'bk'@'localhost'");
+    let opt = dir.join("bk.cnf");
+    fs::write(&opt, "[client]\npassword=Wr0ngPassw0rd\n").unwrap();
+    chmod(&opt, 0o600);
+    let bad = workload_config(
+        &dir,
+        "bad.json",
+        conn(serde_json::json!({"user": "bk", "optionFile": opt.display().to_string()})),
+    );
+    let run = run_with(&dir, &bad, &snapshot_args(&[&live_fs], "true"));
+    assert_eq!(names(&run), ["WorkloadNoCredentials"], "{}", ctx(&run));
+    assert!(
+        !run.stdout.contains("Wr0ng") && !run.stderr.contains("Wr0ng"),
+        "{}",
+        ctx(&run)
+    );
+    // ... and a group-readable option file is refused before it is read.
+    chmod(&opt, 0o640);
+    let run = run_with(&dir, &bad, &snapshot_args(&[&live_fs], "true"));
+    assert_eq!(names(&run), ["WorkloadNoCredentials"], "{}", ctx(&run));
+    assert!(run.stderr.contains("bk.cnf"), "{}", run.stderr);
+    live.writable(-2).unwrap();
+
+    // The held session ends in the window (its client killed): the server
+    // releases the lock at once, and the post phase says so (504).
+    let inwin = dir.join("in-window");
+    let cmd = format!(
+        "touch '{}'; for p in $(pgrep -x mariadb); do \
+           tr '\\0' ' ' < /proc/$p/cmdline | grep -q -- '--unbuffered --socket={} ' && kill -KILL $p; done; sleep 1",
+        inwin.display(),
+        live.sock.display()
+    );
+    let run = run_with(&dir, &ok, &snapshot_args(&[&live_fs], &cmd));
+    assert_eq!(names(&run), ["WorkloadPostFailed"], "{}", ctx(&run));
+    assert_eq!(run.code, 1, "{}", ctx(&run));
+    live.writable(-3).unwrap();
+    wait_until("the workload's helpers end", PROMPT, || {
+        helpers_of(&dir).is_empty()
+    });
+
+    // Bridge mode: `pre` and `post` are separate processes. The lock is
+    // held between them (a write waits), and `post` releases it on the
+    // session that took it.
+    let run = run_with(&dir, &ok, &["pre", "--json"]);
+    assert_eq!(run.code, 0, "{}", ctx(&run));
+    let pre_out = tail(&run.json()["phases"], "pre", "stdoutTail");
+    assert!(
+        pre_out.contains("BACKUP STAGE BLOCK_COMMIT held"),
+        "{pre_out}"
+    );
+    assert!(
+        live.writable(-6).is_err(),
+        "a write went through between pre and post"
+    );
+    let run = run_with(&dir, &ok, &["post", "--json"]);
+    assert_eq!(run.code, 0, "{}", ctx(&run));
+    let post_out = tail(&run.json()["phases"], "post", "stdoutTail");
+    assert!(
+        post_out.contains("released on the session that took it"),
+        "{post_out}"
+    );
+    live.writable(-7).unwrap();
+    wait_until("the workload's helpers end", PROMPT, || {
+        helpers_of(&dir).is_empty()
+    });
+
+    // A method that cannot get its lock in time (a write to a MyISAM table
+    // runs for 20 s): 510, its session closed, nothing left held.
+    live.must("CREATE TABLE qt.my (id BIGINT) ENGINE=MyISAM");
+    let mut slow = Command::new("mariadb")
+        .args(["--no-defaults", "--user=root"])
+        .arg(format!("--socket={}", live.sock.display()))
+        .args(["-e", "INSERT INTO qt.my (id) SELECT 100 + SLEEP(20)"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(300));
+    let short = workload_config(&dir, "short.json", {
+        let mut v = conn(serde_json::json!({}));
+        v["timeoutInSeconds"] = 5.into();
+        v
+    });
+    let run = run_with(&dir, &short, &snapshot_args(&[&live_fs], "true"));
+    let ids = live
+        .must("SELECT ID FROM information_schema.PROCESSLIST WHERE INFO LIKE 'INSERT INTO qt.my%'");
+    for id in ids.lines().filter(|l| !l.trim().is_empty()) {
+        let _ = live.sql(&format!("KILL {id}"), 5);
+    }
+    let _ = slow.kill();
+    let _ = slow.wait();
+    assert_eq!(names(&run), ["WorkloadQuiescingTimeout"], "{}", ctx(&run));
+    assert!(run.stderr.contains("(510)"), "{}", run.stderr);
+    live.writable(-8).unwrap();
+    wait_until("the workload's helpers end", PROMPT, || {
+        helpers_of(&dir).is_empty()
+    });
+
+    // The runner killed with SIGKILL in the window: its sentinel ends the
+    // holder, the session closes, the server takes writes within seconds.
+    let mut runner = Spawned(
+        runner_command(&dir.path)
+            .arg("--config")
+            .arg(&ok)
+            .args(snapshot_args(
+                &[&live_fs],
+                &format!("touch '{}'; exec sleep 90", inwin.display()),
+            ))
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    let _ = fs::remove_file(&inwin);
+    wait_until(
+        "the snapshot command starts",
+        Duration::from_secs(30),
+        || inwin.exists(),
+    );
+    signal(runner.0.id() as i32, Signal::SIGKILL);
+    let _ = runner.0.wait();
+    let t = wait_until(
+        "the live server takes a write after the runner's SIGKILL",
+        Duration::from_secs(10),
+        || live.writable(-4).is_ok(),
+    );
+    eprintln!(
+        "writable {:.0} ms after the runner's SIGKILL",
+        t.as_secs_f64() * 1e3
+    );
+    wait_until("the workload's helpers end", PROMPT, || {
+        helpers_of(&dir).is_empty()
+    });
+}
+
+/// workload.conf in `dir` with `text`, root-owned, `mode`.
+fn workload_conf_file(dir: &Dir, text: &str, mode: u32) -> PathBuf {
+    let path = dir.join("workload.conf");
+    fs::write(&path, text).unwrap();
+    chmod(&path, mode);
+    path
+}
+
+/// quiesce with workload.conf as its only source of applications (no
+/// apps directory, no plugin-host list, and — on this machine — no
+/// default config).
+fn run_workload_conf(dir: &Dir, conf: &Path, args: &[&str]) -> Run {
+    Run::from(
+        runner_command(&dir.path)
+            .arg("--apps-dir")
+            .arg(dir.join("no-apps.d"))
+            .arg("--workload-conf")
+            .arg(conf)
+            .args(args)
+            .output()
+            .unwrap(),
+    )
+}
+
+#[test]
+fn workload_conf_examples_run_or_fail_with_their_named_error() {
+    require_db!("MariaDB", MARIADB_TOOLS);
+    if Path::new("/etc/azure/VMSnapshotScriptPluginConfig.json").exists() {
+        eprintln!("SKIPPED: /etc/azure/VMSnapshotScriptPluginConfig.json exists here, so workload.conf is not the only application");
+        return;
+    }
+    let dir = Dir::new("wl-conf");
+    let live_fs = ScratchFs::with_size(&dir.path, "live", "ext4", IMAGE_SIZE);
+    let live = maria_live(&dir, &live_fs);
+    live.must("CREATE USER 'bk'@'localhost' IDENTIFIED BY 'Pa55:w\"rd'; GRANT RELOAD, SELECT, PROCESS ON *.* TO 'bk'@'localhost'");
+    let sock = live.sock.display().to_string();
+
+    // The extension's template, filled in as its docs show for MySQL, with
+    // the password in credString: quiesce's method runs, and the password
+    // is nowhere a user or another process could read it.
+    let text = format!(
+        "[workload]\n#workload_name valid values- mysql, oracle, mariadb, postgres\nworkload_name = mysql\ncommand_path = /usr/bin/\ncredString = -u bk '-pPa55:w\"rd' -S {sock}\nipc_folder = /var/lib/azure\ntimeout = 30\nlinux_user = \n"
+    );
+    let conf = workload_conf_file(&dir, &text, 0o600);
+    let run = run_workload_conf(&dir, &conf, &snapshot_args(&[&live_fs], "true"));
+    let v = assert_success(&run, &[&live_fs]);
+    assert_eq!(
+        v["applicationSource"]["source"],
+        "workload-conf",
+        "{}",
+        ctx(&run)
+    );
+    let pre_out = tail(&v["phases"], "pre", "stdoutTail");
+    assert!(
+        pre_out.contains("no lock done; nothing held"),
+        "pre: {pre_out}\n{}",
+        ctx(&run)
+    );
+    for key in ["credString", "ipc_folder", "command_path", "timeout"] {
+        assert!(
+            v["warnings"].to_string().contains(key),
+            "no warning names {key}: {}",
+            v["warnings"]
+        );
+    }
+    let last = fs::read_to_string(dir.join("state").join("last-snapshot.json")).unwrap_or_default();
+    for text in [&run.stdout, &run.stderr, &last] {
+        assert!(!text.contains("Pa55"), "the password leaked: {text}");
+    }
+    assert!(
+        !dir.join("run").join("workload").read_dir().is_ok_and(
+            |mut d| d.any(|e| { e.is_ok_and(|e| e.path().join("credentials").exists()) })
+        ),
+        "a credentials copy outlived the session"
+    );
+
+    // Group-writable: refused before it is read (501); the run goes on
+    // without application consistency, as the extension's default allows.
+    chmod(&conf, 0o620);
+    let run = run_workload_conf(&dir, &conf, &snapshot_args(&[&live_fs], "true"));
+    assert_eq!(run.code, 1, "{}", ctx(&run));
+    assert_eq!(
+        error_names(&run.json()),
+        ["WorkloadConfigError"],
+        "{}",
+        ctx(&run)
+    );
+    assert!(run.stderr.contains("(501)"), "{}", run.stderr);
+
+    // A symbolic link as workload.conf: refused as workload.conf (501),
+    // never followed.
+    chmod(&conf, 0o600);
+    let link = dir.join("workload-link.conf");
+    std::os::unix::fs::symlink(&conf, &link).unwrap();
+    let run = run_workload_conf(&dir, &link, &["check", "--json", "--mount", live_fs.path()]);
+    assert_eq!(run.code, 2, "{}", ctx(&run));
+    assert_eq!(
+        error_names(&run.json()),
+        ["WorkloadConfigError"],
+        "{}",
+        ctx(&run)
+    );
+
+    // oracle: refused by name (503); a role quiesce does not run (502); a
+    // password prompt it cannot answer (505).
+    for (body, name) in [
+        (
+            "workload_name = oracle\ncredString = oracle\n",
+            "WorkloadInvalidName",
+        ),
+        (
+            "workload_name = mariadb\nrole = slave\n",
+            "WorkloadInvalidRole",
+        ),
+        (
+            "workload_name = mariadb\ncredString = -u root -p\n",
+            "WorkloadNoCredentials",
+        ),
+    ] {
+        let conf = workload_conf_file(&dir, &format!("[workload]\n{body}"), 0o600);
+        let run = run_workload_conf(&dir, &conf, &["check", "--json", "--mount", live_fs.path()]);
+        assert_eq!(run.code, 2, "{body}\n{}", ctx(&run));
+        assert_eq!(error_names(&run.json()), [name], "{body}\n{}", ctx(&run));
+    }
+    live.writable(-1).unwrap();
+    wait_until("the workload's helpers end", PROMPT, || {
+        helpers_of(&dir).is_empty()
+    });
 }

@@ -98,6 +98,11 @@ const FILES: &[(&str, u32)] = &[
     (HOOK, 0o700),
     // Run by the .deb's prerm and the .rpm's %preun (issue 25).
     ("/usr/lib/quiesce/before-remove", 0o755),
+    // Every agent's hook (issue 22), run by the agents as root.
+    ("/usr/share/quiesce/hooks/qemu-ga", 0o755),
+    ("/usr/share/quiesce/hooks/vmware", 0o755),
+    ("/usr/share/quiesce/hooks/gce", 0o755),
+    ("/usr/share/quiesce/hooks/aws-dlm", 0o755),
 ];
 
 /// Debian's own additions.
@@ -112,6 +117,7 @@ const OWN_DIRS: &[&str] = &[
     "/etc/quiesce",
     "/usr/lib/quiesce",
     "/usr/share/quiesce/policies",
+    "/usr/share/quiesce/hooks",
     "/usr/share/quiesce",
     "/usr/share/doc/quiesce/examples",
     "/usr/share/doc/quiesce",
@@ -383,6 +389,7 @@ t quiesce recover -
     let all: BTreeSet<&str> = lines[1]
         .iter()
         .chain(&lines[2])
+        .chain(&lines[3])
         .chain(&lines[5])
         .copied()
         .collect();
@@ -1486,6 +1493,7 @@ fn the_benchmarks_keep_their_state_in_their_scratch_directory() {
         ("scripts/bench.sh", "quiesce_argv()"),
         ("scripts/bench/freeze.py", "def isolated(run_dir)"),
         ("scripts/bench/presync.py", "def isolated(run_dir)"),
+        ("scripts/bench/stall.py", "def isolated(args, command)"),
         ("scripts/bench/group.py", "def isolated(q, d, mount, cmd"),
     ] {
         let text = fs::read_to_string(repo().join(file)).unwrap();

@@ -188,6 +188,63 @@ fn instant_script_exits_zero_with_its_output() {
     assert!(zombie_children().is_empty());
 }
 
+/// The script starts inside its cgroups — the v2 one (cloned into it) and
+/// the v1 pids one (joined by its `tasks`) — with its pids limit, and a
+/// process it forks is there too.
+#[test]
+fn a_script_and_its_children_start_in_their_cgroups_with_their_limit() {
+    let Some(w) = world("cgroup-join") else {
+        return;
+    };
+    let s = w.script(
+        "pre.sh",
+        "#!/bin/sh\ncat /proc/self/cgroup\nsh -c 'cat /proc/self/cgroup' | sed 's/^/child /'\n\
+         p=$(sed -n 's/^[0-9]*:pids://p' /proc/self/cgroup)\n\
+         [ -n \"$p\" ] && [ \"$p\" != / ] && echo \"v1 pids.max $(cat /sys/fs/cgroup/pids$p/pids.max)\"\n\
+         exit 0\n",
+    );
+    let r = run(&spec(&s, &[]), opts(5000, 1000)).unwrap();
+    assert_eq!(r.exit_code, Some(0), "{}", r.stderr.text());
+    let out = r.stdout.text();
+    let leaf = |prefix: &str| {
+        out.lines()
+            .find_map(|l| l.strip_prefix(prefix))
+            .map(|p| p.rsplit('/').next().unwrap_or("").to_string())
+    };
+    if let Some(dir) = r.cgroup.path.as_deref() {
+        let name = Path::new(dir)
+            .file_name()
+            .unwrap()
+            .to_string_lossy()
+            .into_owned();
+        assert_eq!(leaf("0::").as_deref(), Some(name.as_str()), "{out}");
+        assert_eq!(leaf("child 0::").as_deref(), Some(name.as_str()), "{out}");
+    }
+    if let Some(dir) = r.cgroup.pids_path.as_deref() {
+        let name = Path::new(dir)
+            .file_name()
+            .unwrap()
+            .to_string_lossy()
+            .into_owned();
+        let v1 = out
+            .lines()
+            .find(|l| l.contains(":pids:") && !l.starts_with("child"))
+            .unwrap_or("");
+        assert!(v1.ends_with(&name), "{out}");
+        assert!(
+            out.lines()
+                .any(|l| l.starts_with("child") && l.contains(":pids:") && l.ends_with(&name)),
+            "{out}"
+        );
+        assert!(out.contains("v1 pids.max 512"), "{out}");
+    }
+    assert!(
+        r.cgroup.path.is_some() || r.cgroup.pids_path.is_some(),
+        "no cgroup joined here: {:?}",
+        r.cgroup
+    );
+}
+
 #[test]
 fn exit_code_is_reported() {
     let Some(w) = world("exit3") else { return };

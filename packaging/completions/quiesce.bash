@@ -25,19 +25,20 @@ _quiesce() {
         prev=${COMP_WORDS[COMP_CWORD - 1]}
     fi
 
-    local commands="check pre post freeze snapshot thaw recover audit help"
+    local commands="check pre post freeze snapshot thaw recover audit hook help"
     local global_opts="--config --apps-dir --host-config --extension-config --bridge --json -v --verbose --run-dir
         --state-dir --post-due --vmbackup-conf --policy --no-sandbox --syslog-socket --syslog-facility
-        --trail --journal-socket --metrics-dir --group --groups-dir --group-member --group-join -h --help"
+        --trail --journal-socket --metrics-dir --workload-conf --takeover-dir
+        --group --groups-dir --group-member --group-join -h --help"
 
     # Options that take a value: complete the value, not another option.
     case $prev in
         --config | --host-config | --extension-config | --vmbackup-conf | --policy | \
-            --syslog-socket | --journal-socket)
+            --syslog-socket | --journal-socket | --workload-conf)
             _quiesce_files
             return
             ;;
-        --run-dir | --mount | --state-dir | --metrics-dir | --apps-dir | --groups-dir)
+        --run-dir | --mount | --state-dir | --metrics-dir | --apps-dir | --takeover-dir | --groups-dir)
             _quiesce_files -d
             return
             ;;
@@ -53,6 +54,10 @@ _quiesce() {
         --max-freeze | --post-due | --group | --group-member | --group-join)
             return
             ;;
+        --hook)
+            COMPREPLY=($(compgen -W "qemu-ga vmware gce aws-dlm" -- "$cur"))
+            return
+            ;;
     esac
 
     # The command, and whether a `--` (start of CMD) was already typed.
@@ -62,8 +67,8 @@ _quiesce() {
             --config | --host-config | --extension-config | --vmbackup-conf | --policy | \
                 --syslog-socket | --run-dir | --mount | --syslog-facility | \
                 --trail | --journal-socket | --state-dir | --metrics-dir | \
-                --apps-dir | --max-freeze | --post-due | --group | --groups-dir | \
-                --group-member | --group-join)
+                --apps-dir | --max-freeze | --post-due | --workload-conf | --hook | --takeover-dir | \
+                --group | --groups-dir | --group-member | --group-join)
                 ((i++))
                 ;;
             --)
@@ -97,7 +102,25 @@ _quiesce() {
             fi
             return
             ;;
-        check | thaw) opts="$opts --mount" ;;
+        check) opts="$opts --mount --hook" ;;
+        thaw) opts="$opts --mount" ;;
+        hook)
+            if [[ $cur != -* ]]; then
+                case $prev in
+                    hook | --mount | --max-freeze) ;;
+                    qemu-ga) COMPREPLY=($(compgen -W "freeze thaw" -- "$cur")); return ;;
+                    vmware) COMPREPLY=($(compgen -W "freeze freezeFail thaw" -- "$cur")); return ;;
+                    gce) COMPREPLY=($(compgen -W "pre post" -- "$cur")); return ;;
+                    aws-dlm) COMPREPLY=($(compgen -W "pre-script post-script dry-run" -- "$cur")); return ;;
+                    *) return ;;
+                esac
+                [[ $prev == --mount || $prev == --max-freeze ]] || {
+                    COMPREPLY=($(compgen -W "qemu-ga vmware gce aws-dlm" -- "$cur"))
+                    return
+                }
+            fi
+            opts="$opts --mount --max-freeze"
+            ;;
         freeze | snapshot) opts="$opts --mount --max-freeze --" ;;
         recover) opts="$opts --retry" ;;
         pre | post | audit) ;;

@@ -912,13 +912,21 @@ class Soak:
             ok = r.rc == 1 and 308 in codes
         elif kind == "stop":
             # Stopped past the deadline inside the window: FsFreezeTimeout,
-            # crash-consistent (exit 1); anywhere else the run is unharmed.
-            timed_out = r.rc == 1 and 122 in codes and v.get("consistency") in ("crash", "none")
+            # crash-consistent (exit 1), or no snapshot at all when the
+            # snapshot command was still running and was killed at the
+            # thaw (exit 2, as for a hung command); anywhere else the run
+            # is unharmed.
+            timed_out = (r.rc == 1 and 122 in codes and v.get("consistency") in ("crash", "none")) or (
+                r.rc == 2 and 122 in codes and v.get("consistency") == "none"
+            )
             clean = r.rc == 0 and v.get("result") == "success"
             ok = (timed_out or clean) and self.truthful(r)
             self.notes[f"stop: {'FsFreezeTimeout' if timed_out else 'unharmed'}"] += 1
         elif kind == "stoplate":
-            ok = r.rc == 1 and 122 in codes and self.truthful(r)
+            ok = (
+                (r.rc == 1 and 122 in codes)
+                or (r.rc == 2 and 122 in codes and v.get("consistency") == "none")
+            ) and self.truthful(r)
         elif kind == "hostile":
             ok = r.rc == 0 and v.get("result") == "success" and self.check_hostile(r)
         elif kind == "fullstate":

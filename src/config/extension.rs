@@ -2,6 +2,7 @@
 //! keys, their types, defaults and clamps, the forms the extension runs that
 //! strict types would refuse, and the typo hint for unknown keys.
 
+use super::workload::Workload;
 use serde::de::{self, Deserializer, MapAccess, Visitor};
 use serde::Deserialize;
 use serde_json::Value;
@@ -22,7 +23,7 @@ pub const MAX_TIMEOUT_SECS: u64 = 1800;
 pub const DEFAULT_POLL_SECS: u64 = 3;
 
 /// Every key the extension's format knows, plus our pins.
-pub const KNOWN_KEYS: [&str; 14] = [
+pub const KNOWN_KEYS: [&str; 16] = [
     "pluginName",
     "preScriptLocation",
     "postScriptLocation",
@@ -37,6 +38,8 @@ pub const KNOWN_KEYS: [&str; 14] = [
     "appName",
     "preScriptSha256",
     "postScriptSha256",
+    "workload",
+    "connection",
 ];
 
 /// The loaded configuration, every default applied.
@@ -51,6 +54,9 @@ pub struct Config {
     pub fs_freeze_enabled: bool,
     pub poll_secs: u64,
     pub app_name: Option<String>,
+    /// A built-in workload (SPEC §3.2) instead of scripts: `pre` and `post`
+    /// then have no location; the preflight names quiesce's own method.
+    pub workload: Option<Workload>,
 }
 
 /// One script's settings.
@@ -159,15 +165,21 @@ pub fn parse(path: &Path, bytes: &[u8], host_timeout: Option<u64>) -> Result<Loa
             path.display()
         ));
     }
+    let workload = f.workload()?;
+    let script = |phase| match workload {
+        Some(_) => f.no_script(phase),
+        None => f.script(phase),
+    };
     let config = Config {
         plugin_name,
-        pre: f.script("pre")?,
-        post: f.script("post")?,
+        pre: script("pre")?,
+        post: script("post")?,
         timeout_secs: f.timeout(host_timeout, &mut warnings)?,
         poll_secs: f.poll_secs(&mut warnings)?,
         continue_on_failure: f.boolean("continueBackupOnFailure", true)?,
         fs_freeze_enabled: f.boolean("fsFreezeEnabled", true)?,
         app_name: f.string("appName")?,
+        workload,
     };
     Ok(Loaded {
         config,
@@ -311,6 +323,45 @@ impl Fields<'_> {
     fn retries(&self, key: &str) -> Result<u32, ConfigError> {
         let n = self.integer(key, 0, 0)?;
         u32::try_from(n).map_err(|_| self.field(key, format!("is too large ({n})")))
+    }
+
+    /// `"workload"` and `"connection"`, when the application names a
+    /// workload; a `"connection"` without it is refused.
+    fn workload(&self) -> Result<Option<Workload>, ConfigError> {
+        match (self.get("workload"), self.get("connection")) {
+            (None, None) => Ok(None),
+            (None, Some(_)) => Err(self.field(
+                "connection",
+                "is only read with \"workload\" (\"postgres\", \"mariadb\" or \"mysql\")".into(),
+            )),
+            (Some(w), c) => super::workload::from_json(w, c)
+                .map(Some)
+                .map_err(|(key, rule)| ConfigError::Field {
+                    path: self.path.to_path_buf(),
+                    key,
+                    rule,
+                }),
+        }
+    }
+
+    /// A workload application's phase: its method replaces the script, so
+    /// a script location or pin beside it is refused (which would run?).
+    fn no_script(&self, phase: &str) -> Result<ScriptConfig, ConfigError> {
+        for key in ["ScriptLocation", "ScriptParams", "ScriptSha256"] {
+            let key = format!("{phase}{key}");
+            if self.get(&key).is_some() {
+                return Err(self.field(
+                    &key,
+                    "cannot be given with \"workload\": quiesce runs the workload's own method instead of scripts".into(),
+                ));
+            }
+        }
+        Ok(ScriptConfig {
+            location: PathBuf::new(),
+            params: Vec::new(),
+            retries: self.retries(&format!("{phase}ScriptNoOfRetries"))?,
+            sha256: None,
+        })
     }
 
     /// The keys of one script: `phase` is `pre` or `post`.
@@ -543,7 +594,7 @@ mod tests {
         // Every key but the two required script locations.
         let optional = KNOWN_KEYS
             .into_iter()
-            .filter(|k| !k.ends_with("ScriptLocation"));
+            .filter(|k| !k.ends_with("ScriptLocation") && *k != "workload" && *k != "connection");
         for key in optional {
             let text = MIN.replace('}', &format!(r#","{key}":null}}"#));
             let l = p(&text).unwrap_or_else(|e| panic!("{key}: {e}"));

@@ -10,10 +10,12 @@
 //! an integer key is that integer.
 //!
 //! One file, one job: `extension.rs` the JSON config, `pluginhost.rs` the
-//! plugin-host file.
+//! plugin-host file, `workload.rs` a workload application's settings.
 
 mod extension;
 mod pluginhost;
+pub mod workload;
+pub mod workload_conf;
 
 pub use extension::{
     closest_key, edit_distance, parse, Config, ConfigError, Loaded, NearMiss, ScriptConfig,

@@ -6,6 +6,8 @@
 //! multi-plugin model), else every `*.json` of the apps directory in lexical
 //! order, else the single default config. `--config` given once or more
 //! names the applications explicitly, in order, and nothing else is read.
+//! `--takeover-dir` makes a stock dispatcher's directory the set (each script
+//! one application, SPEC §10), unless `--config` is given.
 //! In bridge mode (`--bridge`, the extension hook) the plugin-host list is
 //! the extension's own — its configs run the hook — so it is not read.
 //!
@@ -22,6 +24,7 @@ use std::path::{Path, PathBuf};
 use serde::Serialize;
 
 use super::preflight::{self, HostFile, Prechecked};
+use super::takeover::{self, Takeover};
 use crate::config;
 use crate::error::{ErrorCode, Fix, Problem};
 
@@ -42,6 +45,11 @@ pub struct AppSources {
     /// application of quiesce's own set; `check` reads it to recognise
     /// bridge mode (its script locations naming quiesce's hook).
     pub extension_config: PathBuf,
+    /// `--workload-conf`: the extension's workload.conf (SPEC §3.2).
+    pub workload_conf: PathBuf,
+    /// `--takeover-dir`: a stock dispatcher's directory, each script one
+    /// application (SPEC §10).
+    pub takeover: Option<Takeover>,
 }
 
 impl AppSources {
@@ -66,6 +74,10 @@ pub enum SourceKind {
     PluginHost,
     /// The apps directory.
     AppsDir,
+    /// workload.conf alone: nothing else names an application.
+    WorkloadConf,
+    /// A stock dispatcher's directory taken over (`--takeover-dir`).
+    Takeover,
 }
 
 /// The source, and what it skipped.
@@ -141,13 +153,20 @@ impl Apps {
 /// source that fails closed is the error: nothing may run.
 pub fn precheck(sources: &AppSources) -> Result<Apps, Problem> {
     let host = preflight::load_host(&sources.host_config);
-    let (source, listed) = list(sources, &host)?;
+    let (mut source, mut listed) = list(sources, &host)?;
+    with_workload_conf(sources, &mut source, &mut listed);
     let single = listed.len() == 1;
     let mut list: Vec<App> = listed
         .into_iter()
         .enumerate()
         .map(|(index, (host_name, config_path))| {
-            let pc = preflight::check_app(&config_path, &host);
+            let pc = if config_path == sources.workload_conf {
+                // Checked as workload.conf whatever it holds (a link or a
+                // FIFO there is its own 501, not a JSON config's 305).
+                super::workload_conf::check(&config_path, &host)
+            } else {
+                preflight::check_app(&config_path, &host)
+            };
             let name = app_name(&pc, host_name.as_deref(), &config_path, single);
             App {
                 index,
@@ -175,6 +194,9 @@ fn list(sources: &AppSources, host: &HostFile) -> Result<(Source, Listed), Probl
         let listed = sources.explicit.iter().map(|p| (None, p.clone())).collect();
         return Ok((Source::new(SourceKind::Config, None), listed));
     }
+    if let Some(t) = &sources.takeover {
+        return taken_over(t);
+    }
     if !sources.bridge {
         let plugins = host.plugins().map_err(|e| {
             Problem::new(
@@ -195,6 +217,67 @@ fn list(sources: &AppSources, host: &HostFile) -> Result<(Source, Listed), Probl
         }
     }
     dir_or_single(&sources.apps_dir, &sources.default_config())
+}
+
+/// workload.conf, when it names a workload (SPEC §3.2): one more
+/// application, last — or the only one, when the single default config it
+/// would join does not exist. Bridge mode leaves it to the extension.
+fn with_workload_conf(sources: &AppSources, source: &mut Source, listed: &mut Listed) {
+    let wc = &sources.workload_conf;
+    let listed_already = listed.iter().any(|(_, p)| p == wc);
+    if sources.bridge || listed_already || std::fs::symlink_metadata(wc).is_err() {
+        return;
+    }
+    // Read here only to decide; the pre-check reads it again, checked.
+    let names = config::workload_conf::peek(wc)
+        .map(|t| config::workload_conf::names_a_workload(&t))
+        .unwrap_or(true);
+    if !names {
+        source.notes.push(format!(
+            "{} names no workload (workload_name is empty): not an application",
+            wc.display()
+        ));
+        return;
+    }
+    let alone = sources.explicit.is_empty()
+        && source.source == SourceKind::Config
+        && listed.len() == 1
+        && listed[0].1 == sources.default_config()
+        && !listed[0].1.exists();
+    if alone {
+        listed.clear();
+        let mut s = Source::new(SourceKind::WorkloadConf, Some(wc));
+        s.notes = std::mem::take(&mut source.notes);
+        *source = s;
+    }
+    source.notes.push(format!(
+        "application from {} (the extension's workload path), run by quiesce's built-in method",
+        wc.display()
+    ));
+    listed.push((None, wc.clone()));
+}
+
+/// The applications of a dispatcher's directory taken over: one generated
+/// config per script it would run, in its order.
+fn taken_over(t: &Takeover) -> Result<(Source, Listed), Problem> {
+    let (scripts, ignored) = takeover::scripts(t)?;
+    let configs = takeover::configs(t, &scripts)?;
+    let mut s = Source::new(SourceKind::Takeover, Some(&t.dir));
+    s.notes.push(format!(
+        "applications ({}) taken over from the dispatcher's directory {}: {}",
+        scripts.len(),
+        t.dir.display(),
+        scripts
+            .iter()
+            .map(|p| p.file_name().unwrap_or_default().to_string_lossy())
+            .collect::<Vec<_>>()
+            .join(", ")
+    ));
+    for (path, why) in ignored {
+        s.notes.push(format!("ignored {} ({why})", path.display()));
+        s.ignored.push(path);
+    }
+    Ok((s, configs.into_iter().map(|c| (None, c)).collect()))
 }
 
 /// quiesce's own set in bridge mode, for `check`: the apps directory's

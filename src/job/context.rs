@@ -17,6 +17,7 @@ use clap::Args;
 use super::apps::AppSources;
 use super::metrics::{MetricsDir, Outputs};
 use super::pending::{self, PendingOptions};
+use super::takeover::{Rules, Takeover};
 use crate::config::{DEFAULT_APPS_DIR, DEFAULT_CONFIG_PATH, DEFAULT_HOST_CONFIG_PATH};
 use crate::freeze::{mounts, state};
 use crate::group::settings::DEFAULT_GROUPS_DIR;
@@ -53,6 +54,12 @@ pub struct Options {
     /// bridge mode (its scripts are quiesce's hook) and verify the set-up.
     #[arg(long, global = true, value_name = "PATH", default_value = DEFAULT_CONFIG_PATH)]
     pub extension_config: PathBuf,
+    /// The Azure extension's workload.conf: when it names a workload
+    /// (postgres, mariadb, mysql), one more application, run by quiesce's
+    /// built-in method; the only one when nothing else names an
+    /// application. Not read in bridge mode (the extension reads it).
+    #[arg(long, global = true, value_name = "PATH", default_value = crate::config::workload_conf::DEFAULT_WORKLOAD_CONF)]
+    pub workload_conf: PathBuf,
     /// More detail on stderr: every audit record is echoed as a line, and
     /// check lists every mount.
     #[arg(short, long, global = true)]
@@ -99,6 +106,12 @@ pub struct Options {
     /// /var/lib/prometheus/node-exporter when it exists].
     #[arg(long, global = true, value_name = "DIR")]
     pub metrics_dir: Option<PathBuf>,
+    /// A stock dispatcher's directory (/etc/qemu/fsfreeze-hook.d,
+    /// /etc/vmware-tools/backupScripts.d) taken over: each script it would
+    /// run is one application (freeze, then thaw), in its order, with its
+    /// ignore rules (VMware's under `hook vmware`, else qemu's).
+    #[arg(long, global = true, value_name = "DIR")]
+    pub takeover_dir: Option<PathBuf>,
     /// Consistency group (SPEC §11): snapshot joins the group's round in
     /// etcd and freezes with every other member; check reports the group.
     #[arg(long, global = true, value_name = "NAME")]
@@ -152,6 +165,7 @@ impl Options {
         pair("--apps-dir", self.apps_dir.clone().into());
         pair("--host-config", self.host_config.clone().into());
         pair("--extension-config", self.extension_config.clone().into());
+        pair("--workload-conf", self.workload_conf.clone().into());
         pair("--run-dir", self.run_dir.clone().into());
         pair("--state-dir", self.state_dir.clone().into());
         pair("--post-due", self.post_due.to_string().into());
@@ -165,6 +179,9 @@ impl Options {
         pair("--journal-socket", self.journal_socket.clone().into());
         if let Some(m) = &self.metrics_dir {
             pair("--metrics-dir", m.into());
+        }
+        if let Some(t) = &self.takeover_dir {
+            pair("--takeover-dir", t.into());
         }
         if let Some(g) = &self.group {
             pair("--group", g.into());
@@ -194,11 +211,13 @@ impl Options {
             apps_dir: abs(self.apps_dir),
             host_config: abs(self.host_config),
             extension_config: abs(self.extension_config),
+            workload_conf: abs(self.workload_conf),
             run_dir: abs(self.run_dir),
             state_dir: abs(self.state_dir),
             vmbackup_conf: abs(self.vmbackup_conf),
             policy: self.policy.map(abs),
             metrics_dir: self.metrics_dir.map(abs),
+            takeover_dir: self.takeover_dir.map(abs),
             groups_dir: abs(self.groups_dir),
             ..self
         }
@@ -230,6 +249,12 @@ impl Context {
                 host_config: o.host_config.clone(),
                 bridge: o.bridge,
                 extension_config: o.extension_config.clone(),
+                workload_conf: o.workload_conf.clone(),
+                takeover: o.takeover_dir.clone().map(|dir| Takeover {
+                    dir,
+                    rules: Rules::QemuGa,
+                    configs: o.state_dir.join("takeover"),
+                }),
             },
             run_dir: state::RunDir::new(o.run_dir.clone()),
             pending: PendingOptions {
@@ -288,6 +313,7 @@ mod tests {
             host_config: "/x/host.json".into(),
             bridge: true,
             extension_config: "/x/ext.json".into(),
+            workload_conf: "/x/workload.conf".into(),
             verbose: true,
             run_dir: "/x/run".into(),
             state_dir: "/x/state".into(),
@@ -300,6 +326,7 @@ mod tests {
             trail: TrailMode::Both,
             journal_socket: "/x/journal".into(),
             metrics_dir: Some("/x/metrics".into()),
+            takeover_dir: Some("/x/fsfreeze-hook.d".into()),
             group: Some("pg".into()),
             groups_dir: "/x/groups.d".into(),
             group_member: Some("db1".into()),

@@ -3,7 +3,7 @@
 //!
 //! - [`runs`]: each run a short sequence of steps in a file of its own —
 //!   `check`, `pre`/`post`, `freeze`, `snapshot`, `thaw`, `recover`,
-//!   `audit`. `main.rs` parses the command line into one [`Context`](context::Context) and
+//!   `audit`, `hook` (every agent's hook, SPEC §10). `main.rs` parses the command line into one [`Context`](context::Context) and
 //!   calls one of them.
 //! - [`steps`]: what several runs share — the applications' pre-check, a
 //!   script phase over every application, the post-script guarantee armed
@@ -16,7 +16,9 @@
 //!   phase and how a script is [`launch`]ed and what runs it
 //!   ([`interpreter`]), its [`holders`], the [`decide`] table (SPEC §5),
 //!   the [`status`] document, the [`pending`] records, the [`postguard`]
-//!   and what a run keeps [`armed`], the [`metrics`], [`bridge`] mode.
+//!   and what a run keeps [`armed`], the [`metrics`], [`bridge`] mode, the
+//!   [`hook`] agents and their calls, [`agents`]' own set-up, and the
+//!   extension's [`workload_conf`] as an application.
 //!
 //! A run reads as its steps:
 //!
@@ -27,12 +29,14 @@
 pub mod runs;
 pub mod steps;
 
+pub mod agents;
 pub mod apps;
 pub mod armed;
 pub mod bridge;
 pub mod context;
 pub mod decide;
 pub mod holders;
+pub mod hook;
 pub mod interpreter;
 pub mod launch;
 pub mod metrics;
@@ -44,3 +48,5 @@ pub mod run;
 pub mod runner;
 pub mod script;
 pub mod status;
+pub mod takeover;
+pub mod workload_conf;

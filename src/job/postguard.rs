@@ -74,10 +74,13 @@ struct Plan {
     control: RawFd,
     argv: Vec<*const libc::c_char>,
     envp: Vec<*const libc::c_char>,
-    /// The root cgroups' `cgroup.procs` it joins as it starts: out of the
-    /// reach of the caller's unit (its stop kills what is left in its
-    /// cgroup; its freeze would freeze the guard).
-    leave: Vec<*const libc::c_char>,
+    /// The root cgroups it joins as it starts, out of the reach of the
+    /// caller's unit (its stop kills what is left in its cgroup; its
+    /// freeze would freeze the guard): the v2 root's `cgroup.procs` when it
+    /// could not be cloned there, and the v1 freezer root's `tasks` (null:
+    /// nothing to join).
+    leave_v2: *const libc::c_char,
+    leave_v1: *const libc::c_char,
 }
 
 impl PostGuard {
@@ -106,13 +109,12 @@ impl PostGuard {
         argv.push(std::ptr::null());
         let mut envp: Vec<*const libc::c_char> = env_owned.iter().map(|e| e.as_ptr()).collect();
         envp.push(std::ptr::null());
-        let leave_owned: Vec<CString> =
-            crate::supervise::root_procs_to_join(std::process::id() as i32)
-                .unwrap_or_default()
-                .into_iter()
-                .filter_map(|p| CString::new(p.into_os_string().into_vec()).ok())
-                .collect();
-        let leave = leave_owned.iter().map(|p| p.as_ptr()).collect();
+        let roots = crate::supervise::root_join_for_child().unwrap_or_default();
+        let c_path = |p: Option<std::path::PathBuf>| {
+            p.and_then(|p| CString::new(p.into_os_string().into_vec()).ok())
+        };
+        let (leave_v2, leave_v1) = (c_path(roots.v2_procs), c_path(roots.v1_tasks));
+        let c_ptr = |p: &Option<CString>| p.as_ref().map_or(std::ptr::null(), |p| p.as_ptr());
         let plan = Plan {
             runner: runner.as_raw_fd(),
             exe: exe.as_raw_fd(),
@@ -120,13 +122,19 @@ impl PostGuard {
             control: control_r.as_raw_fd(),
             argv,
             envp,
-            leave,
+            leave_v2: c_ptr(&leave_v2),
+            leave_v1: c_ptr(&leave_v1),
         };
         // Every signal stays blocked in the guard until its exec (the
         // runner's handlers must never run there).
+        // Cloned into the v2 root where it can be: a `cgroup.procs` write
+        // would hold the tree's lock through an RCU grace period, and the
+        // runner's first script waits for that lock to start in its cgroup.
+        let v2_root = roots.v2_dir.as_ref().map(|fd| fd.as_raw_fd());
         // SAFETY: the child only runs `watch`, which keeps to
         // async-signal-safe calls on the prebuilt plan and never returns.
-        let forked = unsafe { crate::supervise::fork_signals_blocked(|| watch(&plan)) };
+        let forked =
+            unsafe { crate::supervise::fork_into_cgroup(v2_root, |in_root| watch(&plan, in_root)) };
         drop((
             runner,
             exe,
@@ -134,7 +142,9 @@ impl PostGuard {
             control_r,
             argv_owned,
             env_owned,
-            leave_owned,
+            leave_v2,
+            leave_v1,
+            roots.v2_dir,
         ));
         let pid = forked?;
         match pidfd_open(pid) {
@@ -164,6 +174,15 @@ impl PostGuard {
     /// `post` came (SPEC §6.6: at the due time, without waiting for another
     /// run, and without systemd).
     pub fn await_post(self, due_unix: u64) {
+        self.announce_due(due_unix);
+    }
+
+    /// [`PostGuard::await_post`] said early, the guard kept: once every
+    /// pre-script of the run is over, a runner killed from here on (a held
+    /// freeze's `pre`, killed by its agent's timeout) leaves its guard
+    /// waiting for the due time, not running a recovery that finds nothing
+    /// due yet. The guard keeps the last time it was sent.
+    pub fn announce_due(&self, due_unix: u64) {
         let _ = nix::unistd::write(&self.control, &due_unix.to_ne_bytes());
     }
 
@@ -230,7 +249,7 @@ unsafe fn wait_for_runner() -> u64 {
 ///
 /// # Safety
 /// Only in the child of `fork()`.
-unsafe fn watch(plan: &Plan) -> ! {
+unsafe fn watch(plan: &Plan, in_v2_root: bool) -> ! {
     // SAFETY: setsid/dup2/fcntl/close_range/open/write/poll/read/
     // clock_nanosleep/sigaction/sigprocmask/execveat/_exit are
     // async-signal-safe syscalls on integers, static strings and the
@@ -263,11 +282,19 @@ unsafe fn watch(plan: &Plan) -> ! {
         // Out of the caller's unit before anything else: its stop kills
         // what is left in its cgroup (the runner with it, or, after a
         // separate `pre`, everything while the post is awaited) and its
-        // freeze would freeze the guard too. The move's RCU grace period
-        // passes while the runner works (its scripts' own moves wait for
-        // the same one). A failure leaves it where it was.
-        for procs in &plan.leave {
-            let fd = libc::open(*procs, libc::O_WRONLY | libc::O_CLOEXEC);
+        // freeze would freeze the guard too. Cloned into the v2 root where
+        // that worked; the v1 freezer's `tasks` moves this, the only thread,
+        // without the tree-wide lock. A failure leaves it where it was.
+        let v2 = if in_v2_root {
+            std::ptr::null()
+        } else {
+            plan.leave_v2
+        };
+        for file in [v2, plan.leave_v1] {
+            if file.is_null() {
+                continue;
+            }
+            let fd = libc::open(file, libc::O_WRONLY | libc::O_CLOEXEC);
             if fd >= 0 {
                 libc::write(fd, b"0".as_ptr().cast(), 1);
                 libc::close(fd);

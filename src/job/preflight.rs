@@ -183,6 +183,10 @@ pub struct CheckedScript {
     /// script (SPEC §4); empty for an ELF binary.
     pub interpreters: Vec<Interpreter>,
     pub settings: ScriptConfig,
+    /// quiesce's own workload helper (SPEC §3.2), not an operator's
+    /// script: it is given the run directory, and its exit status names
+    /// its row of the error table.
+    pub workload: bool,
 }
 
 /// Everything the pre-check found.
@@ -201,6 +205,11 @@ pub struct Prechecked {
     /// Unknown keys that are near misses of known ones: a run goes on
     /// (the warning says it), `check` fails on them (SPEC §3).
     pub typos: Vec<Problem>,
+    /// A workload application's source (SPEC §3.2).
+    pub workload: Option<(
+        crate::workload::helper::Source,
+        crate::config::workload::Engine,
+    )>,
 }
 
 impl Prechecked {
@@ -345,6 +354,9 @@ pub fn run(paths: &InputPaths) -> Prechecked {
 /// The pre-check of one application: its config (with the plugin-host
 /// file's cap and problem), then both scripts.
 pub fn check_app(config_path: &Path, host: &HostFile) -> Prechecked {
+    if super::workload_conf::is_workload_conf(config_path) {
+        return super::workload_conf::check(config_path, host);
+    }
     let mut out = Prechecked {
         host_timeout: host.timeout,
         ..Prechecked::default()
@@ -369,8 +381,19 @@ pub fn check_app(config_path: &Path, host: &HostFile) -> Prechecked {
         }
     }
     let config = out.config.as_ref().expect("config loaded above");
-    let pre = check_script(Phase::Pre, &config.pre);
-    let post = check_script(Phase::Post, &config.post);
+    let (pre, post) = if let Some(w) = &config.workload {
+        let source = crate::workload::helper::Source::Config(config_path.to_path_buf());
+        out.workload = Some((source.clone(), w.engine));
+        (
+            workload_script(Phase::Pre, &source, &config.pre),
+            workload_script(Phase::Post, &source, &config.post),
+        )
+    } else {
+        (
+            check_script(Phase::Pre, &config.pre),
+            check_script(Phase::Post, &config.post),
+        )
+    };
     for (slot, result) in [(&mut out.pre, pre), (&mut out.post, post)] {
         match result {
             Ok(s) => *slot = Some(s),
@@ -378,6 +401,70 @@ pub fn check_app(config_path: &Path, host: &HostFile) -> Prechecked {
         }
     }
     out
+}
+
+/// A workload application's phase (SPEC §3.2): quiesce's own binary as
+/// the script, `__workload PHASE` and the workload's source as its
+/// arguments, checked like an interpreter (root-owned, not group- or
+/// world-writable, every directory above it too).
+pub fn workload_script(
+    phase: Phase,
+    source: &crate::workload::helper::Source,
+    settings: &ScriptConfig,
+) -> Result<CheckedScript, Problem> {
+    let exe = std::env::current_exe().unwrap_or_else(|_| PathBuf::from("/proc/self/exe"));
+    let file = CheckedFile::open_program(&exe).map_err(|e| {
+        let fix = e.fix(FileRole::Program);
+        trust_problem(
+            &e,
+            ErrorCode::IncorrectPluginhostFile,
+            format!("quiesce's own binary, which runs the workload: {e}"),
+            fix,
+        )
+    })?;
+    let sha256 = runner_sha256(&file)?;
+    // Its ELF header: how it starts (executed by its path, never by sh).
+    let head = file.read_head(64).map_err(|e| {
+        Problem::new(
+            ErrorCode::IncorrectPluginhostFile,
+            format!("quiesce's own binary: {e}"),
+        )
+    })?;
+    let mut params = vec![
+        crate::workload::HELPER_ARG.to_string(),
+        phase.name().to_string(),
+    ];
+    params.extend(source.args());
+    Ok(CheckedScript {
+        phase,
+        sha256,
+        content: head,
+        pinned: false,
+        interpreters: Vec::new(),
+        settings: ScriptConfig {
+            location: file.path.clone(),
+            params,
+            retries: settings.retries,
+            sha256: None,
+        },
+        file: file.into_identity(),
+        workload: true,
+    })
+}
+
+/// The SHA-256 of quiesce's own binary, hashed once per process.
+fn runner_sha256(file: &CheckedFile) -> Result<String, Problem> {
+    static DIGEST: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    if let Some(d) = DIGEST.get() {
+        return Ok(d.clone());
+    }
+    let d = file.sha256().map_err(|e| {
+        Problem::new(
+            ErrorCode::IncorrectPluginhostFile,
+            format!("quiesce's own binary: {e}"),
+        )
+    })?;
+    Ok(DIGEST.get_or_init(|| d).clone())
 }
 
 /// One problem per unknown key of `loaded` that is a near miss of a known
@@ -564,5 +651,6 @@ pub fn check_script(phase: Phase, settings: &ScriptConfig) -> Result<CheckedScri
         content,
         pinned: settings.sha256.is_some(),
         settings: settings.clone(),
+        workload: false,
     })
 }

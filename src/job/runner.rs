@@ -83,11 +83,6 @@ impl Runner {
     ) -> Result<Runner, Problem> {
         // The run directory's records decide what is thawed and which
         // processes are ended: checked before anything runs (SPEC §4).
-        // Not before a freeze: a cgroup move makes the next cold FIFREEZE
-        // ~10 ms slower (measured: freeze_overhead_ratio_1 1.26x -> 1.5x).
-        if !freezes {
-            supervise::warm_moves();
-        }
         let run_dir = &cx.run_dir;
         run_dir.check().map_err(|e| {
             Problem::new(

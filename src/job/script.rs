@@ -118,12 +118,17 @@ fn spawn_spec(
     left: Duration,
 ) -> Result<(SpawnSpec, String), String> {
     let cstr = |s: &str| CString::new(s).map_err(|_| format!("NUL byte in {s:?}"));
-    let params = script
+    let mut params = script
         .settings
         .params
         .iter()
         .map(|p| cstr(p))
         .collect::<Result<Vec<_>, _>>()?;
+    if script.workload {
+        // Where the workload's holder listens (SPEC §3.2).
+        params.push(cstr("--run-dir")?);
+        params.push(cstr(&ctx.run_dir.path.display().to_string())?);
+    }
     let copy = sealed
         .map(|fd| fd.try_clone())
         .transpose()
@@ -437,6 +442,23 @@ fn judge(
         (None, Some(s)) => format!("was killed by signal {s}"),
         _ => "ended without a status".to_string(),
     };
+    if let Some(code) = script
+        .workload
+        .then_some(report.exit_code)
+        .flatten()
+        .map(|c| {
+            crate::workload::error_code(c).unwrap_or(match phase {
+                Phase::Pre => crate::error::ErrorCode::WorkloadPreFailed,
+                Phase::Post => crate::error::ErrorCode::WorkloadPostFailed,
+            })
+        })
+    {
+        let said = last_line(&report.stderr);
+        return Verdict::Failed {
+            problem: Problem::new(code, format!("{} workload: {said}", phase.name())),
+            retry: true,
+        };
+    }
     Verdict::Failed {
         problem: Problem::new(
             phase.execution_failed(),
@@ -448,6 +470,18 @@ fn judge(
         }),
         retry: true,
     }
+}
+
+/// The last line a workload helper wrote on stderr: its named failure.
+fn last_line(c: &supervise::Captured) -> String {
+    let bytes = if c.tail.is_empty() { &c.head } else { &c.tail };
+    let text = String::from_utf8_lossy(bytes);
+    text.lines()
+        .rev()
+        .find(|l| !l.trim().is_empty())
+        .unwrap_or("")
+        .trim_start_matches("quiesce workload: ")
+        .to_string()
 }
 
 /// What every attempt of one phase shares.

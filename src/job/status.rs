@@ -274,7 +274,33 @@ pub struct ApplicationStatus {
     pub pre: Option<ScriptPhaseStatus>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub post: Option<ScriptPhaseStatus>,
+    /// A workload application (SPEC §3.2): the server, its method and
+    /// whether its files are all frozen.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub workload: Option<WorkloadStatus>,
     pub errors: Vec<ErrorEntry>,
+}
+
+/// What the coverage check learnt of a workload application's server.
+#[derive(Debug, Clone, Default, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct WorkloadStatus {
+    pub engine: String,
+    /// The server answered.
+    pub reached: bool,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub version: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub method: Option<String>,
+    /// Why that method, for this server.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+    /// Each file location and the frozen filesystem holding it; empty
+    /// when the run freezes nothing.
+    pub coverage: Vec<crate::workload::coverage::Location>,
+    /// Every location is frozen in the window; `None` when not checked.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub covered: Option<bool>,
 }
 
 /// The whole status document.
@@ -311,6 +337,10 @@ pub struct Status {
     /// `quiesce check`: the pending post-scripts, their age and state.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub pending: Option<Vec<PendingStatus>>,
+    /// `quiesce hook`: the agent, its arguments, and what quiesce did
+    /// around the agent's freeze or for its held freeze (SPEC §10).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub hook: Option<HookStatus>,
     /// `snapshot --group`, `check --group`: the consistency group's round
     /// (SPEC §11): members, barriers, the abort, the proof.
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -322,6 +352,44 @@ pub struct Status {
     /// thawed and reaped).
     #[serde(skip)]
     pub internal_error: bool,
+}
+
+/// `quiesce hook`: which agent called, with what, and what became of the
+/// freeze it is the hook of.
+#[derive(Debug, Clone, Default, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct HookStatus {
+    pub agent: &'static str,
+    pub args: Vec<String>,
+    /// Where the agent freezes: the process that thaws at `--max-freeze`
+    /// what the agent left frozen (started by `freeze`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub deadline_watcher: Option<i32>,
+    /// Where the agent freezes: what quiesce thawed at `--max-freeze`
+    /// because the agent's thaw had not come.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub thawed_at_deadline: Vec<PathBuf>,
+    /// Where quiesce freezes: the held freeze.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub hold: Option<HoldStatus>,
+}
+
+/// The held freeze as the hook reports it.
+#[derive(Debug, Clone, Default, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct HoldStatus {
+    /// The holding process.
+    pub pid: i32,
+    /// `post`: the holding run's own result (`success`, `failure`…), and
+    /// the names of its errors; absent when it left no report (killed).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub result: Option<String>,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub errors: Vec<String>,
+    /// `post`: how long the filesystems were frozen, as the holding run
+    /// measured it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub frozen_ms: Option<f64>,
 }
 
 /// What a run's own rules decided at its end, for [`Status::conclude`].
@@ -355,6 +423,7 @@ impl Status {
             audit: None,
             recovered: Vec::new(),
             pending: None,
+            hook: None,
             group: None,
             signal: None,
             internal_error: false,
@@ -617,6 +686,7 @@ pub(crate) mod tests {
             }),
             pre: Some(phase("/etc/quiesce/pre.sh", vec![])),
             post: Some(phase("/etc/quiesce/post", vec![])),
+            workload: None,
             errors: vec![ErrorEntry {
                 name: "Pre-ScriptTimeout",
                 code: Some(308),

@@ -71,9 +71,12 @@ pub(crate) struct ScriptCgroup {
     pub v1_pids: Option<PathBuf>,
 }
 
-/// Descriptors of `cgroup.procs` files the child writes "0" to (joins).
+/// How the child joins its cgroups: cloned into the v2 directory
+/// (`v2_dir`), else by writing "0" to that directory's `cgroup.procs`
+/// (`v2`); and by writing "0" to the v1 pids directory's `tasks`.
 pub(crate) struct JoinFds {
     pub v2: Option<OwnedFd>,
+    pub v2_dir: Option<OwnedFd>,
     pub v1_pids: Option<OwnedFd>,
 }
 
@@ -131,10 +134,45 @@ pub fn move_to_root(pid: i32) -> Result<(), String> {
 /// The `cgroup.procs` of the root cgroups process `pid` must join to leave
 /// its unit's reach: the cgroup v2 root (where systemd tracks and kills a
 /// unit's processes) and the v1 freezer's root (where a unit is frozen),
-/// each only when `pid` is not at that root already — a migration takes
-/// the cgroup tree's threadgroup lock and its RCU grace periods, which a
-/// cold FIFREEZE right after pays again (~9 ms measured on a 2-core VM).
+/// each only when `pid` is not at that root already — a migration of
+/// another process takes the cgroup tree's threadgroup lock and its RCU
+/// grace periods, which a cold FIFREEZE right after pays again (~9 ms
+/// measured on a 2-core VM).
 pub fn root_procs_to_join(pid: i32) -> Result<Vec<PathBuf>, String> {
+    let (v2, freezer) = roots_to_join(pid)?;
+    Ok(v2
+        .into_iter()
+        .chain(freezer)
+        .map(|root| root.join("cgroup.procs"))
+        .collect())
+}
+
+/// How a process forked now leaves this process's unit for the root
+/// cgroups ([`root_procs_to_join`]) without the tree-wide lock: cloned
+/// into the v2 root (`v2_dir`, for `clone3`), else by writing "0" to its
+/// `cgroup.procs` (`v2_procs`); and by writing "0" to the v1 freezer
+/// root's `tasks` (`v1_tasks`), which moves only the writing thread — the
+/// forked process's only one.
+#[derive(Debug, Default)]
+pub struct RootJoin {
+    pub v2_dir: Option<OwnedFd>,
+    pub v2_procs: Option<PathBuf>,
+    pub v1_tasks: Option<PathBuf>,
+}
+
+/// [`RootJoin`] for a child of this process.
+pub fn root_join_for_child() -> Result<RootJoin, String> {
+    let (v2, freezer) = roots_to_join(std::process::id() as i32)?;
+    Ok(RootJoin {
+        v2_dir: v2.as_deref().and_then(open_dir),
+        v2_procs: v2.map(|root| root.join("cgroup.procs")),
+        v1_tasks: freezer.map(|root| root.join("tasks")),
+    })
+}
+
+/// The mount points of the v2 hierarchy and of the v1 freezer hierarchy
+/// whose root cgroup `pid` is not in.
+fn roots_to_join(pid: i32) -> Result<(Option<PathBuf>, Option<PathBuf>), String> {
     let mountinfo = std::fs::read_to_string("/proc/self/mountinfo")
         .map_err(|e| format!("read /proc/self/mountinfo: {}", errno_of(&e)))?;
     let (v2, _) = find_mounts(&mountinfo);
@@ -156,12 +194,7 @@ pub fn root_procs_to_join(pid: i32) -> Result<Vec<PathBuf>, String> {
     };
     let v2_root = at_root(&|c: &str| c.is_empty());
     let freezer_root = at_root(&|c: &str| c.split(',').any(|x| x == "freezer"));
-    Ok(v2
-        .iter()
-        .filter(|_| !v2_root)
-        .chain(freezer.iter().filter(|_| !freezer_root))
-        .map(|root| root.join("cgroup.procs"))
-        .collect())
+    Ok((v2.filter(|_| !v2_root), freezer.filter(|_| !freezer_root)))
 }
 
 fn sanitize(name: &str) -> String {
@@ -202,13 +235,27 @@ fn mkdir(path: &Path) -> Result<(), String> {
     }
 }
 
-fn open_procs(dir: &Path) -> Result<OwnedFd, String> {
-    let path = dir.join("cgroup.procs");
+/// `file` of the cgroup directory `dir` (`cgroup.procs` or v1's `tasks`),
+/// opened for the child's join.
+fn open_join(dir: &Path, file: &str) -> Result<OwnedFd, String> {
+    let path = dir.join(file);
     std::fs::OpenOptions::new()
         .write(true)
         .open(&path) // std opens with O_CLOEXEC
         .map(OwnedFd::from)
         .map_err(|e| format!("open {}: {}", path.display(), errno_of(&e)))
+}
+
+/// The cgroup v2 directory `dir` itself, for `clone3(CLONE_INTO_CGROUP)`;
+/// `None` leaves the join to the `cgroup.procs` write.
+fn open_dir(dir: &Path) -> Option<OwnedFd> {
+    use std::os::unix::fs::OpenOptionsExt;
+    std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_DIRECTORY)
+        .open(dir)
+        .ok()
+        .map(OwnedFd::from)
 }
 
 fn has_word(path: &Path, word: &str) -> bool {
@@ -297,33 +344,6 @@ fn bases() -> &'static Bases {
     })
 }
 
-/// Starts, on a thread of its own, the wait the run's first cgroup move
-/// would otherwise make its first script wait. The kernel's lock on cgroup
-/// moves is global, and the first taking of it after a quiet spell waits
-/// for an RCU grace period (5–20 ms measured here, on every `pre`); moves
-/// within a grace period of another are immediate. Writing `0` to the
-/// `cgroup.procs` of the cgroup this runner is in takes that lock and moves
-/// nothing (or is refused, `EBUSY`, after taking it); by the time the
-/// first script's child joins its cgroup, the wait is over or shorter. The
-/// thread touches nothing else; a failure only leaves the wait where it was.
-pub fn warm_moves() {
-    let b = bases();
-    let Some(dir) = b.v2.clone().or_else(|| b.v1_pids.clone()) else {
-        return;
-    };
-    let _ = std::thread::Builder::new()
-        .name("cgroup-warm".into())
-        .stack_size(64 * 1024)
-        .spawn(move || {
-            use std::io::Write;
-            let procs = dir.join("cgroup.procs");
-            let _ = std::fs::OpenOptions::new()
-                .write(true)
-                .open(procs)
-                .and_then(|mut f| f.write_all(b"0"));
-        });
-}
-
 /// Removes the empty script cgroups a runner that died (SIGKILL, OOM) left
 /// behind: in this runner's own cgroups (where runners started from the same
 /// unit put them) and in the `<mount>/quiesce/` directory of earlier
@@ -408,6 +428,7 @@ pub(crate) fn prepare(req: &CgroupRequest, status: &mut CgroupStatus) -> (Script
     let mut cg = ScriptCgroup::default();
     let mut fds = JoinFds {
         v2: None,
+        v2_dir: None,
         v1_pids: None,
     };
     let b = bases();
@@ -429,10 +450,11 @@ pub(crate) fn prepare(req: &CgroupRequest, status: &mut CgroupStatus) -> (Script
                 }
             }
             let dir = base.join(&leaf);
-            match mkdir(&dir).and_then(|()| open_procs(&dir)) {
+            match mkdir(&dir).and_then(|()| open_join(&dir, "cgroup.procs")) {
                 Ok(fd) => {
                     status.path = Some(dir.display().to_string());
                     fds.v2 = Some(fd);
+                    fds.v2_dir = open_dir(&dir);
                     cg.v2 = Some(dir.clone());
                     if let (Some(max), true) = (req.pids_max, v2_has_pids) {
                         match write_file(&dir.join("pids.max"), &max.to_string()) {
@@ -471,7 +493,7 @@ pub(crate) fn prepare(req: &CgroupRequest, status: &mut CgroupStatus) -> (Script
                     }
                     None => Ok(None),
                 });
-                match limited.and_then(|max| open_procs(&dir).map(|fd| (max, fd))) {
+                match limited.and_then(|max| open_join(&dir, "tasks").map(|fd| (max, fd))) {
                     Ok((max, fd)) => {
                         status.pids_path = Some(dir.display().to_string());
                         if max.is_some() {

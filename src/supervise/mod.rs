@@ -58,15 +58,15 @@ mod tree;
 
 pub use capture::{Captured, DEFAULT_OUTPUT_CAP};
 pub use cgroup::{
-    forking, move_to_root as move_to_root_cgroup, root_procs_to_join,
-    sweep_stale as sweep_stale_cgroups, warm_moves, CgroupRequest, CgroupStatus,
+    forking, move_to_root as move_to_root_cgroup, root_join_for_child, root_procs_to_join,
+    sweep_stale as sweep_stale_cgroups, CgroupRequest, CgroupStatus, RootJoin,
 };
 pub use spawn::{
     record_oom_score_adj, spawn, Exec, IdentityCheck, PreExecHook, SpawnError, SpawnSpec,
     DEFAULT_STARTUP_TIMEOUT, EXEC_FD, EXEC_FD_PATH,
 };
 pub use supervised::{ExitStatus, Finished, Progress, Supervised, WaitOutcome};
-pub(crate) use sys::{fork_signals_blocked, pollfd};
+pub(crate) use sys::{fork_into_cgroup, fork_signals_blocked, pollfd};
 pub use tree::{
     end_cgroup_members, kill_if_same, reap_orphans, terminate_leftovers, KillReport, Leftover,
 };

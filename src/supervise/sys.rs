@@ -212,6 +212,47 @@ pub(crate) fn set_nonblocking(fd: BorrowedFd<'_>) -> Result<(), Errno> {
 /// process: it may make async-signal-safe calls only, and should not
 /// return (if it does, the child exits 127).
 pub(crate) unsafe fn fork_signals_blocked(child: impl FnOnce()) -> Result<i32, Errno> {
+    // SAFETY: the caller's contract, passed on; no cgroup to start in.
+    unsafe { fork_into_cgroup(None, |_| child()) }
+}
+
+/// `struct clone_args` (linux/sched.h), the fields up to `cgroup`
+/// (`CLONE_ARGS_SIZE_VER2`).
+#[repr(C)]
+#[derive(Default)]
+struct CloneArgs {
+    flags: u64,
+    pidfd: u64,
+    child_tid: u64,
+    parent_tid: u64,
+    exit_signal: u64,
+    stack: u64,
+    stack_size: u64,
+    tls: u64,
+    set_tid: u64,
+    set_tid_size: u64,
+    cgroup: u64,
+}
+const CLONE_INTO_CGROUP: u64 = 0x2_0000_0000;
+
+/// [`fork_signals_blocked`], the child starting in the cgroup v2 directory
+/// `cgroup` names (`clone3` with `CLONE_INTO_CGROUP`, Linux 5.7) when
+/// given. A child created there needs no write to `cgroup.procs`: such a
+/// write takes the cgroup tree's threadgroup lock, whose first taker waits
+/// for an RCU grace period (5-20 ms measured on a 2-core VM), while a
+/// clone into the cgroup only reads it. `child` learns whether it starts
+/// there: where `clone3` is refused (an older kernel, a cgroup that cannot
+/// take processes) this is a plain fork and the child joins as before.
+///
+/// # Safety
+/// As [`fork_signals_blocked`]. The child of a raw `clone3` must not rely
+/// on the C library's idea of its thread (no `raise`, `abort`, pthread
+/// calls): async-signal-safe system calls only, which `child` is held to
+/// anyway.
+pub(crate) unsafe fn fork_into_cgroup(
+    cgroup: Option<RawFd>,
+    child: impl FnOnce(bool),
+) -> Result<i32, Errno> {
     // SAFETY: sigset_t is plain old data; it is filled before use.
     let mut all: libc::sigset_t = unsafe { std::mem::zeroed() };
     // SAFETY: as above.
@@ -221,11 +262,37 @@ pub(crate) unsafe fn fork_signals_blocked(child: impl FnOnce()) -> Result<i32, E
         libc::sigfillset(&mut all);
         libc::pthread_sigmask(libc::SIG_SETMASK, &all, &mut saved);
     }
-    // SAFETY: fork(2); the child only runs `child`, whose contract is the
-    // caller's (see above).
-    let pid = unsafe { libc::fork() };
+    let mut joined = false;
+    let mut pid = -1;
+    if let Some(fd) = cgroup.filter(|fd| *fd >= 0) {
+        let args = CloneArgs {
+            flags: CLONE_INTO_CGROUP,
+            exit_signal: libc::SIGCHLD as u64,
+            cgroup: fd as u64,
+            ..CloneArgs::default()
+        };
+        // SAFETY: clone3(2) without CLONE_VM is a fork whose child starts
+        // in `fd`'s cgroup; `args` is ours, of the size passed, and names
+        // no memory. The child only runs `child` (the caller's contract).
+        let r = unsafe {
+            libc::syscall(
+                libc::SYS_clone3,
+                &args as *const CloneArgs,
+                std::mem::size_of::<CloneArgs>(),
+            )
+        };
+        if r >= 0 {
+            pid = r as i32;
+            joined = true;
+        }
+    }
+    if !joined {
+        // SAFETY: fork(2); the child only runs `child`, whose contract is
+        // the caller's (see above).
+        pid = unsafe { libc::fork() };
+    }
     if pid == 0 {
-        child();
+        child(joined);
         // SAFETY: _exit(2) is async-signal-safe; `child` should not return.
         unsafe { libc::_exit(127) }
     }

@@ -78,9 +78,8 @@ fn parse_line(line: &[u8], number: usize) -> Result<MountInfo, MountinfoError> {
             fields.len()
         )));
     }
-    // The first six fields are never "-" (ids, a device, a root that is a
-    // path or an nsfs name, an absolute mount point, options), so the
-    // separator is searched after them.
+    // The first six fields are never "-" (the mount point is absolute, a
+    // root never a bare "-"), so the separator is searched after them.
     let separator = fields[6..]
         .iter()
         .position(|f| *f == b"-")
@@ -113,14 +112,11 @@ fn parse_line(line: &[u8], number: usize) -> Result<MountInfo, MountinfoError> {
     let minor = number_field("minor", &device[colon + 1..])?;
     let root = unescape_path(fields[3]);
     let mount_point = unescape_path(fields[4]);
-    // The root is a path inside the filesystem, except on pseudo
-    // filesystems whose dentries have names of their own: a namespace file
-    // bind-mounted by `ip netns add` is `net:[4026532289]` on nsfs. Only
-    // the mount point must be an absolute path.
-    if !mount_point.is_absolute() || root.as_os_str().is_empty() {
-        return Err(malformed(
-            "root must be given and the mount point be an absolute path".into(),
-        ));
+    // The root is the mounted dentry's path within its filesystem; for a
+    // pseudo filesystem it is the dentry's name instead (`ip netns add`
+    // binds nsfs, whose root reads `net:[4026532195]`).
+    if !mount_point.is_absolute() {
+        return Err(malformed("the mount point must be an absolute path".into()));
     }
     let mount_options = unescape_string(fields[5]);
     let optional_fields = fields[6..separator]
@@ -207,19 +203,6 @@ mod tests {
         assert_eq!(m.device(), "98:0");
     }
 
-    /// `ip netns add NAME` bind-mounts the namespace file on
-    /// /run/netns/NAME: its root is nsfs's own name for it, not a path.
-    /// Such a line must not make every run refuse the whole table.
-    #[test]
-    fn an_nsfs_root_is_not_a_path_and_is_kept() {
-        let text = "30 1 8:1 / / rw - ext4 /dev/sda1 rw\n\
-                    612 29 0:4 net:[4026532289] /run/netns/blue rw shared:171 - nsfs nsfs rw\n";
-        let m = parse_mountinfo(text).unwrap();
-        assert_eq!(m[1].root, Path::new("net:[4026532289]"));
-        assert_eq!(m[1].mount_point, Path::new("/run/netns/blue"));
-        assert_eq!(m[1].fs_type, "nsfs");
-    }
-
     #[test]
     fn keeps_what_is_not_an_octal_escape() {
         assert_eq!(unescape(b"a\\999b"), b"a\\999b");
@@ -248,6 +231,22 @@ mod tests {
         let m = &parse_mountinfo("5 1 0:40 / /x rw - tmpfs  rw\n").unwrap()[0];
         assert_eq!(m.source, "");
         assert!(m.optional_fields.is_empty());
+    }
+
+    /// `ip netns add` leaves an nsfs bind whose root is the namespace's
+    /// name, not a path: one such line must not make the table unreadable.
+    #[test]
+    fn a_pseudo_filesystem_root_that_is_not_a_path_is_read() {
+        let text = "200 27 254:0 /run/netns /run/netns rw,relatime shared:1 - ext4 /dev/vda rw\n\
+                    201 200 0:4 net:[4026532195] /run/netns/ns1 rw shared:2 - nsfs nsfs rw\n";
+        let mounts = parse_mountinfo(text).unwrap();
+        assert_eq!(mounts.len(), 2);
+        assert_eq!(mounts[1].root, std::path::Path::new("net:[4026532195]"));
+        assert_eq!(
+            mounts[1].mount_point,
+            std::path::Path::new("/run/netns/ns1")
+        );
+        assert_eq!(mounts[1].fs_type, "nsfs");
     }
 
     #[test]

@@ -5,25 +5,26 @@ use std::path::PathBuf;
 
 use crate::error::Problem;
 use crate::freeze::mounts::MountPlan;
+use crate::job::agents;
 use crate::job::apps::Apps;
 use crate::job::bridge::{self, BridgePaths};
 use crate::job::context::Context;
+use crate::job::hook::Agent;
 use crate::job::pending::{self, Due, Entry, PendingOptions};
 use crate::job::phase::Phase;
 use crate::job::preflight::{self, CheckedScript, Prechecked, Readiness};
 use crate::job::run::{Finished, Job};
 use crate::job::status::{say, CheckedScriptStatus, Decision, PendingRecordStatus, PendingStatus};
-use crate::job::steps::applications;
-use crate::job::steps::group;
 use crate::job::steps::snapshot_window::mount_plan;
+use crate::job::steps::{applications, group, workloads};
 use crate::supervise::DEFAULT_GRACE;
 
 /// The check run.
-pub fn run(cx: &Context, mounts: &[PathBuf]) -> Finished {
+pub fn run(cx: &Context, mounts: &[PathBuf], hook: Option<Agent>) -> Finished {
     let mut job = Job::observe("check", cx);
     say(format!("check {}", job.operation_id()));
     let mut problems = Vec::new();
-    let apps = match applications::load(&mut job, cx) {
+    let mut apps = match applications::load(&mut job, cx) {
         Ok(apps) => {
             say_apps(&mut job, &apps);
             for app in &apps.list {
@@ -52,6 +53,8 @@ pub fn run(cx: &Context, mounts: &[PathBuf]) -> Finished {
             p.sha256
         ));
     }
+    // The workload probes run under the scripts' sandbox.
+    let sandbox = ready.sandbox.take().map(std::sync::Arc::new);
     problems.extend(ready.problems);
     job.say_warnings(ready.warnings);
     let grace = ready
@@ -60,11 +63,28 @@ pub fn run(cx: &Context, mounts: &[PathBuf]) -> Finished {
         .map_or(DEFAULT_GRACE, |p| p.kill_grace());
     problems.extend(check_bridge(&mut job, cx, apps.as_ref(), grace));
     problems.extend(group::check(&mut job, cx));
-    match mount_plan(cx, mounts) {
-        Ok(plan) => say_plan(&mut job, cx, &plan, !mounts.is_empty()),
-        Err(p) => problems.push(p),
+    let plan = match mount_plan(cx, mounts) {
+        Ok(plan) => {
+            say_plan(&mut job, cx, &plan, !mounts.is_empty());
+            Some(plan)
+        }
+        Err(p) => {
+            problems.push(p);
+            None
+        }
+    };
+    if let Some(apps) = apps.as_mut() {
+        let plan = plan.as_ref().filter(|_| freezes);
+        problems.extend(workloads::cover(&mut job, cx, apps, plan, sandbox.as_ref()));
     }
     problems.extend(say_pending(&mut job, cx));
+    if let Some(agent) = hook {
+        let found = agents::check(agent);
+        for n in found.notes {
+            say(n);
+        }
+        problems.extend(found.problems);
+    }
     for p in &problems {
         if !job.status.has_error(p) {
             job.problem(p);
@@ -275,6 +295,16 @@ fn say_inputs(pc: &Prechecked, indent: &str) {
         ));
     }
     for s in [&pc.pre, &pc.post].into_iter().flatten() {
+        if let (true, Some((_, engine))) = (s.workload, &pc.workload) {
+            say(format!(
+                "{indent}{}: quiesce's built-in {} method, run as {} (sha256 {})",
+                s.phase.name(),
+                engine.name(),
+                s.file.path.display(),
+                s.sha256
+            ));
+            continue;
+        }
         say(format!(
             "{indent}{}-script ok: {} (sha256 {}{}{})",
             s.phase.name(),

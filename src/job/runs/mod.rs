@@ -5,6 +5,7 @@
 pub mod audit;
 pub mod check;
 pub mod freeze;
+pub mod hook;
 pub mod prepost;
 pub mod recover;
 pub mod snapshot;

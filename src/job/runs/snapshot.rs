@@ -21,7 +21,7 @@ use crate::job::status::{say, Decision};
 use crate::job::steps::group::{self, GroupGate};
 use crate::job::steps::snapshot_command as command;
 use crate::job::steps::snapshot_window::{self as window, mount_plan, Shot, WindowRequest};
-use crate::job::steps::{applications, guarantee, phases};
+use crate::job::steps::{applications, guarantee, phases, workloads};
 use crate::trail;
 
 /// `quiesce snapshot -- CMD`: preflight → pre-scripts → window →
@@ -36,7 +36,7 @@ pub fn run(cx: &Context, req: &WindowRequest) -> Finished {
     if let Err(p) = guarantee::at_start(&mut job, &runner, cx) {
         return job.fail(&p);
     }
-    let apps = match applications::load(&mut job, cx) {
+    let mut apps = match applications::load(&mut job, cx) {
         Ok(apps) => apps,
         Err(p) => return job.fail(&p),
     };
@@ -47,6 +47,15 @@ pub fn run(cx: &Context, req: &WindowRequest) -> Finished {
         Ok(ready) => ready,
         Err(p) => return job.fail(&p),
     };
+    // A database not wholly frozen in this window runs no method (SPEC §3.2).
+    workloads::cover(
+        &mut job,
+        cx,
+        &mut apps,
+        plan.as_ref(),
+        runner.sandbox.as_ref(),
+    );
+    let settings = Settings::of_apps(&apps, |a| !a.pc.passed());
     say_precheck(&mut job, &apps, settings);
     // A consistency group's round is joined before any script runs: a
     // member that cannot join runs nothing.

@@ -294,15 +294,18 @@ impl script::Edges for Recovering {
 }
 
 /// Settles a claimed record whose post-script ran: a tombstone first when
-/// it awaited a separate `post` (a later `post` of that `pre` then runs it
-/// no second time), then the record goes.
+/// a `pre` wrote it (a later `post` of that `pre` then runs it no second
+/// time), then the record goes.
 pub fn settle(
     claim: Claim,
     rec: &PendingPost,
     by: &str,
     report: &mut Vec<(Level, String)>,
 ) -> bool {
-    if rec.awaits == pending::Awaits::PostCommand {
+    // A `pre`'s record, finished or not: a `post` may still come for that
+    // `pre` (an agent whose timeout killed it mid-script still sends one),
+    // and must find that the post-script ran.
+    if rec.awaits == pending::Awaits::PostCommand || rec.operation == "pre" {
         if let Err(e) = claim.leave_tombstone(rec, by) {
             report.push((
                 Level::Warn,

@@ -120,6 +120,9 @@ pub(super) struct ChildPlan<'a> {
     pub(super) stderr: RawFd,
     pub(super) report: RawFd,
     pub(super) join: [RawFd; 2],
+    /// The cgroup v2 directory the child is cloned into (`-1`: none); when
+    /// that worked, `join[0]` is not written.
+    pub(super) cgroup_dir: RawFd,
     /// The runner's pid: after PR_SET_PDEATHSIG the child checks it still
     /// has this parent (else the runner died before the prctl took effect).
     pub(super) runner: i32,
@@ -319,18 +322,26 @@ unsafe fn child_identity(plan: &ChildPlan<'_>) {
 /// Must be called only in the child of `fork()`, with `plan` built from
 /// data that is still alive (it is: the child has a copy of the parent's
 /// memory as of the fork).
-unsafe fn child_main(plan: &ChildPlan<'_>) -> ! {
+unsafe fn child_main(plan: &ChildPlan<'_>, in_cgroup: bool) -> ! {
     let r = plan.report;
     // 1. Signals, and death with the runner.
     // SAFETY: we are the child of fork(), as child_signals requires.
     unsafe { child_signals(plan) };
     // 2. Join the cgroup(s) first, so nothing the child becomes can start
-    // outside. Writing "0" moves the writer. Best effort: report, continue.
-    for (fd, step) in plan
+    // outside: the v2 one unless it was cloned into it, the v1 pids one by
+    // its `tasks` file (writing "0" there moves the writer's thread — the
+    // only one — without the tree-wide lock a `cgroup.procs` write takes).
+    // Best effort: report, continue.
+    let v2_done = [in_cgroup, false];
+    for ((fd, step), done) in plan
         .join
         .iter()
         .zip([ChildStep::JoinCgroupV2, ChildStep::JoinCgroupV1])
+        .zip(v2_done)
     {
+        if done {
+            continue;
+        }
         // SAFETY: write(2) on a descriptor opened before the fork, from a
         // static one-byte buffer.
         if *fd >= 0 && unsafe { libc::write(*fd, b"0".as_ptr().cast(), 1) } != 1 {
@@ -388,5 +399,6 @@ pub(super) fn fork_child(plan: &ChildPlan<'_>) -> Result<i32, SpawnError> {
     // SAFETY: the child only runs `child_main`, which keeps to
     // async-signal-safe calls on prebuilt data and never returns; `plan`
     // points into memory the child's copy of the address space still holds.
-    unsafe { sys::fork_signals_blocked(|| child_main(plan)) }.map_err(SpawnError::Fork)
+    unsafe { sys::fork_into_cgroup(Some(plan.cgroup_dir), |joined| child_main(plan, joined)) }
+        .map_err(SpawnError::Fork)
 }

@@ -39,6 +39,7 @@ pub fn spawn(spec: &SpawnSpec, output_cap: usize) -> Result<Supervised, SpawnErr
             ScriptCgroup::default(),
             cgroup::JoinFds {
                 v2: None,
+                v2_dir: None,
                 v1_pids: None,
             },
         ),
@@ -85,10 +86,11 @@ fn children_of(runner: i32) -> HashSet<(i32, u64)> {
 fn spawn_prepared(
     spec: &SpawnSpec,
     output_cap: usize,
-    join: cgroup::JoinFds,
+    mut join: cgroup::JoinFds,
     cgroup_dir: Option<&std::path::Path>,
 ) -> Result<Started, SpawnError> {
     let program = spec.program_name();
+    let v2_dir = join.v2_dir.take();
     let ChildEnds {
         devnull,
         out_r,
@@ -109,11 +111,7 @@ fn spawn_prepared(
             (program.as_ptr(), exec_fd(script), ExecMode::Interpreter)
         }
     };
-
-    let mut argv: Vec<*const libc::c_char> = spec.argv.iter().map(|a| a.as_ptr()).collect();
-    argv.push(std::ptr::null());
-    let mut envp: Vec<*const libc::c_char> = spec.env.iter().map(|e| e.as_ptr()).collect();
-    envp.push(std::ptr::null());
+    let (argv, envp) = (null_terminated(&spec.argv), null_terminated(&spec.env));
 
     let (default_action, empty_mask) = default_signal_state();
     let runner = std::process::id() as i32;
@@ -136,6 +134,7 @@ fn spawn_prepared(
             join_v2.as_ref().map_or(-1, |f| f.as_raw_fd()),
             join_v1.as_ref().map_or(-1, |f| f.as_raw_fd()),
         ],
+        cgroup_dir: v2_dir.as_ref().map_or(-1, |f| f.as_raw_fd()),
         runner,
         oom_score_adj: oom_baseline(),
         hook: spec.pre_exec.as_deref(),
@@ -151,7 +150,9 @@ fn spawn_prepared(
     let pid = fork_child(&plan)?;
     // The child's ends: closing ours lets the report pipe reach EOF and the
     // output pipes reach EOF once the tree is done writing.
-    drop((devnull, out_w, err_w, rep_w, join_v2, join_v1, exec_copy));
+    drop((
+        devnull, out_w, err_w, rep_w, join_v2, join_v1, v2_dir, exec_copy,
+    ));
 
     let (pidfd, reports) = await_exec(pid, &rep_r, started + spec.startup_timeout, || {
         SpawnError::StartupTimeout {
@@ -180,6 +181,14 @@ fn spawn_prepared(
         join_notes,
         sentinel,
     })
+}
+
+/// `strings` as the NULL-terminated pointer array `execve` takes (pointing
+/// into `strings`, which must outlive it).
+fn null_terminated(strings: &[std::ffi::CString]) -> Vec<*const libc::c_char> {
+    let mut v: Vec<*const libc::c_char> = strings.iter().map(|a| a.as_ptr()).collect();
+    v.push(std::ptr::null());
+    v
 }
 
 /// The descriptors a child is given, each at or above [`MIN_CHILD_FD`] so
