@@ -113,7 +113,7 @@ cleanup() {
     if mountpoint -q "$scratch/img" 2>/dev/null; then
         log "$prog: cannot unmount $scratch/img; left in place"
     else
-        rm -rf "$scratch"
+        if [ -n "${BENCH_KEEP:-}" ]; then log "$prog: kept $scratch (BENCH_KEEP)"; else rm -rf "$scratch"; fi
     fi
 }
 trap cleanup EXIT
@@ -453,6 +453,19 @@ figure_thaw_after_kill_ms() { thaw_samples KILL; }
 figure_stall_postgres_ratio() { stall_samples postgres; }
 figure_stall_mariadb_ratio() { stall_samples mariadb; }
 figure_stall_mariadb_extension_ratio() { stall_samples mariadb --extension; }
+# Consistency groups (SPEC §11): a three-node etcd cluster with TLS on
+# loopback ports, three members each on its own scratch mount
+# (scripts/bench/group.py; every etcd node is killed by its pid at the end).
+group_samples() {
+    local runs=$(( RUNS / 5 ))
+    [ "$runs" -ge 5 ] || runs=5
+    command -v etcd >/dev/null || { log "$prog: etcd not found (apt-get install etcd-server)"; exit 2; }
+    scratch_mounts 3
+    python3 scripts/bench/group.py "$1" --runs "$runs" --quiesce "$Q" --scratch "$scratch" -- "${MNTS[@]}"
+}
+figure_group_window_ms() { group_samples window; }
+figure_group_death_thaw_ms() { group_samples death; }
+figure_group_clean_fail_thaw_ms() { group_samples fail; }
 
 # --- registry ------------------------------------------------------------------
 # register KEY UNIT TARGET WHAT BASELINE_WHAT   (TARGET: number, met when
@@ -516,6 +529,16 @@ register stall_mariadb_ratio ms 1.2x \
 register stall_mariadb_extension_ratio ms null \
     "MariaDB, InnoDB only: the same gap with the Azure extension's SQL (FLUSH TABLES WITH READ LOCK, read_only, held by SLEEP, released from a new session) around a bare freeze" \
     "the same writer during a bare 'quiesce freeze' of the same filesystem (the floor)"
+
+register group_window_ms ms 1.3x \
+    "windowMs of one member of a three-member consistency group (two barriers in etcd inside the window)" \
+    "windowMs of one 'snapshot' alone on the same mount, same run"
+register group_death_thaw_ms ms 1100 \
+    "SIGKILL to one member in its window -> writes to the other two members' mounts complete (lease 1 s)" \
+    "the lease's TTL"
+register group_clean_fail_thaw_ms ms 50 \
+    "one member's snapshot command exits 1 -> writes to the other two members' mounts complete" \
+    "the same after an exit 0 (the round's normal end)"
 
 # --- run -----------------------------------------------------------------------
 

@@ -45,8 +45,10 @@ mkdir -p "$out" "$stage"
 # The RPM's inputs: a stripped copy of the binary (cargo-deb strips its own),
 # and the man page gzipped per policy (cargo-deb compresses its own);
 # -n: no name or timestamp in the header, so the page is reproducible.
-cp "$build/quiesce" "$stage/quiesce"
-strip --strip-unneeded "$stage/quiesce"
+for bin in quiesce quiesce-group; do
+    cp "$build/$bin" "$stage/$bin"
+    strip --strip-unneeded "$stage/$bin"
+done
 gzip -9n <packaging/quiesce.8 >"$stage/quiesce.8.gz"
 
 echo "== cargo deb"

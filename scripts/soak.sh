@@ -55,6 +55,10 @@
 #   fullstate               the pre-script fills every inode of the state
 #                           filesystem (a small ext4, -N 64): the post-script
 #                           runs exactly once, also after a `quiesce recover`
+#   group (scripts/soak/group.py, after the others; SOAK_GROUP_RUNS, default
+#                           12): three --group members against a real etcd
+#                           cluster; SIGKILL or SIGTERM to a member, a failing
+#                           pre-script or snapshot command, an etcd node killed
 #   postkill                SIGKILL to the runner 0-5 ms after it reaped its
 #                           post-script (kill-after-reap): its completion was
 #                           recorded at the reap, so the post-script runs no
@@ -80,6 +84,7 @@
 #   SOAK_SECONDS=S   time budget of the runs (default 540)
 #   SOAK_SEED=N      repeat a run order and fault timing
 #   SOAK_VERBOSE=1   one line per run
+#   SOAK_GROUP_RUNS=N  runs of the group faults (default 12; 0: none; needs etcd)
 #
 # Run as root from anywhere in the repo. It freezes ONLY the four scratch
 # filesystems it creates (sparse images loop-mounted in a root-owned 0700
@@ -226,6 +231,17 @@ wait "$DRIVER"
 status=$?
 DRIVER=
 set -e
+
+# Group faults (SPEC §11, scripts/soak/group.py): three members, each on one
+# of the first three scratch mounts, against a real three-node etcd cluster
+# with TLS; SOAK_GROUP_RUNS=0 skips them.
+GROUP_RUNS=${SOAK_GROUP_RUNS:-12}
+if [ "$GROUP_RUNS" -gt 0 ] && command -v etcd >/dev/null; then
+    python3 scripts/soak/group.py --bin "$BIN" --scratch "$D" --runs "$GROUP_RUNS" \
+        ${SOAK_SEED:+--seed "$SOAK_SEED"} -- "${FREEZE_MNTS[@]:0:3}" || status=1
+elif [ "$GROUP_RUNS" -gt 0 ]; then
+    echo "$prog: etcd is not installed (apt-get install etcd-server): group faults skipped" >&2
+fi
 
 # Whatever a dead run may have recorded: thaw it (must have nothing to do).
 "$BIN" --config "$D/etc/config.json" --host-config /nonexistent \

@@ -32,7 +32,11 @@ fi
 # python3-grpcio, python3-grpc-tools, python3-protobuf, iproute2: tests/gce_agent.rs
 # runs Google's guest agent (unpacked below, never installed) in a private
 # network namespace against a gRPC stand-in for Google's snapshot service.
-packages=(e2fsprogs xfsprogs btrfs-progs util-linux procps rsyslog systemd python3 psmisc strace
+# etcd-server, etcd-client: tests/groups.rs runs a three-node etcd cluster
+# on loopback ports, with TLS and client certificates made by openssl;
+# iproute2 (below) also puts a group member in a network namespace of its
+# own, cut off.
+packages=(etcd-server etcd-client e2fsprogs xfsprogs btrfs-progs util-linux procps rsyslog systemd python3 psmisc strace
           lintian rpm man-db groff-base binutils gzip
           rsyslog-gnutls openssl libcap2 libglib2.0-0 libivykis0 libjson-c5 libnet1
           libpcre3 libssl3 libsystemd0 libwrap0 qemu-guest-agent

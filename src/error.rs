@@ -42,11 +42,15 @@ pub enum ErrorCode {
     NoHeldFreeze,
     HeldFreezeExpired,
     AgentHookMissing,
+    IncorrectGroupFile,
+    GroupUnreachable,
+    GroupRoundClosed,
+    GroupAborted,
 }
 
 impl ErrorCode {
     /// Every row, in table order (used by docs and tests).
-    pub const ALL: [ErrorCode; 30] = [
+    pub const ALL: [ErrorCode; 34] = [
         ErrorCode::PreScriptExecutionFailed,
         ErrorCode::PostScriptExecutionFailed,
         ErrorCode::PreScriptNotFound,
@@ -77,6 +81,10 @@ impl ErrorCode {
         ErrorCode::NoHeldFreeze,
         ErrorCode::HeldFreezeExpired,
         ErrorCode::AgentHookMissing,
+        ErrorCode::IncorrectGroupFile,
+        ErrorCode::GroupUnreachable,
+        ErrorCode::GroupRoundClosed,
+        ErrorCode::GroupAborted,
     ];
 
     /// The public name, exactly as the product document spells it.
@@ -113,6 +121,10 @@ impl ErrorCode {
             NoHeldFreeze => "NoHeldFreeze",
             HeldFreezeExpired => "HeldFreezeExpired",
             AgentHookMissing => "AgentHookMissing",
+            IncorrectGroupFile => "IncorrectGroupFile",
+            GroupUnreachable => "GroupUnreachable",
+            GroupRoundClosed => "GroupRoundClosed",
+            GroupAborted => "GroupAborted",
         }
     }
 
@@ -149,7 +161,11 @@ impl ErrorCode {
             | FreezeAlreadyHeld
             | NoHeldFreeze
             | HeldFreezeExpired
-            | AgentHookMissing => return None,
+            | AgentHookMissing
+            | IncorrectGroupFile
+            | GroupUnreachable
+            | GroupRoundClosed
+            | GroupAborted => return None,
         })
     }
 
@@ -214,6 +230,18 @@ impl ErrorCode {
             AgentHookMissing => {
                 "the guest agent that drives the snapshot is missing or not set up to call quiesce, so no script runs around its freeze"
             }
+            IncorrectGroupFile => {
+                "the consistency group's file (or a TLS file it names) is missing, insecure or malformed, so the group's round cannot be joined"
+            }
+            GroupUnreachable => {
+                "no etcd endpoint of the consistency group answered, so the round could not be joined and nothing was frozen"
+            }
+            GroupRoundClosed => {
+                "the group's round had already begun its barriers (or this member was already in it), so this run did not join"
+            }
+            GroupAborted => {
+                "the consistency group's round aborted (a member failed, timed out, never joined or lost its lease), so no member's snapshot is a consistent group snapshot"
+            }
         }
     }
 
@@ -274,6 +302,18 @@ impl ErrorCode {
             }
             AgentHookMissing => {
                 "install the agent and quiesce's wrapper for it as the message says (README: every agent's hook)"
+            }
+            IncorrectGroupFile => {
+                "fix the group file the message names (root-owned, 600, the SPEC §11 keys) or the TLS file it names (the key 600, root's)"
+            }
+            GroupUnreachable => {
+                "check the group's endpoints, its TLS files and the network path to etcd (`quiesce check --group NAME`)"
+            }
+            GroupRoundClosed => {
+                "start every member at about the same time, within joinSeconds; run this member again for the next round"
+            }
+            GroupAborted => {
+                "see group.abort in the status: the member, the barrier and the reason; fix that member and take the group's snapshot again"
             }
         }
     }

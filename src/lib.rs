@@ -65,6 +65,7 @@ pub mod config;
 pub mod error;
 pub mod fault;
 pub mod freeze;
+pub mod group;
 pub mod integrity;
 pub mod job;
 pub mod replace;

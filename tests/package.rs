@@ -36,6 +36,8 @@ const OWN_CONFIG: &str = "/etc/quiesce/VMSnapshotScriptPluginConfig.json";
 /// Every file both packages install, with its mode (owner root:root).
 const FILES: &[(&str, u32)] = &[
     ("/usr/sbin/quiesce", 0o755),
+    // The consistency-group helper (SPEC §11), started beside quiesce.
+    ("/usr/sbin/quiesce-group", 0o755),
     ("/usr/lib/systemd/system/quiesce-recover.service", 0o644),
     ("/usr/share/man/man8/quiesce.8.gz", 0o644),
     ("/etc/quiesce/policy.json", 0o644),
@@ -1492,6 +1494,7 @@ fn the_benchmarks_keep_their_state_in_their_scratch_directory() {
         ("scripts/bench/freeze.py", "def isolated(run_dir)"),
         ("scripts/bench/presync.py", "def isolated(run_dir)"),
         ("scripts/bench/stall.py", "def isolated(args, command)"),
+        ("scripts/bench/group.py", "def isolated(q, d, mount, cmd"),
     ] {
         let text = fs::read_to_string(repo().join(file)).unwrap();
         let body = text

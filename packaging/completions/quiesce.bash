@@ -28,7 +28,8 @@ _quiesce() {
     local commands="check pre post freeze snapshot thaw recover audit hook help"
     local global_opts="--config --apps-dir --host-config --extension-config --bridge --json -v --verbose --run-dir
         --state-dir --post-due --vmbackup-conf --policy --no-sandbox --syslog-socket --syslog-facility
-        --trail --journal-socket --metrics-dir --workload-conf --takeover-dir -h --help"
+        --trail --journal-socket --metrics-dir --workload-conf --takeover-dir
+        --group --groups-dir --group-member --group-join -h --help"
 
     # Options that take a value: complete the value, not another option.
     case $prev in
@@ -37,7 +38,7 @@ _quiesce() {
             _quiesce_files
             return
             ;;
-        --run-dir | --mount | --state-dir | --metrics-dir | --apps-dir | --takeover-dir)
+        --run-dir | --mount | --state-dir | --metrics-dir | --apps-dir | --takeover-dir | --groups-dir)
             _quiesce_files -d
             return
             ;;
@@ -50,7 +51,7 @@ _quiesce() {
             COMPREPLY=($(compgen -W "auto journal syslog both" -- "$cur"))
             return
             ;;
-        --max-freeze | --post-due)
+        --max-freeze | --post-due | --group | --group-member | --group-join)
             return
             ;;
         --hook)
@@ -66,7 +67,8 @@ _quiesce() {
             --config | --host-config | --extension-config | --vmbackup-conf | --policy | \
                 --syslog-socket | --run-dir | --mount | --syslog-facility | \
                 --trail | --journal-socket | --state-dir | --metrics-dir | \
-                --apps-dir | --max-freeze | --post-due | --workload-conf | --hook | --takeover-dir)
+                --apps-dir | --max-freeze | --post-due | --workload-conf | --hook | --takeover-dir | \
+                --group | --groups-dir | --group-member | --group-join)
                 ((i++))
                 ;;
             --)

@@ -18,9 +18,9 @@ pub mod workload;
 pub mod workload_conf;
 
 pub use extension::{
-    closest_key, parse, Config, ConfigError, Loaded, NearMiss, ScriptConfig, BRIDGE_CONFIG_PATH,
-    DEFAULT_APPS_DIR, DEFAULT_CONFIG_PATH, DEFAULT_POLL_SECS, DEFAULT_TIMEOUT_SECS, KNOWN_KEYS,
-    MAX_CONFIG_BYTES, MAX_TIMEOUT_SECS,
+    closest_key, edit_distance, parse, Config, ConfigError, Loaded, NearMiss, ScriptConfig,
+    BRIDGE_CONFIG_PATH, DEFAULT_APPS_DIR, DEFAULT_CONFIG_PATH, DEFAULT_POLL_SECS,
+    DEFAULT_TIMEOUT_SECS, KNOWN_KEYS, MAX_CONFIG_BYTES, MAX_TIMEOUT_SECS,
 };
 pub use pluginhost::{
     parse_host_config, HostConfig, HostConfigError, HostPlugin, DEFAULT_HOST_CONFIG_PATH,

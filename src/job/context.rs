@@ -20,6 +20,7 @@ use super::pending::{self, PendingOptions};
 use super::takeover::{Rules, Takeover};
 use crate::config::{DEFAULT_APPS_DIR, DEFAULT_CONFIG_PATH, DEFAULT_HOST_CONFIG_PATH};
 use crate::freeze::{mounts, state};
+use crate::group::settings::DEFAULT_GROUPS_DIR;
 use crate::trail::{self, Facility, TrailConfig, TrailMode};
 
 /// The options every command shares (SPEC §2), as the command line gives
@@ -111,6 +112,20 @@ pub struct Options {
     /// ignore rules (VMware's under `hook vmware`, else qemu's).
     #[arg(long, global = true, value_name = "DIR")]
     pub takeover_dir: Option<PathBuf>,
+    /// Consistency group (SPEC §11): snapshot joins the group's round in
+    /// etcd and freezes with every other member; check reports the group.
+    #[arg(long, global = true, value_name = "NAME")]
+    pub group: Option<String>,
+    /// Where the group files are: DIR/NAME.json (root's, 600).
+    #[arg(long, global = true, value_name = "DIR", default_value = DEFAULT_GROUPS_DIR)]
+    pub groups_dir: PathBuf,
+    /// This member's name in the group [default: the host name].
+    #[arg(long, global = true, value_name = "NAME")]
+    pub group_member: Option<String>,
+    /// How long to wait for every member to join [default: the group
+    /// file's joinSeconds].
+    #[arg(long, global = true, value_name = "SECS", value_parser = clap::value_parser!(u64).range(1..=3600))]
+    pub group_join: Option<u64>,
 }
 
 fn parse_trail(s: &str) -> Result<TrailMode, String> {
@@ -168,6 +183,16 @@ impl Options {
         if let Some(t) = &self.takeover_dir {
             pair("--takeover-dir", t.into());
         }
+        if let Some(g) = &self.group {
+            pair("--group", g.into());
+        }
+        pair("--groups-dir", self.groups_dir.clone().into());
+        if let Some(m) = &self.group_member {
+            pair("--group-member", m.into());
+        }
+        if let Some(j) = self.group_join {
+            pair("--group-join", j.to_string().into());
+        }
         let flags = [
             (self.bridge, "--bridge"),
             (self.verbose, "--verbose"),
@@ -193,6 +218,7 @@ impl Options {
             policy: self.policy.map(abs),
             metrics_dir: self.metrics_dir.map(abs),
             takeover_dir: self.takeover_dir.map(abs),
+            groups_dir: abs(self.groups_dir),
             ..self
         }
     }
@@ -301,6 +327,10 @@ mod tests {
             journal_socket: "/x/journal".into(),
             metrics_dir: Some("/x/metrics".into()),
             takeover_dir: Some("/x/fsfreeze-hook.d".into()),
+            group: Some("pg".into()),
+            groups_dir: "/x/groups.d".into(),
+            group_member: Some("db1".into()),
+            group_join: Some(12),
         };
         assert_ne!(o.trail, Options::default().trail);
         assert_ne!(o.syslog_facility, Options::default().syslog_facility);

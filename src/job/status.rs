@@ -341,6 +341,10 @@ pub struct Status {
     /// around the agent's freeze or for its held freeze (SPEC §10).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub hook: Option<HookStatus>,
+    /// `snapshot --group`, `check --group`: the consistency group's round
+    /// (SPEC §11): members, barriers, the abort, the proof.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub group: Option<crate::group::report::GroupReport>,
     /// The signal that stopped the runner, if one did (exit 128+N).
     #[serde(skip)]
     pub signal: Option<i32>,
@@ -420,6 +424,7 @@ impl Status {
             recovered: Vec::new(),
             pending: None,
             hook: None,
+            group: None,
             signal: None,
             internal_error: false,
         }

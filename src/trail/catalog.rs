@@ -49,6 +49,12 @@ fn subject(kind: Record) -> &'static str {
         Record::EmergencyThaw => "quiesce thaw: @QUIESCE_MOUNT@",
         Record::TrailOverflow => "audit records were dropped while the trail was held",
         Record::Log => "quiesce log message",
+        Record::GroupJoin => "joined round @QUIESCE_ROUND@ of consistency group @QUIESCE_GROUP@",
+        Record::GroupBarrier => "group @QUIESCE_GROUP@: every member passed @QUIESCE_STAGE@",
+        Record::GroupAbort => {
+            "group @QUIESCE_GROUP@ aborted at @QUIESCE_STAGE@ by @QUIESCE_MEMBER@"
+        }
+        Record::GroupProof => "group @QUIESCE_GROUP@: common instant @QUIESCE_HOLDS@",
         Record::RunEnd => "quiesce @QUIESCE_PHASE@ finished: @QUIESCE_RESULT@",
     }
 }
@@ -81,6 +87,10 @@ fn body(kind: Record) -> &'static str {
         Record::EmergencyThaw => "quiesce thaw thawed (or failed to thaw) a mount recorded as frozen by a dead runner, or named with --mount.",
         Record::TrailOverflow => "More records were produced while filesystems were frozen than the hold queue keeps; the excess was dropped and counted. The status document and the metric quiesce_last_run_trail_records_dropped say how many.",
         Record::Log => "A warning or error from quiesce or one of its libraries that is not one of the audit events; QUIESCE_TARGET names where it came from.",
+        Record::GroupJoin => "This member joined the open round of its consistency group (SPEC §11) in one etcd transaction; QUIESCE_REVISION is the etcd revision of its joined key, written under its own lease. The barriers follow: every member joined, pre-scripts done, frozen, snapshot commands done.",
+        Record::GroupBarrier => "Every member of the round reached the barrier QUIESCE_STAGE (joined, pre, frozen or snapshot). QUIESCE_REVISION is this member's own key, QUIESCE_PASSEDREVISION the etcd revision at which every member's key was seen. Records of the frozen and snapshot barriers are sent after the thaw.",
+        Record::GroupAbort => "The round aborted: QUIESCE_MEMBER failed, timed out, never joined or lost its lease at QUIESCE_STAGE (QUIESCE_REASON). Every member thaws and runs its post-scripts at once; no member reports a consistent group snapshot. Fix the member named and take the group's snapshot again.",
+        Record::GroupProof => "After the thaw, the round's keys read once more: the common instant holds when every member's frozen key (QUIESCE_LASTFROZEN, the latest) is older than the first thaw key (QUIESCE_FIRSTTHAW) in etcd's single revision order; clocks are not trusted. A round where it does not hold is never reported as a consistent group.",
         Record::RunEnd => "The run ended. QUIESCE_RESULT is success, degraded or failure, QUIESCE_CONSISTENCY the consistency of the snapshot, and QUIESCE_ERRORS every error name with its code, in pre-check order. The same result is kept in /var/lib/quiesce/last-<operation>.json and in the Prometheus textfile quiesce.prom.",
     }
 }
@@ -120,6 +130,8 @@ fn errors(kind: Record) -> &'static [ErrorCode] {
         Record::Window => &[FsFreezeTimeout],
         Record::SnapshotExit => &[SnapshotCommandFailed, FsFreezeTimeout],
         Record::EmergencyThaw | Record::Recovery => &[FsFreezeFailed],
+        Record::GroupJoin => &[IncorrectGroupFile, GroupUnreachable, GroupRoundClosed],
+        Record::GroupAbort | Record::GroupProof => &[GroupAborted],
         Record::RunEnd => &ErrorCode::ALL,
         _ => &[],
     }

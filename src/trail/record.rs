@@ -63,13 +63,21 @@ pub enum Record {
     TrailOverflow,
     /// A warning or error from a library, through the `log` facade.
     Log,
+    /// A consistency group's round was joined: group, round, member, revision.
+    GroupJoin,
+    /// A barrier of the round was passed: stage, round, own and passing revisions.
+    GroupBarrier,
+    /// The round aborted: who gave up, at which barrier, why.
+    GroupAbort,
+    /// The proof of the common instant, after the thaw: last frozen and first thaw revisions.
+    GroupProof,
     /// A run ended: result, consistency, every error name and code.
     RunEnd,
 }
 
 impl Record {
     /// Every kind, in the order of a run.
-    pub const ALL: [Record; 26] = [
+    pub const ALL: [Record; 30] = [
         Record::RunStart,
         Record::Check,
         Record::CheckWarning,
@@ -95,6 +103,10 @@ impl Record {
         Record::EmergencyThaw,
         Record::TrailOverflow,
         Record::Log,
+        Record::GroupJoin,
+        Record::GroupBarrier,
+        Record::GroupAbort,
+        Record::GroupProof,
         Record::RunEnd,
     ];
 
@@ -126,6 +138,10 @@ impl Record {
             Record::EmergencyThaw => "emergency-thaw",
             Record::TrailOverflow => "trail-overflow",
             Record::Log => "log",
+            Record::GroupJoin => "group-join",
+            Record::GroupBarrier => "group-barrier",
+            Record::GroupAbort => "group-abort",
+            Record::GroupProof => "group-proof",
             Record::RunEnd => "run-end",
         }
     }
@@ -161,6 +177,10 @@ impl Record {
             Record::EmergencyThaw => "713041947e3242d8b96373982fe9652b",
             Record::TrailOverflow => "7fcf75ac9a6845cf85f9f75e4cb406c2",
             Record::Log => "0b7d4b3109854c92ac1bed3e0491eea6",
+            Record::GroupJoin => "5251ec0f3e02a8584c2743716806d7c4",
+            Record::GroupBarrier => "f3ce18b18145a2c69ead615f4ed4bdef",
+            Record::GroupAbort => "1e39834e1f3afaf6393511f09f038fc9",
+            Record::GroupProof => "480f5e346bc6070225cc5633451fcb88",
             Record::RunEnd => "2d6da6a7f7e3445dbb85bb27e8e3b27a",
         }
     }

@@ -3,6 +3,7 @@
 //! sample configs and scripts, and a runner for the real binary.
 #![allow(dead_code)]
 
+pub mod etcd;
 pub mod fanotify;
 pub mod journald;
 pub mod rsyslog;

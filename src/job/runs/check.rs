@@ -16,7 +16,7 @@ use crate::job::preflight::{self, CheckedScript, Prechecked, Readiness};
 use crate::job::run::{Finished, Job};
 use crate::job::status::{say, CheckedScriptStatus, Decision, PendingRecordStatus, PendingStatus};
 use crate::job::steps::snapshot_window::mount_plan;
-use crate::job::steps::{applications, workloads};
+use crate::job::steps::{applications, group, workloads};
 use crate::supervise::DEFAULT_GRACE;
 
 /// The check run.
@@ -62,6 +62,7 @@ pub fn run(cx: &Context, mounts: &[PathBuf], hook: Option<Agent>) -> Finished {
         .as_ref()
         .map_or(DEFAULT_GRACE, |p| p.kill_grace());
     problems.extend(check_bridge(&mut job, cx, apps.as_ref(), grace));
+    problems.extend(group::check(&mut job, cx));
     let plan = match mount_plan(cx, mounts) {
         Ok(plan) => {
             say_plan(&mut job, cx, &plan, !mounts.is_empty());

@@ -5,6 +5,7 @@ use crate::job::context::Context;
 use crate::job::decide::{self, Facts, Settings};
 use crate::job::run::{Finished, Job};
 use crate::job::status::{say, Decision};
+use crate::job::steps::group::{self, GroupGate};
 use crate::job::steps::guarantee;
 use crate::job::steps::snapshot_command as command;
 use crate::job::steps::snapshot_window::{self as window, WindowRequest};
@@ -39,8 +40,25 @@ pub fn run(cx: &Context, req: &WindowRequest) -> Finished {
         (_, Some(Err(p))) => return job.fail(&p),
         _ => None,
     };
-    let run = command::take_snapshot(&runner, ready, &req.cmd, req.max_freeze, settings);
+    // A consistency group (SPEC §11): the round joined, and the pre-scripts'
+    // barrier passed at once (a freeze runs none); nobody freezes unless
+    // every member got there.
+    let mut round = match group::join(&mut job, cx) {
+        Ok(round) => round,
+        Err(p) => {
+            ready.into_iter().for_each(|(_, s)| command::dismiss(s));
+            return job.fail(&p);
+        }
+    };
+    if !group::pres_done(&mut job, round.as_mut(), true) {
+        ready.into_iter().for_each(|(_, s)| command::dismiss(s));
+        group::finish(&mut job, round, false);
+        return job.conclude(Decision::Refused);
+    }
+    let gate = round.as_mut().map(GroupGate::new);
+    let run = command::take_snapshot(&runner, ready, &req.cmd, req.max_freeze, settings, gate);
     let shot = window::file_window(&mut job, run);
+    group::finish(&mut job, round, shot.froze);
     if let Some(sig) = job.status.signal {
         say(format!("stopped by signal {sig} after thawing"));
     }

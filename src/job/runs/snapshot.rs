@@ -18,6 +18,7 @@ use crate::job::run::{Finished, Job};
 use crate::job::runner::Runner;
 use crate::job::script::RunContext;
 use crate::job::status::{say, Decision};
+use crate::job::steps::group::{self, GroupGate};
 use crate::job::steps::snapshot_command as command;
 use crate::job::steps::snapshot_window::{self as window, mount_plan, Shot, WindowRequest};
 use crate::job::steps::{applications, guarantee, phases, workloads};
@@ -56,6 +57,12 @@ pub fn run(cx: &Context, req: &WindowRequest) -> Finished {
     );
     let settings = Settings::of_apps(&apps, |a| !a.pc.passed());
     say_precheck(&mut job, &apps, settings);
+    // A consistency group's round is joined before any script runs: a
+    // member that cannot join runs nothing.
+    let mut round = match group::join(&mut job, cx) {
+        Ok(round) => round,
+        Err(p) => return job.fail(&p),
+    };
     let ctx = runner.context();
     let started = if decide::scripts_may_run(&apps) {
         phases::pres(&mut job, cx, &ctx, &apps)
@@ -65,7 +72,8 @@ pub fn run(cx: &Context, req: &WindowRequest) -> Finished {
     // An application failed when its pre-check or its pre-script did.
     let settings = Settings::of_apps(&apps, |a| failed(&job, a));
     let pres_ok = apps.list.iter().all(|a| started_ok(&job, a));
-    let next = if job.status.signal.is_some() {
+    let together = group::pres_done(&mut job, round.as_mut(), apps.passed() && pres_ok);
+    let next = if job.status.signal.is_some() || !together {
         decide::after_signal()
     } else {
         decide::after_pre(settings, apps.passed(), pres_ok)
@@ -79,12 +87,12 @@ pub fn run(cx: &Context, req: &WindowRequest) -> Finished {
     let shot = window_step(
         &mut job,
         &runner,
-        everyone,
-        next,
-        plan.as_ref(),
-        standby,
+        (everyone, next),
+        (plan.as_ref(), standby),
         req,
+        round.as_mut().map(GroupGate::new),
     );
+    group::finish(&mut job, round, shot.froze);
     let post_failed = post(&mut job, &runner, &ctx, &apps, &started);
     let settings = Settings::of_apps(&apps, |a| failed(&job, a));
     let facts = Facts {
@@ -146,16 +154,22 @@ fn say_precheck(job: &mut Job, apps: &Apps, settings: Settings) {
     }
 }
 
+/// The plan and the window's standby, as the start of the run made them.
+type Prepared<'p> = (
+    Option<&'p MountPlan>,
+    Option<Result<WindowStandby, Problem>>,
+);
+
 /// Freeze and snapshot, as `next` says. Mounts that cannot be opened are a
-/// failed freeze (§5 row 4).
+/// failed freeze (§5 row 4). With `group`, the window's barriers are the
+/// group's too.
 fn window_step(
     job: &mut Job,
     runner: &Runner,
-    settings: Settings,
-    next: Next,
-    plan: Option<&MountPlan>,
-    standby: Option<Result<WindowStandby, Problem>>,
+    (settings, next): (Settings, Next),
+    (plan, standby): Prepared<'_>,
     req: &WindowRequest,
+    group: Option<GroupGate<'_>>,
 ) -> Shot {
     let freeze = next.snapshot && next.freeze;
     let (ready, failed) = match (plan.filter(|_| freeze), standby) {
@@ -188,7 +202,7 @@ fn window_step(
     // guard and the window's Drop closed it while unwinding. The run then
     // exits 70.
     let taken = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-        command::take_snapshot(runner, ready, &req.cmd, req.max_freeze, settings)
+        command::take_snapshot(runner, ready, &req.cmd, req.max_freeze, settings, group)
     }));
     let run = taken.unwrap_or_else(|_| {
         trail::release();

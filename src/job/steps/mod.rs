@@ -2,6 +2,7 @@
 
 pub mod agent_deadline;
 pub mod applications;
+pub mod group;
 pub mod guarantee;
 pub mod held;
 pub mod lock;

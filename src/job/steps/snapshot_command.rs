@@ -23,6 +23,7 @@ use crate::freeze::window::{
 use crate::job::decide::Settings;
 use crate::job::runner::Runner;
 use crate::job::status::{self as report, SnapshotStatus};
+use crate::job::steps::group::GroupGate;
 use crate::sandbox::guards;
 use crate::supervise::{self, Exec, SpawnSpec, WaitOutcome};
 use crate::trail::{self, Record};
@@ -113,6 +114,35 @@ struct KernelWindow<'r> {
     child: Option<supervise::Supervised>,
     status: SnapshotStatus,
     warnings: Vec<String>,
+    /// The consistency group's barriers, with `--group`.
+    group: Option<GroupGate<'r>>,
+    /// The command exited with status 0.
+    command_ok: bool,
+}
+
+/// How long the command is waited for before the group is looked at.
+const GROUP_SLICE: Duration = Duration::from_millis(10);
+
+impl KernelWindow<'_> {
+    /// The command's end as the window records it: the watchdog's health,
+    /// the command's process group forgotten.
+    fn command_end(&mut self, end: CommandEnd) -> CommandEnd {
+        if let Some(w) = &self.window {
+            if !w.watchdog_alive() {
+                self.warnings.push("the watchdog died during the freeze window; only the runner's own deadline guarded it".into());
+            }
+            w.shared().set_snapshot_pgid(0);
+        }
+        end
+    }
+
+    /// The window's deadline: no barrier inside the window waits past it.
+    fn deadline(&self) -> Instant {
+        self.window
+            .as_ref()
+            .and_then(|w| w.deadline())
+            .unwrap_or_else(|| Instant::now() + self.max_freeze)
+    }
 }
 
 impl WindowSteps for KernelWindow<'_> {
@@ -205,23 +235,39 @@ impl WindowSteps for KernelWindow<'_> {
                 "snapshot command still running",
             );
         };
-        let end = child.wait(
-            deadline,
-            Duration::from_secs(1),
-            Some(self.runner.signals.fd()),
-            &mut tick,
-        );
-        if let Some(w) = &self.window {
-            if !w.watchdog_alive() {
-                self.warnings.push("the watchdog died during the freeze window; only the runner's own deadline guarded it".into());
+        let signals = Some(self.runner.signals.fd());
+        let end = match self.group.as_mut() {
+            None => child.wait(deadline, Duration::from_secs(1), signals, &mut tick),
+            Some(gate) => {
+                // In slices, so that the round's abort is seen at once.
+                gate.watch(deadline);
+                let end = loop {
+                    let slice = (Instant::now() + GROUP_SLICE).min(deadline);
+                    match child.wait(slice, Duration::from_secs(1), signals, &mut tick) {
+                        WaitOutcome::DeadlinePassed if Instant::now() < deadline => {
+                            if gate.aborted() {
+                                break None;
+                            }
+                        }
+                        end => break Some(end),
+                    }
+                };
+                gate.unwatch(deadline);
+                match end {
+                    Some(end) => end,
+                    None => return self.command_end(CommandEnd::GroupAborted),
+                }
             }
-            w.shared().set_snapshot_pgid(0);
-        }
-        match end {
-            WaitOutcome::Exited(_) => CommandEnd::Exited,
+        };
+        let end = match end {
+            WaitOutcome::Exited(st) => {
+                self.command_ok = st.success();
+                CommandEnd::Exited
+            }
             WaitOutcome::DeadlinePassed => CommandEnd::DeadlinePassed,
             WaitOutcome::Interrupted => CommandEnd::Interrupted,
-        }
+        };
+        self.command_end(end)
     }
 
     fn kill_command(&mut self) {
@@ -240,6 +286,19 @@ impl WindowSteps for KernelWindow<'_> {
 
     fn signal(&self) -> Option<i32> {
         signals::pending()
+    }
+
+    fn group_frozen(&mut self, ok: bool) -> Option<Result<(), Problem>> {
+        let deadline = self.deadline();
+        let gate = self.group.as_mut()?;
+        Some(gate.all_frozen(ok, deadline))
+    }
+
+    fn group_done(&mut self, end: CommandEnd) -> Option<Result<(), Problem>> {
+        let deadline = self.deadline();
+        let ok = end == CommandEnd::Exited && self.command_ok;
+        let gate = self.group.as_mut()?;
+        Some(gate.all_done(ok, deadline))
     }
 }
 
@@ -293,6 +352,7 @@ pub fn take_snapshot(
     cmd: &[String],
     max_freeze: Duration,
     settings: Settings,
+    group: Option<GroupGate<'_>>,
 ) -> SnapshotRun {
     let mut run = SnapshotRun::default();
     let spec = match resolve_program(&cmd[0])
@@ -328,6 +388,8 @@ pub fn take_snapshot(
             ..Default::default()
         },
         warnings: Vec::new(),
+        group,
+        command_ok: false,
     };
     let started = Instant::now();
     let carried = carry_out(&mut k, settings, max_freeze, prepared);
@@ -352,6 +414,8 @@ pub fn take_snapshot(
     } else if carried.start_failed {
         run.snapshot = Some(k.status);
     }
+    // A round that aborted: no member's snapshot is a group snapshot.
+    run.snapshot_ok &= !carried.group_failed;
     run
 }
 

@@ -18,6 +18,8 @@ pub enum CommandEnd {
     DeadlinePassed,
     /// A signal reached the runner.
     Interrupted,
+    /// The consistency group's round aborted while the command ran.
+    GroupAborted,
 }
 
 /// The steps of a window, behind a trait so that their order — above all
@@ -39,6 +41,18 @@ pub trait WindowSteps {
     fn kill_command(&mut self);
     /// The signal the runner got, if any.
     fn signal(&self) -> Option<i32>;
+    /// In a consistency group (SPEC §11), the barrier after the freeze:
+    /// this member froze (`ok`) or failed to; every member frozen, or the
+    /// round aborted. `None`: no group.
+    fn group_frozen(&mut self, _ok: bool) -> Option<Result<(), Problem>> {
+        None
+    }
+    /// In a consistency group, the barrier after the snapshot command:
+    /// every member's command done (then this member's thaw is recorded),
+    /// or the round aborted. `None`: no group.
+    fn group_done(&mut self, _end: CommandEnd) -> Option<Result<(), Problem>> {
+        None
+    }
 }
 
 /// What carrying a window out came to.
@@ -54,6 +68,9 @@ pub struct Carried {
     pub start_failed: bool,
     pub problems: Vec<Problem>,
     pub interrupted: Option<i32>,
+    /// The consistency group's round aborted inside the window: whatever
+    /// the command did, the snapshot does not count.
+    pub group_failed: bool,
 }
 
 /// Carries a window out: freeze, run the command, thaw, kill — thaw always
@@ -75,6 +92,15 @@ pub fn carry_out(
             Err(p) => c.problems.push(p),
         }
     }
+    // A group freezes together or not at all: no snapshot without the
+    // freeze, nor after another member failed.
+    if let Some(Err(p)) = steps.group_frozen(c.froze && c.problems.is_empty()) {
+        c.problems.push(p);
+        c.group_failed = true;
+        steps.close();
+        c.interrupted = steps.signal();
+        return c;
+    }
     if !c.problems.is_empty() {
         steps.close();
         if !decide::snapshot_after_freeze_failure(settings, steps.signal().is_some()) {
@@ -92,8 +118,9 @@ pub fn carry_out(
         return c;
     }
     c.ran = true;
-    match steps.wait_command() {
-        CommandEnd::Exited => {}
+    let end = steps.wait_command();
+    match end {
+        CommandEnd::Exited => group_done(steps, &mut c, end),
         CommandEnd::DeadlinePassed => {
             steps.thaw();
             c.problems.push(Problem::new(
@@ -104,11 +131,19 @@ pub fn carry_out(
                 ),
             ));
             c.killed = true;
+            group_done(steps, &mut c, end);
         }
         CommandEnd::Interrupted => {
             steps.thaw();
             c.interrupted = steps.signal().or(Some(libc::SIGTERM));
             c.killed = true;
+            group_done(steps, &mut c, end);
+        }
+        CommandEnd::GroupAborted => {
+            // Another member failed: thaw now, then end the command.
+            steps.thaw();
+            c.killed = true;
+            group_done(steps, &mut c, end);
         }
     }
     if c.killed {
@@ -117,6 +152,18 @@ pub fn carry_out(
     steps.close();
     c
 }
+/// The group's barrier after the command (after the thaw when the command
+/// did not end by itself: the others are told, the thaw never waits).
+fn group_done(steps: &mut impl WindowSteps, c: &mut Carried, end: CommandEnd) {
+    if let Some(Err(p)) = steps.group_done(end) {
+        c.problems.push(p);
+        c.group_failed = true;
+        // A signal that ended the wait at the barrier is the run's end
+        // (128+N), as anywhere else in the window.
+        c.interrupted = c.interrupted.or(steps.signal());
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -130,6 +177,8 @@ mod tests {
         start_fails: bool,
         end: Option<CommandEnd>,
         signal: Option<i32>,
+        /// In a group: the round aborts at this barrier ("frozen", "done").
+        group: Option<&'static str>,
     }
 
     impl WindowSteps for Steps {
@@ -168,6 +217,24 @@ mod tests {
         fn signal(&self) -> Option<i32> {
             self.signal
         }
+        fn group_frozen(&mut self, ok: bool) -> Option<Result<(), Problem>> {
+            let g = self.group?;
+            self.calls.push("all-frozen");
+            Some(if ok && g != "frozen" {
+                Ok(())
+            } else {
+                Err(Problem::new(ErrorCode::GroupAborted, "m1 failed"))
+            })
+        }
+        fn group_done(&mut self, end: CommandEnd) -> Option<Result<(), Problem>> {
+            let g = self.group?;
+            self.calls.push("all-done");
+            Some(if end == CommandEnd::Exited && g != "done" {
+                Ok(())
+            } else {
+                Err(Problem::new(ErrorCode::GroupAborted, "m1 failed"))
+            })
+        }
     }
 
     const CONT: Settings = Settings {
@@ -189,6 +256,65 @@ mod tests {
         let c = carry_out(&mut s, CONT, SECS, None);
         assert_eq!(s.calls, ["freeze", "start", "wait", "close"]);
         assert!(c.froze && c.ran && !c.killed && c.problems.is_empty());
+    }
+
+    /// A group (SPEC §11): the barriers in the window, the thaw after the
+    /// last; a member that failed elsewhere thaws this one before its
+    /// command is killed, and nothing runs after an abort at "frozen".
+    #[test]
+    fn in_a_group_the_barriers_come_before_the_command_and_the_thaw() {
+        let mut s = Steps {
+            group: Some("none"),
+            ..windowed()
+        };
+        let c = carry_out(&mut s, CONT, SECS, None);
+        assert_eq!(
+            s.calls,
+            ["freeze", "all-frozen", "start", "wait", "all-done", "close"]
+        );
+        assert!(c.froze && !c.group_failed);
+
+        let mut s = Steps {
+            group: Some("frozen"),
+            ..windowed()
+        };
+        let c = carry_out(&mut s, CONT, SECS, None);
+        assert_eq!(s.calls, ["freeze", "all-frozen", "close"]);
+        assert!(c.group_failed && !c.ran);
+
+        let mut s = Steps {
+            group: Some("none"),
+            freeze_fails: true,
+            ..windowed()
+        };
+        let c = carry_out(&mut s, CONT, SECS, None);
+        assert_eq!(
+            s.calls,
+            ["freeze", "all-frozen", "close"],
+            "no crash-consistent fallback"
+        );
+        assert!(c.group_failed);
+
+        let mut s = Steps {
+            group: Some("none"),
+            end: Some(CommandEnd::GroupAborted),
+            ..windowed()
+        };
+        let c = carry_out(&mut s, CONT, SECS, None);
+        assert_eq!(
+            s.calls,
+            [
+                "freeze",
+                "all-frozen",
+                "start",
+                "wait",
+                "thaw",
+                "all-done",
+                "kill",
+                "close"
+            ]
+        );
+        assert!(c.group_failed && c.killed);
     }
 
     #[test]
