@@ -201,7 +201,31 @@ impl Etcd {
         prefix: &str,
         timeout: Duration,
     ) -> Result<(Vec<Kv>, i64), EtcdError> {
-        let body = json!({"key": B64.encode(prefix), "range_end": B64.encode(prefix_end(prefix))});
+        self.range_under(prefix, false, timeout)
+    }
+
+    /// [`Etcd::range_prefix`] answered by the endpoint's own copy
+    /// (`serializable`): no leader needed, so it does not wait out an
+    /// election, at the price of a read that may lag a moment behind.
+    pub fn range_prefix_local(
+        &self,
+        prefix: &str,
+        timeout: Duration,
+    ) -> Result<(Vec<Kv>, i64), EtcdError> {
+        self.range_under(prefix, true, timeout)
+    }
+
+    fn range_under(
+        &self,
+        prefix: &str,
+        serializable: bool,
+        timeout: Duration,
+    ) -> Result<(Vec<Kv>, i64), EtcdError> {
+        let body = json!({
+            "key": B64.encode(prefix),
+            "range_end": B64.encode(prefix_end(prefix)),
+            "serializable": serializable,
+        });
         let v = self.call("kv/range", &body, timeout)?;
         let kvs = v["kvs"]
             .as_array()

@@ -31,6 +31,8 @@ use super::settings::GroupSettings;
 const POLL: Duration = Duration::from_millis(5);
 /// The longest one call may take while a member waits.
 const CALL: Duration = Duration::from_millis(1000);
+/// One read of the watch while the snapshot command runs.
+const WATCH_CALL: Duration = Duration::from_millis(200);
 
 /// A barrier of the round, and the key each member writes at it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -296,7 +298,7 @@ impl Round {
             });
         }
         let key = format!("{}{}/{}", self.prefix, stage.name(), self.member());
-        let rev = match self.etcd.put(&key, "", self.lease, self.budget(deadline)) {
+        let rev = match self.put_while_leased(&key, deadline, interrupted) {
             Ok(rev) => rev,
             Err(e) => {
                 self.abort(
@@ -308,6 +310,30 @@ impl Round {
         };
         self.record_own(stage, rev);
         self.wait(stage, rev, deadline, interrupted)
+    }
+
+    /// Puts `key` under this member's lease, trying again while no endpoint
+    /// answers in time (the cluster electing a new leader after losing
+    /// one) for as long as the lease and `deadline` last: a quorum that
+    /// still stands completes the round. A refusal is final. The put is the
+    /// same each time, so one that landed late changes nothing.
+    fn put_while_leased(
+        &self,
+        key: &str,
+        deadline: Instant,
+        interrupted: &dyn Fn() -> bool,
+    ) -> Result<i64, EtcdError> {
+        loop {
+            match self.etcd.put(key, "", self.lease, self.budget(deadline)) {
+                Err(EtcdError::Unreachable(why))
+                    if self.lease_alive() && Instant::now() < deadline && !interrupted() =>
+                {
+                    log::debug!("group: {key} not recorded yet ({why}); trying again");
+                    std::thread::sleep(POLL);
+                }
+                other => return other,
+            }
+        }
     }
 
     /// This member gives up at `stage`: the reason kept for the others
@@ -353,8 +379,12 @@ impl Round {
                 });
                 return Err(RoundError::LeaseLost(self.ttl));
             }
-            let budget = self.budget(deadline);
-            if let Ok((kvs, _)) = self.etcd.range_prefix(&self.prefix, budget) {
+            // A local read, briefly: the command's end must be answered at
+            // once, even while the cluster elects a new leader (a linear
+            // read would wait that out). The barriers after it read and
+            // write through the leader.
+            let budget = self.budget(deadline).min(WATCH_CALL);
+            if let Ok((kvs, _)) = self.etcd.range_prefix_local(&self.prefix, budget) {
                 if let Verdict::Abort(a) = self.judge(&kvs, Stage::Snapshot) {
                     return Err(self.aborted(a));
                 }

@@ -292,6 +292,25 @@ impl Cluster {
         }
     }
 
+    /// The index of the node that leads the cluster now, as every node's
+    /// status says (`etcdctl endpoint status`).
+    pub fn leader(&self) -> usize {
+        let out = self
+            .etcdctl()
+            .args(["endpoint", "status", "-w", "json"])
+            .output()
+            .expect("etcdctl endpoint status");
+        let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap_or_default();
+        let endpoints = self.endpoints();
+        v.as_array()
+            .into_iter()
+            .flatten()
+            .find(|e| e["Status"]["header"]["member_id"] == e["Status"]["leader"])
+            .and_then(|e| e["Endpoint"].as_str())
+            .and_then(|ep| endpoints.iter().position(|x| x == ep))
+            .unwrap_or_else(|| panic!("no leader in {}", String::from_utf8_lossy(&out.stdout)))
+    }
+
     /// Kills node `i` (SIGKILL, by its pid) and reaps it.
     pub fn kill_node(&mut self, i: usize) {
         if let Some(mut c) = self.nodes[i].child.take() {
