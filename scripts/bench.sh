@@ -344,6 +344,19 @@ figure_pre_instant_ms() {
     measure "$RUNS" 0 -- 0 "${QARGV[@]}" --- 0 timeout 10 "$PRE_SCRIPT"
 }
 
+# The same `pre` as a scheduler starts it: after a quiet spell (200 ms of
+# nothing before each run). The kernel's cgroup-move lock waits for an RCU
+# grace period when it is first taken after such a spell; back-to-back runs
+# (pre_instant_ms) mostly find it warm and hide what one backup a night
+# pays. BENCH_RUNS/3 runs, at least 5.
+figure_pre_cold_ms() {
+    local runs=$(( RUNS / 3 ))
+    [ "$runs" -ge 5 ] || runs=5
+    make_case pre_cold 10 'exit 0'
+    quiesce_argv "$CASE_DIR" pre
+    measure "$runs" 0 --pause 200 -- 0 "${QARGV[@]}" --- 0 timeout 10 "$PRE_SCRIPT"
+}
+
 # System calls of one whole `quiesce pre` on an instant script, itself and
 # everything it forks (sentinel, post guard until the runner exits, the
 # script), counted by `strace -f -c`, against `timeout 10 <script>`; and
@@ -479,6 +492,9 @@ register() {
 register pre_instant_ms ms 5 \
     "wall time of 'quiesce pre' on an instant script" \
     "'timeout 10 <same script>'"
+register pre_cold_ms ms null \
+    "wall time of 'quiesce pre' on an instant script, each run after 200 ms of quiet (as a scheduler starts one)" \
+    "'timeout 10 <same script>', the same way"
 register pre_syscalls calls null \
     "system calls of one 'quiesce pre' on an instant script, with everything it forks (strace -f -c)" \
     "'timeout 10 <same script>'"

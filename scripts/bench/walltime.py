@@ -1,13 +1,15 @@
 #!/usr/bin/env python3
 """Helper of scripts/bench.sh: wall-time measurement, statistics, rendering.
 
-  walltime.py measure --runs N [--warmup W] [--minus MS] -- RC CMD... [--- RC CMD...]
+  walltime.py measure --runs N [--warmup W] [--minus MS] [--pause MS] -- RC CMD... [--- RC CMD...]
       Runs every command N times, interleaved (run i of each command before
       run i+1 of any; the order alternates each round so neither side always
       goes first). Each command must exit with its RC. Wall time of one run is
       time.perf_counter() around subprocess.run, identical for every command,
       so candidate and baseline pay the same spawn overhead. Prints one line
-      per command: its N samples in ms (minus MS), space-separated.
+      per command: its N samples in ms (minus MS), space-separated. With
+      --pause, every run is preceded by MS of idle time (not measured), so
+      each starts after a quiet spell, as a run started by a scheduler does.
 
   walltime.py stats KEY UNIT TARGET WHAT BASELINE_WHAT
       Reads two sample lines (candidate, baseline) on stdin, prints one JSON
@@ -80,7 +82,7 @@ def run_once_rss(rc, argv):
 
 
 def measure(args):
-    runs, warmup, minus, metric = None, 2, 0.0, run_once
+    runs, warmup, minus, metric, pause = None, 2, 0.0, run_once, 0.0
     while args and args[0] != "--":
         opt = args.pop(0)
         if not args:
@@ -92,6 +94,8 @@ def measure(args):
             warmup = int(val)
         elif opt == "--minus":
             minus = float(val)
+        elif opt == "--pause":
+            pause = float(val) / 1000.0
         elif opt == "--metric":
             if val not in ("wall", "rss"):
                 die("--metric wall|rss")
@@ -108,6 +112,8 @@ def measure(args):
     tty = sys.stderr.isatty()
     for i in range(warmup + runs):
         for j in order:
+            if pause:
+                time.sleep(pause)
             ms = metric(*cmds[j])
             if i >= warmup:
                 samples[j].append(ms - minus)
