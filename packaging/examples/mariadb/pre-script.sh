@@ -123,9 +123,11 @@ holder_alive() {
 # fails early if the holder is gone.
 wait_for() {
     tries=$(($2 * 10))
+    # The whole line: the client may be caught between writing the text
+    # and the session id after it.
     while [ "$tries" -gt 0 ]; do
-        grep -q "^$1" "$out" 2>/dev/null && return 0
-        holder_alive "$holder" || { grep -q "^$1" "$out" 2>/dev/null; return; }
+        grep -q "^$1[0-9]" "$out" 2>/dev/null && return 0
+        holder_alive "$holder" || { grep -q "^$1[0-9]" "$out" 2>/dev/null; return; }
         sleep 0.1
         tries=$((tries - 1))
     done
@@ -200,6 +202,9 @@ if ! wait_for 'holder-locked ' "$budget"; then
     die "could not take FLUSH TABLES WITH READ LOCK in session $session (lock_wait_timeout ${MARIADB_LOCK_WAIT_TIMEOUT}s, waited at most ${budget}s; a long-running statement may be holding tables); nothing is left locked: ${why:-no answer}"
 fi
 end=$(date +%s%N)
+# Read again now that the lock's line is there: the session's line, written
+# before it, is whole.
+session=$(sed -n 's/^holder-locked //p' "$out" | head -n 1)
 if ! { printf '%s\n' "$holder" >"$pidfile" && printf '%s\n' "$session" >"$idfile"; }; then
     abandon
     die "cannot record the holder in $state"
