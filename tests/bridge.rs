@@ -9,12 +9,13 @@
 //! started. Root: scripts and state must be root-owned; cgroups.
 
 mod common;
+use common::wait_until;
 
 use std::fs;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use common::{pids_with, private_args, quiesce_bin, signal, MarkerGuard, Run, Setup, TestCgroup};
 use nix::sys::signal::Signal;
@@ -95,17 +96,6 @@ impl B {
     fn records(&self) -> Vec<String> {
         common::pending_records(&self.state())
     }
-}
-
-fn wait_until(within: Duration, mut f: impl FnMut() -> bool) -> bool {
-    let end = Instant::now() + within;
-    while Instant::now() < end {
-        if f() {
-            return true;
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    f()
 }
 
 fn finish(child: Child) -> Run {

@@ -4,6 +4,7 @@
 //! filesystem is thawed and unmounted by its guard on every path.
 
 mod common;
+use common::is_frozen;
 
 use common::fanotify::Holder;
 use common::scratchfs::{have_mkfs, writable_within, ScratchFs};
@@ -49,20 +50,6 @@ fn frozen_paths(v: &Value) -> Vec<String> {
                 .collect()
         })
         .unwrap_or_default()
-}
-
-/// Whether `path` is frozen right now: `fsfreeze -f` answers EBUSY on a
-/// frozen filesystem. (If it was not frozen, that froze it: thaw it back.)
-fn is_frozen(path: &str) -> bool {
-    let out = Command::new("fsfreeze")
-        .args(["-f", path])
-        .output()
-        .unwrap();
-    if out.status.success() {
-        let _ = Command::new("fsfreeze").args(["-u", path]).status();
-        return false;
-    }
-    String::from_utf8_lossy(&out.stderr).contains("busy")
 }
 
 #[test]

@@ -35,6 +35,7 @@
 //! loop-mounted scratch ext4, thawed on every path.
 
 mod common;
+use common::{alive, is_frozen, wait_until};
 
 use std::fs;
 use std::io::{BufRead, BufReader, Write};
@@ -488,44 +489,6 @@ impl G {
                 )
             })
     }
-}
-
-/// Whether `path` is frozen right now: `fsfreeze -f` answers EBUSY on a
-/// frozen filesystem. (If it was not frozen, that froze it: thaw it back.)
-fn is_frozen(path: &str) -> bool {
-    let out = Command::new("fsfreeze")
-        .args(["-f", path])
-        .output()
-        .unwrap();
-    if out.status.success() {
-        let _ = Command::new("fsfreeze").args(["-u", path]).status();
-        return false;
-    }
-    String::from_utf8_lossy(&out.stderr).contains("busy")
-}
-
-fn alive(pid: i32) -> bool {
-    pid > 0
-        && fs::read_to_string(format!("/proc/{pid}/stat"))
-            .map(|s| {
-                !s.rsplit(')')
-                    .next()
-                    .unwrap_or("")
-                    .trim_start()
-                    .starts_with('Z')
-            })
-            .unwrap_or(false)
-}
-
-fn wait_until(within: Duration, mut f: impl FnMut() -> bool) -> bool {
-    let end = Instant::now() + within;
-    while Instant::now() < end {
-        if f() {
-            return true;
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    f()
 }
 
 /// The error names of a status document.

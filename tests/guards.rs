@@ -6,6 +6,7 @@
 //! checked while the runner is still stopped.
 
 mod common;
+use common::wait_until;
 
 use common::fanotify::Holder;
 use common::scratchfs::ScratchFs;
@@ -64,18 +65,6 @@ fn states(pid: i32) -> Vec<char> {
 fn is_stopped(pid: i32) -> bool {
     let s = states(pid);
     !s.is_empty() && s.iter().all(|&c| c == 'T' || c == 't')
-}
-
-/// Waits (bounded) for `cond`.
-fn wait_until(within: Duration, mut cond: impl FnMut() -> bool) -> bool {
-    let end = Instant::now() + within;
-    while Instant::now() < end {
-        if cond() {
-            return true;
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    false
 }
 
 /// `snapshot --json --max-freeze MAX --mount FS -- sh -c CMD`, its output

@@ -7,6 +7,7 @@
 //! ended by it.
 
 mod common;
+use common::{alive, is_frozen, wait_until};
 
 use std::fs;
 use std::os::unix::fs::PermissionsExt;
@@ -71,43 +72,6 @@ impl H {
             serde_json::from_slice(&fs::read(self.run_file("hold.json")).ok()?).ok()?;
         v["pid"].as_i64().map(|p| p as i32)
     }
-}
-
-/// Whether `path` is frozen right now: `fsfreeze -f` answers EBUSY on a
-/// frozen filesystem. (If it was not frozen, that froze it: thaw it back.)
-fn is_frozen(path: &str) -> bool {
-    let out = Command::new("fsfreeze")
-        .args(["-f", path])
-        .output()
-        .unwrap();
-    if out.status.success() {
-        let _ = Command::new("fsfreeze").args(["-u", path]).status();
-        return false;
-    }
-    String::from_utf8_lossy(&out.stderr).contains("busy")
-}
-
-fn alive(pid: i32) -> bool {
-    fs::read_to_string(format!("/proc/{pid}/stat"))
-        .map(|s| {
-            !s.rsplit(')')
-                .next()
-                .unwrap_or("")
-                .trim_start()
-                .starts_with('Z')
-        })
-        .unwrap_or(false)
-}
-
-fn wait_until(within: Duration, mut f: impl FnMut() -> bool) -> bool {
-    let end = Instant::now() + within;
-    while Instant::now() < end {
-        if f() {
-            return true;
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    f()
 }
 
 fn error_names(r: &Run) -> Vec<String> {

@@ -4,6 +4,7 @@
 //! tests use scratch loop filesystems.
 
 mod common;
+use common::wait_until;
 
 use std::fs;
 use std::os::unix::fs::PermissionsExt;
@@ -74,17 +75,6 @@ fn sleepers(marker: &str) -> Vec<i32> {
                 .unwrap_or(false)
         })
         .collect()
-}
-
-fn wait_until(within: Duration, mut f: impl FnMut() -> bool) -> bool {
-    let end = Instant::now() + within;
-    while Instant::now() < end {
-        if f() {
-            return true;
-        }
-        std::thread::sleep(Duration::from_millis(10));
-    }
-    false
 }
 
 /// A snapshot whose command is `sleep MARKER` on a scratch filesystem.

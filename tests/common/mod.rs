@@ -507,3 +507,44 @@ impl Drop for TestCgroup {
         }
     }
 }
+
+/// Waits (bounded) for `cond`, looking every 20 ms; whether it held (it is
+/// asked once more at the end).
+pub fn wait_until(within: std::time::Duration, mut cond: impl FnMut() -> bool) -> bool {
+    let end = std::time::Instant::now() + within;
+    while std::time::Instant::now() < end {
+        if cond() {
+            return true;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    cond()
+}
+
+/// Whether `path` is frozen right now: `fsfreeze -f` answers EBUSY on a
+/// frozen filesystem. (If it was not frozen, that froze it: thaw it back.)
+pub fn is_frozen(path: &str) -> bool {
+    let out = Command::new("fsfreeze")
+        .args(["-f", path])
+        .output()
+        .unwrap();
+    if out.status.success() {
+        let _ = Command::new("fsfreeze").args(["-u", path]).status();
+        return false;
+    }
+    String::from_utf8_lossy(&out.stderr).contains("busy")
+}
+
+/// Whether process `pid` exists and is not a zombie.
+pub fn alive(pid: i32) -> bool {
+    pid > 0
+        && fs::read_to_string(format!("/proc/{pid}/stat"))
+            .map(|s| {
+                !s.rsplit(')')
+                    .next()
+                    .unwrap_or("")
+                    .trim_start()
+                    .starts_with('Z')
+            })
+            .unwrap_or(false)
+}
