@@ -56,24 +56,29 @@ if command -v rustup >/dev/null 2>&1; then
 fi
 command -v cargo >/dev/null || { echo "scripts/test.sh: cargo not found (install Rust with rustup)" >&2; exit 2; }
 
+# unpack_into PACKAGE DIR: Debian's PACKAGE, fetched and unpacked into DIR
+# (never installed: nothing runs from it but the tests).
+unpack_into() {
+    local fetch
+    echo "scripts/test.sh: unpacking $1 into $2"
+    fetch=$(mktemp -d)
+    chmod 755 "$fetch"   # apt-get download runs as _apt where it can
+    (cd "$fetch" && apt-get download -q "$1" >/dev/null 2>&1 ||
+        { apt-get update -qq && apt-get download -q "$1" >/dev/null; })
+    rm -rf "$2"
+    # A fresh clone has no target/ yet: dpkg-deb makes only the last level.
+    mkdir -p "$2"
+    dpkg-deb -x "$fetch"/"$1"_*.deb "$2"
+    rm -rf "$fetch"
+}
+
 # --- syslog-ng for tests/forward.rs --------------------------------------------
 # Debian's syslog-ng-core conflicts with rsyslog, so the package is fetched
 # and unpacked into target/syslog-ng (never installed, nothing runs from it
 # but the tests). A binary that cannot find a library fails here, not in the
 # test.
 syslog_ng_root="$PWD/target/syslog-ng"
-if [ ! -x "$syslog_ng_root/usr/sbin/syslog-ng" ]; then
-    echo "scripts/test.sh: unpacking syslog-ng-core into $syslog_ng_root"
-    fetch=$(mktemp -d)
-    chmod 755 "$fetch"   # apt-get download runs as _apt where it can
-    (cd "$fetch" && apt-get download -q syslog-ng-core >/dev/null 2>&1 ||
-        { apt-get update -qq && apt-get download -q syslog-ng-core >/dev/null; })
-    rm -rf "$syslog_ng_root"
-    # A fresh clone has no target/ yet: dpkg-deb makes only the last level.
-    mkdir -p "$syslog_ng_root"
-    dpkg-deb -x "$fetch"/syslog-ng-core_*.deb "$syslog_ng_root"
-    rm -rf "$fetch"
-fi
+[ -x "$syslog_ng_root/usr/sbin/syslog-ng" ] || unpack_into syslog-ng-core "$syslog_ng_root"
 if LD_LIBRARY_PATH="$syslog_ng_root/usr/lib/syslog-ng" ldd "$syslog_ng_root/usr/sbin/syslog-ng" | grep -q "not found"; then
     echo "scripts/test.sh: syslog-ng lacks libraries:" >&2
     LD_LIBRARY_PATH="$syslog_ng_root/usr/lib/syslog-ng" ldd "$syslog_ng_root/usr/sbin/syslog-ng" | grep "not found" >&2
@@ -88,17 +93,7 @@ export QUIESCE_FORWARD_TESTS=1
 # on this machine, so it is unpacked into target/google-guest-agent and run
 # only by the test, in namespaces of its own.
 gce_agent_root="$PWD/target/google-guest-agent"
-if [ ! -x "$gce_agent_root/usr/bin/google_guest_agent" ]; then
-    echo "scripts/test.sh: unpacking google-guest-agent into $gce_agent_root"
-    fetch=$(mktemp -d)
-    chmod 755 "$fetch"   # apt-get download runs as _apt where it can
-    (cd "$fetch" && apt-get download -q google-guest-agent >/dev/null 2>&1 ||
-        { apt-get update -qq && apt-get download -q google-guest-agent >/dev/null; })
-    rm -rf "$gce_agent_root"
-    mkdir -p "$gce_agent_root"
-    dpkg-deb -x "$fetch"/google-guest-agent_*.deb "$gce_agent_root"
-    rm -rf "$fetch"
-fi
+[ -x "$gce_agent_root/usr/bin/google_guest_agent" ] || unpack_into google-guest-agent "$gce_agent_root"
 export QUIESCE_GCE_AGENT_ROOT="$gce_agent_root"
 # The real-agent tests fail, instead of skipping, when something is missing.
 export QUIESCE_GCE_AGENT_TESTS=1

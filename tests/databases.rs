@@ -33,6 +33,11 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
+/// The error names of a status document.
+fn error_names(v: &Value) -> Vec<String> {
+    common::entry_names(v, "errors")
+}
+
 /// Where the scratch directories live. Root-owned 0711, not 0700 like the
 /// other tests' scratch: the database servers run as `postgres`/`mysql` and
 /// must traverse it to reach their data directory and socket (nothing in it
@@ -643,17 +648,6 @@ fn tail(scripts: &Value, phase: &str, stream: &str) -> String {
         .as_str()
         .unwrap_or("")
         .to_string()
-}
-
-fn error_names(v: &Value) -> Vec<String> {
-    v["errors"]
-        .as_array()
-        .map(|a| {
-            a.iter()
-                .map(|e| e["name"].as_str().unwrap_or("").to_string())
-                .collect()
-        })
-        .unwrap_or_default()
 }
 
 fn holders_terminated(scripts: &Value) -> Vec<i64> {

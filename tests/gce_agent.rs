@@ -35,7 +35,7 @@
 //! loop-mounted scratch ext4, thawed on every path.
 
 mod common;
-use common::{alive, is_frozen, wait_until};
+use common::{alive, entry_names, is_frozen, wait_until};
 
 use std::fs;
 use std::io::{BufRead, BufReader, Write};
@@ -491,17 +491,6 @@ impl G {
     }
 }
 
-/// The error names of a status document.
-fn names(status: &Value) -> Vec<String> {
-    status["errors"]
-        .as_array()
-        .cloned()
-        .unwrap_or_default()
-        .iter()
-        .map(|e| e["name"].as_str().unwrap_or_default().to_string())
-        .collect()
-}
-
 fn script(path: &Path, body: &str) {
     fs::write(path, format!("#!/bin/sh\n{body}\n")).unwrap();
 }
@@ -598,7 +587,7 @@ fn a_failing_pre_script_is_reported_by_the_agent_and_nothing_is_frozen() {
     g.agent.ack();
     assert_eq!(g.ran(), ["pre", "post"], "the post-script ran once");
     assert!(!g.frozen());
-    assert_eq!(names(&g.last("post")), ["NoHeldFreeze"]);
+    assert_eq!(entry_names(&g.last("post"), "errors"), ["NoHeldFreeze"]);
 }
 
 #[test]
@@ -731,7 +720,7 @@ fn the_agents_timeout_kills_pre_mid_script_and_the_guard_runs_the_post_script() 
     assert_eq!(post.agent_return_code, "UNHANDLED_SCRIPT_ERROR");
     assert_eq!(post.scripts_return_code, 2);
     g.agent.ack();
-    assert_eq!(names(&g.last("post")), ["NoHeldFreeze"]);
+    assert_eq!(entry_names(&g.last("post"), "errors"), ["NoHeldFreeze"]);
     assert_eq!(g.ran(), ["pre", "post runner-died"]);
     assert!(!g.frozen());
 }
@@ -780,7 +769,7 @@ fn the_agents_timeout_between_the_freeze_and_the_hand_over_leaves_nothing_frozen
     let last = g.last("post");
     eprintln!(
         "the service's post: {post:?}, errors {:?}, hold {}",
-        names(&last),
+        entry_names(&last, "errors"),
         last["hook"]["hold"]
     );
     assert_eq!(post.agent_return_code, "UNHANDLED_SCRIPT_ERROR");

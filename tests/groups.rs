@@ -162,6 +162,16 @@ fn group_of(run: &Run) -> Value {
     run.json()["group"].clone()
 }
 
+/// A member's run that the round's abort ended: exit 2, `GroupAborted`.
+fn assert_aborted(name: &str, run: &Run) {
+    assert_eq!(run.code, 2, "{name}: {}", run.stderr);
+    assert!(
+        run.error_names().contains(&"GroupAborted".to_string()),
+        "{name}: {:?}",
+        run.error_names()
+    );
+}
+
 #[test]
 fn a_clean_round_of_three_freezes_them_at_one_instant() {
     require_etcd!();
@@ -219,13 +229,7 @@ fn a_member_whose_pre_script_fails_makes_nobody_freeze() {
     let children = g.spawn_all(&[], |m| g.meeting(m));
     let runs: Vec<Run> = children.into_iter().map(finish).collect();
     for (m, run) in g.members.iter().zip(&runs) {
-        assert_eq!(run.code, 2, "{}: {}", m.name, run.stderr);
-        assert!(
-            run.error_names().contains(&"GroupAborted".to_string()),
-            "{}: {:?}",
-            m.name,
-            run.error_names()
-        );
+        assert_aborted(&m.name, run);
         let grp = group_of(run);
         assert_eq!(grp["consistent"], false);
         assert_eq!(grp["abort"]["member"], "m1", "{}: {grp}", m.name);
@@ -304,8 +308,7 @@ fn a_member_killed_in_its_window_makes_the_others_thaw_and_run_their_posts() {
         killed.elapsed()
     );
     for (m, run) in g.members[1..].iter().zip(&runs) {
-        assert_eq!(run.code, 2, "{}: {}", m.name, run.stderr);
-        assert!(run.error_names().contains(&"GroupAborted".to_string()));
+        assert_aborted(&m.name, run);
         let grp = group_of(run);
         assert_eq!(grp["abort"]["member"], "m0", "{}: {grp}", m.name);
         assert_eq!(grp["consistent"], false);
@@ -374,13 +377,7 @@ fn quorum_lost_mid_window_thaws_every_member_and_none_reports_a_group() {
         started.elapsed()
     );
     for (m, run) in g.members.iter().zip(&runs) {
-        assert_eq!(run.code, 2, "{}: {}", m.name, run.stderr);
-        assert!(
-            run.error_names().contains(&"GroupAborted".to_string()),
-            "{}: {:?}",
-            m.name,
-            run.error_names()
-        );
+        assert_aborted(&m.name, run);
         assert_ne!(group_of(run)["consistent"], true);
         assert_ne!(run.json()["consistency"], "application");
         assert!(m.writable(), "{} left frozen", m.name);
@@ -555,13 +552,7 @@ fn a_member_cut_off_by_its_link_going_down_thaws_and_so_do_the_others() {
         cut.elapsed()
     );
     for (m, run) in g.members.iter().zip(&runs) {
-        assert_eq!(run.code, 2, "{}: {}", m.name, run.stderr);
-        assert!(
-            run.error_names().contains(&"GroupAborted".to_string()),
-            "{}: {:?}",
-            m.name,
-            run.error_names()
-        );
+        assert_aborted(&m.name, run);
         assert_ne!(group_of(run)["consistent"], true, "{}", m.name);
         assert!(m.writable(), "{} left frozen", m.name);
         assert_eq!(m.s.scripts_ran(), "pre\npost\n", "{}", m.name);
@@ -756,8 +747,7 @@ fn a_member_killed_while_waiting_for_the_others_to_join_makes_nobody_freeze() {
         .map(finish)
         .collect();
     for (m, run) in g.members[1..].iter().zip(&runs) {
-        assert_eq!(run.code, 2, "{}: {}", m.name, run.stderr);
-        assert!(run.error_names().contains(&"GroupAborted".to_string()));
+        assert_aborted(&m.name, run);
         assert!(
             run.json()["phases"].get("freeze").is_none(),
             "{} froze",

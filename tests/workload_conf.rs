@@ -6,7 +6,7 @@
 
 mod common;
 
-use common::{private_args, quiesce_bin, Run, Scratch};
+use common::{entry_names, private_args, quiesce_bin, Run, Scratch};
 use serde_json::Value;
 use std::path::{Path, PathBuf};
 
@@ -43,28 +43,6 @@ fn check(s: &Scratch, config: &Path, wc: &Path) -> (Run, Value) {
     (run, v)
 }
 
-fn names(v: &Value) -> Vec<String> {
-    v["applications"]
-        .as_array()
-        .map(|a| {
-            a.iter()
-                .map(|e| e["name"].as_str().unwrap_or("").to_string())
-                .collect()
-        })
-        .unwrap_or_default()
-}
-
-fn errors(v: &Value) -> Vec<String> {
-    v["errors"]
-        .as_array()
-        .map(|a| {
-            a.iter()
-                .map(|e| e["name"].as_str().unwrap_or("").to_string())
-                .collect()
-        })
-        .unwrap_or_default()
-}
-
 #[test]
 fn workload_conf_is_one_more_application_with_its_own_named_errors() {
     require_root!();
@@ -78,7 +56,7 @@ fn workload_conf_is_one_more_application_with_its_own_named_errors() {
         0o600,
     );
     let (run, v) = check(&s, &app, &wc);
-    assert_eq!(names(&v), ["app"], "{}", run.stderr);
+    assert_eq!(entry_names(&v, "applications"), ["app"], "{}", run.stderr);
     assert!(run.stderr.contains("names no workload"), "{}", run.stderr);
 
     // oracle: one more application, last, refused by name (503); the
@@ -90,9 +68,14 @@ fn workload_conf_is_one_more_application_with_its_own_named_errors() {
     );
     let (run, v) = check(&s, &app, &wc);
     assert_eq!(run.code, 2, "{}", run.stderr);
-    assert_eq!(names(&v).len(), 2, "{v}");
-    assert_eq!(names(&v)[0], "app", "{v}");
-    assert_eq!(errors(&v), ["WorkloadInvalidName"], "{}", run.stderr);
+    assert_eq!(entry_names(&v, "applications").len(), 2, "{v}");
+    assert_eq!(entry_names(&v, "applications")[0], "app", "{v}");
+    assert_eq!(
+        entry_names(&v, "errors"),
+        ["WorkloadInvalidName"],
+        "{}",
+        run.stderr
+    );
     assert!(run.stderr.contains("(503)"), "{}", run.stderr);
     assert_eq!(v["applications"][0]["errors"], serde_json::json!([]), "{v}");
 
@@ -104,16 +87,30 @@ fn workload_conf_is_one_more_application_with_its_own_named_errors() {
         0o600,
     );
     let (run, v) = check(&s, &app, &wc);
-    assert_eq!(errors(&v), ["WorkloadConnectionError"], "{}", run.stderr);
+    assert_eq!(
+        entry_names(&v, "errors"),
+        ["WorkloadConnectionError"],
+        "{}",
+        run.stderr
+    );
     assert!(
         run.stderr.contains("/nonexistent/mysqld.sock"),
         "{}",
         run.stderr
     );
-    assert_eq!(names(&v)[1], "workload.conf (mariadb)", "{v}");
+    assert_eq!(
+        entry_names(&v, "applications")[1],
+        "workload.conf (mariadb)",
+        "{v}"
+    );
 
     // World-writable: refused before it is read (501).
     std::fs::set_permissions(&wc, std::os::unix::fs::PermissionsExt::from_mode(0o602)).unwrap();
     let (run, v) = check(&s, &app, &wc);
-    assert_eq!(errors(&v), ["WorkloadConfigError"], "{}", run.stderr);
+    assert_eq!(
+        entry_names(&v, "errors"),
+        ["WorkloadConfigError"],
+        "{}",
+        run.stderr
+    );
 }

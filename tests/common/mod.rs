@@ -548,3 +548,16 @@ pub fn alive(pid: i32) -> bool {
             })
             .unwrap_or(false)
 }
+
+/// The `name` of every entry of the array `key` of a status document
+/// (`errors`, `applications`); none when it has no such array.
+pub fn entry_names(status: &serde_json::Value, key: &str) -> Vec<String> {
+    status[key]
+        .as_array()
+        .map(|a| {
+            a.iter()
+                .map(|e| e["name"].as_str().unwrap_or("").to_string())
+                .collect()
+        })
+        .unwrap_or_default()
+}
