@@ -62,7 +62,9 @@ class Cluster:
         pki = os.path.join(d, "pki")
         make_pki(pki)
         self.pki = pki
-        base = 31000 + (os.getpid() % 200) * 10
+        # Below the ephemeral range (32768 up), where outgoing connections
+        # may hold a port first.
+        base = 31000 + (os.getpid() % 170) * 10
         self.client = [base + i for i in range(3)]
         peer = [base + 5 + i for i in range(3)]
         initial = ",".join(f"n{i}=http://127.0.0.1:{peer[i]}" for i in range(3))

@@ -144,11 +144,13 @@ pub struct Cluster {
     pub ip: Option<String>,
 }
 
-/// Loopback ports of this test process: far apart per process and call.
+/// Loopback ports of this test process: far apart per process and call,
+/// and below the kernel's ephemeral range (32768 up), where an outgoing
+/// connection of anything on the machine may hold one first.
 fn ports(n: usize) -> Vec<u16> {
     use std::sync::atomic::{AtomicU16, Ordering};
     static NEXT: AtomicU16 = AtomicU16::new(0);
-    let base = 21000 + (std::process::id() % 300) as u16 * 100;
+    let base = 21000 + (std::process::id() % 110) as u16 * 100;
     let k = NEXT.fetch_add(n as u16, Ordering::SeqCst);
     (0..n as u16).map(|i| base + k + i).collect()
 }

@@ -138,7 +138,12 @@ pub fn end_quiesce_processes_of(dir: &Path) {
             continue;
         }
         let cmdline = fs::read(proc.join("cmdline")).unwrap_or_default();
-        if cmdline.windows(needle.len()).any(|w| w == needle) {
+        // `dir` as a whole path component: a test's `…-1` must not end
+        // another's `…-13`.
+        let names_dir = cmdline.windows(needle.len()).enumerate().any(|(i, w)| {
+            w == needle && matches!(cmdline.get(i + needle.len()), None | Some(b'/' | 0))
+        });
+        if names_dir {
             let _ = nix::sys::signal::kill(
                 nix::unistd::Pid::from_raw(pid),
                 nix::sys::signal::Signal::SIGKILL,
